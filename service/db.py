@@ -1,0 +1,80 @@
+"""Engine and sessions.
+
+The caller owns the transaction (SQLAlchemy 2.0 guidance): functions that work on the
+database take a Session and never commit; the Celery task, the HTTP request or the CLI
+command opens `with session_scope() as s:` and commits once at its boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_engine: Engine | None = None
+_factory: sessionmaker[Session] | None = None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Several processes (web, worker, beat) share the demo's SQLite file: WAL lets
+    # readers go on while one writes, and busy_timeout waits for the lock instead
+    # of failing with "database is locked".
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite opens transactions lazily and badly; take control so that
+        # BEGIN IMMEDIATE-style locking is predictable.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def get_engine() -> Engine:
+    global _engine, _factory
+    if _engine is None:
+        from service.config import get_settings
+
+        _engine = make_engine(get_settings().database_url)
+        _factory = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def session_factory() -> sessionmaker[Session]:
+    get_engine()
+    assert _factory is not None
+    return _factory
+
+
+@contextlib.contextmanager
+def session_scope() -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    with session_factory().begin() as session:
+        yield session
+
+
+def reset_engine() -> None:
+    global _engine, _factory
+    if _engine is not None:
+        _engine.dispose()
+    _engine = None
+    _factory = None

@@ -1,0 +1,382 @@
+"""The schema.  Data flows one way through these tables:
+
+    feeds → articles → article_versions → editions (+ edition_articles, edition_variants)
+          → deliveries (the ledger) → SMTP
+
+Each step writes what the next one reads.  Every change here is an Alembic migration
+in `migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names so migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware datetimes everywhere; SQLite stores them naive, in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware one")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# BigInteger ids that still autoincrement on SQLite (which only does so for INTEGER).
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime}
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK: portable and readable in psql.
+    return Enum(cls, name=name, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+
+
+class Frequency(str, enum.Enum):
+    daily = "daily"
+    weekly = "weekly"
+    none = "none"
+
+
+class SubscriberStatus(str, enum.Enum):
+    pending = "pending"  # signed up, not yet confirmed (double opt-in)
+    active = "active"
+    unsubscribed = "unsubscribed"
+
+
+class EditionKind(str, enum.Enum):
+    digest = "digest"
+    alert = "alert"
+    correction = "correction"
+
+
+class EditionStatus(str, enum.Enum):
+    draft = "draft"  # created, audience not yet frozen
+    planned = "planned"  # ledger rows written
+    sending = "sending"
+    paused = "paused"
+    done = "done"
+    cancelled = "cancelled"
+
+
+class DeliveryStatus(str, enum.Enum):
+    queued = "queued"  # waiting to be claimed
+    claimed = "claimed"  # a worker holds the lease
+    sent = "sent"  # the server answered 250 to DATA
+    retry = "retry"  # transient failure; next_attempt_at says when
+    failed = "failed"  # permanent failure for this recipient
+    suppressed = "suppressed"  # on the suppression list when claimed
+    skipped = "skipped"  # unsubscribed/ineligible when claimed
+    cancelled = "cancelled"  # the edition was cancelled before it went
+    unknown = "unknown"  # DATA sent, reply never came (RFC 1047): not re-sent automatically
+
+
+class VersionKind(str, enum.Enum):
+    new = "new"
+    minor = "minor"
+    major = "major"
+
+
+class EditorRole(str, enum.Enum):
+    editor = "editor"
+    admin = "admin"
+
+
+# ---------------------------------------------------------------- articles
+
+
+class Section(Base):
+    __tablename__ = "sections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    position: Mapped[int] = mapped_column(default=0)
+
+
+class Category(Base):
+    """A category name as a feed wrote it, mapped (or not yet) onto a section."""
+
+    __tablename__ = "categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("sections.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Feed(Base):
+    __tablename__ = "feeds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("sections.id", ondelete="SET NULL"))
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_polled_at: Mapped[dt.datetime | None]
+    last_success_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[dt.datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    next_poll_at: Mapped[dt.datetime | None]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Article(Base):
+    """The current state of an article; history lives in article_versions."""
+
+    __tablename__ = "articles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guid: Mapped[str] = mapped_column(String(2000), unique=True)
+    feed_id: Mapped[int | None] = mapped_column(ForeignKey("feeds.id", ondelete="SET NULL"))
+    url: Mapped[str] = mapped_column(String(2000))
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("sections.id", ondelete="SET NULL"))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    author: Mapped[str | None] = mapped_column(String(300))
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    lead_image_url: Mapped[str | None] = mapped_column(String(2000))
+    lead_image_caption: Mapped[str | None] = mapped_column(Text)
+    lead_image_alt: Mapped[str | None] = mapped_column(Text)
+    read_also: Mapped[list] = mapped_column(JSON, default=list)  # [{"title", "url"}]
+    related: Mapped[list] = mapped_column(JSON, default=list)  # [{"title", "url"}]
+    published_at: Mapped[dt.datetime | None]
+    source_updated_at: Mapped[dt.datetime | None]  # the "updated" time the site shows
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_major_at: Mapped[dt.datetime] = mapped_column(default=utcnow)  # new or major update
+    version: Mapped[int] = mapped_column(default=1)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    section: Mapped[Section | None] = relationship(lazy="joined")
+    versions: Mapped[list[ArticleVersion]] = relationship(
+        back_populates="article", order_by="ArticleVersion.version", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_articles_last_major_at", "last_major_at"),)
+
+
+class ArticleVersion(Base):
+    __tablename__ = "article_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    kind: Mapped[VersionKind] = mapped_column(_enum(VersionKind, "version_kind"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    lead_image_url: Mapped[str | None] = mapped_column(String(2000))
+    change_note: Mapped[str | None] = mapped_column(Text)  # why it was classified so
+    source_updated_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    article: Mapped[Article] = relationship(back_populates="versions")
+
+    __table_args__ = (
+        UniqueConstraint("article_id", "version", name="uq_article_versions_article_version"),
+        Index("ix_article_versions_kind_created", "kind", "created_at"),
+    )
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.pending
+    )
+    frequency: Mapped[Frequency] = mapped_column(_enum(Frequency, "frequency"), default=Frequency.daily)
+    alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Section ids in the reader's order; empty means every section.
+    sections: Mapped[list] = mapped_column(JSON, default=list)
+    consent_source: Mapped[str | None] = mapped_column(String(200))
+    consented_at: Mapped[dt.datetime | None]
+    confirmed_at: Mapped[dt.datetime | None]
+    unsubscribed_at: Mapped[dt.datetime | None]
+    # Bumped on unsubscribe/resubscribe so that old links stop working.
+    token_version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_subscribers_status_frequency", "status", "frequency"),)
+
+
+class Suppression(Base):
+    """Addresses we must never mail: hard bounces, complaints, manual blocks."""
+
+    __tablename__ = "suppressions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(50))  # hard_bounce | complaint | manual
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------- editions
+
+
+class Edition(Base):
+    """One digest or one alert: what it holds, and (through the ledger) who gets it."""
+
+    __tablename__ = "editions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[EditionKind] = mapped_column(_enum(EditionKind, "edition_kind"))
+    frequency: Mapped[Frequency | None] = mapped_column(_enum(Frequency, "edition_frequency"))
+    status: Mapped[EditionStatus] = mapped_column(
+        _enum(EditionStatus, "edition_status"), default=EditionStatus.draft
+    )
+    title: Mapped[str] = mapped_column(Text, default="")
+    # A retried request or a double click maps onto the same edition.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)  # headline/link/summary for alerts
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("editors.id", ondelete="SET NULL"))
+    window_start: Mapped[dt.datetime | None]
+    window_end: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    planned_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    recipients: Mapped[int] = mapped_column(default=0)
+
+    articles: Mapped[list[EditionArticle]] = relationship(
+        order_by="EditionArticle.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    __table_args__ = (Index("ix_editions_kind_status", "kind", "status"),)
+
+
+class EditionArticle(Base):
+    __tablename__ = "edition_articles"
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int]  # the article version this edition carried
+    position: Mapped[int] = mapped_column(default=0)
+    updated: Mapped[bool] = mapped_column(Boolean, default=False)  # a major update since first seen
+
+    article: Mapped[Article] = relationship(lazy="joined")
+
+
+class EditionVariant(Base):
+    """An edition rendered and inlined once per audience variant (e.g. section set).
+
+    html/text hold placeholders that personalisation fills by plain substitution.
+    """
+
+    __tablename__ = "edition_variants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("edition_id", "variant", name="uq_edition_variants_edition_variant"),)
+
+
+# ---------------------------------------------------------------- delivery
+
+
+class Delivery(Base):
+    """The ledger: one row per (edition, subscriber).  It decides, not the broker."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(200), default="all")
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.queued
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    next_attempt_at: Mapped[dt.datetime | None]
+    smtp_code: Mapped[int | None]
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    sent_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
+        Index("ix_deliveries_edition_status", "edition_id", "status"),
+        Index("ix_deliveries_status_lease", "status", "lease_until"),
+    )
+
+
+# ---------------------------------------------------------------- people and audit
+
+
+class Editor(Base):
+    __tablename__ = "editors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[EditorRole] = mapped_column(_enum(EditorRole, "editor_role"), default=EditorRole.editor)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 of the token
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # "editor:3", "cli", "system", "subscriber:9"
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+def audit(session, actor: str, action: str, target: str | None = None, **details) -> None:
+    session.add(AuditLog(actor=actor, action=action, target=target, details=details))
