@@ -1,0 +1,66 @@
+"""Plain data the templates are rendered from.
+
+Templates never query the database: the edition code turns ORM rows into these
+frozen views, and the rendering code only ever sees them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+# Per-recipient values are left in the rendered, inlined HTML and text as these
+# placeholders and filled in by plain string substitution (see personalise.py).
+UNSUBSCRIBE_URL = "__NASHRA_UNSUBSCRIBE_URL__"
+PREFERENCES_URL = "__NASHRA_PREFERENCES_URL__"
+
+
+@dataclass(frozen=True)
+class Link:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    id: int
+    title: str
+    url: str
+    summary: str = ""
+    section_slug: str | None = None
+    section_name: str | None = None
+    published_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    updated: bool = False  # a major update since the reader's last edition
+    lead_image_url: str | None = None
+    lead_image_caption: str | None = None
+    lead_image_alt: str | None = None
+    body_html: str = ""  # already sanitised
+    read_also: tuple[Link, ...] = ()
+    related: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class SectionView:
+    slug: str
+    name: str
+    articles: tuple[ArticleView, ...]
+
+
+@dataclass(frozen=True)
+class SiteView:
+    name: str
+    public_url: str
+    postal_address: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """One edition × audience variant, inlined, with per-recipient placeholders."""
+
+    subject: str
+    html: str
+    text: str
+    preheader: str = ""
+    extra: dict = field(default_factory=dict)
