@@ -1,0 +1,1 @@
+"""Celery tasks for delivery (planning, batches, sweeping): thin wrappers over service.delivery."""

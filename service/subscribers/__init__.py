@@ -1,0 +1,1 @@
+"""Readers: signup, double opt-in, preferences, one-click unsubscribe, suppression."""

@@ -1,0 +1,1 @@
+"""Celery tasks for ingestion, digests and transactional mail: thin wrappers over plain functions."""
