@@ -1,1 +1,63 @@
-"""Celery tasks for ingestion, digests and transactional mail: thin wrappers over plain functions."""
+"""Celery tasks for ingestion, digests and one-off mail.
+
+Thin by design: each task opens the transaction and calls a plain function, so the
+same code runs from the CLI and the tests.  Tasks take ids, never objects or
+addresses, and are safe to run twice (Celery with Redis delivers at least once).
+"""
+
+from __future__ import annotations
+
+from service.celery_app import app
+from service.db import session_scope
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@app.task(name="nashra.ingest.poll_due", acks_late=True)
+def poll_due_feeds() -> list[dict]:
+    from service.articles.ingest import ingest_all
+
+    reports = ingest_all()
+    for r in reports:
+        log.info("ingest.feed", feed_id=r.feed_id, new=r.new, major=r.major, minor=r.minor, error=r.error)
+    return [r.summary() for r in reports]
+
+
+@app.task(name="nashra.digest.send_scheduled", acks_late=True)
+def send_scheduled_digest(frequency: str) -> int | None:
+    """Beat fires this at the digest's local time; a second firing finds the same edition."""
+    return start_digest(frequency, scheduled=True)
+
+
+def start_digest(frequency: str, *, scheduled: bool) -> int | None:
+    """Create the digest edition and hand it to the planner on the digests queue."""
+    from service.celery_app import send_after_commit
+    from service.delivery.tasks import plan_edition
+    from service.editions.digests import create_digest
+
+    with session_scope() as session:
+        edition, created = create_digest(session, frequency, scheduled=scheduled)
+        if edition is None:
+            log.info("digest.empty", frequency=frequency)
+            return None
+        if created:
+            send_after_commit(session, plan_edition.si(edition.id).set(queue="digests"))
+            log.info("digest.created", edition_id=edition.id, frequency=frequency, articles=len(edition.articles))
+        else:
+            log.info("digest.exists", edition_id=edition.id, frequency=frequency)
+        return edition.id
+
+
+@app.task(
+    name="nashra.send_transactional",
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def send_transactional(kind: str, subscriber_id: int) -> bool:
+    from service.editions.transactional import send_transactional as send
+
+    with session_scope() as session:
+        return send(session, kind, subscriber_id)

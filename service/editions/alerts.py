@@ -1,0 +1,111 @@
+"""Breaking-news alerts: an editor's click becomes an edition in one short transaction.
+
+An alert is keyed either on an article we ingested (its URL) or on a headline and
+link the editor typed.  A retried request with the same idempotency key, or the same
+article alerted twice within ten minutes (a double click from two editors), returns the
+edition that already exists instead of mailing everyone again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import Edition, EditionArticle, EditionKind, EditionStatus, audit, utcnow
+
+HEADLINE_MAX = 200
+SUMMARY_MAX = 400
+DUPLICATE_WINDOW = dt.timedelta(minutes=10)
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+class AlertError(ValueError):
+    """The request cannot become an alert; the message says why, for the editor."""
+
+
+def _clean_line(value: str | None, field: str, limit: int, required: bool) -> str:
+    value = unicodedata.normalize("NFC", (value or "")).translate(_BIDI_CONTROLS)
+    value = " ".join(value.split())  # CR/LF and runs of spaces become one space
+    if required and not value:
+        raise AlertError(f"{field} is required")
+    if len(value) > limit:
+        raise AlertError(f"{field} is longer than {limit} characters")
+    return value
+
+
+def _check_url(url: str | None, field: str) -> str:
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\r\n \t"):
+        raise AlertError(f"{field} must be an absolute http(s) link")
+    if len(url) > 2000:
+        raise AlertError(f"{field} is too long")
+    return url
+
+
+def create_alert(
+    session: Session,
+    *,
+    editor_id: int | None,
+    article_url: str | None = None,
+    headline: str | None = None,
+    url: str | None = None,
+    summary: str | None = None,
+    idempotency_key: str | None = None,
+    actor: str | None = None,
+) -> Edition:
+    from service.articles.queries import article_by_url
+
+    if idempotency_key is not None:
+        idempotency_key = _clean_line(idempotency_key, "idempotency_key", 200, True)
+        existing = session.scalar(select(Edition).where(Edition.idempotency_key == f"alert:{idempotency_key}"))
+        if existing is not None:
+            return existing
+
+    article = None
+    if article_url:
+        if headline or url:
+            raise AlertError("give either article_url, or headline and url — not both")
+        article_url = _check_url(article_url, "article_url")
+        article = article_by_url(session, article_url)
+        if article is None:
+            raise AlertError("no ingested article has that URL (run `nashra ingest`, or give headline and url)")
+        headline, url = article.title, article.url
+        summary = summary if summary is not None else article.summary
+    else:
+        url = _check_url(url, "url")
+    headline = _clean_line(headline, "headline", HEADLINE_MAX, True)
+    summary = _clean_line(summary, "summary", SUMMARY_MAX, False)
+
+    if idempotency_key is None:
+        # Two editors clicking "send" on the same story within minutes: one alert.
+        recent = session.scalars(
+            select(Edition)
+            .where(Edition.kind == EditionKind.alert, Edition.created_at >= utcnow() - DUPLICATE_WINDOW)
+            .where(Edition.status != EditionStatus.cancelled)
+            .order_by(Edition.id.desc())
+            .limit(50)
+        ).all()
+        for edition in recent:
+            if edition.params.get("url") == url:
+                return edition
+
+    edition = Edition(
+        kind=EditionKind.alert,
+        status=EditionStatus.draft,
+        title=headline,
+        idempotency_key=f"alert:{idempotency_key}" if idempotency_key else None,
+        params={"headline": headline, "url": url, "summary": summary},
+        created_by=editor_id,
+    )
+    session.add(edition)
+    session.flush()
+    if article is not None:
+        session.add(EditionArticle(edition_id=edition.id, article_id=article.id, version=article.version))
+    audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.create", f"edition:{edition.id}")
+    session.flush()
+    return edition

@@ -1,0 +1,92 @@
+"""Render an edition once per audience variant.
+
+A variant is the reader's ordered list of section ids as stored on the subscriber
+(JSON text, "all" for every section).  The delivery planner calls
+`render_variant_for` once per distinct variant of an edition; per recipient only the
+links are filled in afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.config import get_settings
+from service.editions.views import article_view
+from service.models import Edition, EditionKind, Section, utcnow
+from service.rendering import contexts
+from service.rendering.render import render_variant
+from service.rendering.views import RenderedVariant, SectionView
+
+
+def parse_variant(variant: str) -> list[int] | None:
+    """None means every section, in the site's order."""
+    if variant in ("", "all", "[]", "null"):
+        return None
+    try:
+        ids = json.loads(variant)
+    except ValueError:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        return None
+    return ids or None
+
+
+def _digest_sections(session: Session, edition: Edition, variant: str) -> list[SectionView]:
+    wanted = parse_variant(variant)
+    all_sections = session.scalars(select(Section).order_by(Section.position, Section.id)).all()
+    order = wanted if wanted is not None else [s.id for s in all_sections]
+    by_id = {s.id: s for s in all_sections}
+    grouped: dict[int | None, list] = {}
+    for ea in edition.articles:
+        grouped.setdefault(ea.article.section_id, []).append(article_view(ea.article, updated=ea.updated))
+    sections = []
+    for section_id in order:
+        section = by_id.get(section_id)
+        if section is not None and grouped.get(section_id):
+            sections.append(SectionView(slug=section.slug, name=section.name, articles=tuple(grouped[section_id])))
+    if wanted is None and grouped.get(None):  # articles no section claims still reach "all" readers
+        sections.append(SectionView(slug="other", name="منوعات", articles=tuple(grouped[None])))
+    return sections
+
+
+def render_variant_for(session: Session, edition: Edition, variant: str) -> RenderedVariant | None:
+    settings = get_settings()
+    site = contexts.site_view(settings)
+    if edition.kind == EditionKind.digest:
+        sections = _digest_sections(session, edition, variant)
+        if not sections:
+            return None  # nothing in this reader's sections today
+        lead = next((a for s in sections for a in s.articles if a.lead_image_url), sections[0].articles[0])
+        ctx = contexts.digest_context(
+            site,
+            sections,
+            edition_date=(edition.window_end or edition.created_at or utcnow()),
+            frequency=edition.frequency.value if edition.frequency else "daily",
+            lead=lead,
+        )
+        return render_variant("digest", ctx)
+    if edition.kind == EditionKind.alert:
+        p = edition.params
+        image = None
+        if edition.articles:
+            image = article_view(edition.articles[0].article)
+        ctx = contexts.alert_context(
+            site,
+            headline=p["headline"],
+            url=p["url"],
+            summary=p.get("summary", ""),
+            image=image,
+            sent_at=edition.created_at or utcnow(),
+        )
+        return render_variant("alert", ctx)
+    if edition.kind == EditionKind.correction:
+        if not edition.articles:
+            return None
+        ctx = contexts.correction_context(
+            site, article=article_view(edition.articles[0].article, updated=True), note=edition.params.get("note", "")
+        )
+        return render_variant("correction", ctx)
+    raise ValueError(f"unknown edition kind {edition.kind}")
