@@ -1,0 +1,92 @@
+"""`nashra demo` as a newcomer runs it: the digest shows in the outbox page in a real
+browser, Ctrl-C stops every child, and a second run works too."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+FIXTURE_TITLE = "المغرب والاحتلال يوقعان اتفاقا أمنيا غير مسبوق في المنطقة"
+
+
+def _demo_env(var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "SECRET_KEY", "FEED_URLS", "PUBLIC_URL"}}
+    env.update(NASHRA_VAR_DIR=str(var_dir), LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.slow
+def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
+    from tests.conftest import free_port
+
+    var_dir = tmp_path / "var"
+    port, smtp_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "demo", "--port", str(port), "--smtp-port", str(smtp_port)],
+        env=_demo_env(var_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    outbox_url = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"delivered: (http://\S+/outbox/\S+\.eml)", line)
+            if m:
+                outbox_url = m.group(1)
+            if "press Ctrl-C" in line:
+                break
+        assert outbox_url, "demo did not report a delivered digest:\n" + "".join(lines[-40:])
+        children = _children_of(proc.pid)
+        assert len(children) >= 3  # web, worker, beat
+
+        page.set_viewport_size({"width": 1100, "height": 1400})
+        page.goto(outbox_url)
+        frame = page.frame_locator("iframe").first
+        frame.get_by_text(FIXTURE_TITLE).first.wait_for(timeout=15000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "demo-outbox-digest.png"), full_page=True)
+        direction = frame.locator("body").evaluate(
+            "b => getComputedStyle(b.querySelector('[dir=rtl]') || b).direction"
+        )
+        assert direction == "rtl"
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        time.sleep(0.5)
+        for pid in children:
+            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    # A second run on the same var/ works and delivers another digest.
+    again = subprocess.run(
+        [sys.executable, "-m", "service", "demo", "--once", "--port", str(free_port()), "--smtp-port", str(free_port())],
+        env=_demo_env(var_dir),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(list((var_dir / "outbox").glob("*.eml"))) >= 2
