@@ -111,6 +111,23 @@ def send_after_commit(session, signature) -> None:
     from sqlalchemy import event
 
     def _send(_session):
+        event.remove(session, "after_rollback", _forget)
         signature.apply_async()
 
+    def _forget(_session):
+        # Rolled back: the rows the task would name do not exist; never send it.
+        if event.contains(session, "after_commit", _send):
+            event.remove(session, "after_commit", _send)
+
     event.listen(session, "after_commit", _send, once=True)
+    event.listen(session, "after_rollback", _forget, once=True)
+
+
+@signals.worker_ready.connect
+def _log_broker(sender=None, **_):
+    from service.logging import get_logger
+
+    settings = get_settings()
+    get_logger("nashra.worker").info(
+        "worker.ready", broker=settings.broker_name, queues=sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else None
+    )
