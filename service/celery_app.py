@@ -111,7 +111,8 @@ def send_after_commit(session, signature) -> None:
     from sqlalchemy import event
 
     def _send(_session):
-        event.remove(session, "after_rollback", _forget)
+        if event.contains(session, "after_rollback", _forget):
+            event.remove(session, "after_rollback", _forget)
         signature.apply_async()
 
     def _forget(_session):
