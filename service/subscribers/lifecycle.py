@@ -1,0 +1,173 @@
+"""A reader's life: sign up (pending) → confirm (active) → change preferences → leave.
+
+Plain functions over a Session that the caller commits.  Mails are queued with
+`send_after_commit`, so a rolled-back request sends nothing.  Log lines carry the
+subscriber id, never the address or a token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.logging import get_logger
+from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
+from service.subscribers.mail import queue_transactional
+from service.subscribers.suppression import is_suppressed
+from service.subscribers.tokens import BadToken, read_token
+
+log = get_logger(__name__)
+
+# A pending reader who signs up again gets a fresh confirmation, but not more often
+# than this: otherwise the form is a way to flood someone else's inbox.
+RESEND_AFTER = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    subscriber_id: int | None
+    outcome: str  # created | resent | refreshed | already_active | suppressed
+    confirmation_queued: bool
+
+
+def signup(
+    session: Session,
+    *,
+    email: str,
+    sections: list[int],
+    frequency: Frequency,
+    alerts: bool,
+    consent_source: str,
+    now: dt.datetime | None = None,
+) -> SignupResult:
+    """Record a signup and queue the double-opt-in mail.
+
+    Arguments are already validated (see validation.py).  Whatever the outcome, the
+    caller shows the same page: the form must not tell a stranger who is subscribed.
+    An active reader is left exactly as they are and is sent nothing.
+    """
+    now = now or utcnow()
+    consent_source = consent_source[:200]
+    if is_suppressed(session, email):
+        log.info("signup_suppressed_address")
+        return SignupResult(None, "suppressed", False)
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
+    if sub is None:
+        sub = Subscriber(
+            email=email,
+            status=SubscriberStatus.pending,
+            sections=list(sections),
+            frequency=frequency,
+            alerts=alerts,
+            consent_source=consent_source,
+            consented_at=now,
+        )
+        session.add(sub)
+        session.flush()
+        outcome = "created"
+    elif sub.status is SubscriberStatus.active:
+        log.info("signup_already_active", subscriber_id=sub.id)
+        return SignupResult(sub.id, "already_active", False)
+    else:
+        if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:
+            log.info("signup_resend_throttled", subscriber_id=sub.id)
+            return SignupResult(sub.id, "refreshed", False)
+        outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
+        sub.status = SubscriberStatus.pending
+        sub.sections = list(sections)
+        sub.frequency = frequency
+        sub.alerts = alerts
+        sub.consent_source = consent_source
+        sub.consented_at = now
+        sub.confirmed_at = None
+        sub.unsubscribed_at = None
+        session.flush()
+    audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=consent_source)
+    queue_transactional(session, "confirm", sub.id)
+    log.info("signup_recorded", subscriber_id=sub.id, outcome=outcome)
+    return SignupResult(sub.id, outcome, True)
+
+
+def subscriber_for_token(session: Session, purpose: str, token: str, *, lock: bool = False) -> Subscriber:
+    """The subscriber a link names, if the link is genuine and still current."""
+    sub_id, version = read_token(purpose, token)
+    query = select(Subscriber).where(Subscriber.id == sub_id)
+    if lock:
+        query = query.with_for_update()
+    sub = session.scalar(query)
+    if sub is None or sub.token_version != version:
+        raise BadToken("this link is no longer valid")
+    return sub
+
+
+def confirm(session: Session, token: str, now: dt.datetime | None = None) -> Subscriber:
+    """pending → active, once; a second click on the same link changes nothing."""
+    sub = subscriber_for_token(session, "confirm", token, lock=True)
+    if sub.status is SubscriberStatus.active:
+        return sub
+    if sub.status is not SubscriberStatus.pending:
+        raise BadToken("this link is no longer valid")
+    sub.status = SubscriberStatus.active
+    sub.confirmed_at = now or utcnow()
+    session.flush()
+    audit(session, f"subscriber:{sub.id}", "confirm", f"subscriber:{sub.id}")
+    queue_transactional(session, "welcome", sub.id)
+    log.info("subscriber_confirmed", subscriber_id=sub.id)
+    return sub
+
+
+def update_preferences(
+    session: Session, sub: Subscriber, *, sections: list[int], frequency: Frequency, alerts: bool
+) -> Subscriber:
+    sub.sections = list(sections)
+    sub.frequency = frequency
+    sub.alerts = alerts
+    session.flush()
+    audit(
+        session,
+        f"subscriber:{sub.id}",
+        "preferences",
+        f"subscriber:{sub.id}",
+        sections=list(sections),
+        frequency=frequency.value,
+        alerts=alerts,
+    )
+    log.info("preferences_updated", subscriber_id=sub.id)
+    return sub
+
+
+def unsubscribe(session: Session, sub: Subscriber, *, actor: str, now: dt.datetime | None = None) -> bool:
+    """Stop all mail to this reader and kill every link already sent.
+
+    Returns False if they had already left (nothing changes then).
+    """
+    if sub.status is SubscriberStatus.unsubscribed:
+        return False
+    sub.status = SubscriberStatus.unsubscribed
+    sub.unsubscribed_at = now or utcnow()
+    sub.token_version = sub.token_version + 1
+    session.flush()
+    audit(session, actor, "unsubscribe", f"subscriber:{sub.id}")
+    log.info("subscriber_unsubscribed", subscriber_id=sub.id)
+    return True
+
+
+def unsubscribe_by_token(session: Session, token: str) -> Subscriber:
+    """RFC 8058 one-click: idempotent, so a repeated POST (or a double click) succeeds.
+
+    The first POST bumps token_version, so the link no longer matches; it is still
+    honoured as "already unsubscribed" as long as the reader has not come back since.
+    """
+    sub_id, version = read_token("unsubscribe", token)
+    sub = session.scalar(select(Subscriber).where(Subscriber.id == sub_id).with_for_update())
+    if sub is None:
+        raise BadToken("this link is no longer valid")
+    if sub.token_version == version:
+        unsubscribe(session, sub, actor=f"subscriber:{sub.id}")
+        return sub
+    if sub.status is SubscriberStatus.unsubscribed and version < sub.token_version:
+        return sub
+    raise BadToken("this link is no longer valid")

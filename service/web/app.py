@@ -1,0 +1,50 @@
+"""The web app: readers' pages, editors' pages and API, health and metrics.
+
+Run with `uvicorn service.web.app:create_app --factory` (or `nashra web`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+
+from service import __version__
+from service.config import get_settings
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def _install_request_log(app: FastAPI) -> None:
+    # Logs the route *template* (/confirm/{token}), never the path: paths carry tokens.
+    @app.middleware("http")
+    async def _log(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        log.info(
+            "http_request",
+            method=request.method,
+            route=getattr(route, "path", "(unmatched)"),
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+
+def create_app() -> FastAPI:
+    from service.web import api, demo, editor_pages, health, metrics, readers, security
+
+    settings = get_settings()
+    app = FastAPI(title="Nashra", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(health.router)
+    metrics.install(app)
+    app.include_router(readers.router)
+    app.include_router(editor_pages.router)
+    app.include_router(api.router)
+    if settings.demo:
+        app.include_router(demo.router)
+    security.install(app)
+    _install_request_log(app)
+    return app

@@ -1,0 +1,71 @@
+"""/healthz (the process answers) and /readyz (it can do its job: database at the
+migration head, broker reachable).  /readyz names what failed so that an operator
+reading a 503 in a load balancer log knows where to look."""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from service.logging import get_logger
+
+log = get_logger(__name__)
+router = APIRouter()
+BROKER_TIMEOUT = 2.0
+
+
+@functools.lru_cache(maxsize=1)
+def migration_heads() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
+    from service.migrate import alembic_config
+
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def check_database() -> str | None:
+    """None if the database answers and is migrated to head, else what is wrong."""
+    from service.db import get_engine
+
+    try:
+        with get_engine().connect() as conn:
+            current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except Exception as exc:  # noqa: BLE001 — any failure means "not ready"
+        return f"unreachable or not migrated ({type(exc).__name__})"
+    expected = migration_heads()
+    if current != expected:
+        return f"at revision {','.join(sorted(current)) or 'none'}, expected {','.join(sorted(expected))} (run `nashra db upgrade`)"
+    return None
+
+
+def check_broker() -> str | None:
+    from kombu import Connection
+
+    from service.config import get_settings
+
+    settings = get_settings()
+    try:
+        with Connection(settings.broker_url, connect_timeout=BROKER_TIMEOUT,
+                        transport_options={"socket_connect_timeout": BROKER_TIMEOUT}) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001
+        return f"{settings.broker_name} unreachable ({type(exc).__name__})"
+    return None
+
+
+@router.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz():
+    checks = {"database": check_database(), "broker": check_broker()}
+    failed = {name: why for name, why in checks.items() if why}
+    if failed:
+        log.warning("not_ready", failed=sorted(failed))
+        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+    return {"status": "ok", "checks": {name: "ok" for name in checks}}

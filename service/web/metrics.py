@@ -1,0 +1,96 @@
+"""/metrics: what the ledger and the subscriber table say, read at scrape time.
+
+The numbers come from the database, not from counters in this process, so every web
+replica reports the same truth and a restart loses nothing.  A scrape that cannot
+reach the database still answers, with nashra_database_up 0.
+"""
+
+from __future__ import annotations
+
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from sqlalchemy import func, select
+
+from service.logging import get_logger
+from service.models import Delivery, Edition, Feed, Subscriber
+
+log = get_logger(__name__)
+
+
+def _value(enum_or_str) -> str:
+    return getattr(enum_or_str, "value", str(enum_or_str))
+
+
+class LedgerCollector:
+    def collect(self):
+        from service.db import session_scope
+
+        up = GaugeMetricFamily("nashra_database_up", "1 if the metrics query reached the database")
+        try:
+            with session_scope() as s:
+                deliveries = s.execute(
+                    select(Edition.kind, Delivery.status, func.count())
+                    .join(Edition, Edition.id == Delivery.edition_id)
+                    .group_by(Edition.kind, Delivery.status)
+                ).all()
+                subscribers = s.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+                editions = s.execute(
+                    select(Edition.kind, Edition.status, func.count()).group_by(Edition.kind, Edition.status)
+                ).all()
+                feeds_total = s.scalar(select(func.count()).select_from(Feed).where(Feed.active.is_(True)))
+                failing = s.execute(
+                    select(Feed.id, Feed.consecutive_failures).where(Feed.consecutive_failures > 0)
+                ).all()
+        except Exception as exc:  # noqa: BLE001 — report it as a metric, not a 500
+            log.warning("metrics_database_error", error=type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+
+        g = GaugeMetricFamily("nashra_deliveries", "Ledger rows by edition kind and status", labels=["kind", "status"])
+        for kind, status, n in deliveries:
+            g.add_metric([_value(kind), _value(status)], n)
+        yield g
+        g = GaugeMetricFamily("nashra_subscribers", "Subscribers by status", labels=["status"])
+        for status, n in subscribers:
+            g.add_metric([_value(status)], n)
+        yield g
+        g = GaugeMetricFamily("nashra_editions", "Editions by kind and status", labels=["kind", "status"])
+        for kind, status, n in editions:
+            g.add_metric([_value(kind), _value(status)], n)
+        yield g
+        g = GaugeMetricFamily("nashra_feeds_active", "Active feeds")
+        g.add_metric([], feeds_total or 0)
+        yield g
+        g = GaugeMetricFamily("nashra_feeds_failing", "Feeds whose last poll failed")
+        g.add_metric([], len(failing))
+        yield g
+        g = GaugeMetricFamily(
+            "nashra_feed_consecutive_failures", "Consecutive failed polls, per failing feed", labels=["feed_id"]
+        )
+        for feed_id, n in failing:
+            g.add_metric([str(feed_id)], n)
+        yield g
+
+
+def make_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(LedgerCollector())
+    return registry
+
+
+def install(app) -> None:
+    registry = make_registry()
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,259 @@
+"""Readers' pages: signup, confirmation, preferences, unsubscribe.
+
+Routes are thin: they parse the form, check the CSRF token, and call the plain
+functions in service.subscribers inside one transaction.  Every refusal is an Arabic
+page with a 4xx status, reached before anything is written.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.responses import HTMLResponse
+
+from service.db import session_scope
+from service.logging import get_logger
+from service.models import Subscriber, SubscriberStatus
+from service.subscribers import lifecycle
+from service.subscribers.errors import InvalidInput
+from service.subscribers.tokens import BadToken, link, read_token
+from service.subscribers.validation import (
+    MAX_EMAIL_LENGTH,
+    all_sections,
+    normalise_email,
+    parse_frequency,
+    parse_yes_no,
+    section_ids,
+)
+from service.web import csrf, ratelimit, security
+from service.web.templating import error_page, render
+
+log = get_logger(__name__)
+router = APIRouter()
+
+HONEYPOT = "website"
+MSG_CSRF = "انتهت صلاحية هذه الصفحة أو لم تُرسَل من نموذجنا. أعد تحميل الصفحة وحاول مرة أخرى."
+MSG_CONSENT = "نحتاج إلى موافقتك على تلقّي رسائلنا قبل الاشتراك."
+MSG_RATE = "وصلتنا طلبات كثيرة من جهازك. انتظر بضع دقائق ثم حاول مرة أخرى."
+MSG_BAD_LINK = "هذا الرابط غير صالح أو انتهت صلاحيته. إن نسخته من رسالة، فتأكد من نسخه كاملاً."
+MAX_SECTIONS_FIELDS = 100
+
+
+def _sections() -> list:
+    with session_scope() as s:
+        return [{"id": x.id, "name": x.name, "slug": x.slug} for x in all_sections(s)]
+
+
+def _signup_page(request: Request, *, embed: bool, status_code: int = 200, error: InvalidInput | None = None,
+                 values: dict | None = None) -> HTMLResponse:
+    return render(
+        request,
+        "signup.html",
+        status_code=status_code,
+        embed=embed,
+        sections=_sections(),
+        csrf_token=csrf.issue("signup"),
+        error=error,
+        values=values or {"frequency": "daily", "alerts": "yes", "sections": []},
+        response_headers=security.embeddable() if embed else None,
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+async def signup_form(request: Request, embed: str | None = None):
+    return await run_in_threadpool(_signup_page, request, embed=embed == "1")
+
+
+def _form_values(form: FormData) -> dict:
+    email = form.get("email")
+    return {
+        # Echoed back into the form: only the first line, never beyond an address's length.
+        "email": (email.splitlines() or [""])[0][:MAX_EMAIL_LENGTH] if isinstance(email, str) else "",
+        "sections": [str(v) for v in form.getlist("sections")[:MAX_SECTIONS_FIELDS]],
+        "frequency": form.get("frequency") or "",
+        "alerts": form.get("alerts") or "",
+        "consent": form.get("consent") == "yes",
+    }
+
+
+@router.post("/subscribe", response_class=HTMLResponse)
+async def subscribe(request: Request):
+    form = await request.form()
+    embed = form.get("embed") == "1"
+    values = _form_values(form)
+
+    if not ratelimit.allow("subscribe", request.client.host if request.client else "unknown"):
+        log.info("signup_rate_limited")
+        return await run_in_threadpool(
+            _signup_page, request, embed=embed, status_code=429,
+            error=InvalidInput("form", MSG_RATE), values=values,
+        )
+    if not csrf.valid(form.get(csrf.FIELD), "signup"):
+        log.info("signup_bad_csrf")
+        return await run_in_threadpool(
+            _signup_page, request, embed=embed, status_code=400,
+            error=InvalidInput("form", MSG_CSRF), values=values,
+        )
+    if form.get(HONEYPOT):
+        # A bot filled the field people cannot see: it gets the page a person gets.
+        log.info("signup_honeypot")
+        return render(request, "signup_done.html", embed=embed,
+                      response_headers=security.embeddable() if embed else None)
+
+    def work() -> HTMLResponse:
+        try:
+            if len(form.getlist("sections")) > MAX_SECTIONS_FIELDS:
+                raise InvalidInput("sections", "اختر الأقسام من القائمة المعروضة فقط.")
+            email = normalise_email(form.get("email"))
+            frequency = parse_frequency(form.get("frequency"), allow_none=False)
+            alerts = parse_yes_no(form.get("alerts") or "no")
+            if form.get("consent") != "yes":
+                raise InvalidInput("consent", MSG_CONSENT)
+            with session_scope() as s:
+                chosen = section_ids(s, form.getlist("sections"))
+                lifecycle.signup(
+                    s,
+                    email=email,
+                    sections=chosen,
+                    frequency=frequency,
+                    alerts=alerts,
+                    consent_source="web:embed" if embed else "web:form",
+                )
+        except InvalidInput as exc:
+            log.info("signup_invalid", field=exc.field)
+            return _signup_page(request, embed=embed, status_code=400, error=exc, values=values)
+        return render(request, "signup_done.html", embed=embed,
+                      response_headers=security.embeddable() if embed else None)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm(request: Request, token: str):
+    try:
+        with session_scope() as s:
+            sub = lifecycle.confirm(s, token)
+            prefs = link("preferences", sub.id, sub.token_version)
+    except BadToken:
+        log.info("confirm_bad_token")
+        return error_page(request, "تعذّر تأكيد الاشتراك", MSG_BAD_LINK, status_code=400)
+    return render(request, "confirmed.html", preferences_url=prefs)
+
+
+def _preferences_page(request: Request, token: str, sub: Subscriber, *, status_code: int = 200,
+                      error: InvalidInput | None = None, saved: bool = False, sections: list | None = None):
+    with session_scope() as s:
+        options = [{"id": x.id, "name": x.name} for x in all_sections(s)]
+    chosen = list(sub.sections or [])
+    rank = {sid: i + 1 for i, sid in enumerate(chosen)}
+    for opt in options:
+        opt["checked"] = opt["id"] in rank
+        opt["rank"] = rank.get(opt["id"], "")
+    # The reader's own order first, then the rest in the site's order.
+    options.sort(key=lambda o: (0, o["rank"]) if o["checked"] else (1, 0))
+    return render(
+        request,
+        "preferences.html",
+        status_code=status_code,
+        token=token,
+        sections=options,
+        frequency=sub.frequency.value,
+        alerts=sub.alerts,
+        pending=sub.status is SubscriberStatus.pending,
+        csrf_token=csrf.issue(f"preferences:{sub.id}"),
+        unsubscribe_url=link("unsubscribe", sub.id, sub.token_version),
+        error=error,
+        saved=saved,
+    )
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+def preferences_form(request: Request, token: str):
+    try:
+        with session_scope() as s:
+            sub = lifecycle.subscriber_for_token(s, "preferences", token)
+    except BadToken:
+        log.info("preferences_bad_token")
+        return error_page(request, "تعذّر فتح صفحة التفضيلات", MSG_BAD_LINK, status_code=400)
+    return _preferences_page(request, token, sub)
+
+
+def ordered_sections(form: FormData) -> list[str]:
+    """The ticked sections, ordered by the rank the reader typed next to each.
+
+    A section without a usable rank goes after the ranked ones, in page order.
+    """
+    ticked = [str(v) for v in form.getlist("sections")]
+    if len(ticked) > MAX_SECTIONS_FIELDS:
+        raise InvalidInput("sections", "اختر الأقسام من القائمة المعروضة فقط.")
+
+    def key(item: tuple[int, str]) -> tuple[int, int]:
+        pos, sid = item
+        rank = str(form.get(f"rank_{sid}") or "").strip()
+        return (int(rank), pos) if rank.isascii() and rank.isdigit() and len(rank) < 4 else (1000, pos)
+
+    return [sid for _, sid in sorted(enumerate(ticked), key=key)]
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse)
+async def preferences_save(request: Request, token: str):
+    form = await request.form()
+
+    def work():
+        try:
+            with session_scope() as s:
+                sub = lifecycle.subscriber_for_token(s, "preferences", token, lock=True)
+                if not csrf.valid(form.get(csrf.FIELD), f"preferences:{sub.id}"):
+                    log.info("preferences_bad_csrf", subscriber_id=sub.id)
+                    return _preferences_page(request, token, sub, status_code=400,
+                                             error=InvalidInput("form", MSG_CSRF))
+                try:
+                    chosen = section_ids(s, ordered_sections(form))
+                    frequency = parse_frequency(form.get("frequency"))
+                    alerts = parse_yes_no(form.get("alerts") or "no")
+                except InvalidInput as exc:
+                    log.info("preferences_invalid", subscriber_id=sub.id, field=exc.field)
+                    return _preferences_page(request, token, sub, status_code=400, error=exc)
+                lifecycle.update_preferences(s, sub, sections=chosen, frequency=frequency, alerts=alerts)
+        except BadToken:
+            log.info("preferences_bad_token")
+            return error_page(request, "تعذّر حفظ التفضيلات", MSG_BAD_LINK, status_code=400)
+        return _preferences_page(request, token, sub, saved=True)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_form(request: Request, token: str):
+    # No state change here: mail scanners and link previews follow GET links.
+    try:
+        sub_id, version = read_token("unsubscribe", token)
+    except BadToken:
+        return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
+    with session_scope() as s:
+        sub = s.get(Subscriber, sub_id)
+        state = None
+        if sub is not None and sub.token_version == version:
+            state = "subscribed"
+        elif sub is not None and sub.status is SubscriberStatus.unsubscribed and version < sub.token_version:
+            state = "unsubscribed"
+    if state is None:
+        return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
+    if state == "unsubscribed":
+        return render(request, "unsubscribed.html")
+    return render(request, "unsubscribe.html", token=token)
+
+
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_now(request: Request, token: str):
+    # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" with no
+    # cookie and no CSRF token; the signed link is the authority.  The body is not read.
+    try:
+        with session_scope() as s:
+            lifecycle.unsubscribe_by_token(s, token)
+    except BadToken:
+        log.info("unsubscribe_bad_token")
+        return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
+    return render(request, "unsubscribed.html")
+

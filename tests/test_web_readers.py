@@ -1,0 +1,311 @@
+"""Readers' pages over HTTP against PostgreSQL: signup, confirm, preferences, unsubscribe,
+and every hostile input the form may see."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.models import Section, Subscriber, SubscriberStatus
+from service.subscribers.tokens import make_token
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def env(pg_env, redis_url):
+    with session_scope() as s:
+        s.add_all([
+            Section(slug="world", name="عربي دولي", position=1),
+            Section(slug="sport", name="رياضة", position=2),
+            Section(slug="economy", name="اقتصاد", position=3),
+        ])
+    return redis_url
+
+
+@pytest.fixture
+def client(env):
+    from service.web.app import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def section_ids() -> dict[str, int]:
+    with session_scope() as s:
+        return {x.slug: x.id for x in s.scalars(select(Section))}
+
+
+def csrf_from(client, url="/") -> str:
+    page = client.get(url)
+    assert page.status_code == 200
+    return CSRF.search(page.text).group(1)
+
+
+def form(client, **over) -> dict:
+    data = {"csrf_token": csrf_from(client), "email": "Reader@Example.COM", "frequency": "weekly",
+            "alerts": "yes", "consent": "yes", "website": ""}
+    data.update(over)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def subscribers() -> list[Subscriber]:
+    with session_scope() as s:
+        return list(s.scalars(select(Subscriber).order_by(Subscriber.id)))
+
+
+def queued_tasks(redis_url) -> list[tuple[str, list]]:
+    """What the web app put on the default queue in Redis (no worker is running)."""
+    r = redis.Redis.from_url(redis_url)
+    out = []
+    for raw in r.lrange("default", 0, -1):
+        msg = json.loads(raw)
+        body = json.loads(__import__("base64").b64decode(msg["body"]))
+        out.append((msg["headers"]["task"], body[0]))
+    return out
+
+
+def test_signup_form_is_rtl_arabic_with_sections_csrf_and_honeypot(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert '<html lang="ar" dir="rtl">' in page.text
+    for name in ("عربي دولي", "رياضة", "اقتصاد"):
+        assert name in page.text
+    assert 'name="csrf_token"' in page.text and 'name="website"' in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "http://" not in page.text.replace('"http://www.w3.org', "") and "https://" not in page.text
+
+
+def test_embed_form_is_compact_and_frameable(client):
+    page = client.get("/?embed=1")
+    assert page.status_code == 200
+    assert 'class="embed"' in page.text and 'name="embed" value="1"' in page.text
+    assert "frame-ancestors *" in page.headers["content-security-policy"]
+    assert "x-frame-options" not in page.headers
+
+
+def test_signup_creates_pending_subscriber_and_queues_confirmation(client, env):
+    ids = section_ids()
+    data = form(client)
+    data["sections"] = [str(ids["sport"]), str(ids["world"])]
+    resp = client.post("/subscribe", data=data)
+    assert resp.status_code == 200
+    assert "تحقّق من بريدك" in resp.text
+    [sub] = subscribers()
+    assert sub.email == "reader@example.com"
+    assert sub.status is SubscriberStatus.pending
+    assert sub.sections == [ids["sport"], ids["world"]]
+    assert sub.frequency.value == "weekly" and sub.alerts is True
+    assert sub.consent_source == "web:form" and sub.consented_at is not None
+    assert queued_tasks(env) == [("nashra.send_transactional", ["confirm", sub.id])]
+
+
+def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(client, env):
+    with session_scope() as s:
+        s.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active, frequency="daily",
+                         alerts=False, sections=[]))
+    first = client.post("/subscribe", data=form(client, email="new@example.com"))
+    second = client.post("/subscribe", data=form(client))
+    assert first.status_code == second.status_code == 200
+    strip = lambda html: CSRF.sub("", html)  # noqa: E731
+    assert strip(first.text) == strip(second.text)
+    active = [x for x in subscribers() if x.email == "reader@example.com"][0]
+    assert active.status is SubscriberStatus.active and active.frequency.value == "daily" and active.alerts is False
+    # Only the new address gets a confirmation; the active one is mailed nothing.
+    assert [t for t, _ in queued_tasks(env)] == ["nashra.send_transactional"]
+
+
+def test_confirm_link_activates_then_shows_preferences_link_and_queues_welcome(client, env):
+    client.post("/subscribe", data=form(client))
+    [sub] = subscribers()
+    resp = client.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}")
+    assert resp.status_code == 200
+    assert "/preferences/" in resp.text
+    [sub] = subscribers()
+    assert sub.status is SubscriberStatus.active and sub.confirmed_at is not None
+    assert ("nashra.send_transactional", ["welcome", sub.id]) in queued_tasks(env)
+    # A second click is harmless: still active, no second welcome.
+    again = client.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}")
+    assert again.status_code == 200
+    assert [a for _, a in queued_tasks(env)].count(["welcome", sub.id]) == 1
+
+
+@pytest.mark.parametrize("token", ["forged", "eyJhIjoxfQ.abc.def", make_token.__name__])
+def test_forged_confirm_token_is_refused_and_changes_nothing(client, token):
+    client.post("/subscribe", data=form(client))
+    resp = client.get(f"/confirm/{token}")
+    assert resp.status_code == 400
+    assert "هذا الرابط غير صالح" in resp.text
+    [sub] = subscribers()
+    assert sub.status is SubscriberStatus.pending and sub.confirmed_at is None
+
+
+def test_token_for_another_purpose_does_not_confirm(client):
+    client.post("/subscribe", data=form(client))
+    [sub] = subscribers()
+    resp = client.get(f"/confirm/{make_token('unsubscribe', sub.id, sub.token_version)}")
+    assert resp.status_code == 400
+    assert subscribers()[0].status is SubscriberStatus.pending
+
+
+HOSTILE_EMAILS = {
+    "header_injection": "victim@example.com\r\nBcc: everyone@example.com",
+    "ten_kb": "a" * 10_000 + "@example.com",
+    "not_an_address": "not-an-address",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_EMAILS))
+def test_hostile_email_gets_a_clear_error_and_changes_nothing(client, env, case):
+    resp = client.post("/subscribe", data=form(client, email=HOSTILE_EMAILS[case]))
+    assert resp.status_code == 400
+    assert 'role="alert"' in resp.text
+    assert ("عنوان البريد الإلكتروني غير صالح" in resp.text) or ("أدخل عنوان بريدك" in resp.text)
+    assert "Bcc" not in resp.text and "a" * 300 not in resp.text
+    assert subscribers() == [] and queued_tasks(env) == []
+
+
+def test_unknown_section_ids_are_refused(client, env):
+    for bad in (["999999"], ["1; DROP TABLE subscribers"], ["-1"]):
+        data = form(client)
+        data["sections"] = bad
+        resp = client.post("/subscribe", data=data)
+        assert resp.status_code == 400
+        assert "اختر الأقسام من القائمة" in resp.text
+    assert subscribers() == [] and queued_tasks(env) == []
+
+
+def test_missing_or_forged_csrf_token_is_refused(client, env):
+    no_token = form(client)
+    del no_token["csrf_token"]
+    forged = form(client, csrf_token="WyJzaWdudXAiLCAiMDAwMCJd.forged.sig")
+    from service.web import csrf
+
+    other_purpose = form(client, csrf_token=csrf.issue("editor-login"))
+    for data in (no_token, forged, other_purpose):
+        resp = client.post("/subscribe", data=data)
+        assert resp.status_code == 400
+        assert "انتهت صلاحية هذه الصفحة" in resp.text
+    assert subscribers() == [] and queued_tasks(env) == []
+
+
+def test_missing_consent_and_bad_frequency_are_refused(client, env):
+    assert client.post("/subscribe", data=form(client, consent=None)).status_code == 400
+    assert client.post("/subscribe", data=form(client, frequency="hourly")).status_code == 400
+    assert client.post("/subscribe", data=form(client, frequency="none")).status_code == 400
+    assert subscribers() == []
+
+
+def test_honeypot_gets_the_normal_page_but_nothing_is_stored(client, env):
+    resp = client.post("/subscribe", data=form(client, website="http://spam.example"))
+    assert resp.status_code == 200 and "تحقّق من بريدك" in resp.text
+    assert subscribers() == [] and queued_tasks(env) == []
+
+
+def test_signup_is_rate_limited_per_client_ip(client, env):
+    from service.web.ratelimit import SIGNUP_LIMIT
+
+    for i in range(SIGNUP_LIMIT):
+        assert client.post("/subscribe", data=form(client, email=f"r{i}@example.com")).status_code == 200
+    resp = client.post("/subscribe", data=form(client, email="one-too-many@example.com"))
+    assert resp.status_code == 429
+    assert "طلبات كثيرة" in resp.text
+    assert "one-too-many@example.com" not in [s.email for s in subscribers()]
+
+
+def _active(email="reader@example.com", sections=()) -> Subscriber:
+    with session_scope() as s:
+        sub = Subscriber(email=email, status=SubscriberStatus.active, frequency="daily", alerts=True,
+                         sections=list(sections))
+        s.add(sub)
+        s.flush()
+        return sub
+
+
+def test_preferences_show_and_save_ordered_sections(client):
+    ids = section_ids()
+    sub = _active(sections=[ids["economy"]])
+    token = make_token("preferences", sub.id, sub.token_version)
+    page = client.get(f"/preferences/{token}")
+    assert page.status_code == 200 and "اقتصاد" in page.text
+    data = {"csrf_token": CSRF.search(page.text).group(1), "frequency": "none", "alerts": "no",
+            "sections": [str(ids["world"]), str(ids["sport"])],
+            f"rank_{ids['world']}": "2", f"rank_{ids['sport']}": "1"}
+    resp = client.post(f"/preferences/{token}", data=data)
+    assert resp.status_code == 200 and "حُفظت تفضيلاتك" in resp.text
+    [saved] = subscribers()
+    assert saved.sections == [ids["sport"], ids["world"]]
+    assert saved.frequency.value == "none" and saved.alerts is False
+
+
+def test_preferences_refuse_bad_input_and_change_nothing(client):
+    ids = section_ids()
+    sub = _active(sections=[ids["economy"]])
+    token = make_token("preferences", sub.id, sub.token_version)
+    good = CSRF.search(client.get(f"/preferences/{token}").text).group(1)
+    other_sub_csrf = __import__("service.web.csrf", fromlist=["x"]).issue(f"preferences:{sub.id + 1}")
+    cases = [
+        {"csrf_token": good, "frequency": "daily", "alerts": "yes", "sections": ["424242"]},
+        {"csrf_token": good, "frequency": "hourly", "alerts": "yes"},
+        {"frequency": "weekly", "alerts": "no"},
+        {"csrf_token": other_sub_csrf, "frequency": "weekly", "alerts": "no"},
+    ]
+    for data in cases:
+        assert client.post(f"/preferences/{token}", data=data).status_code == 400
+    assert client.post("/preferences/forged-token", data=cases[0]).status_code == 400
+    [same] = subscribers()
+    assert same.sections == [ids["economy"]] and same.frequency.value == "daily" and same.alerts is True
+
+
+def test_unsubscribe_get_shows_button_and_changes_nothing(client):
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200
+    assert f'action="/unsubscribe/{token}"' in page.text and "<button" in page.text
+    assert subscribers()[0].status is SubscriberStatus.active
+
+
+def test_one_click_unsubscribe_rfc8058_is_idempotent_and_kills_old_links(client):
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    prefs = make_token("preferences", sub.id, sub.token_version)
+    # A mail client's one-click POST: no cookie, no CSRF token.
+    bare = TestClient(client.app)
+    resp = bare.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 200
+    [gone] = subscribers()
+    assert gone.status is SubscriberStatus.unsubscribed and gone.unsubscribed_at is not None
+    assert gone.token_version == sub.token_version + 1
+    again = bare.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200
+    assert subscribers()[0].token_version == sub.token_version + 1  # bumped once
+    assert client.get(f"/preferences/{prefs}").status_code == 400
+
+
+def test_forged_unsubscribe_token_is_refused(client):
+    sub = _active()
+    for path in ("/unsubscribe/forged", f"/unsubscribe/{make_token('preferences', sub.id, 1)}"):
+        assert client.get(path).status_code == 400
+        assert client.post(path).status_code == 400
+    assert subscribers()[0].status is SubscriberStatus.active
+
+
+def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
+    sub = _active()
+    client.post(f"/unsubscribe/{make_token('unsubscribe', sub.id, sub.token_version)}")
+    resp = client.post("/subscribe", data=form(client))
+    assert resp.status_code == 200
+    [back] = subscribers()
+    assert back.status is SubscriberStatus.pending and back.unsubscribed_at is None
+    assert ("nashra.send_transactional", ["confirm", back.id]) in queued_tasks(env)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
