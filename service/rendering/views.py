@@ -53,6 +53,8 @@ class SiteView:
     public_url: str
     postal_address: str
     timezone: str
+    hijri_dates: bool = False  # add the Umm al-Qura date after the Gregorian one
+    arabic_digits: bool = False  # ٠١٢٣ instead of 0123 in dates and times
 
 
 @dataclass(frozen=True)

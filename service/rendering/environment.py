@@ -1,0 +1,58 @@
+"""The two Jinja2 environments: HTML (autoescaped) and plain text (not).
+
+Both are strict: a name missing from the context is an error at render time, not an
+empty hole in a mail that goes to a hundred thousand readers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jinja2
+
+from service.config import REPO_ROOT
+from service.rendering.bidi import wrap_ltr
+from service.rendering.sanitise import article_html
+
+TEMPLATES_DIR = REPO_ROOT / "templates" / "emails"
+KINDS = ("digest", "alert", "confirm", "welcome", "correction")
+
+
+def _finalize(value: object) -> object:
+    return "" if value is None else value
+
+
+def _common(env: jinja2.Environment) -> jinja2.Environment:
+    env.globals["kinds"] = KINDS
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def html_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters["bidi"] = wrap_ltr
+    env.filters["article_html"] = article_html
+    return _common(env)
+
+
+@functools.lru_cache(maxsize=1)
+def text_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    return _common(env)

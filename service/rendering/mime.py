@@ -1,0 +1,298 @@
+"""MIME for Arabic mail, built by hand because it runs once per recipient.
+
+multipart/alternative (text first, HTML last = preferred), UTF-8, both parts base64:
+quoted-printable spends up to six bytes on one Arabic letter (=D8=A7 plus soft breaks),
+base64 spends 1.33.  The subject and display names are RFC 2047 encoded words.  Any
+header value holding CR or LF is refused: that is how header injection starts.
+
+`build_message()` is the plain entry point.  `PreparedVariant` does the same job for a
+whole audience: the static stretches of each body are base64-encoded once (three
+times, one per byte alignment), and per recipient only the few bytes around the
+personal links are encoded and the pieces joined.  base64 of a concatenation equals
+the concatenation of the base64 of pieces whose lengths are multiples of 3; lines may
+be shorter than 76 characters, so the pieces need not line up with line ends.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.utils
+import re
+import secrets
+import uuid
+from collections.abc import Mapping
+
+from markupsafe import escape
+
+from service.rendering.personalise import check_link
+from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+
+CRLF = b"\r\n"
+LINE = 76  # base64 characters per line (RFC 2045)
+_CHUNK = LINE // 4 * 3  # 57 input bytes make one full line
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':' (RFC 5322 ftext)
+_SIMPLE_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
+_RESERVED = {
+    "from", "to", "subject", "date", "message-id", "mime-version",
+    "content-type", "content-transfer-encoding",
+}
+MAX_HEADER_LINE = 998  # RFC 5322 hard limit
+
+
+# ------------------------------------------------------------------ headers
+
+
+def _check_value(name: str, value: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"header {name}: value must be str, got {type(value).__name__}")
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"header {name}: CR, LF or NUL in the value is refused")
+    return value
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 'B' encoded words, each ≤ 75 characters, split between characters."""
+    words = []
+    chunk = bytearray()
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > 45:  # 45 bytes → 60 base64 chars + 12 of wrapper
+            words.append(chunk)
+            chunk = bytearray()
+        chunk += b
+    if chunk:
+        words.append(chunk)
+    return "\r\n ".join(
+        "=?utf-8?b?" + binascii.b2a_base64(bytes(w), newline=False).decode("ascii") + "?=" for w in words
+    )
+
+
+def encode_unstructured(value: str) -> str:
+    """A header value as is when plain ASCII, else as encoded words."""
+    if value.isascii() and "=?" not in value:
+        return value
+    return _encoded_words(value)
+
+
+def _encode_domain(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("address: the domain is not a valid internationalised domain name") from None
+
+
+def format_address(value: str, what: str = "address") -> str:
+    """`name <local@domain>` or `local@domain`, encoded for a header; ValueError if bad."""
+    _check_value(what, value)
+    if _SIMPLE_ADDR.match(value):
+        return value  # the per-recipient fast path: a plain ASCII address
+    name, addr = email.utils.parseaddr(value)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"{what}: not an email address")
+    if not local.isascii():
+        raise ValueError(f"{what}: a non-ASCII local part needs SMTPUTF8, which we do not send")
+    addr = f"{local}@{_encode_domain(domain)}"
+    if not _SIMPLE_ADDR.match(addr):
+        raise ValueError(f"{what}: not an email address")
+    if not name:
+        return addr
+    if name.isascii() and not re.search(r'[()<>\[\]:;@\\,."]', name):
+        return f"{name} <{addr}>"
+    return f"{_encoded_words(name) if not name.isascii() else email.utils.quote(name)} <{addr}>"
+
+
+def _header_lines(headers: Mapping[str, str] | None) -> list[bytes]:
+    lines = []
+    for name, value in (headers or {}).items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid field name")
+        if name.lower() in _RESERVED:
+            raise ValueError(f"header {name} is set by build_message itself")
+        line = f"{name}: {encode_unstructured(_check_value(name, value))}".encode("ascii")
+        if len(line) > MAX_HEADER_LINE:
+            raise ValueError(f"header {name} is longer than {MAX_HEADER_LINE} characters")
+        lines.append(line)
+    return lines
+
+
+def _message_id(message_id: str | None, from_addr: str) -> str:
+    if message_id is None:
+        domain = email.utils.parseaddr(from_addr)[1].rpartition("@")[2] or "nashra.invalid"
+        return f"<{uuid.uuid4().hex}@{_encode_domain(domain)}>"
+    _check_value("Message-ID", message_id)
+    if not (message_id.startswith("<") and message_id.endswith(">") and message_id.isascii() and " " not in message_id):
+        raise ValueError("Message-ID must look like <id@domain>")
+    return message_id
+
+
+# ------------------------------------------------------------------ base64 bodies
+
+
+def b64_lines(data: bytes) -> bytes:
+    """base64 in lines of 76 characters joined by CRLF (no trailing CRLF)."""
+    enc = binascii.b2a_base64(data, newline=False)
+    if len(enc) <= LINE:
+        return enc
+    return CRLF.join([enc[i : i + LINE] for i in range(0, len(enc), LINE)])
+
+
+class Base64Template:
+    """A body with named holes, base64-encoded ahead of time except around the holes."""
+
+    def __init__(self, text: str, slots: tuple[str, ...]):
+        pattern = "(" + "|".join(re.escape(s) for s in slots) + ")" if slots else None
+        pieces = re.split(pattern, text) if pattern else [text]
+        self.statics = [p.encode("utf-8") for p in pieces[0::2]]
+        self.slots = pieces[1::2]
+        # For each static piece and each count h of bytes it must lend to complete a
+        # pending 3-byte group: (head, pre-encoded middle, tail left pending).
+        self.pre = [[self._split(s, h) for h in range(3)] for s in self.statics]
+
+    @staticmethod
+    def _split(static: bytes, h: int) -> tuple[bytes, bytes, bytes] | None:
+        if len(static) < h:
+            return None
+        usable = (len(static) - h) // 3 * 3
+        return static[:h], b64_lines(static[h : h + usable]), static[h + usable :]
+
+    def render(self, values: Mapping[str, bytes]) -> bytes:
+        out: list[bytes] = []
+        pending = b""
+        for i, static in enumerate(self.statics):
+            if i:
+                pending += values[self.slots[i - 1]]
+                n = len(pending) // 3 * 3
+                if n:
+                    out.append(b64_lines(pending[:n]))
+                    pending = pending[n:]
+            h = (3 - len(pending)) % 3
+            split = self.pre[i][h]
+            if split is None:  # a static piece shorter than the gap: just carry it
+                pending += static
+                continue
+            head, middle, tail = split
+            if h:
+                out.append(binascii.b2a_base64(pending + head, newline=False))
+            if middle:
+                out.append(middle)
+            pending = tail
+        if pending:
+            out.append(binascii.b2a_base64(pending, newline=False))
+        return CRLF.join(out)
+
+
+# ------------------------------------------------------------------ assembly
+
+
+def _part(content_type: str, body_b64: bytes) -> bytes:
+    return (
+        b"Content-Type: " + content_type.encode("ascii") + b"; charset=\"utf-8\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + body_b64 + CRLF
+    )
+
+
+def _new_boundary() -> bytes:
+    # '_' and '.' are outside the base64 alphabet, so no body line can equal it.
+    return b"=_nashra." + secrets.token_hex(12).encode("ascii")
+
+
+def _assemble(head: list[bytes], boundary: bytes, text_b64: bytes, html_b64: bytes) -> bytes:
+    return b"".join(
+        (
+            CRLF.join(head),
+            CRLF,
+            b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
+            b"--" + boundary + CRLF,
+            _part("text/plain", text_b64),
+            b"--" + boundary + CRLF,
+            _part("text/html", html_b64),
+            b"--" + boundary + b"--" + CRLF,
+        )
+    )
+
+
+def build_message(
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    from_addr: str,
+    to_addr: str,
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """One complete message (CRLF line ends), ready for SMTP DATA."""
+    subject = _check_value("Subject", subject)
+    head = [
+        b"From: " + format_address(from_addr, "from_addr").encode("ascii"),
+        b"To: " + format_address(to_addr, "to_addr").encode("ascii"),
+        b"Subject: " + encode_unstructured(subject).encode("ascii"),
+        b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
+        b"Message-ID: " + _message_id(message_id, from_addr).encode("ascii"),
+        b"MIME-Version: 1.0",
+        *_header_lines(headers),
+    ]
+    return _assemble(head, _new_boundary(), b64_lines(text.encode("utf-8")), b64_lines(html.encode("utf-8")))
+
+
+class PreparedVariant:
+    """A rendered variant made ready for fast per-recipient messages.
+
+    Everything that is the same for the whole audience (From, Subject, the static
+    headers, the boundary, most of both bodies' base64) is computed here, once.
+    """
+
+    def __init__(
+        self,
+        variant: RenderedVariant,
+        *,
+        from_addr: str,
+        headers: dict[str, str] | None = None,
+    ):
+        self.from_addr = from_addr
+        self._static_head = [
+            b"From: " + format_address(from_addr, "from_addr").encode("ascii"),
+            b"Subject: " + encode_unstructured(_check_value("Subject", variant.subject)).encode("ascii"),
+            b"MIME-Version: 1.0",
+            *_header_lines(headers),
+        ]
+        self._static_names = {k.lower() for k in (headers or {})}
+        slots = (UNSUBSCRIBE_URL, PREFERENCES_URL)
+        self._html = Base64Template(variant.html, slots)
+        self._text = Base64Template(variant.text, slots)
+        self._boundary = _new_boundary()
+        self._domain = _encode_domain(
+            email.utils.parseaddr(from_addr)[1].rpartition("@")[2] or "nashra.invalid"
+        )
+
+    def build(
+        self,
+        *,
+        to_addr: str,
+        unsubscribe_url: str,
+        preferences_url: str,
+        headers: dict[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> bytes:
+        unsub = check_link(unsubscribe_url, "unsubscribe_url")
+        prefs = check_link(preferences_url, "preferences_url")
+        if headers and self._static_names.intersection(k.lower() for k in headers):
+            raise ValueError("a per-recipient header repeats one given to PreparedVariant")
+        if message_id is None:
+            message_id = f"<{uuid.uuid4().hex}@{self._domain}>"
+        head = [
+            *self._static_head,
+            b"To: " + format_address(to_addr, "to_addr").encode("ascii"),
+            b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
+            b"Message-ID: " + _message_id(message_id, self.from_addr).encode("ascii"),
+            *_header_lines(headers),
+        ]
+        html_values = {
+            UNSUBSCRIBE_URL: str(escape(unsub)).encode("utf-8"),
+            PREFERENCES_URL: str(escape(prefs)).encode("utf-8"),
+        }
+        text_values = {UNSUBSCRIBE_URL: unsub.encode("utf-8"), PREFERENCES_URL: prefs.encode("utf-8")}
+        return _assemble(head, self._boundary, self._text.render(text_values), self._html.render(html_values))
