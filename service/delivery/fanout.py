@@ -1,0 +1,73 @@
+"""Split an edition's ledger into id ranges and put one batch task per range on its queue.
+
+Ranges, not lists of ids: a Celery message stays tiny whatever the batch size, and a
+batch task that runs twice (at-least-once delivery) only claims what is still
+claimable in its range.  The range boundaries are computed by the database with a
+window function, so a million-row edition costs one query, not a Python loop.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from service.config import get_settings
+from service.delivery.ledger import D, claimable
+from service.models import Edition, EditionKind, utcnow
+
+
+def queue_for(kind: EditionKind | str) -> str:
+    """Alerts never wait behind digests: their own queue (and their own workers)."""
+    return "alerts" if EditionKind(kind) == EditionKind.alert else "digests"
+
+
+def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None) -> list[tuple[int, int]]:
+    """[(first_id, last_id), …] covering the claimable rows, `batch_size` rows each."""
+    if ids is not None:
+        ids = sorted(ids)
+        return [(chunk[0], chunk[-1]) for chunk in (ids[i : i + batch_size] for i in range(0, len(ids), batch_size))]
+    now = utcnow()
+    numbered = (
+        sa.select(D.c.id, sa.func.row_number().over(order_by=D.c.id).label("rn"))
+        .where(D.c.edition_id == edition_id, claimable(now))
+        .subquery()
+    )
+    starts = conn.execute(
+        sa.select(numbered.c.id).where((numbered.c.rn - 1) % batch_size == 0).order_by(numbered.c.id)
+    ).scalars().all()
+    if not starts:
+        return []
+    last = conn.execute(sa.select(sa.func.max(numbered.c.id))).scalar()
+    ends = [s - 1 for s in starts[1:]] + [last]
+    return list(zip(starts, ends, strict=True))
+
+
+def signatures(edition: Edition, ranges: list[tuple[int, int]]):
+    from service.delivery.tasks import send_batch
+
+    queue = queue_for(edition.kind)
+    return [send_batch.si(edition.id, first, last).set(queue=queue) for first, last in ranges]
+
+
+def dispatch(session, edition: Edition, ids: list[int] | None = None, after_commit: bool = True) -> int:
+    """Enqueue batch tasks for the edition's claimable rows (or for `ids`); return how many.
+
+    With after_commit (the default) the messages leave only once the caller's
+    transaction commits, so a worker never looks for rows it cannot see yet.
+    """
+    size = get_settings().batch_size
+    ranges = batch_ranges(session, edition.id, size, ids)
+    sigs = signatures(edition, ranges)
+    if not sigs:
+        return 0
+    if after_commit:
+        from sqlalchemy import event
+
+        def _send(_session):
+            for sig in sigs:
+                sig.apply_async()
+
+        event.listen(session, "after_commit", _send, once=True)
+    else:
+        for sig in sigs:
+            sig.apply_async()
+    return len(sigs)

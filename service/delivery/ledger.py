@@ -1,0 +1,207 @@
+"""The ledger's state changes: claim, re-check, record, release.
+
+Every change is a conditional UPDATE that names the state it expects, so two workers
+(or a worker and the sweeper) that race over a row cannot both win: the loser's
+UPDATE matches no row, and it moves on ("another process got there first").
+
+These functions take a SQLAlchemy Connection or Session and never commit: the batch
+(`service.delivery.batch`) commits after each message so that a killed worker can
+only ever have *one* sent-but-unrecorded message per connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from service.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    Suppression,
+    utcnow,
+)
+
+D = Delivery.__table__
+CLAIMABLE = (DeliveryStatus.queued, DeliveryStatus.retry)
+REMAINING = (DeliveryStatus.queued, DeliveryStatus.claimed, DeliveryStatus.retry)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    subscriber_id: int
+    variant: str
+    attempts: int
+
+
+def claimable(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        D.c.status == DeliveryStatus.queued.value,
+        sa.and_(D.c.status == DeliveryStatus.retry.value, D.c.next_attempt_at <= now),
+    )
+
+
+def claim(conn, edition_id: int, first_id: int, last_id: int, worker: str, lease_seconds: int) -> list[Claimed]:
+    """Take the claimable rows of one id range; rows another worker holds are left alone."""
+    now = utcnow()
+    rows = conn.execute(
+        sa.update(D)
+        .where(D.c.edition_id == edition_id, D.c.id.between(first_id, last_id), claimable(now))
+        .values(
+            status=DeliveryStatus.claimed.value,
+            claimed_by=worker,
+            lease_until=now + dt.timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(D.c.id, D.c.subscriber_id, D.c.variant, D.c.attempts)
+    ).all()
+    return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+
+
+def edition_status(conn, edition_id: int) -> EditionStatus | None:
+    value = conn.execute(sa.select(Edition.__table__.c.status).where(Edition.__table__.c.id == edition_id)).scalar()
+    return EditionStatus(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    edition_status: EditionStatus
+    subscriber_status: str
+    email: str
+    token_version: int
+    alerts: bool
+    frequency: str
+    suppressed: bool
+
+
+_S = Subscriber.__table__
+_E = Edition.__table__
+_X = Suppression.__table__
+
+
+def recipient_state(conn, edition_id: int, subscriber_id: int) -> RecipientState | None:
+    """Everything the send decision needs, read in one round trip just before sending."""
+    row = conn.execute(
+        sa.select(
+            _E.c.status,
+            _S.c.status,
+            _S.c.email,
+            _S.c.token_version,
+            _S.c.alerts,
+            _S.c.frequency,
+            sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
+        )
+        .select_from(_S.join(_E, _E.c.id == edition_id))
+        .where(_S.c.id == subscriber_id)
+    ).first()
+    if row is None:
+        return None
+    return RecipientState(EditionStatus(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], bool(row[6]))
+
+
+def record(
+    conn,
+    delivery_id: int,
+    worker: str,
+    status: DeliveryStatus,
+    *,
+    smtp_code: int | None = None,
+    smtp_reply: str | None = None,
+    message_id: str | None = None,
+    next_attempt_at: dt.datetime | None = None,
+    attempted: bool = True,
+) -> bool:
+    """Write one row's outcome, if this worker still holds it.  False = lease lost."""
+    now = utcnow()
+    values: dict = {
+        "status": status.value,
+        "smtp_code": smtp_code,
+        "smtp_reply": (smtp_reply or None) and smtp_reply[:1000],
+        "lease_until": None,
+        "updated_at": now,
+        "next_attempt_at": next_attempt_at,
+    }
+    if message_id:
+        values["message_id"] = message_id
+    if status == DeliveryStatus.sent:
+        values["sent_at"] = now
+    if attempted:
+        values["attempts"] = D.c.attempts + 1
+    result = conn.execute(
+        sa.update(D)
+        .where(D.c.id == delivery_id, D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def suppress(conn, email: str, reason: str, detail: str | None) -> None:
+    """Add an address to the suppression list (no-op if it is already there)."""
+    exists = conn.execute(sa.select(_X.c.id).where(_X.c.email == email)).first()
+    if exists is None:
+        conn.execute(sa.insert(_X).values(email=email, reason=reason, detail=(detail or "")[:1000], created_at=utcnow()))
+
+
+def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,
+            reply: str | None = None) -> int:
+    """Hand rows this worker holds back (queued), or end them (cancelled / retry)."""
+    if not ids:
+        return 0
+    values: dict = {"status": to.value, "claimed_by": None, "lease_until": None, "updated_at": utcnow()}
+    if to == DeliveryStatus.retry:
+        values["next_attempt_at"] = next_attempt_at
+    if reply is not None:
+        values["smtp_reply"] = reply[:1000]
+    return conn.execute(
+        sa.update(D)
+        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
+        .values(**values)
+    ).rowcount
+
+
+def extend_lease(conn, worker: str, ids: list[int], lease_seconds: int) -> int:
+    if not ids:
+        return 0
+    return conn.execute(
+        sa.update(D)
+        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
+        .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+    ).rowcount
+
+
+def start_sending(conn, edition_id: int) -> None:
+    """planned → sending, once (the first batch to arrive does it)."""
+    conn.execute(
+        sa.update(_E)
+        .where(_E.c.id == edition_id, _E.c.status == EditionStatus.planned.value)
+        .values(status=EditionStatus.sending.value, started_at=utcnow())
+    )
+
+
+def finish_if_complete(conn, edition_id: int) -> bool:
+    """sending → done when no row is left to send (unknown rows wait for the operator)."""
+    left = sa.exists().where(D.c.edition_id == edition_id, D.c.status.in_([s.value for s in REMAINING]))
+    return (
+        conn.execute(
+            sa.update(_E)
+            .where(_E.c.id == edition_id, _E.c.status == EditionStatus.sending.value, ~left)
+            .values(status=EditionStatus.done.value, finished_at=utcnow())
+        ).rowcount
+        == 1
+    )
+
+
+def pause_edition(conn, edition_id: int, reason: str) -> bool:
+    return (
+        conn.execute(
+            sa.update(_E)
+            .where(_E.c.id == edition_id, _E.c.status.in_([EditionStatus.planned.value, EditionStatus.sending.value]))
+            .values(status=EditionStatus.paused.value, pause_reason=reason[:2000])
+        ).rowcount
+        == 1
+    )

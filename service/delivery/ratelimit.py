@@ -1,0 +1,192 @@
+"""Sending rate limits shared by every worker (Redis), with alerts ahead of digests.
+
+The algorithm is GCRA (a token bucket kept as one timestamp per budget: the
+"theoretical arrival time").  Budgets:
+
+* ``global``  — RATE_PER_SECOND and RATE_PER_HOUR, what the SMTP provider allows us;
+* ``alerts``  — ALERT_RATE_PER_SECOND, the alerts' own budget;
+* ``domain:<d>`` — DOMAIN_RATES (e.g. gmail.com=20), for every kind of mail.
+
+Priority: an alert waits only for its own budget and its domain's; it still *charges*
+the global budget, pushing it forward, so digests (which must conform to the global
+budget) slow down while an alert goes out.  Alerts never queue behind digest traffic.
+
+With REDIS_URL the buckets live in Redis, checked and charged atomically by one Lua
+script per message, so any number of workers on any number of machines share them.
+Without Redis (the embedded demo) each process keeps its own buckets.  If Redis is
+unreachable mid-edition (restart, failover) the process falls back to its own buckets
+for a few seconds rather than stall or crash the batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "nashra:rate:"
+MAX_SLEEP = 0.5  # sleep in short slices so the caller can heartbeat its lease
+REDIS_RETRY_AFTER = 5.0
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: str
+    interval_ms: float  # one message per interval
+    tolerance_ms: float  # how far ahead of schedule a burst may run
+    force: bool = False  # charge without waiting (an alert charging the global budget)
+
+
+def _per_second(key: str, rate: float, force: bool = False) -> Bucket:
+    interval = 1000.0 / rate
+    # A tenth of a second's burst: smooth, yet workers do not wait on each other's jitter.
+    return Bucket(key, interval, interval * max(rate / 10.0 - 1.0, 0.0), force)
+
+
+def _per_hour(key: str, per_hour: int, force: bool = False) -> Bucket:
+    interval = 3_600_000.0 / per_hour
+    return Bucket(key, interval, 3_600_000.0 - interval, force)
+
+
+def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
+    alert = kind == "alert"
+    out: list[Bucket] = []
+    if settings.rate_per_second > 0:
+        out.append(_per_second("global:s", settings.rate_per_second, force=alert))
+    if settings.rate_per_hour > 0:
+        out.append(_per_hour("global:h", settings.rate_per_hour, force=alert))
+    if alert and settings.alert_rate_per_second > 0:
+        out.append(_per_second("alerts:s", settings.alert_rate_per_second))
+    rate = settings.domain_rates.get(domain)
+    if rate:
+        out.append(_per_second(f"domain:{domain}", rate))
+    return out
+
+
+# KEYS = bucket keys; ARGV = interval, tolerance, force (1/0) per key.
+# Returns 0 when every bucket conforms (and charges them all), else ms to wait.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local wait = 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3*i-2])
+  local tolerance = tonumber(ARGV[3*i-1])
+  local force = ARGV[3*i] == '1'
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  tats[i] = tat
+  if not force then
+    local allow_at = tat - tolerance
+    if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+  end
+end
+if wait > 0 then return tostring(wait) end
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3*i-2])
+  local tolerance = tonumber(ARGV[3*i-1])
+  local new_tat = tats[i] + interval
+  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now + tolerance) + 1000)
+end
+return '0'
+"""
+
+
+class LocalBuckets:
+    """The same GCRA, in this process only."""
+
+    def __init__(self):
+        self._tat: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def try_take(self, buckets: list[Bucket]) -> float:
+        with self._lock:
+            now = time.monotonic() * 1000.0
+            wait = 0.0
+            tats = []
+            for b in buckets:
+                tat = max(self._tat.get(b.key, now), now)
+                tats.append(tat)
+                if not b.force:
+                    wait = max(wait, tat - b.tolerance_ms - now)
+            if wait > 0:
+                return wait / 1000.0
+            for b, tat in zip(buckets, tats, strict=True):
+                self._tat[b.key] = tat + b.interval_ms
+            return 0.0
+
+
+class RedisBuckets:
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.script = self.client.register_script(_GCRA)
+
+    def try_take(self, buckets: list[Bucket]) -> float:
+        keys = [KEY_PREFIX + b.key for b in buckets]
+        args: list = []
+        for b in buckets:
+            args += [repr(b.interval_ms), repr(b.tolerance_ms), "1" if b.force else "0"]
+        return float(self.script(keys=keys, args=args)) / 1000.0
+
+
+class Limiter:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.local = LocalBuckets()
+        self.shared = RedisBuckets(settings.redis_url) if settings.redis_url else None
+        self._redis_down_until = 0.0
+        self.enabled = bool(
+            settings.rate_per_second or settings.rate_per_hour or settings.alert_rate_per_second or settings.domain_rates
+        )
+
+    def _try(self, buckets: list[Bucket]) -> float:
+        if self.shared is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                return self.shared.try_take(buckets)
+            except Exception as exc:  # noqa: BLE001 — any Redis trouble: fall back, do not stall
+                self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
+                log.warning("ratelimit.redis_unavailable", error=type(exc).__name__, fallback="process-local")
+        return self.local.try_take(buckets)
+
+    def wait(self, kind: str, domain: str, on_wait: Callable[[], None] | None = None) -> float:
+        """Block until one message of `kind` to `domain` may go; return seconds waited."""
+        if not self.enabled:
+            return 0.0
+        buckets = buckets_for(self.settings, kind, domain)
+        if not buckets:
+            return 0.0
+        waited = 0.0
+        while True:
+            delay = self._try(buckets)
+            if delay <= 0:
+                return waited
+            step = min(delay, MAX_SLEEP)
+            time.sleep(step)
+            waited += step
+            if on_wait is not None:
+                on_wait()
+
+
+_limiters: dict[tuple, Limiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def limiter(settings: Settings) -> Limiter:
+    key = (
+        settings.redis_url, settings.rate_per_second, settings.rate_per_hour,
+        settings.alert_rate_per_second, tuple(sorted(settings.domain_rates.items())),
+    )
+    with _limiters_lock:
+        lim = _limiters.get(key)
+        if lim is None:
+            lim = _limiters[key] = Limiter(settings)
+        return lim

@@ -1,0 +1,280 @@
+"""One persistent SMTP connection per worker process, and the dialogue over it.
+
+smtplib does the wire work; we drive MAIL/RCPT/DATA ourselves instead of `sendmail`
+because the ledger needs to know *where* a dialogue stopped:
+
+* the connection died before the final "." went out → the message was not accepted:
+  retry it;
+* the final "." went out and no reply came (timeout, or the peer closed the connection
+  cleanly) → RFC 1047's ambiguity: the server may have queued it.  We record `unknown`
+  and do not re-send on our own — a duplicate to every such reader is worse than a
+  decision by the operator (`service.delivery.control.resend_unknown`);
+* the peer reset the connection (RST) after the dot → it discarded unread input, so it
+  did not take our message: retry.
+
+Every socket operation has `settings.smtp_timeout` (connect, greeting, each command,
+each chunk of DATA, the final reply).  The connection is kept between batches and
+re-opened when it breaks; a process that forks gets its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+
+from service.config import Settings, SmtpTarget, get_settings
+from service.delivery.verdicts import Outcome, Verdict, judge
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+CRLF = b"\r\n"
+_BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
+CONNECT_ATTEMPTS = 3  # a refused connection is retried briefly before the edition pauses
+
+
+class SmtpError(Exception):
+    """A one-off message could not be sent; `.outcome` says why."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(f"{outcome.stage}: {outcome.code or ''} {outcome.reply}".strip())
+        self.outcome = outcome
+
+
+class SmtpTransientError(SmtpError, OSError):
+    """Worth trying again later (4xx, connection trouble)."""
+
+
+def data_payload(message: bytes) -> bytes:
+    """The DATA section as it goes on the wire: CRLF lines, dot-stuffed, ending CRLF.CRLF."""
+    q = _DOT_AT_LINE_START.sub(b"..", _BARE_EOL.sub(CRLF, message))
+    if not q.endswith(CRLF):
+        q += CRLF
+    return q + b"." + CRLF
+
+
+class SmtpConnection:
+    """A lazily opened, reusable connection to the configured SMTP server."""
+
+    def __init__(self, target: SmtpTarget, timeout: float, local_hostname: str | None = None):
+        self.target = target
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+        self.pid = os.getpid()
+        self.messages_on_connection = 0
+        self.opened = 0  # how many times a connection was opened (for tests and logs)
+
+    # ------------------------------------------------------------------ connection
+
+    def _open(self) -> smtplib.SMTP:
+        t = self.target
+        ctx = ssl.create_default_context()
+        if t.security == "ssl":
+            smtp = smtplib.SMTP_SSL(t.host, t.port, local_hostname=self.local_hostname, timeout=self.timeout, context=ctx)
+        else:
+            smtp = smtplib.SMTP(t.host, t.port, local_hostname=self.local_hostname, timeout=self.timeout)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if t.security == "starttls":
+                smtp.starttls(context=ctx)
+                smtp.ehlo()
+            if t.username:
+                smtp.login(t.username, t.password or "")
+        except BaseException:
+            _quiet_close(smtp)
+            raise
+        return smtp
+
+    def connect(self) -> Outcome | None:
+        """Make sure a connection is open; return an Outcome only if that failed."""
+        if self._smtp is not None:
+            return None
+        last: Outcome | None = None
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                self._smtp = self._open()
+                self.messages_on_connection = 0
+                self.opened += 1
+                log.info("smtp.connected", server=repr(self.target), attempt=attempt + 1)
+                return None
+            except smtplib.SMTPAuthenticationError as exc:
+                return Outcome(Verdict.sender_refused, exc.smtp_code, _text(exc.smtp_error, "authentication failed"), "connect")
+            except smtplib.SMTPNotSupportedError as exc:
+                return Outcome(Verdict.sender_refused, None, f"TLS/AUTH not offered by the server: {exc}", "connect")
+            except ssl.SSLError as exc:
+                return Outcome(Verdict.sender_refused, None, f"TLS failure: {exc}", "connect")
+            except smtplib.SMTPResponseException as exc:  # greeting, EHLO or STARTTLS refused
+                last = judge("connect", exc.smtp_code, _text(exc.smtp_error, ""))
+                if last.verdict != Verdict.retry:
+                    return last
+            except ConnectionRefusedError as exc:
+                last = Outcome(Verdict.sender_refused, None, f"connection refused by {self.target!r}: {exc}", "connect")
+            except (OSError, smtplib.SMTPException) as exc:  # timeouts, resets, DNS
+                last = Outcome(Verdict.retry, None, f"cannot reach {self.target!r}: {exc or type(exc).__name__}", "connect")
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+        return last
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                _quiet_close(smtp)
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            _quiet_close(self._smtp)
+            self._smtp = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._smtp is not None
+
+    # ------------------------------------------------------------------ one message
+
+    def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        """Send one message to one recipient and say what became of it."""
+        reused = self._smtp is not None
+        outcome = self._send_once(sender, recipient, message)
+        if reused and outcome.stage == "mail" and outcome.code is None and outcome.verdict == Verdict.retry:
+            # An idle connection the server closed meanwhile: nothing was sent, so one
+            # fresh attempt is safe.
+            outcome = self._send_once(sender, recipient, message)
+        return outcome
+
+    def _send_once(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        failed = self.connect()
+        if failed is not None:
+            return failed
+        smtp = self._smtp
+        assert smtp is not None
+        stage = "mail"
+        try:
+            options: list[str] = []
+            if not (sender.isascii() and recipient.isascii()):
+                if not smtp.has_extn("smtputf8"):
+                    return Outcome(Verdict.failed, None, "address is not ASCII and the server lacks SMTPUTF8", "rcpt")
+                options.append("SMTPUTF8")
+            code, reply = smtp.mail(sender, options)
+            if code != 250:
+                return self._refused("mail", code, reply)
+            stage = "rcpt"
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                return self._refused("rcpt", code, reply)
+            stage = "data"
+            smtp.putcmd("data")
+            code, reply = smtp.getreply()
+            if code != 354:
+                return self._refused("data", code, reply)
+            payload = data_payload(message)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
+
+        try:
+            smtp.send(payload)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # Not all of DATA left us, so the final dot did not: the server cannot have
+            # accepted this message.
+            self._drop()
+            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data")
+
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+            if isinstance(cause, ConnectionResetError | BrokenPipeError):
+                return Outcome(Verdict.retry, None, f"connection reset before the reply to DATA: {_why(cause)}", "dot")
+            return Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot")
+        self.messages_on_connection += 1
+        outcome = judge("dot", code, reply)
+        if code == 421:
+            self._drop()
+        return outcome
+
+    def _refused(self, stage: str, code: int, reply: bytes) -> Outcome:
+        outcome = judge(stage, code, reply)
+        if code == 421 or code < 0:
+            self._drop()  # the server is closing this connection
+        else:
+            try:
+                self._smtp.rset()  # type: ignore[union-attr]
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        return outcome
+
+
+def _text(value: object, default: str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if value else default
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _quiet_close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.close()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------- per process
+
+_local = threading.local()
+
+
+def connection(settings: Settings | None = None) -> SmtpConnection:
+    """This process's (and thread's) connection, re-made after a fork or a config change.
+
+    Under the prefork pool each worker process is single-threaded, so this is one
+    connection per process; under the threads pool each thread gets its own, since an
+    SMTP dialogue cannot be shared mid-message.
+    """
+    settings = settings or get_settings()
+    key = (os.getpid(), settings.smtp_url, settings.smtp_timeout)
+    conn: SmtpConnection | None = getattr(_local, "conn", None)
+    if conn is None or getattr(_local, "key", None) != key:
+        if conn is not None and conn.pid == os.getpid():
+            conn.close()
+        conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=_helo_name(settings))
+        _local.conn, _local.key = conn, key
+    return conn
+
+
+def close_connection() -> None:
+    conn: SmtpConnection | None = getattr(_local, "conn", None)
+    if conn is not None and conn.pid == os.getpid():
+        conn.close()
+    _local.conn = None
+
+
+def _helo_name(settings: Settings) -> str:
+    return settings.mail_from_address.rpartition("@")[2] or socket.getfqdn()
+
+
+def send_one(recipient: str, message: bytes, sender: str | None = None) -> Outcome:
+    """Send one transactional message now (confirmation, welcome).
+
+    Raises SmtpTransientError (an OSError, so Celery's autoretry_for=(OSError,) retries
+    it) for 4xx and connection trouble, SmtpError for anything final.
+    """
+    settings = get_settings()
+    outcome = connection(settings).send(sender or settings.mail_from_address, recipient, message)
+    if outcome.verdict == Verdict.sent:
+        return outcome
+    if outcome.verdict == Verdict.retry:
+        raise SmtpTransientError(outcome)
+    raise SmtpError(outcome)

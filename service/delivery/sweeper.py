@@ -1,0 +1,118 @@
+"""The sweeper (beat, every minute): leases, retries, lost batches, finished editions.
+
+1. Rows whose lease expired belonged to a worker that died (SIGKILL, OOM, a lost
+   machine): back to `queued` (or `cancelled` if the edition was cancelled meanwhile)
+   and re-dispatched at once.
+2. An edition in `sending` whose queue holds no message and whose ledger has not moved
+   for LEASE_SECONDS, yet still has claimable rows (queued, or retry rows whose time
+   has come), lost its batch messages (a Redis restart without persistence, a worker
+   killed while it held prefetched tasks): re-dispatch those rows.  Re-dispatching is
+   harmless if a message was not in fact lost: claims are conditional.
+3. Retry rows older than RETRY_MAX_AGE_HOURS (counted from the edition's start) → failed.
+4. `sending` editions with nothing left → `done`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.config import get_settings
+from service.delivery import fanout, ledger
+from service.delivery.ledger import D
+from service.logging import get_logger
+from service.models import DeliveryStatus, Edition, EditionStatus, utcnow
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    redispatched: dict[int, int] = field(default_factory=dict)
+    expired_retries: int = 0
+    finished: list[int] = field(default_factory=list)
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in a broker queue, or None if the broker cannot be asked."""
+    from service.celery_app import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception as exc:  # noqa: BLE001 — a broker outage must not stop the sweep
+        log.warning("sweep.broker_unavailable", queue=queue, error=type(exc).__name__)
+        return None
+
+
+def sweep(session: Session, now: dt.datetime | None = None) -> SweepReport:
+    settings = get_settings()
+    now = now or utcnow()
+    report = SweepReport()
+
+    # 1. expired leases
+    expired = session.execute(
+        sa.update(D)
+        .where(D.c.status == DeliveryStatus.claimed.value, D.c.lease_until < now)
+        .values(status=DeliveryStatus.queued.value, claimed_by=None, lease_until=None)
+        .returning(D.c.id, D.c.edition_id)
+    ).all()
+    report.expired = len(expired)
+    by_edition: dict[int, list[int]] = {}
+    for row_id, edition_id in expired:
+        by_edition.setdefault(edition_id, []).append(row_id)
+
+    editions = session.scalars(
+        sa.select(Edition).where(Edition.status.in_([EditionStatus.sending, EditionStatus.cancelled]))
+    ).all()
+    for edition in editions:
+        if edition.status == EditionStatus.cancelled:
+            ids = by_edition.pop(edition.id, [])
+            if ids:
+                session.execute(
+                    sa.update(D).where(D.c.id.in_(ids), D.c.status == DeliveryStatus.queued.value)
+                    .values(status=DeliveryStatus.cancelled.value, smtp_reply="edition cancelled", updated_at=now)
+                )
+            continue
+        # 3. retries past their maximum age
+        if edition.started_at and now - edition.started_at > dt.timedelta(hours=settings.retry_max_age_hours):
+            report.expired_retries += session.execute(
+                sa.update(D)
+                .where(D.c.edition_id == edition.id, D.c.status == DeliveryStatus.retry.value)
+                .values(status=DeliveryStatus.failed.value, updated_at=now,
+                        smtp_reply=sa.func.coalesce(D.c.smtp_reply, "") + " (gave up: too old)")
+            ).rowcount
+        ids = by_edition.pop(edition.id, None)
+        if ids:
+            report.redispatched[edition.id] = fanout.dispatch(session, edition, ids=ids)
+        elif _stalled(session, edition, now, settings.lease_seconds):
+            n = fanout.dispatch(session, edition)
+            if n:
+                report.redispatched[edition.id] = n
+        # 4. finished
+        if ledger.finish_if_complete(session, edition.id):
+            report.finished.append(edition.id)
+    if report.expired or report.redispatched or report.finished or report.expired_retries:
+        log.info("delivery.sweep", expired=report.expired, redispatched=report.redispatched,
+                 finished=report.finished, expired_retries=report.expired_retries)
+    return report
+
+
+def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds: int) -> bool:
+    has_work = session.scalar(
+        sa.select(sa.exists().where(D.c.edition_id == edition.id, ledger.claimable(now)))
+    )
+    if not has_work:
+        return False
+    last_move = session.scalar(sa.select(sa.func.max(D.c.updated_at)).where(D.c.edition_id == edition.id))
+    if last_move is not None and last_move.tzinfo is None:
+        last_move = last_move.replace(tzinfo=dt.UTC)
+    if last_move is not None and now - last_move < dt.timedelta(seconds=lease_seconds):
+        return False
+    depth = queue_depth(fanout.queue_for(edition.kind))
+    return depth == 0

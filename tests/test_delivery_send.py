@@ -1,0 +1,134 @@
+"""Sending a batch: a real aiosmtpd peer, a real PostgreSQL ledger, one SMTP connection."""
+
+from __future__ import annotations
+
+import email.policy
+import time
+from email import message_from_bytes
+
+import pytest
+import sqlalchemy as sa
+
+from service.db import session_scope
+from service.delivery import fanout
+from service.delivery.batch import send_batch
+from service.delivery.compose import delivery_for_bounce
+from service.delivery.planner import plan
+from service.delivery.progress import progress
+from service.models import Delivery, Edition, EditionStatus, Subscriber
+from service.subscribers.tokens import read_token
+from tests.test_delivery_support import ARABIC_TITLE, add_subscribers, make_edition, renderer
+
+
+def planned_edition(n: int, kind: str = "digest", **kw) -> int:
+    with session_scope() as s:
+        add_subscribers(s, n, **kw)
+        eid = make_edition(s, kind, "daily" if kind == "digest" else None, headline="h", url="https://x.example/")
+        plan(s, eid, renderer=renderer())
+    return eid
+
+
+def run_all_batches(eid: int):
+    with session_scope() as s:
+        ranges = fanout.batch_ranges(s, eid, 50)
+    return [send_batch(eid, a, b) for a, b in ranges]
+
+
+def ledger(eid: int) -> dict[str, str]:
+    with session_scope() as s:
+        return {
+            e: st.value
+            for e, st in s.execute(
+                sa.select(Subscriber.email, Delivery.status)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.edition_id == eid)
+            )
+        }
+
+
+def test_batch_sends_each_reader_once_over_one_connection(pg_env, smtp_sink):
+    from service.delivery.smtp import connection
+
+    eid = planned_edition(120)
+    reports = run_all_batches(eid)
+    assert sum(r.claimed for r in reports) == 120
+    assert sorted(smtp_sink.recipients()) == sorted(f"reader{i}@example.com" for i in range(120))
+    assert set(ledger(eid).values()) == {"sent"}
+    assert connection().opened == 1  # persistent: three batches, one connection
+    with session_scope() as s:
+        ed = s.get(Edition, eid)
+        assert ed.status == EditionStatus.done and ed.finished_at is not None
+        p = progress(s, eid)
+        assert (p["sent"], p["remaining"], p["failed"]) == (120, 0, 0)
+        row = s.scalars(sa.select(Delivery).where(Delivery.edition_id == eid)).first()
+        assert row.smtp_code == 250 and "accepted" in row.smtp_reply and row.sent_at and row.message_id
+    # running the same batches again (Celery redelivers) sends nothing more
+    run_all_batches(eid)
+    assert len(smtp_sink.messages) == 120
+
+
+def test_message_headers_links_and_rtl_body(pg_env, smtp_sink):
+    eid = planned_edition(1)
+    run_all_batches(eid)
+    (got,) = smtp_sink.wait_for(1)
+    msg = message_from_bytes(got.data, policy=email.policy.default)
+    with session_scope() as s:
+        sub = s.scalars(sa.select(Subscriber)).one()
+        delivery = s.scalars(sa.select(Delivery)).one()
+    assert msg["Subject"].startswith(ARABIC_TITLE)
+    assert msg["To"] == "reader0@example.com"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    lu = str(msg["List-Unsubscribe"])
+    https_url = lu.split("<", 1)[1].split(">", 1)[0]
+    assert https_url.startswith("http") and "/unsubscribe/" in https_url
+    assert read_token("unsubscribe", https_url.rsplit("/", 1)[1]) == (sub.id, sub.token_version)
+    assert "<mailto:unsubscribe@nashra.example?subject=unsubscribe%20" in lu
+    assert msg["List-Id"].endswith("<digest.nashra.example>")
+    assert msg["Feedback-ID"].startswith(f"{eid}:digest:")
+    assert msg["Message-ID"] == delivery.message_id
+    # VERP: the envelope sender names the ledger row, not the reader
+    assert got.mail_from != "newsletter@nashra.example" and "reader0" not in got.mail_from
+    assert delivery_for_bounce(got.mail_from) == delivery.id
+    assert delivery_for_bounce(got.mail_from.replace(".", "x", 1)) is None
+    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    assert 'dir="rtl"' in html and https_url in html and "__NASHRA_" not in html + text
+    assert msg.get_body(("html",))["Content-Transfer-Encoding"] == "base64"
+
+
+def test_reader_who_left_after_planning_is_skipped_and_suppressed_is_not_mailed(pg_env, smtp_sink):
+    eid = planned_edition(4)
+    with session_scope() as s:
+        s.execute(sa.update(Subscriber).where(Subscriber.email == "reader1@example.com").values(status="unsubscribed"))
+        from tests.test_delivery_support import add_suppression
+
+        add_suppression(s, "reader2@example.com", "complaint")
+    run_all_batches(eid)
+    assert sorted(smtp_sink.recipients()) == ["reader0@example.com", "reader3@example.com"]
+    states = ledger(eid)
+    assert states["reader1@example.com"] == "skipped"
+    assert states["reader2@example.com"] == "suppressed"
+
+
+def test_plan_task_on_real_celery_and_redis_sends_once_even_if_started_twice(pg_env, redis_url, smtp_sink, celery_worker_factory):
+    from service.delivery.tasks import plan_edition
+
+    eid = planned_edition(60)  # the variants are rendered; the task re-plans (a no-op) and dispatches
+    with celery_worker_factory(queues=("digests",), concurrency=2):
+        plan_edition.si(eid).apply_async(queue="digests")
+        plan_edition.si(eid).apply_async(queue="digests")  # a double click
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with session_scope() as s:
+                if s.get(Edition, eid).status == EditionStatus.done:
+                    break
+            time.sleep(0.2)
+        time.sleep(0.5)  # anything extra would have arrived by now
+    assert ledger(eid) and set(ledger(eid).values()) == {"sent"}
+    rcpts = smtp_sink.recipients()
+    assert len(rcpts) == 60 == len(set(rcpts))
+
+
+@pytest.mark.parametrize("kind,queue", [("alert", "alerts"), ("digest", "digests")])
+def test_batches_go_to_the_editions_queue(kind, queue):
+    assert fanout.queue_for(kind) == queue

@@ -1,0 +1,96 @@
+"""Helpers shared by the delivery tests (no tests here).
+
+Readers are inserted in bulk with plain INSERTs; editions are created the way the
+lead's code does (status draft, articles optional) and planned with a small renderer
+passed in, so these tests do not depend on the rendering templates.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from service.models import (
+    Edition,
+    EditionKind,
+    EditionStatus,
+    Frequency,
+    Subscriber,
+    Suppression,
+    utcnow,
+)
+from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+
+ARABIC_TITLE = "نشرة الصباح: المغرب يعزّز الأمن"
+
+
+def email_for(i: int, prefix: str = "reader") -> str:
+    return f"{prefix}{i}@example.com"
+
+
+def add_subscribers(conn, n: int, *, start: int = 0, prefix: str = "reader", status: str = "active",
+                    frequency: str = "daily", alerts: bool = True, sections: list | None = None) -> None:
+    """n readers in one executemany (conn: a Connection or Session)."""
+    now = utcnow()
+    rows = [
+        {
+            "email": email_for(i, prefix),
+            "status": status,
+            "frequency": frequency,
+            "alerts": alerts,
+            "sections": sections or [],
+            "token_version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(start, start + n)
+    ]
+    if rows:
+        conn.execute(sa.insert(Subscriber.__table__), rows)
+
+
+def add_suppression(conn, email: str, reason: str = "manual") -> None:
+    conn.execute(sa.insert(Suppression.__table__).values(email=email, reason=reason, created_at=utcnow()))
+
+
+def make_edition(session, kind: str = "digest", frequency: str | None = "daily", **params) -> int:
+    edition = Edition(
+        kind=EditionKind(kind),
+        frequency=Frequency(frequency) if frequency else None,
+        status=EditionStatus.draft,
+        title=ARABIC_TITLE,
+        params=params,
+    )
+    session.add(edition)
+    session.flush()
+    return edition.id
+
+
+def renderer(html_bytes: int = 2000, empty: frozenset[str] = frozenset()):
+    """A renderer hook like the lead's: one small RTL page per variant, with link placeholders."""
+    calls: list[str] = []
+
+    def render(session, edition, variant):
+        calls.append(variant)
+        if variant in empty:
+            return None
+        filler = "<p>" + ("الأمن المغربي يعلن تفكيك خلية. " * 40) + "</p>\n"
+        body = ""
+        while len(body.encode()) < html_bytes:
+            body += filler
+        html = (
+            f'<html lang="ar" dir="rtl"><body><div dir="rtl" lang="ar" style="direction:rtl;text-align:right">'
+            f"<h1>{ARABIC_TITLE}</h1><p>variant {variant}</p>{body}"
+            f'<a href="{UNSUBSCRIBE_URL}">إلغاء الاشتراك</a> <a href="{PREFERENCES_URL}">التفضيلات</a>'
+            f"</div></body></html>"
+        )
+        text = f"{ARABIC_TITLE}\n\u200fvariant {variant}\n{UNSUBSCRIBE_URL}\n{PREFERENCES_URL}\n"
+        return RenderedVariant(subject=f"{ARABIC_TITLE} ({edition.id})", html=html, text=text)
+
+    render.calls = calls
+    return render
+
+
+def sections_json(ids: list[int]) -> str:
+    return json.dumps(ids)
