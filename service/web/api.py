@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.db import session_scope
 from service.logging import get_logger
-from service.models import Edition
+from service.models import Edition, EditionStatus
 from service.web.auth import EditorIdentity, bearer_editor
 
 log = get_logger(__name__)
@@ -56,7 +56,10 @@ def send_alert(editor: EditorIdentity, req: AlertRequest) -> int:
         )
         s.flush()
         edition_id = edition.id
-        send_after_commit(s, app.signature(PLAN_TASK, args=(edition_id,), immutable=True))
+        # A retry with the same key returns the existing edition: plan it only if it
+        # has not been planned yet (planning is idempotent, but there is no need).
+        if edition.status is EditionStatus.draft:
+            send_after_commit(s, app.signature(PLAN_TASK, args=(edition_id,), immutable=True))
     log.info("alert_requested", edition_id=edition_id, editor_id=editor.id)
     return edition_id
 
@@ -96,15 +99,25 @@ def edition_progress(edition_id: int) -> dict | None:
         return progress(s, edition_id)
 
 
+class CancelRefused(ValueError):
+    """The edition cannot be cancelled (already done or cancelled)."""
+
+
 def cancel_edition(edition_id: int, editor: EditorIdentity) -> dict | None:
-    from service.delivery.control import cancel
+    """Cancel an edition; returns its progress afterwards, or None if there is no such edition."""
+    from service.delivery.control import ControlError, cancel
+    from service.delivery.progress import progress
 
     with session_scope() as s:
         if s.get(Edition, edition_id) is None:
             return None
-        result = cancel(s, edition_id, editor.actor)
+        try:
+            cancel(s, edition_id, editor.actor)
+        except ControlError as exc:
+            raise CancelRefused(str(exc)) from None
+        result = progress(s, edition_id)
     log.info("edition_cancel_requested", edition_id=edition_id, editor_id=editor.id)
-    return result if isinstance(result, dict) else {"edition_id": edition_id, "cancelled": bool(result) if result is not None else True}
+    return result
 
 
 @router.get("/editions/{edition_id}")
@@ -123,7 +136,10 @@ def post_cancel(request: Request, edition_id: int):
     editor = bearer_editor(request)
     if editor is None:
         return _unauthorised()
-    data = cancel_edition(edition_id, editor)
+    try:
+        data = cancel_edition(edition_id, editor)
+    except CancelRefused as exc:
+        return JSONResponse({"error": str(exc)}, status_code=409)
     if data is None:
         return JSONResponse({"error": "no such edition"}, status_code=404)
     return data

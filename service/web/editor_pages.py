@@ -20,7 +20,7 @@ from service.db import session_scope
 from service.logging import get_logger
 from service.models import Edition
 from service.web import csrf
-from service.web.api import AlertRequest, cancel_edition, send_alert
+from service.web.api import AlertRequest, CancelRefused, cancel_edition, send_alert
 from service.web.auth import COOKIE, EditorIdentity, _lookup, cookie_editor
 from service.web.templating import render
 
@@ -145,7 +145,7 @@ async def preview(request: Request):
         from service.web.alert_preview import PreviewError, preview_alert
 
         try:
-            rendered = preview_alert(values)
+            rendered = preview_alert(values, editor.id)
         except PreviewError as exc:
             return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
         return _page(request, editor, form=values, preview=rendered, idempotency_key=key)
@@ -203,7 +203,11 @@ async def cancel(request: Request, edition_id: int):
         return early
 
     def work():
-        if cancel_edition(edition_id, editor) is None:
+        try:
+            found = cancel_edition(edition_id, editor)
+        except CancelRefused as exc:
+            return _page(request, editor, 409, error=f"لا يمكن إيقافها: {exc}")
+        if found is None:
             return _page(request, editor, 404, error="لا توجد نشرة بهذا الرقم.")
         return RedirectResponse(f"/editor?cancelled={edition_id}", status_code=303)
 
