@@ -25,13 +25,18 @@ _RUN = re.compile(
     rf"[{_ALNUM}+(](?:[ \u00a0.,\-\u2013+&'\u2019/:_@#%()]*[{_ALNUM}+%)])*"
 )
 _HAS_LATIN = re.compile(f"[{_LATIN}]")
+_DASHED = re.compile(r"\d[-\u2013]\d")
 
 
 def needs_ltr(run: str) -> bool:
     """Would this run be reordered in an RTL paragraph? Plain numbers (2021, 17:33) are not."""
     if _HAS_LATIN.search(run) or "+" in run or "%" in run:
         return True
-    return sum(c.isdigit() for c in run) >= 7  # a phone number with spaces or dashes
+    # A phone number (06 123 4567, 079-123-4567) or a dashed date: its digit groups
+    # would come out in reverse.  "2021 17:33" (a year, then a time) reads right as is.
+    if sum(c.isdigit() for c in run) < 7:
+        return False
+    return run[0] in "0(" or bool(_DASHED.search(run))
 
 
 def ltr_runs(text: str) -> list[str]:
