@@ -1,0 +1,110 @@
+"""URLs from feeds: only absolute http(s), canonical form for ids, and where they point.
+
+A feed URL is fetched by our workers from inside our network, so "where it points" is
+checked on the resolved addresses (and again on every redirect hop and on the peer we
+actually connected to), not on the host string: `http://localtest.me/` or a DNS name
+that resolves to 10.0.0.5 must be refused as surely as `http://127.0.0.1/`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+ALLOWED_SCHEMES = ("http", "https")
+# Query parameters that only track the reader; dropped from canonical URLs so that the
+# same article shared with different campaigns is still one article.
+TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "igshid", "ref_src")
+
+
+class UnsafeURL(ValueError):
+    """The URL is not http(s), has no host, or points at an address we may not fetch."""
+
+
+def absolute_http_url(value: str | None, base: str | None = None) -> str | None:
+    """`value` resolved against `base`, if the result is an http(s) URL with a host; else None."""
+    if not value:
+        return None
+    value = value.strip()
+    if any(c in value for c in "\r\n\t\x00") or len(value) > 2000:
+        return None
+    if base:
+        value = urljoin(base, value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 — raises ValueError on a bad port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
+        return None
+    return value
+
+
+def canonical_url(value: str) -> str:
+    """Lower-case scheme and host, no default port, no fragment, no tracking parameters."""
+    parts = urlsplit(value.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    if parts.username:
+        host = f"{parts.username}@{host}"
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.lower().startswith(TRACKING_PARAMS)]
+    )
+    return urlunsplit((scheme, host, parts.path or "/", query, ""))
+
+
+def validate_feed_url(url: str) -> str:
+    """Syntax only (no DNS): an absolute http(s) URL with a host and no credentials."""
+    if not isinstance(url, str) or not url.strip():
+        raise UnsafeURL("a feed URL is required, e.g. https://news.example/rss.xml")
+    url = url.strip()
+    good = absolute_http_url(url)
+    if good is None:
+        raise UnsafeURL(f"not an absolute http(s) URL: {url[:200]!r}")
+    if urlsplit(good).username or urlsplit(good).password:
+        raise UnsafeURL("feed URLs may not carry a user name or password")
+    return good
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
+
+
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL whose host resolves to a loopback, private, link-local … address.
+
+    Every address the name resolves to must be public: a resolver that answers one public
+    and one private address is otherwise a coin toss away from our internal network.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
+        raise UnsafeURL(f"only http and https URLs may be fetched, not {url[:200]!r}")
+    if allow_private:
+        return
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnsafeURL(f"cannot resolve {parts.hostname}: {exc.strerror or exc}") from None
+    for info in infos:
+        address = info[4][0]
+        if not is_public_address(address):
+            raise UnsafeURL(
+                f"{parts.hostname} resolves to {address}, a loopback or private address "
+                "(set FEED_ALLOW_PRIVATE=true to allow it)"
+            )
+
+
+def check_peer(address: str | None, *, allow_private: bool) -> None:
+    """The address we actually connected to (DNS may have changed since check_destination)."""
+    if allow_private or address is None:
+        return
+    if not is_public_address(address):
+        raise UnsafeURL(f"connected to {address}, a loopback or private address")
