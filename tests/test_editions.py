@@ -1,0 +1,107 @@
+"""Editions: what a digest carries and how an editor's alert becomes exactly one edition."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from service.editions.alerts import AlertError, create_alert
+from service.editions.digests import create_digest
+from service.models import Article, ArticleVersion, Edition, EditionKind, Section, VersionKind, utcnow
+
+
+def _article(session, n, *, first_seen, last_major=None, version=1, section=None):
+    a = Article(
+        guid=f"urn:test:{n}",
+        url=f"https://news.example/a/{n}",
+        title=f"خبر رقم {n}",
+        summary="ملخص",
+        content_hash=f"{n:064d}",
+        first_seen_at=first_seen,
+        last_major_at=last_major or first_seen,
+        version=version,
+        section_id=section.id if section else None,
+    )
+    session.add(a)
+    session.flush()
+    # The history ingestion would have written: new, then (optionally) a major update.
+    session.add(ArticleVersion(article_id=a.id, version=1, kind=VersionKind.new, content_hash="0" * 64,
+                               title=a.title, created_at=first_seen))
+    if version > 1:
+        session.add(ArticleVersion(article_id=a.id, version=version, kind=VersionKind.major, content_hash="1" * 64,
+                                   title=a.title, created_at=last_major))
+    session.flush()
+    return a
+
+
+def test_digest_carries_the_window_and_marks_updates(db_session):
+    now = utcnow()
+    sec = Section(slug="arab-world-t", name="عربي دولي تجربة", position=1)
+    db_session.add(sec)
+    db_session.flush()
+    fresh = _article(db_session, 1, first_seen=now - dt.timedelta(hours=2), section=sec)
+    old_updated = _article(
+        db_session, 2, first_seen=now - dt.timedelta(days=3), last_major=now - dt.timedelta(hours=1), version=3, section=sec
+    )
+    _article(db_session, 3, first_seen=now - dt.timedelta(days=2), section=sec)  # outside the window
+
+    edition, created = create_digest(db_session, "daily", now=now)
+    assert created and edition.kind == EditionKind.digest
+    carried = {ea.article_id: ea.updated for ea in edition.articles}
+    assert carried == {fresh.id: False, old_updated.id: True}
+
+    # The same scheduled slot again (beat firing twice) is the same edition.
+    again, created_again = create_digest(db_session, "daily", now=now + dt.timedelta(minutes=5))
+    assert again.id == edition.id and not created_again
+    # --now makes a new one.
+    extra, created_extra = create_digest(db_session, "daily", now=now, scheduled=False)
+    assert created_extra and extra.id != edition.id
+
+
+def test_empty_window_makes_no_edition(db_session):
+    edition, created = create_digest(db_session, "weekly", now=utcnow() + dt.timedelta(days=365))
+    assert edition is None and not created
+    assert db_session.scalar(select(func.count()).select_from(Edition)) == 0
+
+
+def test_alert_with_idempotency_key_is_created_once(db_session):
+    a = create_alert(db_session, editor_id=None, headline="عاجل: زلزال", url="https://news.example/q", idempotency_key="k1")
+    b = create_alert(db_session, editor_id=None, headline="عاجل: زلزال", url="https://news.example/q", idempotency_key="k1")
+    assert a.id == b.id
+    assert db_session.scalar(select(func.count()).select_from(Edition)) == 1
+
+
+def test_same_story_twice_within_minutes_is_one_alert(db_session):
+    a = create_alert(db_session, editor_id=None, headline="عاجل", url="https://news.example/z")
+    b = create_alert(db_session, editor_id=None, headline="عاجل مكرر", url="https://news.example/z")
+    assert a.id == b.id
+
+
+def test_alert_from_an_ingested_article(db_session):
+    art = _article(db_session, 7, first_seen=utcnow())
+    ed = create_alert(db_session, editor_id=None, article_url=art.url)
+    assert ed.params["headline"] == art.title and [x.article_id for x in ed.articles] == [art.id]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"headline": "", "url": "https://x.example/"}, "headline"),
+        ({"headline": "خبر", "url": "javascript:alert(1)"}, "url"),
+        ({"headline": "خبر", "url": "https://x.example/\r\nBcc: a@b"}, "url"),
+        ({"headline": "خ" * 500, "url": "https://x.example/"}, "headline"),
+        ({"article_url": "https://news.example/not-ingested"}, "no ingested article"),
+        ({"article_url": "https://news.example/a", "headline": "x", "url": "https://x.example/"}, "either"),
+    ],
+)
+def test_bad_alert_input_is_refused_and_changes_nothing(db_session, kwargs, message):
+    with pytest.raises(AlertError, match=message):
+        create_alert(db_session, editor_id=None, **kwargs)
+    assert db_session.scalar(select(func.count()).select_from(Edition)) == 0
+
+
+def test_headline_loses_bidi_overrides_and_newlines(db_session):
+    ed = create_alert(db_session, editor_id=None, headline="عاجل\u202e\r\nخبر", url="https://x.example/")
+    assert ed.params["headline"] == "عاجل خبر"
