@@ -34,7 +34,17 @@ def article_html(value: object) -> Markup:
     # nh3's output is well formed with every `<` in text escaped, so splitting on
     # tags separates markup from text safely.
     parts = _TAG.split(cleaned)
-    for i in range(0, len(parts), 2):  # even indexes are text between tags
-        if parts[i]:
-            parts[i] = str(wrap_ltr(html.unescape(parts[i])))
+    unwrapping = False
+    for i, part in enumerate(parts):
+        if i % 2 == 0:  # even indexes are text between tags
+            if part:
+                parts[i] = str(wrap_ltr(html.unescape(part)))
+        elif part.startswith("<a ") and " href=" not in part:
+            # nh3 dropped an unsafe href (javascript:, http:): keep the words, lose the
+            # dead link.  Anchors never nest, so the next </a> closes this one.
+            parts[i] = ""
+            unwrapping = True
+        elif part == "</a>" and unwrapping:
+            parts[i] = ""
+            unwrapping = False
     return Markup("".join(parts))

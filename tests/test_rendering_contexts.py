@@ -1,0 +1,141 @@
+"""Contexts and templates: what the reader sees, and bad input refused before rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import lxml.html
+import pytest
+
+from service.config import load_settings
+from service.rendering import contexts, samples
+from service.rendering.checks import check_email
+from service.rendering.render import render_variant
+from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, ArticleView, SectionView
+
+SITE = samples.SITE
+AT = samples.EDITION_AT
+
+
+def test_site_view_follows_settings():
+    s = load_settings(public_url="https://news.example/", hijri_dates=True, arabic_indic_digits=True)
+    site = contexts.site_view(s)
+    assert site.public_url == "https://news.example" and site.hijri_dates and site.arabic_digits
+    assert site.postal_address == s.postal_address
+
+
+def test_digest_shows_sections_in_the_readers_order_and_the_lead_once():
+    secs = samples.sections(12)
+    reordered = [secs[2], secs[0], secs[1], *secs[3:]]
+    variant = render_variant("digest", contexts.digest_context(SITE, reordered, edition_date=AT, frequency="weekly"))
+    html = variant.html
+    positions = [html.index(f">{s.name}</h2>") for s in reordered]
+    assert positions == sorted(positions)
+    assert html.count(f">{samples.LEAD.title}</a>") == 1  # lead on top, not repeated in its section
+    assert "النشرة الأسبوعية" in html and "24 تشرين الثاني/نوفمبر 2021" in html
+    assert 'alt="وزير دفاع الاحتلال بيني غانتس"' in html and ">وزير دفاع الاحتلال بيني غانتس</p>" in html
+
+
+def test_digest_footer_has_reason_links_and_postal_address():
+    v = render_variant("digest", samples.all_contexts()["digest"])
+    footer = v.html[v.html.index('class="footer'):]
+    assert "تصلك هذه الرسالة لأنك مشترك في النشرة اليومية" in footer
+    assert f'href="{PREFERENCES_URL}"' in footer and f'href="{UNSUBSCRIBE_URL}"' in footer
+    assert "عمّان" in footer and "الأردن" in footer
+    assert PREFERENCES_URL in v.text and UNSUBSCRIBE_URL in v.text and SITE.postal_address.split("،")[0] in v.text
+
+
+def test_updated_mark_only_on_updated_articles():
+    a = ArticleView(id=1, title="خبر محدث", url="https://news.example/1", published_at=AT, updated=True)
+    b = ArticleView(id=2, title="خبر عادي", url="https://news.example/2", published_at=AT)
+    c = ArticleView(id=3, title="خبر ثالث", url="https://news.example/3", published_at=AT)
+    v = render_variant(
+        "digest",
+        contexts.digest_context(SITE, [SectionView("s", "قسم", (c, a, b))], edition_date=AT, frequency="daily", lead=c),
+    )
+    assert v.html.count('class="badge"') == 1
+    content = v.html[v.html.index('class="container"') :]
+    block = content[content.index("خبر محدث") : content.index("خبر عادي")]
+    assert "محدَّث" in block
+    assert "خبر محدث [محدَّث]" in v.text and "خبر عادي [" not in v.text
+
+
+def test_relative_times_count_from_the_edition():
+    a = ArticleView(id=1, title="خبر", url="https://news.example/1", published_at=AT - dt.timedelta(hours=2))
+    b = ArticleView(id=2, title="آخر", url="https://news.example/2", published_at=AT - dt.timedelta(minutes=3))
+    ctx = contexts.digest_context(SITE, [SectionView("s", "قسم", (a, b))], edition_date=AT, frequency="daily", lead=a)
+    assert ctx["lead"].ago == "قبل ساعتين" and ctx["lead"].time == "19:33"
+    assert ctx["sections"][0].items[0].ago == "قبل 3 دقائق"
+
+
+def test_hostile_text_is_escaped_and_article_html_sanitised():
+    bad = ArticleView(
+        id=9,
+        title='<script>alert(1)</script> عنوان',
+        url="https://news.example/9",
+        summary='<img src=x onerror=alert(1)> ملخص',
+        published_at=AT,
+        body_html=(
+            '<p onclick="x()">نص <a href="javascript:alert(1)">رابط</a> و<a href="http://plain.example">آخر</a>'
+            ' و<a href="https://ok.example/أ">ثالث</a> عن OPEC+</p><script>steal()</script><iframe src="https://x"></iframe>'
+        ),
+    )
+    v = render_variant("correction", contexts.correction_context(SITE, article=bad, note="<b>ملاحظة</b>"))
+    body = v.html[v.html.index("<body") :]
+    doc = lxml.html.document_fromstring(v.html)
+    assert not doc.xpath("//script | //iframe | //body//img[@src='x']")
+    assert not [a for el in doc.iter() if isinstance(el.tag, str) for a in el.attrib if a.startswith("on")]
+    assert all(a.get("href") for a in doc.iter("a"))  # links whose href was unsafe are unwrapped
+    # shown as the text it is, not run
+    assert doc.xpath("//h1")[0].text_content().startswith("<script>alert(1)</script> عنوان")
+    assert "<b>ملاحظة</b>" in doc.xpath("//p[@class='note']")[0].text_content()
+    assert "javascript:" not in body and "http://plain.example" not in body
+    assert 'href="https://ok.example/أ"' in body
+    assert '<span dir="ltr">OPEC+</span>' in body
+    # the HTML passes; the text part does hold the title's literal "<script>" as text
+    assert [p for p in check_email(v.html, v.text) if "text part" not in p] == []
+
+
+def test_alert_is_short_red_and_has_one_button():
+    long = "جملة طويلة عن الحدث " * 40
+    ctx = contexts.alert_context(SITE, headline="  زلزال\nفي   الجنوب ", url="https://news.example/a", summary=long, sent_at=AT)
+    assert ctx["headline"] == "زلزال في الجنوب"
+    assert len(ctx["summary"]) <= contexts.ALERT_SUMMARY_MAX + 1 and ctx["summary"].endswith("…")
+    v = render_variant("alert", ctx)
+    assert v.subject == "عاجل | زلزال في الجنوب"
+    assert v.html.count('class="btn"') == 1 and ">عاجل</td>" in v.html
+    assert "background-color:#c8102e" in v.html
+
+
+def test_welcome_lists_choices_and_refuses_section_ids():
+    v = render_variant("welcome", contexts.welcome_context(SITE, sections=[], frequency="none"))
+    assert "كل الأقسام" in v.html and "الأخبار العاجلة فقط" in v.html
+    with pytest.raises(TypeError, match="names"):
+        contexts.welcome_context(SITE, sections=[3, 1], frequency="daily")
+
+
+def test_arabic_digits_setting_reaches_the_email():
+    site = dataclasses.replace(SITE, arabic_digits=True, hijri_dates=True)
+    v = render_variant("digest", samples.all_contexts(site)["digest"])
+    assert "٢٤ تشرين الثاني/نوفمبر ٢٠٢١ — ١٩ ربيع الثاني ١٤٤٣ هـ" in v.html
+    assert "١٧:٣٣" in v.html
+    assert '<span dir="ltr">+962 6 123 4567</span>' in v.html  # article text is left as written
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: contexts.digest_context(SITE, [], edition_date=AT, frequency="daily"), "at least one article"),
+        (lambda: contexts.digest_context(SITE, samples.sections(3), edition_date=AT, frequency="hourly"), "frequency"),
+        (lambda: contexts.alert_context(SITE, headline=" ", url="https://x.example", summary="", sent_at=AT), "headline"),
+        (lambda: contexts.alert_context(SITE, headline="خبر", url="javascript:alert(1)", summary="", sent_at=AT), "url"),
+        (lambda: contexts.alert_context(SITE, headline="خبر", url="https://x.example", summary="", image="ftp://x/y.jpg", sent_at=AT), "image"),
+        (lambda: contexts.confirm_context(SITE, confirm_url="/confirm/abc"), "confirm_url"),
+        (lambda: render_variant("newsletter", {"kind": "newsletter"}), "unknown email kind"),
+        (lambda: render_variant("alert", samples.all_contexts()["digest"]), "built for 'digest'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
