@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from service import __version__
 from service.config import get_settings
@@ -45,6 +45,12 @@ def create_app() -> FastAPI:
     app.include_router(api.router)
     if settings.demo:
         app.include_router(demo.router)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        # Browsers ask on every page; we ship no icon (no external or binary assets).
+        return Response(status_code=204)
+
     security.install(app)
     _install_request_log(app)
     return app
