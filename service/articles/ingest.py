@@ -29,7 +29,11 @@ from service.config import Settings, get_settings
 from service.logging import get_logger
 from service.models import Feed, utcnow
 
-log = get_logger(__name__)
+
+def log():
+    # Looked up per call: a logger cached at import would miss later logging set-up
+    # (and structlog's capture_logs in tests).
+    return get_logger(__name__)
 MAX_PROBLEM_LINES = 20
 
 
@@ -121,21 +125,21 @@ def poll_feed(
     except (sa.exc.OperationalError, sa.exc.InterfaceError):
         raise  # the database is in trouble, not the feed: the caller's transaction decides
     except Exception as exc:  # noqa: BLE001 — content that broke our code: record, keep the DB as it was
-        log.exception("feed_store_failed", feed_id=feed.id)
+        log().exception("feed_store_failed", feed_id=feed.id)
         return _failed(session, feed, report, f"could not store the feed's articles: {type(exc).__name__}", now, started)
     record_success(feed, now, etag=result.etag, last_modified=result.last_modified)
     report.new, report.major, report.minor = counts.new, counts.major, counts.minor
     report.unchanged, report.metadata = counts.unchanged, counts.metadata
     for problem in parsed.problems[:MAX_PROBLEM_LINES]:
-        log.warning("feed_item_problem", feed_id=feed.id, problem=problem)
+        log().warning("feed_item_problem", feed_id=feed.id, problem=problem)
     if len(parsed.problems) > MAX_PROBLEM_LINES:
-        log.warning("feed_item_problems_truncated", feed_id=feed.id, more=len(parsed.problems) - MAX_PROBLEM_LINES)
+        log().warning("feed_item_problems_truncated", feed_id=feed.id, more=len(parsed.problems) - MAX_PROBLEM_LINES)
     return _done(report, started)
 
 
 def _done(report: PollReport, started: float) -> PollReport:
     report.seconds = time.monotonic() - started
-    log.info(
+    log().info(
         "feed_polled",
         feed_id=report.feed_id,
         new=report.new,
@@ -155,7 +159,7 @@ def _failed(session: Session, feed: Feed, report: PollReport, error: str, now, s
     session.flush()
     report.error = error
     report.seconds = time.monotonic() - started
-    log.warning(
+    log().warning(
         "feed_poll_failed",
         feed_id=feed.id,
         url=feed.url,
@@ -174,7 +178,7 @@ def add_configured_feeds(session: Session, settings: Settings) -> list[PollRepor
             with session.begin_nested():
                 add_feed(session, url)
         except FeedConfigError as exc:
-            log.error("feed_url_invalid", setting="FEED_URLS", error=str(exc))
+            log().error("feed_url_invalid", setting="FEED_URLS", error=str(exc))
             problems.append(PollReport(feed_id=0, url=url[:200], error=f"FEED_URLS: {exc}"))
     return problems
 
@@ -198,6 +202,6 @@ def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollRepo
             with session_scope() as session:
                 reports.append(poll_feed(session, feed_id, force=force, settings=settings))
         except Exception as exc:  # noqa: BLE001 — one feed's database trouble must not stop the rest
-            log.exception("feed_poll_crashed", feed_id=feed_id)
+            log().exception("feed_poll_crashed", feed_id=feed_id)
             reports.append(PollReport(feed_id=feed_id, error=f"internal error: {type(exc).__name__}: {exc}"[:300]))
     return reports

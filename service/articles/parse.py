@@ -30,6 +30,7 @@ from service.articles.urls import absolute_http_url, canonical_url
 from service.articles.xmlsafe import (
     FeedFormatError,
     as_utf8_xml,
+    declared_encoding,
     decode_feed,
     looks_like_html,
     parse_safely,
@@ -112,6 +113,7 @@ def _clamp(value: dt.datetime | None, now: dt.datetime) -> tuple[dt.datetime | N
 def parse_feed(body: bytes, content_type: str, base_url: str, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> ParsedFeed:
     """Raises FeedFormatError for a body that is not a usable feed."""
     text, encoding = decode_feed(body, content_type)
+    declared = declared_encoding(body)
     stripped = text.lstrip()
     if not stripped:
         raise FeedFormatError("empty response body")
@@ -123,6 +125,11 @@ def parse_feed(body: bytes, content_type: str, base_url: str, tz: zoneinfo.ZoneI
     else:
         feed = _parse_xml_feed(as_utf8_xml(text), base_url, tz, now)
     feed.encoding = encoding
+    if encoding != "utf-8" and declared != encoding and not stripped.startswith(("{", "[")):
+        said = f"declared {declared}" if declared else "no encoding declared"
+        feed.problems.insert(0, f"{said}, but the bytes are {encoding}; decoded as {encoding}")
+    elif declared and declared != encoding and encoding == "utf-8" and not body.isascii():
+        feed.problems.insert(0, f"declared {declared}, but the bytes are valid UTF-8; decoded as UTF-8")
     return feed
 
 
@@ -192,13 +199,14 @@ def _raw_from_xml(kind: str, el: Element | None, entry) -> dict:
         content = entry.get("content") or []
         raw["content"] = content[0].get("value", "") if content else ""
         raw["description"] = entry.get("summary", "")
-    elif kind in ("rss", "rss1"):
-        raw["description"] = _text(el.find("description")) or _text(el.find(f"{RSS1}description"))
-        raw["content"] = _text(el.find(CONTENT_ENCODED))
     else:
-        raw["description"] = _atom_text(el.find(f"{ATOM}summary"))
-        raw["content"] = _atom_text(el.find(f"{ATOM}content"))
-    if el is not None:
+        raw["guid"] = _guid_as_written(kind, el)
+        if kind == "atom":
+            raw["description"] = _atom_text(el.find(f"{ATOM}summary"))
+            raw["content"] = _atom_text(el.find(f"{ATOM}content"))
+        else:
+            raw["description"] = _text(el.find("description")) or _text(el.find(f"{RSS1}description"))
+            raw["content"] = _text(el.find(CONTENT_ENCODED))
         raw["image"], raw["caption"], raw["alt"] = _media_image(el)
     if not raw["image"]:
         for enclosure in entry.get("enclosures", []):
@@ -207,6 +215,18 @@ def _raw_from_xml(kind: str, el: Element | None, entry) -> dict:
                 raw["image"] = href
                 break
     return raw
+
+
+def _guid_as_written(kind: str, el: Element) -> str | None:
+    """The id as the feed wrote it (feedparser resolves an RSS guid against the feed URL).
+
+    None when the item has no id: the caller then keys it by its canonical link.
+    """
+    if kind == "rss":
+        return _text(el.find("guid")) or None
+    if kind == "atom":
+        return _text(el.find(f"{ATOM}id")) or None
+    return el.get("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}about") or None
 
 
 def _atom_text(el: Element | None) -> str:

@@ -26,7 +26,11 @@ from service.articles.versions import Content, classify, content_hash
 from service.logging import get_logger
 from service.models import Article, ArticleVersion, Feed, VersionKind
 
-log = get_logger(__name__)
+
+def log():
+    # Looked up per call: a logger cached at import would miss later logging set-up
+    # (and structlog's capture_logs in tests).
+    return get_logger(__name__)
 
 METADATA_FIELDS = (
     "url", "section_id", "category_id", "author", "published_at", "source_updated_at",
@@ -111,7 +115,7 @@ def store_items(session: Session, feed: Feed, items: list[ParsedItem], now: dt.d
         if kind == "major":
             article.last_major_at = now
             counts.major += 1
-            log.info("article_major_update", article_id=article.id, feed_id=feed.id, version=article.version, why=note)
+            log().info("article_major_update", article_id=article.id, feed_id=feed.id, version=article.version, why=note)
         else:
             counts.minor += 1
         version_rows.append(_version_row(article.id, article.version, kind, item, digest, note, now))
@@ -169,7 +173,7 @@ def _insert_new(session, feed, items, new_rows, version_rows, now, counts: Store
     if lost:
         # Another worker inserted these between our SELECT and INSERT (a shared article
         # in two feeds polled at once): treat its row as the existing state.
-        log.info("article_insert_race", feed_id=feed.id, count=len(lost))
+        log().info("article_insert_race", feed_id=feed.id, count=len(lost))
         again = store_items(session, feed, lost, now)
         counts.major += again.major
         counts.minor += again.minor

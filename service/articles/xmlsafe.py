@@ -45,6 +45,13 @@ def _codec(name: str | None) -> str | None:
         return None
 
 
+def declared_encoding(body: bytes) -> str | None:
+    """The codec named by the XML declaration, if there is one and Python knows it."""
+    decl = _DECL_RE.match(body[:300])
+    found = _DECL_ENCODING_RE.search(decl.group(0)) if decl else None
+    return _codec(found.group(1).decode("ascii")) if found else None
+
+
 def decode_feed(body: bytes, content_type: str = "") -> tuple[str, str]:
     """(text, encoding used).  Raises FeedFormatError if no candidate decodes the bytes."""
     for bom, encoding in _BOMS:
@@ -53,12 +60,10 @@ def decode_feed(body: bytes, content_type: str = "") -> tuple[str, str]:
                 return body[len(bom) :].decode(encoding), encoding
             except UnicodeDecodeError:
                 raise FeedFormatError(f"byte order mark says {encoding} but the body is not") from None
-    head = body[:200]
-    declared_match = _DECL_ENCODING_RE.search(_DECL_RE.match(head).group(0)) if _DECL_RE.match(head) else None
-    declared = _codec(declared_match.group(1).decode("ascii")) if declared_match else None
+    declared = declared_encoding(body)
     http_match = _CHARSET_RE.search(content_type or "")
     from_http = _codec(http_match.group(1)) if http_match else None
-    candidates = ["utf-8", declared, from_http, LEGACY_DEFAULT]
+    candidates = ["utf-8", declared, from_http, _codec(LEGACY_DEFAULT)]
     for encoding in dict.fromkeys(c for c in candidates if c):
         if encoding.startswith("utf-16") or encoding.startswith("utf-32"):
             continue  # only with a BOM; otherwise a declaration lying about UTF-16 garbles everything
@@ -70,12 +75,12 @@ def decode_feed(body: bytes, content_type: str = "") -> tuple[str, str]:
 
 
 def as_utf8_xml(text: str) -> bytes:
-    """The document with its XML declaration (if any) replaced by a UTF-8 one."""
+    """The document as UTF-8, its declaration (if any) saying so; line numbers unchanged."""
     data = text.encode("utf-8")
     match = _DECL_RE.match(data)
     if match:
-        data = data[match.end() :]
-    return b'<?xml version="1.0" encoding="utf-8"?>' + data.lstrip()
+        return b'<?xml version="1.0" encoding="utf-8"?>' + data[match.end() :]
+    return data  # no declaration: XML's default is UTF-8
 
 
 def looks_like_html(text: str) -> bool:
