@@ -139,3 +139,19 @@ def test_arabic_digits_setting_reaches_the_email():
 def test_bad_input_is_a_clear_error(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_alert_takes_an_article_view_as_its_image():
+    with_image = dataclasses.replace(samples.LEAD, lead_image_alt="غانتس في الرباط")
+    ctx = contexts.alert_context(SITE, headline="خبر", url="https://news.example/a", summary="", image=with_image, sent_at=AT)
+    v = render_variant("alert", ctx)
+    assert 'alt="غانتس في الرباط"' in v.html and samples.LEAD.lead_image_url in v.html
+    no_image = dataclasses.replace(samples.LEAD, lead_image_url=None)
+    ctx = contexts.alert_context(SITE, headline="خبر", url="https://news.example/a", summary="", image=no_image, sent_at=AT)
+    assert "<img" not in render_variant("alert", ctx).html
+
+
+def test_welcome_accepts_section_views_in_the_readers_order():
+    secs = samples.sections(6)
+    v = render_variant("welcome", contexts.welcome_context(SITE, sections=secs[::-1], frequency="weekly"))
+    assert "، ".join(s.name for s in secs[::-1]) in v.html and "النشرة الأسبوعية" in v.text
