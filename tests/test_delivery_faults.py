@@ -1,0 +1,336 @@
+"""Every SMTP fault ends in the right ledger state (real aiosmtpd, real PostgreSQL).
+
+Batches run in the test process here (the same function the Celery task calls), so
+each fault is a fast, deterministic test; tests/test_delivery_crash.py does the
+same against separate worker processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from service.config import reset_settings
+from service.db import session_scope
+from service.delivery import control, fanout
+from service.delivery.batch import SenderRefused, send_batch
+from service.delivery.smtp import close_connection, connection
+from service.delivery.sweeper import sweep
+from service.models import (
+    AuditLog,
+    Delivery,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    Suppression,
+    utcnow,
+)
+from tests.support.smtp_sink import SmtpSink, silent_server
+from tests.test_delivery_send import ledger, planned_edition, run_all_batches
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connection():
+    close_connection()
+    yield
+    close_connection()
+
+
+@pytest.fixture
+def short_timeout(monkeypatch):
+    monkeypatch.setenv("SMTP_TIMEOUT", "1")
+    reset_settings()
+
+
+def row(eid: int, email: str) -> Delivery:
+    with session_scope() as s:
+        return s.scalars(
+            sa.select(Delivery).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.edition_id == eid, Subscriber.email == email)
+        ).one()
+
+
+def edition(eid: int) -> Edition:
+    with session_scope() as s:
+        return s.get(Edition, eid)
+
+
+def suppressed() -> set[str]:
+    with session_scope() as s:
+        return set(s.scalars(sa.select(Suppression.email)))
+
+
+@pytest.mark.parametrize("reply", ["421 4.7.0 try again later", "451 4.3.0 local error", "452 4.2.2 mailbox full"])
+def test_4xx_for_a_recipient_is_retried_later_and_the_rest_go(pg_env, smtp_sink, reply):
+    smtp_sink.rcpt_replies["reader1@example.com"] = reply
+    eid = planned_edition(4)
+    before = utcnow()
+    run_all_batches(eid)
+    assert sorted(smtp_sink.recipients()) == ["reader0@example.com", "reader2@example.com", "reader3@example.com"]
+    r = row(eid, "reader1@example.com")
+    assert r.status == "retry" and r.smtp_code == int(reply[:3]) and r.attempts == 1
+    assert r.next_attempt_at > before + dt.timedelta(seconds=20)  # backoff, with jitter
+    assert edition(eid).status == EditionStatus.sending  # not done while a retry waits
+    if reply.startswith("421"):
+        assert smtp_sink.connections == 2  # the server closed after 421; we opened a new one
+
+    # its time comes, the server has recovered: the sweeper sends it, once
+    del smtp_sink.rcpt_replies["reader1@example.com"]
+    with session_scope() as s:
+        s.execute(sa.update(Delivery).where(Delivery.id == r.id).values(next_attempt_at=utcnow() - dt.timedelta(seconds=1)))
+    run_all_batches(eid)
+    assert smtp_sink.copies()["reader1@example.com"] == 1
+    assert row(eid, "reader1@example.com").attempts == 2
+    assert edition(eid).status == EditionStatus.done
+
+
+def test_retries_stop_at_the_maximum_age(pg_env, smtp_sink):
+    smtp_sink.rcpt_replies["reader0@example.com"] = "451 4.3.0 still broken"
+    eid = planned_edition(1)
+    with session_scope() as s:  # the edition started 25 hours ago (RETRY_MAX_AGE_HOURS=24)
+        s.execute(sa.update(Edition).where(Edition.id == eid).values(
+            status="sending", started_at=utcnow() - dt.timedelta(hours=25)))
+    run_all_batches(eid)
+    r = row(eid, "reader0@example.com")
+    assert r.status == "failed" and "gave up" in r.smtp_reply
+    assert edition(eid).status == EditionStatus.done
+
+
+def test_550_511_fails_and_suppresses_only_that_reader(pg_env, smtp_sink):
+    smtp_sink.rcpt_replies["reader2@example.com"] = "550 5.1.1 <reader2@example.com>: no such user"
+    eid = planned_edition(4)
+    run_all_batches(eid)
+    assert row(eid, "reader2@example.com").status == "failed"
+    assert row(eid, "reader2@example.com").smtp_code == 550
+    assert suppressed() == {"reader2@example.com"}
+    assert len(smtp_sink.messages) == 3
+    with session_scope() as s:
+        assert s.scalar(sa.select(Suppression.reason)) == "hard_bounce"
+    assert edition(eid).status == EditionStatus.done
+
+
+def test_5xx_after_data_for_one_recipient(pg_env, smtp_sink):
+    smtp_sink.data_replies["reader0@example.com"] = "550 5.1.1 mailbox unavailable"
+    smtp_sink.data_replies["reader1@example.com"] = "552 5.2.2 mailbox full"
+    eid = planned_edition(3)
+    run_all_batches(eid)
+    assert ledger(eid) == {"reader0@example.com": "failed", "reader1@example.com": "failed", "reader2@example.com": "sent"}
+    assert suppressed() == {"reader0@example.com"}  # a full mailbox is not a bad address
+
+
+@pytest.mark.parametrize("where", ["rcpt", "mail"])
+def test_sender_refused_pauses_the_edition_and_blames_no_reader(pg_env, redis_url, smtp_sink, where):
+    if where == "rcpt":
+        smtp_sink.rcpt_replies["reader1@example.com"] = "554 5.7.1 sending domain blocked by policy"
+    else:
+        smtp_sink.mail_reply = "550 5.7.1 sender not authorised"
+    eid = planned_edition(5)
+    with session_scope() as s:
+        (first, last), = fanout.batch_ranges(s, eid, 50)
+    with pytest.raises(SenderRefused, match="5.7.1"):
+        send_batch(eid, first, last)
+    ed = edition(eid)
+    assert ed.status == EditionStatus.paused and "5.7.1" in ed.pause_reason
+    states = ledger(eid)
+    assert suppressed() == set()
+    assert "failed" not in states.values()
+    sent = [e for e, st in states.items() if st == "sent"]
+    assert sent == (["reader0@example.com"] if where == "rcpt" else [])
+    assert all(st == "queued" for e, st in states.items() if e not in sent)  # handed back, unclaimed
+    with session_scope() as s:
+        assert s.scalar(sa.select(AuditLog.action).where(AuditLog.target == f"edition:{eid}")) == "edition.pause"
+
+    # the operator fixes it and resumes: what was not sent goes, nothing twice
+    smtp_sink.rcpt_replies.clear()
+    smtp_sink.mail_reply = None
+    with session_scope() as s:
+        control.resume(s, eid, actor="cli")
+        # the resume enqueues its batches after commit; run the same ranges here
+        ranges = fanout.batch_ranges(s, eid, 50)
+    for a, b in ranges:
+        send_batch(eid, a, b)
+    assert sorted(smtp_sink.copies().items()) == [(f"reader{i}@example.com", 1) for i in range(5)]
+    assert edition(eid).status == EditionStatus.done
+
+
+def test_connection_refused_pauses_with_an_operator_error(pg_env, monkeypatch):
+    with silent_server() as port:  # grab a free port, then leave it closed
+        pass
+    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{port}")
+    reset_settings()
+    eid = planned_edition(2)
+    with pytest.raises(SenderRefused, match="connection refused"):
+        run_all_batches(eid)
+    assert edition(eid).status == EditionStatus.paused
+    assert set(ledger(eid).values()) == {"queued"}
+
+
+def test_auth_failure_pauses(pg_env, redis_url, monkeypatch):
+    sink = SmtpSink(auth={"nashra": "right"})
+    sink.start()
+    try:
+        monkeypatch.setenv("SMTP_URL", f"smtp://nashra:wrong@127.0.0.1:{sink.port}")
+        reset_settings()
+        eid = planned_edition(2)
+        with pytest.raises(SenderRefused, match="535"):
+            run_all_batches(eid)
+        assert edition(eid).status == EditionStatus.paused and not sink.messages
+        # with the right password the same configuration sends
+        monkeypatch.setenv("SMTP_URL", f"smtp://nashra:right@127.0.0.1:{sink.port}")
+        reset_settings()
+        with session_scope() as s:
+            control.resume(s, eid, actor="cli")
+        run_all_batches(eid)
+        assert len(sink.messages) == 2
+    finally:
+        sink.stop()
+
+
+def test_tls_failure_pauses(pg_env, monkeypatch, tmp_path):
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=not-the-host.example"],
+        check=True, capture_output=True,
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    sink = SmtpSink(tls_context=ctx)
+    sink.start()
+    try:
+        monkeypatch.setenv("SMTP_URL", f"smtp+starttls://127.0.0.1:{sink.port}")
+        reset_settings()
+        eid = planned_edition(2)
+        with pytest.raises(SenderRefused, match="TLS"):
+            run_all_batches(eid)
+        assert edition(eid).status == EditionStatus.paused and not sink.messages
+        assert "TLS" in edition(eid).pause_reason
+    finally:
+        sink.stop()
+
+
+def test_connection_closed_mid_data_only_250s_count_as_sent(pg_env, smtp_sink):
+    smtp_sink.faults["reader1@example.com"] = "close_mid_data"
+    eid = planned_edition(3)
+    run_all_batches(eid)
+    assert smtp_sink.dropped == 1
+    assert ledger(eid) == {"reader0@example.com": "sent", "reader1@example.com": "retry", "reader2@example.com": "sent"}
+    assert "DATA" in row(eid, "reader1@example.com").smtp_reply
+    assert smtp_sink.connections == 2  # reconnected for reader2
+
+
+def test_no_reply_after_data_is_unknown_and_never_resent(pg_env, redis_url, smtp_sink, short_timeout):
+    smtp_sink.faults["reader1@example.com"] = "no_reply"
+    eid = planned_edition(3)
+    run_all_batches(eid)
+    assert len(smtp_sink.unanswered) == 1
+    r = row(eid, "reader1@example.com")
+    assert r.status == "unknown" and "RFC 1047" in r.smtp_reply and r.message_id
+    assert ledger(eid)["reader2@example.com"] == "sent"
+    # neither the sweeper nor a redelivered batch sends it again
+    del smtp_sink.faults["reader1@example.com"]
+    with session_scope() as s:
+        sweep(s, now=utcnow() + dt.timedelta(hours=1))
+    run_all_batches(eid)
+    assert "reader1@example.com" not in smtp_sink.recipients()
+    assert edition(eid).status == EditionStatus.done
+    with session_scope() as s:
+        p = __import__("service.delivery.progress", fromlist=["progress"]).progress(s, eid)
+        assert p["unknown"] == 1 and p["remaining"] == 0
+        # the operator may decide to send them again
+        assert control.resend_unknown(s, eid, actor="cli") == 1
+        ranges = fanout.batch_ranges(s, eid, 50)
+    for a, b in ranges:
+        send_batch(eid, a, b)
+    assert smtp_sink.copies()["reader1@example.com"] == 1
+
+
+def test_server_that_never_answers_leaves_rows_to_retry(pg_env, monkeypatch, short_timeout):
+    with silent_server() as port:
+        monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{port}")
+        reset_settings()
+        eid = planned_edition(3)
+        t0 = time.monotonic()
+        run_all_batches(eid)
+        assert time.monotonic() - t0 < 15  # every step has a timeout
+    assert set(ledger(eid).values()) == {"retry"}
+    assert edition(eid).status == EditionStatus.sending
+    assert "cannot reach" in row(eid, "reader0@example.com").smtp_reply
+
+
+def test_unsubscribing_mid_edition_receives_nothing_after(pg_env, smtp_sink):
+    smtp_sink.delay = 0.03
+    eid = planned_edition(40)
+    worker = threading.Thread(target=run_all_batches, args=(eid,))
+    worker.start()
+    smtp_sink.wait_for(8, timeout=20)
+    with session_scope() as s:  # the reader clicks "unsubscribe" while the edition goes out
+        s.execute(sa.update(Subscriber).where(Subscriber.email == "reader30@example.com")
+                  .values(status="unsubscribed", unsubscribed_at=utcnow()))
+    worker.join(30)
+    assert "reader30@example.com" not in smtp_sink.recipients()
+    assert ledger(eid)["reader30@example.com"] == "skipped"
+    assert len(smtp_sink.messages) == 39
+
+
+def test_pause_stops_within_a_message_and_resume_sends_the_rest_once(pg_env, redis_url, smtp_sink):
+    smtp_sink.delay = 0.03
+    eid = planned_edition(40)
+    worker = threading.Thread(target=run_all_batches, args=(eid,))
+    worker.start()
+    smtp_sink.wait_for(5, timeout=20)
+    with session_scope() as s:
+        control.pause(s, eid, actor="editor:1")
+    worker.join(30)
+    at_pause = len(smtp_sink.messages)
+    assert 5 <= at_pause < 40
+    time.sleep(0.2)
+    assert len(smtp_sink.messages) == at_pause
+    states = ledger(eid)
+    assert sum(1 for v in states.values() if v == "sent") == at_pause
+    assert all(v in ("sent", "queued") for v in states.values())
+    with pytest.raises(control.ControlError):
+        with session_scope() as s:
+            control.pause(s, eid, actor="editor:1")  # already paused: a clear error, no change
+    with session_scope() as s:
+        control.resume(s, eid, actor="editor:1")
+    run_all_batches(eid)
+    assert sorted(smtp_sink.copies().values()) == [1] * 40
+
+
+def test_cancel_stops_and_marks_the_rest_cancelled(pg_env, smtp_sink):
+    smtp_sink.delay = 0.03
+    eid = planned_edition(40)
+    worker = threading.Thread(target=run_all_batches, args=(eid,))
+    worker.start()
+    smtp_sink.wait_for(5, timeout=20)
+    with session_scope() as s:
+        control.cancel(s, eid, actor="editor:1")
+    worker.join(30)
+    n = len(smtp_sink.messages)
+    states = ledger(eid)
+    assert sum(1 for v in states.values() if v == "sent") == n < 40
+    assert set(states.values()) == {"sent", "cancelled"}
+    assert edition(eid).status == EditionStatus.cancelled
+    with pytest.raises(control.ControlError):
+        with session_scope() as s:
+            control.resume(s, eid, actor="editor:1")
+    run_all_batches(eid)
+    assert len(smtp_sink.messages) == n
+
+
+def test_idle_connection_closed_by_the_server_is_reopened_without_a_retry(pg_env, smtp_sink):
+    eid = planned_edition(2)
+    run_all_batches(eid)
+    conn = connection()
+    conn._smtp.sock.close()  # noqa: SLF001 — as if the server had dropped an idle connection
+    eid2 = planned_edition(2, prefix="later")
+    run_all_batches(eid2)
+    assert set(ledger(eid2).values()) == {"sent"}
