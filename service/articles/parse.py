@@ -13,6 +13,7 @@ clamped to the fetch time: a future date would sort an article above real news f
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import email.utils
 import html as htmllib
@@ -20,7 +21,7 @@ import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, tostring
 
 import feedparser
 
@@ -40,6 +41,7 @@ MRSS = "{http://search.yahoo.com/mrss/}"
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT_ENCODED = "{http://purl.org/rss/1.0/modules/content/}encoded"
 RSS1 = "{http://purl.org/rss/1.0/}"
+XHTML = "{http://www.w3.org/1999/xhtml}"
 FUTURE_SKEW = dt.timedelta(minutes=5)
 MAX_ITEMS = 2000
 SUMMARY_LIMIT = 600
@@ -234,10 +236,16 @@ def _atom_text(el: Element | None) -> str:
         return ""
     kind = el.get("type", "text")
     if kind == "xhtml":
-        from xml.etree.ElementTree import tostring
-
-        inner = "".join(tostring(child, encoding="unicode") for child in el)
-        return re.sub(r"\s?xmlns(:\w+)?=\"[^\"]*\"", "", inner).replace("html:", "")
+        # The content is the children of one XHTML <div> (RFC 4287 §4.1.3.3), namespaced.
+        container = next(iter(el), None)
+        if container is None:
+            return htmllib.escape(el.text or "", quote=False)
+        container = copy.deepcopy(container)
+        for node in container.iter():
+            if isinstance(node.tag, str) and node.tag.startswith(XHTML):
+                node.tag = node.tag[len(XHTML) :]
+        inner = htmllib.escape(container.text or "", quote=False)
+        return inner + "".join(tostring(child, encoding="unicode", method="html") for child in container)
     if kind == "text":
         return htmllib.escape(el.text or "", quote=False)
     return el.text or ""

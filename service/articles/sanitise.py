@@ -224,6 +224,11 @@ def _lead_figure(root) -> tuple[str | None, str | None, str | None]:
     first = next((c for c in root if isinstance(c.tag, str)), None)
     if first is None or (root.text or "").strip():
         return None, None, None
+    while first.tag in STRUCTURE_TAGS and not (first.text or "").strip():  # CMS wrappers
+        inner = next((c for c in first if isinstance(c.tag, str)), None)
+        if inner is None:
+            return None, None, None
+        first = inner
     img = first if first.tag == "img" else (first.find(".//img") if first.tag in ("figure", "p") else None)
     if img is None or (first.tag == "p" and clean_text(first.text_content())):
         return None, None, None
