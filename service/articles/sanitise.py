@@ -117,9 +117,26 @@ def html_to_text(html: str | None) -> str:
     return clean_text(htmllib.unescape(text))
 
 
+def _leading_text(el, limit: int = 80) -> str:
+    """The first `limit` characters of an element's text, without joining all of it."""
+    parts, size = [], 0
+    for piece in el.itertext():
+        parts.append(piece)
+        size += len(piece)
+        if size >= limit:
+            break
+    return "".join(parts)[:limit]
+
+
+# A cheap test before the spelling-insensitive one: most elements start with neither label.
+_LABEL_HINT_RE = re.compile(r"[اأإآ]قر|شاهد|[اأإآ]خبار|مواضيع|مقالات|read|related", re.I)
+
+
 def _key_start(el, keys: tuple[str, ...]) -> str | None:
-    text = el.text_content()
-    key = match_key(text[:80])
+    text = _leading_text(el)
+    if not _LABEL_HINT_RE.search(text):
+        return None
+    key = match_key(text)
     return next((k for k in keys if key.startswith(k)), None)
 
 
