@@ -1,0 +1,41 @@
+"""Beat's ingest task runs on a real Celery worker (Redis broker) that only consumes `ingest`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from service.models import Article, Feed
+
+DEMO = Path(__file__).resolve().parent.parent / "service" / "demo" / "sample_feed.xml"
+
+
+def test_the_beat_task_polls_feed_urls_on_the_ingest_queue(pg_env, redis_url, feed_server, monkeypatch, celery_worker_factory):
+    from service.celery_app import app
+
+    app.loader.import_default_modules()  # the `include` list: service.tasks …
+    from service.config import reset_settings
+    from service.db import session_scope
+
+    url = feed_server.serve("/feed.xml", DEMO.read_bytes())
+    monkeypatch.setenv("FEED_URLS", url)
+    reset_settings()
+    schedule = app.conf.beat_schedule["ingest-every-minute"]
+    assert schedule["schedule"] == 60.0
+    task = app.tasks[schedule["task"]]
+    with celery_worker_factory(queues=("ingest",), concurrency=1):
+        task.delay()
+        deadline = time.monotonic() + 20
+        count = 0
+        while time.monotonic() < deadline:
+            with session_scope() as s:
+                count = s.scalar(sa.select(sa.func.count()).select_from(Article))
+            if count == 9:
+                break
+            time.sleep(0.2)
+    assert count == 9
+    with session_scope() as s:
+        feed = s.scalar(sa.select(Feed).where(Feed.url == url))
+        assert feed.last_success_at is not None and feed.consecutive_failures == 0
