@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.logging import get_logger
-from service.models import Subscriber, SubscriberStatus, Suppression
+from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering import contexts
 from service.rendering.mime import build_message
 from service.rendering.personalise import personalise
@@ -42,7 +42,9 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> tupl
     if kind == "confirm":
         ctx = contexts.confirm_context(site, confirm_url=link("confirm", sub.id, sub.token_version))
     else:
-        ctx = contexts.welcome_context(site, sections=list(sub.sections or []), frequency=sub.frequency.value)
+        ids = [i for i in (sub.sections or []) if isinstance(i, int)]
+        names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
+        ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names], frequency=sub.frequency.value)
     variant = render_variant(kind, ctx)
     html, text = personalise(
         variant,
