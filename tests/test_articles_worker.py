@@ -39,3 +39,27 @@ def test_the_beat_task_polls_feed_urls_on_the_ingest_queue(pg_env, redis_url, fe
     with session_scope() as s:
         feed = s.scalar(sa.select(Feed).where(Feed.url == url))
         assert feed.last_success_at is not None and feed.consecutive_failures == 0
+
+
+def test_the_embedded_sqlite_default_ingests_and_versions_too(sqlite_env, feed_server, monkeypatch):
+    """`nashra demo` runs on SQLite: the same code path, the same answers."""
+    from service.articles.ingest import ingest_all
+    from service.articles.queries import major_updates_since
+    from service.config import reset_settings
+    from service.db import session_scope
+    from service.models import utcnow
+
+    url = feed_server.serve("/feed.xml", DEMO.read_bytes(), headers={"ETag": '"1"'})
+    monkeypatch.setenv("FEED_URLS", url)
+    reset_settings()
+    started = utcnow()
+    [report] = ingest_all()
+    assert (report.error, report.new) == (None, 9)
+    [report] = ingest_all(all_feeds=True)
+    assert report.not_modified
+    feed_server.serve("/feed.xml", (DEMO.parent / "sample_feed_updated.xml").read_bytes(), headers={"ETag": '"2"'})
+    [report] = ingest_all(force=True)
+    assert (report.major, report.minor, report.unchanged) == (1, 1, 7)
+    with session_scope() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Article)) == 9
+        assert [v.version for v in major_updates_since(s, started)] == [2]

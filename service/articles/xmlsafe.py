@@ -84,10 +84,9 @@ def as_utf8_xml(text: str) -> bytes:
 
 
 def looks_like_html(text: str) -> bool:
-    head = text[:1000].lstrip().lower()
-    return head.startswith("<!doctype html") or head.startswith("<html") or (
-        "<head" in head and "<body" in text[:20000].lower()
-    )
+    """A web page where a feed should be (a moved feed, a login wall, a CDN error page)."""
+    head = re.sub(r"^(\s|<\?xml[^>]*\?>|<!--.*?-->)*", "", text[:4000], flags=re.S).lower()
+    return head.startswith(("<!doctype html", "<html"))
 
 
 def parse_safely(data: bytes) -> Element:
