@@ -365,3 +365,13 @@ def test_a_date_in_the_future_is_clamped_once(hostile, db_session, feed_server):
     assert (report.new, report.major, report.minor, report.metadata, report.unchanged) == (0, 0, 0, 0, 4)
     db_session.refresh(articles["hostile-4"])
     assert articles["hostile-4"].published_at == NOW
+
+
+def test_an_access_key_in_a_feed_url_stays_out_of_logs_and_errors(db_session, feed_server):
+    feed_server.serve("/private/a?key=s3cr3t-token", b"", status=302, headers={"Location": "/private/b?key=s3cr3t-token"})
+    feed_server.serve("/private/b?key=s3cr3t-token", b"", status=302, headers={"Location": "/private/a?key=s3cr3t-token"})
+    feed = add_feed(db_session, feed_server.url("/private/a?key=s3cr3t-token"))
+    with capture_logs() as logs:
+        report = poll_feed(db_session, feed.id, now=NOW)
+    assert report.error == f"redirect loop: {feed_server.url('/private/a')}?… was already visited"
+    assert "s3cr3t" not in report.summary() and "s3cr3t" not in repr(logs) and "s3cr3t" not in feed.last_error

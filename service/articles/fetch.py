@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.articles.urls import UnsafeURL, absolute_http_url, check_destination, check_peer
+from service.articles.urls import (
+    UnsafeURL,
+    absolute_http_url,
+    check_destination,
+    check_peer,
+    display_url,
+)
 from service.config import Settings
 
 MAX_REDIRECTS = 5
@@ -128,9 +134,9 @@ def _next_hop(url: str, response: httpx.Response, seen: list[str]) -> str:
     location = response.headers.get("Location")
     target = absolute_http_url(location, base=url)
     if target is None:
-        raise FetchError(f"redirect to a non-http(s) or missing location: {str(location)[:200]!r}")
+        raise FetchError(f"redirect to a non-http(s) or missing location: {display_url(str(location))!r}")
     if target in seen:
-        raise FetchError(f"redirect loop: {target[:200]} was already visited")
+        raise FetchError(f"redirect loop: {display_url(target)} was already visited")
     if len(seen) > MAX_REDIRECTS:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects")
     return target

@@ -25,6 +25,7 @@ from service.articles.fetch import FeedError, fetch_feed
 from service.articles.parse import parse_feed
 from service.articles.sections import ensure_sections
 from service.articles.store import store_items
+from service.articles.urls import display_url
 from service.config import Settings, get_settings
 from service.logging import get_logger
 from service.models import Feed, utcnow
@@ -103,7 +104,7 @@ def poll_feed(
         if session.scalar(sa.select(Feed.id).where(Feed.id == feed_id)) is not None:
             return PollReport(feed_id=feed_id, skipped=True)
         return PollReport(feed_id=feed_id, error=f"no feed with id {feed_id}")
-    report = PollReport(feed_id=feed.id, url=feed.url)
+    report = PollReport(feed_id=feed.id, url=display_url(feed.url))
     try:
         result = fetch_feed(
             feed.url,
@@ -162,7 +163,7 @@ def _failed(session: Session, feed: Feed, report: PollReport, error: str, now, s
     log().warning(
         "feed_poll_failed",
         feed_id=feed.id,
-        url=feed.url,
+        url=display_url(feed.url),
         error=error,
         consecutive_failures=feed.consecutive_failures,
         next_poll_at=feed.next_poll_at.isoformat() if feed.next_poll_at else None,
@@ -179,7 +180,7 @@ def add_configured_feeds(session: Session, settings: Settings) -> list[PollRepor
                 add_feed(session, url)
         except FeedConfigError as exc:
             log().error("feed_url_invalid", setting="FEED_URLS", error=str(exc))
-            problems.append(PollReport(feed_id=0, url=url[:200], error=f"FEED_URLS: {exc}"))
+            problems.append(PollReport(feed_id=0, url=display_url(url), error=f"FEED_URLS: {exc}"))
     return problems
 
 

@@ -41,6 +41,22 @@ def absolute_http_url(value: str | None, base: str | None = None) -> str | None:
     return value
 
 
+def display_url(value: str) -> str:
+    """A URL fit for a log line or an error message: no credentials, no query.
+
+    Feed URLs sometimes carry an access key in the query string; logs never carry tokens.
+    """
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return value.split("?", 1)[0][:200]
+    shown = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return (shown + ("?…" if parts.query else ""))[:200]
+
+
 def canonical_url(value: str) -> str:
     """Lower-case scheme and host, no default port, no fragment, no tracking parameters."""
     parts = urlsplit(value.strip())
@@ -64,7 +80,7 @@ def validate_feed_url(url: str) -> str:
     url = url.strip()
     good = absolute_http_url(url)
     if good is None:
-        raise UnsafeURL(f"not an absolute http(s) URL: {url[:200]!r}")
+        raise UnsafeURL(f"not an absolute http(s) URL: {display_url(url)!r}")
     if urlsplit(good).username or urlsplit(good).password:
         raise UnsafeURL("feed URLs may not carry a user name or password")
     return good
@@ -85,7 +101,7 @@ def check_destination(url: str, *, allow_private: bool) -> None:
     """
     parts = urlsplit(url)
     if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
-        raise UnsafeURL(f"only http and https URLs may be fetched, not {url[:200]!r}")
+        raise UnsafeURL(f"only http and https URLs may be fetched, not {display_url(url)!r}")
     if allow_private:
         return
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
