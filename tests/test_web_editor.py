@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from service.db import session_scope
 from service.models import Delivery, Edition, EditionStatus, Subscriber, SubscriberStatus
 from service.subscribers.editors import create_editor
+from tests.test_web_readers import _queue_redis  # noqa: F401  (the queue_redis fixture)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
@@ -22,7 +23,7 @@ ALERT = {"headline": "عاجل: زلزال بقوة 5 درجات يضرب شما
 
 
 @pytest.fixture
-def token(pg_env, redis_url):
+def token(pg_env, queue_redis):
     with session_scope() as s:
         _, tok = create_editor(s, "سلمى", "editor")
     return tok
@@ -64,13 +65,13 @@ def test_api_refuses_missing_or_wrong_token(client):
     assert editions() == []
 
 
-def test_api_alert_is_accepted_and_planned_after_commit(client, token, redis_url):
+def test_api_alert_is_accepted_and_planned_after_commit(client, token, queue_redis):
     resp = client.post("/api/alerts", json={**ALERT, "idempotency_key": "k-1"}, headers=auth(token))
     assert resp.status_code == 202
     edition_id = resp.json()["edition_id"]
     [ed] = editions()
     assert ed.id == edition_id and ed.kind.value == "alert" and ed.params["headline"] == ALERT["headline"]
-    assert queued(redis_url, "alerts") == [("nashra.alert.plan", [edition_id])]
+    assert queued(queue_redis, "alerts") == [("nashra.alert.plan", [edition_id])]
     again = client.post("/api/alerts", json={**ALERT, "idempotency_key": "k-1"}, headers=auth(token))
     assert again.status_code == 202 and again.json()["edition_id"] == edition_id
     assert len(editions()) == 1
@@ -83,11 +84,11 @@ def test_api_alert_is_accepted_and_planned_after_commit(client, token, redis_url
     ({"article_url": "https://news.example/not-ingested"}, "article"),
     ({"headline": "ع" * 5000, "url": ALERT["url"]}, "headline"),
 ])
-def test_api_bad_alert_is_422_with_a_message_and_creates_nothing(client, token, redis_url, body, fragment):
+def test_api_bad_alert_is_422_with_a_message_and_creates_nothing(client, token, queue_redis, body, fragment):
     resp = client.post("/api/alerts", json=body, headers=auth(token))
     assert resp.status_code == 422
     assert fragment in resp.json()["error"]
-    assert editions() == [] and queued(redis_url, "alerts") == []
+    assert editions() == [] and queued(queue_redis, "alerts") == []
 
 
 def test_api_malformed_json_is_422(client, token):
@@ -134,7 +135,7 @@ def test_login_sets_an_httponly_strict_cookie_and_wrong_token_is_refused(client,
     assert "إرسال تنبيه عاجل" in page.text and "سلمى" in page.text
 
 
-def test_page_send_needs_csrf_and_then_creates_one_alert(client, token, redis_url):
+def test_page_send_needs_csrf_and_then_creates_one_alert(client, token):
     login(client, token)
     page = client.get("/editor").text
     forged = client.post("/editor/send", data={**ALERT, "csrf_token": "forged"}, follow_redirects=False)

@@ -18,15 +18,42 @@ from service.subscribers.tokens import make_token
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+@pytest.fixture(name="queue_redis")
+def _queue_redis(redis_url, monkeypatch):
+    """Redis for tests that read the queues: a db of their own (13), so that other test
+    runs sharing this machine's db 15 cannot consume or flush the messages under test."""
+    import kombu.pools
+    import redis as redis_lib
+
+    from service.celery_app import configure
+    from service.config import reset_settings
+
+    url = redis_url.rsplit("/", 1)[0] + "/13"
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    def point_celery_at(target: str) -> None:
+        monkeypatch.setenv("REDIS_URL", target)
+        reset_settings()
+        configure()
+        # configure() force-closes the app's pool, which is kombu's shared per-URL pool,
+        # yet leaves it registered: clear the registry so the next send opens a new one.
+        kombu.pools.reset()
+
+    point_celery_at(url)
+    yield url
+    point_celery_at(redis_url)  # leave the Celery app as the next test expects
+
+
 @pytest.fixture
-def env(pg_env, redis_url):
+def env(pg_env, queue_redis):
     with session_scope() as s:
         s.add_all([
             Section(slug="world", name="عربي دولي", position=1),
             Section(slug="sport", name="رياضة", position=2),
             Section(slug="economy", name="اقتصاد", position=3),
         ])
-    return redis_url
+    return queue_redis
 
 
 @pytest.fixture
