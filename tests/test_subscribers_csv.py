@@ -5,10 +5,19 @@ from __future__ import annotations
 import io
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.subscribers.csvio import CsvError, export_csv, import_csv
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(db_session):
+    """Start from empty tables whatever earlier committing tests left (rolled back after)."""
+    from service.models import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    db_session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

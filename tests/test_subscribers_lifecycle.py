@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service.models import AuditLog, Editor, Frequency, Subscriber, SubscriberStatus
 from service.subscribers import lifecycle
@@ -15,6 +15,15 @@ from service.subscribers.errors import InvalidInput
 from service.subscribers.suppression import is_suppressed, suppress
 from service.subscribers.tokens import BadToken, make_token
 from service.subscribers.validation import normalise_email
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(db_session):
+    """Start from empty tables whatever earlier committing tests left (rolled back after)."""
+    from service.models import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    db_session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture
