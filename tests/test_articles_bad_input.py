@@ -375,3 +375,19 @@ def test_an_access_key_in_a_feed_url_stays_out_of_logs_and_errors(db_session, fe
         report = poll_feed(db_session, feed.id, now=NOW)
     assert report.error == f"redirect loop: {feed_server.url('/private/a')}?… was already visited"
     assert "s3cr3t" not in report.summary() and "s3cr3t" not in repr(logs) and "s3cr3t" not in feed.last_error
+
+
+def test_a_server_that_trickles_its_headers_hits_the_deadline(db_session, short_timeouts):
+    def trickle(conn):
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nX-Padding: " + b"x" * 200:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.05)
+
+    server = _RawServer(trickle)
+    started = time.monotonic()
+    try:
+        report, _ = _poll_bad(db_session, server.url())
+    finally:
+        server.close()
+    assert report.error == "timed out after 0.5s (ReadTimeout)"
+    assert time.monotonic() - started < 2

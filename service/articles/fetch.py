@@ -1,10 +1,11 @@
 """Fetch one feed over HTTP: bounded in time, size and redirects, conditional, polite.
 
-Redirects are followed by hand so that every hop is checked against the address policy
-(a public feed that redirects to http://169.254.169.254/ must not be followed).  The
-whole fetch — every hop, headers and body — shares one deadline of FEED_TIMEOUT seconds:
-httpx's timeouts are per network operation, so a server that trickles one byte a second
-would otherwise never time out.
+Redirects are followed by hand so that each hop's scheme is checked and loops are named;
+the transport (transport.GuardedTransport) checks the address of every connection, so a
+public feed that redirects to http://169.254.169.254/ is refused.  The whole fetch —
+every hop, headers and body — shares one deadline of FEED_TIMEOUT seconds: httpx's
+timeouts are per network operation, so a server that trickles one byte a second would
+otherwise never time out.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
+from service.articles.transport import GuardedTransport
 from service.articles.urls import (
     UnsafeURL,
     absolute_http_url,
-    check_destination,
-    check_peer,
     display_url,
 )
 from service.config import Settings
@@ -28,6 +29,18 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "
     "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+)
+
+
+# httpx wraps httpcore's errors in its own transport; ours lets them through unwrapped.
+TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+TRANSPORT_ERRORS = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ConnectionNotAvailable,
 )
 
 
@@ -84,23 +97,15 @@ def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    timeout = httpx.Timeout(settings.feed_timeout)
+    if absolute_http_url(url) is None:
+        raise FetchError(f"refused: only http and https URLs may be fetched, not {display_url(url)!r}")
+    transport = GuardedTransport(allow_private=settings.feed_allow_private, deadline=deadline)
     seen: list[str] = []
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        with httpx.Client(transport=transport, timeout=settings.feed_timeout, follow_redirects=False) as client:
             while True:
-                try:
-                    check_destination(url, allow_private=settings.feed_allow_private)
-                except UnsafeURL as exc:
-                    raise FetchError(f"refused: {exc}") from None
                 seen.append(url)
                 with client.stream("GET", url, headers=headers) as response:
-                    stream = response.extensions.get("network_stream")
-                    peer = stream.get_extra_info("server_addr") if stream is not None else None
-                    try:
-                        check_peer(peer[0] if peer else None, allow_private=settings.feed_allow_private)
-                    except UnsafeURL as exc:
-                        raise FetchError(f"refused: {exc}") from None
                     if response.status_code in REDIRECT_CODES:
                         url = _next_hop(url, response, seen)
                         continue
@@ -113,7 +118,7 @@ def fetch_feed(
                         )
                     if response.status_code != 200:
                         raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}".strip())
-                    body = _read_capped(response, settings.feed_max_bytes, deadline, settings.feed_timeout)
+                    body = _read_capped(response, settings.feed_max_bytes, settings.feed_timeout)
                     return FetchResult(
                         url=url,
                         status=200,
@@ -122,12 +127,12 @@ def fetch_feed(
                         etag=_header_value(response.headers.get("ETag"), 500),
                         last_modified=_header_value(response.headers.get("Last-Modified"), 100),
                     )
-    except httpx.TimeoutException as exc:
+    except UnsafeURL as exc:
+        raise FetchError(f"refused: {exc}") from None
+    except TIMEOUTS as exc:
         raise FetchError(f"timed out after {settings.feed_timeout:g}s ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
+    except TRANSPORT_ERRORS as exc:
         raise FetchError(f"connection failed: {type(exc).__name__}: {exc}"[:300]) from None
-    except httpx.HTTPError as exc:  # protocol errors, bad headers, decoding errors
-        raise FetchError(f"HTTP error: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def _next_hop(url: str, response: httpx.Response, seen: list[str]) -> str:
@@ -142,20 +147,22 @@ def _next_hop(url: str, response: httpx.Response, seen: list[str]) -> str:
     return target
 
 
-def _read_capped(response: httpx.Response, limit: int, deadline: float, timeout_s: float) -> bytes:
+def _read_capped(response: httpx.Response, limit: int, timeout_s: float) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise FetchError(f"feed is {_megabytes(int(declared))}, over the {_megabytes(limit)} limit (FEED_MAX_BYTES)")
     chunks: list[bytes] = []
     total = 0
-    # iter_bytes yields decoded bytes: a gzip bomb is capped on what it expands to.
-    for chunk in response.iter_bytes():
-        total += len(chunk)
-        if total > limit:
-            raise FetchError(f"feed body exceeds the {_megabytes(limit)} limit (FEED_MAX_BYTES)")
-        if time.monotonic() > deadline:
-            raise FetchError(f"server too slow: body still arriving at the {timeout_s:g}s deadline (FEED_TIMEOUT)")
-        chunks.append(chunk)
+    try:
+        # iter_bytes yields decoded bytes: a gzip bomb is capped on what it expands to.
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise FetchError(f"feed body exceeds the {_megabytes(limit)} limit (FEED_MAX_BYTES)")
+            chunks.append(chunk)
+    except TIMEOUTS:
+        # Headers came; the body did not finish: a slow or trickling server.
+        raise FetchError(f"server too slow: body still arriving at the {timeout_s:g}s deadline (FEED_TIMEOUT)") from None
     return b"".join(chunks)
 
 

@@ -1,8 +1,8 @@
 """URLs from feeds: only absolute http(s), canonical form for ids, and where they point.
 
 A feed URL is fetched by our workers from inside our network, so "where it points" is
-checked on the resolved addresses (and again on every redirect hop and on the peer we
-actually connected to), not on the host string: `http://localtest.me/` or a DNS name
+checked on the resolved addresses, on every connection (transport.GuardedBackend: so on
+every redirect hop too, and pinned to the address checked), not on the host string: `http://localtest.me/` or a DNS name
 that resolves to 10.0.0.5 must be refused as surely as `http://127.0.0.1/`.
 """
 
@@ -93,34 +93,33 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 
-def check_destination(url: str, *, allow_private: bool) -> None:
-    """Refuse a URL whose host resolves to a loopback, private, link-local … address.
+def resolve_checked(host: str, port: int, *, allow_private: bool) -> str:
+    """The address to connect to for `host`: with private addresses refused, the first of
+    its addresses, after checking that every one of them is public.
 
-    Every address the name resolves to must be public: a resolver that answers one public
-    and one private address is otherwise a coin toss away from our internal network.
+    Every address must be public: a resolver that answers one public and one private
+    address is otherwise a coin toss away from our internal network.
     """
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
-        raise UnsafeURL(f"only http and https URLs may be fetched, not {display_url(url)!r}")
     if allow_private:
-        return
-    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        return host
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise UnsafeURL(f"cannot resolve {parts.hostname}: {exc.strerror or exc}") from None
+        raise UnsafeURL(f"cannot resolve {host}: {exc.strerror or exc}") from None
     for info in infos:
         address = info[4][0]
         if not is_public_address(address):
             raise UnsafeURL(
-                f"{parts.hostname} resolves to {address}, a loopback or private address "
+                f"{host} resolves to {address}, a loopback or private address "
                 "(set FEED_ALLOW_PRIVATE=true to allow it)"
             )
+    return infos[0][4][0]
 
 
-def check_peer(address: str | None, *, allow_private: bool) -> None:
-    """The address we actually connected to (DNS may have changed since check_destination)."""
-    if allow_private or address is None:
-        return
-    if not is_public_address(address):
-        raise UnsafeURL(f"connected to {address}, a loopback or private address")
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL that is not http(s) or whose host resolves to a non-public address."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
+        raise UnsafeURL(f"only http and https URLs may be fetched, not {display_url(url)!r}")
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    resolve_checked(parts.hostname, port, allow_private=allow_private)
