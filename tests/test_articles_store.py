@@ -201,3 +201,28 @@ def test_the_same_new_article_in_two_feeds_at_once_is_one_article(pg_env):
     with session_scope() as s:
         assert _count(s, Article) == 9
         assert set(s.scalars(sa.select(Article.feed_id))) == {a_id}
+
+
+def test_an_article_in_two_feeds_is_owned_by_the_first_until_it_is_deactivated(db_session, feed_server):
+    site = (DEMO / "sample_feed.xml").read_text(encoding="utf-8")
+    # The sports feed words the same article differently and tags its links.
+    sports = site.replace("بعد فوز مثير بركلات الترجيح", "بعد فوز مثير").replace(
+        "nashama-semi-final</link>", "nashama-semi-final?utm_source=sports-feed</link>"
+    )
+    a = add_feed(db_session, feed_server.serve("/all.xml", site, headers={"ETag": '"a"'}))
+    b = add_feed(db_session, feed_server.serve("/sports.xml", sports, headers={"ETag": '"b"'}))
+    guid = "news.example:article:52003"
+    assert poll_feed(db_session, a.id, now=T0).new == 9
+    for minute in (1, 2, 3):  # polled over and over, the two feeds do not take turns
+        report = poll_feed(db_session, b.id, now=T0 + dt.timedelta(minutes=minute), force=True)
+        assert (report.new, report.major, report.minor, report.metadata, report.unchanged) == (0, 0, 0, 0, 9)
+        assert poll_feed(db_session, a.id, now=T0 + dt.timedelta(minutes=minute), force=True).unchanged == 9
+    art = db_session.scalar(sa.select(Article).where(Article.guid == guid))
+    assert (art.feed_id, art.version) == (a.id, 1)
+    a.active = False
+    db_session.flush()
+    report = poll_feed(db_session, b.id, now=T0 + dt.timedelta(hours=1), force=True)
+    assert (report.major, report.metadata) == (1, 8)  # the other eight change owner only
+    db_session.refresh(art)
+    assert (art.feed_id, art.version, art.title) == (b.id, 2, "النشامى يتأهلون إلى نصف النهائي بعد فوز مثير")
+    assert art.url.endswith("?utm_source=sports-feed")

@@ -6,9 +6,12 @@ image (see versions.content_hash); section, dates, captions and the read-also li
 are metadata, updated in place without a version when they change.
 
 An article can arrive through several feeds (the site-wide feed and a section feed):
-it is one article, keyed by its guid.  So that two feeds do not take turns rewriting
-it, a section taken from a category wins, a feed's default section only fills a gap,
-and the first feed that brought the article stays its feed.
+it is one article, keyed by its guid.  Feeds often describe the same article a little
+differently (a shorter summary, a tracking parameter on the link), and two feeds taking
+turns to rewrite it would make a version on every poll.  So the feed that first brought
+an article owns it: other feeds only count it as seen, unless the owner is deactivated
+or deleted, when the next feed to carry it takes it over.  Its section comes from a
+category when one maps, else it keeps the one it has, else the feed's default.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from service.articles.dbutil import insert_ignoring_conflicts
 from service.articles.parse import ParsedItem
 from service.articles.sections import CategoryMap
+from service.articles.urls import canonical_url
 from service.articles.versions import Content, classify, content_hash
 from service.logging import get_logger
 from service.models import Article, ArticleVersion, Feed, VersionKind
@@ -60,11 +64,14 @@ def _metadata(item: ParsedItem, article: Article | None, feed: Feed, categories:
     from_category = next((section for _, section in resolved if section), None)
     section_id = from_category or (article.section_id if article else None) or feed.section_id
     category_id = resolved[0][0] if resolved else (article.category_id if article else None)
+    url = item.url
+    if article is not None and canonical_url(article.url) == canonical_url(url):
+        url = article.url  # the same page with other tracking parameters is not a change
     published = item.published_at
     if item.date_clamped and article is not None:
         published = article.published_at  # a future date is clamped once, not on every poll
     return {
-        "url": item.url,
+        "url": url,
         "section_id": section_id,
         "category_id": category_id,
         "author": item.author,
@@ -88,14 +95,23 @@ def store_items(session: Session, feed: Feed, items: list[ParsedItem], now: dt.d
     }
     new_rows: list[dict] = []
     version_rows: list[dict] = []
+    active_feeds: set[int] | None = None
     for item in items:
         article = existing.get(item.guid)
+        if article is not None and article.feed_id not in (None, feed.id):
+            if active_feeds is None:
+                active_feeds = set(session.scalars(sa.select(Feed.id).where(Feed.active.is_(True))))
+            if article.feed_id in active_feeds:
+                counts.unchanged += 1  # another feed owns it (see the module docstring)
+                continue
         meta = _metadata(item, article, feed, categories)
         content = _content(item)
         digest = content_hash(content)
         if article is None:
             new_rows.append(_new_article_row(item, feed, meta, digest, now))
             continue
+        if article.feed_id != feed.id:
+            meta["feed_id"] = feed.id  # taking over from a deactivated or deleted feed
         changed_meta = {k: v for k, v in meta.items() if getattr(article, k) != v}
         if article.content_hash == digest:
             if changed_meta:
