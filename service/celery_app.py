@@ -23,7 +23,8 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        # Redis only: kombu's SQLAlchemy transport hands these to create_engine().
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT} if settings.redis_url else {},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
