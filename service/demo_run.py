@@ -197,7 +197,7 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
         )
         _wait(lambda: _edition_done(edition_id), 30, "the edition to finish")
         say("")
-        say(f"  digest (edition {edition_id}) delivered: {base}/outbox/{Path(new_mail[0]).name}")
+        say(f"  digest (edition {edition_id}) delivered: {base}/outbox/{Path(new_mail[0]).stem}")
         say(f"  outbox (every captured mail):  {base}/outbox")
         say(f"  signup form:                  {base}/")
         say(f"  editor pages:                 {base}/editor   (token: `nashra editors add NAME`)")

@@ -51,7 +51,7 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
             if not line:
                 break
             lines.append(line)
-            m = re.search(r"delivered: (http://\S+/outbox/\S+\.eml)", line)
+            m = re.search(r"delivered: (http://\S+/outbox/\S+)", line)
             if m:
                 outbox_url = m.group(1)
             if "press Ctrl-C" in line:
