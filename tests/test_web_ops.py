@@ -54,6 +54,21 @@ def test_readyz_names_the_broker_when_redis_is_down(pg_env, monkeypatch):
     assert set(resp.json()["failed"]) == {"broker"}
 
 
+def test_readyz_checks_the_embedded_sqlite_broker(sqlite_env, tmp_path, monkeypatch):
+    with app_client() as c:
+        assert c.get("/readyz").status_code == 200
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the broker's directory should be")
+    monkeypatch.setenv("NASHRA_VAR_DIR", str(blocker))
+    from service.config import reset_settings
+
+    reset_settings()
+    with app_client() as c:
+        resp = c.get("/readyz")
+    assert resp.status_code == 503
+    assert set(resp.json()["failed"]) == {"broker"}
+
+
 def test_readyz_names_the_database_when_not_migrated(tmp_path, monkeypatch, redis_url):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     from service.config import reset_settings

@@ -336,3 +336,35 @@ def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
     assert ("nashra.send_transactional", ["confirm", back.id]) in queued_tasks(env)
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_request_logs_carry_no_address_and_no_token(client, capsys):
+    from service.logging import setup_logging
+
+    setup_logging(fmt="json", level="INFO")  # its handler writes to the captured stderr
+    client.post("/subscribe", data=form(client, email="Private.Person@Example.com"))
+    [sub] = subscribers()
+    tokens = [make_token(p, sub.id, sub.token_version) for p in ("confirm", "preferences", "unsubscribe")]
+    client.get(f"/confirm/{tokens[0]}")
+    client.get(f"/preferences/{tokens[1]}")
+    client.post(f"/unsubscribe/{tokens[2]}")
+    client.get("/confirm/forged-token-value")
+    err = capsys.readouterr().err
+    assert '"route": "/confirm/{token}"' in err and '"subscriber_id": ' in err
+    assert "private.person" not in err.lower()
+    for token in [*tokens, "forged-token-value"]:
+        assert token not in err
+
+
+def test_embedded_defaults_sqlite_without_redis_sign_up_and_confirm(sqlite_env):
+    """`nashra demo`'s setup: SQLite, no REDIS_URL (no rate limit; the SQLite broker)."""
+    from service.web.app import create_app
+
+    with TestClient(create_app()) as c:
+        for i in range(7):  # past the per-IP limit, which needs Redis
+            assert c.post("/subscribe", data=form(c, email=f"demo{i}@example.com")).status_code == 200
+        sub = subscribers()[0]
+        assert sub.status is SubscriberStatus.pending
+        assert c.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}").status_code == 200
+        assert c.get("/readyz").status_code == 200
+    assert len(subscribers()) == 7 and subscribers()[0].status is SubscriberStatus.active

@@ -42,15 +42,31 @@ def check_database() -> str | None:
 
 
 def check_broker() -> str | None:
-    from kombu import Connection
-
+    """None if the broker answers.  Redis: PING.  The embedded SQLAlchemy broker: a
+    query on its database (kombu connects to it lazily, so a kombu "connect" would
+    prove nothing)."""
     from service.config import get_settings
 
     settings = get_settings()
     try:
-        with Connection(settings.broker_url, connect_timeout=BROKER_TIMEOUT,
-                        transport_options={"socket_connect_timeout": BROKER_TIMEOUT}) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT)
+        if settings.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=BROKER_TIMEOUT,
+                                          socket_timeout=BROKER_TIMEOUT)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            from sqlalchemy import create_engine
+
+            engine = create_engine(settings.broker_url.removeprefix("sqla+"))
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            finally:
+                engine.dispose()
     except Exception as exc:  # noqa: BLE001
         return f"{settings.broker_name} unreachable ({type(exc).__name__})"
     return None
