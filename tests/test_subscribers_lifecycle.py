@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
+import logging
 
 import pytest
 from sqlalchemy import select, text
@@ -125,16 +128,32 @@ def test_editor_tokens_are_stored_hashed_and_authenticate(db_session):
         create_editor(db_session, "other", "owner")
 
 
-def test_logs_carry_ids_never_the_address_or_token(db_session, no_broker, capsys):
+@contextlib.contextmanager
+def json_log_lines():
+    """Collect the service's JSON log lines (through its own formatter) while inside."""
     from service.logging import setup_logging
 
-    setup_logging(fmt="json", level="INFO")  # its handler writes to the captured stderr
-    result = _signup(db_session, email="secret.reader@example.com")
-    sub = db_session.get(Subscriber, result.subscriber_id)
-    token = make_token("confirm", sub.id, sub.token_version)
-    lifecycle.confirm(db_session, token)
-    lifecycle.unsubscribe_by_token(db_session, make_token("unsubscribe", sub.id, sub.token_version))
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    setup_logging(fmt="json", level="INFO")
+    root = logging.getLogger()
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+    lines: list[dict] = []
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)
+        lines.extend(json.loads(x) for x in sink.getvalue().splitlines() if x.startswith("{"))
+
+
+def test_logs_carry_ids_never_the_address_or_token(db_session, no_broker):
+    with json_log_lines() as lines:
+        result = _signup(db_session, email="secret.reader@example.com")
+        sub = db_session.get(Subscriber, result.subscriber_id)
+        token = make_token("confirm", sub.id, sub.token_version)
+        lifecycle.confirm(db_session, token)
+        lifecycle.unsubscribe_by_token(db_session, make_token("unsubscribe", sub.id, sub.token_version))
     events = {rec["event"]: rec for rec in lines}
     assert events["signup_recorded"]["subscriber_id"] == sub.id
     assert {"subscriber_confirmed", "subscriber_unsubscribed"} <= set(events)

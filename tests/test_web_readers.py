@@ -338,18 +338,18 @@ def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
         assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
 
 
-def test_request_logs_carry_no_address_and_no_token(client, capsys):
-    from service.logging import setup_logging
+def test_request_logs_carry_no_address_and_no_token(client):
+    from tests.test_subscribers_lifecycle import json_log_lines
 
-    setup_logging(fmt="json", level="INFO")  # its handler writes to the captured stderr
-    client.post("/subscribe", data=form(client, email="Private.Person@Example.com"))
-    [sub] = subscribers()
-    tokens = [make_token(p, sub.id, sub.token_version) for p in ("confirm", "preferences", "unsubscribe")]
-    client.get(f"/confirm/{tokens[0]}")
-    client.get(f"/preferences/{tokens[1]}")
-    client.post(f"/unsubscribe/{tokens[2]}")
-    client.get("/confirm/forged-token-value")
-    err = capsys.readouterr().err
+    with json_log_lines() as lines:
+        client.post("/subscribe", data=form(client, email="Private.Person@Example.com"))
+        [sub] = subscribers()
+        tokens = [make_token(p, sub.id, sub.token_version) for p in ("confirm", "preferences", "unsubscribe")]
+        client.get(f"/confirm/{tokens[0]}")
+        client.get(f"/preferences/{tokens[1]}")
+        client.post(f"/unsubscribe/{tokens[2]}")
+        client.get("/confirm/forged-token-value")
+    err = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines)
     assert '"route": "/confirm/{token}"' in err and '"subscriber_id": ' in err
     assert "private.person" not in err.lower()
     for token in [*tokens, "forged-token-value"]:
@@ -368,3 +368,19 @@ def test_embedded_defaults_sqlite_without_redis_sign_up_and_confirm(sqlite_env):
         assert c.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}").status_code == 200
         assert c.get("/readyz").status_code == 200
     assert len(subscribers()) == 7 and subscribers()[0].status is SubscriberStatus.active
+
+
+def test_oversized_form_body_is_refused_before_parsing(client, env):
+    huge = form(client, email="big@example.com", website="x" * 400_000)
+    resp = client.post("/subscribe", data=huge)
+    assert resp.status_code == 413
+    assert subscribers() == [] and queued_tasks(env) == []
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b"email=big%40example.com&website="
+        for _ in range(50):
+            yield b"x" * 10_000
+
+    resp = client.post("/subscribe", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 413
+    assert subscribers() == []

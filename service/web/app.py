@@ -53,4 +53,5 @@ def create_app() -> FastAPI:
 
     security.install(app)
     _install_request_log(app)
+    app.add_middleware(security.BodyLimit)  # outermost: before anything reads the body
     return app
