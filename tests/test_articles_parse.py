@@ -218,3 +218,44 @@ def test_identical_content_has_one_hash_and_whitespace_does_not_count():
 def test_classification(changes, kind, note):
     got_kind, got_note = classify(BASE, _with(**changes))
     assert (got_kind, got_note.split("; ")[0]) == (kind, note)
+
+
+# ------------------------------------------------------------------ sanitiser, property
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from lxml import html as lxml_html  # noqa: E402
+
+HOSTILE = [
+    "<script>alert(1)</script>", "<SCRIPT SRC=//evil.example/x.js></SCRIPT>", '<img src=x onerror="alert(1)">',
+    '<a href="javascript:alert(1)">x</a>', '<a href=" JaVaScRiPt:alert(1)">x</a>', '<a href="jav&#x09;ascript:alert(1)">x</a>',
+    "<style>*{display:none}</style>", '<iframe src="https://evil.example"></iframe>', '<p style="background:url(x)">s</p>',
+    '<svg onload="alert(1)"><circle/></svg>', '<math><mi xlink:href="javascript:alert(1)">x</mi></math>',
+    '<img src="data:image/svg+xml;base64,PHN2Zz4=">', "<!--<script>alert(1)</script>-->", '<object data="x.swf"></object>',
+    '<form action="https://evil.example"><input name=p></form>', '<a href="vbscript:msgbox(1)">v</a>',
+    '<img src="https://t.example/p.gif" width="1" height="1">', "<p>اقرأ أيضاً: <a href='//n.example/a'>خبر</a></p>",
+    "<h3>أخبار ذات صلة</h3><ul><li><a href='/b'>ب</a></li></ul>", "<p>نص \u202eمعكوس</p>", "<base href='https://evil.example/'>",
+    '<meta http-equiv="refresh" content="0;url=https://evil.example">', "<p>فقرة عادية <b>غامقة</b></p>", "</p></div><p",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(HOSTILE), min_size=1, max_size=8), st.sampled_from(["", "<div>", "<p>", "<table><tr><td>"]))
+def test_no_combination_of_hostile_fragments_gets_through(fragments, wrapper):
+    clean = sanitise_body(wrapper + "".join(fragments), "https://n.example/ar/x")
+    if not clean.html:
+        return
+    lowered = clean.html.lower()
+    for bad in ("<script", "<style", "<iframe", "<svg", "<math", "<object", "<form", "<input", "<base", "<meta",
+                "javascript:", "vbscript:", "data:", "\u202e"):  # fmt: skip
+        assert bad not in lowered
+    root = lxml_html.fragment_fromstring(clean.html, create_parent="div")
+    for el in root.iter():
+        for name, value in el.attrib.items():
+            assert not name.lower().startswith("on") and name != "style"
+            if name in ("href", "src"):
+                assert value.startswith(("https://", "http://")), value
+        if el.tag == "img":
+            assert el.get("alt") is not None and el.get("width") != "1"
+    for link in clean.read_also + clean.related:
+        assert link["url"].startswith(("https://", "http://"))

@@ -272,6 +272,8 @@ def sanitise_body(html: str | None, base_url: str | None = None, *, want_lead_im
     for img in list(root.iter("img")):
         if _is_tracker(img):
             _drop(img)
+        elif img.get("alt") is None:
+            img.set("alt", "")  # email clients show a missing alt as the file name
     for a in list(root.iter("a")):
         if not a.get("href"):
             a.drop_tag()  # its javascript: (or missing) link went in pass 1; keep the words
