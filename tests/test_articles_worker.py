@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,8 +26,12 @@ def test_the_beat_task_polls_feed_urls_on_the_ingest_queue(pg_env, redis_url, fe
     schedule = app.conf.beat_schedule["ingest-every-minute"]
     assert schedule["schedule"] == 60.0
     task = app.tasks[schedule["task"]]
-    with celery_worker_factory(queues=("ingest",), concurrency=1):
-        task.delay()
+    assert app.amqp.router.route({}, task.name)["queue"].name == "ingest"
+    # Other test sessions on this machine share Redis db 15 and may run workers on
+    # "ingest": this run's message goes to a queue of its own so none can take it.
+    queue = f"ingest-{uuid.uuid4().hex[:8]}"
+    with celery_worker_factory(queues=(queue,), concurrency=1):
+        task.apply_async(queue=queue)
         deadline = time.monotonic() + 20
         count = 0
         while time.monotonic() < deadline:
