@@ -384,3 +384,23 @@ def test_oversized_form_body_is_refused_before_parsing(client, env):
     resp = client.post("/subscribe", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 413
     assert subscribers() == []
+
+
+def test_broker_down_after_commit_still_shows_the_page_and_logs_the_id(client, monkeypatch):
+    from service.config import reset_settings
+    from tests.conftest import free_port
+    from tests.test_subscribers_lifecycle import json_log_lines
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/13")
+    reset_settings()
+    from service.celery_app import configure
+
+    configure()
+    monkeypatch.setattr("service.web.ratelimit.allow", lambda *a, **k: True)
+    with json_log_lines() as lines:
+        resp = client.post("/subscribe", data=form(client))
+    assert resp.status_code == 200 and "تحقّق من بريدك" in resp.text
+    [sub] = subscribers()
+    assert sub.status is SubscriberStatus.pending
+    failed = [x for x in lines if x["event"] == "transactional_enqueue_failed"]
+    assert failed and failed[0]["subscriber_id"] == sub.id and failed[0]["kind"] == "confirm"
