@@ -9,6 +9,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from service.models import AuditLog, Editor, Frequency, Subscriber, SubscriberStatus
@@ -159,3 +161,14 @@ def test_logs_carry_ids_never_the_address_or_token(db_session, no_broker):
     assert {"subscriber_confirmed", "subscriber_unsubscribed"} <= set(events)
     text = json.dumps(lines)
     assert "secret.reader" not in text and token not in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_normalise_email_never_returns_anything_a_header_could_be_injected_with(raw):
+    try:
+        out = normalise_email(raw)
+    except InvalidInput:
+        return
+    assert out == out.lower() and out.isascii() and len(out) <= 254
+    assert not any(c in out for c in "\r\n\t\0<>,; ") and out.count("@") == 1

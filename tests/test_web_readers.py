@@ -404,3 +404,11 @@ def test_broker_down_after_commit_still_shows_the_page_and_logs_the_id(client, m
     assert sub.status is SubscriberStatus.pending
     failed = [x for x in lines if x["event"] == "transactional_enqueue_failed"]
     assert failed and failed[0]["subscriber_id"] == sub.id and failed[0]["kind"] == "confirm"
+
+
+def test_one_click_unsubscribe_accepts_a_multipart_body(client):
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    resp = TestClient(client.app).post(f"/unsubscribe/{token}", files={"List-Unsubscribe": (None, "One-Click")})
+    assert resp.status_code == 200
+    assert subscribers()[0].status is SubscriberStatus.unsubscribed
