@@ -83,7 +83,8 @@ async def subscribe(request: Request):
     embed = form.get("embed") == "1"
     values = _form_values(form)
 
-    if not ratelimit.allow("subscribe", request.client.host if request.client else "unknown"):
+    client_ip = request.client.host if request.client else "unknown"
+    if not await run_in_threadpool(ratelimit.allow, "subscribe", client_ip):  # a Redis round trip
         log.info("signup_rate_limited")
         return await run_in_threadpool(
             _signup_page, request, embed=embed, status_code=429,
