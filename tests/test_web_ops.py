@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from email.message import EmailMessage
 
 import pytest
@@ -222,5 +221,3 @@ def test_demo_routes_do_not_exist_outside_demo(tmp_path):
         for path in ("/outbox", "/outbox/x", "/outbox/x.eml", "/demo/feed.xml"):
             assert c.get(path).status_code == 404
 
-
-_ = dt

@@ -163,9 +163,22 @@ def test_confirm_link_activates_then_shows_preferences_link_and_queues_welcome(c
     assert [a for _, a in queued_tasks(env)].count(["welcome", sub.id]) == 1
 
 
-@pytest.mark.parametrize("token", ["forged", "eyJhIjoxfQ.abc.def", make_token.__name__])
-def test_forged_confirm_token_is_refused_and_changes_nothing(client, token):
+@pytest.mark.parametrize("kind", ["garbage", "tampered", "other_key", "expired"])
+def test_forged_confirm_token_is_refused_and_changes_nothing(client, kind, monkeypatch):
+    from itsdangerous import URLSafeTimedSerializer
+
     client.post("/subscribe", data=form(client))
+    [sub] = subscribers()
+    good = make_token("confirm", sub.id, sub.token_version)
+    token = {
+        "garbage": "forged",
+        "tampered": good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        "other_key": URLSafeTimedSerializer("someone-elses-key-0123456789", salt="nashra.confirm").dumps(
+            [sub.id, sub.token_version]),
+        "expired": good,
+    }[kind]
+    if kind == "expired":
+        monkeypatch.setattr("service.subscribers.tokens.CONFIRM_MAX_AGE", -1)
     resp = client.get(f"/confirm/{token}")
     assert resp.status_code == 400
     assert "هذا الرابط غير صالح" in resp.text
