@@ -17,7 +17,13 @@ from service.delivery.planner import plan
 from service.delivery.progress import progress
 from service.models import Delivery, Edition, EditionStatus, Subscriber
 from service.subscribers.tokens import read_token
-from tests.test_delivery_support import ARABIC_TITLE, add_subscribers, make_edition, renderer
+from tests.test_delivery_support import (
+    ARABIC_TITLE,
+    _leave_pg_empty,  # noqa: F401 (autouse)
+    add_subscribers,
+    make_edition,
+    renderer,
+)
 
 
 def planned_edition(n: int, kind: str = "digest", **kw) -> int:

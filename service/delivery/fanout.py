@@ -12,7 +12,10 @@ import sqlalchemy as sa
 
 from service.config import get_settings
 from service.delivery.ledger import D, claimable
+from service.logging import get_logger
 from service.models import Edition, EditionKind, utcnow
+
+log = get_logger(__name__)
 
 
 def queue_for(kind: EditionKind | str) -> str:
@@ -62,12 +65,20 @@ def dispatch(session, edition: Edition, ids: list[int] | None = None, after_comm
     if after_commit:
         from sqlalchemy import event
 
-        def _send(_session):
-            for sig in sigs:
-                sig.apply_async()
-
-        event.listen(session, "after_commit", _send, once=True)
+        event.listen(session, "after_commit", lambda _s: _enqueue(edition.id, sigs), once=True)
     else:
-        for sig in sigs:
-            sig.apply_async()
+        _enqueue(edition.id, sigs)
     return len(sigs)
+
+
+def _enqueue(edition_id: int, sigs) -> None:
+    # The rows are committed; a broker that is down now must not turn that commit into
+    # an error.  Nothing is lost: the sweeper re-dispatches an edition whose queue is
+    # empty while claimable rows wait.
+    for i, sig in enumerate(sigs):
+        try:
+            sig.apply_async()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("delivery.dispatch_failed", edition_id=edition_id, batches_left=len(sigs) - i,
+                        error=type(exc).__name__, recovery="the sweeper re-dispatches")
+            return

@@ -184,12 +184,16 @@ def start_sending(conn, edition_id: int) -> None:
 
 
 def finish_if_complete(conn, edition_id: int) -> bool:
-    """sending → done when no row is left to send (unknown rows wait for the operator)."""
+    """planned/sending → done when no row is left to send (unknown rows wait for the operator)."""
     left = sa.exists().where(D.c.edition_id == edition_id, D.c.status.in_([s.value for s in REMAINING]))
     return (
         conn.execute(
             sa.update(_E)
-            .where(_E.c.id == edition_id, _E.c.status == EditionStatus.sending.value, ~left)
+            .where(
+                _E.c.id == edition_id,
+                _E.c.status.in_([EditionStatus.planned.value, EditionStatus.sending.value]),
+                ~left,
+            )
             .values(status=EditionStatus.done.value, finished_at=utcnow())
         ).rowcount
         == 1

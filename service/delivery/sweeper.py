@@ -3,7 +3,7 @@
 1. Rows whose lease expired belonged to a worker that died (SIGKILL, OOM, a lost
    machine): back to `queued` (or `cancelled` if the edition was cancelled meanwhile)
    and re-dispatched at once.
-2. An edition in `sending` whose queue holds no message and whose ledger has not moved
+2. An edition in `planned` or `sending` whose queue holds no message and whose ledger has not moved
    for LEASE_SECONDS, yet still has claimable rows (queued, or retry rows whose time
    has come), lost its batch messages (a Redis restart without persistence, a worker
    killed while it held prefetched tasks): re-dispatch those rows.  Re-dispatching is
@@ -39,12 +39,17 @@ class SweepReport:
 
 def queue_depth(queue: str) -> int | None:
     """Messages waiting in a broker queue, or None if the broker cannot be asked."""
+    from kombu.exceptions import ChannelError
+
     from service.celery_app import app
 
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            try:
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError:
+                return 0  # the queue does not exist (e.g. a Redis that restarted empty): nothing waits
     except Exception as exc:  # noqa: BLE001 — a broker outage must not stop the sweep
         log.warning("sweep.broker_unavailable", queue=queue, error=type(exc).__name__)
         return None
@@ -68,7 +73,9 @@ def sweep(session: Session, now: dt.datetime | None = None) -> SweepReport:
         by_edition.setdefault(edition_id, []).append(row_id)
 
     editions = session.scalars(
-        sa.select(Edition).where(Edition.status.in_([EditionStatus.sending, EditionStatus.cancelled]))
+        sa.select(Edition).where(
+            Edition.status.in_([EditionStatus.planned, EditionStatus.sending, EditionStatus.cancelled])
+        )
     ).all()
     for edition in editions:
         if edition.status == EditionStatus.cancelled:

@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 
 def _plan_and_dispatch(edition_id: int) -> dict:
-    from service.delivery import fanout
+    from service.delivery import fanout, ledger
     from service.delivery.planner import plan
     from service.models import Edition, EditionStatus
 
@@ -33,6 +33,8 @@ def _plan_and_dispatch(edition_id: int) -> dict:
             # A second run (retried task, double click) finds every row claimed or sent
             # and its batches claim nothing: the edition still goes out once.
             batches = fanout.dispatch(session, edition)
+            if batches == 0:  # nobody to mail (or every variant empty): done already
+                ledger.finish_if_complete(session, edition_id)
     log.info("delivery.plan_edition", edition_id=edition_id, recipients=total, batches=batches)
     return {"edition_id": edition_id, "recipients": total, "batches": batches}
 

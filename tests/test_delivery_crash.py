@@ -1,0 +1,186 @@
+"""Crash safety against real worker processes: SIGKILL mid-edition, Redis restarted mid-edition.
+
+Workers are `celery -A service.celery_app worker` subprocesses (prefork, 2 children),
+each in its own process group so that SIGKILL takes the whole worker at once, as the
+kernel's OOM killer or a lost machine would.  The test plays beat: it calls the sweeper
+every second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from service.config import reset_settings
+from service.db import session_scope
+from service.delivery.sweeper import sweep
+from service.models import Edition, EditionStatus
+from tests.test_delivery_send import ledger, planned_edition
+from tests.test_delivery_support import _leave_pg_empty  # noqa: F401 (autouse)
+
+REPO = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).parent / "celery")
+CONCURRENCY = 2
+
+
+def start_worker(name: str, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items()}
+    env.update(extra_env)
+    return subprocess.Popen(
+        [CELERY, "-A", "service.celery_app", "worker", "-Q", "digests,alerts", "-c", str(CONCURRENCY),
+         "-P", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "--loglevel", "WARNING"],
+        cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=open(os.devnull, "w") if not os.environ.get("NASHRA_TEST_VERBOSE") else None,
+    )
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(10)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        kill(proc, signal.SIGTERM)
+
+
+def worker_env(smtp_port: int) -> dict[str, str]:
+    return {
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "REDIS_KEY_PREFIX": os.environ.get("REDIS_KEY_PREFIX", ""),
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "LEASE_SECONDS": "3",
+        "BATCH_SIZE": "100",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def wait_done(eid: int, timeout: float) -> None:
+    """Play beat: sweep every second until the edition is done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as s:
+            if s.get(Edition, eid).status == EditionStatus.done:
+                return
+            sweep(s)
+        time.sleep(1)
+    raise AssertionError(f"edition {eid} not done after {timeout}s: {sorted(set(ledger(eid).values()))}")
+
+
+def dispatch(eid: int) -> None:
+    from service.delivery.tasks import plan_edition
+
+    plan_edition.si(eid).apply_async(queue="digests")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(pg_env, redis_url, smtp_sink, monkeypatch):
+    from service.celery_app import configure
+
+    monkeypatch.setenv("LEASE_SECONDS", "3")
+    reset_settings()
+    configure()  # this process enqueues onto the test Redis too
+    n = 5000
+    eid = planned_edition(n)
+    env = worker_env(smtp_sink.port)
+    first = start_worker("first", env)
+    second = None
+    try:
+        dispatch(eid)
+        smtp_sink.wait_for(1500, timeout=90)
+        kill(first)  # SIGKILL, the whole worker (main process and both children)
+        at_kill = len(smtp_sink.messages)
+        assert at_kill < n, "the edition finished before the kill: make it bigger"
+        second = start_worker("second", env)
+        wait_done(eid, timeout=150)
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+        _celery_back_to_defaults(monkeypatch)
+    copies = smtp_sink.copies()
+    assert set(copies) == {f"reader{i}@example.com" for i in range(n)}  # every reader got it
+    duplicates = sum(c - 1 for c in copies.values())
+    assert duplicates <= CONCURRENCY  # one message in flight per worker process
+    assert set(ledger(eid).values()) == {"sent"}
+
+
+@pytest.fixture
+def own_redis(monkeypatch):
+    """A Redis of our own that the test may restart (never the machine's :6379)."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis_lib.Redis(port=port)
+        for _ in range(100):
+            with contextlib.suppress(redis_lib.ConnectionError):
+                if client.ping():
+                    return proc
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    state = {"proc": start()}
+
+    def restart() -> None:
+        state["proc"].kill()
+        state["proc"].wait(10)
+        time.sleep(0.5)
+        state["proc"] = start()
+
+    url = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    reset_settings()
+    from service.celery_app import configure
+
+    configure()
+    yield restart
+    state["proc"].kill()
+    state["proc"].wait(10)
+    _celery_back_to_defaults(monkeypatch)
+
+
+def _celery_back_to_defaults(monkeypatch) -> None:
+    """Leave the process's Celery app pointing at no test broker of ours."""
+    from service.celery_app import configure
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    reset_settings()
+    configure()
+
+
+@pytest.mark.slow
+def test_redis_restarted_mid_edition_the_edition_completes(pg_env, own_redis, smtp_sink, monkeypatch):
+    monkeypatch.setenv("LEASE_SECONDS", "3")
+    reset_settings()
+    n = 2000
+    smtp_sink.delay = 0.004  # slow enough that the restart lands mid-edition
+    eid = planned_edition(n)
+    env = worker_env(smtp_sink.port) | {"RATE_PER_SECOND": "5000"}  # the limiter uses Redis too
+    worker = start_worker("w", env)
+    try:
+        dispatch(eid)
+        smtp_sink.wait_for(300, timeout=60)
+        own_redis()  # every queued batch message is gone with it (no persistence)
+        assert len(smtp_sink.messages) < n
+        wait_done(eid, timeout=150)
+    finally:
+        stop(worker)
+    copies = smtp_sink.copies()
+    assert set(copies) == {f"reader{i}@example.com" for i in range(n)}
+    assert sum(c - 1 for c in copies.values()) == 0  # nobody died: nothing twice
+    assert set(ledger(eid).values()) == {"sent"}
