@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Queue
+from kombu import pools as kombu_pools
 
 from service.config import Settings, get_settings
 
@@ -18,13 +19,20 @@ QUEUES = ("alerts", "digests", "ingest", "default")
 VISIBILITY_TIMEOUT = 3600
 
 
+def _redis_options(settings: Settings) -> dict:
+    options: dict = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if settings.redis_key_prefix:
+        options["global_keyprefix"] = settings.redis_key_prefix
+    return options
+
+
 def celery_config(settings: Settings) -> dict:
     hour, minute = (int(x) for x in settings.digest_daily_at.split(":"))
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         # Redis only: kombu's SQLAlchemy transport hands these to create_engine().
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT} if settings.redis_url else {},
+        "broker_transport_options": _redis_options(settings) if settings.redis_url else {},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -74,6 +82,9 @@ def configure(settings: Settings | None = None) -> Celery:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None  # noqa: SLF001
+    # kombu keeps connection and producer pools in process-wide registries; a worker
+    # that shut down closes them, so start from fresh ones.
+    kombu_pools.reset()
     return app
 
 

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # --- the public contract (DESIGN.md) ---
     database_url: str = ""
     redis_url: str | None = None
+    # Prefix for every Redis key Celery uses: lets two deployments (or two test runs)
+    # share one Redis without taking each other's tasks.
+    redis_key_prefix: str = ""
     smtp_url: str = "smtp://127.0.0.1:1025"
     mail_from: str = "نشرة <newsletter@nashra.example>"
     public_url: str = "http://127.0.0.1:8000"

@@ -132,7 +132,7 @@ def _truncate_all(engine: sa.Engine) -> None:
 
 
 @pytest.fixture
-def pg_env(pg_database_url, pg_engine, monkeypatch) -> str:
+def pg_env(pg_database_url, pg_engine, monkeypatch) -> Iterator[str]:
     """Point the service (session_scope, workers in this process) at the test database.
 
     Tables are emptied first: this is for tests that cross processes or threads and
@@ -143,7 +143,10 @@ def pg_env(pg_database_url, pg_engine, monkeypatch) -> str:
     _truncate_all(pg_engine)
     monkeypatch.setenv("DATABASE_URL", pg_database_url)
     reset_settings()
-    return pg_database_url
+    yield pg_database_url
+    # Leave the database empty for the rolled-back `db_session` tests that follow.
+    reset_settings()
+    _truncate_all(pg_engine)
 
 
 @pytest.fixture
@@ -170,9 +173,14 @@ def redis_url(monkeypatch) -> str:
         client.ping()
     except Exception as exc:  # noqa: BLE001
         _service_missing("Redis", exc)
-    client.flushdb()
+    # Our own key prefix: another test run on this machine shares the Redis server,
+    # and must neither take our tasks nor have its keys flushed by us.
+    prefix = f"nashra-test-{os.getpid()}:"
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        client.delete(key)
     client.close()
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
     from service.config import reset_settings
 
     reset_settings()

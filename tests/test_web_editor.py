@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from base64 import b64decode
 
@@ -44,7 +45,8 @@ def auth(tok):
 def queued(redis_url, queue):
     r = redis.Redis.from_url(redis_url)
     out = []
-    for raw in r.lrange(queue, 0, -1):
+    # Celery's keys carry the test run's prefix (see the redis_url fixture).
+    for raw in r.lrange(os.environ.get("REDIS_KEY_PREFIX", "") + queue, 0, -1):
         msg = json.loads(raw)
         out.append((msg["headers"]["task"], json.loads(b64decode(msg["body"]))[0]))
     return out
