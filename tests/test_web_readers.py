@@ -4,6 +4,7 @@ and every hostile input the form may see."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -91,7 +92,8 @@ def queued_tasks(redis_url) -> list[tuple[str, list]]:
     """What the web app put on the default queue in Redis (no worker is running)."""
     r = redis.Redis.from_url(redis_url)
     out = []
-    for raw in r.lrange("default", 0, -1):
+    # Celery's keys carry the test run's prefix, if the redis_url fixture sets one.
+    for raw in r.lrange(os.environ.get("REDIS_KEY_PREFIX", "") + "default", 0, -1):
         msg = json.loads(raw)
         body = json.loads(__import__("base64").b64decode(msg["body"]))
         out.append((msg["headers"]["task"], body[0]))

@@ -27,10 +27,13 @@ def _client(url: str) -> redis.Redis:
 
 
 def allow(bucket: str, key: str, limit: int = SIGNUP_LIMIT, window: int = SIGNUP_WINDOW) -> bool:
-    url = get_settings().redis_url
+    settings = get_settings()
+    url = settings.redis_url
     if not url:
         return True
-    name = f"nashra:rl:{bucket}:{redact(key)}"
+    # Same prefix as Celery's keys, so deployments sharing a Redis count apart.
+    prefix = getattr(settings, "redis_key_prefix", "") or ""
+    name = f"{prefix}nashra:rl:{bucket}:{redact(key)}"
     try:
         pipe = _client(url).pipeline()
         pipe.incr(name)
