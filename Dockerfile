@@ -10,7 +10,8 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY migrations ./migrations
 COPY templates ./templates
-RUN pip install .
+# Editable: templates/ and migrations/ are read from the source tree beside the package.
+RUN pip install -e .
 USER nashra
 EXPOSE 8000
 CMD ["nashra", "web", "--host", "0.0.0.0", "--port", "8000"]

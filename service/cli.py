@@ -79,15 +79,19 @@ def cmd_beat(args) -> int:
 
 
 def cmd_feeds_add(args) -> int:
-    from service.articles.feeds import add_feed
+    from service.articles.feeds import FeedConfigError, add_feed
     from service.articles.sections import ensure_sections
     from service.db import session_scope
 
     _settings(require_secret=False)
-    with session_scope() as session:
-        ensure_sections(session)
-        feed = add_feed(session, args.url, section_slug=args.section)
-        print(f"feed {feed.id}: {feed.url}")
+    try:
+        with session_scope() as session:
+            ensure_sections(session)
+            feed = add_feed(session, args.url, section_slug=args.section)
+            print(f"feed {feed.id}: {feed.url}")
+    except FeedConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -95,7 +99,8 @@ def cmd_ingest(args) -> int:
     from service.articles.ingest import ingest_all
 
     _settings(require_secret=False)
-    reports = ingest_all(force=True)
+    # Every feed now, but an unchanged one still costs only a 304; --force re-reads all.
+    reports = ingest_all(force=args.force, all_feeds=True)
     if not reports:
         print("no feeds configured: add one with `nashra feeds add URL` or set FEED_URLS")
         return 1
@@ -162,9 +167,13 @@ def cmd_editors_add(args) -> int:
     from service.subscribers.editors import create_editor
 
     _settings(require_secret=False)
-    with session_scope() as session:
-        editor, token = create_editor(session, args.name, args.role)
-        editor_id = editor.id
+    try:
+        with session_scope() as session:
+            editor, token = create_editor(session, args.name, args.role)
+            editor_id = editor.id
+    except ValueError as exc:  # a duplicate name, an empty one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"editor {editor_id} ({args.role}) created. Their API token, shown only once:")
     print(token)
     return 0
@@ -185,13 +194,17 @@ def cmd_status(args) -> int:
 
 def cmd_subscribers_import(args) -> int:
     from service.db import session_scope
-    from service.subscribers.csvio import import_csv
+    from service.subscribers.csvio import CsvError, import_csv
 
     _settings()
-    with open(args.file, encoding="utf-8-sig", newline="") as fh, session_scope() as session:
-        report = import_csv(session, fh)
-    print(report.summary() if hasattr(report, "summary") else report)
-    return 0 if not getattr(report, "fatal", None) else 2
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as fh, session_scope() as session:
+            report = import_csv(session, fh)
+    except (CsvError, OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.file}: {exc} (nothing was imported)", file=sys.stderr)
+        return 2
+    print(report.summary())  # counts, then each skipped row by line
+    return 0
 
 
 def cmd_subscribers_export(args) -> int:
@@ -246,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--section", help="section slug for items without a category")
     fa.set_defaults(func=cmd_feeds_add)
 
-    sub.add_parser("ingest", help="poll every feed now and report what was found").set_defaults(func=cmd_ingest)
+    ing = sub.add_parser("ingest", help="poll every feed now and report what was found")
+    ing.add_argument("--force", action="store_true", help="re-read feeds in full, ignoring ETag/Last-Modified")
+    ing.set_defaults(func=cmd_ingest)
 
     dg = sub.add_parser("digest", help="digests")
     dgs = dg.add_subparsers(dest="digest_command", required=True)

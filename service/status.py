@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -20,7 +22,8 @@ def _fmt_eta(seconds) -> str:
 def print_status(edition_id: int | None = None, console: Console | None = None) -> int:
     from service.delivery.progress import progress
 
-    console = console or Console()
+    # Piped into a script or a log: do not squeeze columns to 80 characters.
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     with session_scope() as session:
         if edition_id is not None:
             edition = session.get(Edition, edition_id)
