@@ -1,6 +1,7 @@
 """Alembic environment: the URL and metadata come from the service itself."""
 
 from alembic import context
+
 from service.config import get_settings
 from service.db import make_engine
 from service.models import Base

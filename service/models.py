@@ -79,25 +79,25 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
 
 
-class Frequency(str, enum.Enum):
+class Frequency(enum.StrEnum):
     daily = "daily"
     weekly = "weekly"
     none = "none"
 
 
-class SubscriberStatus(str, enum.Enum):
+class SubscriberStatus(enum.StrEnum):
     pending = "pending"  # signed up, not yet confirmed (double opt-in)
     active = "active"
     unsubscribed = "unsubscribed"
 
 
-class EditionKind(str, enum.Enum):
+class EditionKind(enum.StrEnum):
     digest = "digest"
     alert = "alert"
     correction = "correction"
 
 
-class EditionStatus(str, enum.Enum):
+class EditionStatus(enum.StrEnum):
     draft = "draft"  # created, audience not yet frozen
     planned = "planned"  # ledger rows written
     sending = "sending"
@@ -106,7 +106,7 @@ class EditionStatus(str, enum.Enum):
     cancelled = "cancelled"
 
 
-class DeliveryStatus(str, enum.Enum):
+class DeliveryStatus(enum.StrEnum):
     queued = "queued"  # waiting to be claimed
     claimed = "claimed"  # a worker holds the lease
     sent = "sent"  # the server answered 250 to DATA
@@ -118,13 +118,13 @@ class DeliveryStatus(str, enum.Enum):
     unknown = "unknown"  # DATA sent, reply never came (RFC 1047): not re-sent automatically
 
 
-class VersionKind(str, enum.Enum):
+class VersionKind(enum.StrEnum):
     new = "new"
     minor = "minor"
     major = "major"
 
 
-class EditorRole(str, enum.Enum):
+class EditorRole(enum.StrEnum):
     editor = "editor"
     admin = "admin"
 

@@ -9,7 +9,15 @@ from sqlalchemy import func, select
 
 from service.editions.alerts import AlertError, create_alert
 from service.editions.digests import create_digest
-from service.models import Article, ArticleVersion, Edition, EditionKind, Section, VersionKind, utcnow
+from service.models import (
+    Article,
+    ArticleVersion,
+    Edition,
+    EditionKind,
+    Section,
+    VersionKind,
+    utcnow,
+)
 
 
 def _article(session, n, *, first_seen, last_major=None, version=1, section=None):
