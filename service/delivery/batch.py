@@ -34,7 +34,7 @@ from service.db import get_engine
 from service.delivery import ledger, ratelimit
 from service.delivery.compose import VariantTemplate, compose, prepare
 from service.delivery.smtp import connection
-from service.delivery.verdicts import Outcome, Verdict
+from service.delivery.verdicts import Outcome, Verdict, scrub
 from service.logging import get_logger
 from service.models import (
     DeliveryStatus,
@@ -236,7 +236,7 @@ def _apply(conn, worker, edition_id, row, state, outcome: Outcome, message_id, s
         _finish(conn, worker, row.id, DeliveryStatus.sent, report, message_id=message_id, **common)
     elif v == Verdict.unknown:
         _finish(conn, worker, row.id, DeliveryStatus.unknown, report, message_id=message_id, **common)
-        log.warning("delivery.unknown", edition_id=edition_id, delivery_id=row.id, reply=outcome.reply)
+        log.warning("delivery.unknown", edition_id=edition_id, delivery_id=row.id, reply=scrub(outcome.reply))
     elif v == Verdict.failed:
         _finish(conn, worker, row.id, DeliveryStatus.failed, report, **common)
     elif v == Verdict.bounced:
@@ -253,7 +253,7 @@ def _apply(conn, worker, edition_id, row, state, outcome: Outcome, message_id, s
             _finish(conn, worker, row.id, DeliveryStatus.retry, report,
                     next_attempt_at=retry_at(row.attempts + 1), **common)
     elif v == Verdict.sender_refused:
-        reason = f"SMTP server refused the sender at {outcome.stage}: {outcome.code or ''} {outcome.reply}".strip()
+        reason = f"SMTP server refused the sender at {outcome.stage}: {outcome.code or ''} {scrub(outcome.reply)}".strip()
         ledger.pause_edition(conn, edition_id, reason)
         from service.models import AuditLog
 
@@ -262,6 +262,6 @@ def _apply(conn, worker, edition_id, row, state, outcome: Outcome, message_id, s
             details={"reason": reason}))
         report.reason = reason
         log.error("delivery.sender_refused", edition_id=edition_id, stage=outcome.stage, code=outcome.code,
-                  reply=outcome.reply, action="edition paused; fix the SMTP settings, then resume it")
+                  reply=scrub(outcome.reply), action="edition paused; fix the SMTP settings, then resume it")
         return "sender_refused"
     return None

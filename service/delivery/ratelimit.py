@@ -124,14 +124,15 @@ class LocalBuckets:
 
 
 class RedisBuckets:
-    def __init__(self, url: str):
+    def __init__(self, url: str, prefix: str = ""):
         import redis
 
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.script = self.client.register_script(_GCRA)
+        self.prefix = prefix + KEY_PREFIX
 
     def try_take(self, buckets: list[Bucket]) -> float:
-        keys = [KEY_PREFIX + b.key for b in buckets]
+        keys = [self.prefix + b.key for b in buckets]
         args: list = []
         for b in buckets:
             args += [repr(b.interval_ms), repr(b.tolerance_ms), "1" if b.force else "0"]
@@ -142,7 +143,7 @@ class Limiter:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.local = LocalBuckets()
-        self.shared = RedisBuckets(settings.redis_url) if settings.redis_url else None
+        self.shared = RedisBuckets(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else None
         self._redis_down_until = 0.0
         self.enabled = bool(
             settings.rate_per_second or settings.rate_per_hour or settings.alert_rate_per_second or settings.domain_rates
@@ -182,7 +183,7 @@ _limiters_lock = threading.Lock()
 
 def limiter(settings: Settings) -> Limiter:
     key = (
-        settings.redis_url, settings.rate_per_second, settings.rate_per_hour,
+        settings.redis_url, settings.redis_key_prefix, settings.rate_per_second, settings.rate_per_hour,
         settings.alert_rate_per_second, tuple(sorted(settings.domain_rates.items())),
     )
     with _limiters_lock:

@@ -46,10 +46,16 @@ def queue_depth(queue: str) -> int | None:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            size = getattr(channel, "_size", None)
+            if size is not None:
+                # kombu's virtual transports (Redis, SQLAlchemy) count a queue's messages
+                # directly, whether or not its binding was declared (a fresh Redis has none).
+                return int(size(queue))
             try:
-                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+                return channel.queue_declare(queue=queue, passive=True).message_count
             except ChannelError:
-                return 0  # the queue does not exist (e.g. a Redis that restarted empty): nothing waits
+                return 0  # no such queue: nothing waits in it
     except Exception as exc:  # noqa: BLE001 — a broker outage must not stop the sweep
         log.warning("sweep.broker_unavailable", queue=queue, error=type(exc).__name__)
         return None

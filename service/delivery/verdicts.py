@@ -73,3 +73,13 @@ def judge(stage: str, code: int, reply: str) -> Outcome:
     if enh:
         return out(Verdict.bounced if enh[1] == 1 else Verdict.failed)
     return out(Verdict.bounced if code in _HARD_BOUNCE_BARE_CODES else Verdict.failed)
+
+
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+
+
+def scrub(text: str) -> str:
+    """A server reply fit for a log line or an operator message: addresses hashed."""
+    from service.logging import redact
+
+    return _ADDRESS.sub(lambda m: redact(m.group(0)), text or "")
