@@ -138,3 +138,13 @@ def test_plan_task_on_real_celery_and_redis_sends_once_even_if_started_twice(pg_
 @pytest.mark.parametrize("kind,queue", [("alert", "alerts"), ("digest", "digests")])
 def test_batches_go_to_the_editions_queue(kind, queue):
     assert fanout.queue_for(kind) == queue
+
+
+def test_an_address_no_header_can_carry_fails_alone(pg_env, smtp_sink):
+    with session_scope() as s:
+        add_subscribers(s, 1, prefix="قارئ")  # a non-ASCII local part needs SMTPUTF8
+    eid = planned_edition(2)
+    run_all_batches(eid)
+    states = ledger(eid)
+    assert states["قارئ0@example.com"] == "failed"
+    assert states["reader0@example.com"] == states["reader1@example.com"] == "sent"

@@ -192,8 +192,14 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
                 else:
                     domain = state.email.rpartition("@")[2].lower()
                     limiter.wait(kind, domain, on_wait=heartbeat)
-                    msg = compose(tpl, delivery_id=row.id, subscriber_id=row.subscriber_id,
-                                  token_version=state.token_version, to_addr=state.email, settings=settings)
+                    try:
+                        msg = compose(tpl, delivery_id=row.id, subscriber_id=row.subscriber_id,
+                                      token_version=state.token_version, to_addr=state.email, settings=settings)
+                    except ValueError as exc:  # an address no header can carry: this row only
+                        _finish(conn, worker, row.id, DeliveryStatus.failed, report, smtp_reply=f"not sent: {exc}")
+                        pending.popleft()
+                        conn.commit()
+                        continue
                     outcome = smtp.send(msg.envelope_from, state.email, msg.data)
                     stop = _apply(conn, worker, edition_id, row, state, outcome, msg.message_id,
                                   started_at, max_age, report)

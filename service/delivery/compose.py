@@ -1,11 +1,11 @@
 """Per-recipient messages from a variant rendered once.
 
-The expensive work (rendering, CSS inlining, encoding the subject and the From name,
-choosing a MIME boundary) happens once per edition variant in `prepare()`.  Per
-recipient `compose()` only fills in the two links, base64-encodes the two bodies (C
-code, tens of microseconds for a 65 KB digest), adds the per-recipient headers and,
-when configured, a DKIM signature.  Arabic HTML goes as base64, never
-quoted-printable (which would cost six bytes a letter).
+The expensive work (rendering and CSS inlining upstream; here encoding the subject
+and the From name, choosing a MIME boundary, base64-encoding the static stretches of
+both bodies) happens once per edition variant in `prepare()`, through the rendering
+package's `PreparedVariant`.  Per recipient `compose()` only fills in the two links,
+adds the per-recipient headers and, when configured, a DKIM signature.  Arabic goes
+as base64, never quoted-printable (which would cost six bytes a letter).
 
 Headers, per recipient: Message-ID (stable per ledger row, so a message re-sent after a
 crash carries the same id and mail clients fold the duplicate), List-Id,
@@ -16,21 +16,17 @@ bounce leads straight back to it (`delivery_for_bounce()`).
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
 import re
-import secrets
-import uuid
 from dataclasses import dataclass
-from email.header import Header
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import parseaddr
 
 from service.config import Settings, get_settings
-from service.models import utcnow
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL
-from service.subscribers.tokens import link, make_token
+from service.rendering.mime import PreparedVariant
+from service.rendering.views import RenderedVariant
+from service.subscribers.tokens import link
 
 CRLF = "\r\n"
 # Headers DKIM signs; the List-Unsubscribe pair must be covered (RFC 8058 §4).
@@ -42,15 +38,12 @@ DKIM_HEADERS = [
 
 @dataclass(frozen=True)
 class VariantTemplate:
-    """One edition × variant, ready to be personalised."""
+    """One edition × variant, ready to be personalised (rendering's PreparedVariant inside)."""
 
     edition_id: int
     kind: str
     variant: str
-    subject: str  # already RFC 2047-encoded, folded
-    html: str
-    text: str
-    boundary: str
+    prepared: PreparedVariant
 
 
 @dataclass(frozen=True)
@@ -60,41 +53,24 @@ class Composed:
     data: bytes
 
 
-def _encode_header(name: str, value: str) -> str:
-    if value.isascii():
-        return value
-    return Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
-
-
-def prepare(edition_id: int, kind: str, variant: str, subject: str, html: str, text: str) -> VariantTemplate:
-    # '=_' never occurs in base64 output (only a final '=' or '=='), so the boundary
-    # cannot collide with a body line.
-    boundary = f"=_nashra_{edition_id}_{secrets.token_hex(8)}"
+def prepare(edition_id: int, kind: str, variant: str, subject: str, html: str, text: str,
+            settings: Settings | None = None) -> VariantTemplate:
+    """Everything the whole audience of a variant shares, computed once."""
+    settings = settings or get_settings()
+    domain = settings.mail_from_address.rpartition("@")[2]
     subject = " ".join(subject.split())  # no CR/LF can reach a header
-    return VariantTemplate(edition_id, kind, variant, _encode_header("Subject", subject), html, text, boundary)
-
-
-def _b64(text: str) -> str:
-    # encodebytes wraps at 76 characters with \n; SMTP wants CRLF.
-    return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", CRLF)
-
-
-def _personalise(html: str, text: str, unsubscribe_url: str, preferences_url: str) -> tuple[str, str]:
-    try:  # the rendering package's own substitution, when it is installed
-        from service.rendering.personalise import personalise
-        from service.rendering.views import RenderedVariant
-
-        return personalise(
-            RenderedVariant(subject="", html=html, text=text),
-            unsubscribe_url=unsubscribe_url,
-            preferences_url=preferences_url,
-        )
-    except ImportError:
-        pass
-    out = []
-    for body in (html, text):
-        out.append(body.replace(UNSUBSCRIBE_URL, unsubscribe_url).replace(PREFERENCES_URL, preferences_url))
-    return out[0], out[1]
+    static_headers = {
+        "List-Id": list_id(settings, kind),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Feedback-ID": f"{edition_id}:{kind}:nashra:{domain}",
+        "Precedence": "bulk",
+    }
+    prepared = PreparedVariant(
+        RenderedVariant(subject=subject, html=html, text=text),
+        from_addr=settings.mail_from,
+        headers=static_headers,
+    )
+    return VariantTemplate(edition_id, kind, variant, prepared)
 
 
 def _sig(settings: Settings, *parts: object) -> str:
@@ -131,10 +107,11 @@ def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
 
 
 def list_id(settings: Settings, kind: str) -> str:
+    """`<digest.nashra.example>`; alerts are their own list, so readers can filter them."""
     ident = settings.list_id
     if kind == "alert" and ident.startswith("digest."):
         ident = "alerts." + ident.removeprefix("digest.")
-    return f"{_encode_header('List-Id', settings.site_name)} <{ident}>"
+    return f"<{ident}>"
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,36 +146,20 @@ def compose(
     to_addr: str,
     settings: Settings | None = None,
 ) -> Composed:
+    """One recipient's message: their links, their Message-ID, their List-Unsubscribe."""
     settings = settings or get_settings()
     unsubscribe_url = link("unsubscribe", subscriber_id, token_version, settings)
     preferences_url = link("preferences", subscriber_id, token_version, settings)
-    html, text = _personalise(tpl.html, tpl.text, unsubscribe_url, preferences_url)
     domain = settings.mail_from_address.rpartition("@")[2]
-    token = make_token("unsubscribe", subscriber_id, token_version, settings)
+    token = unsubscribe_url.rsplit("/", 1)[1]
     mid = message_id(settings, tpl.edition_id, subscriber_id)
-    name, addr = parseaddr(settings.mail_from)
-    b = tpl.boundary
-    headers = [
-        f"From: {formataddr((name, addr), charset='utf-8')}",
-        f"To: {to_addr}",
-        f"Subject: {tpl.subject}",
-        f"Date: {format_datetime(utcnow())}",
-        f"Message-ID: {mid}",
-        "MIME-Version: 1.0",
-        f"List-Id: {list_id(settings, tpl.kind)}",
-        f"List-Unsubscribe: <{unsubscribe_url}>,{CRLF} <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        f"Feedback-ID: {tpl.edition_id}:{tpl.kind}:nashra:{domain}",
-        "Precedence: bulk",
-        f"X-Entity-Ref-ID: {uuid.uuid5(uuid.NAMESPACE_URL, mid)}",
-        f'Content-Type: multipart/alternative; boundary="{b}"',
-    ]
-    body = (
-        f"--{b}{CRLF}Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        f"{_b64(text)}"
-        f"--{b}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        f"{_b64(html)}"
-        f"--{b}--{CRLF}"
+    data = tpl.prepared.build(
+        to_addr=to_addr,
+        unsubscribe_url=unsubscribe_url,
+        preferences_url=preferences_url,
+        message_id=mid,
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
+        },
     )
-    data = (CRLF.join(headers) + CRLF + CRLF + body).encode("ascii")
     return Composed(bounce_address(settings, delivery_id), mid, dkim_sign(data, settings))
