@@ -114,6 +114,20 @@ def _prepare_database() -> None:
             sub.status, sub.frequency = SubscriberStatus.active, Frequency.daily
 
 
+def _demo_editor_token() -> str:
+    """A fresh token for the demo editor on every run (tokens are shown only once)."""
+    from sqlalchemy import delete
+
+    from service.db import session_scope
+    from service.models import Editor
+    from service.subscribers.editors import create_editor
+
+    with session_scope() as session:
+        session.execute(delete(Editor).where(Editor.name == "demo"))
+        _, token = create_editor(session, "demo", "admin")
+    return token
+
+
 def _article_count() -> int:
     from sqlalchemy import func, select
 
@@ -200,7 +214,7 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
         say(f"  digest (edition {edition_id}) delivered: {base}/outbox/{Path(new_mail[0]).stem}")
         say(f"  outbox (every captured mail):  {base}/outbox")
         say(f"  signup form:                  {base}/")
-        say(f"  editor pages:                 {base}/editor   (token: `nashra editors add NAME`)")
+        say(f"  editor pages:                 {base}/editor   (demo editor's token: {_demo_editor_token()})")
         say(f"  metrics:                      {base}/metrics")
         say(f"  progress:                     nashra status {edition_id}")
         say("")

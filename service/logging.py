@@ -51,7 +51,7 @@ def setup_logging(fmt: str | None = None, level: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty libraries: their warnings are ours to translate, not to forward.
-    for noisy in ("cssutils", "httpx", "httpcore", "aiosmtpd", "mail.log", "uvicorn.access"):
+    for noisy in ("cssutils", "httpx", "httpcore", "aiosmtpd", "mail.log", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("cssutils").setLevel(logging.CRITICAL)
     _configured = True
