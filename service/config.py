@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import zoneinfo
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     arabic_indic_digits: bool = False
     dkim_selector: str | None = None
     dkim_private_key_path: Path | None = None
+    # Corrections (service/editions/corrections.py): mail the readers of an article again
+    # when it gets a major update.  off | notes (only when the site published a
+    # correction/update note) | major (every major update).
+    corrections: Literal["off", "notes", "major"] = "notes"
+    corrections_max_age_days: int = 7  # only editions that mailed the article this recently
 
     @field_validator("feed_urls", mode="before")
     @classmethod
@@ -167,6 +172,18 @@ class Settings(BaseSettings):
     def _valid_batch(cls, value: int) -> int:
         if not 1 <= value <= 5000:
             raise ValueError("must be between 1 and 5000")
+        return value
+
+    @field_validator("corrections", mode="before")
+    @classmethod
+    def _corrections_policy(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("corrections_max_age_days")
+    @classmethod
+    def _valid_correction_age(cls, value: int) -> int:
+        if not 1 <= value <= 90:
+            raise ValueError("must be between 1 and 90 days")
         return value
 
     @field_validator("mail_from")

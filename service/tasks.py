@@ -21,7 +21,34 @@ def poll_due_feeds() -> list[dict]:
     reports = ingest_all()
     for r in reports:
         log.info("ingest.feed", feed_id=r.feed_id, new=r.new, major=r.major, minor=r.minor, error=r.error)
+    _corrections_if_major(reports)
     return [r.summary() for r in reports]
+
+
+def _corrections_if_major(reports) -> None:
+    # Cheap: the corrections check runs only when this poll recorded a major update.
+    from service.config import get_settings
+
+    if get_settings().corrections != "off" and any(r.major for r in reports):
+        make_corrections.delay()
+
+
+@app.task(name="nashra.digest.corrections", acks_late=True)
+def make_corrections() -> list[int]:
+    """Correction editions for recent major updates, each planned after the commit."""
+    from service.celery_app import send_after_commit
+    from service.delivery.tasks import plan_edition
+    from service.editions.corrections import create_corrections, stalled_corrections
+
+    with session_scope() as session:
+        # Drafts whose planning message was lost (killed between commit and enqueue).
+        ids = stalled_corrections(session)
+        if ids:
+            log.warning("corrections.replan_stalled", edition_ids=ids)
+        ids += [e.id for e in create_corrections(session)]
+        for edition_id in ids:
+            send_after_commit(session, plan_edition.si(edition_id).set(queue="digests"))
+    return ids
 
 
 @app.task(name="nashra.digest.send_scheduled", acks_late=True)
