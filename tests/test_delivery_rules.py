@@ -239,3 +239,9 @@ def test_no_address_or_token_in_the_logs(pg_env, smtp_sink, caplog, capsys):
     assert "delivery.sender_refused" in logged
     assert "@example.com" not in logged
     assert "/unsubscribe/" not in logged
+
+
+def test_composed_messages_are_wire_ready():
+    """compose() promises what data_payload(wire_ready=True) skips checking."""
+    data = _composed().data
+    assert data_payload(data, wire_ready=True) == data_payload(data)

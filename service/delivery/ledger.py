@@ -142,9 +142,14 @@ def record(
 
 def suppress(conn, email: str, reason: str, detail: str | None) -> None:
     """Add an address to the suppression list (no-op if it is already there)."""
-    exists = conn.execute(sa.select(_X.c.id).where(_X.c.email == email)).first()
-    if exists is None:
-        conn.execute(sa.insert(_X).values(email=email, reason=reason, detail=(detail or "")[:1000], created_at=utcnow()))
+    values = {"email": email, "reason": reason, "detail": (detail or "")[:1000], "created_at": utcnow()}
+    dialect = conn.dialect.name if hasattr(conn, "dialect") else conn.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    # Two workers bouncing the same address at once: the second insert is a no-op.
+    conn.execute(insert(_X).values(**values).on_conflict_do_nothing(index_elements=["email"]))
 
 
 def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,
