@@ -170,12 +170,19 @@ def create_corrections(
 
     created: list[Edition] = []
     skipped: Counter[str] = Counter()
+    wanted: dict[int, ArticleVersion] = {}
     for article_id, versions in by_article.items():
         accepted = [v for v in versions if accepts(policy, v)]
-        if not accepted:
+        if accepted:
+            wanted[article_id] = max(accepted, key=lambda v: v.version)
+        else:
             skipped["policy"] += 1  # the common case: not worth telling anyone; no line each
+    # One query for the keys already made: a re-run (beat, a retried task) stops here.
+    done = _existing_keys(session, [key_for(a, v.version) for a, v in wanted.items()])
+    for article_id, newest in wanted.items():
+        if key_for(article_id, newest.version) in done:
+            skipped["exists"] += 1
             continue
-        newest = max(accepted, key=lambda v: v.version)
         reason = _create_one(session, article_id, newest, now, mailed_since, created)
         if reason:
             skipped[reason] += 1
@@ -190,6 +197,14 @@ def create_corrections(
     return created
 
 
+def _existing_keys(session: Session, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 1000):  # bounded IN lists
+        chunk = keys[start : start + 1000]
+        found.update(session.scalars(sa.select(Edition.idempotency_key).where(Edition.idempotency_key.in_(chunk))))
+    return found
+
+
 def _create_one(
     session: Session,
     article_id: int,
@@ -200,8 +215,6 @@ def _create_one(
 ) -> str | None:
     """Create the correction for one article; return why not when it is skipped."""
     key = key_for(article_id, newest.version)
-    if session.scalar(sa.select(Edition.id).where(Edition.idempotency_key == key)) is not None:
-        return "exists"
     earlier = _earlier_editions(session, article_id, newest.version, mailed_since)
     if not earlier:
         return "never_mailed"  # nobody got an older version recently: nothing to correct
