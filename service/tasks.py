@@ -21,16 +21,22 @@ def poll_due_feeds() -> list[dict]:
     reports = ingest_all()
     for r in reports:
         log.info("ingest.feed", feed_id=r.feed_id, new=r.new, major=r.major, minor=r.minor, error=r.error)
-    _corrections_if_major(reports)
+    enqueue_corrections_if_major(reports)
     return [r.summary() for r in reports]
 
 
-def _corrections_if_major(reports) -> None:
-    # Cheap: the corrections check runs only when this poll recorded a major update.
+def enqueue_corrections_if_major(reports) -> bool:
+    """Cheap: the corrections check runs only when a poll recorded a major update."""
     from service.config import get_settings
 
-    if get_settings().corrections != "off" and any(r.major for r in reports):
+    if get_settings().corrections == "off" or not any(r.major for r in reports):
+        return False
+    try:
         make_corrections.delay()
+    except Exception:  # noqa: BLE001 — the articles are committed; the next major update's run looks back 48 h
+        log.exception("corrections.enqueue_failed")
+        return False
+    return True
 
 
 @app.task(name="nashra.digest.corrections", acks_late=True)

@@ -329,6 +329,69 @@ def test_two_workers_racing_create_one_edition(pg_env, feed_server):
         assert len(_corrections(s)) == 1
 
 
+def test_the_ingest_task_enqueues_the_check_only_after_a_major_update(redis_url, monkeypatch):
+    import json
+
+    import redis
+
+    from service.articles.ingest import PollReport
+    from service.celery_app import configure
+    from service.tasks import enqueue_corrections_if_major
+
+    configure()  # this process's producer talks to the test Redis, under the test prefix
+    queue = get_settings().redis_key_prefix + "digests"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert enqueue_corrections_if_major([PollReport(feed_id=1, new=3, minor=2), PollReport(feed_id=2)]) is False
+        assert client.llen(queue) == 0  # new articles and wording fixes: no check at all
+        assert enqueue_corrections_if_major([PollReport(feed_id=1, minor=1), PollReport(feed_id=2, major=1)]) is True
+        (raw,) = client.lrange(queue, 0, -1)
+        assert json.loads(raw)["headers"]["task"] == "nashra.digest.corrections"
+        monkeypatch.setenv("CORRECTIONS", "off")
+        reset_settings()
+        assert enqueue_corrections_if_major([PollReport(feed_id=2, major=4)]) is False
+        assert client.llen(queue) == 1
+    finally:
+        client.delete(queue)
+        client.close()
+        configure()
+
+
+def test_a_draft_correction_whose_planning_was_lost_is_planned_on_the_next_run(pg_env, redis_url):
+    """Killed between commit and enqueue: the next run hands the stalled draft out again
+    (planning twice is harmless); a draft made a moment ago is left to its own message."""
+    import json
+
+    import redis
+
+    from service.celery_app import configure
+    from service.db import session_scope
+    from service.tasks import make_corrections
+
+    configure()
+    queue = get_settings().redis_key_prefix + "digests"
+    client = redis.Redis.from_url(redis_url)
+    now = utcnow()
+    try:
+        with session_scope() as s:
+            stalled, fresh, planned = (
+                Edition(kind=EditionKind.correction, status=status, created_at=now - age, params={})
+                for status, age in ((EditionStatus.draft, dt.timedelta(minutes=10)),
+                                    (EditionStatus.draft, dt.timedelta(minutes=1)),
+                                    (EditionStatus.planned, dt.timedelta(minutes=10)))
+            )
+            s.add_all([stalled, fresh, planned])
+        assert make_corrections() == [stalled.id]
+        sent = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+        assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in sent] == [
+            ("nashra.alert.plan", f"({stalled.id},)")
+        ]
+    finally:
+        client.delete(queue)
+        client.close()
+        configure()
+
+
 # ------------------------------------------------------------------ end to end
 
 
