@@ -264,6 +264,29 @@ def test_a_cancelled_earlier_edition_is_skipped_with_one_log_line(db_session, fe
     assert _corrections(db_session) == []
 
 
+def test_odd_articles_are_skipped_and_the_rest_still_get_their_correction(db_session, feed_server):
+    ensure_sections(db_session)
+    _poll(db_session, feed_server, ORIGINAL, T0)
+    sport, drought = _article(db_session, SPORT_GUID), _article(db_session, DROUGHT_GUID)
+    _mailed(db_session, EditionKind.digest, [sport, drought], _readers(db_session, 1), at=T0 + dt.timedelta(minutes=5))
+    both = UPDATED.replace("<title>الأمم المتحدة تحذر من موجة جفاف", "<title>تحديث: الأمم المتحدة تحذر من موجة جفاف")
+    _poll(db_session, feed_server, both, T0 + dt.timedelta(hours=1))
+    assert (sport.version, drought.version) == (2, 2)
+    drought.url = "javascript:alert(1)"  # a row the mail could not link to
+    db_session.flush()
+
+    with capture_logs() as logs:
+        made = create_corrections(db_session, now=T0 + dt.timedelta(hours=1, minutes=1))
+
+    assert [c.params["article_id"] for c in made] == [sport.id]
+    skipped = [e for e in logs if e["event"] == "correction.skipped"]
+    assert [(e["reason"], e["article_id"]) for e in skipped] == [("article_unusable", drought.id)]
+    # An article deleted outright takes its history with it: nothing to correct, no error.
+    db_session.delete(sport)
+    db_session.flush()
+    assert create_corrections(db_session, now=T0 + dt.timedelta(hours=1, minutes=2)) == []
+
+
 def test_corrections_off_creates_nothing(db_session, feed_server, monkeypatch):
     monkeypatch.setenv("CORRECTIONS", "off")
     reset_settings()
