@@ -56,6 +56,9 @@ def celery_config(settings: Settings) -> dict:
         "beat_schedule": {
             "ingest-every-minute": {"task": "nashra.ingest.poll_due", "schedule": 60.0},
             "sweep-leases": {"task": "nashra.delivery.sweep", "schedule": 60.0},
+            # Ingest triggers corrections when it sees a major update; this hourly run is
+            # the safety net for a trigger lost while the broker was down.
+            "corrections-hourly": {"task": "nashra.digest.corrections", "schedule": crontab(minute=17)},
             "daily-digest": {
                 "task": "nashra.digest.send_scheduled",
                 "schedule": crontab(hour=hour, minute=minute),

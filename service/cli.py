@@ -101,6 +101,9 @@ def cmd_ingest(args) -> int:
     _settings(require_secret=False)
     # Every feed now, but an unchanged one still costs only a 304; --force re-reads all.
     reports = ingest_all(force=args.force, all_feeds=True)
+    from service.tasks import enqueue_corrections_if_major
+
+    enqueue_corrections_if_major(reports)  # readers who got an older version hear of a major update
     if not reports:
         print("no feeds configured: add one with `nashra feeds add URL` or set FEED_URLS")
         return 1
