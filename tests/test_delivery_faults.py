@@ -335,3 +335,24 @@ def test_idle_connection_closed_by_the_server_is_reopened_without_a_retry(pg_env
     eid2 = planned_edition(2, prefix="later")
     run_all_batches(eid2)
     assert set(ledger(eid2).values()) == {"sent"}
+
+
+def test_a_slow_batch_keeps_its_lease_so_the_sweeper_never_steals_it(pg_env, redis_url, smtp_sink, monkeypatch):
+    from service.celery_app import configure
+
+    monkeypatch.setenv("LEASE_SECONDS", "1")
+    reset_settings()
+    configure()
+    smtp_sink.delay = 0.1  # 30 messages: three times the lease
+    eid = planned_edition(30)
+    worker = threading.Thread(target=run_all_batches, args=(eid,))
+    worker.start()
+    expired = 0
+    while worker.is_alive():
+        with session_scope() as s:
+            expired += sweep(s).expired
+        time.sleep(0.2)
+    worker.join()
+    assert expired == 0
+    assert sorted(smtp_sink.copies().values()) == [1] * 30
+    assert set(ledger(eid).values()) == {"sent"}

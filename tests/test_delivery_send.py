@@ -148,3 +148,20 @@ def test_an_address_no_header_can_carry_fails_alone(pg_env, smtp_sink):
     states = ledger(eid)
     assert states["قارئ0@example.com"] == "failed"
     assert states["reader0@example.com"] == states["reader1@example.com"] == "sent"
+
+
+def test_the_embedded_default_sqlite_sends_too(sqlite_env, smtp_sink):
+    eid = planned_edition(30)
+    with session_scope() as s:
+        ranges = fanout.batch_ranges(s, eid, 10)
+    assert len(ranges) == 3
+    for a, b in ranges:
+        send_batch(eid, a, b)
+    assert len(smtp_sink.messages) == 30
+    assert set(ledger(eid).values()) == {"sent"}
+    from service.delivery.sweeper import sweep
+
+    with session_scope() as s:
+        sweep(s)
+        assert s.get(Edition, eid).status == EditionStatus.done
+        assert progress(s, eid)["sent"] == 30
