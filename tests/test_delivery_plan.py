@@ -152,3 +152,43 @@ def test_plan_runs_on_sqlite(sqlite_env):
     with session_scope() as s:
         assert plan(s, eid, renderer=renderer()) == 6
         assert {v for (v,) in s.execute(sa.select(Delivery.variant).where(Delivery.edition_id == eid))} == {"all", "[2]"}
+
+
+def _correction_case(s):
+    """Three readers of one digest: every section, the article's section, another section."""
+    from service.models import Article, Section
+
+    sport = Section(slug="sport", name="رياضة")
+    economy = Section(slug="economy", name="اقتصاد")
+    s.add_all([sport, economy])
+    s.flush()
+    add_subscribers(s, 1, prefix="all")
+    add_subscribers(s, 1, prefix="sport", sections=[sport.id, economy.id])
+    add_subscribers(s, 1, prefix="economy", sections=[economy.id])
+    s.flush()
+    article = Article(guid="g-sport", url="https://news.example/s", title="مباراة", content_hash="x", section_id=sport.id)
+    s.add(article)
+    s.flush()
+    digest = make_edition(s)
+    s.add(EditionArticle(edition_id=digest, article_id=article.id, version=1))
+    plan(s, digest, renderer=renderer())
+    s.execute(sa.update(Delivery).where(Delivery.edition_id == digest).values(status="sent"))
+    correction = make_edition(s, "correction", None, edition_ids=[digest])
+    s.add(EditionArticle(edition_id=correction, article_id=article.id, version=2))
+    s.flush()
+    return correction
+
+
+def test_a_correction_skips_readers_whose_variant_left_the_article_out(db_session):
+    correction = _correction_case(db_session)
+    assert plan(db_session, correction, renderer=renderer()) == 2
+    assert [e for e, _, _ in _rows(db_session, correction)] == ["all0@example.com", "sport0@example.com"]
+
+
+def test_the_correction_rule_holds_on_sqlite(sqlite_env):
+    from service.db import session_scope
+
+    with session_scope() as s:
+        correction = _correction_case(s)
+        assert plan(s, correction, renderer=renderer()) == 2
+        assert [e for e, _, _ in _rows(s, correction)] == ["all0@example.com", "sport0@example.com"]

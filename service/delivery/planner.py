@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.logging import get_logger
 from service.models import (
+    Article,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -62,7 +64,7 @@ def _variant_expr(edition: Edition) -> sa.ColumnElement[str]:
     )
 
 
-def _audience(edition: Edition) -> sa.Select:
+def _audience(edition: Edition, dialect: str) -> sa.Select:
     not_suppressed = ~sa.exists().where(Suppression.email == Subscriber.email)
     conds = [Subscriber.status == SubscriberStatus.active, not_suppressed]
     if edition.kind == EditionKind.digest:
@@ -72,7 +74,7 @@ def _audience(edition: Edition) -> sa.Select:
     elif edition.kind == EditionKind.alert:
         conds.append(Subscriber.alerts.is_(True))
     elif edition.kind == EditionKind.correction:
-        conds.append(_received_corrected_article(edition))
+        conds.append(_received_corrected_article(edition, dialect))
     else:  # pragma: no cover - the enum has three members
         raise PlanError(f"edition {edition.id}: unknown kind {edition.kind}")
     now = utcnow()
@@ -86,23 +88,44 @@ def _audience(edition: Edition) -> sa.Select:
     ).where(*conds)
 
 
-def _received_corrected_article(edition: Edition) -> sa.ColumnElement[bool]:
-    """Readers who were mailed (or maybe mailed) an earlier edition carrying the article."""
-    named = (edition.params or {}).get("edition_ids")
-    if named:
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in named):
-            raise PlanError(f"edition {edition.id}: params.edition_ids must be a list of ids")
-        earlier = Delivery.edition_id.in_(named)
+def _variant_shows(variant: sa.ColumnElement, section_id: sa.ColumnElement, dialect: str) -> sa.ColumnElement[bool]:
+    """Did a reader of this variant see an article of this section?  'all' sees every
+    section (and the unsectioned articles); a list sees only its own sections."""
+    if dialect == "postgresql":
+        listed = sa.cast(variant, postgresql.JSONB).op("@>")(sa.func.to_jsonb(section_id))
     else:
-        mine = sa.select(EditionArticle.article_id).where(EditionArticle.edition_id == edition.id)
-        carried = sa.select(EditionArticle.edition_id).where(
-            EditionArticle.article_id.in_(mine), EditionArticle.edition_id != edition.id
-        )
-        earlier = Delivery.edition_id.in_(carried)
-    return sa.exists().where(
+        items = sa.func.json_each(variant).table_valued("value")
+        listed = sa.exists(sa.select(sa.literal(1)).select_from(items).where(items.c.value == section_id))
+    return sa.case((variant == ALL, sa.true()), else_=listed)
+
+
+def _received_corrected_article(edition: Edition, dialect: str) -> sa.ColumnElement[bool]:
+    """Readers who were mailed (or maybe mailed: `unknown`) an earlier edition in which
+    the corrected article appeared — in *their* variant of it, not just in the edition."""
+    named = (edition.params or {}).get("edition_ids")
+    if named is not None and not (
+        isinstance(named, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in named)
+    ):
+        raise PlanError(f"edition {edition.id}: params.edition_ids must be a list of ids")
+    received = [
         Delivery.subscriber_id == Subscriber.id,
-        earlier,
         Delivery.status.in_([DeliveryStatus.sent, DeliveryStatus.unknown]),
+        Delivery.edition_id != edition.id,
+    ]
+    if named:
+        received.append(Delivery.edition_id.in_(named))
+    if not edition.articles:
+        # Nothing to match on: the named editions decide alone (none named: nobody).
+        return sa.exists().where(*received) if named else sa.false()
+    carried = sa.orm.aliased(EditionArticle)
+    article = sa.orm.aliased(Article)
+    mine = sa.select(EditionArticle.article_id).where(EditionArticle.edition_id == edition.id)
+    return sa.exists().where(
+        *received,
+        carried.edition_id == Delivery.edition_id,
+        carried.article_id.in_(mine),
+        article.id == carried.article_id,
+        _variant_shows(Delivery.variant, article.section_id, dialect),
     )
 
 
@@ -113,7 +136,7 @@ def _insert_audience(session: Session, edition: Edition) -> None:
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if insert is None:
         raise PlanError(f"planning needs PostgreSQL or SQLite, not {dialect}")
-    stmt = insert(table).from_select(cols, _audience(edition)).on_conflict_do_nothing(
+    stmt = insert(table).from_select(cols, _audience(edition, dialect)).on_conflict_do_nothing(
         index_elements=["edition_id", "subscriber_id"]
     )
     session.execute(stmt)
