@@ -192,17 +192,22 @@ def test_auth_failure_pauses(pg_env, redis_url, monkeypatch):
         sink.stop()
 
 
-def test_tls_failure_pauses(pg_env, monkeypatch, tmp_path):
+def _server_tls(tmp_path, name: str, san: str | None = None):
     import ssl
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=not-the-host.example"],
-        check=True, capture_output=True,
-    )
+    key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+           "-days", "1", "-subj", f"/CN={name}"]
+    if san:
+        cmd += ["-addext", f"subjectAltName={san}"]
+    subprocess.run(cmd, check=True, capture_output=True)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
+    return ctx, cert
+
+
+def test_tls_failure_pauses(pg_env, monkeypatch, tmp_path):
+    ctx, _ = _server_tls(tmp_path, "not-the-host.example")
     sink = SmtpSink(tls_context=ctx)
     sink.start()
     try:
@@ -356,3 +361,20 @@ def test_a_slow_batch_keeps_its_lease_so_the_sweeper_never_steals_it(pg_env, red
     assert expired == 0
     assert sorted(smtp_sink.copies().values()) == [1] * 30
     assert set(ledger(eid).values()) == {"sent"}
+
+
+@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
+def test_tls_and_auth_as_configured_send(pg_env, monkeypatch, tmp_path, scheme):
+    ctx, cert = _server_tls(tmp_path, "sink.test", san="IP:127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the one CA this test trusts
+    sink = SmtpSink(auth={"nashra": "s3cret"}, **({"tls_context": ctx} if scheme == "smtp+starttls" else {"ssl_context": ctx}))
+    sink.start()
+    try:
+        monkeypatch.setenv("SMTP_URL", f"{scheme}://nashra:s3cret@127.0.0.1:{sink.port}")
+        reset_settings()
+        eid = planned_edition(3)
+        run_all_batches(eid)
+        assert len(sink.messages) == 3
+        assert set(ledger(eid).values()) == {"sent"}
+    finally:
+        sink.stop()

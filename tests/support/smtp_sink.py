@@ -12,7 +12,8 @@ Fault injection, for the delivery tests:
   (recorded in `sink.unanswered`, not in `sink.messages`): RFC 1047's case;
 * `sink.delay = 0.05`                     — wait this long before answering each DATA;
 * any reply starting with 421 closes the connection after it is sent, as servers do;
-* `SmtpSink(auth={"user": "pass"})`, `SmtpSink(tls_context=ctx)` — AUTH and STARTTLS;
+* `SmtpSink(auth={"user": "pass"})`, `SmtpSink(tls_context=ctx)`, `SmtpSink(ssl_context=ctx)`
+  — AUTH, STARTTLS, and TLS from the first byte (smtps);
 * `silent_server()` — a port that accepts connections and never says a word.
 """
 
@@ -133,7 +134,7 @@ class _Controller(Controller):
 
 class SmtpSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, auth: dict[str, str] | None = None,
-                 tls_context=None):
+                 tls_context=None, ssl_context=None):
         self.host = host
         self.port = port or _free_port()
         self.messages: list[Received] = []
@@ -160,7 +161,7 @@ class SmtpSink:
             server_kwargs.update(tls_context=tls_context)
         self._controller = _Controller(
             self, _Handler(self), hostname=host, port=self.port, data_size_limit=50_000_000,
-            server_kwargs=server_kwargs,
+            server_kwargs=server_kwargs, ssl_context=ssl_context,
         )
 
     def start(self) -> None:
