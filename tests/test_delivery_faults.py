@@ -19,6 +19,7 @@ from service.config import reset_settings
 from service.db import session_scope
 from service.delivery import control, fanout
 from service.delivery.batch import SenderRefused, send_batch
+from service.delivery.progress import progress
 from service.delivery.smtp import close_connection, connection
 from service.delivery.sweeper import sweep
 from service.models import (
@@ -248,7 +249,7 @@ def test_no_reply_after_data_is_unknown_and_never_resent(pg_env, redis_url, smtp
     assert "reader1@example.com" not in smtp_sink.recipients()
     assert edition(eid).status == EditionStatus.done
     with session_scope() as s:
-        p = __import__("service.delivery.progress", fromlist=["progress"]).progress(s, eid)
+        p = progress(s, eid)
         assert p["unknown"] == 1 and p["remaining"] == 0
         # the operator may decide to send them again
         assert control.resend_unknown(s, eid, actor="cli") == 1
