@@ -165,3 +165,19 @@ def test_the_embedded_default_sqlite_sends_too(sqlite_env, smtp_sink):
         sweep(s)
         assert s.get(Edition, eid).status == EditionStatus.done
         assert progress(s, eid)["sent"] == 30
+
+
+def test_send_one_for_transactional_mail(smtp_sink):
+    from service.delivery.smtp import SmtpError, SmtpTransientError, send_one
+
+    msg = b"From: a@nashra.example\r\nTo: x@example.com\r\nSubject: hi\r\n\r\n.line starting with a dot\r\n"
+    assert send_one("x@example.com", msg).code == 250
+    assert smtp_sink.wait_for(1)[0].data.endswith(b".line starting with a dot\r\n")  # dot-stuffed on the wire
+    smtp_sink.rcpt_replies["later@example.com"] = "451 4.3.0 try later"
+    smtp_sink.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
+    with pytest.raises(SmtpTransientError) as transient:
+        send_one("later@example.com", msg)
+    assert isinstance(transient.value, OSError)  # Celery's autoretry_for=(OSError,) retries it
+    with pytest.raises(SmtpError) as final:
+        send_one("nobody@example.com", msg)
+    assert not isinstance(final.value, OSError)
