@@ -44,14 +44,11 @@ def make_corrections() -> list[int]:
     """Correction editions for recent major updates, each planned after the commit."""
     from service.celery_app import send_after_commit
     from service.delivery.tasks import plan_edition
-    from service.editions.corrections import create_corrections, stalled_corrections
+    from service.editions.corrections import create_corrections
 
     with session_scope() as session:
-        # Drafts whose planning message was lost (killed between commit and enqueue).
-        ids = stalled_corrections(session)
-        if ids:
-            log.warning("corrections.replan_stalled", edition_ids=ids)
-        ids += [e.id for e in create_corrections(session)]
+        # A draft whose planning message is lost is re-planned by the sweeper.
+        ids = [e.id for e in create_corrections(session)]
         for edition_id in ids:
             send_after_commit(session, plan_edition.si(edition_id).set(queue="digests"))
     return ids

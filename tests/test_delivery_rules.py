@@ -204,6 +204,43 @@ def test_sweeper_redispatches_a_stalled_edition_only_when_its_queue_is_empty(pg_
     configure()
 
 
+def test_sweep_task_replans_drafts_whose_planning_message_was_lost(pg_env, redis_url):
+    """Committed, then the process died (or the broker was down) before the plan message
+    went out: the next sweep hands the draft to the planner on its own queue.  A draft
+    made a moment ago is left to its own message; a planned edition is not a draft."""
+    import redis
+
+    from service.celery_app import configure
+    from service.delivery.tasks import sweep as sweep_task
+    from service.models import EditionKind
+
+    configure()
+    now = utcnow()
+    with session_scope() as s:
+        lost_alert = Edition(kind=EditionKind.alert, status=EditionStatus.draft, params={},
+                             created_at=now - dt.timedelta(minutes=3))
+        lost_correction = Edition(kind=EditionKind.correction, status=EditionStatus.draft, params={},
+                                  created_at=now - dt.timedelta(minutes=10))
+        fresh = Edition(kind=EditionKind.alert, status=EditionStatus.draft, params={}, created_at=now)
+        planned = Edition(kind=EditionKind.alert, status=EditionStatus.planned, params={},
+                          created_at=now - dt.timedelta(minutes=10))
+        s.add_all([lost_alert, lost_correction, fresh, planned])
+    assert sweep_task()["replanned"] == [lost_alert.id, lost_correction.id]
+    client = redis.Redis.from_url(redis_url)
+    prefix = get_settings().redis_key_prefix
+
+    def queued(queue):
+        return [(json.loads(m)["headers"]["task"], json.loads(m)["headers"]["argsrepr"])
+                for m in client.lrange(prefix + queue, 0, -1)]
+
+    try:
+        assert queued("alerts") == [("nashra.alert.plan", f"({lost_alert.id},)")]
+        assert queued("digests") == [("nashra.alert.plan", f"({lost_correction.id},)")]
+    finally:
+        client.close()
+        configure()
+
+
 def test_progress_reads_the_ledger(pg_env, smtp_sink):
     smtp_sink.rcpt_replies["reader3@example.com"] = "550 5.1.1 unknown"
     smtp_sink.rcpt_replies["reader4@example.com"] = "451 4.3.0 later"

@@ -10,6 +10,11 @@
    harmless if a message was not in fact lost: claims are conditional.
 3. Retry rows older than RETRY_MAX_AGE_HOURS (counted from the edition's start) → failed.
 4. `sending` editions with nothing left → `done`.
+5. Drafts older than STALLED_DRAFT_AFTER: created and committed, but the message that
+   should have planned them was lost (the process died between commit and enqueue, or
+   the broker was down at the editor's click).  Every draft that reaches the database
+   is meant to go (previews roll back), and planning twice is harmless, so the sweep
+   task hands them to the planner again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from service.logging import get_logger
 from service.models import DeliveryStatus, Edition, EditionStatus, utcnow
 
 log = get_logger(__name__)
+
+STALLED_DRAFT_AFTER = dt.timedelta(seconds=60)
+DRAFT_LOOKBACK = dt.timedelta(days=2)  # older drafts are news no more: left for an operator
 
 
 @dataclass
@@ -129,3 +137,20 @@ def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds
         return False
     depth = queue_depth(fanout.queue_for(edition.kind))
     return depth == 0
+
+
+def stalled_drafts(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:
+    """(edition id, kind) of recent drafts nobody planned; see step 5 above."""
+    now = now or utcnow()
+    rows = session.execute(
+        sa.select(Edition.id, Edition.kind)
+        .where(
+            Edition.status == EditionStatus.draft,
+            Edition.created_at >= now - DRAFT_LOOKBACK,
+            Edition.created_at < now - STALLED_DRAFT_AFTER,
+        )
+        .order_by(Edition.id)
+    ).all()
+    if rows:
+        log.warning("delivery.sweep.stalled_drafts", edition_ids=[r[0] for r in rows])
+    return [(edition_id, kind.value) for edition_id, kind in rows]

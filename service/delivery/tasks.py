@@ -58,11 +58,18 @@ def send_batch(edition_id: int, first_id: int, last_id: int) -> dict:
 
 @app.task(name="nashra.delivery.sweep", acks_late=True)
 def sweep() -> dict:
+    from service.celery_app import send_after_commit
+    from service.delivery.sweeper import stalled_drafts
     from service.delivery.sweeper import sweep as run
 
     with session_scope() as session:
         report = run(session)
-    return {"expired": report.expired, "redispatched": report.redispatched, "finished": report.finished}
+        replanned = stalled_drafts(session)
+        for edition_id, kind in replanned:
+            queue = "alerts" if kind == "alert" else "digests"
+            send_after_commit(session, plan_edition.si(edition_id).set(queue=queue))
+    return {"expired": report.expired, "redispatched": report.redispatched, "finished": report.finished,
+            "replanned": [edition_id for edition_id, _ in replanned]}
 
 
 @signals.worker_process_shutdown.connect

@@ -54,9 +54,6 @@ LOOKBACK = dt.timedelta(hours=48)
 # correction/update note (service/articles/versions.py::classify).  Test-pinned.
 NOTE_SIGNAL = "correction/update note added"
 NOTE_MAX = 400  # characters of the site's note quoted in the mail
-# A draft correction older than this was created but its planning task was lost (the
-# process died between commit and enqueue): `stalled_corrections` hands it out again.
-STALLED_AFTER = dt.timedelta(minutes=5)
 POLICIES = ("off", "notes", "major")
 CARRYING_KINDS = (EditionKind.digest, EditionKind.alert)
 MAILED = (DeliveryStatus.sent, DeliveryStatus.unknown)  # unknown: maybe delivered (RFC 1047)
@@ -283,24 +280,3 @@ def _create_one(
     created.append(edition)
     return None
 
-
-def stalled_corrections(session: Session, *, now: dt.datetime | None = None) -> list[int]:
-    """Ids of recent correction editions still in draft well after their creation.
-
-    The task enqueues planning only after its commit; a process killed in between
-    leaves a draft nobody plans.  Planning twice is harmless (the ledger is unique per
-    reader), so handing these out again on the next run is safe.
-    """
-    now = now or utcnow()
-    return list(
-        session.scalars(
-            sa.select(Edition.id)
-            .where(
-                Edition.kind == EditionKind.correction,
-                Edition.status == EditionStatus.draft,
-                Edition.created_at >= now - LOOKBACK,
-                Edition.created_at < now - STALLED_AFTER,
-            )
-            .order_by(Edition.id)
-        )
-    )
