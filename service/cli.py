@@ -195,6 +195,25 @@ def cmd_status(args) -> int:
         time.sleep(args.interval)
 
 
+def cmd_edition_control(args) -> int:
+    from service.db import session_scope
+    from service.delivery import control
+
+    _settings(require_secret=False)
+    action = args.action.replace("-", "_")
+    try:
+        with session_scope() as session:
+            result = getattr(control, action)(session, args.edition, "cli")
+    except control.ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if action == "resend_unknown":
+        print(f"edition {args.edition}: {result} message(s) whose fate was unknown queued again")
+    else:
+        print(f"edition {args.edition}: {result.status.value}")
+    return 0
+
+
 def cmd_subscribers_import(args) -> int:
     from service.db import session_scope
     from service.subscribers.csvio import CsvError, import_csv
@@ -295,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--watch", action="store_true")
     st.add_argument("--interval", type=float, default=2.0)
     st.set_defaults(func=cmd_status)
+
+    ec = sub.add_parser("edition", help="pause, resume or cancel an edition; re-send its unknown messages")
+    ec.add_argument("action", choices=["pause", "resume", "cancel", "resend-unknown"])
+    ec.add_argument("edition", type=int)
+    ec.set_defaults(func=cmd_edition_control)
 
     sb = sub.add_parser("subscribers", help="import and export subscribers (CSV)")
     sbs = sb.add_subparsers(dest="subscribers_command", required=True)

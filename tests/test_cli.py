@@ -161,3 +161,20 @@ def test_editors_add_twice_is_a_clear_error(pg_env):
     assert nashra("editors", "add", "سامي").returncode == 0
     again = nashra("editors", "add", "سامي")
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_edition_pause_resume_cancel_from_the_cli(pg_env, redis_url):
+    with session_scope() as s:
+        ed = Edition(kind=EditionKind.alert, status=EditionStatus.sending, title="عاجل", params={})
+        s.add(ed)
+        s.flush()
+        edition_id = ed.id
+    assert "paused" in nashra("edition", "pause", str(edition_id)).stdout
+    again = nashra("edition", "pause", str(edition_id))
+    assert again.returncode == 2 and "only a planned or sending edition" in again.stderr
+    assert nashra("edition", "resume", str(edition_id)).returncode == 0
+    assert "cancelled" in nashra("edition", "cancel", str(edition_id)).stdout
+    with session_scope() as s:
+        assert s.get(Edition, edition_id).status == EditionStatus.cancelled
+    missing = nashra("edition", "cancel", "999999")
+    assert missing.returncode == 2 and "no edition" in missing.stderr

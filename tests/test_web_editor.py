@@ -116,6 +116,21 @@ def test_api_progress_and_cancel(client, token):
     assert client.post("/api/editions/999999/cancel", headers=auth(token)).status_code == 404
 
 
+def test_api_pause_and_resume(client, token):
+    edition_id = client.post("/api/alerts", json=ALERT, headers=auth(token)).json()["edition_id"]
+    # A draft cannot be paused: nothing is sending yet.
+    refused = client.post(f"/api/editions/{edition_id}/pause", headers=auth(token))
+    assert refused.status_code == 409 and "paused" in refused.json()["error"]
+    with session_scope() as s:
+        s.get(Edition, edition_id).status = EditionStatus.sending
+    paused = client.post(f"/api/editions/{edition_id}/pause", headers=auth(token))
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    resumed = client.post(f"/api/editions/{edition_id}/resume", headers=auth(token))
+    assert resumed.status_code == 200 and resumed.json()["status"] in ("planned", "sending")
+    assert client.post(f"/api/editions/{edition_id}/explode", headers=auth(token)).status_code == 404
+    assert client.post(f"/api/editions/{edition_id}/pause").status_code == 401
+
+
 # ------------------------------------------------------------------ pages
 
 

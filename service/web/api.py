@@ -99,25 +99,35 @@ def edition_progress(edition_id: int) -> dict | None:
         return progress(s, edition_id)
 
 
-class CancelRefused(ValueError):
-    """The edition cannot be cancelled (already done or cancelled)."""
+class ControlRefused(ValueError):
+    """The edition's state does not allow the action (e.g. cancelling a finished one)."""
 
 
-def cancel_edition(edition_id: int, editor: EditorIdentity) -> dict | None:
-    """Cancel an edition; returns its progress afterwards, or None if there is no such edition."""
-    from service.delivery.control import ControlError, cancel
+CONTROL_ACTIONS = ("cancel", "pause", "resume")
+
+
+def control_edition(edition_id: int, editor: EditorIdentity, action: str) -> dict | None:
+    """Cancel, pause or resume an edition; returns its progress afterwards, or None if
+    there is no such edition.  Resume re-dispatches after the commit."""
+    from service.delivery import control
     from service.delivery.progress import progress
 
+    if action not in CONTROL_ACTIONS:
+        raise ValueError(action)
     with session_scope() as s:
         if s.get(Edition, edition_id) is None:
             return None
         try:
-            cancel(s, edition_id, editor.actor)
-        except ControlError as exc:
-            raise CancelRefused(str(exc)) from None
+            getattr(control, action)(s, edition_id, editor.actor)
+        except control.ControlError as exc:
+            raise ControlRefused(str(exc)) from None
         result = progress(s, edition_id)
-    log.info("edition_cancel_requested", edition_id=edition_id, editor_id=editor.id)
+    log.info("edition_control", action=action, edition_id=edition_id, editor_id=editor.id)
     return result
+
+
+def cancel_edition(edition_id: int, editor: EditorIdentity) -> dict | None:
+    return control_edition(edition_id, editor, "cancel")
 
 
 @router.get("/editions/{edition_id}")
@@ -131,14 +141,16 @@ def get_edition(request: Request, edition_id: int):
     return data
 
 
-@router.post("/editions/{edition_id}/cancel")
-def post_cancel(request: Request, edition_id: int):
+@router.post("/editions/{edition_id}/{action}")
+def post_control(request: Request, edition_id: int, action: str):
     editor = bearer_editor(request)
     if editor is None:
         return _unauthorised()
+    if action not in CONTROL_ACTIONS:
+        return JSONResponse({"error": f"unknown action; use one of {', '.join(CONTROL_ACTIONS)}"}, status_code=404)
     try:
-        data = cancel_edition(edition_id, editor)
-    except CancelRefused as exc:
+        data = control_edition(edition_id, editor, action)
+    except ControlRefused as exc:
         return JSONResponse({"error": str(exc)}, status_code=409)
     if data is None:
         return JSONResponse({"error": "no such edition"}, status_code=404)

@@ -20,7 +20,7 @@ from service.db import session_scope
 from service.logging import get_logger
 from service.models import Edition
 from service.web import csrf
-from service.web.api import AlertRequest, CancelRefused, cancel_edition, send_alert
+from service.web.api import AlertRequest, ControlRefused, cancel_edition, send_alert
 from service.web.auth import COOKIE, EditorIdentity, _lookup, cookie_editor
 from service.web.templating import render
 
@@ -205,7 +205,7 @@ async def cancel(request: Request, edition_id: int):
     def work():
         try:
             found = cancel_edition(edition_id, editor)
-        except CancelRefused as exc:
+        except ControlRefused as exc:
             return _page(request, editor, 409, error=f"لا يمكن إيقافها: {exc}")
         if found is None:
             return _page(request, editor, 404, error="لا توجد نشرة بهذا الرقم.")
