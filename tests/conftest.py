@@ -124,7 +124,13 @@ def db_session(pg_engine) -> Iterator[Session]:
 
 
 def _truncate_all(engine: sa.Engine) -> None:
+    from service.delivery import batch
     from service.models import Base
+
+    # Ids restart below, and workers cache prepared variants by (edition id, variant):
+    # harmless in production, where an id never comes back, but not between tests.
+    with batch._templates_lock:  # noqa: SLF001
+        batch._templates.clear()  # noqa: SLF001
 
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
