@@ -75,20 +75,20 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=DEFAULT_VAR_DIR, alias="NASHRA_VAR_DIR")
     site_name: str = "نشرة"
     list_id: str = "digest.nashra.example"
-    log_format: str = Field(default="auto", alias="LOG_FORMAT")  # auto | json | console
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="LOG_LEVEL")
     digest_daily_at: str = "07:00"  # local time in TIMEZONE
     digest_weekly_day: int = 5  # 0 = Monday … 5 = Saturday, the start of the Arab work week
     batch_size: int = 200
-    lease_seconds: int = 300
-    smtp_timeout: float = 30.0
-    retry_max_age_hours: int = 24
-    rate_per_second: float = 0.0  # 0 = unlimited (the SMTP server paces us)
-    rate_per_hour: int = 0
-    alert_rate_per_second: float = 0.0
+    lease_seconds: int = Field(default=300, ge=1, le=86_400)
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600)
+    retry_max_age_hours: int = Field(default=24, ge=1, le=24 * 14)
+    rate_per_second: float = Field(default=0.0, ge=0)  # 0 = unlimited (the SMTP server paces us)
+    rate_per_hour: int = Field(default=0, ge=0)
+    alert_rate_per_second: float = Field(default=0.0, ge=0)
     domain_rates: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
-    feed_timeout: float = 10.0
-    feed_max_bytes: int = 5_000_000
+    feed_timeout: float = Field(default=10.0, gt=0, le=300)
+    feed_max_bytes: int = Field(default=5_000_000, gt=0)
     hijri_dates: bool = False
     arabic_indic_digits: bool = False
     dkim_selector: str | None = None
@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("domain_rates", mode="before")
     @classmethod

@@ -21,6 +21,11 @@ from service.config import DEMO_SECRET_KEY, ConfigError, load_settings
         ("FEED_ALLOW_PRIVATE", "perhaps", "FEED_ALLOW_PRIVATE"),
         ("MAIL_FROM", "not an address", "MAIL_FROM"),
         ("DIGEST_DAILY_AT", "25:00", "DIGEST_DAILY_AT"),
+        ("LEASE_SECONDS", "0", "LEASE_SECONDS"),
+        ("SMTP_TIMEOUT", "-1", "SMTP_TIMEOUT"),
+        ("RATE_PER_SECOND", "fast", "RATE_PER_SECOND"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+        ("DOMAIN_RATES", "gmail.com", "DOMAIN_RATES"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch, var, value, needle):
