@@ -35,8 +35,9 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check service tests bench
 
+# Each benchmark prints its figures and its ratio to a reference measured in the same run.
 bench: install-test
-	$(BIN)/python bench/run_all.py
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* var/outbox
