@@ -17,21 +17,31 @@ from service.models import Edition, EditionKind, utcnow
 
 log = get_logger(__name__)
 
+ALERT_BATCH_MAX = 50
+
 
 def queue_for(kind: EditionKind | str) -> str:
     """Alerts never wait behind digests: their own queue (and their own workers)."""
     return "alerts" if EditionKind(kind) == EditionKind.alert else "digests"
 
 
-def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None) -> list[tuple[int, int]]:
-    """[(first_id, last_id), …] covering the claimable rows, `batch_size` rows each."""
+def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None,
+                 subscribers: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """[(first_id, last_id), …] covering the claimable rows, `batch_size` rows each.
+
+    subscribers=(after, through): only the rows of that chunk of subscriber ids (what
+    one planning chunk wrote), found through the (edition, subscriber) unique index.
+    """
     if ids is not None:
         ids = sorted(ids)
         return [(chunk[0], chunk[-1]) for chunk in (ids[i : i + batch_size] for i in range(0, len(ids), batch_size))]
     now = utcnow()
+    conds = [D.c.edition_id == edition_id, claimable(now)]
+    if subscribers is not None:
+        conds += [D.c.subscriber_id > subscribers[0], D.c.subscriber_id <= subscribers[1]]
     numbered = (
         sa.select(D.c.id, sa.func.row_number().over(order_by=D.c.id).label("rn"))
-        .where(D.c.edition_id == edition_id, claimable(now))
+        .where(*conds)
         .subquery()
     )
     starts = conn.execute(
@@ -44,6 +54,15 @@ def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None =
     return list(zip(starts, ends, strict=True))
 
 
+def batch_size_for(kind: EditionKind | str, configured: int) -> int:
+    """Alerts go in small batches: every alert worker starts at once and they finish
+    together, instead of one worker sending a 200-row tail alone.  A batch costs one
+    small Celery message and four short queries, about 1 % of 50 alert messages."""
+    if EditionKind(kind) == EditionKind.alert:
+        return min(configured, ALERT_BATCH_MAX)
+    return configured
+
+
 def signatures(edition: Edition, ranges: list[tuple[int, int]]):
     from service.delivery.tasks import send_batch
 
@@ -51,14 +70,16 @@ def signatures(edition: Edition, ranges: list[tuple[int, int]]):
     return [send_batch.si(edition.id, first, last).set(queue=queue) for first, last in ranges]
 
 
-def dispatch(session, edition: Edition, ids: list[int] | None = None, after_commit: bool = True) -> int:
-    """Enqueue batch tasks for the edition's claimable rows (or for `ids`); return how many.
+def dispatch(session, edition: Edition, ids: list[int] | None = None, after_commit: bool = True,
+             subscribers: tuple[int, int] | None = None) -> int:
+    """Enqueue batch tasks for the edition's claimable rows (or for `ids`, or for the rows
+    of one planning chunk, `subscribers`=(after, through)); return how many.
 
     With after_commit (the default) the messages leave only once the caller's
     transaction commits, so a worker never looks for rows it cannot see yet.
     """
-    size = get_settings().batch_size
-    ranges = batch_ranges(session, edition.id, size, ids)
+    size = batch_size_for(edition.kind, get_settings().batch_size)
+    ranges = batch_ranges(session, edition.id, size, ids, subscribers)
     sigs = signatures(edition, ranges)
     if not sigs:
         return 0

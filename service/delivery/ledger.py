@@ -12,6 +12,7 @@ only ever have *one* sent-but-unrecorded message per connection.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -27,6 +28,9 @@ from service.models import (
 )
 
 D = Delivery.__table__
+# Present in an edition's params while the planner is still writing its audience in
+# chunks (value: the ISO time of the last chunk); see planner.plan_chunk.
+PLANNING = "planning"
 CLAIMABLE = (DeliveryStatus.queued, DeliveryStatus.retry)
 REMAINING = (DeliveryStatus.queued, DeliveryStatus.claimed, DeliveryStatus.retry)
 
@@ -84,24 +88,54 @@ _E = Edition.__table__
 _X = Suppression.__table__
 
 
+# The two statements every message runs are built once: building a SQLAlchemy
+# statement costs about as much CPU as executing it (the state query and the outcome
+# write are the per-message hot path; see bench/bench_alert_latency.py).
+_RECIPIENT_STATE = (
+    sa.select(
+        _E.c.status,
+        _S.c.status,
+        _S.c.email,
+        _S.c.token_version,
+        _S.c.alerts,
+        _S.c.frequency,
+        sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
+    )
+    .select_from(_S.join(_E, _E.c.id == sa.bindparam("edition_id")))
+    .where(_S.c.id == sa.bindparam("subscriber_id"))
+)
+
+
 def recipient_state(conn, edition_id: int, subscriber_id: int) -> RecipientState | None:
     """Everything the send decision needs, read in one round trip just before sending."""
-    row = conn.execute(
-        sa.select(
-            _E.c.status,
-            _S.c.status,
-            _S.c.email,
-            _S.c.token_version,
-            _S.c.alerts,
-            _S.c.frequency,
-            sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
-        )
-        .select_from(_S.join(_E, _E.c.id == edition_id))
-        .where(_S.c.id == subscriber_id)
-    ).first()
+    row = conn.execute(_RECIPIENT_STATE, {"edition_id": edition_id, "subscriber_id": subscriber_id}).first()
     if row is None:
         return None
     return RecipientState(EditionStatus(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], bool(row[6]))
+
+
+@functools.cache
+def _record_statement(with_message_id: bool, sent: bool, attempted: bool) -> sa.Update:
+    values: dict = {
+        "status": sa.bindparam("status"),
+        "smtp_code": sa.bindparam("smtp_code"),
+        "smtp_reply": sa.bindparam("smtp_reply"),
+        "lease_until": None,
+        "updated_at": sa.bindparam("now"),
+        "next_attempt_at": sa.bindparam("next_attempt_at"),
+    }
+    if with_message_id:
+        values["message_id"] = sa.bindparam("message_id")
+    if sent:
+        values["sent_at"] = sa.bindparam("now")
+    if attempted:
+        values["attempts"] = D.c.attempts + 1
+    return (
+        sa.update(D)
+        .where(D.c.id == sa.bindparam("delivery_id"), D.c.status == DeliveryStatus.claimed.value,
+               D.c.claimed_by == sa.bindparam("worker"))
+        .values(**values)
+    )
 
 
 def record(
@@ -117,27 +151,19 @@ def record(
     attempted: bool = True,
 ) -> bool:
     """Write one row's outcome, if this worker still holds it.  False = lease lost."""
-    now = utcnow()
-    values: dict = {
+    stmt = _record_statement(bool(message_id), status == DeliveryStatus.sent, attempted)
+    params = {
+        "delivery_id": delivery_id,
+        "worker": worker,
         "status": status.value,
         "smtp_code": smtp_code,
         "smtp_reply": (smtp_reply or None) and smtp_reply[:1000],
-        "lease_until": None,
-        "updated_at": now,
+        "now": utcnow(),
         "next_attempt_at": next_attempt_at,
     }
     if message_id:
-        values["message_id"] = message_id
-    if status == DeliveryStatus.sent:
-        values["sent_at"] = now
-    if attempted:
-        values["attempts"] = D.c.attempts + 1
-    result = conn.execute(
-        sa.update(D)
-        .where(D.c.id == delivery_id, D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
-        .values(**values)
-    )
-    return result.rowcount == 1
+        params["message_id"] = message_id
+    return conn.execute(stmt, params).rowcount == 1
 
 
 def suppress(conn, email: str, reason: str, detail: str | None) -> None:
@@ -189,7 +215,8 @@ def start_sending(conn, edition_id: int) -> None:
 
 
 def finish_if_complete(conn, edition_id: int) -> bool:
-    """planned/sending → done when no row is left to send (unknown rows wait for the operator)."""
+    """planned/sending → done when no row is left to send (unknown rows wait for the operator)
+    and the audience is complete (no chunk of it is still being written: see planner.PLANNING)."""
     left = sa.exists().where(D.c.edition_id == edition_id, D.c.status.in_([s.value for s in REMAINING]))
     return (
         conn.execute(
@@ -197,6 +224,7 @@ def finish_if_complete(conn, edition_id: int) -> bool:
             .where(
                 _E.c.id == edition_id,
                 _E.c.status.in_([EditionStatus.planned.value, EditionStatus.sending.value]),
+                _E.c.params[PLANNING].as_string().is_(None),
                 ~left,
             )
             .values(status=EditionStatus.done.value, finished_at=utcnow())

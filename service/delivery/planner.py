@@ -1,21 +1,30 @@
 """Freeze an edition's audience into the ledger, then render it once per variant.
 
-The audience is written by ONE `INSERT … SELECT` (the database does the work, so a
-million readers cost seconds and no Python memory), guarded by the unique
-(edition, subscriber) constraint so that planning twice inserts nothing new.  Each row
-carries its audience variant (the reader's section list as stored, 'all' when empty)
-and each distinct variant is rendered exactly once into `edition_variants`.
+The audience is written by `INSERT … SELECT` (the database does the work, so a million
+readers cost seconds and no Python memory), guarded by the unique (edition,
+subscriber) constraint so that planning twice inserts nothing new.  Each row carries
+its audience variant (the reader's section list as stored, 'all' when empty) and each
+distinct variant is rendered exactly once into `edition_variants`.
+
+`plan()` writes the whole audience in one statement.  `plan_chunk()` writes one range
+of subscriber ids per call, so that the caller can commit and dispatch the first
+readers' batches while the rest is still being written: an alert to 100,000 readers
+leaves after its first thousand rows, not after all of them (see `tasks.py`).  While
+an audience is incomplete the edition's params carry PLANNING (the time of the last
+chunk) and the edition cannot be marked done (`ledger.finish_if_complete`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 import sqlalchemy.orm
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from service.delivery.ledger import PLANNING
 from service.logging import get_logger
 from service.models import (
     Article,
@@ -38,6 +47,11 @@ log = get_logger(__name__)
 Renderer = Callable[[Session, Edition, str], "RenderedVariant | None"]
 VARIANT_MAX = 200  # deliveries.variant is VARCHAR(200)
 ALL = "all"
+# Subscriber ids per chunk: a small first chunk (its INSERT takes ~10 ms) so the first
+# batches leave at once, then larger ones so that a big audience costs few transactions.
+CHUNK_FIRST = 1_000
+CHUNK_GROWTH = 4
+CHUNK_MAX = 50_000
 
 
 class PlanError(ValueError):
@@ -64,9 +78,10 @@ def _variant_expr(edition: Edition) -> sa.ColumnElement[str]:
     )
 
 
-def _audience(edition: Edition, dialect: str) -> sa.Select:
+def _audience(edition: Edition, dialect: str, after: int, through: int) -> sa.Select:
     not_suppressed = ~sa.exists().where(Suppression.email == Subscriber.email)
-    conds = [Subscriber.status == SubscriberStatus.active, not_suppressed]
+    conds = [Subscriber.status == SubscriberStatus.active, not_suppressed,
+             Subscriber.id > after, Subscriber.id <= through]
     if edition.kind == EditionKind.digest:
         if edition.frequency is None:
             raise PlanError(f"edition {edition.id}: a digest needs a frequency")
@@ -129,17 +144,38 @@ def _received_corrected_article(edition: Edition, dialect: str) -> sa.ColumnElem
     )
 
 
-def _insert_audience(session: Session, edition: Edition) -> None:
+def _insert_audience(session: Session, edition: Edition, after: int, through: int) -> int:
+    """Ledger rows for the audience among subscribers after < id <= through; how many were new."""
     table = Delivery.__table__
     cols = ["edition_id", "subscriber_id", "variant", "status", "attempts", "updated_at"]
     dialect = session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if insert is None:
         raise PlanError(f"planning needs PostgreSQL or SQLite, not {dialect}")
-    stmt = insert(table).from_select(cols, _audience(edition, dialect)).on_conflict_do_nothing(
+    stmt = insert(table).from_select(cols, _audience(edition, dialect, after, through)).on_conflict_do_nothing(
         index_elements=["edition_id", "subscriber_id"]
     )
-    session.execute(stmt)
+    # SQLAlchemy reports an INSERT's row count only when asked to keep it.
+    inserted = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+    if inserted is None or inserted < 0:  # without it a chunk could not tell "complete" from "added rows"
+        raise PlanError(f"the {dialect} driver did not report how many ledger rows were inserted")
+    return inserted
+
+
+def _chunk_end(session: Session, after: int, limit: int | None) -> tuple[int, bool]:
+    """(last subscriber id of the chunk, whether it reaches the end of the table).
+
+    Counted in subscribers, not in audience rows: one index-only walk of the primary
+    key, whatever the audience's conditions cost.
+    """
+    if limit is not None:
+        end = session.scalar(
+            sa.select(Subscriber.id).where(Subscriber.id > after).order_by(Subscriber.id).offset(limit - 1).limit(1)
+        )
+        if end is not None:
+            return end, False
+    last = session.scalar(sa.select(sa.func.max(Subscriber.id)))
+    return max(last or 0, after), True
 
 
 def count_rows(session: Session, edition_id: int) -> int:
@@ -148,11 +184,16 @@ def count_rows(session: Session, edition_id: int) -> int:
     ) or 0
 
 
-def render_variants(session: Session, edition: Edition, renderer: Renderer | None = None) -> dict[str, bool]:
-    """Render each variant not yet stored; rows of a variant with nothing to send are skipped."""
-    wanted = session.scalars(
-        sa.select(Delivery.variant).where(Delivery.edition_id == edition.id).distinct()
-    ).all()
+def render_variants(session: Session, edition: Edition, renderer: Renderer | None = None,
+                    subscribers: tuple[int, int] | None = None) -> dict[str, bool]:
+    """Render each variant not yet stored; rows of a variant with nothing to send are skipped.
+
+    subscribers=(after, through): look only at the rows of that chunk of subscriber ids.
+    """
+    query = sa.select(Delivery.variant).where(Delivery.edition_id == edition.id)
+    if subscribers is not None:
+        query = query.where(Delivery.subscriber_id > subscribers[0], Delivery.subscriber_id <= subscribers[1])
+    wanted = session.scalars(query.distinct()).all()
     have = set(
         session.scalars(sa.select(EditionVariant.variant).where(EditionVariant.edition_id == edition.id))
     )
@@ -190,34 +231,91 @@ def render_variants(session: Session, edition: Edition, renderer: Renderer | Non
     return done
 
 
-def plan(session: Session, edition_id: int, renderer: Renderer | None = None) -> int:
-    """Freeze the audience of a draft edition; return its number of ledger rows.
+@dataclass(frozen=True)
+class Chunk:
+    """What one planning call did."""
 
-    Safe to call twice (double click, retried task): the second call inserts nothing.
-    Only a draft or planned edition is (re)planned; for any other state the existing
-    count is returned unchanged.
+    inserted: int  # ledger rows this call added
+    total: int  # ledger rows of the edition now
+    after: int  # the chunk covered subscribers with after < id <= through
+    through: int
+    finished: bool  # nothing more to plan: the audience is complete (or the edition left planning)
+    status: EditionStatus
+
+
+def _may_plan(edition: Edition) -> bool:
+    if edition.status in (EditionStatus.draft, EditionStatus.planned):
+        return True
+    # Batches of the first chunks are already out (sending) or held (paused): the
+    # rest of the audience must still be written.  Cancelled or done: never.
+    return PLANNING in (edition.params or {}) and edition.status in (EditionStatus.sending, EditionStatus.paused)
+
+
+def plan_chunk(session: Session, edition_id: int, after: int = 0, limit: int | None = None,
+               renderer: Renderer | None = None) -> Chunk:
+    """Write the audience among the next `limit` subscribers after id `after` (None: all).
+
+    The caller commits after each call, then dispatches the chunk's batches
+    (`fanout.dispatch(..., subscribers=(chunk.after, chunk.through))`), and calls again
+    with after=chunk.through until `finished`.  Safe to run twice or in two processes
+    at once: the edition row is locked for the chunk, and the unique constraint keeps
+    one row per reader.
+
+    The edition becomes `planned` with its first chunk, so batches can start.  The
+    audience is declared complete only by a call that reaches the end of the table and
+    adds no row while batches may already be running: a batch that finishes the rows
+    it can see must never mark the edition done while rows it cannot see yet are
+    being written.
     """
     # Lock the edition row so two planners of the same edition take turns (PostgreSQL;
-    # SQLite serialises writers anyway).
+    # SQLite serialises writers anyway), and so that a cancel waits for this chunk.
     edition = session.scalar(sa.select(Edition).where(Edition.id == edition_id).with_for_update())
     if edition is None:
         raise PlanError(f"no edition {edition_id}")
-    if edition.status not in (EditionStatus.draft, EditionStatus.planned):
-        return count_rows(session, edition_id)
-    _insert_audience(session, edition)
+    if not _may_plan(edition):
+        total = count_rows(session, edition_id)
+        return Chunk(0, total, after, after, True, edition.status)
+    through, at_end = _chunk_end(session, after, limit)
+    inserted = _insert_audience(session, edition, after, through)
+    variants = render_variants(session, edition, renderer, (after, through))
     total = count_rows(session, edition_id)
-    variants = render_variants(session, edition, renderer)
     edition.recipients = total
+    now = utcnow()
     if edition.status == EditionStatus.draft:
         edition.status = EditionStatus.planned
-        edition.planned_at = utcnow()
+    was_chunked = PLANNING in (edition.params or {})
+    finished = at_end and not (was_chunked and inserted)
+    params = {k: v for k, v in (edition.params or {}).items() if k != PLANNING}
+    if not finished:
+        params[PLANNING] = now.isoformat()
+    if params != edition.params:
+        edition.params = params  # a new dict: JSON columns do not track changes in place
+    if finished and edition.planned_at is None:
+        edition.planned_at = now
     session.flush()
     log.info(
-        "delivery.planned",
+        "delivery.planned" if finished else "delivery.planned_chunk",
         edition_id=edition_id,
         kind=edition.kind.value,
         recipients=total,
+        inserted=inserted,
+        subscribers_through=through,
         variants=len(variants),
         empty_variants=sum(1 for ok in variants.values() if not ok),
     )
-    return total
+    return Chunk(inserted, total, after, through, finished, edition.status)
+
+
+def next_chunk_size(size: int | None) -> int:
+    """CHUNK_FIRST, then growing by CHUNK_GROWTH up to CHUNK_MAX."""
+    return CHUNK_FIRST if size is None else min(size * CHUNK_GROWTH, CHUNK_MAX)
+
+
+def plan(session: Session, edition_id: int, renderer: Renderer | None = None) -> int:
+    """Freeze the audience of a draft edition in one statement; return its number of ledger rows.
+
+    Safe to call twice (double click, retried task): the second call inserts nothing.
+    Only a draft or planned edition is (re)planned (or one whose chunked planning is
+    unfinished); for any other state the existing count is returned unchanged.
+    """
+    return plan_chunk(session, edition_id, after=0, limit=None, renderer=renderer).total

@@ -246,6 +246,27 @@ def _quiet_close(smtp: smtplib.SMTP) -> None:
 # ---------------------------------------------------------------------- per process
 
 _local = threading.local()
+# A connection opened ahead of the first message (`prewarm`, at worker start) and
+# handed to the first thread that asks for one: (key, connection).
+_spare: tuple[tuple, SmtpConnection] | None = None
+_spare_lock = threading.Lock()
+
+
+def _key(settings: Settings) -> tuple:
+    return (os.getpid(), settings.smtp_url, settings.smtp_timeout)
+
+
+def _take_spare(key: tuple) -> SmtpConnection | None:
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is None:
+        return None
+    if spare[0] == key:
+        return spare[1]
+    if spare[0][0] == os.getpid():  # opened here for other settings: not ours to keep
+        spare[1].close()
+    return None
 
 
 def connection(settings: Settings | None = None) -> SmtpConnection:
@@ -256,21 +277,49 @@ def connection(settings: Settings | None = None) -> SmtpConnection:
     SMTP dialogue cannot be shared mid-message.
     """
     settings = settings or get_settings()
-    key = (os.getpid(), settings.smtp_url, settings.smtp_timeout)
+    key = _key(settings)
     conn: SmtpConnection | None = getattr(_local, "conn", None)
     if conn is None or getattr(_local, "key", None) != key:
         if conn is not None and conn.pid == os.getpid():
             conn.close()
-        conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=_helo_name(settings))
+        conn = _take_spare(key) or SmtpConnection(settings.smtp, settings.smtp_timeout,
+                                                  local_hostname=_helo_name(settings))
         _local.conn, _local.key = conn, key
     return conn
 
 
+def prewarm(settings: Settings | None = None) -> bool:
+    """Open an SMTP connection now, for the first message this process will send.
+
+    Called from any thread (the worker's start-up thread): the connection is parked
+    and adopted by the first `connection()` call, so an alert's first message does not
+    pay for TCP, greeting, EHLO, STARTTLS and AUTH.  False if it could not be opened
+    (logged; the first message then connects, as it always did).
+    """
+    global _spare
+    settings = settings or get_settings()
+    conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=_helo_name(settings))
+    failed = conn.connect()
+    if failed is not None:
+        log.warning("smtp.prewarm_failed", server=repr(settings.smtp), stage=failed.stage, code=failed.code)
+        return False
+    with _spare_lock:
+        old, _spare = _spare, (_key(settings), conn)
+    if old is not None and old[0][0] == os.getpid():
+        old[1].close()
+    return True
+
+
 def close_connection() -> None:
+    global _spare
     conn: SmtpConnection | None = getattr(_local, "conn", None)
     if conn is not None and conn.pid == os.getpid():
         conn.close()
     _local.conn = None
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None and spare[0][0] == os.getpid():
+        spare[1].close()
 
 
 def _helo_name(settings: Settings) -> str:

@@ -14,7 +14,8 @@
    should have planned them was lost (the process died between commit and enqueue, or
    the broker was down at the editor's click).  Every draft that reaches the database
    is meant to go (previews roll back), and planning twice is harmless, so the sweep
-   task hands them to the planner again.
+   task hands them to the planner again.  So are editions whose audience was being
+   written in chunks and whose last chunk is older than STALLED_DRAFT_AFTER.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds
 
 
 def stalled_drafts(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:
-    """(edition id, kind) of recent drafts nobody planned; see step 5 above."""
+    """(edition id, kind) of recent drafts nobody planned, and of editions whose chunked
+    planning stopped half-way; see step 5 above."""
     now = now or utcnow()
     rows = session.execute(
         sa.select(Edition.id, Edition.kind)
@@ -153,4 +155,32 @@ def stalled_drafts(session: Session, now: dt.datetime | None = None) -> list[tup
     ).all()
     if rows:
         log.warning("delivery.sweep.stalled_drafts", edition_ids=[r[0] for r in rows])
-    return [(edition_id, kind.value) for edition_id, kind in rows]
+    half = _half_planned(session, now)
+    if half:
+        log.warning("delivery.sweep.stalled_planning", edition_ids=[r[0] for r in half])
+    return [(edition_id, kind.value) for edition_id, kind in sorted([*rows, *half])]
+
+
+def _half_planned(session: Session, now: dt.datetime) -> list[tuple[int, object]]:
+    """Editions whose planner wrote some chunks of the audience and then went silent (its
+    process died, its message was lost).  Each chunk refreshes the PLANNING time, so a
+    live planner is never taken for a dead one; planning again is harmless anyway."""
+    out = []
+    for edition_id, kind, params in session.execute(
+        sa.select(Edition.id, Edition.kind, Edition.params).where(
+            Edition.status.in_([EditionStatus.planned, EditionStatus.sending, EditionStatus.paused]),
+            Edition.created_at >= now - DRAFT_LOOKBACK,
+        )
+    ):
+        mark = (params or {}).get(ledger.PLANNING)
+        if mark is None:
+            continue
+        try:
+            last = dt.datetime.fromisoformat(mark)
+        except (TypeError, ValueError):
+            last = None  # unreadable: treat as stalled, re-planning is safe
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        if last is None or now - last >= STALLED_DRAFT_AFTER:
+            out.append((edition_id, kind))
+    return out

@@ -1,0 +1,441 @@
+"""Breaking-news alert latency: from the editor's click to the messages at the mail server.
+
+    .venv/bin/python bench/bench_alert_latency.py [--audiences 1000,10000,100000] [--workers 2]
+                                                  [--baseline REV] [--ceiling 5000]
+
+Everything is real: a scratch PostgreSQL database (created and dropped here), the
+machine's Redis (db 14, keys under a prefix of this run's own, removed at the end),
+the web app in this process (uvicorn on a loopback port), `celery worker -Q alerts`
+with 2 prefork processes as a subprocess, and an aiosmtpd sink in a process of its own
+that records the arrival time (CLOCK_MONOTONIC, shared by every process on the machine)
+of every message it accepts.
+
+Per audience (N active readers with alerts on, among 1.25 N subscribers: every fifth
+has alerts off, created by one INSERT … SELECT generate_series) it times, from the
+start of `POST /api/alerts` to the sink accepting the FIRST message, the median one and
+the LAST one; and, from the ledger, when the audience was fully planned and when the
+first batch claimed its rows.
+
+References measured in the same run:
+  * the sink's ceiling: the same alert bytes sent with plain smtplib over one
+    connection (→ the least time N messages can take through this sink);
+  * the bare INSERT … SELECT of N ledger rows (→ the least work before "everyone is
+    in the ledger"), rolled back.
+
+--baseline REV runs the same measures with the workers running the code of git
+revision REV (extracted with `git archive` into a temporary directory; the web app
+is this tree's), so "before" and "after" come from one run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+CELERY = str(Path(sys.executable).parent / "celery")
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ the sink, in its own process
+
+
+def _sink_main(port: int, count, arrivals, stop) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Recording:
+        async def handle_DATA(self, server, session, envelope):
+            now = time.monotonic()
+            with count.get_lock():
+                i = count.value
+                if i < len(arrivals):
+                    arrivals[i] = now
+                count.value = i + 1
+            return "250 2.0.0 OK"
+
+    ctl = Controller(Recording(), hostname="127.0.0.1", port=port, data_size_limit=10_000_000,
+                     server_kwargs={"hostname": "sink.bench"})
+    ctl.start()
+    stop.wait()
+    ctl.stop()
+
+
+@contextlib.contextmanager
+def sink(capacity: int):
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    count, stop = ctx.Value("q", 0), ctx.Event()
+    arrivals = ctx.Array("d", capacity, lock=False)
+    proc = ctx.Process(target=_sink_main, args=(port, count, arrivals, stop), daemon=True)
+    proc.start()
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        time.sleep(0.05)
+    try:
+        yield port, count, arrivals
+    finally:
+        stop.set()
+        proc.join(10)
+
+
+# ------------------------------------------------------------------ PostgreSQL, Redis, web, workers
+
+
+@contextlib.contextmanager
+def database():
+    import sqlalchemy as sa
+
+    from service.migrate import upgrade
+
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"nashra_bench_alert_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from service.db import reset_engine
+
+        reset_engine()
+        with admin.connect() as c:
+            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def redis_prefix():
+    """The shared Redis, under a prefix nobody else uses; our keys are removed afterwards."""
+    import redis
+
+    prefix = f"nashra-bench-alert-{os.getpid()}-{uuid.uuid4().hex[:4]}:"
+    try:
+        yield REDIS_BASE, prefix
+    finally:
+        client = redis.Redis.from_url(REDIS_BASE)
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+@contextlib.contextmanager
+def web_app():
+    import uvicorn
+
+    from service.web.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def code_of(rev: str | None):
+    """A directory holding the service's code at `rev` (None: this working tree)."""
+    if rev is None:
+        yield REPO
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="nashra-baseline-"))
+    try:
+        archive = subprocess.run(["git", "archive", rev, "service", "templates", "alembic.ini", "migrations"],
+                                 cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def alert_workers(env: dict[str, str], concurrency: int, code: Path, log_path: str | None = None):
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 — closed below
+    level = "INFO" if log_path else "WARNING"
+    proc = subprocess.Popen(
+        [CELERY, "-A", "service.celery_app", "worker", "-Q", "alerts", "-c", str(concurrency), "-P", "prefork",
+         "-n", f"benchalert{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", level],
+        cwd=code, env={**os.environ, **env, "PYTHONPATH": str(code), "LOG_LEVEL": level}, start_new_session=True,
+        stdout=log, stderr=log,
+    )
+    try:
+        from service.celery_app import app
+
+        for _ in range(120):
+            if app.control.ping(timeout=0.5):
+                break
+        else:
+            raise RuntimeError("the Celery worker did not come up")
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+        if log_path:
+            log.close()
+
+
+# ------------------------------------------------------------------ data
+
+
+def clear() -> None:
+    import sqlalchemy as sa
+
+    from service.db import session_scope
+
+    with session_scope() as s:
+        s.execute(sa.text("TRUNCATE deliveries, edition_variants, edition_articles, editions, subscribers, "
+                          "suppressions RESTART IDENTITY CASCADE"))
+
+
+def add_audience(n: int) -> None:
+    """n readers with alerts on, and every fifth subscriber with alerts off among them."""
+    import sqlalchemy as sa
+
+    from service.db import get_engine, session_scope
+
+    total = n + n // 4
+    with session_scope() as s:
+        s.execute(sa.text(
+            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
+            "SELECT 'reader' || i || '@example.com', 'active', 'daily', i % 5 <> 0, '[]', 1, now(), now() "
+            "FROM generate_series(1, :n) AS i"
+        ), {"n": total})
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(sa.text("VACUUM ANALYZE subscribers"))
+
+
+def bare_insert_select(n: int) -> float:
+    """The INSERT … SELECT alone, for a throwaway edition, rolled back: its bare cost."""
+    import sqlalchemy as sa
+
+    from service.db import get_engine
+
+    with get_engine().connect() as c:
+        eid = c.execute(sa.text(
+            "INSERT INTO editions (kind, status, title, params, created_at, recipients) "
+            "VALUES ('alert', 'draft', 'reference', '{}', now(), 0) RETURNING id")).scalar()
+        t = time.perf_counter()
+        got = c.execute(sa.text(
+            "INSERT INTO deliveries (edition_id, subscriber_id, variant, status, attempts, updated_at) "
+            "SELECT :e, s.id, 'all', 'queued', 0, now() FROM subscribers s "
+            "WHERE s.status = 'active' AND s.alerts "
+            "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email) "
+            "ON CONFLICT (edition_id, subscriber_id) DO NOTHING"), {"e": eid}).rowcount
+        elapsed = time.perf_counter() - t
+        c.rollback()
+    assert got == n, (got, n)
+    return elapsed
+
+
+def alert_message() -> bytes:
+    """The bytes of one real alert, rendered and composed as the workers do."""
+    import datetime as dt
+
+    from service.config import get_settings
+    from service.delivery.compose import compose, prepare
+    from service.rendering import contexts
+    from service.rendering.render import render_variant
+
+    settings = get_settings()
+    ctx = contexts.alert_context(contexts.site_view(settings), headline=HEADLINE, url=URL, summary=SUMMARY,
+                                 sent_at=dt.datetime.now(dt.UTC))
+    rendered = render_variant("alert", ctx)
+    tpl = prepare(1, "alert", "all", rendered.subject, rendered.html, rendered.text)
+    return compose(tpl, delivery_id=1, subscriber_id=1, token_version=1, to_addr="ceiling@example.com").data
+
+
+HEADLINE = "عاجل: زلزال بقوة 5.8 درجات يضرب شمال المغرب"
+URL = "https://news.example/2021/11/24/quake"
+SUMMARY = "أعلن المعهد الوطني للجيوفيزياء أن الهزة شعر بها سكان طنجة وتطوان، ولا أنباء عن إصابات."
+
+
+def ceiling(port: int, message: bytes, n: int, sender: str) -> float:
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    smtp.ehlo()
+    t = time.perf_counter()
+    for i in range(n):
+        smtp.sendmail(sender, [f"ceiling{i}@example.com"], message)
+    elapsed = time.perf_counter() - t
+    smtp.quit()
+    return n / elapsed
+
+
+# ------------------------------------------------------------------ one alert, timed
+
+
+def edition_times(edition_id: int):
+    import sqlalchemy as sa
+
+    from service.db import get_engine
+
+    with get_engine().connect() as c:
+        return c.execute(sa.text(
+            "SELECT status, recipients, planned_at, started_at, finished_at, created_at FROM editions WHERE id = :e"),
+            {"e": edition_id}).one()
+
+
+def one_alert(client, token: str, n: int, count, arrivals, timeout: float = 1200.0) -> dict:
+    import datetime as dt
+
+    before = count.value
+    key = uuid.uuid4().hex
+    wall0 = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    r = client.post("/api/alerts", headers={"Authorization": f"Bearer {token}"},
+                    json={"headline": HEADLINE, "url": f"{URL}?k={key}", "summary": SUMMARY, "idempotency_key": key})
+    t_http = time.monotonic() - t0
+    assert r.status_code == 202, (r.status_code, r.text)
+    edition_id = r.json()["edition_id"]
+    deadline = time.monotonic() + timeout
+    while count.value < before + n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {count.value - before} of {n} messages arrived")
+        time.sleep(0.01)
+    got = sorted(arrivals[before:before + n])
+    while edition_times(edition_id)[0] != "done":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"edition {edition_id} did not finish")
+        time.sleep(0.02)
+    status, recipients, planned_at, started_at, _finished, _created = edition_times(edition_id)
+    assert recipients == n, (recipients, n)
+    time.sleep(0.3)
+    extra = count.value - before - n  # a duplicate would show here
+
+    def since(t: dt.datetime | None) -> float:
+        return (t.replace(tzinfo=dt.UTC) - wall0).total_seconds() if t else float("nan")
+
+    return {
+        "http": t_http, "first": got[0] - t0, "median": statistics.median(got) - t0, "last": got[-1] - t0,
+        "planned": since(planned_at), "first_claim": since(started_at), "extra": extra,
+    }
+
+
+def run_phase(label: str, code: Path, env: dict, args, base: str, token: str, count, arrivals, refs: dict) -> dict:
+    import httpx
+
+    results: dict = {}
+    with alert_workers(env, args.workers, code, args.worker_log), httpx.Client(base_url=base, timeout=60) as client:
+        # The first alert a freshly started worker handles (imports, connections, templates).
+        clear()
+        add_audience(args.cold)
+        results["cold"] = one_alert(client, token, args.cold, count, arrivals)
+        # Long-lived workers are the normal case: one more small alert, then the measures.
+        one_alert(client, token, args.cold, count, arrivals)
+        for n in args.audiences:
+            clear()
+            add_audience(n)
+            results[n] = min((one_alert(client, token, n, count, arrivals) for _ in range(args.repeat)),
+                             key=lambda x: x["first"])
+    print(f"\n[{label}] workers running {'this tree' if code == REPO else f'git {args.baseline}'}")
+    print(f"{'audience':>9} {'202':>7} {'first':>8} {'median':>8} {'last':>8} {'planned':>8} {'1st claim':>9}"
+          f" {'msg/s':>7}  first/INSERT  last/ceiling  dupes")
+    cold = results["cold"]
+    print(f"{'cold ' + str(args.cold):>9} {cold['http'] * 1e3:6.0f}ms {cold['first']:7.3f}s {cold['median']:7.3f}s "
+          f"{cold['last']:7.3f}s {cold['planned']:7.3f}s {cold['first_claim']:8.3f}s")
+    for n in args.audiences:
+        r = results[n]
+        rate = n / (r["last"] - r["first"]) if r["last"] > r["first"] else float("nan")
+        print(f"{n:>9,} {r['http'] * 1e3:6.0f}ms {r['first']:7.3f}s {r['median']:7.3f}s {r['last']:7.3f}s "
+              f"{r['planned']:7.3f}s {r['first_claim']:8.3f}s {rate:7.0f}  {r['first'] / refs['insert'][n]:11.1f}x "
+              f"{r['last'] / (n / refs['ceiling']):12.2f}x  {r['extra']:5d}")
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--audiences", default="1000,10000,100000",
+                    type=lambda v: [int(x) for x in v.split(",") if x])
+    ap.add_argument("--workers", type=int, default=2, help="alert worker processes (prefork children)")
+    ap.add_argument("--baseline", default=None, help="git revision whose workers to measure first, for comparison")
+    ap.add_argument("--ceiling", type=int, default=5000, help="messages for the sink's ceiling")
+    ap.add_argument("--cold", type=int, default=1000, help="audience of the first alert on fresh workers")
+    ap.add_argument("--repeat", type=int, default=1, help="alerts per audience (the best first-message time is kept)")
+    ap.add_argument("--worker-log", default=None, help="append the workers' INFO logs to this file (diagnosis)")
+    args = ap.parse_args()
+
+    var = tempfile.mkdtemp(prefix="nashra-bench-alert-")
+    per_phase = 2 * args.cold + sum(args.audiences) * args.repeat
+    capacity = args.ceiling + per_phase * (2 if args.baseline else 1) + 10_000
+    with database() as db_url, redis_prefix() as (redis_url, prefix), sink(capacity) as (port, count, arrivals):
+        env = {
+            "DATABASE_URL": db_url, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
+            "SMTP_URL": f"smtp://127.0.0.1:{port}", "NASHRA_VAR_DIR": var,
+            "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
+        }
+        os.environ.update(env)
+        from service.celery_app import configure
+        from service.config import get_settings, reset_settings
+        from service.db import session_scope
+        from service.logging import setup_logging
+        from service.subscribers.editors import create_editor
+
+        reset_settings()
+        setup_logging()
+        configure()
+        settings = get_settings()
+        with session_scope() as s:
+            _editor, token = create_editor(s, "bench editor")
+
+        message = alert_message()
+        ceil = ceiling(port, message, args.ceiling, settings.mail_from_address)
+        print(f"alert: {len(message) / 1024:.1f} KB on the wire; batch size {settings.batch_size}; "
+              f"{args.workers} alert worker processes; sink ceiling (plain smtplib, one connection) "
+              f"{ceil:,.0f} msg/s over {args.ceiling} messages")
+        refs = {"ceiling": ceil, "insert": {}}
+        for n in args.audiences:
+            clear()
+            add_audience(n)
+            refs["insert"][n] = min(bare_insert_select(n) for _ in range(3))
+            print(f"reference for {n:>7,}: bare INSERT … SELECT {refs['insert'][n] * 1e3:8.1f} ms; "
+                  f"sink ceiling for {n:,} messages {n / ceil:7.2f} s")
+
+        with web_app() as base:
+            phases = {}
+            if args.baseline:
+                with code_of(args.baseline) as code:
+                    phases["before"] = run_phase("before", code, env, args, base, token, count, arrivals, refs)
+            phases["after"] = run_phase("after", REPO, env, args, base, token, count, arrivals, refs)
+        if "before" in phases:
+            print("\nratios before / after (higher is better):")
+            for n in ["cold", *args.audiences]:
+                b, a = phases["before"][n], phases["after"][n]
+                print(f"{n if n == 'cold' else format(n, ','):>9}  first {b['first'] / a['first']:5.1f}x   "
+                      f"median {b['median'] / a['median']:5.2f}x   last {b['last'] / a['last']:5.2f}x")
+    shutil.rmtree(var, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
