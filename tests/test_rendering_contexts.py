@@ -155,3 +155,18 @@ def test_welcome_accepts_section_views_in_the_readers_order():
     secs = samples.sections(6)
     v = render_variant("welcome", contexts.welcome_context(SITE, sections=secs[::-1], frequency="weekly"))
     assert "، ".join(s.name for s in secs[::-1]) in v.html and "النشرة الأسبوعية" in v.text
+
+
+def test_alert_subject_does_not_say_breaking_twice():
+    from service.config import load_settings
+    from service.models import utcnow
+    from service.rendering import contexts
+    from service.rendering.render import render_variant
+
+    site = contexts.site_view(load_settings())
+    typed = render_variant("alert", contexts.alert_context(
+        site, headline="عاجل: زلزال في الجنوب", url="https://news.example/q", summary="", sent_at=utcnow()))
+    plain = render_variant("alert", contexts.alert_context(
+        site, headline="زلزال في الجنوب", url="https://news.example/q", summary="", sent_at=utcnow()))
+    assert typed.subject == "عاجل: زلزال في الجنوب"
+    assert plain.subject == "عاجل | زلزال في الجنوب"

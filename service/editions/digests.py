@@ -65,7 +65,7 @@ def create_digest(
         kind=EditionKind.digest,
         frequency=frequency,
         status=EditionStatus.draft,
-        title=f"digest {frequency.value}",
+        title={Frequency.daily: "النشرة اليومية", Frequency.weekly: "النشرة الأسبوعية"}[frequency],
         idempotency_key=key,
         window_start=start,
         window_end=now,

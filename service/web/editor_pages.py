@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service.config import get_settings
+from service.config import REPO_ROOT, get_settings
 from service.db import session_scope
 from service.logging import get_logger
 from service.models import Edition
@@ -84,6 +84,23 @@ def editor_home(request: Request):
         return _login_page(request)
     return _page(request, editor, sent=request.query_params.get("sent"),
                  cancelled=request.query_params.get("cancelled"))
+
+
+@router.get("/live.js")
+def live_js():
+    path = REPO_ROOT / "templates" / "web" / "editor_live.js"
+    return Response(path.read_text(encoding="utf-8"), media_type="text/javascript",
+                    headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/editions")
+def editions_fragment(request: Request):
+    """The editions table alone, for the page's live progress."""
+    editor = cookie_editor(request)
+    if editor is None:
+        return HTMLResponse("", status_code=401)
+    return render(request, "_editions.html", editions=recent_editions(),
+                  csrf_token=csrf.issue(f"editor:{editor.id}"))
 
 
 @router.post("/login")

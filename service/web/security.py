@@ -2,7 +2,8 @@
 
 Links in mail carry a token in the path; `Referrer-Policy: no-referrer` keeps it from
 reaching any site the page links to.  Nothing is loaded from elsewhere, so the CSP
-allows only our own inline styles (and https images inside previewed mail).
+allows only our own inline styles, our own script file (the editor's live progress)
+and https images inside previewed mail.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from fastapi import FastAPI, Request
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+    "script-src 'self'; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-src 'self'; frame-ancestors 'none'"
 )
 # The compact signup form is shown in an iframe under articles on the news site.

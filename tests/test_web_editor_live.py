@@ -1,0 +1,45 @@
+"""Editors watch an edition go out: the progress table refreshes itself in the browser,
+from the ledger, without reloading the page (and so without losing a half-typed alert)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from service.db import session_scope
+from service.models import Delivery, DeliveryStatus, Edition, EditionKind, EditionStatus, Subscriber, SubscriberStatus
+from service.subscribers.editors import create_editor
+from tests.test_web_browser import live_server  # noqa: F401  (fixture)
+
+
+def test_progress_updates_in_place_while_the_editor_types(live_server, page):  # noqa: F811
+    with session_scope() as s:
+        _, token = create_editor(s, "ريم", "editor")
+        ed = Edition(kind=EditionKind.alert, status=EditionStatus.sending, title="عاجل: تجربة", params={})
+        s.add(ed)
+        s.flush()
+        for i in range(3):
+            sub = Subscriber(email=f"live{i}@example.com", status=SubscriberStatus.active)
+            s.add(sub)
+            s.flush()
+            s.add(Delivery(edition_id=ed.id, subscriber_id=sub.id, status=DeliveryStatus.queued))
+        edition_id = ed.id
+
+    page.goto(f"{live_server}/editor")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    row = page.locator("#editions tr", has_text="عاجل: تجربة")
+    assert "أُرسلت 0 من 3" in row.inner_text()
+    page.fill("input[name=headline]", "عنوان قيد الكتابة")
+
+    # The workers send: the ledger moves, the page is not reloaded.
+    with session_scope() as s:
+        s.execute(sa.update(Delivery).where(Delivery.edition_id == edition_id).values(status=DeliveryStatus.sent))
+        s.execute(sa.update(Edition).where(Edition.id == edition_id).values(status=EditionStatus.done))
+    row.filter(has_text="أُرسلت 3 من 3").wait_for(timeout=10_000)
+    assert "اكتملت" in row.inner_text()
+    assert page.input_value("input[name=headline]") == "عنوان قيد الكتابة"  # the form is untouched
+
+
+def test_the_fragment_needs_a_logged_in_editor(live_server, page):  # noqa: F811
+    resp = page.request.get(f"{live_server}/editor/editions")
+    assert resp.status == 401
