@@ -6,7 +6,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from service.db import session_scope
-from service.models import Delivery, DeliveryStatus, Edition, EditionKind, EditionStatus, Subscriber, SubscriberStatus
+from service.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionKind,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from service.subscribers.editors import create_editor
 from tests.test_web_browser import live_server  # noqa: F401  (fixture)
 
