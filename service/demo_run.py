@@ -48,6 +48,21 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.3):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it if the demo itself dies.
+
+    The children run in their own sessions (so Ctrl-C reaches only the demo, which
+    stops them in order); without this, a demo killed with SIGKILL would leave them
+    running.  Elsewhere than Linux this is a no-op.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Children:
     """The demo's child processes, each in its own session so we stop them ourselves."""
 
@@ -63,6 +78,7 @@ class Children:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.procs.append((name, proc))
 

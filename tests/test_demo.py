@@ -74,8 +74,7 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         time.sleep(0.5)
-        for pid in children:
-            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert [pid for pid in children if _running(pid)] == []
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -90,3 +89,43 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert len(list((var_dir / "outbox").glob("*.eml"))) >= 2
+
+
+@pytest.mark.slow
+def test_demo_killed_outright_leaves_no_process_behind(tmp_path):
+    from tests.conftest import free_port
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "demo", "--port", str(free_port()), "--smtp-port", str(free_port())],
+        env=_demo_env(tmp_path / "var"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or "press Ctrl-C" in line:
+                break
+        children = _children_of(proc.pid)
+        assert len(children) >= 3
+        proc.kill()  # SIGKILL: the demo cannot clean up after itself
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.3)
+            alive = [pid for pid in children if _running(pid)]
+        assert alive == [], "children outlived the demo"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
