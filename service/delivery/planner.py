@@ -267,6 +267,8 @@ def plan_chunk(session: Session, edition_id: int, after: int = 0, limit: int | N
     it can see must never mark the edition done while rows it cannot see yet are
     being written.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise PlanError(f"a chunk needs a limit of at least one subscriber, not {limit!r}")
     # Lock the edition row so two planners of the same edition take turns (PostgreSQL;
     # SQLite serialises writers anyway), and so that a cancel waits for this chunk.
     edition = session.scalar(sa.select(Edition).where(Edition.id == edition_id).with_for_update())
