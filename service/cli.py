@@ -243,6 +243,16 @@ def cmd_subscribers_export(args) -> int:
     return 0
 
 
+def cmd_bounces_serve(args) -> int:
+    from service.bounce_server import BounceServer
+
+    _settings()  # the VERP signatures need the production SECRET_KEY
+    server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
+    print(f"bounce server listening on {args.host}:{args.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -328,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     se = sbs.add_parser("export", help="export to FILE.csv (or stdout)")
     se.add_argument("file", nargs="?")
     se.set_defaults(func=cmd_subscribers_export)
+
+    bo = sub.add_parser("bounces", help="bounces (DSN) and complaints (ARF) that come back by mail")
+    bos = bo.add_subparsers(dest="bounces_command", required=True)
+    bs = bos.add_parser("serve", help="the inbound SMTP server for the VERP bounce addresses")
+    bs.add_argument("--host", default="127.0.0.1")
+    bs.add_argument("--port", type=int, default=2525)
+    bs.add_argument("--feedback-address", action="append", metavar="ADDR",
+                    help="also accept complaint reports (ARF) sent to this address (repeatable)")
+    bs.set_defaults(func=cmd_bounces_serve)
     return p
 
 

@@ -24,7 +24,14 @@ NASHRA_SERVICES = [name for name, s in SERVICES.items() if _command(s)[:1] == ["
 
 
 def test_compose_has_the_production_shape():
-    assert {"postgres", "redis", "web", "beat", "mailpit", "flower", "worker-alerts", "worker-digests"} <= set(SERVICES)
+    assert {"postgres", "redis", "web", "beat", "mailpit", "flower", "worker-alerts", "worker-digests",
+            "bounces"} <= set(SERVICES)
+
+
+def test_bounce_server_listens_on_all_interfaces_on_the_published_port():
+    args = build_parser().parse_args(_command(SERVICES["bounces"])[1:])
+    assert args.host == "0.0.0.0"
+    assert any(p.endswith(f":{args.port}") for p in SERVICES["bounces"]["ports"])
 
 
 @pytest.mark.parametrize("name", NASHRA_SERVICES)

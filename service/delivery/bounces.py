@@ -1,0 +1,423 @@
+"""Bounces and complaints that arrive by mail, after the relay said 250.
+
+A relay that accepted a message may still fail to deliver it; the failure comes back
+later as a delivery status notification (RFC 3464) to the message's VERP envelope
+sender, `newsletter+b.<delivery id>.<hmac>@domain`.  A reader who presses "spam" at a
+mailbox provider with a feedback loop produces an abuse report (ARF, RFC 5965).  Both
+are `multipart/report` messages; `handle_inbound()` reads one and closes the loop on
+the ledger row it names:
+
+* DSN, Action `failed` with a 5.1.x status (bad address)  → row `failed`, address
+  suppressed (hard_bounce), audit line;
+* DSN, Action `failed` with any other 5.x.x (mailbox full, policy, too big)
+  → row `failed`, not suppressed — the same split as service/delivery/verdicts.py;
+* DSN, Action `delayed`, or a 4.x.x status                → noted on the row's
+  smtp_reply, status unchanged (the relay is still trying);
+* ARF Feedback-Type `abuse` (or `fraud`)                  → address suppressed
+  (complaint) and the reader unsubscribed, audit line;
+* anything else (auto-replies, read receipts, "delivered" DSNs) → ignored.
+
+The envelope recipient is the authority: its HMAC proves we minted it, so a report
+can only ever touch the row it was addressed to.  Addresses printed inside a report
+(Final-Recipient, Original-Rcpt-To) are never acted upon.  The original message's
+headers, when the report carries them, must agree with that row — a report whose
+embedded Return-Path or Message-ID names another row is refused.  An ARF report sent
+to a plain feedback address (no VERP) is mapped through those embedded headers, which
+are HMAC-signed too.
+
+Hostile or broken input changes nothing and leaves one log line saying why.  Running
+the same report twice changes nothing more: every write is conditional.  The caller
+owns the transaction (service/bounce_server.py opens one `session_scope()` per message).
+"""
+
+from __future__ import annotations
+
+import email
+import email.errors
+import email.policy
+import hmac
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import HeaderParser
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.config import Settings, get_settings
+from service.delivery.compose import delivery_for_bounce, message_id
+from service.delivery.verdicts import scrub
+from service.logging import get_logger, redact
+from service.models import Delivery, DeliveryStatus, Subscriber, audit, utcnow
+from service.subscribers.lifecycle import unsubscribe
+from service.subscribers.suppression import suppress
+
+log = get_logger(__name__)
+
+# Our messages stay under ~300 KB even base64-encoded, and a DSN returns at most one
+# of them; anything much larger is not a report about our mail.
+MAX_INBOUND_BYTES = 2_000_000
+ACTOR = "bounces"
+
+COMPLAINT_TYPES = frozenset({"abuse", "fraud"})
+ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
+# A bounce can end these rows: the message was (or may have been) handed over, or is
+# waiting to be sent again after a crash.  A `claimed` row belongs to a worker right
+# now; suppression alone stops it at the worker's re-check.
+_ENDABLE = (DeliveryStatus.sent, DeliveryStatus.unknown, DeliveryStatus.queued, DeliveryStatus.retry)
+# A note about a delay only makes sense on a row whose message the relay accepted.
+_NOTABLE = (DeliveryStatus.sent, DeliveryStatus.unknown)
+
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+_DIAG_CODE = re.compile(r"^\s*smtp\s*;\s*([245]\d\d)\b", re.IGNORECASE)
+_OUR_MESSAGE_ID = re.compile(r"^<nashra\.(\d{1,18})\.(\d{1,18})\.[0-9a-f]{10}@[^<>\s]+>$", re.IGNORECASE)
+_VERP_SHAPE = re.compile(r"^<?[^@+<>\s]+\+b\.", re.IGNORECASE)
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Structural defects that mean the report cannot be trusted to say what it seems to.
+_FATAL_DEFECTS = (
+    email.errors.NoBoundaryInMultipartDefect,
+    email.errors.StartBoundaryNotFoundDefect,
+    email.errors.CloseBoundaryNotFoundDefect,
+    email.errors.MultipartInvariantViolationDefect,
+    email.errors.MissingHeaderBodySeparatorDefect,
+)
+
+
+class BadReport(ValueError):
+    """The message claims to be a report but cannot be read as one safely."""
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    action: str  # failed | delayed | delivered | relayed | expanded
+    status: str  # e.g. "5.1.1"
+    diagnostic: str  # scrubbed of addresses, one line
+
+
+@dataclass(frozen=True)
+class Report:
+    kind: str  # dsn | arf | none
+    recipients: tuple[RecipientStatus, ...] = ()
+    feedback_type: str | None = None
+    original_return_paths: tuple[str, ...] = ()
+    original_message_ids: tuple[str, ...] = ()
+    auto_reply: bool = False
+    report_type: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What one inbound message did.  `changed` is False for a repeat or a refusal."""
+
+    outcome: str  # hard_bounce | failed | soft_bounce | complaint | ignored | rejected
+    delivery_id: int | None = None
+    changed: bool = False
+    reason: str = ""
+    status: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- reading a report
+
+
+def _field(block: Message, name: str, *, required: bool = False) -> str | None:
+    """One header of a report block, unfolded; refuses repeats and embedded CR/LF.
+
+    A field given twice, or a value still holding CR or LF after unfolding (a bare CR
+    splits a line for one parser and not for another), is how a crafted report makes
+    two readers see two different verdicts: such a report is not read at all.
+    """
+    values = block.get_all(name) or []
+    if len(values) > 1:
+        raise BadReport(f"{name} given {len(values)} times in one block")
+    if not values:
+        if required:
+            raise BadReport(f"{name} missing")
+        return None
+    raw = values[0]
+    if not isinstance(raw, str):  # an undecodable header object from compat32
+        raw = str(raw)
+    value = _FOLD.sub(" ", raw)
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise BadReport(f"{name} holds a line break or NUL")
+    return value.strip()
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    return " ".join(scrub(_CONTROL.sub(" ", text)).split())[:limit]
+
+
+def _recipient(block: Message) -> RecipientStatus:
+    action = (_field(block, "Action", required=True) or "").lower()
+    if action not in ACTIONS:
+        raise BadReport(f"unknown Action {action[:40]!r}")
+    status = _field(block, "Status", required=True) or ""
+    # RFC 3464 allows a trailing comment: "5.1.1 (bad destination mailbox)".
+    status = status.split("(", 1)[0].strip()
+    if not _STATUS.match(status):
+        raise BadReport(f"bad Status {status[:40]!r}")
+    for name in ("Final-Recipient", "Original-Recipient", "Remote-MTA"):
+        _field(block, name)  # validated for repeats and line breaks, never acted upon
+    diagnostic = _field(block, "Diagnostic-Code") or ""
+    return RecipientStatus(action, status, _one_line(diagnostic))
+
+
+def _original_headers(part: Message) -> Message | None:
+    ctype = part.get_content_type()
+    if ctype == "message/rfc822":
+        inner = part.get_payload()
+        return inner[0] if isinstance(inner, list) and inner else None
+    if ctype == "text/rfc822-headers":
+        text = part.get_payload(decode=True) or b""
+        return HeaderParser(policy=email.policy.compat32).parsestr(text.decode("utf-8", "replace"))
+    return None
+
+
+def _embedded_ids(original: Message | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if original is None:
+        return (), ()
+    paths = tuple(_FOLD.sub(" ", str(v)).strip() for v in original.get_all("Return-Path") or [])
+    mids = tuple(_FOLD.sub(" ", str(v)).strip() for v in original.get_all("Message-ID") or [])
+    return paths, mids
+
+
+def _no_fatal_defects(msg: Message) -> None:
+    for defect in msg.defects:
+        if isinstance(defect, _FATAL_DEFECTS):
+            raise BadReport(f"malformed MIME: {type(defect).__name__}")
+
+
+def parse_report(message: bytes) -> Report:
+    """Read a DSN or an ARF report (no database).  Raises BadReport for a broken one."""
+    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    _no_fatal_defects(msg)
+    auto = (msg.get("Auto-Submitted") or "no").strip().lower()
+    auto_reply = auto != "no" or msg.get("X-Autoreply") is not None
+    if msg.get_content_type() != "multipart/report":
+        return Report("none", auto_reply=auto_reply)
+    report_type = (msg.get_param("report-type") or "").lower()
+    parts = msg.get_payload()
+    if not isinstance(parts, list) or not parts:
+        raise BadReport("multipart/report without parts")
+    for part in parts:
+        _no_fatal_defects(part)
+
+    original = None
+    for part in parts:
+        found = _original_headers(part)
+        if found is not None:
+            original = found
+            break
+    paths, mids = _embedded_ids(original)
+
+    if report_type == "delivery-status":
+        status_parts = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+        if len(status_parts) != 1:
+            raise BadReport(f"{len(status_parts)} message/delivery-status parts (want one)")
+        blocks = status_parts[0].get_payload()
+        if not isinstance(blocks, list) or len(blocks) < 2:
+            raise BadReport("delivery-status has no per-recipient fields")
+        for block in blocks:
+            _no_fatal_defects(block)
+        recipients = tuple(_recipient(b) for b in blocks[1:] if len(b.keys()))
+        if not recipients:
+            raise BadReport("delivery-status has no per-recipient fields")
+        return Report("dsn", recipients, None, paths, mids, auto_reply, report_type)
+
+    if report_type == "feedback-report":
+        fb_parts = [p for p in parts if p.get_content_type() == "message/feedback-report"]
+        if len(fb_parts) != 1:
+            raise BadReport(f"{len(fb_parts)} message/feedback-report parts (want one)")
+        inner = fb_parts[0].get_payload()
+        if not isinstance(inner, list) or not inner:
+            raise BadReport("feedback-report is empty")
+        _no_fatal_defects(inner[0])
+        ftype = (_field(inner[0], "Feedback-Type", required=True) or "").lower()
+        if not re.fullmatch(r"[a-z0-9-]{1,40}", ftype):
+            raise BadReport(f"bad Feedback-Type {ftype[:40]!r}")
+        return Report("arf", (), ftype, paths, mids, auto_reply, report_type)
+
+    return Report("none", auto_reply=auto_reply, report_type=report_type or None)
+
+
+# ---------------------------------------------------------------- which row
+
+
+class _Refused(Exception):
+    pass
+
+
+def _message_id_pair(mid: str, settings: Settings) -> tuple[int, int] | None:
+    """(edition id, subscriber id) from one of our Message-IDs, HMAC-checked; None if not ours."""
+    m = _OUR_MESSAGE_ID.match(mid)
+    if not m:
+        return None
+    pair = int(m[1]), int(m[2])
+    if not hmac.compare_digest(mid.lower(), message_id(settings, *pair).lower()):
+        raise _Refused("forged Message-ID in the original headers")
+    return pair
+
+
+def _locked(session: Session, *where) -> Delivery | None:
+    # Locked: the same report arriving twice at once is applied once.
+    return session.scalar(sa.select(Delivery).where(*where).with_for_update())
+
+
+def _resolve(session: Session, rcpt_to: str, report: Report, settings: Settings) -> tuple[int | None, Delivery | None]:
+    """The one ledger row this report may touch, as (id, row); row None when it is gone.
+
+    Raises _Refused when the report cannot be trusted to name one row of ours.
+    """
+    addressed = delivery_for_bounce(rcpt_to, settings)
+    if addressed is None and _VERP_SHAPE.match(rcpt_to.strip()):
+        raise _Refused("forged VERP address (bad signature)")
+    path_ids: set[int] = set()
+    for path in report.original_return_paths:
+        if _VERP_SHAPE.match(path):
+            found = delivery_for_bounce(path, settings)
+            if found is None:
+                raise _Refused("forged Return-Path in the original headers")
+            path_ids.add(found)
+    pairs = {p for p in (_message_id_pair(mid, settings) for mid in report.original_message_ids) if p}
+
+    if addressed is None:
+        if report.kind != "arf":
+            raise _Refused("not addressed to a VERP bounce address")
+        if len(path_ids) > 1 or len(pairs) > 1:
+            raise _Refused("the original headers name several deliveries")
+        if path_ids:
+            addressed = path_ids.pop()
+        elif pairs:
+            edition_id, subscriber_id = pairs.pop()
+            row = _locked(session, Delivery.edition_id == edition_id, Delivery.subscriber_id == subscriber_id)
+            return (row.id if row else None), row
+        else:
+            raise _Refused("cannot tell which delivery this report is about")
+    elif path_ids - {addressed}:
+        raise _Refused("the original headers name another delivery")
+    row = _locked(session, Delivery.id == addressed)
+    if row is not None and pairs - {(row.edition_id, row.subscriber_id)}:
+        raise _Refused("the original Message-ID names another delivery")
+    return addressed, row
+
+
+# ---------------------------------------------------------------- what it does
+
+
+def _severity(r: RecipientStatus) -> int:
+    klass = r.status[0]
+    if r.action == "failed" and klass == "5":
+        return 3 if r.status.split(".")[1] == "1" else 2
+    if r.action == "delayed" or klass == "4":
+        return 1
+    return 0
+
+
+def handle_inbound(session: Session, rcpt_to: str, message: bytes, settings: Settings | None = None) -> InboundResult:
+    """Read one inbound report addressed to `rcpt_to` and apply it to the ledger.
+
+    Never commits; writes nothing unless the report is genuine and new.  Logs exactly
+    one line of its own (ids, never an address).
+    """
+    settings = settings or get_settings()
+    result = _handle(session, rcpt_to, message, settings)
+    fields = {"delivery_id": result.delivery_id, "changed": result.changed, **result.details}
+    if result.status:
+        fields["status"] = result.status
+    if result.outcome == "rejected":
+        log.warning("bounce.rejected", reason=result.reason, rcpt=redact(rcpt_to), size=len(message), **fields)
+    elif result.outcome == "ignored":
+        log.info("bounce.ignored", reason=result.reason, **fields)
+    else:
+        log.info(f"bounce.{result.outcome}", **fields)
+    return result
+
+
+def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) -> InboundResult:
+    if len(message) > MAX_INBOUND_BYTES:
+        return InboundResult("rejected", reason=f"message of {len(message)} bytes is over {MAX_INBOUND_BYTES}")
+    if len(rcpt_to) > 320 or any(c in rcpt_to for c in "\r\n\x00"):
+        return InboundResult("rejected", reason="unusable recipient address")
+    try:
+        report = parse_report(message)
+    except BadReport as exc:
+        return InboundResult("rejected", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 — the stdlib parser on hostile bytes
+        return InboundResult("rejected", reason=f"unreadable message ({type(exc).__name__})")
+
+    if report.kind == "none":
+        why = "auto-reply" if report.auto_reply else f"not a bounce or complaint report ({report.report_type or 'no report'})"
+        return InboundResult("ignored", delivery_id=delivery_for_bounce(rcpt_to, settings), reason=why)
+
+    try:
+        delivery_id, row = _resolve(session, rcpt_to, report, settings)
+    except _Refused as exc:
+        return InboundResult("rejected", reason=str(exc))
+    if row is None:
+        return InboundResult("ignored", delivery_id,
+                             reason="no such delivery: the reader or the edition no longer exists")
+    sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == row.subscriber_id).with_for_update())
+    if sub is None:  # cannot happen while the foreign key cascades; kept for clarity
+        return InboundResult("ignored", row.id, reason="the reader no longer exists")
+    ids = {"edition_id": row.edition_id, "subscriber_id": row.subscriber_id}
+
+    if report.kind == "arf":
+        if report.feedback_type not in COMPLAINT_TYPES:
+            return InboundResult("ignored", row.id, reason=f"feedback type {report.feedback_type}", details=ids)
+        return _complaint(session, row, sub, report.feedback_type, ids)
+
+    worst = max(report.recipients, key=_severity)
+    level = _severity(worst)
+    if level == 0:
+        return InboundResult("ignored", row.id, reason=f"DSN action {worst.action}", status=worst.status, details=ids)
+    if level == 1:
+        return _soft(session, row, worst, ids)
+    return _failed(session, row, sub, worst, suppress_address=(level == 3), ids=ids)
+
+
+def _failed(session, row: Delivery, sub: Subscriber, r: RecipientStatus, *, suppress_address: bool,
+            ids: dict) -> InboundResult:
+    m = _DIAG_CODE.match(r.diagnostic)
+    reply = f"bounced after acceptance: DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
+    # Conditional, like every ledger write: a row already ended stays as it is.
+    moved = session.execute(
+        sa.update(Delivery)
+        .where(Delivery.id == row.id, Delivery.status.in_([s.value for s in _ENDABLE]))
+        .values(status=DeliveryStatus.failed, smtp_code=int(m[1]) if m else None, smtp_reply=reply,
+                updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    added = False
+    if suppress_address:
+        added = suppress(session, sub.email, "hard_bounce", detail=f"DSN {r.status} for delivery {row.id}",
+                         actor=ACTOR)
+    changed = bool(moved or added)
+    outcome = "hard_bounce" if suppress_address else "failed"
+    if changed:
+        audit(session, ACTOR, f"bounce.{outcome}", f"delivery:{row.id}", status=r.status,
+              row_failed=bool(moved), suppressed=added, **ids)
+    return InboundResult(outcome, row.id, changed, status=r.status, details=ids)
+
+
+def _soft(session, row: Delivery, r: RecipientStatus, ids: dict) -> InboundResult:
+    note = f"{row.smtp_code or ''} accepted; later DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
+    changed = False
+    if row.status in _NOTABLE and row.smtp_reply != note:
+        changed = bool(session.execute(
+            sa.update(Delivery)
+            .where(Delivery.id == row.id, Delivery.status.in_([s.value for s in _NOTABLE]))
+            .values(smtp_reply=note, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount)
+    return InboundResult("soft_bounce", row.id, changed, status=r.status, details=ids)
+
+
+def _complaint(session, row: Delivery, sub: Subscriber, ftype: str, ids: dict) -> InboundResult:
+    added = suppress(session, sub.email, "complaint", detail=f"ARF {ftype} for delivery {row.id}", actor=ACTOR)
+    left = unsubscribe(session, sub, actor=ACTOR)
+    changed = bool(added or left)
+    if changed:
+        audit(session, ACTOR, "complaint", f"delivery:{row.id}", feedback_type=ftype, suppressed=added,
+              unsubscribed=left, **ids)
+    return InboundResult("complaint", row.id, changed, details={**ids, "feedback_type": ftype})
