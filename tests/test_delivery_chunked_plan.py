@@ -2,7 +2,9 @@
 still being written, and nothing about "one row, one message per reader" changes.
 
 Real PostgreSQL, the real Redis queue (read directly), a real SMTP peer; chunk sizes
-are made tiny so that a few hundred readers take many chunks.
+are made tiny so that a few hundred readers take many chunks.  Also the other pieces
+of a fast alert: the SMTP connection opened ahead of the first message, and alerts'
+own rate budget per domain.
 """
 
 from __future__ import annotations
@@ -299,3 +301,16 @@ def test_prewarm_against_a_dead_smtp_server_is_no_error(monkeypatch):
     assert prewarm() is False
     assert not connection().is_open  # nothing half-open was parked for the first message
     close_connection()
+
+
+def test_alerts_to_a_rate_limited_domain_do_not_wait_behind_digests(redis_url):
+    from service.config import load_settings
+    from service.delivery.ratelimit import Limiter, buckets_for
+
+    s = load_settings(domain_rates="gmail.com=10")
+    digests, alerts = Limiter(s), Limiter(s)  # two worker processes, one Redis
+    assert digests._try(buckets_for(s, "digest", "gmail.com")) == 0
+    assert digests._try(buckets_for(s, "digest", "gmail.com")) > 0  # gmail's budget is spent for now
+    assert alerts._try(buckets_for(s, "alert", "gmail.com")) == 0  # an alert does not wait for digests
+    assert digests._try(buckets_for(s, "digest", "gmail.com")) > 0.15  # it pushed them back a slot
+    assert alerts._try(buckets_for(s, "alert", "gmail.com")) > 0  # and alerts alone keep to gmail's rate

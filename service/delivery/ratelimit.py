@@ -5,11 +5,13 @@ The algorithm is GCRA (a token bucket kept as one timestamp per budget: the
 
 * ``global``  — RATE_PER_SECOND and RATE_PER_HOUR, what the SMTP provider allows us;
 * ``alerts``  — ALERT_RATE_PER_SECOND, the alerts' own budget;
-* ``domain:<d>`` — DOMAIN_RATES (e.g. gmail.com=20), for every kind of mail.
+* ``domain:<d>`` — DOMAIN_RATES (e.g. gmail.com=20), for every kind of mail, and
+  ``alerts:domain:<d>``, the alerts' share of it.
 
-Priority: an alert waits only for its own budget and its domain's; it still *charges*
-the global budget, pushing it forward, so digests (which must conform to the global
-budget) slow down while an alert goes out.  Alerts never queue behind digest traffic.
+Priority: an alert waits only for its own budgets (``alerts``, ``alerts:domain:<d>``);
+it still *charges* the global and domain budgets, pushing them forward, so digests
+(which must conform to those) slow down while an alert goes out.  Alerts never queue
+behind digest traffic, and two kinds together stay within a domain's rate.
 
 With REDIS_URL the buckets live in Redis, checked and charged atomically by one Lua
 script per message, so any number of workers on any number of machines share them.
@@ -65,7 +67,12 @@ def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
         out.append(_per_second("alerts:s", settings.alert_rate_per_second))
     rate = settings.domain_rates.get(domain)
     if rate:
-        out.append(_per_second(f"domain:{domain}", rate))
+        # The same priority per domain: an alert conforms to its own bucket at the
+        # domain's rate and pushes the shared one forward, so digests to that domain
+        # step aside instead of splitting its rate with the alert.
+        out.append(_per_second(f"domain:{domain}", rate, force=alert))
+        if alert:
+            out.append(_per_second(f"alerts:domain:{domain}", rate))
     return out
 
 
