@@ -391,7 +391,9 @@ def test_malformed_mime_is_refused(sent, bounce_server, body):
     # a bare CR inside the diagnostic
     b"Final-Recipient: rfc822; reader1@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
     b"Diagnostic-Code: smtp; 550 no\rStatus: 2.0.0\r\n",
-], ids=["cr-action", "lf-status", "folded-status", "cr-diagnostic"])
+    # an address where the action belongs (and it must not reach the log)
+    b"Final-Recipient: rfc822; reader1@example.com\r\nAction: reader1@example.com\r\nStatus: 5.1.1\r\n",
+], ids=["cr-action", "lf-status", "folded-status", "cr-diagnostic", "address-as-action"])
 def test_report_with_cr_or_lf_inside_fields_is_refused(sent, bounce_server, block):
     original = sent["reader1@example.com"]
     verp = original.mail_from

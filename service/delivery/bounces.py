@@ -151,12 +151,12 @@ def _one_line(text: str, limit: int = 400) -> str:
 def _recipient(block: Message) -> RecipientStatus:
     action = (_field(block, "Action", required=True) or "").lower()
     if action not in ACTIONS:
-        raise BadReport(f"unknown Action {action[:40]!r}")
+        raise BadReport(f"unknown Action {scrub(action[:60])!r}")
     status = _field(block, "Status", required=True) or ""
     # RFC 3464 allows a trailing comment: "5.1.1 (bad destination mailbox)".
     status = status.split("(", 1)[0].strip()
     if not _STATUS.match(status):
-        raise BadReport(f"bad Status {status[:40]!r}")
+        raise BadReport(f"bad Status {scrub(status[:60])!r}")
     for name in ("Final-Recipient", "Original-Recipient", "Remote-MTA"):
         _field(block, name)  # validated for repeats and line breaks, never acted upon
     diagnostic = _field(block, "Diagnostic-Code") or ""
@@ -235,7 +235,7 @@ def parse_report(message: bytes) -> Report:
         _no_fatal_defects(inner[0])
         ftype = (_field(inner[0], "Feedback-Type", required=True) or "").lower()
         if not re.fullmatch(r"[a-z0-9-]{1,40}", ftype):
-            raise BadReport(f"bad Feedback-Type {ftype[:40]!r}")
+            raise BadReport(f"bad Feedback-Type {scrub(ftype[:60])!r}")
         return Report("arf", (), ftype, paths, mids, auto_reply, report_type)
 
     return Report("none", auto_reply=auto_reply, report_type=report_type or None)
@@ -269,9 +269,7 @@ def _resolve(session: Session, rcpt_to: str, report: Report, settings: Settings)
 
     Raises _Refused when the report cannot be trusted to name one row of ours.
     """
-    addressed = delivery_for_bounce(rcpt_to, settings)
-    if addressed is None and _VERP_SHAPE.match(rcpt_to.strip()):
-        raise _Refused("forged VERP address (bad signature)")
+    addressed = delivery_for_bounce(rcpt_to, settings)  # a forged one was refused before parsing
     path_ids: set[int] = set()
     for path in report.original_return_paths:
         if _VERP_SHAPE.match(path):
@@ -339,6 +337,8 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) 
         return InboundResult("rejected", reason=f"message of {len(message)} bytes is over {MAX_INBOUND_BYTES}")
     if len(rcpt_to) > 320 or any(c in rcpt_to for c in "\r\n\x00"):
         return InboundResult("rejected", reason="unusable recipient address")
+    if delivery_for_bounce(rcpt_to, settings) is None and _VERP_SHAPE.match(rcpt_to.strip()):
+        return InboundResult("rejected", reason="forged VERP address (bad signature)")
     try:
         report = parse_report(message)
     except BadReport as exc:
@@ -401,7 +401,8 @@ def _failed(session, row: Delivery, sub: Subscriber, r: RecipientStatus, *, supp
 
 
 def _soft(session, row: Delivery, r: RecipientStatus, ids: dict) -> InboundResult:
-    note = f"{row.smtp_code or ''} accepted; later DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
+    before = f"{row.smtp_code} accepted" if row.smtp_code else "handed over"
+    note = f"{before}; later DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
     changed = False
     if row.status in _NOTABLE and row.smtp_reply != note:
         changed = bool(session.execute(
