@@ -83,9 +83,11 @@ class BounceServer:
             timeout=60,
         )
         self._stop = threading.Event()
+        self._started = False
 
     def start(self) -> None:
         self._controller.start()
+        self._started = True
         log.info("bounce_server.started", host=self.host, port=self.port)
 
     def stop(self) -> None:
@@ -94,9 +96,11 @@ class BounceServer:
         log.info("bounce_server.stopped", host=self.host, port=self.port)
 
     def serve_forever(self) -> None:
+        """Until SIGTERM or Ctrl-C; starts the server first unless `start()` already did."""
         import signal
 
-        self.start()
+        if not self._started:
+            self.start()
         # SIGTERM (docker stop) ends the wait like Ctrl-C does.
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         try:

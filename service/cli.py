@@ -248,6 +248,11 @@ def cmd_bounces_serve(args) -> int:
 
     _settings()  # the VERP signatures need the production SECRET_KEY
     server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:  # aiosmtpd wraps a bind error in RuntimeError on some versions
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     print(f"bounce server listening on {args.host}:{args.port}", flush=True)
     server.serve_forever()
     return 0

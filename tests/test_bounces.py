@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -462,3 +463,14 @@ def test_nashra_bounces_serve_applies_a_bounce_and_stops_on_sigterm(sent):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_nashra_bounces_serve_on_a_taken_port_is_a_clear_error(pg_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "service", "bounces", "serve", "--port", str(port)],
+                              env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
