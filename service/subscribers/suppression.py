@@ -7,10 +7,11 @@ that a suppressed address is not sent a confirmation either.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.logging import get_logger
-from service.models import Suppression, audit
+from service.models import Suppression, audit, utcnow
 
 log = get_logger(__name__)
 REASONS = ("hard_bounce", "complaint", "manual")
@@ -25,13 +26,20 @@ def suppress(session: Session, email: str, reason: str, detail: str | None = Non
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     email = email.strip().lower()
-    if is_suppressed(session, email):
-        return False
-    row = Suppression(email=email, reason=reason, detail=detail)
-    session.add(row)
-    session.flush()
-    audit(session, actor, "suppress", f"suppression:{row.id}", reason=reason)
-    log.info("address_suppressed", suppression_id=row.id, reason=reason)
+    # INSERT … ON CONFLICT DO NOTHING: two bounces for one address handled at the same
+    # moment (two workers, the bounce server) must not fail one of them.
+    table = Suppression.__table__
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[session.get_bind().dialect.name]
+    new_id = session.scalar(
+        insert(table)
+        .values(email=email, reason=reason, detail=detail, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(table.c.id)
+    )
+    if new_id is None:
+        return False  # already there: the first reason stays
+    audit(session, actor, "suppress", f"suppression:{new_id}", reason=reason)
+    log.info("address_suppressed", suppression_id=new_id, reason=reason)
     return True
 
 
