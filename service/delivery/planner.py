@@ -308,6 +308,19 @@ def plan_chunk(session: Session, edition_id: int, after: int = 0, limit: int | N
     return Chunk(inserted, total, after, through, finished, edition.status)
 
 
+def warm_up(session: Session) -> None:
+    """Run a chunk's statements once on nothing (no such edition, an empty range of
+    subscribers), so that a new worker process has the ORM configured and the
+    statements compiled and cached before its first alert.  Writes no row; the
+    caller rolls back."""
+    session.scalar(sa.select(Edition).where(Edition.id == -1).with_for_update())
+    _chunk_end(session, 0, CHUNK_FIRST)
+    probe = Edition(id=-1, kind=EditionKind.alert, status=EditionStatus.draft, params={})  # never added
+    _insert_audience(session, probe, 0, 0)
+    render_variants(session, probe, subscribers=(0, 0))
+    count_rows(session, -1)
+
+
 def next_chunk_size(size: int | None) -> int:
     """CHUNK_FIRST, then growing by CHUNK_GROWTH up to CHUNK_MAX."""
     return CHUNK_FIRST if size is None else min(size * CHUNK_GROWTH, CHUNK_MAX)

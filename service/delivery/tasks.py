@@ -91,7 +91,8 @@ def _warm_up(**_):
 
     A new prefork child would otherwise spend its first alert importing the planner
     and the rendering stack (Jinja2, premailer, Babel: ~0.3 s), compiling the alert
-    templates, and connecting to PostgreSQL and to the SMTP server.  This runs in a
+    templates, and connecting to PostgreSQL, to the broker (to queue the batches) and
+    to the SMTP server.  This runs in a
     thread so that a slow database or SMTP server cannot hold up the worker's start
     (Celery gives a child a few seconds to report ready); a task that arrives
     meanwhile simply waits on the same imports.
@@ -112,8 +113,8 @@ def _prepare_process() -> None:
 
     try:
         from service.config import get_settings
-        from service.db import get_engine
-        from service.delivery import batch, planner  # noqa: F401 — the imports are the point
+        from service.db import session_factory
+        from service.delivery import batch, fanout, ledger, planner  # noqa: F401 — importing is half the point
         from service.delivery.smtp import prewarm
         from service.editions import variants  # noqa: F401
         from service.rendering import contexts
@@ -123,8 +124,18 @@ def _prepare_process() -> None:
         ctx = contexts.alert_context(contexts.site_view(settings), headline="تجربة", url="https://example.com/",
                                      summary="", sent_at=dt.datetime.now(dt.UTC))
         render_variant("alert", ctx)  # compiles and caches the templates; premailer's first run
-        with get_engine().connect():
-            pass  # one pooled connection, ready for the first query
+        with session_factory()() as session:  # one pooled connection, the planner's
+            planner.warm_up(session)  # statements compiled; nothing is written
+            fanout.batch_ranges(session, -1, fanout.ALERT_BATCH_MAX, subscribers=(0, 0))
+            ledger.start_sending(session, -1)  # and a batch's: all on an edition that does not exist
+            ledger.claim(session, -1, 0, 0, "warm-up", 1)
+            ledger.recipient_state(session, -1, -1)
+            ledger.finish_if_complete(session, -1)
+            session.rollback()
+        from service.celery_app import app
+
+        with app.producer_or_acquire() as producer:  # the planner's batch messages: a pooled
+            producer.connection.ensure_connection(max_retries=1)  # broker connection, open
         prewarm(settings)
         log.info("worker.warmed_up")
     except Exception as exc:  # noqa: BLE001 — warming up is an optimisation, never a failure
