@@ -291,6 +291,26 @@ def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sin
     close_connection()
 
 
+def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_env, celery_on_test_redis, smtp_sink):
+    from structlog.testing import capture_logs
+
+    from service.delivery.smtp import close_connection
+    from service.delivery.tasks import _prepare_process
+
+    close_connection()
+    eid = alert_edition(3)
+    with capture_logs() as logs:
+        _prepare_process()  # what a new alert worker process runs at start, in its own thread
+    assert [e["event"] for e in logs if e["event"].startswith("worker.")] == ["worker.warmed_up"]
+    with session_scope() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Edition)) == 1  # its probes left no trace
+    assert ledger_rows(eid) == {} and edition(eid).status == EditionStatus.draft
+    assert smtp_sink.connections == 1 and smtp_sink.messages == []
+    assert plan_by_hand(eid) == 3
+    assert len(smtp_sink.messages) == 3 and smtp_sink.connections == 1
+    close_connection()
+
+
 def test_prewarm_against_a_dead_smtp_server_is_no_error(monkeypatch):
     from service.config import reset_settings
     from service.delivery.smtp import close_connection, connection, prewarm

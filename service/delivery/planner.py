@@ -280,13 +280,20 @@ def plan_chunk(session: Session, edition_id: int, after: int = 0, limit: int | N
     through, at_end = _chunk_end(session, after, limit)
     inserted = _insert_audience(session, edition, after, through)
     variants = render_variants(session, edition, renderer, (after, through))
-    total = count_rows(session, edition_id)
-    edition.recipients = total
     now = utcnow()
-    if edition.status == EditionStatus.draft:
+    was_draft = edition.status == EditionStatus.draft
+    if was_draft:
         edition.status = EditionStatus.planned
     was_chunked = PLANNING in (edition.params or {})
     finished = at_end and not (was_chunked and inserted)
+    if finished or not (was_draft or was_chunked):
+        total = count_rows(session, edition_id)
+    else:
+        # Mid-audience: add this chunk's rows (exact: the edition row is locked and the
+        # unique constraint counts each reader once) instead of counting a growing
+        # ledger once per chunk; the last chunk counts.
+        total = (0 if was_draft else edition.recipients or 0) + inserted
+    edition.recipients = total
     params = {k: v for k, v in (edition.params or {}).items() if k != PLANNING}
     if not finished:
         params[PLANNING] = now.isoformat()
