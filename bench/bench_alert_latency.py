@@ -1,7 +1,7 @@
 """Breaking-news alert latency: from the editor's click to the messages at the mail server.
 
     .venv/bin/python bench/bench_alert_latency.py [--audiences 1000,10000,100000] [--workers 2]
-                                                  [--baseline REV] [--ceiling 5000]
+                                                  [--baseline REV] [--ceiling 5000] [--repeat 3]
 
 Everything is real: a scratch PostgreSQL database (created and dropped here), the
 machine's Redis (db 14, keys under a prefix of this run's own, removed at the end),
@@ -14,7 +14,10 @@ Per audience (N active readers with alerts on, among 1.25 N subscribers: every f
 has alerts off, created by one INSERT … SELECT generate_series) it times, from the
 start of `POST /api/alerts` to the sink accepting the FIRST message, the median one and
 the LAST one; and, from the ledger, when the audience was fully planned and when the
-first batch claimed its rows.
+first batch claimed its rows.  Audiences up to 10,000 are alerted --repeat times and
+the medians printed; larger ones once.  Before them, "cold": the first alert (1,000
+readers) that freshly started workers handle, --idle seconds after they are ready;
+then one uncounted alert, as long-lived workers have handled alerts before.
 
 References measured in the same run:
   * the sink's ceiling: the same alert bytes sent with plain smtplib over one
