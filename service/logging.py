@@ -38,7 +38,10 @@ def setup_logging(fmt: str | None = None, level: str | None = None) -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger bound at import would keep the processors of that moment,
+        # and structlog.testing.capture_logs (the tests' window on our logs) would miss it.
+        # Nothing logs per recipient, so the few µs per call do not show.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -133,6 +133,13 @@ def test_alerts_go_ahead_of_digests_and_push_them_back(redis_url):
     assert any(w > 0 for w in waits)
 
 
+def test_alerts_without_their_own_rate_never_exceed_the_providers(redis_url):
+    s = _settings(rate_per_second=10)  # ALERT_RATE_PER_SECOND unset
+    alerts = ratelimit.Limiter(s)
+    waits = [alerts._try(ratelimit.buckets_for(s, "alert", "x.com")) for _ in range(5)]
+    assert waits[0] == 0 and all(w > 0 for w in waits[2:])  # 10/s, not unlimited
+
+
 def test_per_domain_and_per_hour_limits(redis_url):
     s = _settings(domain_rates="gmail.com=1", rate_per_hour=3)
     lim = ratelimit.Limiter(s)

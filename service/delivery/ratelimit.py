@@ -4,7 +4,7 @@ The algorithm is GCRA (a token bucket kept as one timestamp per budget: the
 "theoretical arrival time").  Budgets:
 
 * ``global``  — RATE_PER_SECOND and RATE_PER_HOUR, what the SMTP provider allows us;
-* ``alerts``  — ALERT_RATE_PER_SECOND, the alerts' own budget;
+* ``alerts``  — ALERT_RATE_PER_SECOND (default: RATE_PER_SECOND), the alerts' own budget;
 * ``domain:<d>`` — DOMAIN_RATES (e.g. gmail.com=20), for every kind of mail, and
   ``alerts:domain:<d>``, the alerts' share of it.
 
@@ -63,8 +63,11 @@ def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
         out.append(_per_second("global:s", settings.rate_per_second, force=alert))
     if settings.rate_per_hour > 0:
         out.append(_per_hour("global:h", settings.rate_per_hour, force=alert))
-    if alert and settings.alert_rate_per_second > 0:
-        out.append(_per_second("alerts:s", settings.alert_rate_per_second))
+    # Unset, the alerts' own ceiling is the provider's rate: they may take all of it
+    # (digests step aside) but never more than the provider allows.
+    alert_rate = settings.alert_rate_per_second or settings.rate_per_second
+    if alert and alert_rate > 0:
+        out.append(_per_second("alerts:s", alert_rate))
     rate = settings.domain_rates.get(domain)
     if rate:
         # The same priority per domain: an alert conforms to its own bucket at the
