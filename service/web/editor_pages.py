@@ -150,8 +150,9 @@ async def _authorised_form(request: Request):
     return editor, form, None
 
 
-@router.post("/preview")
-async def preview(request: Request):
+async def _preview_action(request: Request, action) -> Response:
+    """Preview and test share their shape: the editor's form in, the page back with the
+    form kept; `action(values, editor)` returns extra page context or raises PreviewError."""
     editor, form, early = await _authorised_form(request)
     if early is not None:
         return early
@@ -159,36 +160,33 @@ async def preview(request: Request):
     key = str(form.get("idempotency_key") or "") or None
 
     def work():
-        from service.web.alert_preview import PreviewError, preview_alert
+        from service.web.alert_preview import PreviewError
 
         try:
-            rendered = preview_alert(values, editor.id)
+            extra = action(values, editor)
         except PreviewError as exc:
             return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
-        return _page(request, editor, form=values, preview=rendered, idempotency_key=key)
+        return _page(request, editor, form=values, idempotency_key=key, **extra)
 
     return await run_in_threadpool(work)
+
+
+@router.post("/preview")
+async def preview(request: Request):
+    from service.web.alert_preview import preview_alert
+
+    return await _preview_action(request, lambda values, editor: {"preview": preview_alert(values, editor.id)})
 
 
 @router.post("/test")
 async def send_test(request: Request):
-    editor, form, early = await _authorised_form(request)
-    if early is not None:
-        return early
-    values = _alert_form(form)
-    key = str(form.get("idempotency_key") or "") or None
+    from service.web.alert_preview import send_test_alert
 
-    def work():
-        from service.web.alert_preview import PreviewError, send_test_alert
+    def action(values, editor):
+        send_test_alert(values, values["test_to"], editor)
+        return {"notice": "أُرسلت نسخة تجريبية إلى العنوان المحدد."}
 
-        try:
-            send_test_alert(values, values["test_to"], editor)
-        except PreviewError as exc:
-            return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
-        return _page(request, editor, form=values, idempotency_key=key,
-                     notice="أُرسلت نسخة تجريبية إلى العنوان المحدد.")
-
-    return await run_in_threadpool(work)
+    return await _preview_action(request, action)
 
 
 @router.post("/send")
