@@ -37,37 +37,33 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
-import signal
-import smtplib
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-CELERY = str(Path(sys.executable).parent / "celery")
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+from bench.support import (  # noqa: E402
+    ceiling,
+    celery_worker,
+    scratch_database,
+    serve_smtp,
+    sink_process,
+    web_server,
+)
+
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the sink, in its own process
 
 
 def _sink_main(port: int, count, arrivals, stop) -> None:
-    from aiosmtpd.controller import Controller
-
     class Recording:
         async def handle_DATA(self, server, session, envelope):
             now = time.monotonic()
@@ -78,57 +74,19 @@ def _sink_main(port: int, count, arrivals, stop) -> None:
                 count.value = i + 1
             return "250 2.0.0 OK"
 
-    ctl = Controller(Recording(), hostname="127.0.0.1", port=port, data_size_limit=10_000_000,
-                     server_kwargs={"hostname": "sink.bench"})
-    ctl.start()
-    stop.wait()
-    ctl.stop()
+    serve_smtp(Recording(), port, 10_000_000, stop)
 
 
 @contextlib.contextmanager
 def sink(capacity: int):
     ctx = mp.get_context("spawn")
-    port = free_port()
-    count, stop = ctx.Value("q", 0), ctx.Event()
+    count = ctx.Value("q", 0)
     arrivals = ctx.Array("d", capacity, lock=False)
-    proc = ctx.Process(target=_sink_main, args=(port, count, arrivals, stop), daemon=True)
-    proc.start()
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            break
-        time.sleep(0.05)
-    try:
+    with sink_process(_sink_main, count, arrivals) as port:
         yield port, count, arrivals
-    finally:
-        stop.set()
-        proc.join(10)
 
 
-# ------------------------------------------------------------------ PostgreSQL, Redis, web, workers
-
-
-@contextlib.contextmanager
-def database():
-    import sqlalchemy as sa
-
-    from service.migrate import upgrade
-
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_alert_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        from service.db import reset_engine
-
-        reset_engine()
-        with admin.connect() as c:
-            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+# ------------------------------------------------------------------ Redis, web, workers
 
 
 @contextlib.contextmanager
@@ -144,26 +102,6 @@ def redis_prefix():
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)
         client.close()
-
-
-@contextlib.contextmanager
-def web_app():
-    import uvicorn
-
-    from service.web.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @contextlib.contextmanager
@@ -186,26 +124,11 @@ def code_of(rev: str | None):
 def alert_workers(env: dict[str, str], concurrency: int, code: Path, log_path: str | None = None):
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 — closed below
     level = "INFO" if log_path else "WARNING"
-    proc = subprocess.Popen(
-        [CELERY, "-A", "service.celery_app", "worker", "-Q", "alerts", "-c", str(concurrency), "-P", "prefork",
-         "-n", f"benchalert{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel", level],
-        cwd=code, env={**os.environ, **env, "PYTHONPATH": str(code), "LOG_LEVEL": level}, start_new_session=True,
-        stdout=log, stderr=log,
-    )
     try:
-        from service.celery_app import app
-
-        for _ in range(120):
-            if app.control.ping(timeout=0.5):
-                break
-        else:
-            raise RuntimeError("the Celery worker did not come up")
-        yield proc
+        with celery_worker("alerts", concurrency, "benchalert", {**env, "PYTHONPATH": str(code), "LOG_LEVEL": level},
+                           cwd=code, loglevel=level, output=log, stop_timeout=60) as proc:
+            yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
         if log_path:
             log.close()
 
@@ -283,17 +206,6 @@ def alert_message() -> bytes:
 HEADLINE = "عاجل: زلزال بقوة 5.8 درجات يضرب شمال المغرب"
 URL = "https://news.example/2021/11/24/quake"
 SUMMARY = "أعلن المعهد الوطني للجيوفيزياء أن الهزة شعر بها سكان طنجة وتطوان، ولا أنباء عن إصابات."
-
-
-def ceiling(port: int, message: bytes, n: int, sender: str) -> float:
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
-    smtp.ehlo()
-    t = time.perf_counter()
-    for i in range(n):
-        smtp.sendmail(sender, [f"ceiling{i}@example.com"], message)
-    elapsed = time.perf_counter() - t
-    smtp.quit()
-    return n / elapsed
 
 
 # ------------------------------------------------------------------ one alert, timed
@@ -397,7 +309,7 @@ def main() -> None:
     var = tempfile.mkdtemp(prefix="nashra-bench-alert-")
     per_phase = 2 * args.cold + sum(n * (args.repeat if n <= 10_000 else 1) for n in args.audiences)
     capacity = args.ceiling + per_phase * (2 if args.baseline else 1) + 10_000
-    with database() as db_url, redis_prefix() as (redis_url, prefix), sink(capacity) as (port, count, arrivals):
+    with scratch_database("alert") as db_url, redis_prefix() as (redis_url, prefix), sink(capacity) as (port, count, arrivals):
         env = {
             "DATABASE_URL": db_url, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
             "SMTP_URL": f"smtp://127.0.0.1:{port}", "NASHRA_VAR_DIR": var,
@@ -430,7 +342,9 @@ def main() -> None:
             print(f"reference for {n:>7,}: bare INSERT … SELECT {refs['insert'][n] * 1e3:8.1f} ms; "
                   f"sink ceiling for {n:,} messages {n / ceil:7.2f} s")
 
-        with web_app() as base:
+        from service.web.app import create_app
+
+        with web_server(create_app()) as base:
             phases = {}
             if args.baseline:
                 with code_of(args.baseline) as code:

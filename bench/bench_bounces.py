@@ -27,11 +27,9 @@ import email
 import email.policy
 import os
 import smtplib
-import socket
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,14 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from bench.support import free_port, scratch_database  # noqa: E402
 
 ORIGINAL_BODY = (
     "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -151,21 +142,15 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=2000)
     n = parser.parse_args().reports
 
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    os.environ.update(DATABASE_URL=url, SECRET_KEY="bench-secret-key-0123456789abcdef",
-                      NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"), LOG_LEVEL="WARNING")
-    try:
+    with scratch_database("bounces") as url:
+        os.environ.update(DATABASE_URL=url, SECRET_KEY="bench-secret-key-0123456789abcdef",
+                          NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"), LOG_LEVEL="WARNING")
         from aiosmtpd.controller import Controller
 
         from service.bounce_server import BounceServer
-        from service.db import reset_engine, session_scope
+        from service.db import session_scope
         from service.delivery.bounces import handle_inbound, parse_report
         from service.logging import setup_logging
-        from service.migrate import upgrade
         from service.models import (
             Delivery,
             DeliveryStatus,
@@ -175,7 +160,6 @@ def main() -> None:
         )
 
         setup_logging(fmt="json", level="WARNING")
-        upgrade(url)
         reports = build(n)
         sizes = sorted(len(d) for _, d in reports)
         print(f"bench_bounces: {n} reports (70% hard DSN, 20% delayed DSN, 10% ARF), "
@@ -235,13 +219,6 @@ def main() -> None:
             gone = s.scalar(sa.select(sa.func.count()).select_from(Subscriber)
                             .where(Subscriber.status == SubscriberStatus.unsubscribed))
         print(f"ledger afterwards: {failed} failed, suppressions {dict(supp)}, {gone} unsubscribed")
-        reset_engine()  # close the pool before the database is dropped
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -27,14 +27,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+from bench.support import scratch_database  # noqa: E402
 
 
 def fill(url: str, readers: int, n_articles: int, updates: int, now: dt.datetime) -> None:
@@ -127,12 +127,10 @@ def run(url: str, readers: int, n_articles: int, updates: int) -> None:
     from service.delivery.planner import plan
     from service.editions.corrections import LOOKBACK, create_corrections
     from service.logging import setup_logging
-    from service.migrate import upgrade
 
     reset_settings()
     setup_logging(fmt="json", level="WARNING")
     logging.getLogger().setLevel(logging.WARNING)
-    upgrade(url)
     now = dt.datetime.now(dt.UTC)
     t = time.perf_counter()
     fill(url, readers, n_articles, updates, now)
@@ -197,29 +195,15 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=200)
     args = parser.parse_args()
 
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    os.environ.update(
-        DATABASE_URL=url,
-        NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"),
-        SECRET_KEY="bench-secret-key-0123456789",
-        LOG_LEVEL="WARNING",
-        CORRECTIONS="major",
-    )
-    try:
+    with scratch_database("corrections") as url:
+        os.environ.update(
+            DATABASE_URL=url,
+            NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"),
+            SECRET_KEY="bench-secret-key-0123456789",
+            LOG_LEVEL="WARNING",
+            CORRECTIONS="major",
+        )
         run(url, args.readers, args.articles, args.updates)
-    finally:
-        from service.db import reset_engine
-
-        reset_engine()
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -23,37 +23,31 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
-import signal
-import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-CELERY = str(Path(sys.executable).parent / "celery")
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+from bench.support import (  # noqa: E402
+    ceiling,
+    celery_worker,
+    free_port,
+    scratch_database,
+    serve_smtp,
+    sink_process,
+)
+
 DIGEST_ARTICLES = 60  # → about 66 KB of HTML, 20 KB of text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the sink, in its own process
 
 
 def _sink_main(port: int, count, nbytes, stop) -> None:
-    import asyncio
-
-    from aiosmtpd.controller import Controller
-
     class Counting:
         async def handle_DATA(self, server, session, envelope):
             with count.get_lock():
@@ -61,57 +55,18 @@ def _sink_main(port: int, count, nbytes, stop) -> None:
             nbytes.value += len(envelope.content)
             return "250 2.0.0 OK"
 
-    ctl = Controller(Counting(), hostname="127.0.0.1", port=port, data_size_limit=50_000_000,
-                     server_kwargs={"hostname": "sink.bench"})
-    ctl.start()
-    stop.wait()
-    ctl.stop()
-    del asyncio
+    serve_smtp(Counting(), port, 50_000_000, stop)
 
 
 @contextlib.contextmanager
 def sink():
     ctx = mp.get_context("spawn")
-    port = free_port()
-    count, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0, lock=False), ctx.Event()
-    proc = ctx.Process(target=_sink_main, args=(port, count, nbytes, stop), daemon=True)
-    proc.start()
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            break
-        time.sleep(0.05)
-    try:
+    count, nbytes = ctx.Value("q", 0), ctx.Value("q", 0, lock=False)
+    with sink_process(_sink_main, count, nbytes) as port:
         yield port, count
-    finally:
-        stop.set()
-        proc.join(10)
 
 
-# ------------------------------------------------------------------ PostgreSQL and Redis of our own
-
-
-@contextlib.contextmanager
-def database():
-    import sqlalchemy as sa
-
-    from service.migrate import upgrade
-
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        from service.db import reset_engine
-
-        reset_engine()
-        with admin.connect() as c:
-            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+# ------------------------------------------------------------------ Redis and workers of our own
 
 
 @contextlib.contextmanager
@@ -136,28 +91,8 @@ def redis_server():
         proc.wait(10)
 
 
-@contextlib.contextmanager
 def workers(env: dict[str, str], concurrency: int):
-    proc = subprocess.Popen(
-        [CELERY, "-A", "service.celery_app", "worker", "-Q", "digests", "-c", str(concurrency), "-P", "prefork",
-         "-n", f"bench{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--loglevel", "WARNING"],
-        cwd=REPO, env={**os.environ, **env}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        from service.celery_app import app
-
-        for _ in range(120):
-            if app.control.ping(timeout=0.5):
-                break
-        else:
-            raise RuntimeError("the Celery worker did not come up")
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+    return celery_worker("digests", concurrency, "bench", env)
 
 
 # ------------------------------------------------------------------ data
@@ -223,17 +158,6 @@ def wait_done(edition_id: int, timeout: float = 900) -> float:
 
 
 # ------------------------------------------------------------------ the measures
-
-
-def ceiling(port: int, message: bytes, n: int, sender: str) -> float:
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
-    smtp.ehlo()
-    t = time.perf_counter()
-    for i in range(n):
-        smtp.sendmail(sender, [f"ceiling{i}@example.com"], message)
-    elapsed = time.perf_counter() - t
-    smtp.quit()
-    return n / elapsed
 
 
 def _run(rendered, n: int, prefix: str, batches_only: bool) -> float:
@@ -379,7 +303,7 @@ def main() -> None:
     args = ap.parse_args()
 
     var = tempfile.mkdtemp(prefix="nashra-bench-")
-    with database() as db_url, redis_server() as redis_url, sink() as (port, count):
+    with scratch_database("delivery") as db_url, redis_server() as redis_url, sink() as (port, count):
         env = {
             "DATABASE_URL": db_url, "REDIS_URL": redis_url, "SMTP_URL": f"smtp://127.0.0.1:{port}",
             "NASHRA_VAR_DIR": var, "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING",

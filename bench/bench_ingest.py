@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -37,6 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
+
+from bench.support import scratch_database  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SECTIONS = ["محليات", "عربي دولي", "اقتصاد", "رياضة", "تكنولوجيا", "ثقافة وفنون", "بيئة"]
@@ -148,32 +149,19 @@ def main() -> None:
     args = parser.parse_args()
     n = args.articles
 
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    os.environ.update(
-        DATABASE_URL=url,
-        FEED_ALLOW_PRIVATE="true",
-        NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"),
-        SECRET_KEY="bench-secret-key-0123456789",
-        LOG_LEVEL="WARNING",
-        FEED_MAX_BYTES="50000000",
-    )
-    try:
-        run(n, url)
-    finally:
-        from service.db import reset_engine
-
-        reset_engine()
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with scratch_database("ingest", ADMIN_URL) as url:
+        os.environ.update(
+            DATABASE_URL=url,
+            FEED_ALLOW_PRIVATE="true",
+            NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"),
+            SECRET_KEY="bench-secret-key-0123456789",
+            LOG_LEVEL="WARNING",
+            FEED_MAX_BYTES="50000000",
+        )
+        run(n)
 
 
-def run(n: int, url: str) -> None:
+def run(n: int) -> None:
     import logging
 
     import feedparser
@@ -184,12 +172,10 @@ def run(n: int, url: str) -> None:
     from service.config import reset_settings
     from service.db import get_engine, session_scope
     from service.logging import setup_logging
-    from service.migrate import upgrade
 
     reset_settings()
     setup_logging(fmt="json", level="WARNING")
     logging.getLogger().setLevel(logging.WARNING)
-    upgrade(url)
     server = Server()
     original = build_feed(n)
     changed = set(range(0, n, 10))  # every tenth article: 10%

@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,14 +32,10 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from bench.support import scratch_database, web_server  # noqa: E402
+
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/12"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn, n: int) -> list[float]:
@@ -98,13 +91,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=200_000)
     args = parser.parse_args()
 
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"nashra_bench_web_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    server = None
-    try:
+    with scratch_database("web", ADMIN_URL) as url:
         import redis
 
         redis.Redis.from_url(REDIS_URL).flushdb()
@@ -114,28 +101,16 @@ def main() -> None:
 
         reset_settings()
         from service.logging import setup_logging
-        from service.migrate import upgrade
 
         setup_logging()
-        upgrade(url)
         with sa.create_engine(url).begin() as c:
             c.execute(sa.text("INSERT INTO sections (slug, name, position) VALUES ('world', 'عربي دولي', 1), ('sport', 'رياضة', 2)"))
-
-        import uvicorn
 
         from service.celery_app import configure
         from service.web.app import create_app
 
         configure()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-
-        with httpx.Client(base_url=base) as client:
+        with web_server(create_app()) as base, httpx.Client(base_url=base) as client:
             csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
 
             def signup(i: int) -> None:
@@ -165,16 +140,6 @@ def main() -> None:
             print(describe("queries", ref_q) + "   (the same GROUP BYs, direct, new engine each time)")
             print(describe("metrics", scrapes) + f"   ({size} bytes)")
             print(f"ratio /metrics / direct queries (median): {statistics.median(scrapes) / statistics.median(ref_q):.2f}x")
-    finally:
-        if server is not None:
-            server.should_exit = True
-        from service.db import reset_engine
-
-        reset_engine()
-        with admin.connect() as c:
-            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 if __name__ == "__main__":
