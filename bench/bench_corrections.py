@@ -83,7 +83,7 @@ def fill(url: str, readers: int, n_articles: int, updates: int, now: dt.datetime
                 VALUES ('alert', 'done', 'alert', '{"headline": "h", "url": "https://news.example/x"}', :at, :r)
                 RETURNING id"""), {"at": at, "r": readers}).scalar()
             c.execute(sa.text("INSERT INTO edition_articles (edition_id, article_id, version, position, updated) "
-                              "VALUES (:e, :a, 1, 0, false)"), {"e": eid, "a": 1 + k * 37})
+                              "VALUES (:e, :a, 1, 0, false)"), {"e": eid, "a": 1 + (k * 37) % n_articles})
             _ledger(c, eid, at)
         # Major updates in the last 48 h, spread over the week's articles.
         step = max(1, n_articles // updates)
