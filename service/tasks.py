@@ -83,8 +83,12 @@ def start_digest(frequency: str, *, scheduled: bool) -> int | None:
     name="nashra.send_transactional",
     acks_late=True,
     autoretry_for=(OSError,),
+    # 1 s, 2 s, 4 s … capped at 10 min (well inside the broker's visibility timeout):
+    # about 40 minutes of a relay being away before a confirmation is given up.
     retry_backoff=True,
-    max_retries=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=12,
 )
 def send_transactional(kind: str, subscriber_id: int) -> bool:
     from service.editions.transactional import send_transactional as send

@@ -28,7 +28,7 @@ import threading
 import time
 
 from service.config import Settings, SmtpTarget, get_settings
-from service.delivery.verdicts import Outcome, Verdict, judge
+from service.delivery.verdicts import Outcome, Verdict, judge, scrub
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -43,7 +43,8 @@ class SmtpError(Exception):
     """A one-off message could not be sent; `.outcome` says why."""
 
     def __init__(self, outcome: Outcome):
-        super().__init__(f"{outcome.stage}: {outcome.code or ''} {outcome.reply}".strip())
+        # The text reaches Celery's own log lines (failure, "Retry in …"): no address in it.
+        super().__init__(f"{outcome.stage}: {outcome.code or ''} {scrub(outcome.reply)}".strip())
         self.outcome = outcome
 
 
@@ -330,12 +331,15 @@ def send_one(recipient: str, message: bytes, sender: str | None = None) -> Outco
     """Send one transactional message now (confirmation, welcome).
 
     Raises SmtpTransientError (an OSError, so Celery's autoretry_for=(OSError,) retries
-    it) for 4xx and connection trouble, SmtpError for anything final.
+    it) for 4xx and for a server that refuses *us* (down, TLS, AUTH, policy): a reader
+    waiting for a confirmation should get it once the relay is back, and there is no
+    edition to pause.  SmtpError only for what is final for this reader (5xx to RCPT or
+    DATA).  No reply after DATA (RFC 1047) counts as sent: it is not re-sent.
     """
     settings = get_settings()
     outcome = connection(settings).send(sender or settings.mail_from_address, recipient, message)
-    if outcome.verdict == Verdict.sent:
+    if outcome.verdict in (Verdict.sent, Verdict.unknown):
         return outcome
-    if outcome.verdict == Verdict.retry:
+    if outcome.verdict in (Verdict.retry, Verdict.sender_refused):
         raise SmtpTransientError(outcome)
     raise SmtpError(outcome)
