@@ -113,3 +113,39 @@ def test_bad_alert_input_is_refused_and_changes_nothing(db_session, kwargs, mess
 def test_headline_loses_bidi_overrides_and_newlines(db_session):
     ed = create_alert(db_session, editor_id=None, headline="عاجل\u202e\r\nخبر", url="https://x.example/")
     assert ed.params["headline"] == "عاجل خبر"
+
+
+def test_a_200_character_idempotency_key_is_refused_clearly_or_stored(db_session):
+    key = "k" * 194  # "alert:" + 194 = the column's 200
+    a = create_alert(db_session, editor_id=None, headline="عاجل", url="https://news.example/k", idempotency_key=key)
+    assert a.idempotency_key == "alert:" + key
+    with pytest.raises(AlertError, match="idempotency_key"):
+        create_alert(db_session, editor_id=None, headline="عاجل", url="https://news.example/k2",
+                     idempotency_key="k" * 195)
+
+
+def test_the_same_key_from_two_requests_at_once_is_one_alert(pg_env):
+    import threading
+
+    from service.db import session_scope
+
+    barrier = threading.Barrier(2)
+    ids, errors = [], []
+
+    def request():
+        try:
+            with session_scope() as s:
+                barrier.wait(timeout=10)
+                ids.append(create_alert(s, editor_id=None, headline="عاجل", url="https://news.example/r",
+                                        idempotency_key="retry-1").id)
+        except Exception as exc:  # noqa: BLE001 — reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(set(ids)) == 1
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Edition)) == 1

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.editions import keys
 from service.models import Edition, EditionArticle, EditionKind, EditionStatus, audit, utcnow
 
 HEADLINE_MAX = 200
@@ -60,11 +61,12 @@ def create_alert(
 ) -> Edition:
     from service.articles.queries import article_by_url
 
+    key = None
     if idempotency_key is not None:
-        idempotency_key = _clean_line(idempotency_key, "idempotency_key", 200, True)
-        existing = session.scalar(select(Edition).where(Edition.idempotency_key == f"alert:{idempotency_key}"))
-        if existing is not None:
-            return existing
+        key = "alert:" + _clean_line(idempotency_key, "idempotency_key", keys.KEY_MAX - len("alert:"), True)
+        found = keys.existing(session, key)
+        if found is not None:
+            return found
 
     article = None
     if article_url:
@@ -98,12 +100,13 @@ def create_alert(
         kind=EditionKind.alert,
         status=EditionStatus.draft,
         title=headline,
-        idempotency_key=f"alert:{idempotency_key}" if idempotency_key else None,
+        idempotency_key=key,
         params={"headline": headline, "url": url, "summary": summary},
         created_by=editor_id,
     )
-    session.add(edition)
-    session.flush()
+    edition, created = keys.add_keyed(session, edition)
+    if not created:
+        return edition
     if article is not None:
         session.add(EditionArticle(edition_id=edition.id, article_id=article.id, version=article.version))
     audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.create", f"edition:{edition.id}")

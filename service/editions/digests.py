@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
+from service.editions import keys
 from service.models import Edition, EditionArticle, EditionKind, EditionStatus, Frequency, utcnow
 
 WINDOWS = {Frequency.daily: dt.timedelta(days=1), Frequency.weekly: dt.timedelta(days=7)}
@@ -53,10 +53,9 @@ def create_digest(
         raise DigestError(f"no digest for frequency {frequency.value!r}")
     now = now or utcnow()
     key = scheduled_key(frequency, now) if scheduled else None
-    if key:
-        existing = session.scalar(select(Edition).where(Edition.idempotency_key == key))
-        if existing is not None:
-            return existing, False
+    found = keys.existing(session, key)
+    if found is not None:
+        return found, False
     start = now - WINDOWS[frequency]
     articles = articles_for_window(session, start, now)[:MAX_ARTICLES]
     if not articles:
@@ -70,8 +69,9 @@ def create_digest(
         window_start=start,
         window_end=now,
     )
-    session.add(edition)
-    session.flush()
+    edition, created = keys.add_keyed(session, edition)
+    if not created:  # beat and `nashra digest send` at the same moment: one digest
+        return edition, False
     for position, article in enumerate(articles):
         session.add(
             EditionArticle(
