@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from service.db import session_scope
 from service.models import Section, Subscriber, SubscriberStatus
 from service.subscribers.tokens import make_token
+from service.web import csrf
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -150,23 +151,71 @@ def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(clien
     assert [t for t, _ in queued_tasks(env)] == ["nashra.send_transactional"]
 
 
-def test_confirm_link_activates_then_shows_preferences_link_and_queues_welcome(client, env):
+def confirm_by_button(client, token: str):
+    """What a reader does: open the link (a page with one button), then press it."""
+    page = client.get(f"/confirm/{token}")
+    assert page.status_code == 200
+    return client.post(f"/confirm/{token}", data={"csrf_token": CSRF.search(page.text).group(1)})
+
+
+def test_confirm_link_shows_a_button_and_changes_nothing(client, env):
     client.post("/subscribe", data=form(client))
     [sub] = subscribers()
-    resp = client.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}")
+    token = make_token("confirm", sub.id, sub.token_version)
+    for _ in range(3):  # a mail scanner following the link, more than once
+        resp = client.get(f"/confirm/{token}")
+        assert resp.status_code == 200
+        assert '<html lang="ar" dir="rtl">' in resp.text
+        assert f'<form method="post" action="/confirm/{token}">' in resp.text
+        assert ">تأكيد الاشتراك</button>" in resp.text and 'name="csrf_token"' in resp.text
+        assert "/preferences/" not in resp.text
+    [sub] = subscribers()
+    assert sub.status is SubscriberStatus.pending and sub.confirmed_at is None
+    assert [a for _, a in queued_tasks(env)] == [["confirm", sub.id]]  # no welcome
+
+
+@pytest.mark.parametrize("csrf_value", [None, "", "forged", "preferences-of-someone-else", "for-another-reader"])
+def test_confirm_post_without_a_valid_csrf_token_is_refused_and_changes_nothing(client, env, csrf_value):
+    from service.web import csrf
+
+    client.post("/subscribe", data=form(client))
+    client.post("/subscribe", data=form(client, email="other@example.com"))
+    sub, other = subscribers()
+    token = make_token("confirm", sub.id, sub.token_version)
+    csrf_value = {"preferences-of-someone-else": csrf.issue(f"preferences:{sub.id}"),
+                  "for-another-reader": csrf.issue(f"confirm:{other.id}")}.get(csrf_value, csrf_value)
+    data = {} if csrf_value is None else {"csrf_token": csrf_value}
+    resp = client.post(f"/confirm/{token}", data=data)
+    assert resp.status_code == 400
+    assert "انتهت صلاحية هذه الصفحة" in resp.text and ">تأكيد الاشتراك</button>" in resp.text
+    assert all(x.status is SubscriberStatus.pending and x.confirmed_at is None for x in subscribers())
+    assert all(a[0] != "welcome" for _, a in queued_tasks(env))
+    # The refusal page carries a fresh token that works.
+    resp = client.post(f"/confirm/{token}", data={"csrf_token": CSRF.search(resp.text).group(1)})
+    assert resp.status_code == 200 and subscribers()[0].status is SubscriberStatus.active
+
+
+def test_confirm_button_activates_then_shows_preferences_link_and_queues_welcome(client, env):
+    client.post("/subscribe", data=form(client))
+    [sub] = subscribers()
+    token = make_token("confirm", sub.id, sub.token_version)
+    resp = confirm_by_button(client, token)
     assert resp.status_code == 200
-    assert "/preferences/" in resp.text
+    assert "تم تأكيد اشتراكك" in resp.text and "/preferences/" in resp.text
     [sub] = subscribers()
     assert sub.status is SubscriberStatus.active and sub.confirmed_at is not None
     assert ("nashra.send_transactional", ["welcome", sub.id]) in queued_tasks(env)
-    # A second click is harmless: still active, no second welcome.
-    again = client.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}")
-    assert again.status_code == 200
+    # Opening the link again says it is done; pressing again is harmless: no second welcome.
+    again = client.get(f"/confirm/{token}")
+    assert again.status_code == 200 and "تم تأكيد اشتراكك" in again.text and "<form" not in again.text
+    twice = client.post(f"/confirm/{token}", data={"csrf_token": csrf.issue(f"confirm:{sub.id}")})
+    assert twice.status_code == 200 and "تم تأكيد اشتراكك" in twice.text
     assert [a for _, a in queued_tasks(env)].count(["welcome", sub.id]) == 1
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("kind", ["garbage", "tampered", "other_key", "expired"])
-def test_forged_confirm_token_is_refused_and_changes_nothing(client, kind, monkeypatch):
+def test_forged_confirm_token_is_refused_and_changes_nothing(client, env, kind, method, monkeypatch):
     from itsdangerous import URLSafeTimedSerializer
 
     client.post("/subscribe", data=form(client))
@@ -181,19 +230,36 @@ def test_forged_confirm_token_is_refused_and_changes_nothing(client, kind, monke
     }[kind]
     if kind == "expired":
         monkeypatch.setattr("service.subscribers.tokens.CONFIRM_MAX_AGE", -1)
-    resp = client.get(f"/confirm/{token}")
+    if method == "GET":
+        resp = client.get(f"/confirm/{token}")
+    else:  # even with a CSRF token that is genuine for this reader
+        resp = client.post(f"/confirm/{token}", data={"csrf_token": csrf.issue(f"confirm:{sub.id}")})
     assert resp.status_code == 400
-    assert "هذا الرابط غير صالح" in resp.text
+    assert "هذا الرابط غير صالح" in resp.text and "<form" not in resp.text
     [sub] = subscribers()
     assert sub.status is SubscriberStatus.pending and sub.confirmed_at is None
+    assert all(a[0] != "welcome" for _, a in queued_tasks(env))
 
 
 def test_token_for_another_purpose_does_not_confirm(client):
     client.post("/subscribe", data=form(client))
     [sub] = subscribers()
-    resp = client.get(f"/confirm/{make_token('unsubscribe', sub.id, sub.token_version)}")
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    assert client.get(f"/confirm/{token}").status_code == 400
+    resp = client.post(f"/confirm/{token}", data={"csrf_token": csrf.issue(f"confirm:{sub.id}")})
     assert resp.status_code == 400
     assert subscribers()[0].status is SubscriberStatus.pending
+
+
+def test_confirm_link_of_an_unsubscribed_reader_is_refused(client):
+    client.post("/subscribe", data=form(client))
+    [sub] = subscribers()
+    token = make_token("confirm", sub.id, sub.token_version)
+    client.post(f"/unsubscribe/{make_token('unsubscribe', sub.id, sub.token_version)}")
+    assert client.get(f"/confirm/{token}").status_code == 400
+    resp = client.post(f"/confirm/{token}", data={"csrf_token": csrf.issue(f"confirm:{sub.id}")})
+    assert resp.status_code == 400
+    assert subscribers()[0].status is SubscriberStatus.unsubscribed
 
 
 HOSTILE_EMAILS = {
@@ -360,10 +426,11 @@ def test_request_logs_carry_no_address_and_no_token(client):
         client.post("/subscribe", data=form(client, email="Private.Person@Example.com"))
         [sub] = subscribers()
         tokens = [make_token(p, sub.id, sub.token_version) for p in ("confirm", "preferences", "unsubscribe")]
-        client.get(f"/confirm/{tokens[0]}")
+        confirm_by_button(client, tokens[0])
         client.get(f"/preferences/{tokens[1]}")
         client.post(f"/unsubscribe/{tokens[2]}")
         client.get("/confirm/forged-token-value")
+        client.post("/confirm/forged-token-value", data={"csrf_token": "forged"})
     err = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines)
     assert '"route": "/confirm/{token}"' in err and '"subscriber_id": ' in err
     assert "private.person" not in err.lower()
@@ -380,7 +447,7 @@ def test_embedded_defaults_sqlite_without_redis_sign_up_and_confirm(sqlite_env):
             assert c.post("/subscribe", data=form(c, email=f"demo{i}@example.com")).status_code == 200
         sub = subscribers()[0]
         assert sub.status is SubscriberStatus.pending
-        assert c.get(f"/confirm/{make_token('confirm', sub.id, sub.token_version)}").status_code == 200
+        assert confirm_by_button(c, make_token("confirm", sub.id, sub.token_version)).status_code == 200
         assert c.get("/readyz").status_code == 200
     assert len(subscribers()) == 7 and subscribers()[0].status is SubscriberStatus.active
 

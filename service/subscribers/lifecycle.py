@@ -103,13 +103,19 @@ def subscriber_for_token(session: Session, purpose: str, token: str, *, lock: bo
     return sub
 
 
+def subscriber_to_confirm(session: Session, token: str, *, lock: bool = False) -> Subscriber:
+    """The pending (or already active) reader a confirmation link names; changes nothing."""
+    sub = subscriber_for_token(session, "confirm", token, lock=lock)
+    if sub.status not in (SubscriberStatus.pending, SubscriberStatus.active):
+        raise BadToken("this link is no longer valid")
+    return sub
+
+
 def confirm(session: Session, token: str, now: dt.datetime | None = None) -> Subscriber:
     """pending → active, once; a second click on the same link changes nothing."""
-    sub = subscriber_for_token(session, "confirm", token, lock=True)
+    sub = subscriber_to_confirm(session, token, lock=True)
     if sub.status is SubscriberStatus.active:
         return sub
-    if sub.status is not SubscriberStatus.pending:
-        raise BadToken("this link is no longer valid")
     sub.status = SubscriberStatus.active
     sub.confirmed_at = now or utcnow()
     session.flush()

@@ -130,16 +130,50 @@ async def subscribe(request: Request):
     return await run_in_threadpool(work)
 
 
+def _confirm_page(request: Request, token: str, sub: Subscriber, *, status_code: int = 200,
+                  error: InvalidInput | None = None) -> HTMLResponse:
+    return render(request, "confirm.html", status_code=status_code, token=token,
+                  csrf_token=csrf.issue(f"confirm:{sub.id}"), error=error)
+
+
+def _confirmed_page(request: Request, sub: Subscriber) -> HTMLResponse:
+    return render(request, "confirmed.html", preferences_url=link("preferences", sub.id, sub.token_version))
+
+
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm(request: Request, token: str):
+def confirm_form(request: Request, token: str):
+    # No state change here: mail scanners and link previews follow GET links, and a
+    # confirmation nobody clicked would defeat double opt-in.  The button POSTs.
     try:
         with session_scope() as s:
-            sub = lifecycle.confirm(s, token)
-            prefs = link("preferences", sub.id, sub.token_version)
+            sub = lifecycle.subscriber_to_confirm(s, token)
     except BadToken:
         log.info("confirm_bad_token")
         return error_page(request, "تعذّر تأكيد الاشتراك", MSG_BAD_LINK, status_code=400)
-    return render(request, "confirmed.html", preferences_url=prefs)
+    if sub.status is SubscriberStatus.active:
+        return _confirmed_page(request, sub)  # already confirmed: say so, change nothing
+    return _confirm_page(request, token, sub)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+async def confirm_now(request: Request, token: str):
+    form = await request.form()
+
+    def work() -> HTMLResponse:
+        try:
+            with session_scope() as s:
+                sub = lifecycle.subscriber_to_confirm(s, token, lock=True)
+                if not csrf.valid(form.get(csrf.FIELD), f"confirm:{sub.id}"):
+                    log.info("confirm_bad_csrf", subscriber_id=sub.id)
+                    return _confirm_page(request, token, sub, status_code=400,
+                                         error=InvalidInput("form", MSG_CSRF))
+                sub = lifecycle.confirm(s, token)
+        except BadToken:
+            log.info("confirm_bad_token")
+            return error_page(request, "تعذّر تأكيد الاشتراك", MSG_BAD_LINK, status_code=400)
+        return _confirmed_page(request, sub)
+
+    return await run_in_threadpool(work)
 
 
 def _preferences_page(request: Request, token: str, sub: Subscriber, *, status_code: int = 200,
