@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from service.db import session_scope
-from service.models import Section, Subscriber, SubscriberStatus
+from service.models import AuditLog, Section, Subscriber, SubscriberStatus
 from service.subscribers.tokens import make_token
 from service.web import csrf
 
@@ -448,6 +448,8 @@ def test_embedded_defaults_sqlite_without_redis_sign_up_and_confirm(sqlite_env):
         sub = subscribers()[0]
         assert sub.status is SubscriberStatus.pending
         assert confirm_by_button(c, make_token("confirm", sub.id, sub.token_version)).status_code == 200
+        # The same address again takes the INSERT … ON CONFLICT DO NOTHING path on SQLite too.
+        assert c.post("/subscribe", data=form(c, email="demo1@example.com")).status_code == 200
         assert c.get("/readyz").status_code == 200
     assert len(subscribers()) == 7 and subscribers()[0].status is SubscriberStatus.active
 
@@ -494,3 +496,55 @@ def test_one_click_unsubscribe_accepts_a_multipart_body(client):
     resp = TestClient(client.app).post(f"/unsubscribe/{token}", files={"List-Unsubscribe": (None, "One-Click")})
     assert resp.status_code == 200
     assert subscribers()[0].status is SubscriberStatus.unsubscribed
+
+
+def test_double_submitted_signup_is_one_row_and_the_same_page_for_both(client, env, monkeypatch):
+    """Two POSTs of the same address at once: both reach INSERT having seen no row (held
+    there by a barrier), so without a race-safe insert one hits the unique constraint."""
+    import threading
+
+    from sqlalchemy import event
+
+    from service.db import get_engine
+    from tests.test_subscribers_lifecycle import json_log_lines
+
+    monkeypatch.setattr("service.web.ratelimit.allow", lambda *a, **k: True)
+    barrier = threading.Barrier(2, timeout=10)
+
+    def hold_inserts(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO SUBSCRIBERS"):
+            barrier.wait()
+
+    datas = [form(client), form(client)]
+    results: list = [None, None]
+
+    def post(i: int) -> None:
+        try:
+            with TestClient(client.app) as c:
+                results[i] = c.post("/subscribe", data=datas[i])
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            results[i] = exc
+
+    event.listen(get_engine(), "before_cursor_execute", hold_inserts)
+    try:
+        with json_log_lines() as lines:
+            threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", hold_inserts)
+    assert not barrier.broken, "the two signups did not reach INSERT together"
+    for r in results:
+        assert not isinstance(r, BaseException), repr(r)
+        assert r.status_code == 200 and "تحقّق من بريدك" in r.text
+    assert CSRF.sub("", results[0].text) == CSRF.sub("", results[1].text)
+    [sub] = subscribers()
+    assert sub.email == "reader@example.com" and sub.status is SubscriberStatus.pending
+    assert [a for _, a in queued_tasks(env)] == [["confirm", sub.id]]
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(AuditLog).where(AuditLog.action == "signup")) == 1
+    logged = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines)
+    assert "reader@example.com" not in logged.lower()
+    assert not [x for x in lines if x.get("level") in ("error", "critical") or "exception" in x]

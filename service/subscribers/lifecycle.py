@@ -54,19 +54,21 @@ def signup(
     if is_suppressed(session, email):
         log.info("signup_suppressed_address")
         return SignupResult(None, "suppressed", False)
+    created_id = _insert_if_absent(
+        session,
+        email=email,
+        status=SubscriberStatus.pending,
+        sections=list(sections),
+        frequency=frequency,
+        alerts=alerts,
+        consent_source=consent_source,
+        consented_at=now,
+    )
+    # Ours or a concurrent request's row, now committed (or inserted by us): lock it.
     sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
-    if sub is None:
-        sub = Subscriber(
-            email=email,
-            status=SubscriberStatus.pending,
-            sections=list(sections),
-            frequency=frequency,
-            alerts=alerts,
-            consent_source=consent_source,
-            consented_at=now,
-        )
-        session.add(sub)
-        session.flush()
+    if sub is None:  # pragma: no cover — the row exists: inserted above or by the winner
+        raise RuntimeError("subscriber row vanished during signup")
+    if created_id is not None:
         outcome = "created"
     elif sub.status is SubscriberStatus.active:
         log.info("signup_already_active", subscriber_id=sub.id)
@@ -89,6 +91,30 @@ def signup(
     queue_transactional(session, "confirm", sub.id)
     log.info("signup_recorded", subscriber_id=sub.id, outcome=outcome)
     return SignupResult(sub.id, outcome, True)
+
+
+def _insert_if_absent(session: Session, **values) -> int | None:
+    """INSERT the subscriber unless the address exists; the new id, or None.
+
+    A plain SELECT … FOR UPDATE on a missing row locks nothing, so two submits of the
+    same form would both INSERT and one would fail on the unique address (a 500 whose
+    error detail carries the address).  ON CONFLICT DO NOTHING instead waits for the
+    other transaction on PostgreSQL and then does nothing; SQLite has one writer.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover — the service runs on these two only
+        raise RuntimeError(f"unsupported database {dialect!r}")
+    stmt = (
+        insert(Subscriber)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Subscriber.email])
+        .returning(Subscriber.id)
+    )
+    return session.execute(stmt).scalar()
 
 
 def subscriber_for_token(session: Session, purpose: str, token: str, *, lock: bool = False) -> Subscriber:
