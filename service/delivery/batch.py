@@ -9,8 +9,11 @@ Crash safety comes from the order of the steps and from committing after every m
    or cancelled → hand the rest back and stop;
 3. send over this process's persistent SMTP connection and commit the answer.
 
-A SIGKILL between a 250 and the commit of step 3 is the only way a message goes
-twice: at most one message per worker process (its one connection) is in flight.
+A SIGKILL between a 250 and the commit of step 3 (or a database that refuses that
+commit RECORD_ATTEMPTS times) is the only way a message goes twice: at most one message
+per worker process (its one connection) is in flight.  A row whose SMTP answer is known
+is never handed back as `queued`; it keeps its claim until its answer is written or its
+lease runs out.
 The killed worker's remaining rows keep their lease until it expires; the sweeper then
 returns them to `queued` and re-dispatches them.  While a batch runs it extends its
 lease every third of LEASE_SECONDS, so a slow batch is never mistaken for a dead one.
@@ -31,7 +34,7 @@ import sqlalchemy as sa
 
 from service.config import Settings, get_settings
 from service.db import get_engine
-from service.delivery import ledger, ratelimit
+from service.delivery import fanout, ledger, ratelimit
 from service.delivery.compose import VariantTemplate, compose, prepare
 from service.delivery.smtp import connection
 from service.delivery.verdicts import Outcome, Verdict, scrub
@@ -139,6 +142,8 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
             report.stopped = info[0] if info else "missing"
             return report
         kind, started_at = EditionKind(info[1]).value, info[2] or utcnow()
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.commit()  # SQLite: end the read before writing (see _send_rows)
         ledger.start_sending(conn, edition_id)
         rows = ledger.claim(conn, edition_id, first_id, last_id, worker, settings.lease_seconds)
         conn.commit()
@@ -162,6 +167,16 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
     heartbeat_every = max(settings.lease_seconds / 3, 0.5)
     next_heartbeat = time.monotonic() + heartbeat_every
     pending = collections.deque(r.id for r in rows)
+    # On SQLite a transaction that has read and then writes fails at once (SQLITE_BUSY_SNAPSHOT,
+    # busy_timeout does not apply) if another connection committed in between: every read
+    # below ends its transaction before anything is written or sent, so each write starts
+    # a transaction of its own, which waits for the lock.  PostgreSQL runs in autocommit:
+    # nothing to end there, and not a round trip more.
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+    def end_read() -> None:
+        if not autocommit:
+            conn.commit()
 
     def heartbeat() -> None:
         nonlocal next_heartbeat
@@ -170,20 +185,23 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
             conn.commit()
             next_heartbeat = time.monotonic() + heartbeat_every
 
-    def give_back(to: DeliveryStatus, **kw) -> None:
-        ledger.release(conn, worker, list(pending), to, **kw)
+    def give_back(to: DeliveryStatus, also: tuple[int, ...] = (), **kw) -> None:
+        ledger.release(conn, worker, [*also, *pending], to, **kw)
         conn.commit()
 
     try:
         for row in rows:
             heartbeat()
             state = ledger.recipient_state(conn, edition_id, row.subscriber_id)
+            end_read()
             if state is None:  # the reader was deleted (their rows went with them)
                 pending.popleft()
                 continue
             if state.edition_status == EditionStatus.paused:
+                released = list(pending)
                 give_back(DeliveryStatus.queued)
                 report.stopped = "paused"
+                _redispatch_if_resumed(conn, edition_id, kind, released, autocommit)
                 return
             if state.edition_status == EditionStatus.cancelled:
                 give_back(DeliveryStatus.cancelled, reply="edition cancelled")
@@ -197,6 +215,7 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
                         smtp_reply="unsubscribed or opted out since planning")
             else:
                 tpl = _template(conn, edition_id, kind, row.variant)
+                end_read()
                 if tpl is None:
                     _finish(conn, worker, row.id, DeliveryStatus.skipped, report, attempted=False,
                             smtp_reply=f"no rendered variant {row.variant!r}")
@@ -212,17 +231,21 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
                         conn.commit()
                         continue
                     outcome = smtp.send(msg.envelope_from, state.email, msg.data, wire_ready=True)
-                    stop = _apply(conn, worker, edition_id, row, state, outcome, msg.message_id,
-                                  started_at, max_age, report)
-                    if stop == "sender_refused":
-                        give_back(DeliveryStatus.queued)  # this row and the rest: nobody's fault
+                    # The SMTP answer is known: from here on this row is never handed back
+                    # as `queued` by the error path below (it may have been accepted).
+                    pending.popleft()
+                    stop = _record_outcome(conn, worker, edition_id, row, state, outcome, msg.message_id,
+                                           started_at, max_age, report)
+                    if stop == "sender_refused":  # nothing was sent: this row and the rest, nobody's fault
+                        give_back(DeliveryStatus.queued, also=(row.id,))
                         report.stopped = stop
                         return
                     if stop == "unreachable":  # the whole rest of the batch waits, not just this row
-                        give_back(DeliveryStatus.retry, next_attempt_at=retry_at(row.attempts + 1),
+                        give_back(DeliveryStatus.retry, also=(row.id,), next_attempt_at=retry_at(row.attempts + 1),
                                   reply=outcome.reply)
                         report.stopped = stop
                         return
+                    continue
             pending.popleft()
             conn.commit()
     except BaseException:
@@ -234,6 +257,65 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
         except Exception:  # noqa: BLE001 — the sweeper will get them after the lease
             log.exception("delivery.batch.release_failed", edition_id=edition_id)
         raise
+
+
+def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int], autocommit: bool) -> None:
+    """A resume that committed between our read of `paused` and our hand-back dispatched
+    only the rows that were claimable then; ours were still claimed, so no batch covers
+    them.  Look again now that they are `queued` (and committed), and send them on.
+
+    The read waits for a resume still in progress (it holds the edition's row: FOR UPDATE
+    on PostgreSQL; SQLite has one writer at a time, and our hand-back was a write): either
+    the resume's own range query ran after our hand-back committed and covers the rows,
+    or we see its new status here.  A batch sent twice claims nothing the second time.
+    """
+    if not released:
+        return
+    status = ledger.edition_status(conn, edition_id, wait_for_writers=True)
+    if not autocommit:
+        conn.commit()
+    if status in (EditionStatus.planned, EditionStatus.sending):
+        batches = fanout.dispatch_committed_ids(edition_id, kind, released)
+        log.info("delivery.batch.resumed_meanwhile", edition_id=edition_id, rows=len(released), batches=batches)
+
+
+RECORD_ATTEMPTS = 3
+
+
+def _record_outcome(conn, worker, edition_id, row, state, outcome, message_id, started_at, max_age,
+                    report) -> str | None:
+    """`_apply` and its commit, tried again if the database refuses the write.
+
+    If every attempt fails the row stays `claimed` (the caller has already taken it out of
+    `pending`, so the error path does not re-queue it) and the error goes up.  That is the
+    state a worker killed between the 250 and its commit leaves, and it is handled the same
+    way: the lease expires and the sweeper decides (it returns the row to `queued`, so this
+    one message may go twice, as after a crash; an answer the database could not take is
+    lost either way).  We choose this over writing some other
+    status because the database has just refused three writes (a fourth, of another kind,
+    would most likely fail too) and because no status the ledger has says "sent, not
+    recorded": a blind `queued` — the old behaviour — re-sent every such message at once,
+    for every batch that met a busy database, while this leaves at most this one message
+    in doubt, the bound the design already accepts for a crash.
+    """
+    counted = report.by_status.copy()
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            stop = _apply(conn, worker, edition_id, row, state, outcome, message_id, started_at, max_age, report)
+            conn.commit()
+            return stop
+        except sa.exc.OperationalError as exc:
+            conn.rollback()
+            report.by_status = counted.copy()  # what the rolled-back attempt counted is undone too
+            if attempt == RECORD_ATTEMPTS:
+                log.error("delivery.record_failed", edition_id=edition_id, delivery_id=row.id,
+                          verdict=outcome.verdict.value, error=type(exc).__name__,
+                          action="row left claimed; the sweeper takes it back after its lease")
+                raise
+            log.warning("delivery.record_retry", edition_id=edition_id, delivery_id=row.id, attempt=attempt,
+                        error=type(exc).__name__)
+            time.sleep(0.05 * 2**attempt)
+    return None  # not reached
 
 
 def _finish(conn, worker, delivery_id, status, report, **kw) -> None:

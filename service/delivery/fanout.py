@@ -64,10 +64,24 @@ def batch_size_for(kind: EditionKind | str, configured: int) -> int:
 
 
 def signatures(edition: Edition, ranges: list[tuple[int, int]]):
+    return _signatures(edition.id, edition.kind, ranges)
+
+
+def _signatures(edition_id: int, kind: EditionKind | str, ranges: list[tuple[int, int]]):
     from service.delivery.tasks import send_batch
 
-    queue = queue_for(edition.kind)
-    return [send_batch.si(edition.id, first, last).set(queue=queue) for first, last in ranges]
+    queue = queue_for(kind)
+    return [send_batch.si(edition_id, first, last).set(queue=queue) for first, last in ranges]
+
+
+def dispatch_committed_ids(edition_id: int, kind: EditionKind | str, ids: list[int]) -> int:
+    """Enqueue batch tasks for `ids` now: for a caller (a batch) whose writes are already
+    committed and that holds no Session.  Extra runs are harmless: claims are conditional."""
+    size = batch_size_for(kind, get_settings().batch_size)
+    sigs = _signatures(edition_id, kind, batch_ranges(None, edition_id, size, ids))
+    if sigs:
+        _enqueue(edition_id, sigs)
+    return len(sigs)
 
 
 def dispatch(session, edition: Edition, ids: list[int] | None = None, after_commit: bool = True,

@@ -67,8 +67,13 @@ def claim(conn, edition_id: int, first_id: int, last_id: int, worker: str, lease
     return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
 
 
-def edition_status(conn, edition_id: int) -> EditionStatus | None:
-    value = conn.execute(sa.select(Edition.__table__.c.status).where(Edition.__table__.c.id == edition_id)).scalar()
+def edition_status(conn, edition_id: int, *, wait_for_writers: bool = False) -> EditionStatus | None:
+    """wait_for_writers: FOR UPDATE (PostgreSQL), so that a transaction that holds the
+    edition's row (control.pause/resume lock it) is waited for and its status seen."""
+    stmt = sa.select(Edition.__table__.c.status).where(Edition.__table__.c.id == edition_id)
+    if wait_for_writers:
+        stmt = stmt.with_for_update()
+    value = conn.execute(stmt).scalar()
     return EditionStatus(value) if value is not None else None
 
 
