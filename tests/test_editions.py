@@ -149,3 +149,33 @@ def test_the_same_key_from_two_requests_at_once_is_one_alert(pg_env):
     assert errors == [] and len(set(ids)) == 1
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Edition)) == 1
+
+
+def test_consecutive_scheduled_digests_neither_drop_nor_repeat_an_article(db_session):
+    day1 = utcnow().replace(microsecond=0) - dt.timedelta(days=3)
+    a = _article(db_session, 11, first_seen=day1 - dt.timedelta(hours=1))
+    # Beat fires two seconds late on day 2: an article of day 1's second second must
+    # still go out once, on day 2.
+    b = _article(db_session, 12, first_seen=day1 + dt.timedelta(seconds=1))
+    c = _article(db_session, 13, first_seen=day1 + dt.timedelta(days=1, seconds=1))
+    first, _ = create_digest(db_session, "daily", now=day1)
+    second, _ = create_digest(db_session, "daily", now=day1 + dt.timedelta(days=1, seconds=2))
+    third, _ = create_digest(db_session, "daily", now=day1 + dt.timedelta(days=2))  # on time again
+    assert [x.article_id for x in first.articles] == [a.id]
+    assert sorted(x.article_id for x in second.articles) == sorted([b.id, c.id])
+    assert third is None  # nothing new since the second: no empty digest, no repeat
+    assert second.window_start == first.window_end
+
+
+def test_a_busy_day_keeps_every_section_in_the_digest(db_session):
+    now = utcnow()
+    sections = [Section(slug=f"s{i}", name=f"قسم {i}", position=i) for i in range(6)]
+    db_session.add_all(sections)
+    db_session.flush()
+    for i, sec in enumerate(sections):
+        for j in range(20):  # 120 articles: far more than one digest carries
+            _article(db_session, 1000 + i * 100 + j, first_seen=now - dt.timedelta(minutes=5 + j), section=sec)
+    edition, _ = create_digest(db_session, "daily", now=now)
+    carried = [ea.article for ea in edition.articles]
+    assert len(carried) == 40
+    assert {a.section_id for a in carried} == {s.id for s in sections}  # the last sections too

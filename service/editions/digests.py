@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
@@ -20,6 +21,7 @@ from service.models import Edition, EditionArticle, EditionKind, EditionStatus, 
 
 WINDOWS = {Frequency.daily: dt.timedelta(days=1), Frequency.weekly: dt.timedelta(days=7)}
 MAX_ARTICLES = 40
+MAX_PER_SECTION = 8
 
 
 class DigestError(ValueError):
@@ -30,6 +32,50 @@ def scheduled_key(frequency: Frequency, now: dt.datetime) -> str:
     """One scheduled digest per frequency per local day, however often beat fires."""
     local = now.astimezone(get_settings().tz).date()
     return f"digest:{frequency.value}:{local.isoformat()}"
+
+
+def _window_start(session: Session, frequency: Frequency, now: dt.datetime) -> dt.datetime:
+    """A scheduled digest starts where the previous scheduled one ended.
+
+    Beat does not fire at the same microsecond every day; chaining the windows means no
+    article falls in a gap between two digests and none is in both.  Without a recent
+    predecessor (first digest, or a long outage) the window is one period.
+    """
+    period = WINDOWS[frequency]
+    previous = session.scalar(
+        select(Edition.window_end)
+        .where(
+            Edition.kind == EditionKind.digest,
+            Edition.frequency == frequency,
+            Edition.idempotency_key.like(f"digest:{frequency.value}:%"),
+            Edition.window_end.is_not(None),
+            Edition.window_end <= now,
+        )
+        .order_by(Edition.window_end.desc())
+        .limit(1)
+    )
+    if previous is not None and now - previous <= 2 * period:
+        return previous
+    return now - period
+
+
+def select_articles(articles: list, limit: int = MAX_ARTICLES, per_section: int = MAX_PER_SECTION) -> list:
+    """At most `per_section` from each section, then at most `limit` in all, taken in turns.
+
+    `articles` come grouped by section in the site's order, freshest first; cutting the
+    list at `limit` would drop the last sections entirely on a busy day.
+    """
+    by_section: dict[object, list] = {}
+    for article in articles:
+        group = by_section.setdefault(article.section_id, [])
+        if len(group) < per_section:
+            group.append(article)
+    chosen: set[int] = set()
+    for rank in range(per_section):
+        for group in by_section.values():
+            if rank < len(group) and len(chosen) < limit:
+                chosen.add(group[rank].id)
+    return [a for a in articles if a.id in chosen]  # back in the digest's order
 
 
 def create_digest(
@@ -56,8 +102,8 @@ def create_digest(
     found = keys.existing(session, key)
     if found is not None:
         return found, False
-    start = now - WINDOWS[frequency]
-    articles = articles_for_window(session, start, now)[:MAX_ARTICLES]
+    start = _window_start(session, frequency, now) if scheduled else now - WINDOWS[frequency]
+    articles = select_articles(articles_for_window(session, start, now))
     if not articles:
         return None, False
     edition = Edition(
