@@ -152,13 +152,18 @@ def test_the_same_key_from_two_requests_at_once_is_one_alert(pg_env):
 
 
 def test_consecutive_scheduled_digests_neither_drop_nor_repeat_an_article(db_session):
+    from service.editions.digests import ingest_lag
+
+    lag = ingest_lag()
     day1 = utcnow().replace(microsecond=0) - dt.timedelta(days=3)
-    a = _article(db_session, 11, first_seen=day1 - dt.timedelta(hours=1))
-    # Beat fires two seconds late on day 2: an article of day 1's second second must
-    # still go out once, on day 2.
-    b = _article(db_session, 12, first_seen=day1 + dt.timedelta(seconds=1))
-    c = _article(db_session, 13, first_seen=day1 + dt.timedelta(days=1, seconds=1))
+    a = _article(db_session, 11, first_seen=day1 - lag - dt.timedelta(hours=1))
+    # An article whose poll began just before digest 1 but committed after it was made:
+    # stamped inside digest 1's period, visible only later.  It must go out once, next day.
+    late = day1 - dt.timedelta(seconds=2)
     first, _ = create_digest(db_session, "daily", now=day1)
+    b = _article(db_session, 12, first_seen=late)
+    # Beat fires two seconds late on day 2.
+    c = _article(db_session, 13, first_seen=day1 + dt.timedelta(days=1) - lag + dt.timedelta(seconds=1))
     second, _ = create_digest(db_session, "daily", now=day1 + dt.timedelta(days=1, seconds=2))
     third, _ = create_digest(db_session, "daily", now=day1 + dt.timedelta(days=2))  # on time again
     assert [x.article_id for x in first.articles] == [a.id]
@@ -179,3 +184,13 @@ def test_a_busy_day_keeps_every_section_in_the_digest(db_session):
     carried = [ea.article for ea in edition.articles]
     assert len(carried) == 40
     assert {a.section_id for a in carried} == {s.id for s in sections}  # the last sections too
+
+
+def test_alerting_an_article_with_a_long_title_and_summary_shortens_them(db_session):
+    art = _article(db_session, 8, first_seen=utcnow())
+    art.title = "عنوان طويل " * 30  # 330 characters
+    art.summary = "ملخص طويل جداً " * 40  # 600 characters, as ingestion allows
+    db_session.flush()
+    ed = create_alert(db_session, editor_id=None, article_url=art.url)
+    assert 0 < len(ed.params["headline"]) <= 200 and 0 < len(ed.params["summary"]) <= 400
+    assert ed.params["headline"].startswith("عنوان طويل")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.articles.text import truncate
 from service.editions import keys
 from service.models import Edition, EditionArticle, EditionKind, EditionStatus, audit, utcnow
 
@@ -76,8 +77,11 @@ def create_alert(
         article = article_by_url(session, article_url)
         if article is None:
             raise AlertError("no ingested article has that URL (run `nashra ingest`, or give headline and url)")
-        headline, url = article.title, article.url
-        summary = summary if summary is not None else article.summary
+        # The site's own text may be longer than an alert holds: shorten it, do not refuse
+        # it (only what the editor typed is refused for length).
+        headline, url = truncate(" ".join(article.title.split()), HEADLINE_MAX), article.url
+        if summary is None:
+            summary = truncate(" ".join((article.summary or "").split()), SUMMARY_MAX)
     else:
         url = _check_url(url, "url")
     headline = _clean_line(headline, "headline", HEADLINE_MAX, True)

@@ -34,6 +34,11 @@ def scheduled_key(frequency: Frequency, now: dt.datetime) -> str:
     return f"digest:{frequency.value}:{local.isoformat()}"
 
 
+def ingest_lag() -> dt.timedelta:
+    """Longer than any poll can take between stamping its versions and committing them."""
+    return dt.timedelta(seconds=get_settings().feed_timeout + 60)
+
+
 def _window_start(session: Session, frequency: Frequency, now: dt.datetime) -> dt.datetime:
     """A scheduled digest starts where the previous scheduled one ended.
 
@@ -102,8 +107,15 @@ def create_digest(
     found = keys.existing(session, key)
     if found is not None:
         return found, False
-    start = _window_start(session, frequency, now) if scheduled else now - WINDOWS[frequency]
-    articles = select_articles(articles_for_window(session, start, now))
+    if scheduled:
+        # A poll that began before `now` stamps its versions with its start time but may
+        # commit only after we read: end the window a poll's length back, so such an
+        # article is in the next digest rather than in neither.
+        end = now - ingest_lag()
+        start = _window_start(session, frequency, end)
+    else:
+        end, start = now, now - WINDOWS[frequency]
+    articles = select_articles(articles_for_window(session, start, end))
     if not articles:
         return None, False
     edition = Edition(
@@ -113,7 +125,7 @@ def create_digest(
         title={Frequency.daily: "النشرة اليومية", Frequency.weekly: "النشرة الأسبوعية"}[frequency],
         idempotency_key=key,
         window_start=start,
-        window_end=now,
+        window_end=end,
     )
     edition, created = keys.add_keyed(session, edition)
     if not created:  # beat and `nashra digest send` at the same moment: one digest
