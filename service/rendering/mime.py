@@ -101,7 +101,11 @@ def format_address(value: str, what: str = "address") -> str:
         return addr
     if name.isascii() and not re.search(r'[()<>\[\]:;@\\,."]', name):
         return f"{name} <{addr}>"
-    return f"{_encoded_words(name) if not name.isascii() else email.utils.quote(name)} <{addr}>"
+    if not name.isascii():
+        return f"{_encoded_words(name)} <{addr}>"
+    # A name holding specials must be a quoted-string: email.utils.quote() only escapes
+    # backslashes and double quotes, it does not add the surrounding quotes.
+    return f'"{email.utils.quote(name)}" <{addr}>'
 
 
 def _header_lines(headers: Mapping[str, str] | None) -> list[bytes]:
