@@ -119,6 +119,11 @@ def poll_feed(
         parsed = parse_feed(result.body, result.content_type, result.url, settings.tz, now)
     except FeedError as exc:
         return _failed(session, feed, report, str(exc), now, started)
+    except Exception as exc:  # noqa: BLE001 — content that broke the parser: a failure of this feed
+        # Recorded like a FeedError (nothing written but the feed's health), so the
+        # feed backs off and says why, instead of rolling back the whole poll.  The
+        # message names the exception and where it was raised, never the feed's text.
+        return _failed(session, feed, report, f"could not parse the feed: {_where(exc)}", now, started)
     report.problems = parsed.problems
     try:
         with session.begin_nested():
@@ -136,6 +141,17 @@ def poll_feed(
     if len(parsed.problems) > MAX_PROBLEM_LINES:
         log().warning("feed_item_problems_truncated", feed_id=feed.id, more=len(parsed.problems) - MAX_PROBLEM_LINES)
     return _done(report, started)
+
+
+def _where(exc: BaseException) -> str:
+    """`TypeError at parse.py:305`: the exception's type and innermost frame, no message."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return type(exc).__name__
+    filename = tb.tb_frame.f_code.co_filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{type(exc).__name__} at {filename}:{tb.tb_lineno}"
 
 
 def _done(report: PollReport, started: float) -> PollReport:

@@ -289,7 +289,14 @@ def _parse_json_feed(text: str, base_url: str, tz: zoneinfo.ZoneInfo, now: dt.da
         if not isinstance(item, dict):
             feed.problems.append(f"item {index}: not an object; skipped")
             continue
-        authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+        # A feed may write any JSON value anywhere: only a list is iterated, anything
+        # else (a number, a string, an object) is ignored, never a crash for the feed.
+        authors = item.get("authors")
+        if not isinstance(authors, list) or not authors:
+            authors = [item["author"]] if isinstance(item.get("author"), dict) else []
+        tags = item.get("tags")
+        if not isinstance(tags, list):
+            tags = []
         content = _str(item.get("content_html"))
         if not content and _str(item.get("content_text")):
             content = "".join(
@@ -302,7 +309,7 @@ def _parse_json_feed(text: str, base_url: str, tz: zoneinfo.ZoneInfo, now: dt.da
             "link": _str(item.get("url")) or _str(item.get("external_url")),
             "title": _str(item.get("title")),
             "author": next((_str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")), None),
-            "categories": [_str(t) for t in item.get("tags") or [] if isinstance(t, str | int)],
+            "categories": [_str(t) for t in tags if isinstance(t, str | int)],
             "published": _str(item.get("date_published")),
             "published_parsed": None,
             "updated": _str(item.get("date_modified")),

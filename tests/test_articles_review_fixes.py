@@ -1,0 +1,88 @@
+"""Review fixes in service/articles: odd JSON Feed values, parser crashes, long joined
+URLs and lead-image rules, served over real HTTP and polled into PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from service.articles import ingest
+from service.articles.feeds import add_feed
+from service.articles.ingest import poll_feed
+from service.models import Article, Feed
+
+NOW = dt.datetime(2025, 11, 23, 12, 0, tzinfo=dt.UTC)
+JSON_FEED = "application/feed+json"
+
+
+@pytest.fixture(autouse=True)
+def _no_articles_yet(request):
+    """Start without articles or feeds (deleted inside the test's transaction)."""
+    if "db_session" not in request.fixturenames:
+        return
+    session = request.getfixturevalue("db_session")
+    for table in ("article_versions", "articles", "categories", "feeds"):
+        session.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def _json_feed(*items: dict) -> bytes:
+    return json.dumps(
+        {"version": "https://jsonfeed.org/version/1.1", "title": "أخبار", "items": list(items)}, ensure_ascii=False
+    ).encode()
+
+
+def _item(n: int, **extra) -> dict:
+    return {
+        "id": f"j-{n}",
+        "url": f"https://news.example/ar/{n}",
+        "title": f"خبر رقم {n}",
+        "content_html": f"<p>نص الخبر رقم {n}.</p>",
+        "date_published": "2025-11-22T09:00:00+03:00",
+        **extra,
+    }
+
+
+def _guids(session) -> set[str]:
+    return set(session.scalars(sa.select(Article.guid)))
+
+
+# ------------------------------------------------------------------ 1. odd JSON values, parser crashes
+
+
+@pytest.mark.parametrize("odd", [{"authors": 5}, {"tags": 7}, {"authors": 5, "tags": 7}, {"authors": "x", "tags": "abc"}])
+def test_json_feed_odd_authors_or_tags_do_not_lose_the_feed(db_session, feed_server, odd):
+    body = _json_feed(_item(1), _item(2, **odd), _item(3, tags=["محليات"], authors=[{"name": "سارة"}]))
+    feed = add_feed(db_session, feed_server.serve("/odd.json", body, content_type=JSON_FEED))
+    report = poll_feed(db_session, feed.id, now=NOW)
+    assert report.error is None and report.new == 3, report.summary()
+    assert _guids(db_session) == {"j-1", "j-2", "j-3"}
+    odd_article = db_session.scalar(sa.select(Article).where(Article.guid == "j-2"))
+    assert odd_article.author is None  # the odd value is ignored, not turned into text
+    good = db_session.scalar(sa.select(Article).where(Article.guid == "j-3"))
+    assert good.author == "سارة"
+    db_session.refresh(feed)
+    assert feed.last_error is None and feed.consecutive_failures == 0
+
+
+def test_a_parser_crash_is_recorded_on_the_feed(db_session, feed_server, monkeypatch):
+    def broken_parser(*args, **kwargs):
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(ingest, "parse_feed", broken_parser)
+    feed = add_feed(db_session, feed_server.serve("/crash.json", _json_feed(_item(1)), content_type=JSON_FEED))
+    with capture_logs() as logs:
+        report = poll_feed(db_session, feed.id, now=NOW)  # must not raise
+    assert report.error.startswith("could not parse the feed: TypeError at test_articles_review_fixes.py:")
+    assert _guids(db_session) == set()
+    failures = [entry for entry in logs if entry["event"] == "feed_poll_failed"]
+    assert len(failures) == 1 and failures[0]["feed_id"] == feed.id
+    assert all("exc_info" not in entry for entry in logs)
+    db_session.refresh(feed)
+    assert feed.last_error == report.error
+    assert feed.consecutive_failures == 1
+    assert feed.next_poll_at == NOW + dt.timedelta(minutes=1)
+    assert db_session.get(Feed, feed.id).last_success_at is None
