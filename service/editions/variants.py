@@ -9,16 +9,24 @@ links are filled in afterwards.
 from __future__ import annotations
 
 import json
+import math
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.editions.views import article_view
+from service.logging import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
 from service.rendering import contexts
 from service.rendering.render import render_variant
-from service.rendering.views import RenderedVariant, SectionView
+from service.rendering.views import ArticleView, RenderedVariant, SectionView
+
+log = get_logger(__name__)
+
+# Gmail clips a message's HTML at about 102 KB, hiding everything after the cut,
+# the footer's unsubscribe link included (DESIGN.md: stay under 100 KB of HTML).
+HTML_BUDGET_BYTES = 95_000
 
 
 def parse_variant(variant: str) -> list[int] | None:
@@ -52,6 +60,35 @@ def _digest_sections(session: Session, edition: Edition, variant: str) -> list[S
     return sections
 
 
+def _drop_from_longest(sections: list[SectionView], keep: set[int], n: int) -> list[SectionView] | None:
+    """`sections` less `n` articles, each taken from the end of the longest section.
+
+    Articles in `keep` (the lead, the first section's first article) never go, and a
+    section loses its last article only once no section has two.  None when nothing
+    may be dropped.
+    """
+    lists: list[list[ArticleView]] = [list(s.articles) for s in sections]
+    dropped = 0
+    while dropped < n:
+        droppable = [i for i, arts in enumerate(lists) if any(a.id not in keep for a in arts)]
+        if not droppable:
+            break
+        # The longest section; among equals the later one, so the reader's first
+        # choices keep the most.
+        i = max(droppable, key=lambda j: (len(lists[j]), j))
+        arts = lists[i]
+        k = max(j for j, a in enumerate(arts) if a.id not in keep)
+        del arts[k]
+        dropped += 1
+    if not dropped:
+        return None
+    return [
+        SectionView(slug=s.slug, name=s.name, articles=tuple(arts))
+        for s, arts in zip(sections, lists, strict=True)
+        if arts
+    ]
+
+
 def render_variant_for(session: Session, edition: Edition, variant: str) -> RenderedVariant | None:
     settings = get_settings()
     site = contexts.site_view(settings)
@@ -60,14 +97,32 @@ def render_variant_for(session: Session, edition: Edition, variant: str) -> Rend
         if not sections:
             return None  # nothing in this reader's sections today
         lead = next((a for s in sections for a in s.articles if a.lead_image_url), sections[0].articles[0])
-        ctx = contexts.digest_context(
-            site,
-            sections,
-            edition_date=(edition.window_end or edition.created_at or utcnow()),
-            frequency=edition.frequency.value if edition.frequency else "daily",
-            lead=lead,
-        )
-        return render_variant("digest", ctx)
+        edition_date = edition.window_end or edition.created_at or utcnow()
+        frequency = edition.frequency.value if edition.frequency else "daily"
+        keep = {lead.id, sections[0].articles[0].id}
+        total = sum(len(s.articles) for s in sections)
+        while True:
+            ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead)
+            rendered = render_variant("digest", ctx)
+            size = len(rendered.html.encode("utf-8"))
+            count = sum(len(s.articles) for s in sections)
+            if size <= HTML_BUDGET_BYTES:
+                break
+            # Drop about as many articles as the excess is worth, then measure again.
+            excess = math.ceil((size - HTML_BUDGET_BYTES) * count / size)
+            trimmed = _drop_from_longest(sections, keep, max(1, excess))
+            if trimmed is None:
+                break  # nothing left that may go: send it as it is
+            sections = trimmed
+        if count < total:
+            log.warning(
+                "digest_trimmed_for_size",
+                edition_id=edition.id,
+                dropped=total - count,
+                kept=count,
+                html_bytes=size,
+            )
+        return rendered
     if edition.kind == EditionKind.alert:
         p = edition.params
         image = None
