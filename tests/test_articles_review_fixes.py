@@ -86,3 +86,62 @@ def test_a_parser_crash_is_recorded_on_the_feed(db_session, feed_server, monkeyp
     assert feed.consecutive_failures == 1
     assert feed.next_poll_at == NOW + dt.timedelta(minutes=1)
     assert db_session.get(Feed, feed.id).last_success_at is None
+
+
+# ------------------------------------------------------------------ 2. URL lengths
+
+
+def _rss(*items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>أخبار</title>'
+        "<link>https://news.example/</link><description>موجز</description>" + "".join(items) + "</channel></rss>"
+    )
+
+
+def _rss_item(guid: str, link: str, title: str = "خبر") -> str:
+    return (
+        f'<item><title>{title}</title><link>{link}</link><guid isPermaLink="false">{guid}</guid>'
+        "<pubDate>Sat, 22 Nov 2025 09:00:00 +0300</pubDate><description>نص الخبر.</description></item>"
+    )
+
+
+def test_a_relative_link_too_long_once_joined_skips_only_that_item(db_session, feed_server):
+    long_path = "/ar/" + "a" * 1986  # 1990 characters: under the limit as written, over it once joined
+    url = feed_server.serve(
+        "/long.xml",
+        _rss(
+            _rss_item("ok-1", "https://news.example/ar/1"),
+            _rss_item("long-1", long_path),
+            _rss_item("ok-2", "/ar/2"),
+        ),
+    )
+    assert len(url.rsplit("/", 1)[0] + long_path) > 2000
+    feed = add_feed(db_session, url)
+    with capture_logs() as logs:
+        report = poll_feed(db_session, feed.id, now=NOW)
+    assert report.error is None and report.new == 2, report.summary()
+    assert _guids(db_session) == {"ok-1", "ok-2"}
+    assert all(len(u) <= 2000 for u in db_session.scalars(sa.select(Article.url)))
+    problems = [e["problem"] for e in logs if e["event"] == "feed_item_problem"]
+    assert problems == ["item 2 (long-1): link over 2000 characters once resolved; skipped"]
+    db_session.refresh(feed)
+    assert feed.last_error is None
+
+
+def test_absolute_http_url_checks_the_length_after_joining():
+    from service.articles.urls import absolute_http_url
+
+    base = "https://news.example/feed.xml"
+    assert absolute_http_url("/" + "a" * 1980, base=base) is None
+    assert absolute_http_url("/" + "a" * 1960, base=base) == "https://news.example/" + "a" * 1960
+
+
+def test_a_304_caps_its_validators_like_a_200(feed_server):
+    from service.articles.fetch import fetch_feed
+    from service.config import get_settings
+
+    etag = '"' + "e" * 600 + '"'
+    url = feed_server.serve("/etag.xml", _rss(_rss_item("e-1", "/ar/1")), headers={"ETag": etag})
+    result = fetch_feed(url, get_settings(), etag=etag, last_modified="x" * 150)
+    assert result.not_modified
+    assert result.etag is None and result.last_modified is None

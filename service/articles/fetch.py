@@ -113,8 +113,8 @@ def fetch_feed(
                         return FetchResult(
                             url=url,
                             status=304,
-                            etag=response.headers.get("ETag") or etag,
-                            last_modified=response.headers.get("Last-Modified") or last_modified,
+                            etag=_header_value(response.headers.get("ETag") or etag, 500),
+                            last_modified=_header_value(response.headers.get("Last-Modified") or last_modified, 100),
                         )
                     if response.status_code != 200:
                         raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}".strip())

@@ -21,13 +21,14 @@ import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from urllib.parse import urljoin
 from xml.etree.ElementTree import Element, tostring
 
 import feedparser
 
 from service.articles.sanitise import html_to_text, sanitise_body
 from service.articles.text import clean_text, clean_title, truncate
-from service.articles.urls import absolute_http_url, canonical_url
+from service.articles.urls import MAX_URL_LENGTH, absolute_http_url, canonical_url
 from service.articles.xmlsafe import (
     FeedFormatError,
     as_utf8_xml,
@@ -337,15 +338,21 @@ def _str(value) -> str:
 
 def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: str, tz, now: dt.datetime) -> None:
     link = absolute_http_url(raw["link"], base=base_url)
-    guid = clean_title(raw["guid"] or "")[:2000] or (canonical_url(link) if link else "")
+    too_long = not link and _too_long(raw["link"], base_url)
+    guid = clean_title(raw["guid"] or "")[:MAX_URL_LENGTH] or (canonical_url(link) if link else "")
+    if len(guid) > MAX_URL_LENGTH:  # the canonical form re-encodes the query: it can grow
+        feed.problems.append(f"item {index}: link over {MAX_URL_LENGTH} characters; skipped")
+        return
     if not guid:
-        feed.problems.append(f"item {index}: neither a guid nor an http(s) link; skipped")
+        why = f"link over {MAX_URL_LENGTH} characters once resolved" if too_long else "neither a guid nor an http(s) link"
+        feed.problems.append(f"item {index}: {why}; skipped")
         return
     if not link:
         # A guid that is itself the permalink is the link (RSS isPermaLink).
         link = absolute_http_url(guid)
         if not link:
-            feed.problems.append(f"item {index} ({guid[:80]}): no http(s) link to send readers to; skipped")
+            why = f"link over {MAX_URL_LENGTH} characters once resolved" if too_long else "no http(s) link to send readers to"
+            feed.problems.append(f"item {index} ({guid[:80]}): {why}; skipped")
             return
     if guid in seen:
         feed.problems.append(f"item {index} ({guid[:80]}): repeats an earlier item's id; skipped")
@@ -390,6 +397,16 @@ def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: st
             related=body.related,
         )
     )
+
+
+def _too_long(value: str | None, base: str) -> bool:
+    """Whether `value` was refused only for its length once joined to `base`."""
+    if not value or not value.strip():
+        return False
+    try:
+        return len(urljoin(base, value.strip())) > MAX_URL_LENGTH
+    except ValueError:
+        return False
 
 
 def _first_paragraph(body_html: str) -> str:

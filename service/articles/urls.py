@@ -13,6 +13,8 @@ import socket
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 ALLOWED_SCHEMES = ("http", "https")
+# The URL columns are String(2000): a longer URL would fail the whole feed's store.
+MAX_URL_LENGTH = 2000
 # Query parameters that only track the reader; dropped from canonical URLs so that the
 # same article shared with different campaigns is still one article.
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "igshid", "ref_src")
@@ -27,16 +29,18 @@ def absolute_http_url(value: str | None, base: str | None = None) -> str | None:
     if not value:
         return None
     value = value.strip()
-    if any(c in value for c in "\r\n\t\x00") or len(value) > 2000:
+    if any(c in value for c in "\r\n\t\x00") or len(value) > MAX_URL_LENGTH:
         return None
-    if base:
-        value = urljoin(base, value)
     try:
+        if base:
+            value = urljoin(base, value)
         parts = urlsplit(value)
         parts.port  # noqa: B018 — raises ValueError on a bad port
     except ValueError:
         return None
     if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
+        return None
+    if len(value) > MAX_URL_LENGTH:  # checked on the joined URL: a relative one grows
         return None
     return value
 
