@@ -26,7 +26,12 @@ from xml.etree.ElementTree import Element, tostring
 
 import feedparser
 
-from service.articles.sanitise import html_to_text, sanitise_body
+from service.articles.sanitise import (
+    html_to_text,
+    is_lead_image_url,
+    is_tracker_image,
+    sanitise_body,
+)
 from service.articles.text import clean_text, clean_title, truncate
 from service.articles.urls import MAX_URL_LENGTH, absolute_http_url, canonical_url
 from service.articles.xmlsafe import (
@@ -257,14 +262,16 @@ def _media_image(el: Element) -> tuple[str | None, str | None, str | None]:
     candidates = el.findall(f"{MRSS}content") + el.findall(f"{MRSS}group/{MRSS}content")
     for media in candidates:
         url = media.get("url")
+        if is_tracker_image(url, media.get("width"), media.get("height")):
+            continue  # no URL, a 1×1 pixel or a tracker: try the next one
         is_image = media.get("medium") == "image" or (media.get("type") or "").startswith("image/")
         if url and (is_image or (not media.get("medium") and not media.get("type") and _IMAGE_EXT_RE.search(url))):
             caption = _text(media.find(f"{MRSS}description")) or _text(el.find(f"{MRSS}description"))
             alt = _text(media.find(f"{MRSS}title")) or _text(media.find(f"{MRSS}text"))
             return url, caption or None, alt or None
-    thumb = el.find(f"{MRSS}thumbnail")
-    if thumb is not None and thumb.get("url"):
-        return thumb.get("url"), _text(el.find(f"{MRSS}description")) or None, None
+    for thumb in el.findall(f"{MRSS}thumbnail") + el.findall(f"{MRSS}group/{MRSS}thumbnail"):
+        if not is_tracker_image(thumb.get("url"), thumb.get("width"), thumb.get("height")):
+            return thumb.get("url"), _text(el.find(f"{MRSS}description")) or None, None
     return None, None, None
 
 
@@ -357,7 +364,12 @@ def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: st
     if guid in seen:
         feed.problems.append(f"item {index} ({guid[:80]}): repeats an earlier item's id; skipped")
         return
-    body = sanitise_body(raw["content"] or raw["description"], link, want_lead_image=not raw["image"])
+    # The feed's own lead image (media:content, media:thumbnail, an enclosure, JSON Feed
+    # `image`) obeys the body's rules: https only, and no tracking pixel.
+    feed_image = absolute_http_url(raw["image"], base=link)
+    if not is_lead_image_url(feed_image):
+        feed_image = raw["caption"] = raw["alt"] = None
+    body = sanitise_body(raw["content"] or raw["description"], link, want_lead_image=not feed_image)
     summary_source = raw["description"] if raw["content"] else ""
     summary = html_to_text(summary_source) or _first_paragraph(body.html)
     title = truncate(clean_title(raw["title"]), TITLE_LIMIT) or truncate(summary, 120)
@@ -376,7 +388,7 @@ def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: st
     updated, clamped_u = _clamp(updated, now)
     if clamped_p or clamped_u:
         feed.problems.append(f"item {index} ({guid[:80]}): date in the future; clamped to the fetch time")
-    image = absolute_http_url(raw["image"], base=link) or body.lead_image_url
+    image = feed_image or body.lead_image_url
     seen.add(guid)
     feed.items.append(
         ParsedItem(

@@ -226,14 +226,23 @@ def _lift_related(root) -> list[dict]:
     return links
 
 
-def _is_tracker(img) -> bool:
-    src = img.get("src")
+def is_tracker_image(src: str | None, width: str | None = None, height: str | None = None) -> bool:
+    """A tracking pixel: no source, a 1×1 (or 2×2) size, or a tracker-looking URL."""
     if not src:
         return True
-    sizes = [img.get("width"), img.get("height")]
-    if any(s is not None and s.isdigit() and int(s) <= 2 for s in sizes):
+    sizes = [width, height]
+    if any(s is not None and s.strip().isdigit() and int(s) <= 2 for s in sizes):
         return True
     return bool(TRACKER_RE.search(src))
+
+
+def is_lead_image_url(url: str | None) -> bool:
+    """A lead image must be https and not a tracker (the email shows it at the top)."""
+    return bool(url) and url.lower().startswith("https://") and not is_tracker_image(url)
+
+
+def _is_tracker(img) -> bool:
+    return is_tracker_image(img.get("src"), img.get("width"), img.get("height"))
 
 
 def _lead_figure(root) -> tuple[str | None, str | None, str | None]:
@@ -249,6 +258,8 @@ def _lead_figure(root) -> tuple[str | None, str | None, str | None]:
     img = first if first.tag == "img" else (first.find(".//img") if first.tag in ("figure", "p") else None)
     if img is None or (first.tag == "p" and clean_text(first.text_content())):
         return None, None, None
+    if not is_lead_image_url(img.get("src")):
+        return None, None, None  # an http image stays in the body, but is no lead image
     caption_el = first.find(".//figcaption") if first.tag == "figure" else None
     caption = clean_text(caption_el.text_content()) if caption_el is not None else None
     url, alt = img.get("src"), clean_text(img.get("alt") or "") or None
