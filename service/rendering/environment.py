@@ -22,37 +22,30 @@ def _finalize(value: object) -> object:
     return "" if value is None else value
 
 
-def _common(env: jinja2.Environment) -> jinja2.Environment:
+def _env(*, autoescape: bool, **extra) -> jinja2.Environment:
+    """The HTML and text environments differ only in escaping, filters and newlines."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        **extra,
+    )
     env.globals["kinds"] = KINDS
     return env
 
 
 @functools.lru_cache(maxsize=1)
 def html_env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,
-    )
+    env = _env(autoescape=True)
     env.filters["bidi"] = wrap_ltr
     env.filters["article_html"] = article_html
-    return _common(env)
+    return env
 
 
 @functools.lru_cache(maxsize=1)
 def text_env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        auto_reload=False,
-    )
-    return _common(env)
+    return _env(autoescape=False, keep_trailing_newline=True)
