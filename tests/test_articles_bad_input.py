@@ -27,17 +27,6 @@ NOW = dt.datetime(2025, 11, 23, 12, 0, tzinfo=dt.UTC)
 DEMO = Path(__file__).resolve().parent.parent / "service" / "demo" / "sample_feed.xml"
 
 
-@pytest.fixture(autouse=True)
-def _no_articles_yet(request):
-    """Tests on `db_session` start without articles or feeds, even if a committed
-    (pg_env) test left some: deleted inside the test's transaction, so rolled back."""
-    if "db_session" not in request.fixturenames:
-        return
-    session = request.getfixturevalue("db_session")
-    for table in ("article_versions", "articles", "categories", "feeds"):
-        session.execute(sa.text(f"DELETE FROM {table}"))
-
-
 def _counts(session) -> tuple[int, int, int]:
     return tuple(
         session.scalar(sa.select(sa.func.count()).select_from(model)) for model in (Article, ArticleVersion, Category)

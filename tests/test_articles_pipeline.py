@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 
 from service.articles.feeds import add_feed
@@ -17,17 +16,6 @@ from service.models import Article, ArticleVersion, Category, Section
 DEMO = Path(__file__).resolve().parent.parent / "service" / "demo"
 AMMAN = ZoneInfo("Asia/Amman")
 FIXTURE_GUID = "news.example:article:41873"
-
-
-@pytest.fixture(autouse=True)
-def _no_articles_yet(request):
-    """Tests on `db_session` start without articles or feeds, even if a committed
-    (pg_env) test left some: deleted inside the test's transaction, so rolled back."""
-    if "db_session" not in request.fixturenames:
-        return
-    session = request.getfixturevalue("db_session")
-    for table in ("article_versions", "articles", "categories", "feeds"):
-        session.execute(sa.text(f"DELETE FROM {table}"))
 
 
 def _serve_demo(feed_server, name="sample_feed.xml", path="/feed.xml"):

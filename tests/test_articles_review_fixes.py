@@ -19,16 +19,6 @@ NOW = dt.datetime(2025, 11, 23, 12, 0, tzinfo=dt.UTC)
 JSON_FEED = "application/feed+json"
 
 
-@pytest.fixture(autouse=True)
-def _no_articles_yet(request):
-    """Start without articles or feeds (deleted inside the test's transaction)."""
-    if "db_session" not in request.fixturenames:
-        return
-    session = request.getfixturevalue("db_session")
-    for table in ("article_versions", "articles", "categories", "feeds"):
-        session.execute(sa.text(f"DELETE FROM {table}"))
-
-
 def _json_feed(*items: dict) -> bytes:
     return json.dumps(
         {"version": "https://jsonfeed.org/version/1.1", "title": "أخبار", "items": list(items)}, ensure_ascii=False

@@ -21,17 +21,6 @@ DEMO = Path(__file__).resolve().parent.parent / "service" / "demo"
 T0 = dt.datetime(2025, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(autouse=True)
-def _no_articles_yet(request):
-    """Tests on `db_session` start without articles or feeds, even if a committed
-    (pg_env) test left some: deleted inside the test's transaction, so rolled back."""
-    if "db_session" not in request.fixturenames:
-        return
-    session = request.getfixturevalue("db_session")
-    for table in ("edition_articles", "article_versions", "articles", "categories", "feeds"):
-        session.execute(sa.text(f"DELETE FROM {table}"))
-
-
 def _count(session, model) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(model))
 

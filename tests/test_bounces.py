@@ -39,7 +39,6 @@ from service.models import (
 from tests.conftest import free_port
 from tests.test_delivery_send import planned_edition, run_all_batches
 from tests.test_delivery_support import (
-    _leave_pg_empty,  # noqa: F401 (autouse)
     make_edition,
     renderer,
 )

@@ -26,7 +26,6 @@ from service.delivery.planner import PlanError, plan_chunk
 from service.delivery.sweeper import STALLED_DRAFT_AFTER, stalled_drafts, sweep
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, utcnow
 from tests.test_delivery_support import (
-    _leave_pg_empty,  # noqa: F401 (autouse)
     add_subscribers,
     add_suppression,
     make_edition,

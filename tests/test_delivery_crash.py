@@ -24,7 +24,6 @@ from service.db import session_scope
 from service.delivery.sweeper import sweep
 from service.models import Edition, EditionStatus
 from tests.test_delivery_send import ledger, planned_edition
-from tests.test_delivery_support import _leave_pg_empty  # noqa: F401 (autouse)
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).parent / "celery")

@@ -33,7 +33,6 @@ from service.models import (
 )
 from tests.support.smtp_sink import SmtpSink, silent_server
 from tests.test_delivery_send import ledger, planned_edition, run_all_batches
-from tests.test_delivery_support import _leave_pg_empty  # noqa: F401 (autouse)
 
 
 @pytest.fixture(autouse=True)

@@ -25,11 +25,10 @@ from service.models import (
     DeliveryStatus,
     Edition,
     EditionStatus,
-    Subscriber,
     utcnow,
 )
+from tests.test_delivery_send import ledger as states
 from tests.test_delivery_support import (
-    _leave_pg_empty,  # noqa: F401 (autouse)
     add_subscribers,
     make_edition,
     renderer,
@@ -42,18 +41,6 @@ def planned_edition(n: int, kind: str = "digest") -> int:
         eid = make_edition(s, kind, "daily" if kind == "digest" else None, headline="h", url="https://x.example/")
         plan(s, eid, renderer=renderer())
     return eid
-
-
-def states(eid: int) -> dict[str, str]:
-    with session_scope() as s:
-        return {
-            e: st.value
-            for e, st in s.execute(
-                sa.select(Subscriber.email, Delivery.status)
-                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .where(Delivery.edition_id == eid)
-            )
-        }
 
 
 # ------------------------------------------------------------------ 1. SQLite snapshot

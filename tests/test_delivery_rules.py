@@ -22,7 +22,6 @@ from service.delivery.sweeper import sweep
 from service.delivery.verdicts import Verdict, judge, scrub
 from service.models import Delivery, Edition, EditionStatus, utcnow
 from tests.test_delivery_send import ledger, planned_edition, run_all_batches
-from tests.test_delivery_support import _leave_pg_empty  # noqa: F401 (autouse)
 
 
 @pytest.mark.parametrize(

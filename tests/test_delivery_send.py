@@ -19,7 +19,6 @@ from service.models import Delivery, Edition, EditionStatus, Subscriber
 from service.subscribers.tokens import read_token
 from tests.test_delivery_support import (
     ARABIC_TITLE,
-    _leave_pg_empty,  # noqa: F401 (autouse)
     add_subscribers,
     make_edition,
     renderer,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import sqlalchemy as sa
 
 from service.models import (
@@ -95,14 +94,3 @@ def renderer(html_bytes: int = 2000, empty: frozenset[str] = frozenset()):
 
 def sections_json(ids: list[int]) -> str:
     return json.dumps(ids)
-
-
-@pytest.fixture(autouse=True)
-def _leave_pg_empty(request):
-    """pg_env empties the database before a test, not after; the db_session tests of other
-    modules expect an empty database, so the delivery tests clean up after themselves."""
-    yield
-    if "pg_env" in request.fixturenames:
-        from tests.conftest import _truncate_all
-
-        _truncate_all(request.getfixturevalue("pg_engine"))
