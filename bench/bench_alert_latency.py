@@ -316,11 +316,11 @@ def main() -> None:
             "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
         }
         os.environ.update(env)
-        from service.celery_app import configure
         from service.config import get_settings, reset_settings
         from service.db import session_scope
-        from service.logging import setup_logging
-        from service.subscribers.editors import create_editor
+        from service.jobs.app import configure
+        from service.logs import setup_logging
+        from service.staff.editors import create_editor
 
         reset_settings()
         setup_logging()

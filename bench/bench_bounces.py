@@ -147,10 +147,10 @@ def main() -> None:
                           NASHRA_VAR_DIR=tempfile.mkdtemp(prefix="nashra-bench-"), LOG_LEVEL="WARNING")
         from aiosmtpd.controller import Controller
 
-        from service.bounce_server import BounceServer
         from service.db import session_scope
+        from service.delivery.bounce_server import BounceServer
         from service.delivery.bounces import handle_inbound, parse_report
-        from service.logging import setup_logging
+        from service.logs import setup_logging
         from service.models import (
             Delivery,
             DeliveryStatus,

@@ -126,7 +126,7 @@ def run(url: str, readers: int, n_articles: int, updates: int) -> None:
     from service.db import session_factory
     from service.delivery.planner import plan
     from service.editions.corrections import LOOKBACK, create_corrections
-    from service.logging import setup_logging
+    from service.logs import setup_logging
 
     reset_settings()
     setup_logging(fmt="json", level="WARNING")

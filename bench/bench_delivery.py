@@ -99,8 +99,8 @@ def workers(env: dict[str, str], concurrency: int):
 
 
 def digest():
-    from service.rendering import samples
     from service.rendering.render import render_variant
+    from tests.support import email_samples as samples
 
     return render_variant("digest", samples.all_contexts(digest_articles=DIGEST_ARTICLES)["digest"])
 
@@ -161,9 +161,10 @@ def wait_done(edition_id: int, timeout: float = 900) -> float:
 
 
 def _run(rendered, n: int, prefix: str, batches_only: bool) -> float:
+    from service.jobs.tasks import plan_edition
+
     from service.db import session_scope
     from service.delivery import fanout
-    from service.delivery.tasks import plan_edition
     from service.models import Edition
 
     clear_ledger()
@@ -220,7 +221,7 @@ PLANNER = r"""
 import resource, sys, time, json
 from service.db import session_scope, get_engine
 from service.delivery.planner import plan
-from service.rendering import samples
+from tests.support import email_samples as samples
 from service.rendering.render import render_variant
 rendered = render_variant("digest", samples.all_contexts(digest_articles=%d)["digest"])
 get_engine().connect().close()
@@ -310,9 +311,9 @@ def main() -> None:
             "LOG_FORMAT": "json",
         }
         os.environ.update(env)
-        from service.celery_app import configure
         from service.config import get_settings, reset_settings
         from service.delivery.compose import compose, prepare
+        from service.jobs.app import configure
 
         reset_settings()
         configure()

@@ -171,7 +171,7 @@ def run(n: int) -> None:
     from service.articles.sections import ensure_sections
     from service.config import reset_settings
     from service.db import get_engine, session_scope
-    from service.logging import setup_logging
+    from service.logs import setup_logging
 
     reset_settings()
     setup_logging(fmt="json", level="WARNING")

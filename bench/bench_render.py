@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.rendering import samples  # noqa: E402
 from service.rendering.bidi import rtl_text  # noqa: E402
 from service.rendering.environment import html_env, text_env  # noqa: E402
 from service.rendering.inline import inline_css  # noqa: E402
 from service.rendering.mime import PreparedVariant, build_message  # noqa: E402
 from service.rendering.personalise import personalise  # noqa: E402
 from service.rendering.render import render_variant  # noqa: E402
+from tests.support import email_samples as samples  # noqa: E402
 
 FROM = "نشرة <newsletter@nashra.example>"
 

@@ -100,13 +100,13 @@ def main() -> None:
         from service.config import reset_settings
 
         reset_settings()
-        from service.logging import setup_logging
+        from service.logs import setup_logging
 
         setup_logging()
         with sa.create_engine(url).begin() as c:
             c.execute(sa.text("INSERT INTO sections (slug, name, position) VALUES ('world', 'عربي دولي', 1), ('sport', 'رياضة', 2)"))
 
-        from service.celery_app import configure
+        from service.jobs.app import configure
         from service.web.app import create_app
 
         configure()

@@ -130,14 +130,14 @@ def celery_worker(queue: str, concurrency: int, node: str, env: dict[str, str], 
     answers a ping; afterwards SIGTERM to its process group, waiting up to stop_timeout.
     """
     proc = subprocess.Popen(
-        [CELERY, "-A", "service.celery_app", "worker", "-Q", queue, "-c", str(concurrency), "-P", "prefork",
+        [CELERY, "-A", "service.jobs.app", "worker", "-Q", queue, "-c", str(concurrency), "-P", "prefork",
          "-n", f"{node}{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
          "--without-heartbeat", "--loglevel", loglevel],
         cwd=cwd, env={**os.environ, **env}, start_new_session=True,
         stdout=output, stderr=output,
     )
     try:
-        from service.celery_app import app
+        from service.jobs.app import app
 
         for _ in range(120):
             if app.control.ping(timeout=0.5):

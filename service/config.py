@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     digest_weekly_day: int = 5  # 0 = Monday … 5 = Saturday, the start of the Arab work week
     batch_size: int = 200
     lease_seconds: int = Field(default=300, ge=1, le=86_400)
+    # How often beat runs the sweeper (expired leases, lost batches, due retries).
+    sweep_seconds: float = Field(default=60.0, ge=1, le=3600)
     smtp_timeout: float = Field(default=30.0, gt=0, le=600)
     retry_max_age_hours: int = Field(default=24, ge=1, le=24 * 14)
     rate_per_second: float = Field(default=0.0, ge=0)  # 0 = unlimited (the SMTP server paces us)
@@ -272,9 +274,17 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+# What else must be forgotten with the settings (the database engine registers itself
+# here, so that this module needs no import of the modules that read it).
+_on_reset: list = []
+
+
+def on_reset(callback) -> None:
+    _on_reset.append(callback)
+
+
 def reset_settings() -> None:
     """Forget cached settings (tests and the demo change the environment)."""
     get_settings.cache_clear()
-    from service import db
-
-    db.reset_engine()
+    for callback in _on_reset:
+        callback()

@@ -11,9 +11,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.config import get_settings, on_reset
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 
@@ -28,6 +32,20 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def insert_ignoring(bind, table, index_elements: list) -> Insert:
+    """INSERT … ON CONFLICT (index_elements) DO NOTHING, on PostgreSQL and SQLite.
+
+    `bind` is a Session or a Connection.  Two workers (or two requests) writing the same
+    unique key at once must not fail each other's transaction: the loser's row is
+    simply not written, and it reads the winner's.
+    """
+    dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+    insert = _INSERTS.get(dialect)
+    if insert is None:
+        raise RuntimeError(f"Nashra runs on PostgreSQL or SQLite, not {dialect}")
+    return insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
 def make_engine(url: str) -> Engine:
@@ -52,8 +70,6 @@ def make_engine(url: str) -> Engine:
 def get_engine() -> Engine:
     global _engine, _factory
     if _engine is None:
-        from service.config import get_settings
-
         _engine = make_engine(get_settings().database_url)
         _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine
@@ -78,3 +94,6 @@ def reset_engine() -> None:
         _engine.dispose()
     _engine = None
     _factory = None
+
+
+on_reset(reset_engine)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,8 +128,7 @@ def _truncate_all(engine: sa.Engine) -> None:
 
     # Ids restart below, and workers cache prepared variants by (edition id, variant):
     # harmless in production, where an id never comes back, but not between tests.
-    with batch._templates_lock:  # noqa: SLF001
-        batch._templates.clear()  # noqa: SLF001
+    batch.forget_prepared_variants()
 
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
@@ -237,10 +235,11 @@ def celery_worker_factory():
     """
     from celery.contrib.testing.worker import start_worker
 
-    from service.celery_app import make_celery
+    from service.jobs import tasks  # noqa: F401 — registers the tasks and the worker's signals
+    from service.jobs.app import configure
 
     def factory(queues=("alerts", "digests", "ingest", "default"), concurrency=2):
-        app = make_celery()
+        app = configure()
         return start_worker(
             app,
             pool="threads",
@@ -254,10 +253,9 @@ def celery_worker_factory():
     return factory
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session", autouse=True)
+def _celery_dispatcher():
+    """As at every edge of the service: what domain code asks for goes out through Celery."""
+    from service.jobs import install_dispatcher
 
-
-__all__ = ["free_port", "IN_CI", "threading"]
+    install_dispatcher()

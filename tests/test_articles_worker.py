@@ -14,9 +14,9 @@ DEMO = Path(__file__).resolve().parent.parent / "service" / "demo" / "sample_fee
 
 
 def test_the_beat_task_polls_feed_urls_on_the_ingest_queue(pg_env, redis_url, feed_server, monkeypatch, celery_worker_factory):
-    from service.celery_app import app
+    from service.jobs.app import app
 
-    app.loader.import_default_modules()  # the `include` list: service.tasks …
+    app.loader.import_default_modules()  # the `include` list: service.jobs.tasks …
     from service.config import reset_settings
     from service.db import session_scope
 

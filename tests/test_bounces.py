@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from service.bounce_server import BounceServer
 from service.db import session_scope
+from service.delivery.bounce_server import BounceServer
 from service.delivery.bounces import MAX_INBOUND_BYTES, handle_inbound
 from service.delivery.planner import plan
 from service.models import (
@@ -36,7 +36,7 @@ from service.models import (
     SubscriberStatus,
     Suppression,
 )
-from tests.conftest import free_port
+from tests.support.net import free_port
 from tests.test_delivery_send import planned_edition, run_all_batches
 from tests.test_delivery_support import (
     make_edition,

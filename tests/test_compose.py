@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.cli import build_parser
+from service.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -45,7 +45,7 @@ def test_alert_and_digest_workers_consume_separate_queues():
     digests = build_parser().parse_args(_command(SERVICES["worker-digests"])[1:]).queues.split(",")
     assert alerts == ["alerts"]
     assert "alerts" not in digests and {"digests", "ingest", "default"} <= set(digests)
-    from service.celery_app import QUEUES
+    from service.jobs.app import QUEUES
 
     assert set(alerts) | set(digests) == set(QUEUES)
 

@@ -21,6 +21,7 @@ from service.articles.ingest import poll_feed
 from service.articles.sections import ensure_sections
 from service.config import ConfigError, get_settings, load_settings, reset_settings
 from service.editions.corrections import NOTE_SIGNAL, create_corrections, key_for
+from service.jobs import names
 from service.models import (
     Article,
     ArticleVersion,
@@ -356,8 +357,8 @@ def test_the_ingest_task_enqueues_the_check_only_after_a_major_update(redis_url,
     import redis
 
     from service.articles.ingest import PollReport
-    from service.celery_app import configure
-    from service.tasks import enqueue_corrections_if_major
+    from service.jobs.app import configure
+    from service.usecases.ingest import corrections_if_major as enqueue_corrections_if_major
 
     configure()  # this process's producer talks to the test Redis, under the test prefix
     queue = get_settings().redis_key_prefix + "digests"
@@ -367,7 +368,7 @@ def test_the_ingest_task_enqueues_the_check_only_after_a_major_update(redis_url,
         assert client.llen(queue) == 0  # new articles and wording fixes: no check at all
         assert enqueue_corrections_if_major([PollReport(feed_id=1, minor=1), PollReport(feed_id=2, major=1)]) is True
         (raw,) = client.lrange(queue, 0, -1)
-        assert json.loads(raw)["headers"]["task"] == "nashra.digest.corrections"
+        assert json.loads(raw)["headers"]["task"] == names.MAKE_CORRECTIONS
         monkeypatch.setenv("CORRECTIONS", "off")
         reset_settings()
         assert enqueue_corrections_if_major([PollReport(feed_id=2, major=4)]) is False
@@ -418,14 +419,14 @@ def _make_feed_due() -> None:
 
 def _digest_to_a_and_b(feed_server, smtp_sink, monkeypatch):
     """Readers A and B get today's digest (carrying the original sport article)."""
-    from service.celery_app import app
-    from service.tasks import start_digest
+    from service.jobs.app import app
+    from service.usecases.digests import start_digest
 
     monkeypatch.setenv("FEED_URLS", feed_server.serve("/feed.xml", ORIGINAL))
     reset_settings()
     _add_reader("a@example.com")
     _add_reader("b@example.com")
-    app.send_task("nashra.ingest.poll_due")
+    app.send_task(names.POLL_FEEDS)
     _wait(lambda: _scalar(sa.select(sa.func.count()).select_from(Article)) == 9, 30, "the feed to be ingested")
     digest_id = start_digest("daily", scheduled=False)
     assert sorted(r for m in smtp_sink.wait_for(2, 30) for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]
@@ -434,11 +435,11 @@ def _digest_to_a_and_b(feed_server, smtp_sink, monkeypatch):
 
 
 def _ingest_update(feed_server) -> None:
-    from service.celery_app import app
+    from service.jobs.app import app
 
     feed_server.serve("/feed.xml", UPDATED)
     _make_feed_due()
-    app.send_task("nashra.ingest.poll_due")
+    app.send_task(names.POLL_FEEDS)
     _wait(
         lambda: _scalar(sa.select(Article.version).where(Article.guid == SPORT_GUID)) == 2,
         30,
@@ -448,7 +449,7 @@ def _ingest_update(feed_server) -> None:
 
 def _run_task_and_wait(name: str) -> dict:
     """Send a task to the worker; return its `corrections.checked` log line."""
-    from service.celery_app import app
+    from service.jobs.app import app
 
     with capture_logs() as logs:
         app.send_task(name)
@@ -473,12 +474,12 @@ def test_readers_who_got_the_digest_get_one_correction(pg_env, redis_url, smtp_s
         )
         # Again: ingest (feed unchanged) and the corrections task itself, through the worker.
         _make_feed_due()
-        checked = _run_task_and_wait("nashra.digest.corrections")
+        checked = _run_task_and_wait(names.MAKE_CORRECTIONS)
         assert checked["created"] == 0 and checked["skipped"] == {"exists": 1}
-        from service.celery_app import app
+        from service.jobs.app import app
 
         polled_before = _scalar(sa.select(Feed.last_polled_at))
-        app.send_task("nashra.ingest.poll_due")
+        app.send_task(names.POLL_FEEDS)
         _wait(lambda: _scalar(sa.select(Feed.last_polled_at)) != polled_before, 30, "the second poll")
         time.sleep(1.0)  # room for any wrongly planned edition to reach the sink
 
@@ -510,7 +511,7 @@ def test_with_corrections_off_an_update_sends_nothing(pg_env, redis_url, smtp_si
         _digest_to_a_and_b(feed_server, smtp_sink, monkeypatch)
         smtp_sink.clear()
         _ingest_update(feed_server)
-        checked = _run_task_and_wait("nashra.digest.corrections")  # even when asked directly
+        checked = _run_task_and_wait(names.MAKE_CORRECTIONS)  # even when asked directly
         assert checked["policy"] == "off" and checked["created"] == 0
         time.sleep(1.0)
     assert smtp_sink.messages == []

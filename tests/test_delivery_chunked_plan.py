@@ -24,6 +24,7 @@ from service.delivery.batch import send_batch
 from service.delivery.ledger import PLANNING
 from service.delivery.planner import PlanError, plan_chunk
 from service.delivery.sweeper import STALLED_DRAFT_AFTER, stalled_drafts, sweep
+from service.jobs import names
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, utcnow
 from tests.test_delivery_support import (
     add_subscribers,
@@ -45,8 +46,8 @@ def small_chunks(monkeypatch):
 @pytest.fixture
 def celery_on_test_redis(redis_url, monkeypatch):
     """This process's producer talks to the test Redis, under the test prefix; back after."""
-    from service.celery_app import configure
     from service.config import get_settings, reset_settings
+    from service.jobs.app import configure
 
     configure()
     yield redis.Redis.from_url(redis_url), get_settings().redis_key_prefix + "alerts"
@@ -82,7 +83,7 @@ def queued_batches(client, key) -> list[tuple[int, int, int]]:
     out = []
     for raw in client.lrange(key, 0, -1):
         msg = json.loads(raw)
-        if msg["headers"]["task"] == "nashra.delivery.send_batch":
+        if msg["headers"]["task"] == names.SEND_BATCH:
             out.append(tuple(json.loads(b64decode(msg["body"]))[0]))
     return out
 
@@ -107,7 +108,7 @@ def plan_by_hand(eid: int, after: int = 0, limit: int = 10, send: bool = True) -
 
 
 def test_chunked_planning_writes_each_reader_once_even_when_run_twice(pg_env, celery_on_test_redis, small_chunks):
-    from service.delivery.tasks import plan_edition
+    from service.jobs.tasks import plan_edition
 
     client, key = celery_on_test_redis
     with session_scope() as s:
@@ -139,7 +140,7 @@ def test_chunked_planning_writes_each_reader_once_even_when_run_twice(pg_env, ce
 
 
 def test_the_first_batches_are_queued_before_the_last_chunk_is_written(pg_env, celery_on_test_redis, small_chunks):
-    from service.delivery.tasks import plan_edition
+    from service.jobs.tasks import plan_edition
 
     client, key = celery_on_test_redis
     eid = alert_edition(300)
@@ -173,7 +174,7 @@ def test_the_first_batches_are_queued_before_the_last_chunk_is_written(pg_env, c
 
 def test_two_planners_racing_plan_once_and_each_reader_gets_one_message(
         pg_env, celery_on_test_redis, smtp_sink, small_chunks, celery_worker_factory):
-    from service.delivery.tasks import plan_edition
+    from service.jobs.tasks import plan_edition
 
     eid = alert_edition(200)
     start = threading.Barrier(2)
@@ -291,10 +292,10 @@ def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sin
 
 
 def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_env, celery_on_test_redis, smtp_sink):
+    from service.jobs.delivery_tasks import _prepare_process
     from structlog.testing import capture_logs
 
     from service.delivery.smtp import close_connection
-    from service.delivery.tasks import _prepare_process
 
     close_connection()
     eid = alert_edition(3)
@@ -313,7 +314,7 @@ def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_e
 def test_prewarm_against_a_dead_smtp_server_is_no_error(monkeypatch):
     from service.config import reset_settings
     from service.delivery.smtp import close_connection, connection, prewarm
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     reset_settings()
@@ -324,7 +325,7 @@ def test_prewarm_against_a_dead_smtp_server_is_no_error(monkeypatch):
 
 def test_alerts_to_a_rate_limited_domain_do_not_wait_behind_digests(redis_url):
     from service.config import load_settings
-    from service.delivery.ratelimit import Limiter, buckets_for
+    from service.delivery.throttle import Limiter, buckets_for
 
     s = load_settings(domain_rates="gmail.com=10")
     digests, alerts = Limiter(s), Limiter(s)  # two worker processes, one Redis

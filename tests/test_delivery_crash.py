@@ -1,6 +1,6 @@
 """Crash safety against real worker processes: SIGKILL mid-edition, Redis restarted mid-edition.
 
-Workers are `celery -A service.celery_app worker` subprocesses (prefork, 2 children),
+Workers are `celery -A service.jobs.app worker` subprocesses (prefork, 2 children),
 each in its own process group so that SIGKILL takes the whole worker at once, as the
 kernel's OOM killer or a lost machine would.  The test plays beat: it calls the sweeper
 every second.
@@ -34,7 +34,7 @@ def start_worker(name: str, extra_env: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()}
     env.update(extra_env)
     return subprocess.Popen(
-        [CELERY, "-A", "service.celery_app", "worker", "-Q", "digests,alerts", "-c", str(CONCURRENCY),
+        [CELERY, "-A", "service.jobs.app", "worker", "-Q", "digests,alerts", "-c", str(CONCURRENCY),
          "-P", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "--loglevel", "WARNING"],
         cwd=REPO, env=env, start_new_session=True,
@@ -78,14 +78,14 @@ def wait_done(eid: int, timeout: float) -> None:
 
 
 def dispatch(eid: int) -> None:
-    from service.delivery.tasks import plan_edition
+    from service.jobs.tasks import plan_edition
 
     plan_edition.si(eid).apply_async(queue="digests")
 
 
 @pytest.mark.slow
 def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(pg_env, redis_url, smtp_sink, monkeypatch):
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     monkeypatch.setenv("LEASE_SECONDS", "3")
     reset_settings()
@@ -118,7 +118,7 @@ def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(
 @pytest.fixture
 def own_redis(monkeypatch):
     """A Redis of our own that the test may restart (never the machine's :6379)."""
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     port = free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
@@ -144,7 +144,7 @@ def own_redis(monkeypatch):
     url = f"redis://127.0.0.1:{port}/0"
     monkeypatch.setenv("REDIS_URL", url)
     reset_settings()
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     configure()
     yield restart
@@ -155,7 +155,7 @@ def own_redis(monkeypatch):
 
 def _celery_back_to_defaults(monkeypatch) -> None:
     """Leave the process's Celery app pointing at no test broker of ours."""
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     monkeypatch.delenv("REDIS_URL", raising=False)
     reset_settings()

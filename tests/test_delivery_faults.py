@@ -343,7 +343,7 @@ def test_idle_connection_closed_by_the_server_is_reopened_without_a_retry(pg_env
 
 
 def test_a_slow_batch_keeps_its_lease_so_the_sweeper_never_steals_it(pg_env, redis_url, smtp_sink, monkeypatch):
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     monkeypatch.setenv("LEASE_SECONDS", "1")
     reset_settings()

@@ -14,12 +14,13 @@ import sqlalchemy as sa
 
 from service.config import get_settings, load_settings, reset_settings
 from service.db import session_scope
-from service.delivery import ratelimit
+from service.delivery import throttle as ratelimit
 from service.delivery.compose import compose, prepare
 from service.delivery.progress import progress
 from service.delivery.smtp import data_payload
 from service.delivery.sweeper import sweep
 from service.delivery.verdicts import Verdict, judge, scrub
+from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, utcnow
 from tests.test_delivery_send import ledger, planned_edition, run_all_batches
 
@@ -150,7 +151,7 @@ def test_per_domain_and_per_hour_limits(redis_url):
 
 
 def test_limiter_without_redis_or_with_redis_down_still_limits():
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     for s in (_settings(rate_per_second=5), _settings(rate_per_second=5, redis_url=f"redis://127.0.0.1:{free_port()}/0")):
         lim = ratelimit.Limiter(s)
@@ -170,7 +171,7 @@ def test_bad_rate_settings_are_refused():
 
 
 def test_sweeper_returns_expired_leases_and_finishes_editions(pg_env, redis_url, smtp_sink):
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     configure()
     eid = planned_edition(3)
@@ -196,7 +197,7 @@ def test_sweeper_returns_expired_leases_and_finishes_editions(pg_env, redis_url,
 
 
 def test_sweeper_redispatches_a_stalled_edition_only_when_its_queue_is_empty(pg_env, redis_url):
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     configure()
     eid = planned_edition(5)
@@ -215,9 +216,9 @@ def test_sweep_task_replans_drafts_whose_planning_message_was_lost(pg_env, redis
     went out: the next sweep hands the draft to the planner on its own queue.  A draft
     made a moment ago is left to its own message; a planned edition is not a draft."""
     import redis
+    from service.jobs.tasks import sweep as sweep_task
 
-    from service.celery_app import configure
-    from service.delivery.tasks import sweep as sweep_task
+    from service.jobs.app import configure
     from service.models import EditionKind
 
     configure()
@@ -240,8 +241,8 @@ def test_sweep_task_replans_drafts_whose_planning_message_was_lost(pg_env, redis
                 for m in client.lrange(prefix + queue, 0, -1)]
 
     try:
-        assert queued("alerts") == [("nashra.alert.plan", f"({lost_alert.id},)")]
-        assert queued("digests") == [("nashra.alert.plan", f"({lost_correction.id},)")]
+        assert queued("alerts") == [(names.PLAN_EDITION, f"({lost_alert.id},)")]
+        assert queued("digests") == [(names.PLAN_EDITION, f"({lost_correction.id},)")]
     finally:
         client.close()
         configure()

@@ -15,6 +15,7 @@ from service.delivery.batch import send_batch
 from service.delivery.compose import delivery_for_bounce
 from service.delivery.planner import plan
 from service.delivery.progress import progress
+from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, Subscriber
 from service.subscribers.tokens import read_token
 from tests.test_delivery_support import (
@@ -116,7 +117,7 @@ def test_reader_who_left_after_planning_is_skipped_and_suppressed_is_not_mailed(
 
 
 def test_plan_task_on_real_celery_and_redis_sends_once_even_if_started_twice(pg_env, redis_url, smtp_sink, celery_worker_factory):
-    from service.delivery.tasks import plan_edition
+    from service.jobs.tasks import plan_edition
 
     eid = planned_edition(60)  # the variants are rendered; the task re-plans (a no-op) and dispatches
     with celery_worker_factory(queues=("digests",), concurrency=2):
@@ -136,7 +137,7 @@ def test_plan_task_on_real_celery_and_redis_sends_once_even_if_started_twice(pg_
 
 @pytest.mark.parametrize("kind,queue", [("alert", "alerts"), ("digest", "digests")])
 def test_batches_go_to_the_editions_queue(kind, queue):
-    assert fanout.queue_for(kind) == queue
+    assert names.edition_queue(kind) == queue
 
 
 def test_an_address_no_header_can_carry_fails_alone(pg_env, smtp_sink):

@@ -20,7 +20,7 @@ from service.models import (
     Suppression,
     utcnow,
 )
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
 
 ARABIC_TITLE = "نشرة الصباح: المغرب يعزّز الأمن"
 

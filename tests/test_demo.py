@@ -30,7 +30,7 @@ def _children_of(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     var_dir = tmp_path / "var"
     port, smtp_port = free_port(), free_port()
@@ -93,7 +93,7 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
 
 @pytest.mark.slow
 def test_demo_killed_outright_leaves_no_process_behind(tmp_path):
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "demo", "--port", str(free_port()), "--smtp-port", str(free_port())],

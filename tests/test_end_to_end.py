@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from service.config import reset_settings
 from service.db import session_scope
+from service.jobs import names
 from service.models import (
     Article,
     Delivery,
@@ -70,8 +71,8 @@ def _add_readers(n_active: int = 2) -> list[int]:
 
 
 def _run_pipeline(feed_server, smtp_sink, celery_worker_factory, monkeypatch):
-    from service.celery_app import app
-    from service.tasks import start_digest
+    from service.jobs.app import app
+    from service.usecases.digests import start_digest
 
     feed_url = feed_server.serve("/feed.xml", SAMPLE_FEED.read_bytes())
     monkeypatch.setenv("FEED_URLS", feed_url)
@@ -79,7 +80,7 @@ def _run_pipeline(feed_server, smtp_sink, celery_worker_factory, monkeypatch):
     _add_readers(2)
 
     with celery_worker_factory():
-        app.send_task("nashra.ingest.poll_due")
+        app.send_task(names.POLL_FEEDS)
         _wait(lambda: _count(Article) >= 5, 60, "articles to be ingested")
         edition_id = start_digest("daily", scheduled=False)
         assert edition_id is not None

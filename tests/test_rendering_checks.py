@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from service.rendering import samples
-from service.rendering.checks import check_email
 from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
+from tests.support import email_samples as samples
+from tests.support.email_checks import check_email
 
 KINDS = ("digest", "alert", "confirm", "welcome", "correction")
 

@@ -10,9 +10,9 @@ import pytest
 
 from service.config import load_settings
 from service.rendering import contexts, samples
-from service.rendering.checks import check_email
 from service.rendering.render import render_variant
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, ArticleView, SectionView
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, ArticleView, SectionView
+from tests.support.email_checks import check_email
 
 SITE = samples.SITE
 AT = samples.EDITION_AT

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.rendering import samples
-from service.rendering.checks import check_email
 from service.rendering.render import render_variant
+from tests.support import email_samples as samples
+from tests.support.email_checks import check_email
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 KINDS = ("digest", "alert", "confirm", "welcome", "correction")

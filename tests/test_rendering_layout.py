@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.rendering import samples
 from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
+from tests.support import email_samples as samples
 
 pytestmark = pytest.mark.browser
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.rendering import samples
 from service.rendering.mime import Base64Template, PreparedVariant, build_message
 from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
+from tests.support import email_samples as samples
 
 FROM = "نشرة <newsletter@nashra.example>"
 UNSUB = "https://news.example/unsubscribe/IjEi.abc?x=1&y=2"

@@ -27,7 +27,7 @@ from service.models import (
 from service.rendering import contexts
 from service.rendering.mime import build_message
 from service.rendering.render import render_variant
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 FROMS = [
     ('"Nashra News, Amman" <news@nashra.example>', "Nashra News, Amman", "news@nashra.example"),

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from service.models import AuditLog, Editor, Frequency, Subscriber, SubscriberStatus
+from service.staff.editors import authenticate, create_editor, hash_token
 from service.subscribers import lifecycle
-from service.subscribers.editors import authenticate, create_editor, hash_token
 from service.subscribers.errors import InvalidInput
 from service.subscribers.suppression import is_suppressed, suppress
 from service.subscribers.tokens import BadToken, make_token
@@ -133,7 +133,7 @@ def test_editor_tokens_are_stored_hashed_and_authenticate(db_session):
 @contextlib.contextmanager
 def json_log_lines():
     """Collect the service's JSON log lines (through its own formatter) while inside."""
-    from service.logging import setup_logging
+    from service.logs import setup_logging
 
     setup_logging(fmt="json", level="INFO")
     root = logging.getLogger()

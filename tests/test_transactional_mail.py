@@ -8,7 +8,7 @@ import pytest
 from service.config import reset_settings
 from service.delivery.smtp import SmtpError, SmtpTransientError, close_connection, send_one
 from service.delivery.verdicts import judge
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 MSG = b"From: a@nashra.example\r\nTo: x@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -40,6 +40,6 @@ def test_exception_text_never_carries_an_address():
 
 
 def test_the_transactional_task_retries_for_about_forty_minutes():
-    from service.tasks import send_transactional
+    from service.jobs.tasks import send_transactional
 
     assert send_transactional.max_retries >= 10 and send_transactional.retry_backoff_max == 600

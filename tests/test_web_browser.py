@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.models import Section, Subscriber, SubscriberStatus
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -24,8 +24,8 @@ def live_server(pg_env, redis_url, smtp_sink, monkeypatch):
     import kombu.pools
     import uvicorn
 
-    from service.celery_app import configure
     from service.config import reset_settings
+    from service.jobs.app import configure
 
     port = free_port()
     monkeypatch.setenv("PUBLIC_URL", f"http://127.0.0.1:{port}")

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from service.db import session_scope
+from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, Subscriber, SubscriberStatus
-from service.subscribers.editors import create_editor
+from service.staff.editors import create_editor
 from tests.test_web_readers import _queue_redis  # noqa: F401  (the queue_redis fixture)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -73,7 +74,7 @@ def test_api_alert_is_accepted_and_planned_after_commit(client, token, queue_red
     edition_id = resp.json()["edition_id"]
     [ed] = editions()
     assert ed.id == edition_id and ed.kind.value == "alert" and ed.params["headline"] == ALERT["headline"]
-    assert queued(queue_redis, "alerts") == [("nashra.alert.plan", [edition_id])]
+    assert queued(queue_redis, "alerts") == [(names.PLAN_EDITION, [edition_id])]
     again = client.post("/api/alerts", json={**ALERT, "idempotency_key": "k-1"}, headers=auth(token))
     assert again.status_code == 202 and again.json()["edition_id"] == edition_id
     assert len(editions()) == 1

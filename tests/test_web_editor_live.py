@@ -15,7 +15,7 @@ from service.models import (
     Subscriber,
     SubscriberStatus,
 )
-from service.subscribers.editors import create_editor
+from service.staff.editors import create_editor
 from tests.test_web_browser import live_server  # noqa: F401  (fixture)
 
 

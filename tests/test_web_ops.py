@@ -17,7 +17,7 @@ from service.models import (
     Subscriber,
     SubscriberStatus,
 )
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 
 def app_client():

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from service.db import session_scope
+from service.jobs import names
 from service.models import AuditLog, Section, Subscriber, SubscriberStatus
 from service.subscribers.tokens import make_token
 from service.web import csrf
@@ -27,8 +28,8 @@ def _queue_redis(redis_url, monkeypatch):
     import kombu.pools
     import redis as redis_lib
 
-    from service.celery_app import configure
     from service.config import reset_settings
+    from service.jobs.app import configure
 
     url = redis_url.rsplit("/", 1)[0] + "/13"
     client = redis_lib.Redis.from_url(url)
@@ -133,7 +134,7 @@ def test_signup_creates_pending_subscriber_and_queues_confirmation(client, env):
     assert sub.sections == [ids["sport"], ids["world"]]
     assert sub.frequency.value == "weekly" and sub.alerts is True
     assert sub.consent_source == "web:form" and sub.consented_at is not None
-    assert queued_tasks(env) == [("nashra.send_transactional", ["confirm", sub.id])]
+    assert queued_tasks(env) == [(names.SEND_TRANSACTIONAL, ["confirm", sub.id])]
 
 
 def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(client, env):
@@ -148,7 +149,7 @@ def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(clien
     active = [x for x in subscribers() if x.email == "reader@example.com"][0]
     assert active.status is SubscriberStatus.active and active.frequency.value == "daily" and active.alerts is False
     # Only the new address gets a confirmation; the active one is mailed nothing.
-    assert [t for t, _ in queued_tasks(env)] == ["nashra.send_transactional"]
+    assert [t for t, _ in queued_tasks(env)] == [names.SEND_TRANSACTIONAL]
 
 
 def confirm_by_button(client, token: str):
@@ -204,7 +205,7 @@ def test_confirm_button_activates_then_shows_preferences_link_and_queues_welcome
     assert "تم تأكيد اشتراكك" in resp.text and "/preferences/" in resp.text
     [sub] = subscribers()
     assert sub.status is SubscriberStatus.active and sub.confirmed_at is not None
-    assert ("nashra.send_transactional", ["welcome", sub.id]) in queued_tasks(env)
+    assert (names.SEND_TRANSACTIONAL, ["welcome", sub.id]) in queued_tasks(env)
     # Opening the link again says it is done; pressing again is harmless: no second welcome.
     again = client.get(f"/confirm/{token}")
     assert again.status_code == 200 and "تم تأكيد اشتراكك" in again.text and "<form" not in again.text
@@ -318,7 +319,7 @@ def test_honeypot_gets_the_normal_page_but_nothing_is_stored(client, env):
 
 
 def test_signup_is_rate_limited_per_client_ip(client, env):
-    from service.web.ratelimit import SIGNUP_LIMIT
+    from service.web.signup_limit import SIGNUP_LIMIT
 
     for i in range(SIGNUP_LIMIT):
         assert client.post("/subscribe", data=form(client, email=f"r{i}@example.com")).status_code == 200
@@ -414,7 +415,7 @@ def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
     assert resp.status_code == 200
     [back] = subscribers()
     assert back.status is SubscriberStatus.pending and back.unsubscribed_at is None
-    assert ("nashra.send_transactional", ["confirm", back.id]) in queued_tasks(env)
+    assert (names.SEND_TRANSACTIONAL, ["confirm", back.id]) in queued_tasks(env)
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
 
@@ -472,15 +473,15 @@ def test_oversized_form_body_is_refused_before_parsing(client, env):
 
 def test_broker_down_after_commit_still_shows_the_page_and_logs_the_id(client, monkeypatch):
     from service.config import reset_settings
-    from tests.conftest import free_port
+    from tests.support.net import free_port
     from tests.test_subscribers_lifecycle import json_log_lines
 
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/13")
     reset_settings()
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     configure()
-    monkeypatch.setattr("service.web.ratelimit.allow", lambda *a, **k: True)
+    monkeypatch.setattr("service.web.signup_limit.allow", lambda *a, **k: True)
     with json_log_lines() as lines:
         resp = client.post("/subscribe", data=form(client))
     assert resp.status_code == 200 and "تحقّق من بريدك" in resp.text
@@ -508,7 +509,7 @@ def test_double_submitted_signup_is_one_row_and_the_same_page_for_both(client, e
     from service.db import get_engine
     from tests.test_subscribers_lifecycle import json_log_lines
 
-    monkeypatch.setattr("service.web.ratelimit.allow", lambda *a, **k: True)
+    monkeypatch.setattr("service.web.signup_limit.allow", lambda *a, **k: True)
     barrier = threading.Barrier(2, timeout=10)
 
     def hold_inserts(conn, cursor, statement, params, context, executemany):

@@ -27,7 +27,7 @@ from service.articles.sections import ensure_sections
 from service.articles.store import store_items
 from service.articles.urls import display_url
 from service.config import Settings, get_settings
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import Feed, utcnow
 
 

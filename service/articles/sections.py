@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.articles.dbutil import insert_ignoring_conflicts
 from service.articles.text import clean_title, match_key
+from service.db import insert_ignoring
 from service.models import Category, Section
 
 
@@ -109,7 +109,7 @@ class CategoryMap:
     def _insert(self, name: str, section_id: int | None):
         # ON CONFLICT DO NOTHING: two feeds introducing the same new category at the same
         # moment must not fail each other's poll.
-        stmt = insert_ignoring_conflicts(self.session, Category, ["name"])
+        stmt = insert_ignoring(self.session, Category, ["name"])
         self.session.execute(stmt.values(name=name, section_id=section_id))
         return self.session.execute(
             sa.select(Category.id, Category.section_id).where(Category.name == name)

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.articles.dbutil import insert_ignoring_conflicts
 from service.articles.parse import ParsedItem
 from service.articles.sections import CategoryMap
 from service.articles.urls import canonical_url
 from service.articles.versions import Content, classify, content_hash
-from service.logging import get_logger
+from service.db import insert_ignoring
+from service.logs import get_logger
 from service.models import Article, ArticleVersion, Feed, VersionKind
 
 
@@ -177,7 +177,7 @@ def _version_row(article_id, version, kind, item: ParsedItem, digest, note, now)
 
 def _insert_new(session, feed, items, new_rows, version_rows, now, counts: StoreCounts) -> int:
     table = Article.__table__
-    stmt = insert_ignoring_conflicts(session, table, ["guid"]).returning(table.c.id, table.c.guid)
+    stmt = insert_ignoring(session, table, ["guid"]).returning(table.c.id, table.c.guid)
     inserted = {guid: id_ for id_, guid in session.execute(stmt, new_rows).all()}
     by_guid = {i.guid: i for i in items}
     for row in new_rows:

@@ -34,11 +34,12 @@ import sqlalchemy as sa
 
 from service.config import Settings, get_settings
 from service.db import get_engine
-from service.delivery import fanout, ledger, ratelimit
+from service.delivery import fanout, ledger, throttle
 from service.delivery.compose import VariantTemplate, compose, prepare
 from service.delivery.smtp import connection
 from service.delivery.verdicts import Outcome, Verdict, scrub
-from service.logging import get_logger
+from service.dispatch import Dispatcher
+from service.logs import get_logger
 from service.models import (
     DeliveryStatus,
     Edition,
@@ -47,6 +48,7 @@ from service.models import (
     EditionVariant,
     utcnow,
 )
+from service.subscribers import suppression
 
 log = get_logger(__name__)
 
@@ -109,6 +111,12 @@ def _template(conn, edition_id: int, kind: str, variant: str) -> VariantTemplate
     return tpl
 
 
+def forget_prepared_variants() -> None:
+    """Empty this process's cache of prepared variants (tests restart ids; production never does)."""
+    with _templates_lock:
+        _templates.clear()
+
+
 def _eligible(kind: str, state: ledger.RecipientState) -> bool:
     if state.subscriber_status != "active":
         return False
@@ -131,7 +139,7 @@ def _connect():
 
 
 def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settings | None = None,
-               worker: str | None = None) -> BatchReport:
+               worker: str | None = None, dispatcher: Dispatcher | None = None) -> BatchReport:
     settings = settings or get_settings()
     worker = worker or worker_name()
     report = BatchReport(edition_id)
@@ -150,7 +158,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
         report.claimed = len(rows)
         if rows:
             log.info("delivery.batch.claimed", edition_id=edition_id, first_id=first_id, last_id=last_id, rows=len(rows))
-            _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report)
+            _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report, dispatcher)
         if ledger.finish_if_complete(conn, edition_id):
             log.info("delivery.edition.done", edition_id=edition_id)
         conn.commit()
@@ -160,9 +168,9 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
     return report
 
 
-def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report) -> None:
+def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report, dispatcher) -> None:
     smtp = connection(settings)
-    limiter = ratelimit.limiter(settings)
+    limiter = throttle.limiter(settings)
     max_age = dt.timedelta(hours=settings.retry_max_age_hours)
     heartbeat_every = max(settings.lease_seconds / 3, 0.5)
     next_heartbeat = time.monotonic() + heartbeat_every
@@ -201,7 +209,7 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
                 released = list(pending)
                 give_back(DeliveryStatus.queued)
                 report.stopped = "paused"
-                _redispatch_if_resumed(conn, edition_id, kind, released, autocommit)
+                _redispatch_if_resumed(conn, edition_id, kind, released, autocommit, dispatcher)
                 return
             if state.edition_status == EditionStatus.cancelled:
                 give_back(DeliveryStatus.cancelled, reply="edition cancelled")
@@ -259,7 +267,8 @@ def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, repor
         raise
 
 
-def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int], autocommit: bool) -> None:
+def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int], autocommit: bool,
+                           dispatcher: Dispatcher | None) -> None:
     """A resume that committed between our read of `paused` and our hand-back dispatched
     only the rows that were claimable then; ours were still claimed, so no batch covers
     them.  Look again now that they are `queued` (and committed), and send them on.
@@ -275,7 +284,7 @@ def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int]
     if not autocommit:
         conn.commit()
     if status in (EditionStatus.planned, EditionStatus.sending):
-        batches = fanout.dispatch_committed_ids(edition_id, kind, released)
+        batches = fanout.dispatch_committed_ids(edition_id, kind, released, dispatcher)
         log.info("delivery.batch.resumed_meanwhile", edition_id=edition_id, rows=len(released), batches=batches)
 
 
@@ -340,7 +349,7 @@ def _apply(conn, worker, edition_id, row, state, outcome: Outcome, message_id, s
         _finish(conn, worker, row.id, DeliveryStatus.failed, report, **common)
     elif v == Verdict.bounced:
         _finish(conn, worker, row.id, DeliveryStatus.failed, report, **common)
-        ledger.suppress(conn, state.email, "hard_bounce", f"{outcome.code} {outcome.reply}")
+        suppression.suppress(conn, state.email, "hard_bounce", f"{outcome.code} {outcome.reply}")
         log.info("delivery.bounced", edition_id=edition_id, delivery_id=row.id, code=outcome.code)
     elif v == Verdict.retry:
         if utcnow() - started_at > max_age:

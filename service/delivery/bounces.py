@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings, get_settings
 from service.delivery.compose import delivery_for_bounce, message_id
 from service.delivery.verdicts import scrub
-from service.logging import get_logger, redact
+from service.logs import get_logger, redact
 from service.models import Delivery, DeliveryStatus, Subscriber, audit, utcnow
 from service.subscribers.lifecycle import unsubscribe
 from service.subscribers.suppression import suppress

@@ -25,7 +25,7 @@ from email.utils import parseaddr
 
 from service.config import Settings, get_settings
 from service.rendering.mime import PreparedVariant
-from service.rendering.views import RenderedVariant
+from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.tokens import link
 
 CRLF = "\r\n"

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.delivery import fanout
-from service.logging import get_logger
+from service.dispatch import Dispatcher
+from service.logs import get_logger
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, audit, utcnow
 
 log = get_logger(__name__)
@@ -42,7 +43,7 @@ def pause(session: Session, edition_id: int, actor: str, reason: str | None = No
     return edition
 
 
-def resume(session: Session, edition_id: int, actor: str) -> Edition:
+def resume(session: Session, edition_id: int, actor: str, dispatcher: Dispatcher | None = None) -> Edition:
     """Send what is not yet sent; the batches leave when the caller commits."""
     edition = _edition(session, edition_id)
     if edition.status != EditionStatus.paused:
@@ -52,7 +53,7 @@ def resume(session: Session, edition_id: int, actor: str) -> Edition:
     edition.pause_reason = None
     audit(session, actor, "edition.resume", f"edition:{edition_id}")
     session.flush()
-    batches = fanout.dispatch(session, edition)
+    batches = fanout.dispatch(session, edition, dispatcher=dispatcher)
     log.info("delivery.edition.resumed", edition_id=edition_id, actor=actor, batches=batches)
     return edition
 
@@ -75,7 +76,7 @@ def cancel(session: Session, edition_id: int, actor: str) -> Edition:
     return edition
 
 
-def resend_unknown(session: Session, edition_id: int, actor: str) -> int:
+def resend_unknown(session: Session, edition_id: int, actor: str, dispatcher: Dispatcher | None = None) -> int:
     """The operator's decision for RFC 1047 rows: queue them again (some may duplicate)."""
     edition = _edition(session, edition_id)
     if edition.status == EditionStatus.cancelled:
@@ -93,5 +94,5 @@ def resend_unknown(session: Session, edition_id: int, actor: str) -> int:
         audit(session, actor, "edition.resend_unknown", f"edition:{edition_id}", rows=n)
         session.flush()
         if edition.status in (EditionStatus.planned, EditionStatus.sending):
-            fanout.dispatch(session, edition)
+            fanout.dispatch(session, edition, dispatcher=dispatcher)
     return n

@@ -1,4 +1,4 @@
-"""Split an edition's ledger into id ranges and put one batch task per range on its queue.
+"""Split an edition's ledger into id ranges and ask for one batch per range.
 
 Ranges, not lists of ids: a Celery message stays tiny whatever the batch size, and a
 batch task that runs twice (at-least-once delivery) only claims what is still
@@ -11,18 +11,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from service.config import get_settings
-from service.delivery.ledger import D, claimable
-from service.logging import get_logger
-from service.models import Edition, EditionKind, utcnow
+from service.db import session_scope
+from service.delivery.ledger import D, claimable, finish_if_complete
+from service.delivery.planner import next_chunk_size, plan_chunk
+from service.dispatch import Dispatcher, current
+from service.logs import get_logger
+from service.models import Edition, EditionKind, EditionStatus, utcnow
 
 log = get_logger(__name__)
 
 ALERT_BATCH_MAX = 50
-
-
-def queue_for(kind: EditionKind | str) -> str:
-    """Alerts never wait behind digests: their own queue (and their own workers)."""
-    return "alerts" if EditionKind(kind) == EditionKind.alert else "digests"
 
 
 def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None,
@@ -63,57 +61,55 @@ def batch_size_for(kind: EditionKind | str, configured: int) -> int:
     return configured
 
 
-def signatures(edition: Edition, ranges: list[tuple[int, int]]):
-    return _signatures(edition.id, edition.kind, ranges)
-
-
-def _signatures(edition_id: int, kind: EditionKind | str, ranges: list[tuple[int, int]]):
-    from service.delivery.tasks import send_batch
-
-    queue = queue_for(kind)
-    return [send_batch.si(edition_id, first, last).set(queue=queue) for first, last in ranges]
-
-
-def dispatch_committed_ids(edition_id: int, kind: EditionKind | str, ids: list[int]) -> int:
-    """Enqueue batch tasks for `ids` now: for a caller (a batch) whose writes are already
+def dispatch_committed_ids(edition_id: int, kind: EditionKind | str, ids: list[int],
+                           dispatcher: Dispatcher | None = None) -> int:
+    """Ask for batches over `ids` now: for a caller (a batch) whose writes are already
     committed and that holds no Session.  Extra runs are harmless: claims are conditional."""
     size = batch_size_for(kind, get_settings().batch_size)
-    sigs = _signatures(edition_id, kind, batch_ranges(None, edition_id, size, ids))
-    if sigs:
-        _enqueue(edition_id, sigs)
-    return len(sigs)
+    ranges = batch_ranges(None, edition_id, size, ids)
+    if ranges:
+        (dispatcher or current()).send_batches(edition_id, EditionKind(kind).value, ranges)
+    return len(ranges)
 
 
 def dispatch(session, edition: Edition, ids: list[int] | None = None, after_commit: bool = True,
-             subscribers: tuple[int, int] | None = None) -> int:
-    """Enqueue batch tasks for the edition's claimable rows (or for `ids`, or for the rows
-    of one planning chunk, `subscribers`=(after, through)); return how many.
+             subscribers: tuple[int, int] | None = None, dispatcher: Dispatcher | None = None) -> int:
+    """Ask for batches over the edition's claimable rows (or `ids`, or the rows of one
+    planning chunk, `subscribers`=(after, through)); return how many.
 
-    With after_commit (the default) the messages leave only once the caller's
+    With after_commit (the default) they are asked for only once the caller's
     transaction commits, so a worker never looks for rows it cannot see yet.
     """
     size = batch_size_for(edition.kind, get_settings().batch_size)
     ranges = batch_ranges(session, edition.id, size, ids, subscribers)
-    sigs = signatures(edition, ranges)
-    if not sigs:
-        return 0
-    if after_commit:
-        from sqlalchemy import event
-
-        event.listen(session, "after_commit", lambda _s: _enqueue(edition.id, sigs), once=True)
-    else:
-        _enqueue(edition.id, sigs)
-    return len(sigs)
+    if ranges:
+        (dispatcher or current()).send_batches(edition.id, edition.kind.value, ranges,
+                                               session=session if after_commit else None)
+    return len(ranges)
 
 
-def _enqueue(edition_id: int, sigs) -> None:
-    # The rows are committed; a broker that is down now must not turn that commit into
-    # an error.  Nothing is lost: the sweeper re-dispatches an edition whose queue is
-    # empty while claimable rows wait.
-    for i, sig in enumerate(sigs):
-        try:
-            sig.apply_async()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("delivery.dispatch_failed", edition_id=edition_id, batches_left=len(sigs) - i,
-                        error=type(exc).__name__, recovery="the sweeper re-dispatches")
-            return
+def plan_and_dispatch(edition_id: int, dispatcher: Dispatcher | None = None) -> dict:
+    """Plan the audience chunk by chunk, each in its own transaction, and ask for each
+    chunk's batches as soon as it commits: the first readers' batches leave after the
+    first CHUNK_FIRST subscribers are written, while the rest is still being planned."""
+    dispatcher = dispatcher or current()
+    after, size, total, batches, chunks = 0, None, 0, 0, 0
+    while True:
+        size = next_chunk_size(size)
+        with session_scope() as session:
+            chunk = plan_chunk(session, edition_id, after=after, limit=size)
+            chunks += 1
+            total = chunk.total
+            if chunk.status in (EditionStatus.planned, EditionStatus.sending):
+                # A second run (retried task, double click) finds every row claimed or
+                # sent and its batches claim nothing: the edition still goes out once.
+                edition = session.get(Edition, edition_id)
+                batches += dispatch(session, edition, subscribers=(chunk.after, chunk.through),
+                                    dispatcher=dispatcher)
+                if chunk.finished:  # nobody to mail, or every batch already done: done now
+                    finish_if_complete(session, edition_id)
+        if chunk.finished:
+            break
+        after = chunk.through
+    log.info("delivery.plan_edition", edition_id=edition_id, recipients=total, batches=batches, chunks=chunks)
+    return {"edition_id": edition_id, "recipients": total, "batches": batches}

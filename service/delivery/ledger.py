@@ -31,7 +31,6 @@ D = Delivery.__table__
 # Present in an edition's params while the planner is still writing its audience in
 # chunks (value: the ISO time of the last chunk); see planner.plan_chunk.
 PLANNING = "planning"
-CLAIMABLE = (DeliveryStatus.queued, DeliveryStatus.retry)
 REMAINING = (DeliveryStatus.queued, DeliveryStatus.claimed, DeliveryStatus.retry)
 
 
@@ -169,18 +168,6 @@ def record(
     if message_id:
         params["message_id"] = message_id
     return conn.execute(stmt, params).rowcount == 1
-
-
-def suppress(conn, email: str, reason: str, detail: str | None) -> None:
-    """Add an address to the suppression list (no-op if it is already there)."""
-    values = {"email": email, "reason": reason, "detail": (detail or "")[:1000], "created_at": utcnow()}
-    dialect = conn.dialect.name if hasattr(conn, "dialect") else conn.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    # Two workers bouncing the same address at once: the second insert is a no-op.
-    conn.execute(insert(_X).values(**values).on_conflict_do_nothing(index_elements=["email"]))
 
 
 def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,

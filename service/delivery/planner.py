@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import sqlalchemy.orm
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from service.db import insert_ignoring
 from service.delivery.ledger import PLANNING
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import (
     Article,
     Delivery,
@@ -40,7 +41,7 @@ from service.models import (
     Suppression,
     utcnow,
 )
-from service.rendering.views import RenderedVariant
+from service.rendering.viewmodels import RenderedVariant
 
 log = get_logger(__name__)
 
@@ -149,12 +150,8 @@ def _insert_audience(session: Session, edition: Edition, after: int, through: in
     table = Delivery.__table__
     cols = ["edition_id", "subscriber_id", "variant", "status", "attempts", "updated_at"]
     dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        raise PlanError(f"planning needs PostgreSQL or SQLite, not {dialect}")
-    stmt = insert(table).from_select(cols, _audience(edition, dialect, after, through)).on_conflict_do_nothing(
-        index_elements=["edition_id", "subscriber_id"]
-    )
+    stmt = insert_ignoring(session, table, ["edition_id", "subscriber_id"]).from_select(
+        cols, _audience(edition, dialect, after, through))
     # SQLAlchemy reports an INSERT's row count only when asked to keep it.
     inserted = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
     if inserted is None or inserted < 0:  # without it a chunk could not tell "complete" from "added rows"

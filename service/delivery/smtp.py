@@ -29,7 +29,7 @@ import time
 
 from service.config import Settings, SmtpTarget, get_settings
 from service.delivery.verdicts import Outcome, Verdict, judge, scrub
-from service.logging import get_logger
+from service.logs import get_logger
 
 log = get_logger(__name__)
 

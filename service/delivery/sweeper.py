@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from service.config import get_settings
 from service.delivery import fanout, ledger
 from service.delivery.ledger import D
-from service.logging import get_logger
+from service.dispatch import Dispatcher, current
+from service.logs import get_logger
 from service.models import DeliveryStatus, Edition, EditionStatus, utcnow
 
 log = get_logger(__name__)
@@ -46,32 +47,9 @@ class SweepReport:
     finished: list[int] = field(default_factory=list)
 
 
-def queue_depth(queue: str) -> int | None:
-    """Messages waiting in a broker queue, or None if the broker cannot be asked."""
-    from kombu.exceptions import ChannelError
-
-    from service.celery_app import app
-
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-            channel = conn.default_channel
-            size = getattr(channel, "_size", None)
-            if size is not None:
-                # kombu's virtual transports (Redis, SQLAlchemy) count a queue's messages
-                # directly, whether or not its binding was declared (a fresh Redis has none).
-                return int(size(queue))
-            try:
-                return channel.queue_declare(queue=queue, passive=True).message_count
-            except ChannelError:
-                return 0  # no such queue: nothing waits in it
-    except Exception as exc:  # noqa: BLE001 — a broker outage must not stop the sweep
-        log.warning("sweep.broker_unavailable", queue=queue, error=type(exc).__name__)
-        return None
-
-
-def sweep(session: Session, now: dt.datetime | None = None) -> SweepReport:
+def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatcher | None = None) -> SweepReport:
     settings = get_settings()
+    dispatcher = dispatcher or current()
     now = now or utcnow()
     report = SweepReport()
 
@@ -111,9 +89,9 @@ def sweep(session: Session, now: dt.datetime | None = None) -> SweepReport:
             ).rowcount
         ids = by_edition.pop(edition.id, None)
         if ids:
-            report.redispatched[edition.id] = fanout.dispatch(session, edition, ids=ids)
-        elif _stalled(session, edition, now, settings.lease_seconds):
-            n = fanout.dispatch(session, edition)
+            report.redispatched[edition.id] = fanout.dispatch(session, edition, ids=ids, dispatcher=dispatcher)
+        elif _stalled(session, edition, now, settings.lease_seconds, dispatcher):
+            n = fanout.dispatch(session, edition, dispatcher=dispatcher)
             if n:
                 report.redispatched[edition.id] = n
         # 4. finished
@@ -125,7 +103,8 @@ def sweep(session: Session, now: dt.datetime | None = None) -> SweepReport:
     return report
 
 
-def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds: int) -> bool:
+def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds: int,
+             dispatcher: Dispatcher) -> bool:
     has_work = session.scalar(
         sa.select(sa.exists().where(D.c.edition_id == edition.id, ledger.claimable(now)))
     )
@@ -136,8 +115,7 @@ def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds
         last_move = last_move.replace(tzinfo=dt.UTC)
     if last_move is not None and now - last_move < dt.timedelta(seconds=lease_seconds):
         return False
-    depth = queue_depth(fanout.queue_for(edition.kind))
-    return depth == 0
+    return dispatcher.waiting(edition.kind.value) == 0
 
 
 def stalled_drafts(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:

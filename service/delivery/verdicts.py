@@ -80,6 +80,6 @@ _ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
 
 def scrub(text: str) -> str:
     """A server reply fit for a log line or an operator message: addresses hashed."""
-    from service.logging import redact
+    from service.logs import redact
 
     return _ADDRESS.sub(lambda m: redact(m.group(0)), text or "")

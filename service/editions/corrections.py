@@ -32,7 +32,7 @@ from service.articles.sanitise import html_to_text
 from service.articles.urls import absolute_http_url
 from service.articles.versions import NOTE_RE
 from service.config import Settings, get_settings
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import (
     Article,
     ArticleVersion,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering import contexts
 from service.rendering.mime import build_message

@@ -15,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
-from service.editions.views import article_view
-from service.logging import get_logger
+from service.editions.article_view import article_view
+from service.logs import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
 from service.rendering import contexts
 from service.rendering.render import render_variant
-from service.rendering.views import ArticleView, RenderedVariant, SectionView
+from service.rendering.viewmodels import ArticleView, RenderedVariant, SectionView
 
 log = get_logger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from service.config import Settings
 from service.rendering import dates
-from service.rendering.views import (
+from service.rendering.viewmodels import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,
     ArticleView,

@@ -11,8 +11,8 @@ import functools
 import jinja2
 
 from service.config import REPO_ROOT
+from service.rendering.article_html import article_html
 from service.rendering.bidi import wrap_ltr
-from service.rendering.sanitise import article_html
 
 TEMPLATES_DIR = REPO_ROOT / "templates" / "emails"
 KINDS = ("digest", "alert", "confirm", "welcome", "correction")

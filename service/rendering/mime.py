@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from markupsafe import escape
 
 from service.rendering.personalise import check_link
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
 
 CRLF = b"\r\n"
 LINE = 76  # base64 characters per line (RFC 2045)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from markupsafe import escape
 
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
 
 
 def check_link(url: str, what: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from service.rendering.bidi import rtl_text
 from service.rendering.environment import KINDS, html_env, text_env
 from service.rendering.inline import inline_css
-from service.rendering.views import RenderedVariant
+from service.rendering.viewmodels import RenderedVariant
 
 
 def _one_line(text: str) -> str:

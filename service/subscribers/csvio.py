@@ -21,7 +21,7 @@ from typing import IO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import (
     Frequency,
     Section,

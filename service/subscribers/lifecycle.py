@@ -1,7 +1,7 @@
 """A reader's life: sign up (pending) → confirm (active) → change preferences → leave.
 
 Plain functions over a Session that the caller commits.  Mails are queued with
-`send_after_commit`, so a rolled-back request sends nothing.  Log lines carry the
+the dispatcher after the commit (`service.dispatch`), so a rolled-back request sends nothing.  Log lines carry the
 subscriber id, never the address or a token.
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.logging import get_logger
+from service.db import insert_ignoring
+from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
 from service.subscribers.mail import queue_transactional
 from service.subscribers.suppression import is_suppressed
@@ -101,19 +102,7 @@ def _insert_if_absent(session: Session, **values) -> int | None:
     error detail carries the address).  ON CONFLICT DO NOTHING instead waits for the
     other transaction on PostgreSQL and then does nothing; SQLite has one writer.
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover — the service runs on these two only
-        raise RuntimeError(f"unsupported database {dialect!r}")
-    stmt = (
-        insert(Subscriber)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[Subscriber.email])
-        .returning(Subscriber.id)
-    )
+    stmt = insert_ignoring(session, Subscriber, [Subscriber.email]).values(**values).returning(Subscriber.id)
     return session.execute(stmt).scalar()
 
 

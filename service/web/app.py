@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request, Response
 
 from service import __version__
 from service.config import get_settings
-from service.logging import get_logger
+from service.jobs import install_dispatcher
+from service.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -37,6 +38,7 @@ def create_app() -> FastAPI:
     from service.web import api, demo, editor_pages, health, metrics, readers, security
 
     settings = get_settings()
+    install_dispatcher()  # the signup's mails and the editors' alerts go out as Celery messages
     app = FastAPI(title="Nashra", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(health.router)
     metrics.install(app)

@@ -1,5 +1,5 @@
 """Who is this editor?  A Bearer token for the API, the same token in an HttpOnly
-cookie for the pages.  Only its sha256 is looked up (service.subscribers.editors)."""
+cookie for the pages.  Only its sha256 is looked up (service.staff.editors)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from service.db import session_scope
-from service.subscribers.editors import authenticate
+from service.staff.editors import authenticate
 
 COOKIE = "nashra_editor"
 
@@ -24,7 +24,7 @@ class EditorIdentity:
         return f"editor:{self.id}"
 
 
-def _lookup(token: str | None) -> EditorIdentity | None:
+def editor_for_token(token: str | None) -> EditorIdentity | None:
     with session_scope() as s:
         editor = authenticate(s, token)
         if editor is None:
@@ -36,8 +36,8 @@ def bearer_editor(request: Request) -> EditorIdentity | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return _lookup(token.strip())
+    return editor_for_token(token.strip())
 
 
 def cookie_editor(request: Request) -> EditorIdentity | None:
-    return _lookup(request.cookies.get(COOKIE))
+    return editor_for_token(request.cookies.get(COOKIE))

@@ -17,11 +17,14 @@ from starlette.concurrency import run_in_threadpool
 
 from service.config import REPO_ROOT, get_settings
 from service.db import session_scope
-from service.logging import get_logger
+from service.delivery.progress import progress
+from service.editions.alerts import AlertError
+from service.logs import get_logger
 from service.models import Edition
+from service.usecases import alerts, editions
+from service.usecases.alerts import PreviewError, preview_alert, send_test_alert
 from service.web import csrf
-from service.web.api import AlertRequest, ControlRefused, cancel_edition, send_alert
-from service.web.auth import COOKIE, EditorIdentity, _lookup, cookie_editor
+from service.web.auth import COOKIE, EditorIdentity, cookie_editor, editor_for_token
 from service.web.templating import render
 
 log = get_logger(__name__)
@@ -33,10 +36,6 @@ MSG_CSRF = "انتهت صلاحية الصفحة. أعد تحميلها وحاو
 
 def recent_editions(limit: int = RECENT) -> list[dict]:
     """Latest editions with their progress, for the table on the editor's page."""
-    try:
-        from service.delivery.progress import progress
-    except ImportError:  # the delivery module has not landed in this build
-        progress = None
     rows = []
     with session_scope() as s:
         for ed in s.scalars(select(Edition).order_by(Edition.id.desc()).limit(limit)):
@@ -49,11 +48,10 @@ def recent_editions(limit: int = RECENT) -> list[dict]:
                 "recipients": ed.recipients,
                 "progress": None,
             }
-            if progress is not None:
-                try:
-                    row["progress"] = progress(s, ed.id)
-                except Exception:  # noqa: BLE001 — one bad row must not hide the page
-                    log.warning("progress_failed", edition_id=ed.id)
+            try:
+                row["progress"] = progress(s, ed.id)
+            except Exception:  # noqa: BLE001 — one bad row must not hide the page
+                log.warning("progress_failed", edition_id=ed.id)
             rows.append(row)
     return rows
 
@@ -109,7 +107,7 @@ async def login(request: Request):
     if not csrf.valid(form.get(csrf.FIELD), "editor-login"):
         return _login_page(request, 400, MSG_CSRF)
     token = str(form.get("token") or "").strip()
-    editor = await run_in_threadpool(_lookup, token)
+    editor = await run_in_threadpool(editor_for_token, token)
     if editor is None:
         log.info("editor_login_failed")
         return _login_page(request, 401, "رمز الدخول غير صحيح أو موقوف.")
@@ -131,11 +129,11 @@ def _alert_form(form) -> dict:
     return {k: str(form.get(k) or "").strip() for k in ("article_url", "headline", "url", "summary", "test_to")}
 
 
-def _alert_request(values: dict, key: str | None) -> AlertRequest:
+def _send_alert(editor: EditorIdentity, values: dict, key: str | None) -> int:
     if values["article_url"]:
-        return AlertRequest(article_url=values["article_url"], idempotency_key=key)
-    return AlertRequest(headline=values["headline"], url=values["url"], summary=values["summary"] or None,
-                        idempotency_key=key)
+        return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"], idempotency_key=key)
+    return alerts.send_alert(editor_id=editor.id, headline=values["headline"], url=values["url"],
+                             summary=values["summary"] or None, idempotency_key=key)
 
 
 async def _authorised_form(request: Request):
@@ -160,8 +158,6 @@ async def _preview_action(request: Request, action) -> Response:
     key = str(form.get("idempotency_key") or "") or None
 
     def work():
-        from service.web.alert_preview import PreviewError
-
         try:
             extra = action(values, editor)
         except PreviewError as exc:
@@ -173,15 +169,11 @@ async def _preview_action(request: Request, action) -> Response:
 
 @router.post("/preview")
 async def preview(request: Request):
-    from service.web.alert_preview import preview_alert
-
     return await _preview_action(request, lambda values, editor: {"preview": preview_alert(values, editor.id)})
 
 
 @router.post("/test")
 async def send_test(request: Request):
-    from service.web.alert_preview import send_test_alert
-
     def action(values, editor):
         send_test_alert(values, values["test_to"], editor)
         return {"notice": "أُرسلت نسخة تجريبية إلى العنوان المحدد."}
@@ -198,13 +190,9 @@ async def send(request: Request):
     key = str(form.get("idempotency_key") or "")[:100] or None
 
     def work():
-        from pydantic import ValidationError
-
-        from service.editions.alerts import AlertError
-
         try:
-            edition_id = send_alert(editor, _alert_request(values, key))
-        except (AlertError, ValidationError) as exc:
+            edition_id = _send_alert(editor, values, key)
+        except AlertError as exc:
             return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
         return RedirectResponse(f"/editor?sent={edition_id}", status_code=303)
 
@@ -219,10 +207,10 @@ async def cancel(request: Request, edition_id: int):
 
     def work():
         try:
-            found = cancel_edition(edition_id, editor)
-        except ControlRefused as exc:
+            editions.steer(edition_id, "cancel", editor.actor)
+        except editions.ControlRefused as exc:
             return _page(request, editor, 409, error=f"لا يمكن إيقافها: {exc}")
-        if found is None:
+        except editions.NoSuchEdition:
             return _page(request, editor, 404, error="لا توجد نشرة بهذا الرقم.")
         return RedirectResponse(f"/editor?cancelled={edition_id}", status_code=303)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.logging import get_logger
+from service.logs import get_logger
 
 log = get_logger(__name__)
 router = APIRouter()

@@ -15,7 +15,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy import func, select
 
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import Delivery, Edition, Feed, Subscriber
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse
 
 from service.db import session_scope
-from service.logging import get_logger
+from service.logs import get_logger
 from service.models import Subscriber, SubscriberStatus
 from service.subscribers import lifecycle
 from service.subscribers.errors import InvalidInput
@@ -26,7 +26,7 @@ from service.subscribers.validation import (
     parse_yes_no,
     section_ids,
 )
-from service.web import csrf, ratelimit, security
+from service.web import csrf, security, signup_limit
 from service.web.templating import error_page, render
 
 log = get_logger(__name__)
@@ -84,7 +84,7 @@ async def subscribe(request: Request):
     values = _form_values(form)
 
     client_ip = request.client.host if request.client else "unknown"
-    if not await run_in_threadpool(ratelimit.allow, "subscribe", client_ip):  # a Redis round trip
+    if not await run_in_threadpool(signup_limit.allow, "subscribe", client_ip):  # a Redis round trip
         log.info("signup_rate_limited")
         return await run_in_threadpool(
             _signup_page, request, embed=embed, status_code=429,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from service.rendering import contexts
-from service.rendering.views import ArticleView, SectionView, SiteView
+from service.rendering.viewmodels import ArticleView, SectionView, SiteView
 
 UTC = dt.UTC
 EDITION_AT = dt.datetime(2021, 11, 24, 19, 33, tzinfo=UTC)  # 21:33 in Amman

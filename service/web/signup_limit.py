@@ -13,7 +13,7 @@ import functools
 import redis
 
 from service.config import get_settings
-from service.logging import get_logger, redact
+from service.logs import get_logger, redact
 
 log = get_logger(__name__)
 

@@ -1,4 +1,9 @@
-"""Previewing an alert, and sending one test copy, before it goes to everyone.
+"""Breaking-news alerts: send one, preview it, and send one test copy first.
+
+`send_alert` is what the API, the editor's page and `nashra alert send` all call: the
+alert is made by `service.editions.alerts.create_alert` in one short transaction, and
+its planning is asked for only after that commit, on the alerts queue, so that a worker
+never looks for an edition that is not there yet.
 
 The preview goes through the same path as the real send: create_alert validates the
 input and builds the edition, and the edition code renders it, inside a transaction
@@ -11,9 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.config import get_settings
-from service.db import session_factory
-from service.logging import get_logger, redact
-from service.models import audit
+from service.db import session_factory, session_scope
+from service.delivery.smtp import SmtpError, close_connection, send_one
+from service.dispatch import Dispatcher, current
+from service.editions.alerts import AlertError, create_alert
+from service.editions.variants import render_variant_for
+from service.logs import get_logger, redact
+from service.models import EditionStatus, audit
+from service.rendering.mime import build_message
+from service.rendering.personalise import personalise
+from service.subscribers.errors import InvalidInput
+from service.subscribers.validation import normalise_email
 
 log = get_logger(__name__)
 TEST_SUBJECT_PREFIX = "[تجربة] "
@@ -30,11 +43,28 @@ class Preview:
     text: str
 
 
-def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
-    from service.editions.alerts import AlertError, create_alert
-    from service.editions.variants import render_variant_for
-    from service.rendering.personalise import personalise
+def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: str | None = None,
+               headline: str | None = None, url: str | None = None, summary: str | None = None,
+               idempotency_key: str | None = None, dispatcher: Dispatcher | None = None) -> int:
+    """Create the alert edition and ask for its planning after commit; returns its id.
 
+    Raises AlertError for bad input (nothing is written then).
+    """
+    dispatcher = dispatcher or current()
+    with session_scope() as s:
+        edition = create_alert(s, editor_id=editor_id, article_url=article_url, headline=headline, url=url,
+                               summary=summary, idempotency_key=idempotency_key, actor=actor)
+        s.flush()
+        edition_id = edition.id
+        # A retry with the same key returns the existing edition: plan it only if it
+        # has not been planned yet (planning is idempotent, but there is no need).
+        if edition.status is EditionStatus.draft:
+            dispatcher.plan_edition(edition_id, edition.kind.value, session=s)
+    log.info("alert_requested", edition_id=edition_id, editor_id=editor_id)
+    return edition_id
+
+
+def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
     settings = get_settings()
     session = session_factory()()
     try:
@@ -62,11 +92,6 @@ def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
 
 def send_test_alert(values: dict, to: str, editor) -> Preview:
     """Render the alert as a preview and send it to one address, now, marked as a test."""
-    from service.delivery.smtp import SmtpError, close_connection, send_one
-    from service.rendering.mime import build_message
-    from service.subscribers.errors import InvalidInput
-    from service.subscribers.validation import normalise_email
-
     try:
         address = normalise_email(to)
     except InvalidInput as exc:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.logging import get_logger
+from service.logs import get_logger
 
 log = get_logger(__name__)
 

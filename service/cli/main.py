@@ -8,6 +8,7 @@ import sys
 import time
 
 from service.config import ConfigError, get_settings
+from service.jobs import install_dispatcher
 
 
 def _settings(require_secret: bool = True):
@@ -21,7 +22,7 @@ def _settings(require_secret: bool = True):
 
 
 def cmd_demo(args) -> int:
-    from service.demo_run import run_demo
+    from service.demo.run import run_demo
 
     return run_demo(once=args.once, web_port=args.port, smtp_port=args.smtp_port)
 
@@ -51,8 +52,9 @@ def cmd_web(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from service.celery_app import configure
-    from service.logging import get_logger
+    from service.jobs import tasks  # noqa: F401 — the worker's tasks and signals
+    from service.jobs.app import configure
+    from service.logs import get_logger
 
     settings = _settings()
     app = configure(settings)
@@ -69,7 +71,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_beat(args) -> int:
-    from service.celery_app import configure
+    from service.jobs.app import configure
 
     settings = _settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -96,14 +98,10 @@ def cmd_feeds_add(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from service.articles.ingest import ingest_all
+    from service.usecases.ingest import poll_all
 
     _settings(require_secret=False)
-    # Every feed now, but an unchanged one still costs only a 304; --force re-reads all.
-    reports = ingest_all(force=args.force, all_feeds=True)
-    from service.tasks import enqueue_corrections_if_major
-
-    enqueue_corrections_if_major(reports)  # readers who got an older version hear of a major update
+    reports = poll_all(force=args.force)
     if not reports:
         print("no feeds configured: add one with `nashra feeds add URL` or set FEED_URLS")
         return 1
@@ -115,7 +113,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_digest_send(args) -> int:
-    from service.tasks import start_digest
+    from service.usecases.digests import start_digest
 
     _settings()
     edition_id = start_digest(args.frequency, scheduled=not args.now)
@@ -127,10 +125,8 @@ def cmd_digest_send(args) -> int:
 
 
 def cmd_alert_send(args) -> int:
-    from service.celery_app import send_after_commit
-    from service.db import session_scope
-    from service.delivery.tasks import plan_edition
-    from service.editions.alerts import AlertError, create_alert
+    from service.editions.alerts import AlertError
+    from service.usecases.alerts import send_alert
 
     _settings()
     if args.article and (args.headline or args.link):
@@ -146,18 +142,8 @@ def cmd_alert_send(args) -> int:
             print("not sent")
             return 1
     try:
-        with session_scope() as session:
-            edition = create_alert(
-                session,
-                editor_id=None,
-                article_url=args.article,
-                headline=args.headline,
-                url=args.link,
-                summary=args.summary,
-                actor="cli",
-            )
-            send_after_commit(session, plan_edition.si(edition.id).set(queue="alerts"))
-            edition_id = edition.id
+        edition_id = send_alert(editor_id=None, actor="cli", article_url=args.article, headline=args.headline,
+                                url=args.link, summary=args.summary)
     except AlertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,7 +153,7 @@ def cmd_alert_send(args) -> int:
 
 def cmd_editors_add(args) -> int:
     from service.db import session_scope
-    from service.subscribers.editors import create_editor
+    from service.staff.editors import create_editor
 
     _settings(require_secret=False)
     try:
@@ -183,7 +169,7 @@ def cmd_editors_add(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from service.status import print_status
+    from service.cli.status import print_status
 
     _settings(require_secret=False)
     while True:
@@ -196,21 +182,22 @@ def cmd_status(args) -> int:
 
 
 def cmd_edition_control(args) -> int:
-    from service.db import session_scope
-    from service.delivery import control
+    from service.usecases import editions
 
     _settings(require_secret=False)
     action = args.action.replace("-", "_")
     try:
-        with session_scope() as session:
-            result = getattr(control, action)(session, args.edition, "cli")
-    except control.ControlError as exc:
+        result = editions.steer(args.edition, action, "cli")
+    except editions.NoSuchEdition:
+        print(f"error: no edition {args.edition}", file=sys.stderr)
+        return 2
+    except editions.ControlRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if action == "resend_unknown":
-        print(f"edition {args.edition}: {result} message(s) whose fate was unknown queued again")
+        print(f"edition {args.edition}: {result['requeued']} message(s) whose fate was unknown queued again")
     else:
-        print(f"edition {args.edition}: {result.status.value}")
+        print(f"edition {args.edition}: {result['status']}")
     return 0
 
 
@@ -244,7 +231,7 @@ def cmd_subscribers_export(args) -> int:
 
 
 def cmd_bounces_serve(args) -> int:
-    from service.bounce_server import BounceServer
+    from service.delivery.bounce_server import BounceServer
 
     _settings()  # the VERP signatures need the production SECRET_KEY
     server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
@@ -358,10 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        from service.logging import setup_logging
+        from service.logs import setup_logging
 
         get_settings()
         setup_logging()
+        install_dispatcher()  # whatever a command asks for later goes out as Celery messages
         code = args.func(args)
     except ConfigError as exc:
         print(f"nashra: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ import lxml.html
 from lxml import etree
 
 from service.rendering.bidi import RLM, line_needs_rlm, ltr_runs
-from service.rendering.views import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips at about 102 KB
 ARABIC_FONTS = ("tahoma", "noto naskh arabic", "geeza pro", "segoe ui")

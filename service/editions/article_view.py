@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.models import Article
-from service.rendering.views import ArticleView, Link
+from service.rendering.viewmodels import ArticleView, Link
 
 
 def _links(items) -> tuple[Link, ...]:

@@ -19,6 +19,11 @@ from pathlib import Path
 import httpx
 
 from service.config import get_settings, reset_settings
+from service.demo.capture import CaptureServer
+from service.jobs import install_dispatcher, names
+from service.jobs.app import configure
+from service.logs import setup_logging
+from service.usecases.digests import start_digest
 
 DEMO_READER = "reader@nashra-demo.example"
 
@@ -136,7 +141,7 @@ def _demo_editor_token() -> str:
 
     from service.db import session_scope
     from service.models import Editor
-    from service.subscribers.editors import create_editor
+    from service.staff.editors import create_editor
 
     with session_scope() as session:
         session.execute(delete(Editor).where(Editor.name == "demo"))
@@ -164,9 +169,6 @@ def _edition_done(edition_id: int) -> bool:
 
 
 def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) -> int:
-    from service.celery_app import configure
-    from service.logging import setup_logging
-    from service.smtp_capture import CaptureServer
 
     web_port = web_port if _port_free(web_port) else _free_port()
     smtp_port = smtp_port if _port_free(smtp_port) else _free_port()
@@ -183,6 +185,7 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
     settings = get_settings()
     setup_logging()
     app = configure(settings)
+    install_dispatcher()
     say = print
 
     say(f"نشرة demo — database: {settings.database_url}; broker: {settings.broker_name}")
@@ -210,11 +213,9 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
         _wait(_web_up, 60, "the web app")
         say(f"web app up at {base}; ingesting the sample feed through the worker …")
 
-        app.send_task("nashra.ingest.poll_due")
+        app.send_task(names.POLL_FEEDS)
         _wait(lambda: children.check() or _article_count() > 0, 90, "the sample feed to be ingested")
         say(f"{_article_count()} articles ingested; sending the daily digest …")
-
-        from service.tasks import start_digest
 
         before = set(capture.messages())
         edition_id = start_digest("daily", scheduled=False)

@@ -1,0 +1,34 @@
+"""Task names and queues: the one place that says which work goes on which queue.
+
+Names are what a Celery message carries (and what Flower shows), so they say what the
+task does; they never change casually, because a message queued by an older release
+must still find its task.
+"""
+
+from __future__ import annotations
+
+PLAN_EDITION = "nashra.edition.plan"  # freeze an edition's audience, send its batches
+SEND_BATCH = "nashra.delivery.send_batch"  # one id range of an edition's ledger
+SWEEP = "nashra.delivery.sweep"  # beat: leases, lost batches, due retries, stalled drafts
+POLL_FEEDS = "nashra.ingest.poll_due"  # beat: every feed that is due
+MAKE_CORRECTIONS = "nashra.editions.make_corrections"  # major updates readers must hear of
+SEND_SCHEDULED_DIGEST = "nashra.digest.send_scheduled"  # beat, at the digest's local time
+SEND_TRANSACTIONAL = "nashra.mail.send_transactional"  # confirmation, welcome
+
+ALERTS, DIGESTS, INGEST, DEFAULT = "alerts", "digests", "ingest", "default"
+QUEUES = (ALERTS, DIGESTS, INGEST, DEFAULT)
+
+# Tasks whose queue does not depend on their arguments.
+FIXED_ROUTES = {
+    POLL_FEEDS: INGEST,
+    MAKE_CORRECTIONS: DIGESTS,
+    SEND_SCHEDULED_DIGEST: DIGESTS,
+    SWEEP: DEFAULT,
+    SEND_TRANSACTIONAL: DEFAULT,
+}
+
+
+def edition_queue(kind: str) -> str:
+    """Alerts never wait behind digests: their planning and their batches have their own
+    queue and their own workers; digests and corrections share the other."""
+    return ALERTS if str(getattr(kind, "value", kind)) == "alert" else DIGESTS

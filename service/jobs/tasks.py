@@ -1,0 +1,77 @@
+"""Every Celery task: thin by design.
+
+Each task opens the transaction (or lets the function it calls do so) and calls a
+plain function, so the same code runs from the CLI and the tests.  Tasks take ids,
+never objects or addresses, and are safe to run twice (Celery with Redis delivers at
+least once).  Work a task asks for goes through the installed dispatcher.
+"""
+
+from __future__ import annotations
+
+from service import dispatch
+from service.db import session_scope
+from service.delivery import batch, fanout, sweeper
+from service.editions import transactional
+from service.jobs import (
+    names,
+    worker,  # noqa: F401 — connects the worker signals
+)
+from service.jobs.app import app
+from service.jobs.dispatch import install_dispatcher
+from service.usecases import digests, ingest
+
+# A worker is an edge too: whatever its tasks ask for goes out as Celery messages.
+install_dispatcher()
+
+
+@app.task(name=names.PLAN_EDITION, acks_late=True)
+def plan_edition(edition_id: int) -> dict:
+    return fanout.plan_and_dispatch(edition_id)
+
+
+@app.task(name=names.SEND_BATCH, acks_late=True)
+def send_batch(edition_id: int, first_id: int, last_id: int) -> dict:
+    return batch.send_batch(edition_id, first_id, last_id).as_dict()
+
+
+@app.task(name=names.SWEEP, acks_late=True)
+def sweep() -> dict:
+    with session_scope() as session:
+        report = sweeper.sweep(session)
+        replanned = sweeper.stalled_drafts(session)
+        for edition_id, kind in replanned:
+            dispatch.current().plan_edition(edition_id, kind, session=session)
+    return {"expired": report.expired, "redispatched": report.redispatched, "finished": report.finished,
+            "replanned": [edition_id for edition_id, _ in replanned]}
+
+
+@app.task(name=names.POLL_FEEDS, acks_late=True)
+def poll_due_feeds() -> list[dict]:
+    return [r.summary() for r in ingest.poll_due()]
+
+
+@app.task(name=names.MAKE_CORRECTIONS, acks_late=True)
+def make_corrections() -> list[int]:
+    return digests.make_corrections()
+
+
+@app.task(name=names.SEND_SCHEDULED_DIGEST, acks_late=True)
+def send_scheduled_digest(frequency: str) -> int | None:
+    """Beat fires this at the digest's local time; a second firing finds the same edition."""
+    return digests.start_digest(frequency, scheduled=True)
+
+
+@app.task(
+    name=names.SEND_TRANSACTIONAL,
+    acks_late=True,
+    autoretry_for=(OSError,),
+    # 1 s, 2 s, 4 s … capped at 10 min (well inside the broker's visibility timeout):
+    # about 40 minutes of a relay being away before a confirmation is given up.
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=12,
+)
+def send_transactional(kind: str, subscriber_id: int) -> bool:
+    with session_scope() as session:
+        return transactional.send_transactional(session, kind, subscriber_id)

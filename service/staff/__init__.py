@@ -1,0 +1,1 @@
+"""Newsroom staff: editors and admins, their tokens and roles (not readers)."""
