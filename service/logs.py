@@ -12,12 +12,13 @@ import sys
 
 import structlog
 
+from service.config import get_settings
+
 _configured = False
 
 
 def setup_logging(fmt: str | None = None, level: str | None = None) -> None:
     global _configured
-    from service.config import get_settings
 
     settings = get_settings()
     fmt = fmt or settings.log_format

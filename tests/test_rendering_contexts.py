@@ -9,9 +9,10 @@ import lxml.html
 import pytest
 
 from service.config import load_settings
-from service.rendering import contexts, samples
+from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, ArticleView, SectionView
+from tests.support import email_samples as samples
 from tests.support.email_checks import check_email
 
 SITE = samples.SITE

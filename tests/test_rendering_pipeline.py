@@ -7,11 +7,12 @@ import email.policy
 
 import pytest
 
-from service.rendering import contexts, samples
+from service.rendering import contexts
 from service.rendering.mime import build_message
 from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
+from tests.support import email_samples as samples
 
 UNSUB = "https://news.example/unsubscribe/tok-unsub.1"
 PREFS = "https://news.example/preferences/tok-prefs.1"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.articles.sections import section_by_slug_or_name
 from service.articles.urls import UnsafeURL, validate_feed_url
-from service.models import Feed, audit
+from service.models import Feed, Section, audit
 
 # Beat fires every 60 s; a feed polled successfully is due again a little before the
 # next tick, so that jitter between ticks never makes it skip one (the one-minute promise).
@@ -43,7 +43,6 @@ def add_feed(session: Session, url: str, section_slug: str | None = None) -> Fee
     if section_slug:
         section = section_by_slug_or_name(session, section_slug)
         if section is None:
-            from service.models import Section
 
             known = ", ".join(session.scalars(sa.select(Section.slug).order_by(Section.position)))
             raise FeedConfigError(f"unknown section {section_slug!r} (known: {known or 'none yet'})")

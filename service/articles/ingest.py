@@ -27,6 +27,7 @@ from service.articles.sections import ensure_sections
 from service.articles.store import store_items
 from service.articles.urls import display_url
 from service.config import Settings, get_settings
+from service.db import session_scope
 from service.logs import get_logger
 from service.models import Feed, utcnow
 
@@ -203,7 +204,6 @@ def add_configured_feeds(session: Session, settings: Settings) -> list[PollRepor
 def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollReport]:
     """Add FEED_URLS feeds, then poll each due feed (every active feed if `all_feeds` or
     `force`) in its own transaction.  Returns one report per feed polled."""
-    from service.db import session_scope
 
     settings = get_settings()
     now = utcnow()

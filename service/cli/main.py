@@ -7,8 +7,26 @@ import os
 import sys
 import time
 
+import uvicorn
+
+from service.articles.feeds import FeedConfigError, add_feed
+from service.articles.sections import ensure_sections
+from service.cli.status import print_status
 from service.config import ConfigError, get_settings
+from service.db import session_scope
+from service.delivery.bounce_server import BounceServer
+from service.demo.run import run_demo
+from service.editions.alerts import AlertError
 from service.jobs import install_dispatcher
+from service.jobs.app import configure
+from service.logs import get_logger, setup_logging
+from service.migrate import upgrade
+from service.staff.editors import create_editor
+from service.subscribers.csvio import CsvError, export_csv, import_csv
+from service.usecases import editions
+from service.usecases.alerts import send_alert
+from service.usecases.digests import start_digest
+from service.usecases.ingest import poll_all
 
 
 def _settings(require_secret: bool = True):
@@ -22,13 +40,11 @@ def _settings(require_secret: bool = True):
 
 
 def cmd_demo(args) -> int:
-    from service.demo.run import run_demo
 
     return run_demo(once=args.once, web_port=args.port, smtp_port=args.smtp_port)
 
 
 def cmd_db_upgrade(args) -> int:
-    from service.migrate import upgrade
 
     settings = _settings(require_secret=False)
     upgrade(settings.database_url)
@@ -37,7 +53,6 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_web(args) -> int:
-    import uvicorn
 
     _settings()
     uvicorn.run(
@@ -53,8 +68,6 @@ def cmd_web(args) -> int:
 
 def cmd_worker(args) -> int:
     from service.jobs import tasks  # noqa: F401 — the worker's tasks and signals
-    from service.jobs.app import configure
-    from service.logs import get_logger
 
     settings = _settings()
     app = configure(settings)
@@ -71,7 +84,6 @@ def cmd_worker(args) -> int:
 
 
 def cmd_beat(args) -> int:
-    from service.jobs.app import configure
 
     settings = _settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -81,9 +93,6 @@ def cmd_beat(args) -> int:
 
 
 def cmd_feeds_add(args) -> int:
-    from service.articles.feeds import FeedConfigError, add_feed
-    from service.articles.sections import ensure_sections
-    from service.db import session_scope
 
     _settings(require_secret=False)
     try:
@@ -98,7 +107,6 @@ def cmd_feeds_add(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from service.usecases.ingest import poll_all
 
     _settings(require_secret=False)
     reports = poll_all(force=args.force)
@@ -113,7 +121,6 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_digest_send(args) -> int:
-    from service.usecases.digests import start_digest
 
     _settings()
     edition_id = start_digest(args.frequency, scheduled=not args.now)
@@ -125,8 +132,6 @@ def cmd_digest_send(args) -> int:
 
 
 def cmd_alert_send(args) -> int:
-    from service.editions.alerts import AlertError
-    from service.usecases.alerts import send_alert
 
     _settings()
     if args.article and (args.headline or args.link):
@@ -152,8 +157,6 @@ def cmd_alert_send(args) -> int:
 
 
 def cmd_editors_add(args) -> int:
-    from service.db import session_scope
-    from service.staff.editors import create_editor
 
     _settings(require_secret=False)
     try:
@@ -169,7 +172,6 @@ def cmd_editors_add(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from service.cli.status import print_status
 
     _settings(require_secret=False)
     while True:
@@ -182,7 +184,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_edition_control(args) -> int:
-    from service.usecases import editions
 
     _settings(require_secret=False)
     action = args.action.replace("-", "_")
@@ -202,8 +203,6 @@ def cmd_edition_control(args) -> int:
 
 
 def cmd_subscribers_import(args) -> int:
-    from service.db import session_scope
-    from service.subscribers.csvio import CsvError, import_csv
 
     _settings()
     try:
@@ -217,8 +216,6 @@ def cmd_subscribers_import(args) -> int:
 
 
 def cmd_subscribers_export(args) -> int:
-    from service.db import session_scope
-    from service.subscribers.csvio import export_csv
 
     _settings(require_secret=False)
     with session_scope() as session:
@@ -231,7 +228,6 @@ def cmd_subscribers_export(args) -> int:
 
 
 def cmd_bounces_serve(args) -> int:
-    from service.delivery.bounce_server import BounceServer
 
     _settings()  # the VERP signatures need the production SECRET_KEY
     server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
@@ -345,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        from service.logs import setup_logging
 
         get_settings()
         setup_logging()

@@ -9,6 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from service.db import session_scope
+from service.delivery.progress import progress
 from service.models import Edition, Feed
 
 
@@ -20,7 +21,6 @@ def _fmt_eta(seconds) -> str:
 
 
 def print_status(edition_id: int | None = None, console: Console | None = None) -> int:
-    from service.delivery.progress import progress
 
     # Piped into a script or a log: do not squeeze columns to 80 characters.
     console = console or Console(width=None if sys.stdout.isatty() else 200)

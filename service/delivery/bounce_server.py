@@ -18,6 +18,7 @@ A database error answers 451: the sending MTA keeps the report and tries again, 
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 
 from aiosmtpd.controller import Controller
@@ -97,7 +98,6 @@ class BounceServer:
 
     def serve_forever(self) -> None:
         """Until SIGTERM or Ctrl-C; starts the server first unless `start()` already did."""
-        import signal
 
         if not self._started:
             self.start()

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring
 from service.delivery.ledger import PLANNING
+from service.editions.variants import render_variant_for
 from service.logs import get_logger
 from service.models import (
     Article,
@@ -60,7 +61,6 @@ class PlanError(ValueError):
 
 
 def _default_renderer() -> Renderer:
-    from service.editions.variants import render_variant_for
 
     return render_variant_for
 

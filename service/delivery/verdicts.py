@@ -21,6 +21,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from service.logs import redact
+
 
 class Verdict(enum.StrEnum):
     sent = "sent"
@@ -80,6 +82,5 @@ _ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
 
 def scrub(text: str) -> str:
     """A server reply fit for a log line or an operator message: addresses hashed."""
-    from service.logs import redact
 
     return _ADDRESS.sub(lambda m: redact(m.group(0)), text or "")

@@ -8,6 +8,7 @@ path.  Ctrl-C stops every child process.  Running it again reuses what is there.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -17,12 +18,27 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import delete, func, select
 
+from service.articles.sections import ensure_sections
 from service.config import get_settings, reset_settings
+from service.db import session_scope
 from service.demo.capture import CaptureServer
 from service.jobs import install_dispatcher, names
 from service.jobs.app import configure
 from service.logs import setup_logging
+from service.migrate import upgrade
+from service.models import (
+    Article,
+    Edition,
+    EditionStatus,
+    Editor,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from service.staff.editors import create_editor
 from service.usecases.digests import start_digest
 
 DEMO_READER = "reader@nashra-demo.example"
@@ -61,7 +77,6 @@ def _die_with_parent() -> None:
     running.  Elsewhere than Linux this is a no-op.
     """
     try:
-        import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -107,12 +122,7 @@ class Children:
 
 
 def _prepare_database() -> None:
-    from sqlalchemy import select
 
-    from service.articles.sections import ensure_sections
-    from service.db import session_scope
-    from service.migrate import upgrade
-    from service.models import Frequency, Subscriber, SubscriberStatus, utcnow
 
     upgrade()
     with session_scope() as session:
@@ -137,11 +147,7 @@ def _prepare_database() -> None:
 
 def _demo_editor_token() -> str:
     """A fresh token for the demo editor on every run (tokens are shown only once)."""
-    from sqlalchemy import delete
 
-    from service.db import session_scope
-    from service.models import Editor
-    from service.staff.editors import create_editor
 
     with session_scope() as session:
         session.execute(delete(Editor).where(Editor.name == "demo"))
@@ -150,18 +156,13 @@ def _demo_editor_token() -> str:
 
 
 def _article_count() -> int:
-    from sqlalchemy import func, select
 
-    from service.db import session_scope
-    from service.models import Article
 
     with session_scope() as session:
         return session.scalar(select(func.count()).select_from(Article)) or 0
 
 
 def _edition_done(edition_id: int) -> bool:
-    from service.db import session_scope
-    from service.models import Edition, EditionStatus
 
     with session_scope() as session:
         edition = session.get(Edition, edition_id)

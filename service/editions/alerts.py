@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.articles.queries import article_by_url
 from service.articles.text import truncate
 from service.editions import keys
 from service.models import Edition, EditionArticle, EditionKind, EditionStatus, audit, utcnow
@@ -60,7 +61,6 @@ def create_alert(
     idempotency_key: str | None = None,
     actor: str | None = None,
 ) -> Edition:
-    from service.articles.queries import article_by_url
 
     key = None
     if idempotency_key is not None:

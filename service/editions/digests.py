@@ -15,6 +15,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.articles.queries import articles_for_window
 from service.config import get_settings
 from service.editions import keys
 from service.models import Edition, EditionArticle, EditionKind, EditionStatus, Frequency, utcnow
@@ -97,7 +98,6 @@ def create_digest(
     unscheduled one (`nashra digest send --now`) is always new.  (None, False) when
     the window holds no article.
     """
-    from service.articles.queries import articles_for_window
 
     frequency = Frequency(frequency)
     if frequency not in WINDOWS:

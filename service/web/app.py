@@ -13,6 +13,7 @@ from service import __version__
 from service.config import get_settings
 from service.jobs import install_dispatcher
 from service.logs import get_logger
+from service.web import api, demo, editor_pages, health, metrics, readers, security
 
 log = get_logger(__name__)
 
@@ -35,7 +36,6 @@ def _install_request_log(app: FastAPI) -> None:
 
 
 def create_app() -> FastAPI:
-    from service.web import api, demo, editor_pages, health, metrics, readers, security
 
     settings = get_settings()
     install_dispatcher()  # the signup's mails and the editors' alerts go out as Celery messages

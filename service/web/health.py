@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import functools
 
+import redis
+from alembic.script import ScriptDirectory
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
+from service.config import get_settings
+from service.db import get_engine
 from service.logs import get_logger
+from service.migrate import alembic_config
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -19,16 +24,13 @@ BROKER_TIMEOUT = 2.0
 
 @functools.lru_cache(maxsize=1)
 def migration_heads() -> frozenset[str]:
-    from alembic.script import ScriptDirectory
 
-    from service.migrate import alembic_config
 
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def check_database() -> str | None:
     """None if the database answers and is migrated to head, else what is wrong."""
-    from service.db import get_engine
 
     try:
         with get_engine().connect() as conn:
@@ -45,12 +47,10 @@ def check_broker() -> str | None:
     """None if the broker answers.  Redis: PING.  The embedded SQLAlchemy broker: a
     query on its database (kombu connects to it lazily, so a kombu "connect" would
     prove nothing)."""
-    from service.config import get_settings
 
     settings = get_settings()
     try:
         if settings.redis_url:
-            import redis
 
             client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=BROKER_TIMEOUT,
                                           socket_timeout=BROKER_TIMEOUT)
@@ -59,7 +59,6 @@ def check_broker() -> str | None:
             finally:
                 client.close()
         else:
-            from sqlalchemy import create_engine
 
             engine = create_engine(settings.broker_url.removeprefix("sqla+"))
             try:
