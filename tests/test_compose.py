@@ -45,7 +45,7 @@ def test_alert_and_digest_workers_consume_separate_queues():
     digests = build_parser().parse_args(_command(SERVICES["worker-digests"])[1:]).queues.split(",")
     assert alerts == ["alerts"]
     assert "alerts" not in digests and {"digests", "ingest", "default"} <= set(digests)
-    from service.jobs.app import QUEUES
+    from service.jobs.names import QUEUES
 
     assert set(alerts) | set(digests) == set(QUEUES)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import httpcore
 import httpx
@@ -72,7 +73,6 @@ def user_agent(settings: Settings) -> str:
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
 
         return version("nashra")
     except Exception:  # noqa: BLE001 — running from a checkout without metadata
