@@ -1,4 +1,4 @@
-"""premailer, configured so that it does no harm (DESIGN.md, "Email that reads right in Arabic")."""
+"""premailer, configured so that it does no harm (docs/email-rules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`nashra`: the one command operators and integrators script against (DESIGN.md)."""
+"""`nashra`: the one command operators and integrators script against (README, Commands)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from service.rendering.viewmodels import ArticleView, RenderedVariant, SectionVi
 log = get_logger(__name__)
 
 # Gmail clips a message's HTML at about 102 KB, hiding everything after the cut,
-# the footer's unsubscribe link included (DESIGN.md: stay under 100 KB of HTML).
+# the footer's unsubscribe link included (docs/email-rules.md: stay under 100 KB of HTML).
 HTML_BUDGET_BYTES = 95_000
 
 

@@ -5,9 +5,11 @@ render.py       render_variant(kind, context): Jinja2 → premailer → text par
 inline.py       premailer configured to do no harm
 personalise.py  personalise(variant, …): the two per-recipient links, by substitution
 mime.py         build_message(…) and PreparedVariant: multipart/alternative, base64, RFC 2047
-checks.py       check_email(html, text): the RTL rules of DESIGN.md
 bidi.py         <span dir="ltr"> for Latin runs and signed numbers; U+200F in the text part
 dates.py        Arabic dates (Levantine/Egyptian months), relative times, Hijri, digits
-sanitise.py     article HTML through nh3 before it may enter an email
-samples.py      fixed inputs for golden files, layout tests and the benchmark
+article_html.py article HTML through nh3 before it may enter an email
+viewmodels.py   the frozen data templates are rendered from
+
+The RTL rules every rendered mail must pass are docs/email-rules.md; the checker that
+enforces them is test-only (tests/support/email_checks.py).
 """

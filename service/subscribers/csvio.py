@@ -1,4 +1,4 @@
-"""Subscriber CSV import and export (DESIGN.md's subscriber CSV contract).
+"""Subscriber CSV import and export (the README's "Subscriber CSV" contract).
 
 Columns: email (required), sections (names or slugs joined by "|"; empty = all),
 frequency (daily|weekly|none), alerts (yes|no), status (active: consented elsewhere;

@@ -1,4 +1,4 @@
-"""The RTL email rules of DESIGN.md, as a checker every rendered email must pass.
+"""The RTL email rules of docs/email-rules.md, as a checker every rendered email must pass.
 
 `check_email(html, text)` returns a list of problems in plain words (empty = passes).
 It reads the final, inlined HTML the way a mail client would get it, so a rule kept
@@ -183,7 +183,7 @@ def _check_text(text: str, problems: list[str]) -> None:
 
 
 def check_email(html: str, text: str, *, allow_http: bool = False) -> list[str]:
-    """Every RTL rule of DESIGN.md; `allow_http` only for the local demo's http:// site."""
+    """Every RTL rule of docs/email-rules.md; `allow_http` only for the local demo's http:// site."""
     problems: list[str] = []
     size = len(html.encode("utf-8"))
     if size >= MAX_HTML_BYTES:
