@@ -36,12 +36,13 @@ from service.models import (
     SubscriberStatus,
     Suppression,
 )
-from tests.support.net import free_port
-from tests.test_delivery_send import planned_edition, run_all_batches
-from tests.test_delivery_support import (
+from tests.support.delivery import (
     make_edition,
+    planned_edition,
     renderer,
+    run_all_batches,
 )
+from tests.support.net import free_port
 
 FBL = "fbl@nashra.example"
 

@@ -26,7 +26,7 @@ from service.delivery.planner import PlanError, plan_chunk
 from service.delivery.sweeper import STALLED_DRAFT_AFTER, stalled_drafts, sweep
 from service.jobs import names
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, utcnow
-from tests.test_delivery_support import (
+from tests.support.delivery import (
     add_subscribers,
     add_suppression,
     make_edition,
@@ -292,10 +292,10 @@ def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sin
 
 
 def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_env, celery_on_test_redis, smtp_sink):
-    from service.jobs.delivery_tasks import _prepare_process
     from structlog.testing import capture_logs
 
     from service.delivery.smtp import close_connection
+    from service.jobs.worker import _prepare_process
 
     close_connection()
     eid = alert_edition(3)

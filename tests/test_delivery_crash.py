@@ -23,7 +23,7 @@ from service.config import reset_settings
 from service.db import session_scope
 from service.delivery.sweeper import sweep
 from service.models import Edition, EditionStatus
-from tests.test_delivery_send import ledger, planned_edition
+from tests.support.delivery import ledger, planned_edition
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).parent / "celery")

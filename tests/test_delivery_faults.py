@@ -11,28 +11,31 @@ import datetime as dt
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
+from service import dispatch
 from service.config import reset_settings
 from service.db import session_scope
 from service.delivery import control, fanout
 from service.delivery.batch import SenderRefused, send_batch
 from service.delivery.progress import progress
-from service.delivery.smtp import close_connection, connection
+from service.delivery.smtp import SmtpConnection, close_connection, connection
 from service.delivery.sweeper import sweep
 from service.models import (
     AuditLog,
     Delivery,
+    DeliveryStatus,
     Edition,
     EditionStatus,
     Subscriber,
     Suppression,
     utcnow,
 )
+from tests.support.delivery import ledger, planned_edition, run_all_batches
 from tests.support.smtp_sink import SmtpSink, silent_server
-from tests.test_delivery_send import ledger, planned_edition, run_all_batches
 
 
 @pytest.fixture(autouse=True)
@@ -309,6 +312,62 @@ def test_pause_stops_within_a_message_and_resume_sends_the_rest_once(pg_env, red
         control.resume(s, eid, actor="editor:1")
     run_all_batches(eid)
     assert sorted(smtp_sink.copies().values()) == [1] * 40
+
+
+def test_rows_handed_back_after_a_quick_resume_are_dispatched_at_once(pg_env, smtp_sink, monkeypatch):
+    """A batch that saw `paused` used to hand its rows back after the editor's resume had
+    already dispatched (while they were still claimed, so the resume covered none of
+    them), and no batch covered them until the sweeper noticed."""
+    from service.delivery import ledger as delivery_ledger
+
+    eid = planned_edition(10, kind="alert")
+    enqueued: list = []  # the batch tasks asked for, as a broker would hold them
+
+    class Batches(dispatch.Recorder):
+        def send_batches(self, edition_id, kind, ranges, *, session=None):
+            dispatch.after_commit(session, lambda: enqueued.extend(
+                SimpleNamespace(args=(edition_id, first, last)) for first, last in ranges))
+
+    monkeypatch.setattr(dispatch, "_installed", Batches())
+    original_send = SmtpConnection.send
+
+    def pause_after_the_third(self, *args, **kwargs):
+        outcome = original_send(self, *args, **kwargs)
+        if len(smtp_sink.messages) == 3:
+            with session_scope() as s:
+                control.pause(s, eid, actor="editor:1")
+        return outcome
+
+    original_release = delivery_ledger.release
+    resumed = []
+
+    def resume_just_before_the_hand_back(conn, worker, ids, to, **kw):
+        if to == DeliveryStatus.queued and not resumed:
+            # The editor's resume commits between the batch's read of `paused` and its
+            # hand-back: the batch's rows are still claimed, so the resume covers none.
+            with session_scope() as s:
+                control.resume(s, eid, actor="editor:1")
+            resumed.append([sig.args for sig in enqueued])
+        return original_release(conn, worker, ids, to, **kw)
+
+    monkeypatch.setattr(SmtpConnection, "send", pause_after_the_third)
+    monkeypatch.setattr(delivery_ledger, "release", resume_just_before_the_hand_back)
+    report = send_batch(eid, 1, 10)
+    assert report.stopped == "paused" and len(smtp_sink.messages) == 3
+    assert resumed == [[]]  # the resume itself found nothing to dispatch
+    with session_scope() as s:
+        assert s.get(Edition, eid).status == EditionStatus.sending
+        queued = s.scalars(sa.select(Delivery.id).where(Delivery.edition_id == eid,
+                                                        Delivery.status == DeliveryStatus.queued)).all()
+    assert sorted(queued) == list(range(4, 11))
+    # ... but the batch dispatched the rows it handed back: a queued task covers each of them
+    covered = {i for sig in enqueued for i in range(sig.args[1], sig.args[2] + 1) if sig.args[0] == eid}
+    assert set(queued) <= covered, (queued, [sig.args for sig in enqueued])
+    monkeypatch.setattr(SmtpConnection, "send", original_send)
+    for sig in list(enqueued):  # the worker runs them; no sweeper involved
+        send_batch(*sig.args)
+    assert smtp_sink.copies() == {f"reader{i}@example.com": 1 for i in range(10)}
+    assert set(ledger(eid).values()) == {"sent"}
 
 
 def test_cancel_stops_and_marks_the_rest_cancelled(pg_env, smtp_sink):

@@ -15,7 +15,7 @@ from service.models import (
     EditionVariant,
     Subscriber,
 )
-from tests.test_delivery_support import add_subscribers, add_suppression, make_edition, renderer
+from tests.support.delivery import add_subscribers, add_suppression, make_edition, renderer
 
 
 def _rows(session, edition_id):

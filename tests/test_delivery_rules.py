@@ -22,7 +22,7 @@ from service.delivery.sweeper import sweep
 from service.delivery.verdicts import Verdict, judge, scrub
 from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, utcnow
-from tests.test_delivery_send import ledger, planned_edition, run_all_batches
+from tests.support.delivery import ledger, planned_edition, run_all_batches
 
 
 @pytest.mark.parametrize(

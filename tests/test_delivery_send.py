@@ -1,4 +1,8 @@
-"""Sending a batch: a real aiosmtpd peer, a real PostgreSQL ledger, one SMTP connection."""
+"""Sending a batch: a real aiosmtpd peer, a real PostgreSQL ledger, one SMTP connection.
+
+Also the embedded default, SQLite: it sends too, and never twice when another process
+commits while a batch is sending or when a batch cannot write an answer.
+"""
 
 from __future__ import annotations
 
@@ -13,43 +17,26 @@ from service.db import session_scope
 from service.delivery import fanout
 from service.delivery.batch import send_batch
 from service.delivery.compose import delivery_for_bounce
-from service.delivery.planner import plan
 from service.delivery.progress import progress
+from service.delivery.smtp import SmtpConnection
 from service.jobs import names
-from service.models import Delivery, Edition, EditionStatus, Subscriber
+from service.models import (
+    AuditLog,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    utcnow,
+)
 from service.subscribers.tokens import read_token
-from tests.test_delivery_support import (
+from tests.support.delivery import (
     ARABIC_TITLE,
     add_subscribers,
-    make_edition,
-    renderer,
+    ledger,
+    planned_edition,
+    run_all_batches,
 )
-
-
-def planned_edition(n: int, kind: str = "digest", **kw) -> int:
-    with session_scope() as s:
-        add_subscribers(s, n, **kw)
-        eid = make_edition(s, kind, "daily" if kind == "digest" else None, headline="h", url="https://x.example/")
-        plan(s, eid, renderer=renderer())
-    return eid
-
-
-def run_all_batches(eid: int):
-    with session_scope() as s:
-        ranges = fanout.batch_ranges(s, eid, 50)
-    return [send_batch(eid, a, b) for a, b in ranges]
-
-
-def ledger(eid: int) -> dict[str, str]:
-    with session_scope() as s:
-        return {
-            e: st.value
-            for e, st in s.execute(
-                sa.select(Subscriber.email, Delivery.status)
-                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .where(Delivery.edition_id == eid)
-            )
-        }
 
 
 def test_batch_sends_each_reader_once_over_one_connection(pg_env, smtp_sink):
@@ -106,7 +93,7 @@ def test_reader_who_left_after_planning_is_skipped_and_suppressed_is_not_mailed(
     eid = planned_edition(4)
     with session_scope() as s:
         s.execute(sa.update(Subscriber).where(Subscriber.email == "reader1@example.com").values(status="unsubscribed"))
-        from tests.test_delivery_support import add_suppression
+        from tests.support.delivery import add_suppression
 
         add_suppression(s, "reader2@example.com", "complaint")
     run_all_batches(eid)
@@ -165,6 +152,75 @@ def test_the_embedded_default_sqlite_sends_too(sqlite_env, smtp_sink):
         sweep(s)
         assert s.get(Edition, eid).status == EditionStatus.done
         assert progress(s, eid)["sent"] == 30
+
+
+def test_sqlite_a_commit_by_another_process_during_a_send_never_sends_twice(sqlite_env, smtp_sink, monkeypatch):
+    """SQLite refuses a write at once (SQLITE_BUSY_SNAPSHOT: busy_timeout does not apply)
+    if another connection committed since the transaction read: a batch that read the
+    reader's state, sent, then wrote the answer in that same transaction lost the write,
+    and the row just sent went back as `queued`."""
+    eid = planned_edition(6)
+    other = sa.create_engine(sqlite_env, connect_args={"timeout": 30})  # another process's connection
+    original = SmtpConnection.send
+    interleaved = []
+
+    def send_while_another_process_commits(self, *args, **kwargs):
+        outcome = original(self, *args, **kwargs)
+        # Between the 250 and the batch's write of it, another worker (or the web
+        # app, or beat) commits a write to the same database file.
+        with other.begin() as c:
+            c.execute(sa.insert(AuditLog.__table__).values(
+                at=utcnow(), actor="test", action="other.process", target="x", details={}))
+        interleaved.append(outcome.code)
+        return outcome
+
+    monkeypatch.setattr(SmtpConnection, "send", send_while_another_process_commits)
+    try:
+        # What the system does on its own: a failed batch is run again (Celery retry,
+        # or the sweeper re-dispatching the rows it handed back) until nothing is left.
+        errors = []
+        for _ in range(10):
+            with session_scope() as s:
+                ranges = fanout.batch_ranges(s, eid, 50)
+            if not ranges:
+                break
+            for a, b in ranges:
+                try:
+                    send_batch(eid, a, b)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(type(exc).__name__)
+    finally:
+        other.dispose()
+    assert len(interleaved) >= 6  # the interfering commit really happened during the sends
+    copies = smtp_sink.copies()
+    assert copies == {f"reader{i}@example.com": 1 for i in range(6)}, (copies, errors)
+    assert set(ledger(eid).values()) == {"sent"}
+    assert errors == []
+
+
+def test_a_row_whose_answer_could_not_be_written_is_not_handed_back_as_queued(sqlite_env, smtp_sink, monkeypatch):
+    from service.delivery import ledger as delivery_ledger
+
+    eid = planned_edition(4)
+    original = delivery_ledger.record
+
+    def record_refused_for_the_second_row(conn, delivery_id, *args, **kwargs):
+        if delivery_id == 2:
+            raise sa.exc.OperationalError("UPDATE deliveries", {}, Exception("disk I/O error"))
+        return original(conn, delivery_id, *args, **kwargs)
+
+    monkeypatch.setattr(delivery_ledger, "record", record_refused_for_the_second_row)
+    with pytest.raises(sa.exc.OperationalError):
+        send_batch(eid, 1, 4)
+    assert smtp_sink.copies() == {"reader0@example.com": 1, "reader1@example.com": 1}
+    with session_scope() as s:
+        by_id = dict(s.execute(sa.select(Delivery.id, Delivery.status).where(Delivery.edition_id == eid)).all())
+    # the 250'd row keeps its claim (the lease decides, as after a crash); the untouched rows go back
+    assert by_id == {1: DeliveryStatus.sent, 2: DeliveryStatus.claimed, 3: DeliveryStatus.queued,
+                     4: DeliveryStatus.queued}
+    monkeypatch.setattr(delivery_ledger, "record", original)
+    send_batch(eid, 1, 4)  # the task run again (Celery retry): the rest goes, the doubtful row does not
+    assert smtp_sink.copies() == {f"reader{i}@example.com": 1 for i in range(4)}
 
 
 def test_send_one_for_transactional_mail(smtp_sink):

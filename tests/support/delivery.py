@@ -1,8 +1,10 @@
-"""Helpers shared by the delivery tests (no tests here).
+"""Helpers shared by the delivery tests.
 
 Readers are inserted in bulk with plain INSERTs; editions are created the way the
 lead's code does (status draft, articles optional) and planned with a small renderer
-passed in, so these tests do not depend on the rendering templates.
+passed in, so these tests do not depend on the rendering templates.  `planned_edition`,
+`run_all_batches` and `ledger` drive a whole edition through the service's own
+session (PostgreSQL under `pg_env`, SQLite under `sqlite_env`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ import json
 
 import sqlalchemy as sa
 
+from service.db import session_scope
+from service.delivery import fanout
+from service.delivery.batch import send_batch
+from service.delivery.planner import plan
 from service.models import (
+    Delivery,
     Edition,
     EditionKind,
     EditionStatus,
@@ -94,3 +101,32 @@ def renderer(html_bytes: int = 2000, empty: frozenset[str] = frozenset()):
 
 def sections_json(ids: list[int]) -> str:
     return json.dumps(ids)
+
+
+def planned_edition(n: int, kind: str = "digest", **kw) -> int:
+    """n readers (add_subscribers' keywords), one edition of `kind`, planned."""
+    with session_scope() as s:
+        add_subscribers(s, n, **kw)
+        eid = make_edition(s, kind, "daily" if kind == "digest" else None, headline="h", url="https://x.example/")
+        plan(s, eid, renderer=renderer())
+    return eid
+
+
+def run_all_batches(eid: int):
+    """Send every batch of the edition in this process, as the Celery tasks would."""
+    with session_scope() as s:
+        ranges = fanout.batch_ranges(s, eid, 50)
+    return [send_batch(eid, a, b) for a, b in ranges]
+
+
+def ledger(eid: int) -> dict[str, str]:
+    """The edition's ledger: each reader's address → the status of their row."""
+    with session_scope() as s:
+        return {
+            e: st.value
+            for e, st in s.execute(
+                sa.select(Subscriber.email, Delivery.status)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.edition_id == eid)
+            )
+        }
