@@ -60,7 +60,6 @@ TRACKER_RE = re.compile(
     re.I,
 )
 _BLOCK_BREAK_RE = re.compile(r"<(/?(?:p|div|br|li|h\d|tr|blockquote|figcaption)\b[^>]*)>", re.I)
-_SPACE_RE = re.compile(r"\s+")
 _BLANK_LINES_RE = re.compile(r"\n\s*\n+")
 
 
@@ -144,7 +143,7 @@ def _classes(el) -> str:
     return (el.get("class") or "").lower()
 
 
-def _links(el, skip_label: str | None = None) -> list[dict]:
+def _links(el) -> list[dict]:
     found = []
     for a in el.iter("a"):
         url = a.get("href")
@@ -315,7 +314,3 @@ def _dedupe(links: list[dict]) -> list[dict]:
         seen.add(link["url"])
         out.append(link)
     return out
-
-
-def collapse_whitespace(html: str) -> str:
-    return _SPACE_RE.sub(" ", html).strip()

@@ -36,10 +36,6 @@ def log():
     # (and structlog's capture_logs in tests).
     return get_logger(__name__)
 
-METADATA_FIELDS = (
-    "url", "section_id", "category_id", "author", "published_at", "source_updated_at",
-    "lead_image_caption", "lead_image_alt", "read_also", "related",
-)  # fmt: skip
 
 
 @dataclass

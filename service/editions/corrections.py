@@ -54,7 +54,6 @@ LOOKBACK = dt.timedelta(hours=48)
 # correction/update note (service/articles/versions.py::classify).  Test-pinned.
 NOTE_SIGNAL = "correction/update note added"
 NOTE_MAX = 400  # characters of the site's note quoted in the mail
-POLICIES = ("off", "notes", "major")
 CARRYING_KINDS = (EditionKind.digest, EditionKind.alert)
 MAILED = (DeliveryStatus.sent, DeliveryStatus.unknown)  # unknown: maybe delivered (RFC 1047)
 
