@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_VAR_DIR = REPO_ROOT / "var"
 DEMO_SECRET_KEY = "nashra-demo-secret-change-me"
 
 
@@ -72,7 +70,10 @@ class Settings(BaseSettings):
 
     # --- the rest ---
     demo: bool = Field(default=False, alias="NASHRA_DEMO")
-    var_dir: Path = Field(default=DEFAULT_VAR_DIR, alias="NASHRA_VAR_DIR")
+    # State (SQLite files, the outbox, demo logs, beat's schedule): VAR_DIR (NASHRA_VAR_DIR is
+    # still read), else ./var under the directory the process starts in, never the package's.
+    var_dir: Path = Field(default_factory=lambda: Path.cwd() / "var",
+                          validation_alias=AliasChoices("VAR_DIR", "NASHRA_VAR_DIR"))
     site_name: str = "نشرة"
     list_id: str = "digest.nashra.example"
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from service.config import REPO_ROOT, get_settings
+from service import resources
+from service.config import get_settings
 
 
 def alembic_config(url: str | None = None) -> Config:
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    """The Alembic config shipped in the package (service/migrations/alembic.ini)."""
+    cfg = Config(str(resources.alembic_ini()))
     if url:
         cfg.attributes["url"] = url
     return cfg

@@ -10,11 +10,11 @@ import functools
 
 import jinja2
 
-from service.config import REPO_ROOT
+from service import resources
 from service.rendering.article_html import article_html
 from service.rendering.bidi import wrap_ltr
 
-TEMPLATES_DIR = REPO_ROOT / "templates" / "emails"
+TEMPLATES_DIR = resources.email_templates_dir()
 KINDS = ("digest", "alert", "confirm", "welcome", "correction")
 
 

@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service.config import REPO_ROOT, get_settings
+from service import resources
+from service.config import get_settings
 from service.db import session_scope
 from service.delivery.progress import progress
 from service.editions.alerts import AlertError
@@ -86,8 +87,7 @@ def editor_home(request: Request):
 
 @router.get("/live.js")
 def live_js():
-    path = REPO_ROOT / "templates" / "web" / "editor_live.js"
-    return Response(path.read_text(encoding="utf-8"), media_type="text/javascript",
+    return Response(resources.editor_live_js(), media_type="text/javascript",
                     headers={"Cache-Control": "max-age=300"})
 
 

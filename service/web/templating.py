@@ -8,9 +8,10 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
-from service.config import REPO_ROOT, get_settings
+from service import resources
+from service.config import get_settings
 
-TEMPLATE_DIR = REPO_ROOT / "templates" / "web"
+TEMPLATE_DIR = resources.web_templates_dir()
 
 
 @functools.lru_cache(maxsize=1)
