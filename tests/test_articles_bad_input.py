@@ -17,10 +17,12 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
+from service.articles import ingest
 from service.articles.feeds import add_feed
 from service.articles.ingest import poll_feed
 from service.config import reset_settings
 from service.models import Article, ArticleVersion, Category, Feed
+from tests.support.feeds import JSON_FEED, json_feed, json_item
 
 DATA = Path(__file__).resolve().parent / "data" / "feeds"
 NOW = dt.datetime(2025, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -50,6 +52,24 @@ def _poll_bad(session, url: str, *, now=NOW):
     assert feed.next_poll_at == now + dt.timedelta(minutes=1)
     assert feed.last_success_at is None
     return report, failures[0]
+
+
+def _guids(session) -> set[str]:
+    return set(session.scalars(sa.select(Article.guid)))
+
+
+def _rss(*items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>أخبار</title>'
+        "<link>https://news.example/</link><description>موجز</description>" + "".join(items) + "</channel></rss>"
+    )
+
+
+def _rss_item(guid: str, link: str, title: str = "خبر") -> str:
+    return (
+        f'<item><title>{title}</title><link>{link}</link><guid isPermaLink="false">{guid}</guid>'
+        "<pubDate>Sat, 22 Nov 2025 09:00:00 +0300</pubDate><description>نص الخبر.</description></item>"
+    )
 
 
 @pytest.fixture
@@ -92,6 +112,45 @@ def test_json_that_is_not_a_json_feed(db_session, feed_server):
     url = feed_server.serve("/api", b'{"status": "ok", "items": []}', content_type="application/json")
     report, _ = _poll_bad(db_session, url)
     assert "not a JSON Feed" in report.error
+
+
+# ------------------------------------------------------------------ odd JSON Feed values, parser crashes
+
+
+@pytest.mark.parametrize("odd", [{"authors": 5}, {"tags": 7}, {"authors": 5, "tags": 7}, {"authors": "x", "tags": "abc"}])
+def test_json_feed_odd_authors_or_tags_do_not_lose_the_feed(db_session, feed_server, odd):
+    body = json_feed(json_item(1), json_item(2, **odd), json_item(3, tags=["محليات"], authors=[{"name": "سارة"}]))
+    feed = add_feed(db_session, feed_server.serve("/odd.json", body, content_type=JSON_FEED))
+    report = poll_feed(db_session, feed.id, now=NOW)
+    assert report.error is None and report.new == 3, report.summary()
+    assert _guids(db_session) == {"j-1", "j-2", "j-3"}
+    odd_article = db_session.scalar(sa.select(Article).where(Article.guid == "j-2"))
+    assert odd_article.author is None  # the odd value is ignored, not turned into text
+    good = db_session.scalar(sa.select(Article).where(Article.guid == "j-3"))
+    assert good.author == "سارة"
+    db_session.refresh(feed)
+    assert feed.last_error is None and feed.consecutive_failures == 0
+
+
+def test_a_parser_crash_is_recorded_on_the_feed(db_session, feed_server, monkeypatch):
+    def broken_parser(*args, **kwargs):
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(ingest, "parse_feed", broken_parser)
+    feed = add_feed(db_session, feed_server.serve("/crash.json", json_feed(json_item(1)), content_type=JSON_FEED))
+    with capture_logs() as logs:
+        report = poll_feed(db_session, feed.id, now=NOW)  # must not raise
+    # the innermost frame: broken_parser, in this file
+    assert report.error.startswith(f"could not parse the feed: TypeError at {Path(__file__).name}:")
+    assert _guids(db_session) == set()
+    failures = [entry for entry in logs if entry["event"] == "feed_poll_failed"]
+    assert len(failures) == 1 and failures[0]["feed_id"] == feed.id
+    assert all("exc_info" not in entry for entry in logs)
+    db_session.refresh(feed)
+    assert feed.last_error == report.error
+    assert feed.consecutive_failures == 1
+    assert feed.next_poll_at == NOW + dt.timedelta(minutes=1)
+    assert db_session.get(Feed, feed.id).last_success_at is None
 
 
 # ------------------------------------------------------------------ encodings
@@ -283,6 +342,17 @@ def test_loopback_feeds_are_refused_unless_allowed(db_session, feed_server, monk
     assert feed_server.requests == []  # not even one request went out
 
 
+def test_a_304_caps_its_validators_like_a_200(feed_server):
+    from service.articles.fetch import fetch_feed
+    from service.config import get_settings
+
+    etag = '"' + "e" * 600 + '"'
+    url = feed_server.serve("/etag.xml", _rss(_rss_item("e-1", "/ar/1")), headers={"ETag": etag})
+    result = fetch_feed(url, get_settings(), etag=etag, last_modified="x" * 150)
+    assert result.not_modified
+    assert result.etag is None and result.last_modified is None
+
+
 # ------------------------------------------------------------------ hostile items
 
 
@@ -354,6 +424,29 @@ def test_a_date_in_the_future_is_clamped_once(hostile, db_session, feed_server):
     assert (report.new, report.major, report.minor, report.metadata, report.unchanged) == (0, 0, 0, 0, 4)
     db_session.refresh(articles["hostile-4"])
     assert articles["hostile-4"].published_at == NOW
+
+
+def test_a_relative_link_too_long_once_joined_skips_only_that_item(db_session, feed_server):
+    long_path = "/ar/" + "a" * 1986  # 1990 characters: under the limit as written, over it once joined
+    url = feed_server.serve(
+        "/long.xml",
+        _rss(
+            _rss_item("ok-1", "https://news.example/ar/1"),
+            _rss_item("long-1", long_path),
+            _rss_item("ok-2", "/ar/2"),
+        ),
+    )
+    assert len(url.rsplit("/", 1)[0] + long_path) > 2000
+    feed = add_feed(db_session, url)
+    with capture_logs() as logs:
+        report = poll_feed(db_session, feed.id, now=NOW)
+    assert report.error is None and report.new == 2, report.summary()
+    assert _guids(db_session) == {"ok-1", "ok-2"}
+    assert all(len(u) <= 2000 for u in db_session.scalars(sa.select(Article.url)))
+    problems = [e["problem"] for e in logs if e["event"] == "feed_item_problem"]
+    assert problems == ["item 2 (long-1): link over 2000 characters once resolved; skipped"]
+    db_session.refresh(feed)
+    assert feed.last_error is None
 
 
 def test_an_access_key_in_a_feed_url_stays_out_of_logs_and_errors(db_session, feed_server):

@@ -158,6 +158,14 @@ def test_canonical_urls_drop_tracking_and_fragments():
     )
 
 
+def test_absolute_http_url_checks_the_length_after_joining():
+    from service.articles.urls import absolute_http_url
+
+    base = "https://news.example/feed.xml"
+    assert absolute_http_url("/" + "a" * 1980, base=base) is None
+    assert absolute_http_url("/" + "a" * 1960, base=base) == "https://news.example/" + "a" * 1960
+
+
 # ------------------------------------------------------------------ sanitiser
 
 
