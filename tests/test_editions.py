@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
 import pytest
+import structlog
 from sqlalchemy import func, select
 
+from service.config import get_settings
+from service.editions import variants
 from service.editions.alerts import AlertError, create_alert
 from service.editions.digests import create_digest
+from service.editions.variants import render_variant_for
 from service.models import (
     Article,
     ArticleVersion,
     Edition,
+    EditionArticle,
     EditionKind,
+    Frequency,
     Section,
     VersionKind,
     utcnow,
 )
+from service.rendering import contexts
+from service.rendering.render import render_variant
+from service.rendering.viewmodels import UNSUBSCRIBE_URL
 
 
 def _article(session, n, *, first_seen, last_major=None, version=1, section=None):
@@ -184,6 +194,59 @@ def test_a_busy_day_keeps_every_section_in_the_digest(db_session):
     carried = [ea.article for ea in edition.articles]
     assert len(carried) == 40
     assert {a.section_id for a in carried} == {s.id for s in sections}  # the last sections too
+
+
+def _long_article(session, n, section, now):
+    slug = quote(f"الحكومة-تعلن-عن-خطة-جديدة-لدعم-الاقتصاد-الوطني-والقطاعات-المتضررة-{n}")
+    a = Article(
+        guid=f"urn:review:{n}",
+        url=f"https://news.example/ar/{section.slug}/2024/06/01/{slug}",
+        title=f"خبر رقم {n}: " + "الحكومة تعلن عن خطة جديدة لدعم الاقتصاد الوطني والقطاعات المتضررة " * 2,
+        summary="ملخص طويل يشرح تفاصيل الخبر وخلفياته وما يعنيه للقراء في المنطقة. " * 6,
+        content_hash=f"{n:064d}",
+        first_seen_at=now,
+        last_major_at=now,
+        version=1,
+        section_id=section.id,
+    )
+    session.add(a)
+    session.flush()
+    session.add(ArticleVersion(article_id=a.id, version=1, kind=VersionKind.new, content_hash="0" * 64,
+                               title=a.title, created_at=now))
+    return a
+
+
+def test_an_oversized_digest_is_trimmed_under_the_budget(db_session):
+    now = utcnow()
+    first = Section(slug="review-first", name="محليات", position=1)
+    second = Section(slug="review-second", name="اقتصاد", position=2)
+    db_session.add_all([first, second])
+    db_session.flush()
+    articles = [_long_article(db_session, n, first if n < 20 else second, now) for n in range(60)]
+    edition = Edition(kind=EditionKind.digest, frequency=Frequency.daily, window_start=now, window_end=now)
+    db_session.add(edition)
+    db_session.flush()
+    for pos, a in enumerate(articles):
+        db_session.add(EditionArticle(edition_id=edition.id, article_id=a.id, version=1, position=pos))
+    db_session.flush()
+    db_session.refresh(edition)
+
+    # Untrimmed, this digest would be clipped by Gmail.
+    untrimmed = variants._digest_sections(db_session, edition, "all")  # noqa: SLF001
+    ctx = contexts.digest_context(contexts.site_view(get_settings()), untrimmed, edition_date=now,
+                                  frequency="daily", lead=untrimmed[0].articles[0])
+    assert len(render_variant("digest", ctx).html.encode("utf-8")) > 100 * 1024
+
+    with structlog.testing.capture_logs() as logs:
+        rendered = render_variant_for(db_session, edition, "all")
+    html = rendered.html
+    assert len(html.encode("utf-8")) <= 95_000
+    assert UNSUBSCRIBE_URL in html  # the footer's unsubscribe link survives
+    assert articles[0].title.strip()[:40] in html  # the first section's first article stays
+    trims = [e for e in logs if e["event"] == "digest_trimmed_for_size"]
+    assert len(trims) == 1
+    assert trims[0]["edition_id"] == edition.id and trims[0]["dropped"] > 0
+    assert "@" not in str(trims[0])
 
 
 def test_alerting_an_article_with_a_long_title_and_summary_shortens_them(db_session):
