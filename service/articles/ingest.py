@@ -204,7 +204,6 @@ def add_configured_feeds(session: Session, settings: Settings) -> list[PollRepor
 def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollReport]:
     """Add FEED_URLS feeds, then poll each due feed (every active feed if `all_feeds` or
     `force`) in its own transaction.  Returns one report per feed polled."""
-
     settings = get_settings()
     now = utcnow()
     with session_scope() as session:

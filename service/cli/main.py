@@ -22,8 +22,8 @@ from service.jobs.app import configure
 from service.logs import get_logger, setup_logging
 from service.migrate import upgrade
 from service.staff.editors import create_editor
-from service.subscribers.csvio import CsvError, export_csv, import_csv
-from service.usecases import editions
+from service.subscribers.csvio import CsvError
+from service.usecases import editions, subscribers
 from service.usecases.alerts import send_alert
 from service.usecases.digests import start_digest
 from service.usecases.ingest import poll_all
@@ -40,12 +40,10 @@ def _settings(require_secret: bool = True):
 
 
 def cmd_demo(args) -> int:
-
     return run_demo(once=args.once, web_port=args.port, smtp_port=args.smtp_port)
 
 
 def cmd_db_upgrade(args) -> int:
-
     settings = _settings(require_secret=False)
     upgrade(settings.database_url)
     print("database is at the latest schema")
@@ -53,7 +51,6 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_web(args) -> int:
-
     _settings()
     uvicorn.run(
         "service.web.app:create_app",
@@ -84,7 +81,6 @@ def cmd_worker(args) -> int:
 
 
 def cmd_beat(args) -> int:
-
     settings = _settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = configure(settings)
@@ -93,7 +89,6 @@ def cmd_beat(args) -> int:
 
 
 def cmd_feeds_add(args) -> int:
-
     _settings(require_secret=False)
     try:
         with session_scope() as session:
@@ -107,7 +102,6 @@ def cmd_feeds_add(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-
     _settings(require_secret=False)
     reports = poll_all(force=args.force)
     if not reports:
@@ -121,7 +115,6 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_digest_send(args) -> int:
-
     _settings()
     edition_id = start_digest(args.frequency, scheduled=not args.now)
     if edition_id is None:
@@ -132,7 +125,6 @@ def cmd_digest_send(args) -> int:
 
 
 def cmd_alert_send(args) -> int:
-
     _settings()
     if args.article and (args.headline or args.link):
         print("error: give --article, or --headline with --link", file=sys.stderr)
@@ -157,7 +149,6 @@ def cmd_alert_send(args) -> int:
 
 
 def cmd_editors_add(args) -> int:
-
     _settings(require_secret=False)
     try:
         with session_scope() as session:
@@ -172,7 +163,6 @@ def cmd_editors_add(args) -> int:
 
 
 def cmd_status(args) -> int:
-
     _settings(require_secret=False)
     while True:
         if args.watch:
@@ -184,7 +174,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_edition_control(args) -> int:
-
     _settings(require_secret=False)
     action = args.action.replace("-", "_")
     try:
@@ -203,11 +192,9 @@ def cmd_edition_control(args) -> int:
 
 
 def cmd_subscribers_import(args) -> int:
-
     _settings()
     try:
-        with open(args.file, encoding="utf-8-sig", newline="") as fh, session_scope() as session:
-            report = import_csv(session, fh)
+        report = subscribers.import_file(args.file)
     except (CsvError, OSError, UnicodeDecodeError) as exc:
         print(f"error: {args.file}: {exc} (nothing was imported)", file=sys.stderr)
         return 2
@@ -216,19 +203,16 @@ def cmd_subscribers_import(args) -> int:
 
 
 def cmd_subscribers_export(args) -> int:
-
     _settings(require_secret=False)
-    with session_scope() as session:
-        if args.file in (None, "-"):
-            export_csv(session, sys.stdout)
-        else:
-            with open(args.file, "w", encoding="utf-8", newline="") as fh:
-                export_csv(session, fh)
+    if args.file in (None, "-"):
+        subscribers.export_to(sys.stdout)
+    else:
+        with open(args.file, "w", encoding="utf-8", newline="") as fh:
+            subscribers.export_to(fh)
     return 0
 
 
 def cmd_bounces_serve(args) -> int:
-
     _settings()  # the VERP signatures need the production SECRET_KEY
     server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
     try:

@@ -21,7 +21,6 @@ def _fmt_eta(seconds) -> str:
 
 
 def print_status(edition_id: int | None = None, console: Console | None = None) -> int:
-
     # Piped into a script or a log: do not squeeze columns to 80 characters.
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     with session_scope() as session:

@@ -98,7 +98,6 @@ class BounceServer:
 
     def serve_forever(self) -> None:
         """Until SIGTERM or Ctrl-C; starts the server first unless `start()` already did."""
-
         if not self._started:
             self.start()
         # SIGTERM (docker stop) ends the wait like Ctrl-C does.

@@ -82,5 +82,4 @@ _ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
 
 def scrub(text: str) -> str:
     """A server reply fit for a log line or an operator message: addresses hashed."""
-
     return _ADDRESS.sub(lambda m: redact(m.group(0)), text or "")

@@ -85,7 +85,6 @@ def _die_with_parent() -> None:
 
 class Children:
     """The demo's child processes, each in its own session so we stop them ourselves."""
-
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
@@ -122,8 +121,6 @@ class Children:
 
 
 def _prepare_database() -> None:
-
-
     upgrade()
     with session_scope() as session:
         ensure_sections(session)
@@ -147,8 +144,6 @@ def _prepare_database() -> None:
 
 def _demo_editor_token() -> str:
     """A fresh token for the demo editor on every run (tokens are shown only once)."""
-
-
     with session_scope() as session:
         session.execute(delete(Editor).where(Editor.name == "demo"))
         _, token = create_editor(session, "demo", "admin")
@@ -156,21 +151,17 @@ def _demo_editor_token() -> str:
 
 
 def _article_count() -> int:
-
-
     with session_scope() as session:
         return session.scalar(select(func.count()).select_from(Article)) or 0
 
 
 def _edition_done(edition_id: int) -> bool:
-
     with session_scope() as session:
         edition = session.get(Edition, edition_id)
         return edition is not None and edition.status == EditionStatus.done
 
 
 def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) -> int:
-
     web_port = web_port if _port_free(web_port) else _free_port()
     smtp_port = smtp_port if _port_free(smtp_port) else _free_port()
     base = f"http://127.0.0.1:{web_port}"

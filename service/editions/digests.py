@@ -98,7 +98,6 @@ def create_digest(
     unscheduled one (`nashra digest send --now`) is always new.  (None, False) when
     the window holds no article.
     """
-
     frequency = Frequency(frequency)
     if frequency not in WINDOWS:
         raise DigestError(f"no digest for frequency {frequency.value!r}")

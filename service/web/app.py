@@ -36,7 +36,6 @@ def _install_request_log(app: FastAPI) -> None:
 
 
 def create_app() -> FastAPI:
-
     settings = get_settings()
     install_dispatcher()  # the signup's mails and the editors' alerts go out as Celery messages
     app = FastAPI(title="Nashra", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)

@@ -24,14 +24,11 @@ BROKER_TIMEOUT = 2.0
 
 @functools.lru_cache(maxsize=1)
 def migration_heads() -> frozenset[str]:
-
-
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def check_database() -> str | None:
     """None if the database answers and is migrated to head, else what is wrong."""
-
     try:
         with get_engine().connect() as conn:
             current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
@@ -47,7 +44,6 @@ def check_broker() -> str | None:
     """None if the broker answers.  Redis: PING.  The embedded SQLAlchemy broker: a
     query on its database (kombu connects to it lazily, so a kombu "connect" would
     prove nothing)."""
-
     settings = get_settings()
     try:
         if settings.redis_url:
