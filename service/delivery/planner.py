@@ -61,7 +61,6 @@ class PlanError(ValueError):
 
 
 def _default_renderer() -> Renderer:
-
     return render_variant_for
 
 
@@ -231,7 +230,6 @@ def render_variants(session: Session, edition: Edition, renderer: Renderer | Non
 @dataclass(frozen=True)
 class Chunk:
     """What one planning call did."""
-
     inserted: int  # ledger rows this call added
     total: int  # ledger rows of the edition now
     after: int  # the chunk covered subscribers with after < id <= through
