@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tests.support.browser import browser, page  # noqa: F401  (fixtures)
 from tests.support.feed_server import FeedServer
 from tests.support.smtp_sink import SmtpSink
+from tests.support.web import live_server, queue_redis  # noqa: F401  (fixtures)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
-import logging
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +17,7 @@ from service.subscribers.errors import InvalidInput
 from service.subscribers.suppression import is_suppressed, suppress
 from service.subscribers.tokens import BadToken, make_token
 from service.subscribers.validation import normalise_email
+from tests.support.logs import json_log_lines
 
 
 @pytest.fixture(autouse=True)
@@ -128,25 +126,6 @@ def test_editor_tokens_are_stored_hashed_and_authenticate(db_session):
         create_editor(db_session, "سلمى", "editor")
     with pytest.raises(ValueError):
         create_editor(db_session, "other", "owner")
-
-
-@contextlib.contextmanager
-def json_log_lines():
-    """Collect the service's JSON log lines (through its own formatter) while inside."""
-    from service.logs import setup_logging
-
-    setup_logging(fmt="json", level="INFO")
-    root = logging.getLogger()
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(root.handlers[0].formatter)
-    root.addHandler(handler)
-    lines: list[dict] = []
-    try:
-        yield lines
-    finally:
-        root.removeHandler(handler)
-        lines.extend(json.loads(x) for x in sink.getvalue().splitlines() if x.startswith("{"))
 
 
 def test_logs_carry_ids_never_the_address_or_token(db_session, no_broker):

@@ -5,8 +5,6 @@ confirm with the button → change preferences → unsubscribe with the button."
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,41 +12,8 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.models import Section, Subscriber, SubscriberStatus
-from tests.support.net import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-
-
-@pytest.fixture
-def live_server(pg_env, redis_url, smtp_sink, monkeypatch):
-    import kombu.pools
-    import uvicorn
-
-    from service.config import reset_settings
-    from service.jobs.app import configure
-
-    port = free_port()
-    monkeypatch.setenv("PUBLIC_URL", f"http://127.0.0.1:{port}")
-    reset_settings()
-    configure()  # the app's producer must talk to this test's Redis
-    # configure() force-closes kombu's shared per-URL pool but leaves it registered;
-    # a pool closed by an earlier test would fail this test's sends: start afresh.
-    kombu.pools.reset()
-    with session_scope() as s:
-        s.add_all([Section(slug="world", name="عربي دولي", position=1),
-                   Section(slug="sport", name="رياضة", position=2)])
-    from service.web.app import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _link(message, path: str) -> str:

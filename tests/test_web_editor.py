@@ -16,7 +16,6 @@ from service.db import session_scope
 from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, Subscriber, SubscriberStatus
 from service.staff.editors import create_editor
-from tests.test_web_readers import _queue_redis  # noqa: F401  (the queue_redis fixture)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')

@@ -16,10 +16,9 @@ from service.models import (
     SubscriberStatus,
 )
 from service.staff.editors import create_editor
-from tests.test_web_browser import live_server  # noqa: F401  (fixture)
 
 
-def test_progress_updates_in_place_while_the_editor_types(live_server, page):  # noqa: F811
+def test_progress_updates_in_place_while_the_editor_types(live_server, page):
     with session_scope() as s:
         _, token = create_editor(s, "ريم", "editor")
         ed = Edition(kind=EditionKind.alert, status=EditionStatus.sending, title="عاجل: تجربة", params={})

@@ -17,35 +17,9 @@ from service.jobs import names
 from service.models import AuditLog, Section, Subscriber, SubscriberStatus
 from service.subscribers.tokens import make_token
 from service.web import csrf
+from tests.support.logs import json_log_lines
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(name="queue_redis")
-def _queue_redis(redis_url, monkeypatch):
-    """Redis for tests that read the queues: a db of their own (13), so that other test
-    runs sharing this machine's db 15 cannot consume or flush the messages under test."""
-    import kombu.pools
-    import redis as redis_lib
-
-    from service.config import reset_settings
-    from service.jobs.app import configure
-
-    url = redis_url.rsplit("/", 1)[0] + "/13"
-    client = redis_lib.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    def point_celery_at(target: str) -> None:
-        monkeypatch.setenv("REDIS_URL", target)
-        reset_settings()
-        configure()
-        # configure() force-closes the app's pool, which is kombu's shared per-URL pool,
-        # yet leaves it registered: clear the registry so the next send opens a new one.
-        kombu.pools.reset()
-
-    point_celery_at(url)
-    yield url
-    point_celery_at(redis_url)  # leave the Celery app as the next test expects
 
 
 @pytest.fixture
@@ -421,8 +395,6 @@ def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
 
 
 def test_request_logs_carry_no_address_and_no_token(client):
-    from tests.test_subscribers_lifecycle import json_log_lines
-
     with json_log_lines() as lines:
         client.post("/subscribe", data=form(client, email="Private.Person@Example.com"))
         [sub] = subscribers()
@@ -474,8 +446,6 @@ def test_oversized_form_body_is_refused_before_parsing(client, env):
 def test_broker_down_after_commit_still_shows_the_page_and_logs_the_id(client, monkeypatch):
     from service.config import reset_settings
     from tests.support.net import free_port
-    from tests.test_subscribers_lifecycle import json_log_lines
-
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/13")
     reset_settings()
     from service.jobs.app import configure
@@ -507,8 +477,6 @@ def test_double_submitted_signup_is_one_row_and_the_same_page_for_both(client, e
     from sqlalchemy import event
 
     from service.db import get_engine
-    from tests.test_subscribers_lifecycle import json_log_lines
-
     monkeypatch.setattr("service.web.signup_limit.allow", lambda *a, **k: True)
     barrier = threading.Barrier(2, timeout=10)
 

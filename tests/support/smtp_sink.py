@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from tests.support.net import free_port
+
 
 @dataclass
 class Received:
@@ -136,7 +138,7 @@ class SmtpSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, auth: dict[str, str] | None = None,
                  tls_context=None, ssl_context=None):
         self.host = host
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.messages: list[Received] = []
         self.unanswered: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
@@ -209,12 +211,6 @@ def silent_server(host: str = "127.0.0.1") -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 __all__ = ["SmtpSink", "Received", "SMTP", "silent_server"]
