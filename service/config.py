@@ -8,6 +8,8 @@ a worker that starts with a typo in SMTP_URL only fails later, at 3 a.m., mid-ed
 from __future__ import annotations
 
 import functools
+import ipaddress
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
@@ -50,6 +52,67 @@ class SmtpTarget:
         return f"SmtpTarget({self.security}://{self.host}:{self.port})"
 
 
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def parse_smtp_urls(value: str) -> list[SmtpTarget]:
+    """SMTP_URL as a comma-separated list of relays, each checked by SmtpTarget.
+
+    A message never quotes an item (it may hold a password): it names the relay by its
+    position.  A comma inside a user name or password is written %2C.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("contains a control character (NUL, tab, newline…); remove it")
+    items = [item.strip(" ") for item in value.split(",")]
+    if items == [""]:
+        raise ValueError("at least one relay is required, e.g. smtp://127.0.0.1:1025")
+    many = len(items) > 1
+    hint = " (relays are comma-separated: write a comma inside a user name or password as %2C)"
+    targets = []
+    for n, item in enumerate(items, 1):
+        where = f"relay {n} of {len(items)}: " if many else ""
+        if not item:
+            raise ValueError(f"{where}empty (two commas in a row, or one at an end?)")
+        # Our own checks first: urllib's and SmtpTarget's messages quote parts of the
+        # item (the netloc, a "port" or "scheme" that is really half a password).
+        try:
+            parts = urlsplit(item)
+            parts.port  # noqa: B018 — raises on a bad port
+        except ValueError:
+            raise ValueError(
+                f"{where}not a valid URL (is the port a number from 1 to 65535?){hint if many else ''}"
+            ) from None
+        if parts.scheme not in SmtpTarget.SCHEMES:
+            raise ValueError(
+                f"{where}must start with smtp://, smtp+starttls:// or smtps://{hint if many else ''}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"{where}a host is required, e.g. smtp://127.0.0.1:1025")
+        if not _valid_host(parts.hostname):
+            raise ValueError(f"{where}the host is not a valid host name or IP address")
+        try:
+            targets.append(SmtpTarget(item))
+        except ValueError:
+            raise ValueError(f"{where}not a valid SMTP URL") from None
+    return targets
+
+
+def _valid_host(host: str) -> bool:
+    if ":" in host:  # an IPv6 literal, [::1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    if host.isascii():
+        return bool(_HOST_CHARS.fullmatch(host))
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -85,6 +148,15 @@ class Settings(BaseSettings):
     # How often beat runs the sweeper (expired leases, lost batches, due retries).
     sweep_seconds: float = Field(default=60.0, ge=1, le=3600)
     smtp_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Concurrent SMTP (service/delivery/connection_cap.py): sessions one worker process
+    # drives, the cap per relay across every worker on every host (a relay limits how
+    # many connections one sender may hold), and the part of that cap kept for alerts.
+    smtp_connections: int = Field(default=20, ge=1, le=1000)
+    smtp_max_connections: int = Field(default=100, ge=1, le=10_000)
+    smtp_alert_connections: int = Field(default=20, ge=1, le=10_000)
+    # A relay that refuses us (auth, TLS, 5.7.x, connection refused) rests this long
+    # while the other relays of SMTP_URL carry the mail (service/delivery/relays.py).
+    smtp_relay_set_aside_seconds: float = Field(default=60.0, gt=0, le=86_400)
     retry_max_age_hours: int = Field(default=24, ge=1, le=24 * 14)
     rate_per_second: float = Field(default=0.0, ge=0)  # 0 = unlimited (the SMTP server paces us)
     rate_per_hour: int = Field(default=0, ge=0)
@@ -140,7 +212,18 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _valid_smtp_url(cls, value: str) -> str:
-        SmtpTarget(value)
+        parse_smtp_urls(value)
+        return value
+
+    @field_validator("smtp_alert_connections")
+    @classmethod
+    def _alert_share_below_max(cls, value: int, info) -> int:
+        maximum = info.data.get("smtp_max_connections")
+        if maximum is not None and value >= maximum:
+            raise ValueError(
+                f"must be less than SMTP_MAX_CONNECTIONS ({maximum}): it is the part of the "
+                "cap kept for alerts, and digests need at least one connection"
+            )
         return value
 
     @field_validator("public_url")
@@ -216,7 +299,13 @@ class Settings(BaseSettings):
     # --- derived values ---
     @property
     def smtp(self) -> SmtpTarget:
-        return SmtpTarget(self.smtp_url)
+        """The first relay of SMTP_URL (callers that know only one)."""
+        return self.smtp_targets[0]
+
+    @property
+    def smtp_targets(self) -> list[SmtpTarget]:
+        """Every relay of SMTP_URL, in the order given (tried in that order)."""
+        return parse_smtp_urls(self.smtp_url)
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:

@@ -1,0 +1,224 @@
+"""The relays of SMTP_URL, tried in order, and the ones set aside for a while.
+
+SMTP_URL may list several relays, comma-separated (`smtp+starttls://u:p@a:587,
+smtp://b:25`).  `pick()` gives the first one that is not set aside.  A relay that refuses
+us — authentication, TLS, a 5.7.x policy answer, connection refused — is set aside for
+SMTP_RELAY_SET_ASIDE_SECONDS (60 s; or as long as the caller says), so the others carry
+the edition; when every relay is set aside `pick()` returns None (`all_set_aside()`), and
+the caller pauses the edition instead of hammering relays that refuse it.
+
+With REDIS_URL a set-aside is a key with a TTL under the settings' redis_key_prefix, so
+every worker on every host stops using the relay at once; without it (the embedded demo)
+it lives in this process.  A process also remembers the set-asides it made itself, so a
+Redis outage or restart does not send it straight back to a relay it just saw refuse; if
+Redis is unreachable the set-asides are process-local (logged once per outage, never with
+Redis' address) until it answers again.
+
+`key(target)` is the relay's stable name for the connection cap and for logs:
+`host:port`, plus a hash of the user name when there is one (one relay, two accounts,
+two caps).  A password is never in a key, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+
+from service.config import Settings, SmtpTarget
+from service.logs import get_logger
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "nashra:relay:aside:"
+REDIS_RETRY_AFTER = 5.0
+MAX_REASON = 120
+
+# Set aside for ARGV[2] ms unless it already is for longer; ARGV[1] is the reason.
+_SET_ASIDE = """
+local ms = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ms then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
+  return 1
+end
+return 0
+"""
+
+_ADDRESS = re.compile(r"\S+@\S+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def relay_key(target: SmtpTarget) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    key = f"{host.lower()}:{target.port}"
+    if target.username:
+        key += "~" + hashlib.sha256(target.username.encode()).hexdigest()[:8]
+    return key
+
+
+def _clean_reason(reason: str) -> str:
+    """A reason fit for a log line: no address (a server's reply may quote one), short."""
+    text = _ADDRESS.sub("[address]", _CONTROL.sub(" ", str(reason))).strip()
+    return text[:MAX_REASON] or "unspecified"
+
+
+class _LocalAside:
+    """Set-asides made by (or, during a Redis outage, known to) this process."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.until: dict[str, tuple[float, str]] = {}  # relay key → (monotonic deadline, reason)
+
+    def set(self, key: str, reason: str, seconds: float) -> bool:
+        """Record it; True if the relay was not set aside here already."""
+        with self.lock:
+            now = time.monotonic()
+            old = self.until.get(key)
+            fresh = old is None or old[0] <= now
+            if fresh or old[0] < now + seconds:
+                self.until[key] = (now + seconds, reason)
+            return fresh
+
+    def left(self, key: str) -> float:
+        with self.lock:
+            entry = self.until.get(key)
+            if entry is None:
+                return 0.0
+            left = entry[0] - time.monotonic()
+            if left <= 0:
+                del self.until[key]
+                return 0.0
+            return left
+
+
+_local: dict[str, _LocalAside] = {}
+_local_lock = threading.Lock()
+
+
+def _local_for(prefix: str) -> _LocalAside:
+    with _local_lock:
+        aside = _local.get(prefix)
+        if aside is None:
+            aside = _local[prefix] = _LocalAside()
+        return aside
+
+
+class Relays:
+    """SMTP_URL's relays in order, minus those set aside (see the module doc)."""
+
+    def __init__(self, settings: Settings):
+        self.targets: list[SmtpTarget] = settings.smtp_targets
+        self.default_seconds = settings.smtp_relay_set_aside_seconds
+        self._prefix = settings.redis_key_prefix + KEY_PREFIX
+        self._local = _local_for(settings.redis_key_prefix)
+        self._redis = None
+        self._script = None
+        self._down_until = 0.0
+        self._down_logged = False
+        self._state_lock = threading.Lock()
+        if settings.redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+            self._script = self._redis.register_script(_SET_ASIDE)
+
+    def __repr__(self) -> str:
+        return f"Relays({', '.join(self.key(t) for t in self.targets)})"
+
+    # ------------------------------------------------------------------ the interface
+
+    @staticmethod
+    def key(target: SmtpTarget) -> str:
+        """A stable name for the relay (for the connection cap and logs); no password."""
+        return relay_key(target)
+
+    def pick(self) -> SmtpTarget | None:
+        """The first relay, in SMTP_URL's order, that is not set aside (None: all are)."""
+        left = self._left_all()
+        for target, seconds in zip(self.targets, left, strict=True):
+            if seconds <= 0:
+                return target
+        return None
+
+    def set_aside(self, target: SmtpTarget, reason: str, seconds: float | None = None) -> None:
+        """Stop using `target` for `seconds` (default SMTP_RELAY_SET_ASIDE_SECONDS), everywhere.
+
+        `reason` is a short category for the log ("auth", "tls", "5.7.1", "refused");
+        anything address-like in it is masked.  A longer set-aside already in force stays.
+        """
+        seconds = self.default_seconds if seconds is None else float(seconds)
+        if not seconds > 0:
+            return
+        key = self.key(target)
+        why = _clean_reason(reason)
+        fresh = self._local.set(key, why, seconds)
+        if self._script is not None and self._redis_usable():
+            try:
+                self._script(keys=[self._prefix + key], args=[why, max(1, int(seconds * 1000))])
+                self._redis_ok()
+            except Exception as exc:  # noqa: BLE001 — remembered in this process meanwhile
+                self._redis_failed(exc)
+        if fresh:
+            others = sum(1 for s in self._left_all() if s <= 0)
+            log.warning(
+                "smtp.relay_set_aside", relay=key, reason=why, seconds=seconds, relays_left=others
+            )
+
+    def all_set_aside(self) -> bool:
+        """True when every relay is set aside: time to pause the edition."""
+        return all(seconds > 0 for seconds in self._left_all())
+
+    # ------------------------------------------------------------------ for status and tests
+
+    def set_aside_for(self) -> dict[str, float]:
+        """Relay key → seconds it stays set aside, for those that are."""
+        return {
+            self.key(t): seconds
+            for t, seconds in zip(self.targets, self._left_all(), strict=True)
+            if seconds > 0
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _left_all(self) -> list[float]:
+        """Seconds each relay stays set aside (0: usable), the longer of Redis' and ours."""
+        keys = [self.key(t) for t in self.targets]
+        left = [self._local.left(k) for k in keys]
+        if self._redis is not None and self._redis_usable():
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for k in keys:
+                    pipe.pttl(self._prefix + k)
+                shared = pipe.execute()
+                self._redis_ok()
+                left = [max(mine, ms / 1000.0 if ms > 0 else 0.0) for mine, ms in zip(left, shared, strict=True)]
+            except Exception as exc:  # noqa: BLE001 — fail open to what this process knows
+                self._redis_failed(exc)
+        return left
+
+    def _redis_usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _redis_failed(self, exc: Exception) -> None:
+        with self._state_lock:
+            self._down_until = time.monotonic() + REDIS_RETRY_AFTER
+            first = not self._down_logged
+            self._down_logged = True
+        if first:
+            log.warning(
+                "smtp.relays_redis_unavailable", error=type(exc).__name__, fallback="process-local"
+            )
+
+    def _redis_ok(self) -> None:
+        if self._down_logged:
+            with self._state_lock:
+                back = self._down_logged
+                self._down_logged = False
+            if back:
+                log.info("smtp.relays_redis_back")
+
+
+__all__ = ["Relays", "relay_key"]
