@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test system-deps lint bench clean
+.PHONY: demo test install install-test system-deps lint bench wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Developers get an editable install; the image and tests/test_packaging.py use the wheel.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -39,5 +40,11 @@ lint: install-test
 bench: install-test
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The wheel a deployment installs (templates and migrations inside the package).
+# (build/ is removed first: setuptools would otherwise ship a stale copy of a deleted module.)
+wheel: $(BIN)/python
+	rm -rf build dist/nashra-*.whl
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) var/*.sqlite3* var/outbox
+	rm -rf $(VENV) build dist var/*.sqlite3* var/outbox
