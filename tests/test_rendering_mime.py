@@ -127,6 +127,25 @@ def test_prepared_variant_builds_the_same_message_as_build_message(digest):
         prepared.build(to_addr="a@example.com", unsubscribe_url=UNSUB, preferences_url=PREFS, headers={"list-id": "x"})
 
 
+def test_a_body_with_personal_links_is_never_sent_with_the_placeholders_in(digest):
+    prepared = PreparedVariant(digest, from_addr=FROM)
+    with pytest.raises(ValueError, match="personal links"):
+        prepared.build(to_addr="reader@example.com")
+
+
+def test_build_message_is_the_same_assembly_as_a_prepared_variant():
+    """One header and body assembler: build_message is a PreparedVariant with no holes, so
+    a placeholder in already-personalised text is left alone, and an empty body still parses."""
+    data = build_message(subject="تجربة", html="<p>x</p>", text="", from_addr=FROM, to_addr="r@example.com",
+                         headers={"List-Id": "<digest.nashra.example>"})
+    msg = _parse(data)
+    assert not msg.defects
+    assert _bodies(msg) == {"text/plain": "", "text/html": "<p>x</p>"}
+    assert msg["List-Id"] == "<digest.nashra.example>" and msg["Message-ID"].endswith("@nashra.example>")
+    literal = build_message(subject="x", html=f"<p>{UNSUBSCRIBE_URL}</p>", text="x", from_addr=FROM, to_addr="r@example.com")
+    assert UNSUBSCRIBE_URL in _bodies(_parse(literal))["text/html"]
+
+
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
 
 
@@ -144,6 +163,7 @@ def test_base64_template_decodes_to_plain_substitution(pieces, slots, values):
     fill = {UNSUBSCRIBE_URL: values[0], PREFERENCES_URL: values[1]}
     template = Base64Template(body, (UNSUBSCRIBE_URL, PREFERENCES_URL))
     encoded = template.render({k: v.encode() for k, v in fill.items()})
+    assert encoded == b"\r\n".join(template.lines({k: v.encode() for k, v in fill.items()}))
     expected = body.replace(UNSUBSCRIBE_URL, fill[UNSUBSCRIBE_URL]).replace(PREFERENCES_URL, fill[PREFERENCES_URL])
     assert base64.b64decode(encoded.replace(b"\r\n", b""), validate=True) == expected.encode()
     assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))

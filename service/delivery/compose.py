@@ -1,17 +1,50 @@
-"""Per-recipient messages from a variant rendered once.
+"""The one composer: every message Nashra sends is built here, and handed to a Sender.
 
-The expensive work (rendering and CSS inlining upstream; here encoding the subject
-and the From name, choosing a MIME boundary, base64-encoding the static stretches of
-both bodies) happens once per edition variant in `prepare()`, through the rendering
-package's `PreparedVariant`.  Per recipient `compose()` only fills in the two links,
-adds the per-recipient headers and, when configured, a DKIM signature.  Arabic goes
-as base64, never quoted-printable (which would cost six bytes a letter).
+Digests, alerts and corrections (one ledger row each, thousands per variant), and the
+one-off mails — the double-opt-in confirmation, the welcome, an editor's test copy of
+an alert — take the same two steps:
 
-Headers, per recipient: Message-ID (stable per ledger row, so a message re-sent after a
-crash carries the same id and mail clients fold the duplicate), List-Id,
-List-Unsubscribe with an https one-click URL and a mailto, List-Unsubscribe-Post
-(RFC 8058), Feedback-ID, and a VERP envelope sender naming the ledger row, so that a
-bounce leads straight back to it (`delivery_for_bounce()`).
+* `prepare()`, once per edition variant (once per message for a one-off): everything
+  the audience shares — From, Subject, List-Id, List-Unsubscribe-Post, Feedback-ID,
+  the MIME boundary and most of both bodies' base64 — through the rendering package's
+  `PreparedVariant`, the only code that writes header lines;
+* `compose()`, once per recipient: their two links, To, Date, their Message-ID, their
+  List-Unsubscribe, the VERP envelope sender, and a DKIM signature when configured.
+
+Which headers each kind carries is the table `KINDS` below, and nowhere else:
+
+| kind                        | List-Unsubscribe (+ -Post) | Precedence | envelope sender (VERP)    |
+| --------------------------- | -------------------------- | ---------- | ------------------------- |
+| digest, alert, correction   | yes                        | bulk       | `+b.<delivery id>` (row)  |
+| welcome                     | yes                        | —          | `+s.<subscriber id>`      |
+| confirm                     | no (see below)             | —          | `+s.<subscriber id>`      |
+| test (an editor's copy)     | no; `X-Nashra-Test`, and   | —          | `+e.<editor id>`          |
+|                             | the subject marked         |            |                           |
+
+All of them: From, To, Subject, Date, Message-ID on our domain, MIME-Version, List-Id,
+Feedback-ID, and DKIM-Signature when DKIM_SELECTOR and DKIM_PRIVATE_KEY_PATH are set.
+
+* The welcome is subscribed mail (the reader has just confirmed), so it carries the
+  RFC 8058 one-click pair, as Gmail and Yahoo require of subscribed mail.
+* The confirmation carries no List-Unsubscribe: the reader is not subscribed to
+  anything yet — this message asks whether they want to be — so there is nothing to
+  unsubscribe from, and a mailbox provider's "unsubscribe" button on it would promise
+  an action that has no meaning.  Ignoring it is the way out: a pending reader gets no
+  other mail and is forgotten after PENDING_DAYS.  It is a transactional message the
+  reader asked for by submitting the form, which the bulk-sender rules exempt.
+* A test copy goes to an editor's address, not a subscriber's: no unsubscribe, but it
+  is marked (`X-Nashra-Test: editor-copy` and the `[تجربة]` subject prefix) so nobody
+  takes it for the real send.
+
+Message-ID: a ledger row's is stable (`<nashra.<edition>.<subscriber>.<hmac>@domain>`),
+so a message re-sent after a crash carries the same id and mail clients fold the
+duplicate.  A one-off's is unique per message (`<nashra.<kind>.<random>@domain>`): a
+reader who asks for the confirmation twice must see the second one, not have it folded
+away.  The bounce reader only acts on the first shape (digits, HMAC-checked), and a
+one-off's id cannot be mistaken for it.
+
+The Return-Path header is written by the receiving MTA from the envelope sender (MAIL
+FROM); we set the envelope sender and never write a Return-Path of our own.
 """
 
 from __future__ import annotations
@@ -20,30 +53,58 @@ import functools
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import Protocol
 
 from service.config import Settings, get_settings
+from service.delivery import smtp
+from service.delivery.verdicts import Outcome
 from service.rendering.mime import PreparedVariant
 from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.tokens import link
 
 CRLF = "\r\n"
-# Headers DKIM signs; the List-Unsubscribe pair must be covered (RFC 8058 §4).
+# Headers DKIM signs; the List-Unsubscribe pair must be covered (RFC 8058 §4).  A listed
+# header a message lacks (a confirmation's List-Unsubscribe) is signed as absent, so
+# nobody can add one on the way without breaking the signature.
 DKIM_HEADERS = [
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"MIME-Version", b"Content-Type",
-    b"List-Id", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Feedback-ID",
+    b"List-Id", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Feedback-ID", b"X-Nashra-Test",
 ]
+TEST_SUBJECT_PREFIX = "[تجربة] "
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a kind of message carries (the table in the module docstring)."""
+
+    subscribed: bool  # List-Unsubscribe + List-Unsubscribe-Post, links from the reader's tokens
+    bulk: bool  # Precedence: bulk
+    list_of: str  # whose List-Id: "digest" (settings.list_id) or "alert" (alerts.…)
+    test: bool = False  # an editor's copy: X-Nashra-Test, subject prefix
+
+
+KINDS: dict[str, Kind] = {
+    "digest": Kind(subscribed=True, bulk=True, list_of="digest"),
+    "alert": Kind(subscribed=True, bulk=True, list_of="alert"),
+    "correction": Kind(subscribed=True, bulk=True, list_of="digest"),
+    "welcome": Kind(subscribed=True, bulk=False, list_of="digest"),
+    "confirm": Kind(subscribed=False, bulk=False, list_of="digest"),
+    "test": Kind(subscribed=False, bulk=False, list_of="alert", test=True),
+}
 
 
 @dataclass(frozen=True)
 class VariantTemplate:
-    """One edition × variant, ready to be personalised (rendering's PreparedVariant inside)."""
+    """One edition × variant (or one one-off message), ready to be personalised."""
 
-    edition_id: int
+    edition_id: int | None  # None for a one-off
     kind: str
     variant: str
     prepared: PreparedVariant
+    subscribed: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,24 +114,38 @@ class Composed:
     data: bytes
 
 
-def prepare(edition_id: int, kind: str, variant: str, subject: str, html: str, text: str,
+def _kind(kind: str) -> Kind:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        # A typo must not quietly make subscribed mail without its unsubscribe headers.
+        raise ValueError(f"unknown kind of message {kind!r}") from None
+
+
+def prepare(edition_id: int | None, kind: str, variant: str, subject: str, html: str, text: str,
             settings: Settings | None = None) -> VariantTemplate:
     """Everything the whole audience of a variant shares, computed once."""
     settings = settings or get_settings()
+    spec = _kind(kind)
     domain = _from_address(settings.mail_from).rpartition("@")[2]
     subject = " ".join(subject.split())  # no CR/LF can reach a header
-    static_headers = {
-        "List-Id": list_id(settings, kind),
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "Feedback-ID": f"{edition_id}:{kind}:nashra:{domain}",
-        "Precedence": "bulk",
-    }
+    if spec.test and not subject.startswith(TEST_SUBJECT_PREFIX.strip()):
+        subject = TEST_SUBJECT_PREFIX + subject
+    static_headers = {"List-Id": list_id(settings, kind)}
+    if spec.subscribed:
+        static_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    campaign = edition_id if edition_id is not None else "tx"
+    static_headers["Feedback-ID"] = f"{campaign}:{kind}:nashra:{domain}"
+    if spec.bulk:
+        static_headers["Precedence"] = "bulk"
+    if spec.test:
+        static_headers["X-Nashra-Test"] = "editor-copy"
     prepared = PreparedVariant(
         RenderedVariant(subject=subject, html=html, text=text),
         from_addr=settings.mail_from,
         headers=static_headers,
     )
-    return VariantTemplate(edition_id, kind, variant, prepared)
+    return VariantTemplate(edition_id, kind, variant, prepared, spec.subscribed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,14 +160,40 @@ def _sig(settings: Settings, *parts: object) -> str:
     return hmac.new(settings.secret_key.encode(), b"nashra.verp." + msg, hashlib.sha256).hexdigest()[:10]
 
 
-def bounce_address(settings: Settings, delivery_id: int) -> str:
-    """VERP: newsletter+b.<delivery id>.<hmac>@domain — no reader address in it."""
+def _verp(settings: Settings, tag: str, ident: int, *signed: object) -> str:
     local, _, domain = _from_address(settings.mail_from).rpartition("@")
     local = local.split("+", 1)[0]
-    return f"{local}+b.{delivery_id}.{_sig(settings, delivery_id)}@{domain}"
+    return f"{local}+{tag}.{ident}.{_sig(settings, *signed)}@{domain}"
+
+
+def bounce_address(settings: Settings, delivery_id: int) -> str:
+    """VERP: newsletter+b.<delivery id>.<hmac>@domain — no reader address in it."""
+    return _verp(settings, "b", delivery_id, delivery_id)
+
+
+# One-off mails have no ledger row, so no delivery id to put in a `+b.` address.  They
+# get a signed VERP address of their own instead, keyed on who it went to:
+# `+s.<subscriber id>` (confirmation, welcome) and `+e.<editor id>` (a test copy).  The
+# tag is part of what is signed, so no form can be turned into another, and neither
+# looks like `+b.` to the bounce reader (which would call it forged).  Today the bounce
+# server accepts only `+b.` and feedback addresses, so a bounce of a one-off is refused
+# there as a bounce to MAIL_FROM's plain address was before; `one_off_for_bounce()` is
+# what it needs to suppress a reader whose confirmation bounced.  Why not the plain
+# address: it names nobody, and its bounces land in a mailbox nobody reads.
+_ONE_OFF_TAGS = {"s": "subscriber", "e": "editor"}
+
+
+def one_off_bounce_address(settings: Settings, *, subscriber_id: int | None = None,
+                           editor_id: int | None = None) -> str:
+    """VERP for a one-off mail: newsletter+s.<subscriber id>.<hmac>@domain, or +e. for an editor."""
+    if (subscriber_id is None) == (editor_id is None):
+        raise ValueError("a one-off bounce address names exactly one subscriber or one editor")
+    tag, ident = ("s", subscriber_id) if subscriber_id is not None else ("e", editor_id)
+    return _verp(settings, tag, ident, tag, ident)
 
 
 _VERP = re.compile(r"^[^@+]+\+b\.(\d+)\.([0-9a-f]{10})@", re.IGNORECASE)
+_ONE_OFF_VERP = re.compile(r"^[^@+]+\+([se])\.(\d{1,18})\.([0-9a-f]{10})@", re.IGNORECASE)
 
 
 def delivery_for_bounce(address: str, settings: Settings | None = None) -> int | None:
@@ -107,16 +208,35 @@ def delivery_for_bounce(address: str, settings: Settings | None = None) -> int |
     return delivery_id
 
 
+def one_off_for_bounce(address: str, settings: Settings | None = None) -> tuple[str, int] | None:
+    """("subscriber", id) or ("editor", id) for a one-off's VERP address; None if forged/foreign."""
+    settings = settings or get_settings()
+    m = _ONE_OFF_VERP.match(parseaddr(address)[1] or address)
+    if not m:
+        return None
+    tag, ident = m[1].lower(), int(m[2])
+    if not hmac.compare_digest(m[3].lower(), _sig(settings, tag, ident)):
+        return None
+    return _ONE_OFF_TAGS[tag], ident
+
+
 def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
     domain = _from_address(settings.mail_from).rpartition("@")[2]
     tag = _sig(settings, "mid", edition_id, subscriber_id)
     return f"<nashra.{edition_id}.{subscriber_id}.{tag}@{domain}>"
 
 
+def one_off_message_id(settings: Settings, kind: str) -> str:
+    """`<nashra.welcome.<random>@domain>`: unique per message, and never of the ledger's shape."""
+    domain = _from_address(settings.mail_from).rpartition("@")[2]
+    return f"<nashra.{kind}.{secrets.token_hex(10)}@{domain}>"
+
+
 def list_id(settings: Settings, kind: str) -> str:
-    """`<digest.nashra.example>`; alerts are their own list, so readers can filter them."""
+    """`<digest.nashra.example>`; alerts (and their test copies) are their own list, so
+    readers can filter them."""
     ident = settings.list_id
-    if kind == "alert" and ident.startswith("digest."):
+    if _kind(kind).list_of == "alert" and ident.startswith("digest."):
         ident = "alerts." + ident.removeprefix("digest.")
     return f"<{ident}>"
 
@@ -147,26 +267,86 @@ def dkim_sign(data: bytes, settings: Settings) -> bytes:
 def compose(
     tpl: VariantTemplate,
     *,
-    delivery_id: int,
-    subscriber_id: int,
-    token_version: int,
     to_addr: str,
+    delivery_id: int | None = None,
+    subscriber_id: int | None = None,
+    token_version: int | None = None,
+    editor_id: int | None = None,
     settings: Settings | None = None,
 ) -> Composed:
-    """One recipient's message: their links, their Message-ID, their List-Unsubscribe."""
+    """One recipient's message: their links, their Message-ID, their List-Unsubscribe,
+    their envelope sender, signed.
+
+    A ledger row passes delivery_id (its VERP address, its stable Message-ID); a one-off
+    passes none, and is addressed back by subscriber_id, or editor_id for a test copy.
+    """
     settings = settings or get_settings()
-    unsubscribe_url = link("unsubscribe", subscriber_id, token_version, settings)
-    preferences_url = link("preferences", subscriber_id, token_version, settings)
     domain = _from_address(settings.mail_from).rpartition("@")[2]
-    token = unsubscribe_url.rsplit("/", 1)[1]
-    mid = message_id(settings, tpl.edition_id, subscriber_id)
+    headers = None
+    if subscriber_id is not None and token_version is not None:
+        unsubscribe_url = link("unsubscribe", subscriber_id, token_version, settings)
+        preferences_url = link("preferences", subscriber_id, token_version, settings)
+        if tpl.subscribed:
+            token = unsubscribe_url.rsplit("/", 1)[1]
+            headers = {
+                "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
+            }
+    elif tpl.subscribed:
+        raise ValueError(f"{tpl.kind} is subscribed mail: it needs the reader's subscriber_id and token_version")
+    else:  # an editor's copy: the links lead to the front page, as in the preview
+        unsubscribe_url = preferences_url = settings.public_url + "/"
+    if delivery_id is not None:
+        if tpl.edition_id is None or subscriber_id is None:
+            raise ValueError("a ledger row's message needs its edition and its subscriber")
+        envelope_from = bounce_address(settings, delivery_id)
+        mid = message_id(settings, tpl.edition_id, subscriber_id)
+    else:
+        envelope_from = one_off_bounce_address(settings, subscriber_id=subscriber_id, editor_id=editor_id)
+        mid = one_off_message_id(settings, tpl.kind)
     data = tpl.prepared.build(
         to_addr=to_addr,
         unsubscribe_url=unsubscribe_url,
         preferences_url=preferences_url,
         message_id=mid,
-        headers={
-            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
-        },
+        headers=headers,
     )
-    return Composed(bounce_address(settings, delivery_id), mid, dkim_sign(data, settings))
+    return Composed(envelope_from, mid, dkim_sign(data, settings))
+
+
+def compose_one(kind: str, variant: RenderedVariant, *, to_addr: str, subscriber_id: int | None = None,
+                token_version: int | None = None, editor_id: int | None = None,
+                settings: Settings | None = None) -> Composed:
+    """A one-off message (confirm, welcome, test): `prepare()` and `compose()` for an
+    audience of one, the same path a digest takes."""
+    settings = settings or get_settings()
+    tpl = prepare(None, kind, "one-off", variant.subject, variant.html, variant.text, settings=settings)
+    return compose(tpl, to_addr=to_addr, subscriber_id=subscriber_id, token_version=token_version,
+                   editor_id=editor_id, settings=settings)
+
+
+# ---------------------------------------------------------------------- sending
+
+
+class Sender(Protocol):
+    """Hands one composed message to a mail server.
+
+    Returns the Outcome of a message the server took (or may have taken: no reply
+    after DATA, RFC 1047, is not re-sent).  Raises `smtp.SmtpTransientError` (an
+    OSError: try again later — 4xx, server down, TLS/AUTH/policy refusal) or
+    `smtp.SmtpError` (final for this recipient: 5xx to RCPT or DATA).
+    """
+
+    def send(self, envelope_from: str, recipient: str, data: bytes, /) -> Outcome: ...
+
+
+class SmtpSender:
+    """The SMTP server of SMTP_URL (a relay, Mailpit, the demo's capture server), over this
+    process's connection (`service.delivery.smtp`)."""
+
+    def send(self, envelope_from: str, recipient: str, data: bytes, /) -> Outcome:
+        return smtp.send_one(recipient, data, sender=envelope_from)
+
+
+def send_composed(message: Composed, recipient: str, sender: Sender | None = None) -> Outcome:
+    """Send a one-off message now, through `sender` (SMTP by default)."""
+    return (sender or SmtpSender()).send(message.envelope_from, recipient, message.data)

@@ -2,22 +2,22 @@
 
 They skip the ledger's fan-out (there is one recipient and the reader is waiting for
 it), but not its rules: a confirmation only goes to a pending reader, a welcome only
-to an active one, and nothing goes to a suppressed address.
+to an active one, and nothing goes to a suppressed address.  Nor do they skip the
+composer: they are built by `service.delivery.compose` like every digest (its headers,
+its VERP envelope sender, its DKIM signature; the welcome with its one-click
+List-Unsubscribe) and handed to a `Sender`.
 """
 
 from __future__ import annotations
-
-import email.utils
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
+from service.delivery.compose import Composed, Sender, compose_one, send_composed
 from service.logs import get_logger
 from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering import contexts
-from service.rendering.mime import build_message
-from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
 from service.subscribers.tokens import link
 
@@ -25,8 +25,8 @@ log = get_logger(__name__)
 KINDS = ("confirm", "welcome")
 
 
-def build_transactional(session: Session, kind: str, subscriber_id: int) -> tuple[str, bytes] | None:
-    """Return (recipient, message bytes), or None when the mail must not go."""
+def build_transactional(session: Session, kind: str, subscriber_id: int) -> tuple[str, Composed] | None:
+    """Return (recipient, composed message), or None when the mail must not go."""
     if kind not in KINDS:
         raise ValueError(f"unknown transactional kind {kind!r}")
     settings = get_settings()
@@ -45,32 +45,22 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> tupl
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
         ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names], frequency=sub.frequency.value)
+    # Rendered with the link placeholders left in: the composer fills them in, from the
+    # same tokens as the List-Unsubscribe header it writes.
     variant = render_variant(kind, ctx)
-    html, text = personalise(
-        variant,
-        unsubscribe_url=link("unsubscribe", sub.id, sub.token_version),
-        preferences_url=link("preferences", sub.id, sub.token_version),
-    )
-    domain = settings.mail_from_address.rpartition("@")[2]
-    data = build_message(
-        subject=variant.subject,
-        html=html,
-        text=text,
-        from_addr=settings.mail_from,
-        to_addr=sub.email,
-        message_id=email.utils.make_msgid(idstring=f"{kind}.{sub.id}", domain=domain),
-    )
-    return sub.email, data
+    message = compose_one(kind, variant, to_addr=sub.email, subscriber_id=sub.id,
+                          token_version=sub.token_version, settings=settings)
+    return sub.email, message
 
 
-def send_transactional(session: Session, kind: str, subscriber_id: int) -> bool:
-    from service.delivery.smtp import send_one
-
+def send_transactional(session: Session, kind: str, subscriber_id: int, sender: Sender | None = None) -> bool:
+    """Build and send one now.  Raises what `Sender.send` raises (a transient failure is
+    an OSError, which the Celery task retries)."""
     built = build_transactional(session, kind, subscriber_id)
     if built is None:
         log.info("transactional.skipped", kind=kind, subscriber_id=subscriber_id)
         return False
-    rcpt, data = built
-    send_one(rcpt, data)
+    rcpt, message = built
+    send_composed(message, rcpt, sender)
     log.info("transactional.sent", kind=kind, subscriber_id=subscriber_id)
     return True

@@ -5,12 +5,16 @@ quoted-printable spends up to six bytes on one Arabic letter (=D8=A7 plus soft b
 base64 spends 1.33.  The subject and display names are RFC 2047 encoded words.  Any
 header value holding CR or LF is refused: that is how header injection starts.
 
-`build_message()` is the plain entry point.  `PreparedVariant` does the same job for a
-whole audience: the static stretches of each body are base64-encoded once (three
-times, one per byte alignment), and per recipient only the few bytes around the
-personal links are encoded and the pieces joined.  base64 of a concatenation equals
-the concatenation of the base64 of pieces whose lengths are multiples of 3; lines may
-be shorter than 76 characters, so the pieces need not line up with line ends.
+`PreparedVariant` is the one place header lines and bodies are assembled: the static
+stretches of each body are base64-encoded once (three times, one per byte alignment),
+and per recipient only the few bytes around the personal links are encoded and the
+pieces joined.  base64 of a concatenation equals the concatenation of the base64 of
+pieces whose lengths are multiples of 3; lines may be shorter than 76 characters, so the
+pieces need not line up with line ends.  `build_message()` is a PreparedVariant for an
+audience of one, kept for tools and tests: it has no header code of its own.
+
+Which headers a message carries (List-Id, List-Unsubscribe, VERP, DKIM, …) is decided
+in one place, `service.delivery.compose`; this module only encodes and assembles them.
 """
 
 from __future__ import annotations
@@ -109,12 +113,14 @@ def format_address(value: str, what: str = "address") -> str:
 
 
 def _header_lines(headers: Mapping[str, str] | None) -> list[bytes]:
+    """The caller's extra headers, checked: a valid name, not one this module writes
+    itself, no CR/LF/NUL in the value, encoded words for non-ASCII, ≤ 998 characters."""
     lines = []
     for name, value in (headers or {}).items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"header name {name!r} is not a valid field name")
         if name.lower() in _RESERVED:
-            raise ValueError(f"header {name} is set by build_message itself")
+            raise ValueError(f"header {name} is set by build_message/PreparedVariant itself")
         line = f"{name}: {encode_unstructured(_check_value(name, value))}".encode("ascii")
         if len(line) > MAX_HEADER_LINE:
             raise ValueError(f"header {name} is longer than {MAX_HEADER_LINE} characters")
@@ -122,10 +128,7 @@ def _header_lines(headers: Mapping[str, str] | None) -> list[bytes]:
     return lines
 
 
-def _message_id(message_id: str | None, from_addr: str) -> str:
-    if message_id is None:
-        domain = email.utils.parseaddr(from_addr)[1].rpartition("@")[2] or "nashra.invalid"
-        return f"<{uuid.uuid4().hex}@{_encode_domain(domain)}>"
+def _message_id(message_id: str) -> str:
     _check_value("Message-ID", message_id)
     if not (message_id.startswith("<") and message_id.endswith(">") and message_id.isascii() and " " not in message_id):
         raise ValueError("Message-ID must look like <id@domain>")
@@ -152,17 +155,26 @@ class Base64Template:
         self.statics = [p.encode("utf-8") for p in pieces[0::2]]
         self.slots = pieces[1::2]
         # For each static piece and each count h of bytes it must lend to complete a
-        # pending 3-byte group: (head, pre-encoded middle, tail left pending).
-        self.pre = [[self._split(s, h) for h in range(3)] for s in self.statics]
+        # pending 3-byte group: (head, pre-encoded middle, tail left pending).  The first
+        # piece never has anything pending before it, so only h = 0 is ever used there
+        # (which makes a body without holes cost one base64 pass, not three).
+        self.pre = [
+            [self._split(s, h) if (i or not h) else None for h in range(3)] for i, s in enumerate(self.statics)
+        ]
 
     @staticmethod
     def _split(static: bytes, h: int) -> tuple[bytes, bytes, bytes] | None:
         if len(static) < h:
             return None
         usable = (len(static) - h) // 3 * 3
-        return static[:h], b64_lines(static[h : h + usable]), static[h + usable :]
+        return static[:h], b64_lines(memoryview(static)[h : h + usable]), static[h + usable :]
 
     def render(self, values: Mapping[str, bytes]) -> bytes:
+        return CRLF.join(self.lines(values))
+
+    def lines(self, values: Mapping[str, bytes]) -> list[bytes]:
+        """The body's base64 as pieces to be joined by CRLF (joined once, with the rest
+        of the message, by `_assemble`: a 100 KB body is not copied three times)."""
         out: list[bytes] = []
         pending = b""
         for i, static in enumerate(self.statics):
@@ -185,17 +197,18 @@ class Base64Template:
             pending = tail
         if pending:
             out.append(binascii.b2a_base64(pending, newline=False))
-        return CRLF.join(out)
+        return out
 
 
 # ------------------------------------------------------------------ assembly
 
 
-def _part(content_type: str, body_b64: bytes) -> bytes:
-    return (
-        b"Content-Type: " + content_type.encode("ascii") + b"; charset=\"utf-8\"\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n" + body_b64 + CRLF
-    )
+def _part_head(content_type: str) -> bytes:
+    return b"Content-Type: " + content_type.encode("ascii") + b'; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+
+
+_TEXT_HEAD = _part_head("text/plain")
+_HTML_HEAD = _part_head("text/html")
 
 
 def _new_boundary() -> bytes:
@@ -203,19 +216,22 @@ def _new_boundary() -> bytes:
     return b"=_nashra." + secrets.token_hex(12).encode("ascii")
 
 
-def _assemble(head: list[bytes], boundary: bytes, text_b64: bytes, html_b64: bytes) -> bytes:
-    return b"".join(
-        (
-            CRLF.join(head),
-            CRLF,
-            b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
-            b"--" + boundary + CRLF,
-            _part("text/plain", text_b64),
-            b"--" + boundary + CRLF,
-            _part("text/html", html_b64),
-            b"--" + boundary + b"--" + CRLF,
-        )
-    )
+def _assemble(head: list[bytes], boundary: bytes, text_lines: list[bytes], html_lines: list[bytes]) -> bytes:
+    """The whole message in one join: headers, then text first and HTML last (preferred)."""
+    out = [
+        CRLF.join(head),
+        CRLF,
+        b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
+        b"--" + boundary + CRLF,
+        _TEXT_HEAD,
+    ]
+    for piece in text_lines or (b"",):  # an empty body is still one (empty) line
+        out += (piece, CRLF)
+    out += (b"--" + boundary + CRLF, _HTML_HEAD)
+    for piece in html_lines or (b"",):
+        out += (piece, CRLF)
+    out.append(b"--" + boundary + b"--" + CRLF)
+    return b"".join(out)
 
 
 def build_message(
@@ -228,25 +244,20 @@ def build_message(
     headers: dict[str, str] | None = None,
     message_id: str | None = None,
 ) -> bytes:
-    """One complete message (CRLF line ends), ready for SMTP DATA."""
-    subject = _check_value("Subject", subject)
-    head = [
-        b"From: " + format_address(from_addr, "from_addr").encode("ascii"),
-        b"To: " + format_address(to_addr, "to_addr").encode("ascii"),
-        b"Subject: " + encode_unstructured(subject).encode("ascii"),
-        b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
-        b"Message-ID: " + _message_id(message_id, from_addr).encode("ascii"),
-        b"MIME-Version: 1.0",
-        *_header_lines(headers),
-    ]
-    return _assemble(head, _new_boundary(), b64_lines(text.encode("utf-8")), b64_lines(html.encode("utf-8")))
+    """One complete message (CRLF line ends), ready for SMTP DATA, from bodies already
+    personalised.  The same assembly as every other message (a PreparedVariant whose
+    bodies have no holes), without any of the headers `service.delivery.compose` adds:
+    service mail goes through that composer, this is for tools and tests."""
+    prepared = PreparedVariant(RenderedVariant(subject=subject, html=html, text=text), from_addr=from_addr, slots=())
+    return prepared.build(to_addr=to_addr, headers=headers, message_id=message_id)
 
 
 class PreparedVariant:
     """A rendered variant made ready for fast per-recipient messages.
 
     Everything that is the same for the whole audience (From, Subject, the static
-    headers, the boundary, most of both bodies' base64) is computed here, once.
+    headers, the boundary, most of both bodies' base64) is computed here, once.  Per
+    recipient `build()` adds To, Date, Message-ID and the caller's per-recipient headers.
     """
 
     def __init__(
@@ -254,7 +265,8 @@ class PreparedVariant:
         variant: RenderedVariant,
         *,
         from_addr: str,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        slots: tuple[str, ...] = (UNSUBSCRIBE_URL, PREFERENCES_URL),
     ):
         self.from_addr = from_addr
         self._static_head = [
@@ -264,9 +276,9 @@ class PreparedVariant:
             *_header_lines(headers),
         ]
         self._static_names = {k.lower() for k in (headers or {})}
-        slots = (UNSUBSCRIBE_URL, PREFERENCES_URL)
         self._html = Base64Template(variant.html, slots)
         self._text = Base64Template(variant.text, slots)
+        self._has_links = bool(self._html.slots or self._text.slots)
         self._boundary = _new_boundary()
         self._domain = _encode_domain(
             email.utils.parseaddr(from_addr)[1].rpartition("@")[2] or "nashra.invalid"
@@ -276,13 +288,23 @@ class PreparedVariant:
         self,
         *,
         to_addr: str,
-        unsubscribe_url: str,
-        preferences_url: str,
-        headers: dict[str, str] | None = None,
+        unsubscribe_url: str | None = None,
+        preferences_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
     ) -> bytes:
-        unsub = check_link(unsubscribe_url, "unsubscribe_url")
-        prefs = check_link(preferences_url, "preferences_url")
+        if unsubscribe_url is None or preferences_url is None:
+            if self._has_links:
+                raise ValueError("this body holds personal links: unsubscribe_url and preferences_url are required")
+            html_values = text_values = {}
+        else:
+            unsub = check_link(unsubscribe_url, "unsubscribe_url")
+            prefs = check_link(preferences_url, "preferences_url")
+            html_values = {
+                UNSUBSCRIBE_URL: str(escape(unsub)).encode("utf-8"),
+                PREFERENCES_URL: str(escape(prefs)).encode("utf-8"),
+            }
+            text_values = {UNSUBSCRIBE_URL: unsub.encode("utf-8"), PREFERENCES_URL: prefs.encode("utf-8")}
         if headers and self._static_names.intersection(k.lower() for k in headers):
             raise ValueError("a per-recipient header repeats one given to PreparedVariant")
         if message_id is None:
@@ -291,12 +313,7 @@ class PreparedVariant:
             *self._static_head,
             b"To: " + format_address(to_addr, "to_addr").encode("ascii"),
             b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
-            b"Message-ID: " + _message_id(message_id, self.from_addr).encode("ascii"),
+            b"Message-ID: " + _message_id(message_id).encode("ascii"),
             *_header_lines(headers),
         ]
-        html_values = {
-            UNSUBSCRIBE_URL: str(escape(unsub)).encode("utf-8"),
-            PREFERENCES_URL: str(escape(prefs)).encode("utf-8"),
-        }
-        text_values = {UNSUBSCRIBE_URL: unsub.encode("utf-8"), PREFERENCES_URL: prefs.encode("utf-8")}
-        return _assemble(head, self._boundary, self._text.render(text_values), self._html.render(html_values))
+        return _assemble(head, self._boundary, self._text.lines(text_values), self._html.lines(html_values))

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 
 from service.config import get_settings
 from service.db import session_factory, session_scope
-from service.delivery.smtp import SmtpError, close_connection, send_one
+from service.delivery.compose import Sender, compose_one, send_composed
+from service.delivery.smtp import SmtpError, close_connection
 from service.dispatch import Dispatcher, current
 from service.editions.alerts import AlertError, create_alert
 from service.editions.variants import render_variant_for
 from service.logs import get_logger, redact
 from service.models import EditionStatus, audit
-from service.rendering.mime import build_message
 from service.rendering.personalise import personalise
+from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import normalise_email
 
 log = get_logger(__name__)
-TEST_SUBJECT_PREFIX = "[تجربة] "
 
 
 class PreviewError(ValueError):
@@ -90,23 +90,25 @@ def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
     return Preview(subject=variant.subject, html=html, text=text)
 
 
-def send_test_alert(values: dict, to: str, editor) -> Preview:
-    """Render the alert as a preview and send it to one address, now, marked as a test."""
+def send_test_alert(values: dict, to: str, editor, sender: Sender | None = None) -> Preview:
+    """Render the alert as a preview and send it to one address, now, marked as a test.
+
+    It is composed like every other message (kind "test": the alerts' List-Id, DKIM, a
+    VERP envelope sender naming the editor, `X-Nashra-Test` and the `[تجربة]` subject
+    prefix, no List-Unsubscribe: it goes to an editor, not to a subscriber).
+    """
     try:
         address = normalise_email(to)
     except InvalidInput as exc:
         raise PreviewError(exc.message) from None
     preview = preview_alert(values, editor.id)
-    settings = get_settings()
-    message = build_message(
-        subject=TEST_SUBJECT_PREFIX + preview.subject,
-        html=preview.html,
-        text=preview.text,
-        from_addr=settings.mail_from,
-        to_addr=address,
-    )
     try:
-        send_one(address, message)
+        message = compose_one("test", RenderedVariant(subject=preview.subject, html=preview.html, text=preview.text),
+                              to_addr=address, editor_id=editor.id)
+    except ValueError:  # an address no header can carry (a non-ASCII local part)
+        raise PreviewError("لا يمكن إرسال بريد إلى هذا العنوان.") from None
+    try:
+        send_composed(message, address, sender)
     except (SmtpError, OSError) as exc:
         log.warning("alert_test_failed", editor_id=editor.id, to=redact(address), error=type(exc).__name__)
         raise PreviewError("تعذّر إرسال النسخة التجريبية: خادم البريد لم يقبلها. حاول بعد قليل.") from None
