@@ -8,8 +8,8 @@ beside site-packages.
 
 The slow test builds the wheel from a copy of this working tree, installs it (not
 editable) into a fresh virtualenv, and from a directory outside the repository
-migrates a SQLite database, ingests a feed, and sends a digest rendered from the
-installed templates to a real SMTP sink.
+migrates a SQLite database, ingests a feed, sends a digest rendered from the installed
+templates to a real SMTP sink, and serves the signup page and the editors' script.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _pip_env() -> dict[str, str]:
     return env
 
 
-SEND_DIGEST = textwrap.dedent(
+RUN_INSTALLED = textwrap.dedent(
     """
     import json
     import sys
@@ -127,12 +127,23 @@ SEND_DIGEST = textwrap.dedent(
         if call[0] == "send_batches":
             for first, last in call[3]:
                 sent += send_batch(edition_id, first, last, dispatcher=recorder).by_status["sent"]
+    # The web pages and the editors' script, from the installed templates too.
+    from fastapi.testclient import TestClient
+
+    from service.web.app import create_app
+
+    with TestClient(create_app()) as client:
+        signup, live_js = client.get("/"), client.get("/editor/live.js")
+
     Path(sys.argv[1]).write_text(json.dumps({
         "service": service.__file__,
         "templates": str(resources.email_templates_dir()),
         "var_dir": str(get_settings().var_dir),
         "edition_id": edition_id,
         "sent": sent,
+        "signup": [signup.status_code, signup.text],
+        "live_js": [live_js.status_code, live_js.text],
+        "live_js_file": str(resources.web_templates_dir() / "editor_live.js"),
     }), encoding="utf-8")
     """
 )
@@ -195,8 +206,8 @@ def test_wheel_installs_and_sends_a_digest_without_the_source_tree(tmp_path):
         assert "latest schema" in _run([nashra, "db", "upgrade"], cwd=work, env=env).stdout
         _run([nashra, "feeds", "add", feed_url], cwd=work, env=env)
         _run([nashra, "ingest"], cwd=work, env=env)
-        (work / "send_digest.py").write_text(SEND_DIGEST, encoding="utf-8")
-        _run([str(python), "send_digest.py", "result.json"], cwd=work, env=env)
+        (work / "run_installed.py").write_text(RUN_INSTALLED, encoding="utf-8")
+        _run([str(python), "run_installed.py", "result.json"], cwd=work, env=env)
         result = json.loads((work / "result.json").read_text(encoding="utf-8"))
         messages = sink.wait_for(1)
     finally:
@@ -221,4 +232,12 @@ def test_wheel_installs_and_sends_a_digest_without_the_source_tree(tmp_path):
     assert 'dir="rtl"' in html.split("<body", 1)[1]
     assert "النشرة اليومية" in str(message["Subject"])
     assert "أمانة عمّان تطلق خطة" in html and "أمانة عمّان تطلق خطة" in text
+
+    # The signup page and the editors' script were served from the installed package.
+    status, page = result["signup"]
+    assert status == 200 and 'dir="rtl"' in page
+    status, script = result["live_js"]
+    live_js_file = Path(result["live_js_file"])
+    assert live_js_file.resolve().is_relative_to(site_packages.resolve())
+    assert status == 200 and script == live_js_file.read_text(encoding="utf-8")
 
