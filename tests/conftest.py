@@ -53,7 +53,7 @@ def _isolated_settings(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name in {
             "DATABASE_URL", "REDIS_URL", "SMTP_URL", "MAIL_FROM", "PUBLIC_URL", "SECRET_KEY",
-            "FEED_URLS", "TIMEZONE", "POSTAL_ADDRESS", "FEED_ALLOW_PRIVATE", "NASHRA_DEMO",
+            "FEED_URLS", "TIMEZONE", "POSTAL_ADDRESS", "FEED_ALLOW_PRIVATE", "NASHRA_DEMO", "VAR_DIR",
         }:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # so no .env of the developer's is read
