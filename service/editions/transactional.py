@@ -3,30 +3,46 @@
 They skip the ledger's fan-out (there is one recipient and the reader is waiting for
 it), but not its rules: a confirmation only goes to a pending reader, a welcome only
 to an active one, and nothing goes to a suppressed address.  Nor do they skip the
-composer: they are built by `service.delivery.compose` like every digest (its headers,
-its VERP envelope sender, its DKIM signature; the welcome with its one-click
-List-Unsubscribe) and handed to a `Sender`.
+composer: this module decides and renders (`build_transactional`, the domain's part),
+and `service.delivery.compose` builds the message like every digest's (its headers, its
+VERP envelope sender, its DKIM signature; the welcome with its one-click
+List-Unsubscribe) and hands it to a `Sender`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
-from service.delivery.compose import Composed, Sender, compose_one, send_composed
 from service.logs import get_logger
 from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering import contexts
 from service.rendering.render import render_variant
+from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.tokens import link
 
 log = get_logger(__name__)
 KINDS = ("confirm", "welcome")
 
 
-def build_transactional(session: Session, kind: str, subscriber_id: int) -> tuple[str, Composed] | None:
-    """Return (recipient, composed message), or None when the mail must not go."""
+@dataclass(frozen=True)
+class OneOff:
+    """A one-off mail that must go: to whom, and its variant rendered with the link
+    placeholders left in (the composer fills them from the same tokens as its
+    List-Unsubscribe header)."""
+
+    kind: str
+    to_addr: str
+    subscriber_id: int
+    token_version: int
+    variant: RenderedVariant
+
+
+def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneOff | None:
+    """The mail to send, rendered, or None when it must not go."""
     if kind not in KINDS:
         raise ValueError(f"unknown transactional kind {kind!r}")
     settings = get_settings()
@@ -45,22 +61,23 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> tupl
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
         ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names], frequency=sub.frequency.value)
-    # Rendered with the link placeholders left in: the composer fills them in, from the
-    # same tokens as the List-Unsubscribe header it writes.
-    variant = render_variant(kind, ctx)
-    message = compose_one(kind, variant, to_addr=sub.email, subscriber_id=sub.id,
-                          token_version=sub.token_version, settings=settings)
-    return sub.email, message
+    return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))
 
 
-def send_transactional(session: Session, kind: str, subscriber_id: int, sender: Sender | None = None) -> bool:
-    """Build and send one now.  Raises what `Sender.send` raises (a transient failure is
-    an OSError, which the Celery task retries)."""
-    built = build_transactional(session, kind, subscriber_id)
-    if built is None:
+def send_transactional(session: Session, kind: str, subscriber_id: int, sender=None) -> bool:
+    """Build, compose and send one now, through `sender` (a `service.delivery.compose.Sender`;
+    SMTP by default).  Raises what `Sender.send` raises (a transient failure is an
+    OSError, which the Celery task retries)."""
+    # The one import upwards (editions -> delivery) the layer contract refuses: it goes
+    # when service/jobs/tasks.py composes and sends through the delivery layer itself.
+    from service.delivery.compose import compose_one, send_composed
+
+    one_off = build_transactional(session, kind, subscriber_id)
+    if one_off is None:
         log.info("transactional.skipped", kind=kind, subscriber_id=subscriber_id)
         return False
-    rcpt, message = built
-    send_composed(message, rcpt, sender)
+    message = compose_one(one_off.kind, one_off.variant, to_addr=one_off.to_addr,
+                          subscriber_id=one_off.subscriber_id, token_version=one_off.token_version)
+    send_composed(message, one_off.to_addr, sender)
     log.info("transactional.sent", kind=kind, subscriber_id=subscriber_id)
     return True
