@@ -9,9 +9,9 @@ import pytest
 
 from service.config import reset_settings
 from service.db import session_scope
+from service.delivery.one_off import send_transactional
 from service.delivery.smtp import SmtpError, SmtpTransientError, close_connection, send_one
 from service.delivery.verdicts import judge
-from service.editions.transactional import send_transactional
 from service.models import Subscriber, SubscriberStatus
 from tests.support.net import free_port
 

@@ -6,7 +6,7 @@ to an active one, and nothing goes to a suppressed address.  Nor do they skip th
 composer: this module decides and renders (`build_transactional`, the domain's part),
 and `service.delivery.compose` builds the message like every digest's (its headers, its
 VERP envelope sender, its DKIM signature; the welcome with its one-click
-List-Unsubscribe) and hands it to a `Sender`.
+List-Unsubscribe) and `service.delivery.one_off` hands it to a `Sender`.
 """
 
 from __future__ import annotations
@@ -62,22 +62,3 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
         ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names], frequency=sub.frequency.value)
     return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))
-
-
-def send_transactional(session: Session, kind: str, subscriber_id: int, sender=None) -> bool:
-    """Build, compose and send one now, through `sender` (a `service.delivery.compose.Sender`;
-    SMTP by default).  Raises what `Sender.send` raises (a transient failure is an
-    OSError, which the Celery task retries)."""
-    # The one import upwards (editions -> delivery) the layer contract refuses: it goes
-    # when service/jobs/tasks.py composes and sends through the delivery layer itself.
-    from service.delivery.compose import compose_one, send_composed
-
-    one_off = build_transactional(session, kind, subscriber_id)
-    if one_off is None:
-        log.info("transactional.skipped", kind=kind, subscriber_id=subscriber_id)
-        return False
-    message = compose_one(one_off.kind, one_off.variant, to_addr=one_off.to_addr,
-                          subscriber_id=one_off.subscriber_id, token_version=one_off.token_version)
-    send_composed(message, one_off.to_addr, sender)
-    log.info("transactional.sent", kind=kind, subscriber_id=subscriber_id)
-    return True

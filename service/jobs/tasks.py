@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from service import dispatch
 from service.db import session_scope
-from service.delivery import batch, fanout, sweeper
-from service.editions import transactional
+from service.delivery import batch, fanout, one_off, sweeper
 from service.jobs import (
     names,
     worker,  # noqa: F401 — connects the worker signals
@@ -74,4 +73,4 @@ def send_scheduled_digest(frequency: str) -> int | None:
 )
 def send_transactional(kind: str, subscriber_id: int) -> bool:
     with session_scope() as session:
-        return transactional.send_transactional(session, kind, subscriber_id)
+        return one_off.send_transactional(session, kind, subscriber_id)
