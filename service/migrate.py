@@ -7,6 +7,7 @@ from alembic.config import Config
 
 from service import resources
 from service.config import get_settings
+from service.db import make_engine
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -18,7 +19,6 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    from service.db import make_engine
 
     engine = make_engine(url or get_settings().database_url)
     try:

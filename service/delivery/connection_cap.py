@@ -47,6 +47,8 @@ import threading
 import time
 import uuid
 
+import redis
+
 from service.config import Settings
 from service.logs import get_logger
 
@@ -177,7 +179,6 @@ class ConnectionCap:
         self._down_logged = False
         self._state_lock = threading.Lock()
         if settings.redis_url:
-            import redis
 
             self._redis = redis.Redis.from_url(
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2

@@ -26,6 +26,8 @@ import re
 import threading
 import time
 
+import redis
+
 from service.config import Settings, SmtpTarget
 from service.logs import get_logger
 
@@ -118,7 +120,6 @@ class Relays:
         self._down_logged = False
         self._state_lock = threading.Lock()
         if settings.redis_url:
-            import redis
 
             self._redis = redis.Redis.from_url(
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
