@@ -62,12 +62,17 @@ def test_updated_mark_only_on_updated_articles():
     assert "خبر محدث [محدَّث]" in v.text and "خبر عادي [" not in v.text
 
 
-def test_relative_times_count_from_the_edition():
+def test_times_are_absolute_in_the_site_zone():
+    """A digest is read hours later: «قبل 30 دقيقة» would be wrong by then."""
     a = ArticleView(id=1, title="خبر", url="https://news.example/1", published_at=AT - dt.timedelta(hours=2))
     b = ArticleView(id=2, title="آخر", url="https://news.example/2", published_at=AT - dt.timedelta(minutes=3))
     ctx = contexts.digest_context(SITE, [SectionView("s", "قسم", (a, b))], edition_date=AT, frequency="daily", lead=a)
-    assert ctx["lead"].ago == "قبل ساعتين" and ctx["lead"].time == "19:33"
-    assert ctx["sections"][0].items[0].ago == "قبل 3 دقائق"
+    assert ctx["lead"].published == "24 تشرين الثاني/نوفمبر 2021، 19:33"  # 17:33 UTC in Amman
+    assert ctx["sections"][0].items[0].published == "24 تشرين الثاني/نوفمبر 2021، 21:30"
+    v = render_variant("digest", ctx)
+    assert "قبل" not in v.html + v.text and "الآن" not in v.html + v.text
+    assert "21:30" in v.html and "21:30" in v.text
+    assert "الأوقات بتوقيت الأردن" in v.html and "الأوقات بتوقيت الأردن" in v.text
 
 
 def test_hostile_text_is_escaped_and_article_html_sanitised():

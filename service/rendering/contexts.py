@@ -30,12 +30,16 @@ PREHEADER_MAX = 140
 
 @dataclass(frozen=True)
 class ArticleItem:
-    """An article plus the labels the template prints next to it."""
+    """An article plus the labels the template prints next to it.
+
+    Times are absolute, in the site's zone: a mail is read hours or days after it was
+    sent, and "30 minutes ago" would be wrong by then.
+    """
 
     article: ArticleView
     time: str  # "17:33", in the site's zone
-    ago: str  # "قبل ساعتين", or "" when there is no reference time
     date: str  # "24 تشرين الثاني/نوفمبر 2021"
+    published: str  # "24 تشرين الثاني/نوفمبر 2021، 17:33", or "" without a publish time
 
 
 @dataclass(frozen=True)
@@ -88,20 +92,21 @@ def _shorten(text: str, limit: int) -> str:
     return cut.rstrip("،,.؛:") + "…"
 
 
-def _item(site: SiteView, article: ArticleView, now: dt.datetime | None) -> ArticleItem:
+def _when(site: SiteView, when: dt.datetime) -> str:
+    """`24 تشرين الثاني/نوفمبر 2021، 17:33`: date then time, as the site prints them."""
+    return dates.date_and_time(dates.local_time(when, site.timezone), arabic_digits=site.arabic_digits)
+
+
+def _item(site: SiteView, article: ArticleView) -> ArticleItem:
     when = article.published_at
     if when is None:
-        return ArticleItem(article=article, time="", ago="", date="")
+        return ArticleItem(article=article, time="", date="", published="")
     local = dates.local_time(when, site.timezone)
-    ago = ""
-    if now is not None:
-        ref = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
-        ago = dates.relative_time(local, ref, arabic_digits=site.arabic_digits)
     return ArticleItem(
         article=article,
         time=dates.clock_time(local, arabic_digits=site.arabic_digits),
-        ago=ago,
         date=dates.arabic_date(local, arabic_digits=site.arabic_digits),
+        published=_when(site, when),
     )
 
 
@@ -115,6 +120,7 @@ def _base(site: SiteView, kind: str, preheader: str) -> dict:
     return {
         "kind": kind,
         "site": site,
+        "zone": dates.zone_label(site.timezone),  # "توقيت الأردن": whose clock the times are on
         "preheader": _shorten(preheader, PREHEADER_MAX),
         "unsubscribe_url": UNSUBSCRIBE_URL,
         "preferences_url": PREFERENCES_URL,
@@ -149,7 +155,7 @@ def digest_context(
     """A digest: a lead story, then the reader's sections in the reader's order.
 
     The lead defaults to the first article with an image; it is not repeated in its
-    section.  `edition_date` as a datetime is also the reference for "قبل ساعتين".
+    section.
     """
     label = _frequency_label(frequency)
     all_articles = [a for s in sections for a in s.articles]
@@ -157,10 +163,9 @@ def digest_context(
         raise ValueError("a digest needs at least one article")
     if lead is None:
         lead = next((a for a in all_articles if a.lead_image_url), all_articles[0])
-    now = edition_date if isinstance(edition_date, dt.datetime) else None
     section_items = []
     for s in sections:
-        items = tuple(_item(site, a, now) for a in s.articles if a.id != lead.id)
+        items = tuple(_item(site, a) for a in s.articles if a.id != lead.id)
         if items:
             section_items.append(SectionItems(slug=s.slug, name=s.name, items=items))
     names = [s.name for s in sections]
@@ -170,7 +175,7 @@ def digest_context(
         edition_date=_site_date(site, edition_date),
         frequency=frequency,
         frequency_label=label,
-        lead=_item(site, lead, now),
+        lead=_item(site, lead),
         sections=section_items,
         article_count=len(all_articles),
         reason=(
@@ -252,7 +257,7 @@ def correction_context(site: SiteView, *, article: ArticleView, note: str) -> di
     _require_url(article.url, "article.url")
     note = " ".join((note or "").split())
     when = article.updated_at or article.published_at
-    item = _item(site, article, None)
+    item = _item(site, article)
     ctx = _base(site, "correction", note or article.title)
     ctx.update(
         article=item,

@@ -8,9 +8,11 @@ names come from CLDR through Babel (`ar_JO` and `ar_EG`), not from a list typed 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 from babel import Locale
+from babel.dates import get_timezone, get_timezone_location
 from hijridate import Gregorian
 
 _LEVANTINE = Locale.parse("ar_JO").months["format"]["wide"]
@@ -64,50 +66,15 @@ def clock_time(d: dt.datetime, *, arabic_digits: bool = False) -> str:
     return to_arabic_digits(text) if arabic_digits else text
 
 
-# Arabic counts agree with the noun: 1 and 2 have their own forms (singular, dual),
-# 3–10 take the plural, 11–99 the singular (accusative for يوم), and from 100 on the
-# last two digits decide again.  (one, two, plural, singular-after-11, singular-after-100)
-_UNITS = {
-    "minute": ("دقيقة", "دقيقتين", "دقائق", "دقيقة", "دقيقة"),
-    "hour": ("ساعة", "ساعتين", "ساعات", "ساعة", "ساعة"),
-    "day": ("يوم", "يومين", "أيام", "يوماً", "يوم"),
-}
+def date_and_time(d: dt.datetime, *, arabic_digits: bool = False) -> str:
+    """`24 تشرين الثاني/نوفمبر 2021، 17:33`: the date, then the time (as the site prints
+    "نشر: 2021-11-24 17:33"), never relative: a mail is read long after it is sent."""
+    return f"{arabic_date(d, arabic_digits=arabic_digits)}، {clock_time(d, arabic_digits=arabic_digits)}"
 
 
-def _count(n: int, unit: str) -> str:
-    one, two, plural, eleven, hundred = _UNITS[unit]
-    if n == 1:
-        return one
-    if n == 2:
-        return two
-    tail = n % 100
-    if 3 <= tail <= 10:
-        return f"{n} {plural}"
-    if 11 <= tail <= 99:
-        return f"{n} {eleven}"
-    return f"{n} {hundred}"
-
-
-def relative_time(d: dt.datetime, now: dt.datetime, *, arabic_digits: bool = False) -> str:
-    """`قبل ساعتين`, `قبل 3 دقائق`, `الآن`; `بعد …` for the future.
-
-    Beyond 30 days a relative time stops helping the reader: the date is given instead.
-    Both values must be aware, or both naive (then taken as UTC).
-    """
-    if (d.tzinfo is None) != (now.tzinfo is None):
-        raise ValueError("relative_time needs two aware or two naive datetimes")
-    seconds = (now - d).total_seconds()
-    ahead = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 60:
-        return "الآن"
-    if seconds < 3600:
-        phrase = _count(int(seconds // 60), "minute")
-    elif seconds < 86400:
-        phrase = _count(int(seconds // 3600), "hour")
-    elif seconds < 31 * 86400:
-        phrase = _count(int(seconds // 86400), "day")
-    else:
-        return arabic_date(d, arabic_digits=arabic_digits)
-    text = f"{'بعد' if ahead else 'قبل'} {phrase}"
-    return to_arabic_digits(text) if arabic_digits else text
+@functools.lru_cache(maxsize=16)
+def zone_label(tz: str) -> str:
+    """`توقيت الأردن` for Asia/Amman (CLDR through Babel): the clock a mail's times are on."""
+    if tz.upper() in ("UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z"):
+        return "التوقيت العالمي (UTC)"
+    return get_timezone_location(get_timezone(tz), locale="ar_JO")
