@@ -30,6 +30,7 @@ from service.articles.sanitise import (
     html_to_text,
     is_lead_image_url,
     is_tracker_image,
+    markup_to_text,
     sanitise_body,
 )
 from service.articles.text import clean_text, clean_title, truncate
@@ -372,7 +373,9 @@ def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: st
     body = sanitise_body(raw["content"] or raw["description"], link, want_lead_image=not feed_image)
     summary_source = raw["description"] if raw["content"] else ""
     summary = html_to_text(summary_source) or _first_paragraph(body.html)
-    title = truncate(clean_title(raw["title"]), TITLE_LIMIT) or truncate(summary, 120)
+    # A title (and a category, an author) is text: markup in one is reduced to its text here,
+    # at ingestion, so the text part of a mail never shows a literal <script>.
+    title = truncate(clean_title(markup_to_text(raw["title"])), TITLE_LIMIT) or truncate(summary, 120)
     if not title:
         feed.problems.append(f"item {index} ({guid[:80]}): no title and no text; skipped")
         return
@@ -397,14 +400,14 @@ def _build(feed: ParsedFeed, seen: set[str], index: int, raw: dict, base_url: st
             title=title,
             summary=truncate(summary, SUMMARY_LIMIT),
             body_html=body.html,
-            categories=[c for c in (clean_title(c)[:200] for c in raw["categories"]) if c],
-            author=clean_text(raw["author"])[:300] or None,
+            categories=[c for c in (clean_title(markup_to_text(c))[:200] for c in raw["categories"]) if c],
+            author=clean_text(markup_to_text(raw["author"]))[:300] or None,
             published_at=published,
             updated_at=updated,
             date_clamped=clamped_p or clamped_u,
             lead_image_url=image,
-            lead_image_caption=clean_text(raw["caption"]) or (body.lead_image_caption if image == body.lead_image_url else None) or None,
-            lead_image_alt=clean_text(raw["alt"]) or (body.lead_image_alt if image == body.lead_image_url else None) or clean_text(raw["caption"]) or None,
+            lead_image_caption=clean_text(markup_to_text(raw["caption"])) or (body.lead_image_caption if image == body.lead_image_url else None) or None,
+            lead_image_alt=clean_text(markup_to_text(raw["alt"])) or (body.lead_image_alt if image == body.lead_image_url else None) or clean_text(markup_to_text(raw["caption"])) or None,
             read_also=body.read_also,
             related=body.related,
         )

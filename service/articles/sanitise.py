@@ -116,6 +116,19 @@ def html_to_text(html: str | None) -> str:
     return clean_text(htmllib.unescape(text))
 
 
+# Something a browser would take for markup: a tag, a comment, a CDATA section.
+_MARKUP_RE = re.compile(r"<(?:/?[A-Za-z][^<>]*|!--.*?--|!\[CDATA\[.*?\]\])>", re.S)
+
+
+def markup_to_text(value: str | None) -> str:
+    """Titles and names are text: one that carries markup (`خبر <script>…</script> عاجل`,
+    a feed's `<b>`) is reduced to its text, never kept as literal tags for the text part
+    to show.  Text without a tag is left as it is (`a < b` stays)."""
+    if not value or not _MARKUP_RE.search(value):
+        return value or ""
+    return html_to_text(value)
+
+
 def _leading_text(el, limit: int = 80) -> str:
     """The first `limit` characters of an element's text, without joining all of it."""
     parts, size = [], 0

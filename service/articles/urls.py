@@ -12,12 +12,17 @@ import ipaddress
 import socket
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from service.articles.text import BIDI_EMBEDDINGS, BIDI_MARKS
+
 ALLOWED_SCHEMES = ("http", "https")
 # The URL columns are String(2000): a longer URL would fail the whole feed's store.
 MAX_URL_LENGTH = 2000
 # Query parameters that only track the reader; dropped from canonical URLs so that the
 # same article shared with different campaigns is still one article.
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "igshid", "ref_src")
+
+
+_BIDI_CONTROLS = dict.fromkeys(map(ord, BIDI_EMBEDDINGS + BIDI_MARKS))
 
 
 class UnsafeURL(ValueError):
@@ -28,8 +33,10 @@ def absolute_http_url(value: str | None, base: str | None = None) -> str | None:
     """`value` resolved against `base`, if the result is an http(s) URL with a host; else None."""
     if not value:
         return None
-    value = value.strip()
-    if any(c in value for c in "\r\n\t\x00") or len(value) > MAX_URL_LENGTH:
+    # Bidi controls have no place in a link and can disguise one (…/\u202egpj.exe reads
+    # as …/exe.jpg): removed, as from titles.  Other control characters refuse the link.
+    value = value.strip().translate(_BIDI_CONTROLS)
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value) or len(value) > MAX_URL_LENGTH:
         return None
     try:
         if base:

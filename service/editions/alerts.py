@@ -23,15 +23,28 @@ from service.models import Edition, EditionArticle, EditionKind, EditionStatus, 
 HEADLINE_MAX = 200
 SUMMARY_MAX = 400
 DUPLICATE_WINDOW = dt.timedelta(minutes=10)
-_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+# Embeddings, overrides, isolates and the marks: stripped from what an editor types,
+# headline and link alike (a U+202E in a link shows "https://x.example/exe.gpj" as
+# something else, in the href and in the text part).
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
 
 
 class AlertError(ValueError):
     """The request cannot become an alert; the message says why, for the editor."""
 
 
+def _refuse_unstorable(value: str, field: str) -> None:
+    # PostgreSQL text cannot hold NUL, and a lone surrogate (which JSON's \ud800 gives)
+    # is no UTF-8 at all: say so, instead of a DataError at INSERT or in the planner.
+    for ch in value:
+        if ch == "\x00" or "\ud800" <= ch <= "\udfff" or (unicodedata.category(ch) == "Cc" and not ch.isspace()):
+            raise AlertError(f"{field} contains a control character (U+{ord(ch):04X}); remove it")
+
+
 def _clean_line(value: str | None, field: str, limit: int, required: bool) -> str:
-    value = unicodedata.normalize("NFC", (value or "")).translate(_BIDI_CONTROLS)
+    value = value or ""
+    _refuse_unstorable(value, field)
+    value = unicodedata.normalize("NFC", value).translate(_BIDI_CONTROLS)
     value = " ".join(value.split())  # CR/LF and runs of spaces become one space
     if required and not value:
         raise AlertError(f"{field} is required")
@@ -42,12 +55,23 @@ def _clean_line(value: str | None, field: str, limit: int, required: bool) -> st
 
 def _check_url(url: str | None, field: str) -> str:
     url = (url or "").strip()
+    if len(url) > 2000:
+        raise AlertError(f"{field} is too long")
+    _refuse_unstorable(url, field)
+    url = url.translate(_BIDI_CONTROLS)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\r\n \t"):
         raise AlertError(f"{field} must be an absolute http(s) link")
-    if len(url) > 2000:
-        raise AlertError(f"{field} is too long")
+    if any(unicodedata.category(c) in ("Zs", "Zl", "Zp", "Cf") for c in url):
+        raise AlertError(f"{field} must not contain spaces or invisible characters")
     return url
+
+
+def key_for(idempotency_key: str, editor_id: int | None) -> str:
+    """The stored key: an editor's keys are theirs alone (another editor sending the
+    same key makes their own alert, and never sees this one); the CLI's are the operator's."""
+    prefix = f"alert:e{editor_id}:" if editor_id is not None else "alert:"
+    return prefix + _clean_line(idempotency_key, "idempotency_key", keys.KEY_MAX - len(prefix), True)
 
 
 def create_alert(
@@ -64,7 +88,7 @@ def create_alert(
 
     key = None
     if idempotency_key is not None:
-        key = "alert:" + _clean_line(idempotency_key, "idempotency_key", keys.KEY_MAX - len("alert:"), True)
+        key = key_for(idempotency_key, editor_id)
         found = keys.existing(session, key)
         if found is not None:
             return found

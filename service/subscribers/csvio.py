@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import unicodedata
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -121,7 +122,7 @@ def _parse_when(raw: str, now: dt.datetime) -> dt.datetime:
 
 
 def _parse_row(line: int, rec: dict, lookup: dict[str, int], now: dt.datetime) -> _Row:
-    get = lambda k: (rec.get(k) or "").strip()  # noqa: E731
+    get = lambda k: undefuse((rec.get(k) or "").strip())  # noqa: E731
     try:
         email = normalise_email(get("email"))
     except InvalidInput:
@@ -138,6 +139,9 @@ def _parse_row(line: int, rec: dict, lookup: dict[str, int], now: dt.datetime) -
     source = get("consent_source") or "import"
     if len(source) > MAX_CONSENT_SOURCE:
         raise InvalidInput("consent_source", f"longer than {MAX_CONSENT_SOURCE} characters")
+    if any(c == "\x00" or "\ud800" <= c <= "\udfff" or (unicodedata.category(c) == "Cc" and c not in "\t\r\n")
+           for c in source):  # PostgreSQL text holds no NUL; the rest is no one's consent record
+        raise InvalidInput("consent_source", "contains a control character")
     return _Row(
         line=line,
         email=email,
@@ -276,23 +280,39 @@ def export_csv(session: Session, fileobj: IO[str], *, include_unsubscribed: bool
         query = query.where(Subscriber.status != SubscriberStatus.unsubscribed)
     count = 0
     for sub in session.scalars(query.execution_options(yield_per=1000)):
-        writer.writerow([
+        writer.writerow([defuse(cell) for cell in (
             sub.email,
             "|".join(slugs[i] for i in (sub.sections or []) if i in slugs),
             sub.frequency.value,
             "yes" if sub.alerts else "no",
             sub.status.value,
-            _defuse(sub.consent_source or ""),
+            sub.consent_source or "",
             sub.consented_at.isoformat() if sub.consented_at else "",
-        ])
+        )])
         count += 1
     log.info("subscribers_exported", rows=count)
     return count
 
 
-def _defuse(value: str) -> str:
-    # Free text opened in a spreadsheet: a leading = + - @ would run as a formula.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+# A cell a spreadsheet would run as a formula (CSV injection): = + - @, and tab or CR,
+# which some spreadsheets skip before looking for one.  `=1+2@example.org` is a valid
+# address, so no column is safe by its contents.  Such a cell is written with a leading
+# apostrophe (text, for the spreadsheet); so is a cell that already starts with an
+# apostrophe followed by one of them, so that `undefuse` (the import) gives back exactly
+# what was exported.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-__all__ = ["COLUMNS", "CsvError", "ImportReport", "export_csv", "import_csv"]
+def _looks_defused(value: str) -> bool:
+    return value[:1] == "'" and (value[1:2] in FORMULA_START or value[1:2] == "'")
+
+
+def defuse(value: str) -> str:
+    return "'" + value if value[:1] in FORMULA_START or _looks_defused(value) else value
+
+
+def undefuse(value: str) -> str:
+    return value[1:] if _looks_defused(value) else value
+
+
+__all__ = ["COLUMNS", "CsvError", "ImportReport", "defuse", "export_csv", "import_csv", "undefuse"]

@@ -14,8 +14,11 @@ from sqlalchemy.orm import Session
 from service.models import Frequency, Section
 from service.subscribers.errors import InvalidInput
 
-# RFC 5321 caps a path at 256 octets including the angle brackets: 254 for the address.
+# RFC 5321 caps a path at 256 octets including the angle brackets: 254 for the address;
+# and the local part (before the @) at 64 octets (4.5.3.1.1).  email_validator lets a
+# longer local part through; relays refuse it, so we refuse it first.
 MAX_EMAIL_LENGTH = 254
+MAX_LOCAL_PART = 64
 
 MSG_EMAIL_MISSING = "أدخل عنوان بريدك الإلكتروني."
 MSG_EMAIL_INVALID = "عنوان البريد الإلكتروني غير صالح. تأكّد منه وحاول مرة أخرى."
@@ -37,14 +40,14 @@ def normalise_email(raw: object) -> str:
         raise InvalidInput("email", MSG_EMAIL_MISSING)
     # Checked before the parser sees it: a header injection or a 10 KB string is
     # refused outright, whatever the parser would make of it.
-    if len(value) > MAX_EMAIL_LENGTH or any(ch in value for ch in "\r\n\t\0<>,;"):
+    if len(value) > MAX_EMAIL_LENGTH or any(ch in value for ch in "\r\n\t\0<>,;") or not value.isprintable():
         raise InvalidInput("email", MSG_EMAIL_INVALID)
     try:
         info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
         raise InvalidInput("email", MSG_EMAIL_INVALID) from None
     address = (info.ascii_email or info.normalized).lower()
-    if len(address) > MAX_EMAIL_LENGTH:
+    if len(address) > MAX_EMAIL_LENGTH or len(address.rpartition("@")[0].encode()) > MAX_LOCAL_PART:
         raise InvalidInput("email", MSG_EMAIL_INVALID)
     return address
 
