@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Amman"
     postal_address: str = "نشرة، شارع المدينة المنورة، عمّان، الأردن"
     feed_allow_private: bool = False
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto `nashra web` believes (IPs or
+    # CIDR networks, comma-separated).  Empty: nobody's, so a client cannot pick its
+    # own address for the signup limit by sending the header.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- the rest ---
     demo: bool = Field(default=False, alias="NASHRA_DEMO")
@@ -180,6 +184,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> object:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        for item in items if isinstance(items, list) else []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item[:50]!r} is not an IP address or a CIDR network (e.g. 10.0.0.5, 10.0.0.0/24)") from None
+        return items
 
     @field_validator("log_level", mode="before")
     @classmethod

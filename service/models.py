@@ -67,6 +67,16 @@ class UTCDateTime(TypeDecorator):
 
 # BigInteger ids that still autoincrement on SQLite (which only does so for INTEGER).
 BigId = BigInteger().with_variant(Integer, "sqlite")
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def fits_id(model: type, value: int) -> bool:
+    """Whether `value` can be the primary key of `model` at all (Integer: 32 bits,
+    BigInteger: 64).  An id past that is no row, not a NumericValueOutOfRange."""
+    column = model.__table__.c.id
+    limit = INT64_MAX if isinstance(column.type, BigInteger) else INT32_MAX
+    return isinstance(value, int) and -limit - 1 <= value <= limit
 
 
 class Base(DeclarativeBase):
@@ -366,6 +376,37 @@ class Editor(Base):
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 of the token
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EditorSession(Base):
+    """An editor's session on the pages (service/staff/sessions.py): made at login,
+    deleted at logout, useless after expires_at or a long idle.  The cookie holds a
+    random secret; only its sha256 is kept.  The API token never rides in a cookie."""
+
+    __tablename__ = "editor_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    editor_id: Mapped[int] = mapped_column(ForeignKey("editors.id", ondelete="CASCADE"))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_editor_sessions_expires_at", "expires_at"),)
+
+
+class RateCounter(Base):
+    """Fixed-window counters for abuse limits (service/limits.py) when Redis is not
+    there to keep them: signups per client, failed logins per client and per name,
+    confirmation mails per address.  `key` is a keyed hash, never the address."""
+
+    __tablename__ = "rate_counters"
+    bucket: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds // window length
+    count: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_rate_counters_expires_at", "expires_at"),)
 
 
 class AuditLog(Base):

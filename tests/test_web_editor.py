@@ -134,11 +134,11 @@ def test_api_pause_and_resume(client, token):
 # ------------------------------------------------------------------ pages
 
 
-def login(client, tok):
+def login(client, tok, name="سلمى"):
     page = client.get("/editor")
-    assert page.status_code == 200 and 'name="token"' in page.text
-    return client.post("/editor/login", data={"csrf_token": CSRF.search(page.text).group(1), "token": tok},
-                       follow_redirects=False)
+    assert page.status_code == 200 and 'name="token"' in page.text and 'name="name"' in page.text
+    return client.post("/editor/login", data={"csrf_token": CSRF.search(page.text).group(1), "name": name,
+                                              "token": tok}, follow_redirects=False)
 
 
 def test_login_sets_an_httponly_strict_cookie_and_wrong_token_is_refused(client, token):

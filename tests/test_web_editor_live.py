@@ -32,6 +32,7 @@ def test_progress_updates_in_place_while_the_editor_types(live_server, page):
         edition_id = ed.id
 
     page.goto(f"{live_server}/editor")
+    page.fill("input[name=name]", "ريم")
     page.fill("input[name=token]", token)
     page.click("button[type=submit]")
     row = page.locator("#editions tr", has_text="عاجل: تجربة")

@@ -412,19 +412,24 @@ def test_request_logs_carry_no_address_and_no_token(client):
 
 
 def test_embedded_defaults_sqlite_without_redis_sign_up_and_confirm(sqlite_env):
-    """`nashra demo`'s setup: SQLite, no REDIS_URL (no rate limit; the SQLite broker)."""
+    """`nashra demo`'s setup: SQLite, no REDIS_URL (the SQLite broker; the per-IP limit
+    is kept in the database, so it holds here too)."""
     from service.web.app import create_app
 
-    with TestClient(create_app()) as c:
-        for i in range(7):  # past the per-IP limit, which needs Redis
+    app = create_app()
+    with TestClient(app) as c:
+        for i in range(5):
             assert c.post("/subscribe", data=form(c, email=f"demo{i}@example.com")).status_code == 200
+        over = c.post("/subscribe", data=form(c, email="demo5@example.com"))
+        assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
         sub = subscribers()[0]
         assert sub.status is SubscriberStatus.pending
         assert confirm_by_button(c, make_token("confirm", sub.id, sub.token_version)).status_code == 200
-        # The same address again takes the INSERT … ON CONFLICT DO NOTHING path on SQLite too.
-        assert c.post("/subscribe", data=form(c, email="demo1@example.com")).status_code == 200
         assert c.get("/readyz").status_code == 200
-    assert len(subscribers()) == 7 and subscribers()[0].status is SubscriberStatus.active
+    with TestClient(app, client=("192.0.2.7", 50000)) as other:
+        # The same address again takes the INSERT … ON CONFLICT DO NOTHING path on SQLite too.
+        assert other.post("/subscribe", data=form(other, email="demo1@example.com")).status_code == 200
+    assert len(subscribers()) == 5 and subscribers()[0].status is SubscriberStatus.active
 
 
 def test_oversized_form_body_is_refused_before_parsing(client, env):

@@ -27,6 +27,7 @@ from service.usecases import editions, subscribers
 from service.usecases.alerts import send_alert
 from service.usecases.digests import start_digest
 from service.usecases.ingest import poll_all
+from service.web.server import uvicorn_options
 
 
 def _settings(require_secret: bool = True):
@@ -51,14 +52,14 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_web(args) -> int:
-    _settings()
+    settings = _settings()
     uvicorn.run(
         "service.web.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         log_config=None,
-        proxy_headers=True,
+        **uvicorn_options(settings),  # X-Forwarded-For only from FORWARDED_ALLOW_IPS (default: nobody)
     )
     return 0
 
@@ -177,7 +178,7 @@ def cmd_edition_control(args) -> int:
     _settings(require_secret=False)
     action = args.action.replace("-", "_")
     try:
-        result = editions.steer(args.edition, action, "cli")
+        result = editions.steer(args.edition, action, "cli", role="admin")  # an operator at the console
     except editions.NoSuchEdition:
         print(f"error: no edition {args.edition}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.delivery.progress import progress
-from service.models import Edition, Feed
+from service.models import Edition, Feed, fits_id
 
 
 def _fmt_eta(seconds) -> str:
@@ -25,7 +25,7 @@ def print_status(edition_id: int | None = None, console: Console | None = None) 
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     with session_scope() as session:
         if edition_id is not None:
-            edition = session.get(Edition, edition_id)
+            edition = session.get(Edition, edition_id) if fits_id(Edition, edition_id) else None
             if edition is None:
                 console.print(f"no edition {edition_id}")
                 return 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import limits
 from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
@@ -25,12 +26,16 @@ log = get_logger(__name__)
 # A pending reader who signs up again gets a fresh confirmation, but not more often
 # than this: otherwise the form is a way to flood someone else's inbox.
 RESEND_AFTER = dt.timedelta(minutes=10)
+# … and never more than this many confirmations to one address a day, however the
+# signups are spread over the hours (or over unsubscribe and sign up again).
+CONFIRMATIONS_PER_DAY = 3
+CONFIRMATIONS_WINDOW = 24 * 3600
 
 
 @dataclass(frozen=True)
 class SignupResult:
     subscriber_id: int | None
-    outcome: str  # created | resent | refreshed | already_active | suppressed
+    outcome: str  # created | resent | refreshed | capped | already_active | suppressed
     confirmation_queued: bool
 
 
@@ -78,6 +83,11 @@ def signup(
         if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:
             log.info("signup_resend_throttled", subscriber_id=sub.id)
             return SignupResult(sub.id, "refreshed", False)
+        if not limits.peek_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW,
+                              now=now.timestamp()).allowed:
+            # Checked before the row changes: a capped signup writes nothing at all.
+            log.info("signup_confirmations_capped", subscriber_id=sub.id)
+            return SignupResult(sub.id, "capped", False)
         outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
         sub.status = SubscriberStatus.pending
         sub.sections = list(sections)
@@ -89,6 +99,8 @@ def signup(
         sub.unsubscribed_at = None
         session.flush()
     audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=consent_source)
+    # Counted in this transaction: a signup rolled back has mailed nobody.
+    limits.hit_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW, now=now.timestamp())
     queue_transactional(session, "confirm", sub.id)
     log.info("signup_recorded", subscriber_id=sub.id, outcome=outcome)
     return SignupResult(sub.id, outcome, True)

@@ -7,7 +7,8 @@ from service.delivery import control
 from service.delivery.progress import progress as ledger_progress
 from service.dispatch import Dispatcher, current
 from service.logs import get_logger
-from service.models import Edition
+from service.models import Edition, EditionKind, fits_id
+from service.staff.editors import has_role
 
 log = get_logger(__name__)
 
@@ -22,27 +23,47 @@ class NoSuchEdition(LookupError):
     pass
 
 
+class NotAllowed(PermissionError):
+    """The person's role does not allow this action on this edition."""
+
+
+# Who may steer what (the newsroom's roles): an editor any alert or correction (one
+# story); a digest (every reader's morning mail) only an admin.
+STEER_ROLE = {EditionKind.alert: "editor", EditionKind.correction: "editor", EditionKind.digest: "admin"}
+
+
+def _edition(session, edition_id: int) -> Edition | None:
+    # An id past the column's range is no edition (not a NumericValueOutOfRange).
+    return session.get(Edition, edition_id) if fits_id(Edition, edition_id) else None
+
+
 def progress(edition_id: int) -> dict | None:
     """Counts, rate and ETA from the ledger; None if there is no such edition."""
     with session_scope() as s:
-        if s.get(Edition, edition_id) is None:
+        if _edition(s, edition_id) is None:
             return None
         return ledger_progress(s, edition_id)
 
 
-def steer(edition_id: int, action: str, actor: str, dispatcher: Dispatcher | None = None) -> dict:
+def steer(edition_id: int, action: str, actor: str, dispatcher: Dispatcher | None = None, *,
+          role: str) -> dict:
     """Cancel, pause, resume or resend-unknown; returns the progress afterwards (and, for
     resend_unknown, how many rows went back to work under "requeued").  Batches a resume
-    asks for leave after the commit.
+    asks for leave after the commit.  `role` is the asker's (`editor`
+    or `admin`; the CLI is an operator's and says `admin`).
 
-    Raises NoSuchEdition, or ControlRefused when the edition's state does not allow it.
+    Raises NoSuchEdition, NotAllowed for a role that may not steer this kind of edition,
+    or ControlRefused when the edition's state does not allow it.
     """
     if action not in ACTIONS:
         raise ValueError(action)
     dispatcher = dispatcher or current()
     with session_scope() as s:
-        if s.get(Edition, edition_id) is None:
+        edition = _edition(s, edition_id)
+        if edition is None:
             raise NoSuchEdition(edition_id)
+        if not has_role(role, STEER_ROLE[edition.kind]):
+            raise NotAllowed(f"a {edition.kind.value} is steered by an {STEER_ROLE[edition.kind]}")
         try:
             if action in ("resume", "resend_unknown"):
                 result = getattr(control, action)(s, edition_id, actor, dispatcher=dispatcher)

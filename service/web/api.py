@@ -1,4 +1,6 @@
-"""The editors' JSON API: send an alert, watch it, stop it (service.usecases does the work)."""
+"""The editors' JSON API: send an alert, watch it, stop it (service.usecases does the work).
+
+Bearer token only (service.web.access): the pages' session cookie opens nothing here."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from service.editions.alerts import AlertError
 from service.logs import get_logger
 from service.usecases import alerts, editions
-from service.web.auth import EditorIdentity, bearer_editor
+from service.web.access import Role, api
+from service.web.auth import EditorIdentity
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/api")
 MAX_BODY = 64 * 1024
+EDITOR = api(Role.editor)  # alerts (send, watch, steer); a digest's steering also asks for admin
 
 
 class AlertRequest(BaseModel):
@@ -26,21 +30,13 @@ class AlertRequest(BaseModel):
     idempotency_key: str | None = None
 
 
-def _unauthorised() -> JSONResponse:
-    return JSONResponse({"error": "a valid editor token is required (Authorization: Bearer …)"},
-                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-
 def send_alert(editor: EditorIdentity, req: AlertRequest) -> int:
     return alerts.send_alert(editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
                              summary=req.summary, idempotency_key=req.idempotency_key)
 
 
 @router.post("/alerts")
-async def post_alert(request: Request):
-    editor = await run_in_threadpool(bearer_editor, request)
-    if editor is None:
-        return _unauthorised()
+async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
     body = await request.body()
     if len(body) > MAX_BODY:
         return JSONResponse({"error": "request body too large"}, status_code=413)
@@ -61,19 +57,8 @@ async def post_alert(request: Request):
 CONTROL_ACTIONS = ("cancel", "pause", "resume")
 
 
-def control_edition(edition_id: int, editor: EditorIdentity, action: str) -> dict | None:
-    """The edition's progress after the action, or None if there is no such edition."""
-    try:
-        return editions.steer(edition_id, action, editor.actor)
-    except editions.NoSuchEdition:
-        return None
-
-
 @router.get("/editions/{edition_id}")
-def get_edition(request: Request, edition_id: int):
-    editor = bearer_editor(request)
-    if editor is None:
-        return _unauthorised()
+def get_edition(edition_id: int, editor: EditorIdentity = EDITOR):
     data = editions.progress(edition_id)
     if data is None:
         return JSONResponse({"error": "no such edition"}, status_code=404)
@@ -81,16 +66,14 @@ def get_edition(request: Request, edition_id: int):
 
 
 @router.post("/editions/{edition_id}/{action}")
-def post_control(request: Request, edition_id: int, action: str):
-    editor = bearer_editor(request)
-    if editor is None:
-        return _unauthorised()
+def post_control(edition_id: int, action: str, editor: EditorIdentity = EDITOR):
     if action not in CONTROL_ACTIONS:
         return JSONResponse({"error": f"unknown action; use one of {', '.join(CONTROL_ACTIONS)}"}, status_code=404)
     try:
-        data = control_edition(edition_id, editor, action)
+        return editions.steer(edition_id, action, editor.actor, role=editor.role)
+    except editions.NoSuchEdition:
+        return JSONResponse({"error": "no such edition"}, status_code=404)
+    except editions.NotAllowed as exc:
+        return JSONResponse({"error": str(exc)}, status_code=403)
     except editions.ControlRefused as exc:
         return JSONResponse({"error": str(exc)}, status_code=409)
-    if data is None:
-        return JSONResponse({"error": "no such edition"}, status_code=404)
-    return data

@@ -13,7 +13,7 @@ from service import __version__
 from service.config import get_settings
 from service.jobs import install_dispatcher
 from service.logs import get_logger
-from service.web import api, demo, editor_pages, health, metrics, readers, security
+from service.web import access, api, demo, editor_pages, health, metrics, readers, security
 
 log = get_logger(__name__)
 
@@ -47,12 +47,15 @@ def create_app() -> FastAPI:
     if settings.demo:
         app.include_router(demo.router)
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    access.state("/metrics", access.Role.anyone)  # Prometheus scrapes it (service/web/metrics.py)
+
+    @app.get("/favicon.ico", include_in_schema=False, dependencies=[access.ANYONE])
     def favicon():
         # Browsers ask on every page; we ship no icon (no external or binary assets).
         return Response(status_code=204)
 
-    security.install(app)
+    access.install(app)  # 401/403 answers; refuses to start if a route states no role
     _install_request_log(app)
-    app.add_middleware(security.BodyLimit)  # outermost: before anything reads the body
+    app.add_middleware(security.BodyLimit)  # before anything reads the body
+    app.add_middleware(security.SecurityHeaders)  # outermost: its headers on every answer, 413 and 500 too
     return app

@@ -1,43 +1,37 @@
-"""Who is this editor?  A Bearer token for the API, the same token in an HttpOnly
-cookie for the pages.  Only its sha256 is looked up (service.staff.editors)."""
+"""The editors' two credentials, kept apart: a Bearer token for the API, a server-side
+session for the pages (service.usecases.sessions).  The session cookie holds only the
+session's random secret — never the API token — and is HttpOnly, SameSite=Strict,
+Secure behind https, and gone from the server at logout."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from fastapi import Request, Response
 
-from fastapi import Request
+from service.config import get_settings
+from service.staff.sessions import MAX_AGE
+from service.usecases.sessions import Staff
 
-from service.db import session_scope
-from service.staff.editors import authenticate
+COOKIE = "nashra_session"
 
-COOKIE = "nashra_editor"
-
-
-@dataclass(frozen=True)
-class EditorIdentity:
-    id: int
-    name: str
-    role: str
-
-    @property
-    def actor(self) -> str:
-        return f"editor:{self.id}"
+EditorIdentity = Staff  # who is asking, for the routes (and the tests that build one)
 
 
-def editor_for_token(token: str | None) -> EditorIdentity | None:
-    with session_scope() as s:
-        editor = authenticate(s, token)
-        if editor is None:
-            return None
-        return EditorIdentity(editor.id, editor.name, editor.role.value)
+def session_secret(request: Request) -> str | None:
+    return request.cookies.get(COOKIE)
 
 
-def bearer_editor(request: Request) -> EditorIdentity | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return editor_for_token(token.strip())
+def set_session_cookie(response: Response, secret: str) -> None:
+    response.set_cookie(COOKIE, secret, max_age=int(MAX_AGE.total_seconds()), httponly=True, samesite="strict",
+                        secure=get_settings().public_url.startswith("https://"), path="/")
 
 
-def cookie_editor(request: Request) -> EditorIdentity | None:
-    return editor_for_token(request.cookies.get(COOKIE))
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=get_settings().public_url.startswith("https://"))
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it: the peer, or — only when the peer is
+    one of FORWARDED_ALLOW_IPS — what that proxy wrote in X-Forwarded-For (uvicorn
+    applies it; see service/web/server.py)."""
+    return request.client.host if request.client else "unknown"

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from service.config import get_settings
+from service.web.access import ANYONE
 from service.web.templating import error_page, render
 
-router = APIRouter()
+router = APIRouter(dependencies=[ANYONE])  # demo only (settings.demo): the captured outbox
 SAMPLE_FEED = Path(__file__).resolve().parent.parent / "demo" / "sample_feed.xml"
 MAX_LISTED = 500
 # A file name, nothing more: no separators, no leading dot, so no "..".

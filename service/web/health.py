@@ -16,9 +16,10 @@ from service.config import get_settings
 from service.db import get_engine
 from service.logs import get_logger
 from service.migrate import alembic_config
+from service.web.access import ANYONE
 
 log = get_logger(__name__)
-router = APIRouter()
+router = APIRouter(dependencies=[ANYONE])  # load balancers and operators, no credentials
 BROKER_TIMEOUT = 2.0
 
 

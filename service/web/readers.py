@@ -2,7 +2,8 @@
 
 Routes are thin: they parse the form, check the CSRF token, and call the plain
 functions in service.subscribers inside one transaction.  Every refusal is an Arabic
-page with a 4xx status, reached before anything is written.
+page with a 4xx status, reached before anything is written.  Pages that carry a token
+are sent with `Cache-Control: no-store` (service.web.security, for every answer).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from service.subscribers.validation import (
     section_ids,
 )
 from service.web import csrf, security, signup_limit
+from service.web.access import ANYONE
+from service.web.auth import client_address
 from service.web.templating import error_page, render
 
 log = get_logger(__name__)
-router = APIRouter()
+router = APIRouter(dependencies=[ANYONE])  # readers: no credentials; a token in the path is theirs
 
 HONEYPOT = "website"
 MSG_CSRF = "انتهت صلاحية هذه الصفحة أو لم تُرسَل من نموذجنا. أعد تحميل الصفحة وحاول مرة أخرى."
@@ -83,13 +86,15 @@ async def subscribe(request: Request):
     embed = form.get("embed") == "1"
     values = _form_values(form)
 
-    client_ip = request.client.host if request.client else "unknown"
-    if not await run_in_threadpool(signup_limit.allow, "subscribe", client_ip):  # a Redis round trip
+    verdict = await run_in_threadpool(signup_limit.allow, "subscribe", client_address(request))  # Redis or DB
+    if not verdict:
         log.info("signup_rate_limited")
-        return await run_in_threadpool(
+        response = await run_in_threadpool(
             _signup_page, request, embed=embed, status_code=429,
             error=InvalidInput("form", MSG_RATE), values=values,
         )
+        response.headers["Retry-After"] = str(signup_limit.retry_after(verdict))
+        return response
     if not csrf.valid(form.get(csrf.FIELD), "signup"):
         log.info("signup_bad_csrf")
         return await run_in_threadpool(

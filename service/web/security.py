@@ -1,14 +1,20 @@
-"""Response headers that keep our pages from leaking tokens or being framed by strangers.
+"""Response headers that keep our pages from leaking tokens or being framed by strangers,
+on every answer the app gives: pages, JSON, the 413 for an oversized body and the 500
+for a bug alike (a pure ASGI middleware outside everything else, so no answer escapes it).
 
 Links in mail carry a token in the path; `Referrer-Policy: no-referrer` keeps it from
-reaching any site the page links to.  Nothing is loaded from elsewhere, so the CSP
-allows only our own inline styles, our own script file (the editor's live progress)
-and https images inside previewed mail.
+reaching any site the page links to, and `Cache-Control: no-store` (the default for
+every answer that does not set its own) keeps a page with a token, a CSRF token or an
+editor's session out of shared and browser caches.  Nothing is loaded from elsewhere,
+so the CSP allows only our own inline styles, our own script file (the editor's live
+progress) and https images inside previewed mail.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from service.logs import get_logger
+
+log = get_logger(__name__)
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
@@ -17,22 +23,72 @@ CSP = (
 )
 # The compact signup form is shown in an iframe under articles on the news site.
 CSP_EMBED = CSP.replace("frame-ancestors 'none'", "frame-ancestors *")
+HEADERS = (
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+)
 
 
 def embeddable() -> dict[str, str]:
     return {"Content-Security-Policy": CSP_EMBED}
 
 
-def install(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if "frame-ancestors *" not in response.headers["Content-Security-Policy"]:
-            response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
+def with_security_headers(headers: list) -> list:
+    """`headers` (ASGI: a list of (name, value) bytes) with ours added where missing."""
+    present = {bytes(name).lower() for name, _ in headers}
+    out = list(headers)
+    if b"content-security-policy" not in present:
+        out.append((b"content-security-policy", CSP.encode()))
+        csp = CSP.encode()
+    else:
+        csp = next(bytes(v) for n, v in headers if bytes(n).lower() == b"content-security-policy")
+    out += [(name, value) for name, value in HEADERS if name not in present]
+    if b"frame-ancestors *" not in csp and b"x-frame-options" not in present:
+        out.append((b"x-frame-options", b"DENY"))
+    return out
+
+
+class SecurityHeaders:
+    """Our headers on every response; an unhandled error becomes a plain 500 with them.
+
+    Outermost of our middleware: Starlette's own error handler sits outside every
+    middleware, so a 500 it wrote would go out bare.  The error is logged here (type and
+    route template, never the path: paths carry tokens) with its traceback.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_with_headers(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": with_security_headers(message.get("headers") or [])}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:  # noqa: BLE001 — every bug gets an answer, and a log line
+            route = scope.get("route")
+            log.exception("http_unhandled_error", method=scope.get("method"),
+                          route=getattr(route, "path", "(unmatched)"), error=type(exc).__name__)
+            if started:
+                raise  # the answer is half sent: nothing better to do than drop it
+            await send_plain(send_with_headers, 500, "حدث خطأ من جهتنا. حاول بعد قليل.\ninternal error\n")
+
+
+async def send_plain(send, status: int, text: str, headers: list | None = None) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 MAX_BODY = 256 * 1024  # our largest form is a few KB; the API caps JSON at 64 KB itself
@@ -87,8 +143,4 @@ class BodyLimit:
 
 
 async def _too_large(send) -> None:
-    body = "الطلب أكبر مما نقبل.\nrequest body too large\n".encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_plain(send, 413, "الطلب أكبر مما نقبل.\nrequest body too large\n")
