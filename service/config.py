@@ -148,9 +148,16 @@ class Settings(BaseSettings):
     digest_daily_at: str = "07:00"  # local time in TIMEZONE
     digest_weekly_day: int = 5  # 0 = Monday … 5 = Saturday, the start of the Arab work week
     batch_size: int = 200
-    lease_seconds: int = Field(default=300, ge=1, le=86_400)
+    # A running batch renews its rows' lease every third of LEASE_SECONDS, so a dead
+    # worker's rows are back in work within LEASE_SECONDS + SWEEP_SECONDS.
+    lease_seconds: int = Field(default=25, ge=1, le=86_400)
     # How often beat runs the sweeper (expired leases, lost batches, due retries).
-    sweep_seconds: float = Field(default=60.0, ge=1, le=3600)
+    sweep_seconds: float = Field(default=5.0, ge=1, le=3600)
+    # A pooled SMTP session unused this long is closed (QUIT) and its slot of the cap freed.
+    smtp_idle_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Backoff after a 4xx: RETRY_BASE_SECONDS, doubling per attempt up to RETRY_MAX_SECONDS (±50 %).
+    retry_base_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    retry_max_seconds: float = Field(default=3600.0, gt=0, le=86_400)
     smtp_timeout: float = Field(default=30.0, gt=0, le=600)
     # Concurrent SMTP (service/delivery/connection_cap.py): sessions one worker process
     # drives, the cap per relay across every worker on every host (a relay limits how

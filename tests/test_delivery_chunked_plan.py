@@ -270,15 +270,17 @@ def test_bad_chunk_requests_change_nothing(pg_env):
     assert edition(eid).status == EditionStatus.draft
 
 
-def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sink):
-    from service.delivery.smtp import close_connection, prewarm
+def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sink, monkeypatch):
+    from service.config import get_settings, reset_settings
+    from service.delivery import smtp_pool
 
-    close_connection()
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")  # one session per lane: the warm one, or a second connection
+    reset_settings()
     eid = alert_edition(3)
     with session_scope() as s:
         planner.plan(s, eid, renderer=renderer())
     opened = []
-    warm = threading.Thread(target=lambda: opened.append(prewarm()))  # as the worker's start-up thread does
+    warm = threading.Thread(target=lambda: opened.append(smtp_pool.prewarm(get_settings())))  # as at worker start
     warm.start()
     warm.join(30)
     assert opened == [True] and smtp_sink.connections == 1
@@ -288,16 +290,19 @@ def test_a_prewarmed_smtp_connection_carries_the_first_messages(pg_env, smtp_sin
         send_batch(eid, a, b)
     assert len(smtp_sink.messages) == 3
     assert smtp_sink.connections == 1  # the batch used the connection opened ahead of it
-    close_connection()
+    smtp_pool.close_all()
 
 
-def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_env, celery_on_test_redis, smtp_sink):
+def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_env, celery_on_test_redis, smtp_sink,
+                                                                           monkeypatch):
     from structlog.testing import capture_logs
 
-    from service.delivery.smtp import close_connection
+    from service.config import reset_settings
+    from service.delivery import smtp_pool
     from service.jobs.worker import _prepare_process
 
-    close_connection()
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")  # one session per lane: the warm one, or a second connection
+    reset_settings()
     eid = alert_edition(3)
     with capture_logs() as logs:
         _prepare_process()  # what a new alert worker process runs at start, in its own thread
@@ -308,19 +313,19 @@ def test_worker_warm_up_writes_nothing_and_opens_what_the_first_alert_needs(pg_e
     assert smtp_sink.connections == 1 and smtp_sink.messages == []
     assert plan_by_hand(eid) == 3
     assert len(smtp_sink.messages) == 3 and smtp_sink.connections == 1
-    close_connection()
+    smtp_pool.close_all()
 
 
 def test_prewarm_against_a_dead_smtp_server_is_no_error(monkeypatch):
-    from service.config import reset_settings
-    from service.delivery.smtp import close_connection, connection, prewarm
+    from service.config import get_settings, reset_settings
+    from service.delivery import smtp_pool
     from tests.support.net import free_port
 
     monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     reset_settings()
-    assert prewarm() is False
-    assert not connection().is_open  # nothing half-open was parked for the first message
-    close_connection()
+    assert smtp_pool.prewarm(get_settings()) is False
+    assert smtp_pool.lane(get_settings(), "alert").sessions() == []  # nothing half-open kept for the first message
+    smtp_pool.close_all()
 
 
 def test_alerts_to_a_rate_limited_domain_do_not_wait_behind_digests(redis_url):

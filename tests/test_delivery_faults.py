@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from service import dispatch
-from service.config import reset_settings
+from service.config import get_settings, reset_settings
 from service.db import session_scope
-from service.delivery import control, fanout
+from service.delivery import control, fanout, smtp_pool
 from service.delivery.batch import SenderRefused, send_batch
 from service.delivery.progress import progress
-from service.delivery.smtp import SmtpConnection, close_connection, connection
+from service.delivery.smtp import SmtpConnection, close_connection
 from service.delivery.sweeper import sweep
 from service.models import (
     AuditLog,
@@ -43,6 +43,16 @@ def _fresh_connection():
     close_connection()
     yield
     close_connection()
+
+
+@pytest.fixture
+def one_connection(monkeypatch):
+    """One SMTP session per lane: messages go one after the other, as the assertions of
+    the tests that use this need (which reader was sent before a refusal, how many
+    connections were opened).  tests/test_delivery_concurrency.py runs the same faults
+    with many sessions at once."""
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")
+    reset_settings()
 
 
 @pytest.fixture
@@ -70,7 +80,7 @@ def suppressed() -> set[str]:
 
 
 @pytest.mark.parametrize("reply", ["421 4.7.0 try again later", "451 4.3.0 local error", "452 4.2.2 mailbox full"])
-def test_4xx_for_a_recipient_is_retried_later_and_the_rest_go(pg_env, smtp_sink, reply):
+def test_4xx_for_a_recipient_is_retried_later_and_the_rest_go(pg_env, smtp_sink, one_connection, reply):
     smtp_sink.rcpt_replies["reader1@example.com"] = reply
     eid = planned_edition(4)
     before = utcnow()
@@ -128,7 +138,8 @@ def test_5xx_after_data_for_one_recipient(pg_env, smtp_sink):
 
 
 @pytest.mark.parametrize("where", ["rcpt", "mail"])
-def test_sender_refused_pauses_the_edition_and_blames_no_reader(pg_env, redis_url, smtp_sink, where):
+def test_sender_refused_pauses_the_edition_and_blames_no_reader(pg_env, redis_url, smtp_sink, one_connection,
+                                                               where):
     if where == "rcpt":
         smtp_sink.rcpt_replies["reader1@example.com"] = "554 5.7.1 sending domain blocked by policy"
     else:
@@ -225,7 +236,7 @@ def test_tls_failure_pauses(pg_env, monkeypatch, tmp_path):
         sink.stop()
 
 
-def test_connection_closed_mid_data_only_250s_count_as_sent(pg_env, smtp_sink):
+def test_connection_closed_mid_data_only_250s_count_as_sent(pg_env, smtp_sink, one_connection):
     smtp_sink.faults["reader1@example.com"] = "close_mid_data"
     eid = planned_edition(3)
     run_all_batches(eid)
@@ -314,7 +325,8 @@ def test_pause_stops_within_a_message_and_resume_sends_the_rest_once(pg_env, red
     assert sorted(smtp_sink.copies().values()) == [1] * 40
 
 
-def test_rows_handed_back_after_a_quick_resume_are_dispatched_at_once(pg_env, smtp_sink, monkeypatch):
+def test_rows_handed_back_after_a_quick_resume_are_dispatched_at_once(pg_env, smtp_sink, one_connection,
+                                                                      monkeypatch):
     """A batch that saw `paused` used to hand its rows back after the editor's resume had
     already dispatched (while they were still claimed, so the resume covered none of
     them), and no batch covered them until the sweeper noticed."""
@@ -394,8 +406,8 @@ def test_cancel_stops_and_marks_the_rest_cancelled(pg_env, smtp_sink):
 def test_idle_connection_closed_by_the_server_is_reopened_without_a_retry(pg_env, smtp_sink):
     eid = planned_edition(2)
     run_all_batches(eid)
-    conn = connection()
-    conn._smtp.sock.close()  # noqa: SLF001 — as if the server had dropped an idle connection
+    for session in smtp_pool.lane(get_settings(), "digest").sessions():
+        session.conn._smtp.sock.close()  # noqa: SLF001 — as if the server had dropped an idle connection
     eid2 = planned_edition(2, prefix="later")
     run_all_batches(eid2)
     assert set(ledger(eid2).values()) == {"sent"}

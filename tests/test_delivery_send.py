@@ -39,15 +39,18 @@ from tests.support.delivery import (
 )
 
 
-def test_batch_sends_each_reader_once_over_one_connection(pg_env, smtp_sink):
-    from service.delivery.smtp import connection
+def test_batch_sends_each_reader_once_over_one_connection(pg_env, smtp_sink, monkeypatch):
+    from service.config import get_settings, reset_settings
+    from service.delivery import smtp_pool
 
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")  # (many: tests/test_delivery_concurrency.py)
+    reset_settings()
     eid = planned_edition(120)
     reports = run_all_batches(eid)
     assert sum(r.claimed for r in reports) == 120
     assert sorted(smtp_sink.recipients()) == sorted(f"reader{i}@example.com" for i in range(120))
     assert set(ledger(eid).values()) == {"sent"}
-    assert connection().opened == 1  # persistent: three batches, one connection
+    assert smtp_pool.lane(get_settings(), "digest").connections_opened == 1  # persistent: three batches, one connection
     with session_scope() as s:
         ed = s.get(Edition, eid)
         assert ed.status == EditionStatus.done and ed.finished_at is not None

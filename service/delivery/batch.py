@@ -1,22 +1,43 @@
-"""Send one batch of an edition: claim, re-check, compose, send, record — one row at a time.
+"""Send one batch of an edition: claim, re-check, compose, send, record — many at once.
 
-Crash safety comes from the order of the steps and from committing after every message:
+1. Claim the range's claimable rows (conditional UPDATE, lease = now + LEASE_SECONDS)
+   and commit, so the claim is visible to every other worker and to the sweeper.  A
+   heartbeat thread renews the leases of the rows still claimed every LEASE_SECONDS/3
+   while the batch runs, so a slow batch is never taken for a dead one, and a dead
+   worker's rows come back after at most LEASE_SECONDS (plus one sweep).
+2. In groups of STATE_GROUP rows, right before they go, re-read the edition and the
+   group's readers in one query: unsubscribed or suppressed since planning →
+   `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
+   SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
+   pause, plus the messages already on the wire.
+3. Compose each message (the variant is prepared once per process) and hand it to this
+   process's pool of SMTP sessions for the lane (`smtp_pool`): at most SMTP_CONNECTIONS
+   messages of a lane are in flight in a process (the lane's window), each on a session
+   of its own; the rate limiter is asked on that session, right before the dialogue.
+4. The answers go to a writer thread that records them in groups: one transaction per
+   OUTCOME_GROUP outcomes or OUTCOME_WAIT seconds, whichever comes first, as one
+   statement (`ledger.record_many`) — never a synchronous commit per message.  The
+   writer takes at most OUTCOME_GROUP outcomes that are not yet committed: beyond that
+   the batch waits for it, and so does the sending.
 
-1. claim the range's claimable rows (conditional UPDATE, lease = now + LEASE_SECONDS)
-   and commit, so the claim is visible to every other worker and to the sweeper;
-2. per row, just before sending, re-read the reader and the edition in one query:
-   unsubscribed or suppressed since planning → `skipped`/`suppressed`; edition paused
-   or cancelled → hand the rest back and stop;
-3. send over this process's persistent SMTP connection and commit the answer.
+**Duplicate bound.**  A message goes twice only if the server accepted it and its
+outcome was not committed when the process died: its row is still `claimed`, its lease
+runs out, the sweeper queues it again.  At any moment such messages are
 
-A SIGKILL between a 250 and the commit of step 3 (or a database that refuses that
-commit RECORD_ATTEMPTS times) is the only way a message goes twice: at most one message
-per worker process (its one connection) is in flight.  A row whose SMTP answer is known
-is never handed back as `queued`; it keeps its claim until its answer is written or its
-lease runs out.
-The killed worker's remaining rows keep their lease until it expires; the sweeper then
-returns them to `queued` and re-dispatches them.  While a batch runs it extends its
-lease every third of LEASE_SECONDS, so a slow batch is never mistaken for a dead one.
+* in flight — handed to a session, the answer not yet handed to the writer: at most
+  SMTP_CONNECTIONS per process and lane (the lane's window);
+* accepted but not committed — held by a batch's writer: at most OUTCOME_GROUP per
+  running batch;
+
+so a SIGKILL re-sends at most SMTP_CONNECTIONS + OUTCOME_GROUP messages per process
+and lane (20 + 32 by default), with one more OUTCOME_GROUP per extra batch a process
+runs at once (the threads pool; prefork runs one) — `duplicate_bound()`.  A database
+that refuses the writer RECORD_ATTEMPTS times leaves the same state and the same bound.
+A row whose SMTP answer is known is never handed back as `queued`.  Each re-sent message
+carries the same Message-ID (compose.py), so mail clients fold the duplicate.
+
+SQLite (the embedded demo) has one writer at a time: there a batch sends one message
+at a time and commits each outcome before the next message goes (at most one in doubt).
 """
 
 from __future__ import annotations
@@ -24,6 +45,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import os
+import queue
 import random
 import socket
 import threading
@@ -34,13 +56,13 @@ import sqlalchemy as sa
 
 from service.config import Settings, get_settings
 from service.db import get_engine
-from service.delivery import fanout, ledger, throttle
+from service.delivery import fanout, ledger, metrics, smtp_pool, throttle
 from service.delivery.compose import VariantTemplate, compose, prepare
-from service.delivery.smtp import connection
 from service.delivery.verdicts import Outcome, Verdict, scrub
 from service.dispatch import Dispatcher
 from service.logs import get_logger
 from service.models import (
+    AuditLog,
     DeliveryStatus,
     Edition,
     EditionKind,
@@ -52,9 +74,16 @@ from service.subscribers import suppression
 
 log = get_logger(__name__)
 
-RETRY_BASE_SECONDS = 60.0
-RETRY_MAX_SECONDS = 3600.0
+STATE_GROUP = 10  # readers re-checked per query, right before their messages go
+OUTCOME_GROUP = 32  # outcomes per transaction, and the most a writer holds uncommitted
+OUTCOME_WAIT = 0.005  # seconds a writer waits for more outcomes before it commits
+RECORD_ATTEMPTS = 3
 _TEMPLATE_CACHE_SIZE = 256
+
+
+def duplicate_bound(settings: Settings, batches_per_process: int = 1) -> int:
+    """Messages one killed worker process (one lane) may send again: see the module doc."""
+    return settings.smtp_connections + batches_per_process * OUTCOME_GROUP
 
 
 class SenderRefused(RuntimeError):
@@ -80,9 +109,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:200]
 
 
-def retry_at(attempts: int, now: dt.datetime | None = None) -> dt.datetime:
+def retry_at(attempts: int, now: dt.datetime | None = None, settings: Settings | None = None) -> dt.datetime:
     """Exponential backoff with jitter, so that retried rows do not return in a herd."""
-    delay = min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
+    settings = settings or get_settings()
+    delay = min(settings.retry_base_seconds * 2 ** max(attempts - 1, 0), settings.retry_max_seconds)
     return (now or utcnow()) + dt.timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
@@ -128,9 +158,9 @@ def _eligible(kind: str, state: ledger.RecipientState) -> bool:
 
 
 def _connect():
-    """The batch's own connection.  On PostgreSQL every statement commits by itself
-    (autocommit): each ledger write is a single conditional statement, so this is the
-    same safety in one round trip instead of three (BEGIN, statement, COMMIT)."""
+    """A connection of the batch's own.  On PostgreSQL each statement commits by itself
+    (autocommit): every write of the batch thread is a single conditional statement, so
+    this is the same safety in one round trip instead of three (BEGIN, statement, COMMIT)."""
     engine = get_engine()
     conn = engine.connect()
     if engine.dialect.name == "postgresql":
@@ -145,20 +175,23 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
     report = BatchReport(edition_id)
     E = Edition.__table__
     with _connect() as conn:
-        info = conn.execute(sa.select(E.c.status, E.c.kind, E.c.started_at).where(E.c.id == edition_id)).first()
+        info = conn.execute(
+            sa.select(E.c.status, E.c.kind, E.c.started_at, E.c.created_at).where(E.c.id == edition_id)
+        ).first()
         if info is None or info[0] not in (EditionStatus.planned.value, EditionStatus.sending.value):
             report.stopped = info[0] if info else "missing"
             return report
-        kind, started_at = EditionKind(info[1]).value, info[2] or utcnow()
+        kind, started_at, created_at = EditionKind(info[1]).value, info[2] or utcnow(), info[3]
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.commit()  # SQLite: end the read before writing (see _send_rows)
+            conn.commit()  # SQLite: end the read before writing (see _Batch)
         ledger.start_sending(conn, edition_id)
         rows = ledger.claim(conn, edition_id, first_id, last_id, worker, settings.lease_seconds)
         conn.commit()
         report.claimed = len(rows)
         if rows:
             log.info("delivery.batch.claimed", edition_id=edition_id, first_id=first_id, last_id=last_id, rows=len(rows))
-            _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report, dispatcher)
+            _Batch(conn, settings, worker, edition_id, kind, started_at, created_at, (first_id, last_id), rows,
+                   report, dispatcher).run()
         if ledger.finish_if_complete(conn, edition_id):
             log.info("delivery.edition.done", edition_id=edition_id)
         conn.commit()
@@ -168,103 +201,281 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
     return report
 
 
-def _send_rows(conn, settings, worker, edition_id, kind, started_at, rows, report, dispatcher) -> None:
-    smtp = connection(settings)
-    limiter = throttle.limiter(settings)
-    max_age = dt.timedelta(hours=settings.retry_max_age_hours)
-    heartbeat_every = max(settings.lease_seconds / 3, 0.5)
-    next_heartbeat = time.monotonic() + heartbeat_every
-    pending = collections.deque(r.id for r in rows)
-    # On SQLite a transaction that has read and then writes fails at once (SQLITE_BUSY_SNAPSHOT,
-    # busy_timeout does not apply) if another connection committed in between: every read
-    # below ends its transaction before anything is written or sent, so each write starts
-    # a transaction of its own, which waits for the lock.  PostgreSQL runs in autocommit:
-    # nothing to end there, and not a round trip more.
-    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+@dataclass(eq=False)
+class _Message:
+    """One row handed to a session, and what became of it."""
 
-    def end_read() -> None:
-        if not autocommit:
-            conn.commit()
+    row: ledger.Claimed
+    email: str
+    message_id: str
+    outcome: Outcome | None = None
+    accepted_at: float = 0.0  # time.time() when the answer came
+    error: BaseException | None = None  # the sending code itself failed (a bug): row left claimed
 
-    def heartbeat() -> None:
-        nonlocal next_heartbeat
-        if time.monotonic() >= next_heartbeat:
-            ledger.extend_lease(conn, worker, list(pending), settings.lease_seconds)
-            conn.commit()
-            next_heartbeat = time.monotonic() + heartbeat_every
 
-    def give_back(to: DeliveryStatus, also: tuple[int, ...] = (), **kw) -> None:
-        ledger.release(conn, worker, [*also, *pending], to, **kw)
-        conn.commit()
+@dataclass(frozen=True)
+class _Write:
+    record: ledger.Record
+    bounced_email: str | None = None  # a hard bounce: the address goes on the suppression list
+    bounce_detail: str = ""
 
-    try:
-        for row in rows:
-            heartbeat()
-            state = ledger.recipient_state(conn, edition_id, row.subscriber_id)
-            end_read()
-            if state is None:  # the reader was deleted (their rows went with them)
-                pending.popleft()
-                continue
-            if state.edition_status == EditionStatus.paused:
-                released = list(pending)
-                give_back(DeliveryStatus.queued)
-                report.stopped = "paused"
-                _redispatch_if_resumed(conn, edition_id, kind, released, autocommit, dispatcher)
-                return
-            if state.edition_status == EditionStatus.cancelled:
-                give_back(DeliveryStatus.cancelled, reply="edition cancelled")
-                report.stopped = "cancelled"
-                return
-            if state.suppressed:
-                _finish(conn, worker, row.id, DeliveryStatus.suppressed, report, attempted=False,
-                        smtp_reply="on the suppression list")
-            elif not _eligible(kind, state):
-                _finish(conn, worker, row.id, DeliveryStatus.skipped, report, attempted=False,
-                        smtp_reply="unsubscribed or opted out since planning")
-            else:
-                tpl = _template(conn, edition_id, kind, row.variant)
-                end_read()
-                if tpl is None:
-                    _finish(conn, worker, row.id, DeliveryStatus.skipped, report, attempted=False,
-                            smtp_reply=f"no rendered variant {row.variant!r}")
-                else:
-                    domain = state.email.rpartition("@")[2].lower()
-                    limiter.wait(kind, domain, on_wait=heartbeat)
-                    try:
-                        msg = compose(tpl, delivery_id=row.id, subscriber_id=row.subscriber_id,
-                                      token_version=state.token_version, to_addr=state.email, settings=settings)
-                    except ValueError as exc:  # an address no header can carry: this row only
-                        _finish(conn, worker, row.id, DeliveryStatus.failed, report, smtp_reply=f"not sent: {exc}")
-                        pending.popleft()
-                        conn.commit()
-                        continue
-                    outcome = smtp.send(msg.envelope_from, state.email, msg.data, wire_ready=True)
-                    # The SMTP answer is known: from here on this row is never handed back
-                    # as `queued` by the error path below (it may have been accepted).
-                    pending.popleft()
-                    stop = _record_outcome(conn, worker, edition_id, row, state, outcome, msg.message_id,
-                                           started_at, max_age, report)
-                    if stop == "sender_refused":  # nothing was sent: this row and the rest, nobody's fault
-                        give_back(DeliveryStatus.queued, also=(row.id,))
-                        report.stopped = stop
-                        return
-                    if stop == "unreachable":  # the whole rest of the batch waits, not just this row
-                        give_back(DeliveryStatus.retry, also=(row.id,), next_attempt_at=retry_at(row.attempts + 1),
-                                  reply=outcome.reply)
-                        report.stopped = stop
-                        return
-                    continue
-            pending.popleft()
-            conn.commit()
-    except BaseException:
-        # Not a crash of the process: hand the untouched rows straight back instead of
-        # making them wait for their lease to expire.
-        conn.rollback()
+
+_STOP_PRECEDENCE = {"paused": 1, "unreachable": 2, "sender_refused": 3, "cancelled": 4}
+
+
+class _Batch:
+    def __init__(self, conn, settings: Settings, worker: str, edition_id: int, kind: str,
+                 started_at: dt.datetime, created_at: dt.datetime | None, id_range: tuple[int, int],
+                 rows: list[ledger.Claimed], report: BatchReport, dispatcher: Dispatcher | None):
+        self.conn, self.settings, self.worker = conn, settings, worker
+        self.edition_id, self.kind, self.started_at, self.rows = edition_id, kind, started_at, rows
+        self.report, self.dispatcher = report, dispatcher
+        self.created_at = _aware(created_at).timestamp() if created_at else None
+        self.max_age = dt.timedelta(hours=settings.retry_max_age_hours)
+        self.lane = smtp_pool.lane(settings, kind)
+        self.limiter = throttle.limiter(settings)
+        # On SQLite a transaction that has read and then writes fails at once
+        # (SQLITE_BUSY_SNAPSHOT, busy_timeout does not apply) if another connection
+        # committed in between: every read ends its transaction before anything is
+        # written or sent.  PostgreSQL runs in autocommit: nothing to end there.
+        self.autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        one_at_a_time = conn.dialect.name == "sqlite"
+        self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.window.size)
+        self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
+        self.in_flight = 0
+        self.done: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self.stop: str | None = None
+        self.stop_outcome: Outcome | None = None
+        self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
+        self.error: BaseException | None = None
+        self.writer = _Writer(worker, edition_id, conn if one_at_a_time else None)
+        self.heartbeat = _Heartbeat(worker, edition_id, id_range, settings.lease_seconds)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> None:
+        self.heartbeat.start()
         try:
-            give_back(DeliveryStatus.queued)
-        except Exception:  # noqa: BLE001 — the sweeper will get them after the lease
-            log.exception("delivery.batch.release_failed", edition_id=edition_id)
-        raise
+            try:
+                self._feed()
+            finally:
+                self._drain_all()  # never leave while messages of ours are on the wire
+            self.writer.close()  # every outcome committed (or the error it met raised)
+            if self.error is not None:
+                raise self.error
+        except BaseException:
+            # Not a crash of the process: hand the untouched rows straight back instead of
+            # making them wait for their lease.  Answered rows keep their claim.
+            self.writer.abandon()
+            self._give_back_untouched()
+            raise
+        finally:
+            self.heartbeat.stop()
+            self.report.by_status.update(self.writer.counts)
+        self._act_on_stop()
+
+    def _feed(self) -> None:
+        for start in range(0, len(self.rows), self.group):
+            chunk = self.rows[start:start + self.group]
+            if not self._room_for(len(chunk)):
+                return
+            status, states = ledger.recipient_states(self.conn, self.edition_id, [r.subscriber_id for r in chunk])
+            self._end_read()
+            if status in (EditionStatus.paused, EditionStatus.cancelled, None):
+                self.lane.window.give(len(chunk))
+                self._stop("paused" if status == EditionStatus.paused else "cancelled")
+                return
+            for row in chunk:
+                self._one(row, states.get(row.subscriber_id))
+            if self.error is not None:
+                return
+
+    def _one(self, row: ledger.Claimed, state: ledger.RecipientState | None) -> None:
+        """Send one row's message, or decide it without sending (its window room given back)."""
+        write: _Write | None = None
+        if state is None:  # the reader was deleted (their rows went with them)
+            pass
+        elif state.suppressed:
+            write = _Write(ledger.Record(row.id, DeliveryStatus.suppressed, smtp_reply="on the suppression list",
+                                         attempted=False))
+        elif not _eligible(self.kind, state):
+            write = _Write(ledger.Record(row.id, DeliveryStatus.skipped, attempted=False,
+                                         smtp_reply="unsubscribed or opted out since planning"))
+        else:
+            tpl = _template(self.conn, self.edition_id, self.kind, row.variant)
+            self._end_read()
+            if tpl is None:
+                write = _Write(ledger.Record(row.id, DeliveryStatus.skipped, attempted=False,
+                                             smtp_reply=f"no rendered variant {row.variant!r}"))
+            else:
+                try:
+                    msg = compose(tpl, delivery_id=row.id, subscriber_id=row.subscriber_id,
+                                  token_version=state.token_version, to_addr=state.email, settings=self.settings)
+                except ValueError as exc:  # an address no header can carry: this row only
+                    write = _Write(ledger.Record(row.id, DeliveryStatus.failed, smtp_reply=f"not sent: {exc}"))
+                else:
+                    message = _Message(row, state.email, msg.message_id)
+                    domain = state.email.rpartition("@")[2].lower()
+                    self.lane.executor.submit(self._send, message, msg.envelope_from, msg.data, domain)
+                    # From here on the row is never handed back as `queued`: it may be accepted.
+                    del self.unsent[row.id]
+                    self.in_flight += 1
+                    if self.group == 1:  # SQLite: its answer is written before the next message goes
+                        self._drain_all()
+                    return
+        del self.unsent[row.id]
+        self.lane.window.give()
+        if write is not None:
+            metrics.message(self.kind, write.record.status.value)
+            self._put(write)
+
+    def _send(self, message: _Message, envelope_from: str, data: bytes, domain: str) -> None:
+        """On a sender thread: one message over a free session."""
+        try:
+            message.outcome = self.lane.send(envelope_from, message.email, data,
+                                             before=lambda: self.limiter.wait(self.kind, domain))
+        except BaseException as exc:  # noqa: BLE001 — reported to the batch, which raises it
+            message.error = exc
+        message.accepted_at = time.time()
+        self.done.put(message)
+
+    # ------------------------------------------------------------------ answers
+
+    def _room_for(self, n: int) -> bool:
+        """Take window room for n messages, settling answers while waiting; False: stop."""
+        while True:
+            self._drain(block=False)
+            if self.stop is not None or self.error is not None:
+                return False
+            if self.in_flight == 0:
+                if self.lane.window.take(n, timeout=0.05):  # the room is other batches'
+                    return True
+            elif self.lane.window.take(n, timeout=0):
+                return True
+            else:
+                self._drain(block=True)
+
+    def _drain(self, block: bool) -> None:
+        while self.in_flight:
+            try:
+                message = self.done.get(timeout=0.05) if block else self.done.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            self.in_flight -= 1
+            try:
+                self._settle(message)
+            finally:
+                self.lane.window.give()
+
+    def _drain_all(self) -> None:
+        while self.in_flight:
+            self._drain(block=True)
+
+    def _settle(self, message: _Message) -> None:
+        """What one answer means for the ledger (as the verdicts table says)."""
+        row, outcome = message.row, message.outcome
+        if outcome is None:
+            log.error("delivery.send_crashed", edition_id=self.edition_id, delivery_id=row.id,
+                      error=type(message.error).__name__, action="row left claimed; the sweeper decides")
+            self.error = self.error or message.error
+            return
+        v = outcome.verdict
+        latency = None
+        if v == Verdict.sent and self.created_at is not None:
+            latency = message.accepted_at - self.created_at
+        metrics.message(self.kind, v.value, outcome.code, latency)
+        common = {"smtp_code": outcome.code, "smtp_reply": outcome.reply}
+        D = DeliveryStatus
+        if v == Verdict.sent:
+            self._put(_Write(ledger.Record(row.id, D.sent, message_id=message.message_id, **common)))
+        elif v == Verdict.unknown:
+            self._put(_Write(ledger.Record(row.id, D.unknown, message_id=message.message_id, **common)))
+            log.warning("delivery.unknown", edition_id=self.edition_id, delivery_id=row.id, reply=scrub(outcome.reply))
+        elif v == Verdict.failed:
+            self._put(_Write(ledger.Record(row.id, D.failed, **common)))
+        elif v == Verdict.bounced:
+            self._put(_Write(ledger.Record(row.id, D.failed, **common), bounced_email=message.email,
+                             bounce_detail=f"{outcome.code} {outcome.reply}"))
+            log.info("delivery.bounced", edition_id=self.edition_id, delivery_id=row.id, code=outcome.code)
+        elif v == Verdict.retry:
+            if utcnow() - self.started_at > self.max_age:
+                self._put(_Write(ledger.Record(row.id, D.failed, smtp_code=outcome.code,
+                                               smtp_reply=f"gave up after {self.max_age}: {outcome.reply}")))
+            elif outcome.stage == "connect":  # the whole rest of the batch waits, not just this row
+                self.returned.append(row)
+                self._stop("unreachable", outcome)
+            else:
+                self._put(_Write(ledger.Record(row.id, D.retry, next_attempt_at=retry_at(row.attempts + 1,
+                                                                                          settings=self.settings),
+                                               **common)))
+        elif v == Verdict.sender_refused:  # nothing was sent: this row and the rest, nobody's fault
+            self.returned.append(row)
+            self._stop("sender_refused", outcome)
+
+    def _put(self, write: _Write) -> None:
+        if self.error is not None:
+            return  # the writer failed: this row keeps its claim (see RECORD_ATTEMPTS)
+        try:
+            self.writer.put(write)
+        except Exception as exc:  # noqa: BLE001 — raised by run() once nothing is in flight
+            self.error = exc
+
+    def _stop(self, why: str, outcome: Outcome | None = None) -> None:
+        if self.stop is None or _STOP_PRECEDENCE[why] > _STOP_PRECEDENCE[self.stop]:
+            self.stop, self.stop_outcome = why, outcome or self.stop_outcome
+
+    # ------------------------------------------------------------------ the end
+
+    def _end_read(self) -> None:
+        if not self.autocommit:
+            self.conn.commit()
+
+    def _give_back(self, to: DeliveryStatus, ids: list[int], **kw) -> None:
+        ledger.release(self.conn, self.worker, ids, to, **kw)
+        self.conn.commit()
+
+    def _give_back_untouched(self) -> None:
+        try:
+            self.conn.rollback()
+            self._give_back(DeliveryStatus.queued, list(self.unsent))
+        except Exception:  # noqa: BLE001 — the sweeper gets them after the lease
+            log.exception("delivery.batch.release_failed", edition_id=self.edition_id)
+
+    def _act_on_stop(self) -> None:
+        if self.stop is None:
+            return
+        self.report.stopped = self.stop
+        ids = [*self.unsent, *(r.id for r in self.returned)]
+        if self.stop == "cancelled":
+            self._give_back(DeliveryStatus.cancelled, ids, reply="edition cancelled")
+        elif self.stop == "paused":
+            self._give_back(DeliveryStatus.queued, ids)
+            _redispatch_if_resumed(self.conn, self.edition_id, self.kind, ids, self.autocommit, self.dispatcher)
+        elif self.stop == "unreachable":
+            outcome = self.stop_outcome
+            attempts = min((r.attempts for r in self.returned), default=0)
+            self._give_back(DeliveryStatus.retry, ids, reply=outcome.reply if outcome else None,
+                            next_attempt_at=retry_at(attempts + 1, settings=self.settings))
+        elif self.stop == "sender_refused":
+            self._pause_for(self.stop_outcome)
+            self._give_back(DeliveryStatus.queued, ids)
+
+    def _pause_for(self, outcome: Outcome | None) -> None:
+        stage, code, reply = (outcome.stage, outcome.code, outcome.reply) if outcome else ("?", None, "")
+        reason = f"SMTP server refused the sender at {stage}: {code or ''} {scrub(reply)}".strip()
+        self.report.reason = reason
+        if ledger.pause_edition(self.conn, self.edition_id, reason):
+            self.conn.execute(sa.insert(AuditLog.__table__).values(
+                at=utcnow(), actor="system", action="edition.pause", target=f"edition:{self.edition_id}",
+                details={"reason": reason}))
+        self.conn.commit()
+        log.error("delivery.sender_refused", edition_id=self.edition_id, stage=stage, code=code,
+                  reply=scrub(reply), action="edition paused; fix the SMTP settings, then resume it")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite returns naive UTC
 
 
 def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int], autocommit: bool,
@@ -288,88 +499,158 @@ def _redispatch_if_resumed(conn, edition_id: int, kind: str, released: list[int]
         log.info("delivery.batch.resumed_meanwhile", edition_id=edition_id, rows=len(released), batches=batches)
 
 
-RECORD_ATTEMPTS = 3
+# ---------------------------------------------------------------------- helpers
 
 
-def _record_outcome(conn, worker, edition_id, row, state, outcome, message_id, started_at, max_age,
-                    report) -> str | None:
-    """`_apply` and its commit, tried again if the database refuses the write.
+_STOP = object()
 
-    If every attempt fails the row stays `claimed` (the caller has already taken it out of
-    `pending`, so the error path does not re-queue it) and the error goes up.  That is the
-    state a worker killed between the 250 and its commit leaves, and it is handled the same
-    way: the lease expires and the sweeper decides (it returns the row to `queued`, so this
-    one message may go twice, as after a crash; an answer the database could not take is
-    lost either way).  We choose this over writing some other
-    status because the database has just refused three writes (a fourth, of another kind,
-    would most likely fail too) and because no status the ledger has says "sent, not
-    recorded": a blind `queued` — the old behaviour — re-sent every such message at once,
-    for every batch that met a busy database, while this leaves at most this one message
-    in doubt, the bound the design already accepts for a crash.
-    """
-    counted = report.by_status.copy()
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
+
+class _Writer:
+    """Writes a batch's outcomes in groups from a thread of its own, or one at a time on
+    the batch's connection (`conn`: SQLite).  See the module doc for the bound it keeps."""
+
+    def __init__(self, worker: str, edition_id: int, conn=None):
+        self.worker, self.edition_id = worker, edition_id
+        self.counts: collections.Counter = collections.Counter()
+        self.error: BaseException | None = None
+        self._conn = conn
+        self._thread: threading.Thread | None = None
+        if conn is None:
+            self._room = threading.Semaphore(OUTCOME_GROUP)
+            self._queue: queue.SimpleQueue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._run, name=f"nashra-ledger-{edition_id}", daemon=True)
+            self._thread.start()
+
+    def put(self, write: _Write) -> None:
+        """Hand one outcome over; waits while OUTCOME_GROUP are not yet committed."""
+        if self.error is not None:
+            raise self.error
+        if self._thread is None:
+            self._write(self._conn, [write])
+            return
+        while not self._room.acquire(timeout=0.2):
+            if self.error is not None:
+                raise self.error
+        self._queue.put(write)
+
+    def close(self) -> None:
+        """Wait until every outcome handed over is committed; raise what went wrong."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """After an error: stop the thread (what it held stays uncommitted, rows claimed)."""
+        if self._thread is not None:
+            self.error = self.error or RuntimeError("batch abandoned")
+            self._queue.put(_STOP)
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
         try:
-            stop = _apply(conn, worker, edition_id, row, state, outcome, message_id, started_at, max_age, report)
-            conn.commit()
-            return stop
-        except sa.exc.OperationalError as exc:
-            conn.rollback()
-            report.by_status = counted.copy()  # what the rolled-back attempt counted is undone too
-            if attempt == RECORD_ATTEMPTS:
-                log.error("delivery.record_failed", edition_id=edition_id, delivery_id=row.id,
-                          verdict=outcome.verdict.value, error=type(exc).__name__,
-                          action="row left claimed; the sweeper takes it back after its lease")
-                raise
-            log.warning("delivery.record_retry", edition_id=edition_id, delivery_id=row.id, attempt=attempt,
-                        error=type(exc).__name__)
-            time.sleep(0.05 * 2**attempt)
-    return None  # not reached
+            with get_engine().connect() as conn:
+                self._loop(conn)
+        except BaseException as exc:  # noqa: BLE001 — could not even connect: the batch raises it
+            self.error = self.error or exc
+            self._discard_until_stop()
+
+    def _loop(self, conn) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group, stopping = [first], False
+            deadline = time.monotonic() + OUTCOME_WAIT
+            while len(group) < OUTCOME_GROUP:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                group.append(item)
+            try:
+                if self.error is None:
+                    self._write(conn, group)
+            except BaseException as exc:  # noqa: BLE001 — put() and close() raise it in the batch
+                self.error = exc
+            finally:
+                self._room.release(len(group))
+            if stopping:
+                return
+
+    def _discard_until_stop(self) -> None:
+        while self._queue.get() is not _STOP:
+            self._room.release()
+
+    def _write(self, conn, group: list[_Write]) -> None:
+        """One transaction for the group, tried again if the database refuses it.
+
+        If every attempt fails the rows stay `claimed` and the error goes up: the state a
+        worker killed before its commit leaves, handled the same way (the lease expires,
+        the sweeper queues the rows again, and those messages may go twice — within the
+        bound above).  No status says "sent, not recorded", and a database that refused
+        three writes would most likely refuse a fourth of another kind too.
+        """
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                written = ledger.record_many(conn, self.worker, [w.record for w in group])
+                for w in group:
+                    if w.bounced_email:
+                        suppression.suppress(conn, w.bounced_email, "hard_bounce", w.bounce_detail)
+                conn.commit()
+            except sa.exc.OperationalError as exc:
+                conn.rollback()
+                if attempt == RECORD_ATTEMPTS:
+                    log.error("delivery.record_failed", edition_id=self.edition_id,
+                              delivery_ids=[w.record.delivery_id for w in group], error=type(exc).__name__,
+                              action="rows left claimed; the sweeper takes them back after their lease")
+                    raise
+                log.warning("delivery.record_retry", edition_id=self.edition_id, attempt=attempt,
+                            rows=len(group), error=type(exc).__name__)
+                time.sleep(0.05 * 2**attempt)
+                continue
+            for w in group:
+                if w.record.delivery_id in written:
+                    self.counts[w.record.status.value] += 1
+                else:
+                    # The lease expired and someone else took the row: our answer is stale.
+                    self.counts["lease_lost"] += 1
+                    log.warning("delivery.lease_lost", delivery_id=w.record.delivery_id,
+                                status=w.record.status.value)
+            return
 
 
-def _finish(conn, worker, delivery_id, status, report, **kw) -> None:
-    if ledger.record(conn, delivery_id, worker, status, **kw):
-        report.by_status[status.value] += 1
-    else:
-        # The lease expired and someone else took the row: our answer is stale.
-        report.by_status["lease_lost"] += 1
-        log.warning("delivery.lease_lost", delivery_id=delivery_id, status=status.value)
+class _Heartbeat:
+    """Renews the batch's leases every LEASE_SECONDS/3 from a thread of its own, so that
+    neither a slow relay nor the rate limiter makes a live batch look dead."""
 
+    def __init__(self, worker: str, edition_id: int, id_range: tuple[int, int], lease_seconds: int):
+        self.worker, self.edition_id, self.id_range, self.lease_seconds = worker, edition_id, id_range, lease_seconds
+        self.every = max(lease_seconds / 3, 0.2)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"nashra-lease-{edition_id}", daemon=True)
 
-def _apply(conn, worker, edition_id, row, state, outcome: Outcome, message_id, started_at, max_age, report) -> str | None:
-    """Write one SMTP outcome to the ledger; return a reason to stop the batch, if any."""
-    v = outcome.verdict
-    common = {"smtp_code": outcome.code, "smtp_reply": outcome.reply}
-    if v == Verdict.sent:
-        _finish(conn, worker, row.id, DeliveryStatus.sent, report, message_id=message_id, **common)
-    elif v == Verdict.unknown:
-        _finish(conn, worker, row.id, DeliveryStatus.unknown, report, message_id=message_id, **common)
-        log.warning("delivery.unknown", edition_id=edition_id, delivery_id=row.id, reply=scrub(outcome.reply))
-    elif v == Verdict.failed:
-        _finish(conn, worker, row.id, DeliveryStatus.failed, report, **common)
-    elif v == Verdict.bounced:
-        _finish(conn, worker, row.id, DeliveryStatus.failed, report, **common)
-        suppression.suppress(conn, state.email, "hard_bounce", f"{outcome.code} {outcome.reply}")
-        log.info("delivery.bounced", edition_id=edition_id, delivery_id=row.id, code=outcome.code)
-    elif v == Verdict.retry:
-        if utcnow() - started_at > max_age:
-            _finish(conn, worker, row.id, DeliveryStatus.failed, report,
-                    smtp_code=outcome.code, smtp_reply=f"gave up after {max_age}: {outcome.reply}")
-        elif outcome.stage == "connect":
-            return "unreachable"
-        else:
-            _finish(conn, worker, row.id, DeliveryStatus.retry, report,
-                    next_attempt_at=retry_at(row.attempts + 1), **common)
-    elif v == Verdict.sender_refused:
-        reason = f"SMTP server refused the sender at {outcome.stage}: {outcome.code or ''} {scrub(outcome.reply)}".strip()
-        ledger.pause_edition(conn, edition_id, reason)
-        from service.models import AuditLog
+    def start(self) -> None:
+        self._thread.start()
 
-        conn.execute(sa.insert(AuditLog.__table__).values(
-            at=utcnow(), actor="system", action="edition.pause", target=f"edition:{edition_id}",
-            details={"reason": reason}))
-        report.reason = reason
-        log.error("delivery.sender_refused", edition_id=edition_id, stage=outcome.stage, code=outcome.code,
-                  reply=scrub(outcome.reply), action="edition paused; fix the SMTP settings, then resume it")
-        return "sender_refused"
-    return None
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.every):
+            try:
+                with _connect() as conn:
+                    ledger.extend_leases(conn, self.worker, self.edition_id, *self.id_range, self.lease_seconds)
+                    conn.commit()
+            except Exception as exc:  # noqa: BLE001 — try again at the next beat
+                log.warning("delivery.heartbeat_failed", edition_id=self.edition_id, error=type(exc).__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.db import session_scope
 from service.delivery.ledger import D, claimable, finish_if_complete
 from service.delivery.planner import next_chunk_size, plan_chunk
@@ -20,7 +20,11 @@ from service.models import Edition, EditionKind, EditionStatus, utcnow
 
 log = get_logger(__name__)
 
-ALERT_BATCH_MAX = 50
+# Alert batches: a few messages per SMTP session of a worker's pool (a batch ramps up
+# and tails off, so it must be several times SMTP_CONNECTIONS to keep the pool busy),
+# and never fewer than ALERT_BATCH_MIN.
+ALERT_BATCH_MIN = 50
+ALERT_MESSAGES_PER_CONNECTION = 5
 
 
 def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None,
@@ -52,20 +56,21 @@ def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None =
     return list(zip(starts, ends, strict=True))
 
 
-def batch_size_for(kind: EditionKind | str, configured: int) -> int:
-    """Alerts go in small batches: every alert worker starts at once and they finish
-    together, instead of one worker sending a 200-row tail alone.  A batch costs one
-    small Celery message and four short queries, about 1 % of 50 alert messages."""
+def batch_size_for(kind: EditionKind | str, settings: Settings) -> int:
+    """Alerts go in batches sized to the SMTP pool rather than BATCH_SIZE: big enough to
+    keep a worker's SMTP_CONNECTIONS sessions busy, small enough that every alert worker
+    starts on the first planning chunk at once instead of one worker sending a long tail
+    alone.  A batch costs one small Celery message and a few short queries."""
     if EditionKind(kind) == EditionKind.alert:
-        return min(configured, ALERT_BATCH_MAX)
-    return configured
+        return min(settings.batch_size, max(ALERT_BATCH_MIN, ALERT_MESSAGES_PER_CONNECTION * settings.smtp_connections))
+    return settings.batch_size
 
 
 def dispatch_committed_ids(edition_id: int, kind: EditionKind | str, ids: list[int],
                            dispatcher: Dispatcher | None = None) -> int:
     """Ask for batches over `ids` now: for a caller (a batch) whose writes are already
     committed and that holds no Session.  Extra runs are harmless: claims are conditional."""
-    size = batch_size_for(kind, get_settings().batch_size)
+    size = batch_size_for(kind, get_settings())
     ranges = batch_ranges(None, edition_id, size, ids)
     if ranges:
         (dispatcher or current()).send_batches(edition_id, EditionKind(kind).value, ranges)
@@ -80,7 +85,7 @@ def dispatch(session, edition: Edition, ids: list[int] | None = None, after_comm
     With after_commit (the default) they are asked for only once the caller's
     transaction commits, so a worker never looks for rows it cannot see yet.
     """
-    size = batch_size_for(edition.kind, get_settings().batch_size)
+    size = batch_size_for(edition.kind, get_settings())
     ranges = batch_ranges(session, edition.id, size, ids, subscribers)
     if ranges:
         (dispatcher or current()).send_batches(edition.id, edition.kind.value, ranges,

@@ -5,8 +5,10 @@ Every change is a conditional UPDATE that names the state it expects, so two wor
 UPDATE matches no row, and it moves on ("another process got there first").
 
 These functions take a SQLAlchemy Connection or Session and never commit: the batch
-(`service.delivery.batch`) commits after each message so that a killed worker can
-only ever have *one* sent-but-unrecorded message per connection.
+(`service.delivery.batch`) decides when, and its docstring states what a killed worker
+can leave sent-but-unrecorded.  The per-message hot path is grouped: one query reads
+the state of a group of readers (`recipient_states`), one statement writes a group of
+outcomes (`record_many`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,38 @@ def recipient_state(conn, edition_id: int, subscriber_id: int) -> RecipientState
     return RecipientState(EditionStatus(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], bool(row[6]))
 
 
+# The edition, outer-joined to the group's readers: the edition's status comes back
+# even when every reader of the group has been deleted meanwhile.
+_RECIPIENT_STATES = (
+    sa.select(
+        _E.c.status,
+        _S.c.id,
+        _S.c.status,
+        _S.c.email,
+        _S.c.token_version,
+        _S.c.alerts,
+        _S.c.frequency,
+        sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
+    )
+    .select_from(_E.outerjoin(_S, _S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True))))
+    .where(_E.c.id == sa.bindparam("edition_id"))
+)
+
+
+def recipient_states(conn, edition_id: int,
+                     subscriber_ids: list[int]) -> tuple[EditionStatus | None, dict[int, RecipientState]]:
+    """The edition's status and the state of a group of readers, in one query, just before
+    their messages go.  A reader missing from the dict was deleted (their rows with them);
+    None for the status: no such edition."""
+    status: EditionStatus | None = None
+    states: dict[int, RecipientState] = {}
+    for row in conn.execute(_RECIPIENT_STATES, {"edition_id": edition_id, "subscriber_ids": list(subscriber_ids)}):
+        status = EditionStatus(row[0])
+        if row[1] is not None:
+            states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]))
+    return status, states
+
+
 @functools.cache
 def _record_statement(with_message_id: bool, sent: bool, attempted: bool) -> sa.Update:
     values: dict = {
@@ -170,6 +204,66 @@ def record(
     return conn.execute(stmt, params).rowcount == 1
 
 
+@dataclass(frozen=True)
+class Record:
+    """One row's outcome, for `record_many`."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    message_id: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    attempted: bool = True
+
+
+# One statement for a whole group, whatever its size: the outcomes travel as arrays
+# and unnest() turns them back into rows, so the statement's text (and its plan) is
+# always the same.  Each row is written only if this worker still holds it.
+_RECORD_MANY = sa.text("""
+    UPDATE deliveries AS d SET
+        status = v.status,
+        smtp_code = v.smtp_code,
+        smtp_reply = v.smtp_reply,
+        message_id = COALESCE(v.message_id, d.message_id),
+        next_attempt_at = v.next_attempt_at,
+        sent_at = CASE WHEN v.status = 'sent' THEN :now ELSE d.sent_at END,
+        attempts = d.attempts + v.attempted,
+        lease_until = NULL,
+        updated_at = :now
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[]), CAST(:codes AS integer[]),
+                CAST(:replies AS text[]), CAST(:message_ids AS varchar[]),
+                CAST(:next_attempts AS timestamptz[]), CAST(:attempted AS integer[]))
+         AS v(id, status, smtp_code, smtp_reply, message_id, next_attempt_at, attempted)
+    WHERE d.id = v.id AND d.status = 'claimed' AND d.claimed_by = :worker
+    RETURNING d.id
+""")
+
+
+def record_many(conn, worker: str, records: list[Record]) -> set[int]:
+    """Write a group of outcomes in one statement; return the ids written (the others'
+    leases were lost: another worker holds them now, and our answer is stale)."""
+    if not records:
+        return set()
+    if conn.dialect.name != "postgresql":
+        # SQLite (the embedded demo) writes one outcome at a time anyway (see batch.py).
+        return {r.delivery_id for r in records
+                if record(conn, r.delivery_id, worker, r.status, smtp_code=r.smtp_code, smtp_reply=r.smtp_reply,
+                          message_id=r.message_id, next_attempt_at=r.next_attempt_at, attempted=r.attempted)}
+    params = {
+        "now": utcnow(),
+        "worker": worker,
+        "ids": [r.delivery_id for r in records],
+        "statuses": [r.status.value for r in records],
+        "codes": [r.smtp_code for r in records],
+        "replies": [(r.smtp_reply or None) and r.smtp_reply[:1000] for r in records],
+        "message_ids": [r.message_id or None for r in records],
+        "next_attempts": [r.next_attempt_at for r in records],
+        "attempted": [int(r.attempted) for r in records],
+    }
+    return set(conn.execute(_RECORD_MANY, params).scalars())
+
+
 def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,
             reply: str | None = None) -> int:
     """Hand rows this worker holds back (queued), or end them (cancelled / retry)."""
@@ -193,6 +287,17 @@ def extend_lease(conn, worker: str, ids: list[int], lease_seconds: int) -> int:
     return conn.execute(
         sa.update(D)
         .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
+        .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+    ).rowcount
+
+
+def extend_leases(conn, worker: str, edition_id: int, first_id: int, last_id: int, lease_seconds: int) -> int:
+    """Renew the lease of every row of a batch's range this worker still holds (the
+    batch's heartbeat): rows already answered, or handed back, are no longer `claimed`."""
+    return conn.execute(
+        sa.update(D)
+        .where(D.c.edition_id == edition_id, D.c.id.between(first_id, last_id),
+               D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
         .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
     ).rowcount
 

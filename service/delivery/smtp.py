@@ -12,9 +12,18 @@ because the ledger needs to know *where* a dialogue stopped:
 * the peer reset the connection (RST) after the dot → it discarded unread input, so it
   did not take our message: retry.
 
+When the server offers ESMTP PIPELINING (RFC 2920), MAIL, RCPT and DATA leave in one
+write and their three replies are read after it: one round trip instead of three
+before the body.  Every reply is still read and judged at its own stage, so the
+verdicts are exactly those of the one-command-at-a-time dialogue: the first refusal
+decides (a refused MAIL makes RCPT and DATA fail with 503 — ignored), and a DATA that
+got 354 although MAIL or RCPT was refused is ended with a lone "." and nothing else,
+as RFC 2920 §3.1 asks: no message body ever follows a refused envelope.
+
 Every socket operation has `settings.smtp_timeout` (connect, greeting, each command,
-each chunk of DATA, the final reply).  The connection is kept between batches and
-re-opened when it breaks; a process that forks gets its own.
+each chunk of DATA, the final reply).  A connection is reopened when it breaks.  The
+delivery batches use many of these at once through `service.delivery.smtp_pool`;
+`connection()` below is the one-per-thread connection of the one-off mails (`send_one`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ CRLF = b"\r\n"
 _BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 CONNECT_ATTEMPTS = 3  # a refused connection is retried briefly before the edition pauses
+# What a dialogue that broke off raises: the peer went away, a timeout, a garbled reply.
+_LOST = (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError)
 
 
 class SmtpError(Exception):
@@ -75,14 +86,17 @@ def data_payload(message: bytes, wire_ready: bool = False) -> bytes:
 class SmtpConnection:
     """A lazily opened, reusable connection to the configured SMTP server."""
 
-    def __init__(self, target: SmtpTarget, timeout: float, local_hostname: str | None = None):
+    def __init__(self, target: SmtpTarget, timeout: float, local_hostname: str | None = None,
+                 pipelining: bool = True):
         self.target = target
         self.timeout = timeout
         self.local_hostname = local_hostname
+        self.pipelining = pipelining  # use PIPELINING when the server offers it
         self._smtp: smtplib.SMTP | None = None
         self.pid = os.getpid()
         self.messages_on_connection = 0
         self.opened = 0  # how many times a connection was opened (for tests and logs)
+        self.pipelined = 0  # messages whose MAIL, RCPT and DATA went in one write
 
     # ------------------------------------------------------------------ connection
 
@@ -163,19 +177,25 @@ class SmtpConnection:
             outcome = self._send_once(sender, recipient, message, wire_ready)
         return outcome
 
+    @property
+    def offers_pipelining(self) -> bool:
+        return self._smtp is not None and bool(self._smtp.has_extn("pipelining"))
+
     def _send_once(self, sender: str, recipient: str, message: bytes, wire_ready: bool) -> Outcome:
         failed = self.connect()
         if failed is not None:
             return failed
         smtp = self._smtp
         assert smtp is not None
+        options: list[str] = []
+        if not (sender.isascii() and recipient.isascii()):
+            if not smtp.has_extn("smtputf8"):
+                return Outcome(Verdict.failed, None, "address is not ASCII and the server lacks SMTPUTF8", "rcpt")
+            options.append("SMTPUTF8")
+        if self.pipelining and smtp.has_extn("pipelining"):
+            return self._send_pipelined(smtp, sender, recipient, options, message, wire_ready)
         stage = "mail"
         try:
-            options: list[str] = []
-            if not (sender.isascii() and recipient.isascii()):
-                if not smtp.has_extn("smtputf8"):
-                    return Outcome(Verdict.failed, None, "address is not ASCII and the server lacks SMTPUTF8", "rcpt")
-                options.append("SMTPUTF8")
             code, reply = smtp.mail(sender, options)
             if code != 250:
                 return self._refused("mail", code, reply)
@@ -188,14 +208,61 @@ class SmtpConnection:
             code, reply = smtp.getreply()
             if code != 354:
                 return self._refused("data", code, reply)
-            payload = data_payload(message, wire_ready)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except _LOST as exc:
             self._drop()
             return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
+        return self._send_body(smtp, data_payload(message, wire_ready))
 
+    def _send_pipelined(self, smtp: smtplib.SMTP, sender: str, recipient: str, options: list[str],
+                        message: bytes, wire_ready: bool) -> Outcome:
+        """MAIL, RCPT and DATA in one write (RFC 2920), then their three replies, in order."""
+        if options:
+            smtp.command_encoding = "utf-8"  # what smtplib.mail() does for SMTPUTF8
+        extra = " " + " ".join(options) if options else ""
+        commands = (f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
+                    f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+                    "DATA\r\n").encode(smtp.command_encoding)
+        # The first refusal decides the verdict; later replies are read only to keep the
+        # dialogue in step (after a refused MAIL, RCPT and DATA get 503).
+        refusal: tuple[str, int, bytes] | None = None
+        stage = "mail"
+        try:
+            smtp.send(commands)
+            code, reply = smtp.getreply()
+            if code != 250:
+                refusal = ("mail", code, reply)
+            stage = "rcpt"
+            code, reply = smtp.getreply()
+            if refusal is None and code not in (250, 251):
+                refusal = ("rcpt", code, reply)
+            stage = "data"
+            code, reply = smtp.getreply()
+        except _LOST as exc:
+            self._drop()
+            if refusal is not None:  # the server said no, then went away (e.g. 421)
+                return judge(*refusal)
+            return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
+        self.pipelined += 1
+        if refusal is not None:
+            if code == 354:
+                # DATA accepted although MAIL or RCPT was refused: end the (empty)
+                # message with a lone dot, never the body; its reply does not matter.
+                try:
+                    smtp.send(b"." + CRLF)
+                    smtp.getreply()
+                except _LOST:
+                    self._drop()
+                    return judge(*refusal)
+            return self._refused(*refusal)
+        if code != 354:
+            return self._refused("data", code, reply)
+        return self._send_body(smtp, data_payload(message, wire_ready))
+
+    def _send_body(self, smtp: smtplib.SMTP, payload: bytes) -> Outcome:
+        """After 354: the message and its final dot, then the reply that decides."""
         try:
             smtp.send(payload)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except _LOST as exc:
             # Not all of DATA left us, so the final dot did not: the server cannot have
             # accepted this message.
             self._drop()
@@ -203,7 +270,7 @@ class SmtpConnection:
 
         try:
             code, reply = smtp.getreply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except _LOST as exc:
             self._drop()
             cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
             if isinstance(cause, ConnectionResetError | BrokenPipeError):
@@ -244,38 +311,20 @@ def _quiet_close(smtp: smtplib.SMTP) -> None:
         pass
 
 
-# ---------------------------------------------------------------------- per process
+# ---------------------------------------------------------------------- per thread
 
 _local = threading.local()
-# A connection opened ahead of the first message (`prewarm`, at worker start) and
-# handed to the first thread that asks for one: (key, connection).
-_spare: tuple[tuple, SmtpConnection] | None = None
-_spare_lock = threading.Lock()
 
 
 def _key(settings: Settings) -> tuple:
     return (os.getpid(), settings.smtp_url, settings.smtp_timeout)
 
 
-def _take_spare(key: tuple) -> SmtpConnection | None:
-    global _spare
-    with _spare_lock:
-        spare, _spare = _spare, None
-    if spare is None:
-        return None
-    if spare[0] == key:
-        return spare[1]
-    if spare[0][0] == os.getpid():  # opened here for other settings: not ours to keep
-        spare[1].close()
-    return None
-
-
 def connection(settings: Settings | None = None) -> SmtpConnection:
-    """This process's (and thread's) connection, re-made after a fork or a config change.
+    """This thread's connection for one-off mails, re-made after a fork or a config change.
 
-    Under the prefork pool each worker process is single-threaded, so this is one
-    connection per process; under the threads pool each thread gets its own, since an
-    SMTP dialogue cannot be shared mid-message.
+    An SMTP dialogue cannot be shared mid-message, so each thread has its own.  The
+    delivery batches do not use it: they take sessions from `smtp_pool`.
     """
     settings = settings or get_settings()
     key = _key(settings)
@@ -283,47 +332,19 @@ def connection(settings: Settings | None = None) -> SmtpConnection:
     if conn is None or getattr(_local, "key", None) != key:
         if conn is not None and conn.pid == os.getpid():
             conn.close()
-        conn = _take_spare(key) or SmtpConnection(settings.smtp, settings.smtp_timeout,
-                                                  local_hostname=_helo_name(settings))
+        conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=helo_name(settings))
         _local.conn, _local.key = conn, key
     return conn
 
 
-def prewarm(settings: Settings | None = None) -> bool:
-    """Open an SMTP connection now, for the first message this process will send.
-
-    Called from any thread (the worker's start-up thread): the connection is parked
-    and adopted by the first `connection()` call, so an alert's first message does not
-    pay for TCP, greeting, EHLO, STARTTLS and AUTH.  False if it could not be opened
-    (logged; the first message then connects, as it always did).
-    """
-    global _spare
-    settings = settings or get_settings()
-    conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=_helo_name(settings))
-    failed = conn.connect()
-    if failed is not None:
-        log.warning("smtp.prewarm_failed", server=repr(settings.smtp), stage=failed.stage, code=failed.code)
-        return False
-    with _spare_lock:
-        old, _spare = _spare, (_key(settings), conn)
-    if old is not None and old[0][0] == os.getpid():
-        old[1].close()
-    return True
-
-
 def close_connection() -> None:
-    global _spare
     conn: SmtpConnection | None = getattr(_local, "conn", None)
     if conn is not None and conn.pid == os.getpid():
         conn.close()
     _local.conn = None
-    with _spare_lock:
-        spare, _spare = _spare, None
-    if spare is not None and spare[0][0] == os.getpid():
-        spare[1].close()
 
 
-def _helo_name(settings: Settings) -> str:
+def helo_name(settings: Settings) -> str:
     return settings.mail_from_address.rpartition("@")[2] or socket.getfqdn()
 
 

@@ -1,16 +1,22 @@
-"""The sweeper (beat, every minute): leases, retries, lost batches, finished editions.
+"""The sweeper (beat, every SWEEP_SECONDS): leases, due retries, lost batches, finished editions.
 
 1. Rows whose lease expired belonged to a worker that died (SIGKILL, OOM, a lost
-   machine): back to `queued` (or `cancelled` if the edition was cancelled meanwhile)
-   and re-dispatched at once.
-2. An edition in `planned` or `sending` whose queue holds no message and whose ledger has not moved
-   for LEASE_SECONDS, yet still has claimable rows (queued, or retry rows whose time
-   has come), lost its batch messages (a Redis restart without persistence, a worker
-   killed while it held prefetched tasks): re-dispatch those rows.  Re-dispatching is
-   harmless if a message was not in fact lost: claims are conditional.
-3. Retry rows older than RETRY_MAX_AGE_HOURS (counted from the edition's start) → failed.
-4. `sending` editions with nothing left → `done`.
-5. Drafts older than STALLED_DRAFT_AFTER: created and committed, but the message that
+   machine): a live batch renews its leases every LEASE_SECONDS/3, so these are back to
+   `queued` (or `cancelled` if the edition was cancelled meanwhile) within LEASE_SECONDS
+   + SWEEP_SECONDS of the death, and re-dispatched at once.
+2. Retry rows whose time has come are dispatched at the next sweep (within SWEEP_SECONDS
+   of their time), once: the row's `updated_at` is set to the sweep's time, and a row is
+   due for this only while `updated_at < next_attempt_at` — a later sweep does not pile
+   another message on it.  (If that message is lost, rule 3 finds the row.)
+3. An edition in `planned` or `sending` that has claimable rows (queued, or retry rows
+   whose time has come), no live claim, no ledger move for STALL_SECONDS, and no batch
+   message waiting in its queue lost its batch messages (a Redis restart without
+   persistence, a worker killed while it held prefetched tasks): re-dispatch those
+   rows.  Re-dispatching is harmless if a message was not in fact lost: claims are
+   conditional.
+4. Retry rows older than RETRY_MAX_AGE_HOURS (counted from the edition's start) → failed.
+5. `sending` editions with nothing left → `done`.
+6. Drafts older than STALLED_DRAFT_AFTER: created and committed, but the message that
    should have planned them was lost (the process died between commit and enqueue, or
    the broker was down at the editor's click).  Every draft that reaches the database
    is meant to go (previews roll back), and planning twice is harmless, so the sweep
@@ -36,6 +42,8 @@ from service.models import DeliveryStatus, Edition, EditionStatus, utcnow
 log = get_logger(__name__)
 
 STALLED_DRAFT_AFTER = dt.timedelta(seconds=60)
+# No ledger move for this long, nothing claimed, nothing queued: the batch messages are lost.
+STALL_SECONDS = 10.0
 DRAFT_LOOKBACK = dt.timedelta(days=2)  # older drafts are news no more: left for an operator
 
 
@@ -44,6 +52,8 @@ class SweepReport:
     expired: int = 0
     redispatched: dict[int, int] = field(default_factory=dict)
     expired_retries: int = 0
+    due_retries: int = 0
+    stalled: list[int] = field(default_factory=list)  # editions whose batch messages were lost
     finished: list[int] = field(default_factory=list)
 
 
@@ -69,7 +79,7 @@ def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatch
         sa.select(Edition).where(
             Edition.status.in_([EditionStatus.planned, EditionStatus.sending, EditionStatus.cancelled])
         )
-    ).all()
+    ).all()  # a paused edition keeps its due retries: the resume dispatches them
     for edition in editions:
         if edition.status == EditionStatus.cancelled:
             ids = by_edition.pop(edition.id, [])
@@ -79,7 +89,7 @@ def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatch
                     .values(status=DeliveryStatus.cancelled.value, smtp_reply="edition cancelled", updated_at=now)
                 )
             continue
-        # 3. retries past their maximum age
+        # 4. retries past their maximum age
         if edition.started_at and now - edition.started_at > dt.timedelta(hours=settings.retry_max_age_hours):
             report.expired_retries += session.execute(
                 sa.update(D)
@@ -87,33 +97,48 @@ def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatch
                 .values(status=DeliveryStatus.failed.value, updated_at=now,
                         smtp_reply=sa.func.coalesce(D.c.smtp_reply, "") + " (gave up: too old)")
             ).rowcount
-        ids = by_edition.pop(edition.id, None)
+        # 2. retries whose time has come, each dispatched once
+        due = session.execute(
+            sa.update(D)
+            .where(D.c.edition_id == edition.id, D.c.status == DeliveryStatus.retry.value,
+                   D.c.next_attempt_at <= now,
+                   sa.or_(D.c.updated_at.is_(None), D.c.updated_at < D.c.next_attempt_at))
+            .values(updated_at=now)
+            .returning(D.c.id)
+        ).scalars().all()
+        report.due_retries += len(due)
+        ids = by_edition.pop(edition.id, []) + list(due)
         if ids:
             report.redispatched[edition.id] = fanout.dispatch(session, edition, ids=ids, dispatcher=dispatcher)
-        elif _stalled(session, edition, now, settings.lease_seconds, dispatcher):
+        elif _stalled(session, edition, now, dispatcher):
             n = fanout.dispatch(session, edition, dispatcher=dispatcher)
             if n:
                 report.redispatched[edition.id] = n
-        # 4. finished
+                report.stalled.append(edition.id)
+        # 5. finished
         if ledger.finish_if_complete(session, edition.id):
             report.finished.append(edition.id)
     if report.expired or report.redispatched or report.finished or report.expired_retries:
         log.info("delivery.sweep", expired=report.expired, redispatched=report.redispatched,
-                 finished=report.finished, expired_retries=report.expired_retries)
+                 due_retries=report.due_retries, stalled=report.stalled, finished=report.finished,
+                 expired_retries=report.expired_retries)
     return report
 
 
-def _stalled(session: Session, edition: Edition, now: dt.datetime, lease_seconds: int,
-             dispatcher: Dispatcher) -> bool:
-    has_work = session.scalar(
-        sa.select(sa.exists().where(D.c.edition_id == edition.id, ledger.claimable(now)))
-    )
+def _stalled(session: Session, edition: Edition, now: dt.datetime, dispatcher: Dispatcher) -> bool:
+    """Rule 3: work waits, nobody holds any of it, nothing moved lately, nothing is queued."""
+    mine = D.c.edition_id == edition.id
+    has_work = session.scalar(sa.select(sa.exists().where(mine, ledger.claimable(now))))
     if not has_work:
         return False
-    last_move = session.scalar(sa.select(sa.func.max(D.c.updated_at)).where(D.c.edition_id == edition.id))
+    live_claim = session.scalar(sa.select(sa.exists().where(
+        mine, D.c.status == DeliveryStatus.claimed.value, D.c.lease_until >= now)))
+    if live_claim:
+        return False  # a batch is at work (its heartbeat keeps the lease): it will finish
+    last_move = session.scalar(sa.select(sa.func.max(D.c.updated_at)).where(mine))
     if last_move is not None and last_move.tzinfo is None:
         last_move = last_move.replace(tzinfo=dt.UTC)
-    if last_move is not None and now - last_move < dt.timedelta(seconds=lease_seconds):
+    if last_move is not None and now - last_move < dt.timedelta(seconds=STALL_SECONDS):
         return False
     return dispatcher.waiting(edition.kind.value) == 0
 

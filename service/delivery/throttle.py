@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
 from service.config import Settings
 from service.logs import get_logger
 
@@ -135,8 +137,6 @@ class LocalBuckets:
 
 class RedisBuckets:
     def __init__(self, url: str, prefix: str = ""):
-        import redis
-
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.script = self.client.register_script(_GCRA)
         self.prefix = prefix + KEY_PREFIX

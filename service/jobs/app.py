@@ -52,7 +52,11 @@ def celery_config(settings: Settings) -> dict:
         "enable_utc": True,
         "beat_schedule": {
             "ingest-every-minute": {"task": names.POLL_FEEDS, "schedule": 60.0},
-            "sweep": {"task": names.SWEEP, "schedule": float(settings.sweep_seconds)},
+            # Every SWEEP_SECONDS (5 s): dead workers' rows back, due retries sent, lost
+            # batches re-dispatched within seconds.  A sweep not started by the time the
+            # next is due is dropped (a backed-up queue must not pile them up).
+            "sweep": {"task": names.SWEEP, "schedule": float(settings.sweep_seconds),
+                      "options": {"expires": float(settings.sweep_seconds)}},
             # Ingest triggers corrections when it sees a major update; this hourly run is
             # the safety net for a trigger lost while the broker was down.
             "corrections-hourly": {"task": names.MAKE_CORRECTIONS, "schedule": crontab(minute=17)},

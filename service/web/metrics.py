@@ -1,8 +1,14 @@
-"""/metrics: what the ledger and the subscriber table say, read at scrape time.
+"""/metrics: what the ledger and the subscriber table say, and what the senders measured.
 
-The numbers come from the database, not from counters in this process, so every web
-replica reports the same truth and a restart loses nothing.  A scrape that cannot
-reach the database still answers, with nashra_database_up 0.
+The ledger's numbers come from the database at scrape time, not from counters in this
+process, so every web replica reports the same truth and a restart loses nothing.  A
+scrape that cannot reach the database still answers, with nashra_database_up 0.
+
+The senders' numbers (latency from the editor's click to each acceptance, messages by
+outcome and SMTP reply class: service/delivery/metrics.py) are counted in the worker
+processes, in prometheus_client's multiprocess files under PROMETHEUS_MULTIPROC_DIR
+(default VAR_DIR/metrics); this endpoint adds every process's files up.  A web app on
+another host than its workers reads them from a directory they share.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy import func, select
 
+from service.config import get_settings
+from service.db import session_scope
+from service.delivery import metrics as delivery_metrics
 from service.logs import get_logger
 from service.models import Delivery, Edition, Feed, Subscriber
 
@@ -27,8 +36,6 @@ def _value(enum_or_str) -> str:
 
 class LedgerCollector:
     def collect(self):
-        from service.db import session_scope
-
         up = GaugeMetricFamily("nashra_database_up", "1 if the metrics query reached the database")
         try:
             with session_scope() as s:
@@ -79,12 +86,23 @@ class LedgerCollector:
         yield g
 
 
+class DeliveryCollector:
+    """The senders' metrics, from every worker process's files."""
+
+    def collect(self):
+        try:
+            yield from delivery_metrics.collect_all(get_settings())
+        except Exception as exc:  # noqa: BLE001 — a bad file must not take /metrics down
+            log.warning("metrics_delivery_files_unreadable", error=type(exc).__name__)
+
+
 def make_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(LedgerCollector())
+    registry.register(DeliveryCollector())
     return registry
 
 

@@ -1,0 +1,344 @@
+"""SMTP sessions per worker process: a pool per lane, so many messages go at once.
+
+A relay is tens of milliseconds away and each message costs round trips, so one
+connection sends at most a few dozen messages a second whatever the machine.  Each
+worker process therefore keeps, per lane — ``alert``, and ``digest`` (digests and
+corrections) — a `Lane`: up to SMTP_CONNECTIONS `SmtpConnection` sessions and as many
+sender threads.  A session
+
+* is used by one message at a time (`checkout` … `checkin`), never shared mid-dialogue;
+* is kept open across messages and batches, and reopened by `SmtpConnection` after a
+  421 or an idle close by the server;
+* holds a slot of the cap shared by every worker (`ConnectionCap`: SMTP_MAX_CONNECTIONS
+  per relay, SMTP_ALERT_CONNECTIONS of them kept for alerts), renewed while it lives and
+  given back when it closes — after SMTP_IDLE_SECONDS unused, when the cap says so, or
+  at worker process shutdown (`close_all`);
+* talks to the first relay of SMTP_URL that is not set aside (`Relays`): a relay that
+  refuses us (auth, TLS, 5.7.x, connection refused) is set aside and the message is
+  tried on the next one — nothing was accepted, so nothing goes twice.  Only when every
+  relay refuses is the refusal returned (the batch then pauses the edition); a batch
+  that starts while every relay is set aside (an operator resumed the edition) tries
+  the first relay again rather than giving up unasked.
+
+`Lane.window` bounds the messages of a lane in flight in this process (handed to a
+session and not yet recorded by their batch) to SMTP_CONNECTIONS, whatever the number
+of batches running: that is the "in flight" of the duplicate bound (see batch.py).
+
+Threads, not asyncio: smtplib keeps the stage-by-stage dialogue of smtp.py (RFC 1047's
+"unknown", PIPELINING's refusals) in plain code, and a sender thread spends its time
+waiting on the network with the GIL released (BENCHMARKS.md has the measurements).
+Lanes are per process: a forked child makes its own (threads do not survive a fork).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from service.config import Settings, SmtpTarget, on_reset
+from service.delivery.connection_cap import ALERT_LANE, ConnectionCap
+from service.delivery.relays import Relays, relay_key
+from service.delivery.smtp import SmtpConnection, helo_name
+from service.delivery.verdicts import Outcome, Verdict, enhanced_status
+from service.logs import get_logger
+
+log = get_logger(__name__)
+
+ALERT, DIGEST = ALERT_LANE, "digest"
+FIRST_SLOT_WAIT = 1.0  # a lane with no session waits this long per try for a slot of the cap
+CAP_FULL_BACKOFF = 0.2  # a lane that has sessions asks the cap again after this
+
+
+def lane_name(kind: str) -> str:
+    """Alerts have their own lane (and share of the cap); digests and corrections share one."""
+    return ALERT if str(getattr(kind, "value", kind)) == "alert" else DIGEST
+
+
+@dataclass(eq=False)
+class Session:
+    conn: SmtpConnection
+    relay: str  # relay_key(target): the cap's and the relays' name for it
+    slot: str
+    last_used: float = field(default_factory=time.monotonic)
+    evict: bool = False  # the cap wants the slot back: close at checkin
+
+
+class Window:
+    """Room for messages in flight: taken a group at a time, so that batches sharing a
+    lane can never each hold part of the room and wait for the rest."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def take(self, n: int, timeout: float) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + n <= self.size, timeout):
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int = 1) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class Lane:
+    def __init__(self, settings: Settings, name: str, fingerprint: tuple = ()):
+        self.name = name
+        self.fingerprint = fingerprint
+        self.pid = os.getpid()
+        self.size = settings.smtp_connections
+        self.idle_seconds = settings.smtp_idle_seconds
+        self.timeout = settings.smtp_timeout
+        self.helo = helo_name(settings)
+        self.cap = ConnectionCap(settings)
+        self.relays = Relays(settings)
+        self.window = Window(self.size)
+        self.executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"nashra-smtp-{name}")
+        self.opened = 0  # sessions made (each holds one slot of the cap)
+        self._cond = threading.Condition()
+        self._free: list[Session] = []  # the most recently used last: reused first
+        self._all: set[Session] = set()
+        self._opening = 0
+        self._cap_full_until = 0.0
+        self._closed = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, name=f"nashra-smtp-{name}-keeper", daemon=True)
+        self._keeper.start()
+
+    # ------------------------------------------------------------------ sessions
+
+    def checkout(self, wait: float | None = None) -> Session | None:
+        """A session no other message is using (opened lazily, on its first message).
+
+        Blocks until one is free or a slot of the cap is granted; `wait` bounds that
+        (None: as long as it takes — the batch's heartbeat keeps its leases meanwhile).
+        """
+        deadline = None if wait is None else time.monotonic() + wait
+        preferred = self.relays.pick()
+        preferred_key = relay_key(preferred) if preferred is not None else None
+        while True:
+            stale = None
+            with self._cond:
+                if self._free:
+                    session = self._free.pop()
+                    if preferred_key is None or session.relay == preferred_key:
+                        return session
+                    stale = session  # its relay was set aside, or a preferred one is back
+                elif len(self._all) + self._opening < self.size and time.monotonic() >= self._cap_full_until:
+                    self._opening += 1
+                else:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._cond.wait(0.1 if left is None else min(left, 0.1))
+                    continue
+            if stale is not None:
+                self._discard(stale)
+                continue
+            session = self._open(preferred)
+            if session is not None:
+                return session
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _open(self, preferred: SmtpTarget | None) -> Session | None:
+        """A new session to the preferred relay, if the cap grants it a slot."""
+        # Every relay set aside: try the first again (an operator's resume must be tried).
+        target = preferred or self.relays.targets[0]
+        key = relay_key(target)
+        try:
+            slot = self.cap.acquire(key, self.name, wait_seconds=0 if self._all else FIRST_SLOT_WAIT)
+        finally:
+            with self._cond:
+                self._opening -= 1
+        with self._cond:
+            if slot is None:
+                # The cap is full (other workers hold it): use the sessions we have.
+                self._cap_full_until = time.monotonic() + CAP_FULL_BACKOFF
+                self._cond.notify_all()
+                return None
+            session = Session(SmtpConnection(target, self.timeout, local_hostname=self.helo), key, slot)
+            self._all.add(session)
+            self.opened += 1
+            return session
+
+    def checkin(self, session: Session) -> None:
+        session.last_used = time.monotonic()
+        with self._cond:
+            if not (self._closed.is_set() or session.evict) and session in self._all:
+                self._free.append(session)
+                self._cond.notify()
+                return
+        self._discard(session)
+
+    def _discard(self, session: Session) -> None:
+        """Close a session (QUIT) and give its slot back."""
+        with self._cond:
+            if session not in self._all:
+                return
+            self._all.discard(session)
+            if session in self._free:
+                self._free.remove(session)
+            self._cond.notify_all()
+        session.conn.close()
+        self.cap.release(session.relay, session.slot)
+
+    # ------------------------------------------------------------------ one message
+
+    def send(self, sender: str, recipient: str, message: bytes,
+             before: Callable[[], object] | None = None) -> Outcome:
+        """Send one message over a free session; say what became of it.
+
+        `before` runs once, on the session, right before the dialogue (the rate limiter:
+        the permission is used at once, so the server sees the rate the limiter allowed).
+        """
+        tried = 0
+        while True:
+            session = self.checkout()
+            assert session is not None
+            try:
+                if before is not None and tried == 0:
+                    before()
+                outcome = session.conn.send(sender, recipient, message, wire_ready=True)
+            except BaseException:
+                self._discard(session)
+                raise
+            if outcome.verdict != Verdict.sender_refused:
+                self.checkin(session)
+                return outcome
+            # The relay refuses *us*: nothing was accepted.  Set it aside; the next relay
+            # (if any) takes this message.
+            self.relays.set_aside(session.conn.target, _refusal(outcome))
+            self._discard(session)
+            tried += 1
+            if tried >= len(self.relays.targets) or self.relays.all_set_aside():
+                return outcome
+
+    # ------------------------------------------------------------------ upkeep
+
+    def _keep(self) -> None:
+        """Renew the slots of live sessions; close the idle ones (their slots go back)."""
+        period = max(0.2, min(self.cap.renew_every, self.idle_seconds / 2))
+        while not self._closed.wait(period):
+            now = time.monotonic()
+            with self._cond:
+                idle = [s for s in self._free if now - s.last_used >= self.idle_seconds]
+                live = [s for s in self._all if s not in idle]
+            for session in idle:
+                self._discard(session)
+            for session in live:
+                try:
+                    keep = self.cap.renew(session.relay, session.slot)
+                except Exception:  # noqa: BLE001 — the cap fails open; never kill the keeper
+                    keep = True
+                if not keep:
+                    session.evict = True
+                    with self._cond:
+                        free = session in self._free
+                    if free:
+                        self._discard(session)
+            if idle:
+                log.info("smtp.pool.idle_closed", lane=self.name, sessions=len(idle))
+
+    def close(self) -> None:
+        """QUIT every free session and give its slot back; busy ones follow at checkin."""
+        self._closed.set()
+        self.executor.shutdown(wait=False)
+        with self._cond:
+            free = list(self._free)
+        for session in free:
+            self._discard(session)
+
+    # ------------------------------------------------------------------ for tests and status
+
+    def sessions(self) -> list[Session]:
+        with self._cond:
+            return list(self._all)
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections opened by this lane's sessions (a reopen counts again)."""
+        with self._cond:
+            return sum(s.conn.opened for s in self._all)
+
+
+def _refusal(outcome: Outcome) -> str:
+    """A short category for the relay's set-aside (logged; no address in it)."""
+    if outcome.stage == "connect":
+        text = outcome.reply.lower()
+        if "tls" in text:
+            return "tls"
+        if "refused" in text:
+            return "refused"
+        if outcome.code in (530, 534, 535) or "auth" in text:
+            return "auth"
+    enhanced = enhanced_status(outcome.reply)
+    if enhanced:
+        return ".".join(map(str, enhanced))
+    return f"{outcome.code or 'no reply'} at {outcome.stage}"
+
+
+# ---------------------------------------------------------------------- per process
+
+_lanes: dict[str, Lane] = {}
+_lanes_lock = threading.Lock()
+
+
+def _fingerprint(settings: Settings) -> tuple:
+    return (os.getpid(), settings.smtp_url, settings.smtp_timeout, settings.smtp_connections,
+            settings.smtp_idle_seconds, settings.smtp_max_connections, settings.smtp_alert_connections,
+            settings.smtp_relay_set_aside_seconds, settings.redis_url, settings.redis_key_prefix,
+            settings.mail_from)
+
+
+def lane(settings: Settings, kind: str) -> Lane:
+    """This process's lane for an edition kind, made again after a fork or a settings change."""
+    name = lane_name(kind)
+    fingerprint = _fingerprint(settings)
+    with _lanes_lock:
+        old = _lanes.get(name)
+        if old is not None and old.fingerprint == fingerprint:
+            return old
+        new = _lanes[name] = Lane(settings, name, fingerprint)
+    if old is not None and old.pid == os.getpid():
+        old.close()
+    return new
+
+
+def close_all() -> None:
+    """Close every lane of this process (worker shutdown; tests, on a settings reset)."""
+    with _lanes_lock:
+        lanes = list(_lanes.values())
+        _lanes.clear()
+    for each in lanes:
+        if each.pid == os.getpid():  # a parent's lanes are the parent's to close
+            each.close()
+
+
+on_reset(close_all)
+
+
+def prewarm(settings: Settings, kind: str = ALERT) -> bool:
+    """Open one session of the lane now, so the first message does not pay for TCP,
+    greeting, EHLO, STARTTLS and AUTH (an alert worker calls this when it starts).
+    False if it could not (logged; the first message then connects, as always)."""
+    pool = lane(settings, kind)
+    session = pool.checkout(wait=FIRST_SLOT_WAIT)
+    if session is None:
+        log.warning("smtp.prewarm_failed", lane=pool.name, reason="no slot of the connection cap")
+        return False
+    failed = session.conn.connect()
+    if failed is not None:
+        pool._discard(session)  # noqa: SLF001 — nothing half-open is kept for the first message
+        log.warning("smtp.prewarm_failed", lane=pool.name, server=repr(session.conn.target),
+                    stage=failed.stage, code=failed.code)
+        return False
+    pool.checkin(session)
+    return True
