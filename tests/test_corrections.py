@@ -61,6 +61,19 @@ CORRECTED_AGAIN = UPDATED.replace(
 )
 
 T0 = dt.datetime(2025, 11, 23, 8, 0, tzinfo=dt.UTC)
+# The site's correction as the issue saw it mailed: the same note in the summary and as
+# the body's first paragraph, under a headline the site prefixed with "تحديث:".
+VISIT_NOTE = "تم تعديل تاريخ الزيارة."
+NOTED_THREE_TIMES = UPDATED.replace(
+    "<title>النشامى يتأهلون إلى نصف النهائي ويواجهون المغرب الأربعاء</title>",
+    "<title>تحديث: النشامى يتأهلون إلى نصف النهائي ويواجهون المغرب الأربعاء</title>",
+).replace(
+    "<description>تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي بعد فوزه بركلات الترجيح.</description>",
+    f"<description>تصحيح: {VISIT_NOTE} تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي بعد فوزه بركلات الترجيح.</description>",
+).replace(
+    "<p>تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي من البطولة العربية",
+    f"<p><strong>تصحيح:</strong> {VISIT_NOTE}</p>\n<p>تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي من البطولة العربية",
+)
 
 
 # ------------------------------------------------------------------ helpers (one session)
@@ -146,6 +159,38 @@ def test_noted_update_makes_one_correction_for_the_readers_of_the_older_version(
     # Beat, a retried task, a second worker: nothing new.
     assert create_corrections(db_session, now=T0 + dt.timedelta(hours=1, minutes=2)) == []
     assert len(_corrections(db_session)) == 1
+
+
+def test_the_correction_says_once_what_changed(db_session, feed_server):
+    """Note box, summary and first paragraph all held the note; «تحديث» was stacked in the
+    subject, band, headline and badge; the whole body came along.  Now: once each."""
+    from service.editions.variants import render_variant_for
+    from tests.support.email_checks import check_email
+
+    ensure_sections(db_session)
+    _poll(db_session, feed_server, ORIGINAL, T0)
+    sport = _article(db_session, SPORT_GUID)
+    _mailed(db_session, EditionKind.digest, [sport], _readers(db_session, 1), at=T0 + dt.timedelta(minutes=10))
+    _poll(db_session, feed_server, NOTED_THREE_TIMES, T0 + dt.timedelta(hours=1))
+    (c,) = create_corrections(db_session, now=T0 + dt.timedelta(hours=1, minutes=1))
+    assert VISIT_NOTE in c.params["note"] and SPORT_NOTE in c.params["note"]
+
+    rendered = render_variant_for(db_session, c, "all")
+    html, text = rendered.html, rendered.text
+    visible = html[html.index("</div>", html.index('class="preheader"')) :]  # the body, not the inbox snippet
+    assert visible.count(VISIT_NOTE) == 1 and text.count(VISIT_NOTE) == 1
+    assert visible.count(SPORT_NOTE) == 1 and text.count(SPORT_NOTE) == 1
+    assert rendered.subject == "تصحيح: " + SPORT_NEW_TITLE  # the word once, the site's prefix gone
+    assert visible.count("تصحيح") == 1 and "محدَّث" not in visible and "تحديث مهم" not in visible
+    assert visible.count("تحديث") == 1  # «آخر تحديث:», the site's own label for its time
+    assert f">{SPORT_NEW_TITLE}</a></h1>" in visible
+    # The corrected lead (the summary less the note), the lead image and one link; not the body.
+    assert "تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي بعد فوزه بركلات الترجيح." in visible
+    assert 'class="alert-img"' in visible and "لاعبو المنتخب يحتفلون بالتأهل" in visible
+    assert "واحتشد آلاف المشجعين" not in html and visible.count('class="btn"') == 1
+    assert "تأهل المنتخب الوطني لكرة القدم إلى الدور نصف النهائي بعد فوزه" in text and sport.url in text
+    assert "آخر تحديث: 23 تشرين الثاني/نوفمبر 2025، 10:05" in visible
+    assert check_email(html, text) == []
 
 
 def test_the_planner_mails_the_correction_to_exactly_those_readers(db_session, feed_server):

@@ -15,8 +15,6 @@ from service.rendering.dates import (
     zone_label,
 )
 
-NOW = dt.datetime(2021, 11, 24, 19, 33, tzinfo=dt.UTC)
-
 
 def test_levantine_and_egyptian_month_names_together():
     assert arabic_date(dt.date(2021, 11, 24)) == "24 تشرين الثاني/نوفمبر 2021"

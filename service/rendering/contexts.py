@@ -9,12 +9,18 @@ ValueError here, before anything is rendered.
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import nh3
+from markupsafe import Markup
+
 from service.config import Settings
 from service.rendering import dates
+from service.rendering.article_html import article_html
 from service.rendering.viewmodels import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,
@@ -26,6 +32,15 @@ from service.rendering.viewmodels import (
 FREQUENCY_LABELS = {"daily": "اليومية", "weekly": "الأسبوعية"}
 ALERT_SUMMARY_MAX = 180  # about two lines at 600 px: alerts are short by design
 PREHEADER_MAX = 140
+UPDATE_MIN_GAP = dt.timedelta(minutes=1)
+# A note's own label ("تصحيح:", "تحديث:" …, the words the site puts before a correction or
+# an update): the mail says once which of the two it is, in its band and subject.
+_NOTE_LABEL = re.compile(
+    r"^\s*(?:تم تحديث|تصحيح|تصويب|استدراك|تحديث|محدَّث|محدث|تعديل|توضيح|correction|updated?)\s*[:：\-–—]\s*", re.I
+)
+_CORRECTION_WORDS = re.compile(r"^\s*(?:تصحيح|تصويب|استدراك|correction)", re.I)
+_SENTENCE_END = re.compile(r"(?<=[.!؟?])\s+")
+_BLOCK = re.compile(r"</?(?:p|div|br|li|h\d|blockquote|figcaption|tr)\b[^>]*>", re.I)
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,7 @@ class ArticleItem:
     time: str  # "17:33", in the site's zone
     date: str  # "24 تشرين الثاني/نوفمبر 2021"
     published: str  # "24 تشرين الثاني/نوفمبر 2021، 17:33", or "" without a publish time
+    updated: str = ""  # the site's «آخر تحديث», when it updated the article after publishing
 
 
 @dataclass(frozen=True)
@@ -97,16 +113,26 @@ def _when(site: SiteView, when: dt.datetime) -> str:
     return dates.date_and_time(dates.local_time(when, site.timezone), arabic_digits=site.arabic_digits)
 
 
+def _updated(site: SiteView, article: ArticleView) -> str:
+    """The site's update time, when it is one: later than the publish time by a minute or
+    more (feeds often stamp "updated" a few seconds after "published")."""
+    up, pub = article.updated_at, article.published_at
+    if up is None or (pub is not None and up - pub < UPDATE_MIN_GAP):
+        return ""
+    return _when(site, up)
+
+
 def _item(site: SiteView, article: ArticleView) -> ArticleItem:
     when = article.published_at
     if when is None:
-        return ArticleItem(article=article, time="", date="", published="")
+        return ArticleItem(article=article, time="", date="", published="", updated=_updated(site, article))
     local = dates.local_time(when, site.timezone)
     return ArticleItem(
         article=article,
         time=dates.clock_time(local, arabic_digits=site.arabic_digits),
         date=dates.arabic_date(local, arabic_digits=site.arabic_digits),
         published=_when(site, when),
+        updated=_updated(site, article),
     )
 
 
@@ -250,22 +276,72 @@ def welcome_context(site: SiteView, *, sections: Sequence[SectionView | str], fr
     return ctx
 
 
+def _unlabelled(text: str) -> str:
+    """`text` without the site's labels at the start of its sentences ("تصحيح: …")."""
+    sentences = _SENTENCE_END.split(" ".join((text or "").split()))
+    return " ".join(s for s in (_NOTE_LABEL.sub("", s, count=1) for s in sentences) if s)
+
+
+def _paragraphs(body_html: str) -> list[str]:
+    """The body's paragraphs as (still untrusted) HTML fragments, empty ones left out."""
+    return [p for p in _BLOCK.split(body_html or "") if _plain(p)]
+
+
+def _plain(fragment: str) -> str:
+    return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
+
+
+def _without_note(text: str, note: str) -> str:
+    """`text` less its sentences that are the note (or its label's paragraph)."""
+    core = note.rstrip(" …").strip()
+    kept = []
+    for sentence in _SENTENCE_END.split(" ".join((text or "").split())):
+        bare = _unlabelled(sentence)
+        if not bare or _NOTE_LABEL.match(sentence) or (core and ((len(bare) >= 12 and bare in core) or core in bare)):
+            continue
+        kept.append(sentence)
+    return " ".join(kept)
+
+
 def correction_context(site: SiteView, *, article: ArticleView, note: str) -> dict:
-    """A major update to an article the reader already got."""
+    """A major update to an article the reader already got, saying once what changed.
+
+    The band and the subject say which it is (تصحيح or تحديث) once; the note box says
+    what changed, once — the site's own label is taken off it and its sentences are kept
+    out of the lead; the corrected headline, the lead (the summary, or the body's first
+    paragraph that is not the note), the lead image and one link follow.  Not the whole
+    body: the reader is sent to the article for that.
+    """
     if not isinstance(article, ArticleView):
         raise TypeError(f"article must be an ArticleView, got {type(article).__name__}")
     _require_url(article.url, "article.url")
-    note = " ".join((note or "").split())
-    when = article.updated_at or article.published_at
+    raw_note = " ".join((note or "").split())
+    word = "تصحيح" if _CORRECTION_WORDS.match(raw_note) or _CORRECTION_WORDS.match(article.title) else "تحديث"
+    note = _unlabelled(raw_note)
+    headline = _unlabelled(article.title) or article.title
+    lead = _without_note(article.summary, note)
+    lead_html = Markup("")
+    if not lead:
+        for paragraph in _paragraphs(article.body_html):
+            text = _plain(paragraph)
+            if text and _without_note(text, note) == text:
+                lead, lead_html = text, article_html(paragraph)
+                break
+    image_url = article.lead_image_url
+    if image_url:
+        _require_url(image_url, "article.lead_image_url")
     item = _item(site, article)
-    ctx = _base(site, "correction", note or article.title)
+    ctx = _base(site, "correction", note or headline)
     ctx.update(
         article=item,
+        word=word,
+        headline=headline,
         note=note,
-        updated_time=dates.clock_time(dates.local_time(when, site.timezone), arabic_digits=site.arabic_digits)
-        if when
-        else "",
-        updated_date=_site_date(site, when) if when else "",
-        reason=f"تصلك هذه الرسالة لأنك تلقيت هذا الخبر من {site.name} وقد حُدّث تحديثاً مهماً.",
+        lead=lead,
+        lead_html=lead_html,
+        image_url=image_url or None,
+        image_alt=article.lead_image_alt or article.lead_image_caption or headline,
+        caption=article.lead_image_caption or "",
+        reason=f"تصلك هذه الرسالة لأنك تلقيت هذا الخبر من {site.name} ثم تغيّر فيه ما يهمّك.",
     )
     return ctx
