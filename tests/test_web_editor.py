@@ -167,7 +167,8 @@ def test_page_send_needs_csrf_and_then_creates_one_alert(client, token):
     assert ALERT["headline"] in listing and f"أُنشئ التنبيه رقم {ed.id}" in listing
     # A stranger's page (no cookie) cannot send.
     anon = TestClient(client.app)
-    assert anon.post("/editor/send", data=data, follow_redirects=False).status_code == 303
+    refused = anon.post("/editor/send", data=data, follow_redirects=False)
+    assert refused.status_code == 401 and 'name="token"' in refused.text  # the login form
     assert len(editions()) == 1
 
 

@@ -6,7 +6,7 @@ A route takes one of these as a dependency (or its router does):
 - `api(Role.editor)` / `api(Role.admin)`: the JSON API, `Authorization: Bearer <token>`;
   none or a wrong one → 401 (JSON, `WWW-Authenticate: Bearer`), too low a role → 403;
 - `page(Role.editor)` / `page(Role.admin)`: the editors' pages, the server-side session
-  cookie; none → back to the login page (303), too low a role → 403.
+  cookie; none → 401 with the login form, too low a role → 403.
 
 What each role may do is the newsroom's (README, "Web pages and API"); an admin may do
 all an editor may.  `check_every_route(app)` refuses to start an app with a route that
@@ -19,13 +19,14 @@ import enum
 from collections.abc import Callable, Iterator
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from service.usecases.sessions import Staff, api_staff, page_staff
+from service.web import csrf
 from service.web.auth import session_secret
-from service.web.templating import error_page
+from service.web.templating import error_page, render
 
 
 class Role(enum.StrEnum):
@@ -35,7 +36,7 @@ class Role(enum.StrEnum):
 
 
 class Denied(Exception):
-    def __init__(self, door: str, status: int, needed: Role, anonymous: str = "redirect"):
+    def __init__(self, door: str, status: int, needed: Role, anonymous: str = "form"):
         super().__init__(f"{door}: {status} (needs {needed})")
         self.door, self.status, self.needed, self.anonymous = door, status, needed, anonymous
 
@@ -72,10 +73,10 @@ def api(role: Role):
     return Depends(_states(dependency, role, "api"))
 
 
-def page(role: Role, *, anonymous: str = "redirect"):
+def page(role: Role, *, anonymous: str = "form"):
     """The pages' editor (from the session cookie), who must hold at least `role`.
 
-    Without a session: `redirect` → 303 to the login page; `status` → a bare 401 (the
+    Without a session: `form` → 401 with the login form; `status` → a bare 401 (the
     page's script asks for fragments); `login` → None, for the page that shows the form.
     """
 
@@ -90,6 +91,13 @@ def page(role: Role, *, anonymous: str = "redirect"):
         return staff
 
     return Depends(_states(dependency, role, "page"))
+
+
+def login_form(request: Request, status_code: int = 200, error: str | None = None, name: str = "",
+               headers: dict | None = None):
+    """The editors' login page (what an editor without a session is shown)."""
+    return render(request, "editor_login.html", status_code=status_code, error=error, name=name[:200],
+                  csrf_token=csrf.issue("editor-login"), response_headers=headers)
 
 
 # Routes that another module defines (and this one cannot decorate): path → role.
@@ -146,7 +154,7 @@ def install(app: FastAPI) -> None:
         if exc.status == 401:
             if exc.anonymous == "status":
                 return JSONResponse({"error": "not logged in"}, status_code=401)
-            return RedirectResponse("/editor", status_code=303)
+            return await run_in_threadpool(login_form, request, 401)
         return await run_in_threadpool(error_page, request, "غير مسموح", "هذه الصفحة لمن له دور أعلى من دورك.",
                                        status_code=403)
 

@@ -26,7 +26,7 @@ from service.models import Edition
 from service.usecases import alerts, editions, sessions
 from service.usecases.alerts import PreviewError, preview_alert, send_test_alert
 from service.web import csrf
-from service.web.access import ANYONE, Role, page
+from service.web.access import ANYONE, Role, login_form, page
 from service.web.auth import (
     EditorIdentity,
     clear_session_cookie,
@@ -88,12 +88,6 @@ def _page(request: Request, editor: EditorIdentity, status_code: int = 200, **ct
     )
 
 
-def _login_page(request: Request, status_code: int = 200, error: str | None = None, name: str = "",
-                headers: dict | None = None):
-    return render(request, "editor_login.html", status_code=status_code, error=error, name=name[:200],
-                  csrf_token=csrf.issue("editor-login"), response_headers=headers)
-
-
 def _text(form, key: str) -> str:
     value = form.get(key)
     return value.strip() if isinstance(value, str) else ""
@@ -102,7 +96,7 @@ def _text(form, key: str) -> str:
 @router.get("")
 def editor_home(request: Request, editor: EditorIdentity | None = page(Role.editor, anonymous="login")):
     if editor is None:
-        return _login_page(request)
+        return login_form(request)
     return _page(request, editor, sent=request.query_params.get("sent"),
                  cancelled=request.query_params.get("cancelled"))
 
@@ -124,16 +118,16 @@ async def login(request: Request):
     form = await request.form()
     name = _text(form, "name")
     if not csrf.valid(form.get(csrf.FIELD), "editor-login"):
-        return await run_in_threadpool(_login_page, request, 400, MSG_CSRF, name)
+        return await run_in_threadpool(login_form, request, 400, MSG_CSRF, name)
     try:
         result = await run_in_threadpool(sessions.log_in, name, _text(form, "token"), client_address(request),
                                          session_secret(request))
     except sessions.LoginThrottled as exc:
         return await run_in_threadpool(
-            _login_page, request, 429, MSG_THROTTLED.format(minutes=max(1, round(exc.retry_after / 60))), name,
+            login_form, request, 429, MSG_THROTTLED.format(minutes=max(1, round(exc.retry_after / 60))), name,
             {"Retry-After": str(exc.retry_after)})
     if result is None:
-        return await run_in_threadpool(_login_page, request, 401, MSG_LOGIN, name)
+        return await run_in_threadpool(login_form, request, 401, MSG_LOGIN, name)
     _, secret = result
     response = RedirectResponse("/editor", status_code=303)
     set_session_cookie(response, secret)
