@@ -11,7 +11,13 @@ import pytest
 from service.config import load_settings
 from service.rendering import contexts
 from service.rendering.render import render_variant
-from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, ArticleView, SectionView
+from service.rendering.viewmodels import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    ArticleView,
+    Link,
+    SectionView,
+)
 from tests.support import email_samples as samples
 from tests.support.email_checks import check_email
 
@@ -59,7 +65,46 @@ def test_updated_mark_only_on_updated_articles():
     content = v.html[v.html.index('class="container"') :]
     block = content[content.index("خبر محدث") : content.index("خبر عادي")]
     assert "محدَّث" in block
-    assert "خبر محدث [محدَّث]" in v.text and "خبر عادي [" not in v.text
+    assert "21:33 · [محدَّث]" in v.text and v.text.count("[محدَّث]") == 1
+
+
+def test_an_article_the_site_updated_carries_its_update_time():
+    """The seed article (published 2021-11-24 17:33, updated 2023-06-18 12:17) is new to
+    this digest, and still marked with the site's «آخر تحديث»."""
+    seed = dataclasses.replace(samples.LEAD, updated=False)
+    same_minute = ArticleView(id=5, title="خبر", url="https://news.example/5", published_at=AT,
+                              updated_at=AT + dt.timedelta(seconds=20))  # a feed's "updated" at publishing
+    v = render_variant("digest", contexts.digest_context(
+        SITE, [SectionView("s", "قسم", (seed, same_minute))], edition_date=AT, frequency="daily", lead=seed))
+    assert '<span class="badge"' in v.html and v.html.count('class="badge"') == 1
+    assert "آخر تحديث: 18 حزيران/يونيو 2023، 12:17" in v.html
+    assert "24 تشرين الثاني/نوفمبر 2021، 17:33 · آخر تحديث: 18 حزيران/يونيو 2023، 12:17" in v.text
+
+
+def test_an_alert_of_the_seed_article_shows_what_the_site_publishes_with_it():
+    ctx = contexts.alert_context(SITE, headline=samples.LEAD.title, url=samples.LEAD.url,
+                                 summary=samples.LEAD.summary, article=samples.LEAD, sent_at=AT)
+    v = render_variant("alert", ctx)
+    doc = lxml.html.document_fromstring(v.html)
+    assert doc.xpath("//p[contains(@class, 'caption')]")[0].text_content() == "وزير دفاع الاحتلال بيني غانتس"
+    meta = doc.xpath("//p[@class='meta']")[0].text_content()
+    assert meta == "نشر: 24 تشرين الثاني/نوفمبر 2021، 17:33 · آخر تحديث: 18 حزيران/يونيو 2023، 12:17 (توقيت الأردن)"
+    links = [(a.text_content(), a.get("href")) for a in doc.xpath("//p[@class='read-also']/a")]
+    assert links == [(link.title, link.url) for link in samples.LEAD.read_also]
+    assert "اقرأ أيضاً:" in v.text and all(link.url in v.text for link in samples.LEAD.read_also)
+    assert meta in v.text
+    # At most two, https only.
+    more = dataclasses.replace(samples.QUAKE, read_also=(
+        Link("قديم", "http://news.example/old"), *samples.QUAKE.read_also))
+    ctx = contexts.alert_context(SITE, headline="خبر", url=more.url, summary="", article=more, sent_at=AT)
+    assert [link.url for link in ctx["read_also"]] == [link.url for link in samples.QUAKE.read_also[:2]]
+
+
+def test_a_typed_alert_says_when_it_was_sent():
+    v = render_variant("alert", contexts.alert_context(SITE, headline="خبر", url="https://news.example/a",
+                                                       summary="", sent_at=AT))
+    assert "نشرة · 24 تشرين الثاني/نوفمبر 2021، 21:33 (توقيت الأردن)" in v.text
+    assert "اقرأ أيضاً" not in v.html and "class=\"caption" not in v.html
 
 
 def test_times_are_absolute_in_the_site_zone():

@@ -125,15 +125,13 @@ def render_variant_for(session: Session, edition: Edition, variant: str) -> Rend
         return rendered
     if edition.kind == EditionKind.alert:
         p = edition.params
-        image = None
-        if edition.articles:
-            image = article_view(edition.articles[0].article)
+        article = article_view(edition.articles[0].article) if edition.articles else None
         ctx = contexts.alert_context(
             site,
             headline=p["headline"],
             url=p["url"],
             summary=p.get("summary", ""),
-            image=image,
+            article=article,  # an alert of an article carries its caption, times and read-also links
             sent_at=edition.created_at or utcnow(),
         )
         return render_variant("alert", ctx)

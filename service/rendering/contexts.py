@@ -25,6 +25,7 @@ from service.rendering.viewmodels import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,
     ArticleView,
+    Link,
     SectionView,
     SiteView,
 )
@@ -32,6 +33,7 @@ from service.rendering.viewmodels import (
 FREQUENCY_LABELS = {"daily": "اليومية", "weekly": "الأسبوعية"}
 ALERT_SUMMARY_MAX = 180  # about two lines at 600 px: alerts are short by design
 PREHEADER_MAX = 140
+READ_ALSO_MAX = 2  # «اقرأ أيضاً» links an alert carries
 UPDATE_MIN_GAP = dt.timedelta(minutes=1)
 # A note's own label ("تصحيح:", "تحديث:" …, the words the site puts before a correction or
 # an update): the mail says once which of the two it is, in its band and subject.
@@ -212,6 +214,14 @@ def digest_context(
     return ctx
 
 
+def _read_also(article: ArticleView | None) -> tuple[Link, ...]:
+    """Up to READ_ALSO_MAX of the article's «اقرأ أيضاً» links, https only (as every link)."""
+    if article is None:
+        return ()
+    links = [link for link in article.read_also if link.title.strip() and urlsplit(link.url).scheme == "https"]
+    return tuple(links[:READ_ALSO_MAX])
+
+
 def alert_context(
     site: SiteView,
     *,
@@ -219,19 +229,27 @@ def alert_context(
     url: str,
     summary: str,
     image: ArticleView | str | None = None,
+    article: ArticleView | None = None,
     sent_at: dt.datetime,
 ) -> dict:
-    """Breaking news: a red band, the headline, two lines, one button."""
+    """Breaking news: a red band, the headline, two lines, one button.
+
+    An alert of an article we ingested (`article`) also shows what the site publishes
+    with it: the lead image and its caption, the published and updated times as the
+    site prints them, and up to two of its «اقرأ أيضاً» links.  A typed alert shows
+    when it was sent.  (`image` may still be an ArticleView: it is then the article.)
+    """
     headline = _require_text(headline, "headline")
     _require_url(url, "url")
-    image_url = image.lead_image_url if isinstance(image, ArticleView) else image
-    image_alt = headline
-    if isinstance(image, ArticleView) and image.lead_image_alt:
-        image_alt = image.lead_image_alt
+    if isinstance(image, ArticleView):
+        article, image = article or image, None
+    image_url = image or (article.lead_image_url if article is not None else None)
+    caption = (article.lead_image_caption or "") if article is not None else ""
+    image_alt = (article.lead_image_alt if article is not None else None) or caption or headline
     if image_url:
         _require_url(image_url, "image")
-    local = dates.local_time(sent_at, site.timezone)
     short = _shorten(summary, ALERT_SUMMARY_MAX)
+    item = _item(site, article) if article is not None else None
     ctx = _base(site, "alert", short or headline)
     ctx.update(
         headline=headline,
@@ -239,8 +257,11 @@ def alert_context(
         summary=short,
         image_url=image_url or None,
         image_alt=image_alt,
-        time=dates.clock_time(local, arabic_digits=site.arabic_digits),
-        date=_site_date(site, sent_at),
+        caption=caption if image_url else "",
+        published=item.published if item else "",
+        updated=item.updated if item else "",
+        read_also=_read_also(article),
+        sent=_when(site, sent_at),
         reason=f"تصلك هذه الرسالة لأنك طلبت الأخبار العاجلة من {site.name}.",
     )
     return ctx

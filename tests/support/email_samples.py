@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from service.rendering import contexts
-from service.rendering.viewmodels import ArticleView, SectionView, SiteView
+from service.rendering.viewmodels import ArticleView, Link, SectionView, SiteView
 
 UTC = dt.UTC
 EDITION_AT = dt.datetime(2021, 11, 24, 19, 33, tzinfo=UTC)  # 21:33 in Amman
@@ -38,6 +38,35 @@ LEAD = ArticleView(
     lead_image_url="https://news.example/media/2021/11/gantz.jpg",
     lead_image_caption="وزير دفاع الاحتلال بيني غانتس",
     lead_image_alt="وزير دفاع الاحتلال بيني غانتس",
+    read_also=(  # the article's two «اقرأ أيضاً» links
+        Link("ملكة جمال اليونان تنسحب من مسابقة \"ملكة جمال الكون\" دعما لفلسطين",
+             "https://news.example/ar/variety/2021/11/22/miss-greece-withdraws-miss-universe"),
+        Link("كيف تحول المغرب إلى عملاق في مجال الطاقة الشمسية؟",
+             "https://news.example/ar/economy/2021/11/20/morocco-solar-energy-giant"),
+    ),
+)
+
+# Breaking news about an article we ingested: it brings its caption, its published and
+# updated times and its read-also links (three here: an alert shows two).
+QUAKE = ArticleView(
+    id=2,
+    title="زلزال بقوة 5.1 درجات يضرب جنوب الأردن",
+    url="https://news.example/local/earthquake-aqaba",
+    summary=(
+        "أفاد مرصد الزلازل الأردني بأن الهزة وقعت عند الساعة 10:42 صباحا على عمق 10 كم، "
+        "ولم ترد أنباء عن إصابات. للطوارئ اتصلوا على +962 6 123 4567."
+    ),
+    section_slug="local",
+    section_name="محليات",
+    published_at=dt.datetime(2021, 11, 24, 8, 45, tzinfo=UTC),  # 10:45 in Amman
+    updated_at=dt.datetime(2021, 11, 24, 9, 30, tzinfo=UTC),
+    lead_image_url="https://news.example/media/2021/11/aqaba.jpg",
+    lead_image_caption="خليج العقبة صباح اليوم",
+    read_also=(
+        Link("خريطة الزلازل في الأردن خلال عشر سنوات", "https://news.example/local/quake-map"),
+        Link("كيف تتصرف أثناء الهزة الأرضية؟", "https://news.example/local/quake-safety"),
+        Link("رابط ثالث لا تحمله الرسالة", "https://news.example/local/third"),
+    ),
 )
 
 _STORIES = [
@@ -100,15 +129,7 @@ def all_contexts(site: SiteView = SITE, *, digest_articles: int = 12) -> dict[st
             site, sections(digest_articles), edition_date=EDITION_AT, frequency="daily", lead=LEAD
         ),
         "alert": contexts.alert_context(
-            site,
-            headline="زلزال بقوة 5.1 درجات يضرب جنوب الأردن",
-            url="https://news.example/local/earthquake-aqaba",
-            summary=(
-                "أفاد مرصد الزلازل الأردني بأن الهزة وقعت عند الساعة 10:42 صباحا على عمق 10 كم، "
-                "ولم ترد أنباء عن إصابات. للطوارئ اتصلوا على +962 6 123 4567."
-            ),
-            image="https://news.example/media/2021/11/aqaba.jpg",
-            sent_at=EDITION_AT,
+            site, headline=QUAKE.title, url=QUAKE.url, summary=QUAKE.summary, article=QUAKE, sent_at=EDITION_AT
         ),
         "confirm": contexts.confirm_context(site, confirm_url="https://news.example/confirm/TOKEN-abc.123"),
         "welcome": contexts.welcome_context(site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily"),
