@@ -44,6 +44,23 @@ def test_digest_shows_sections_in_the_readers_order_and_the_lead_once():
     assert 'alt="وزير دفاع الاحتلال بيني غانتس"' in html and ">وزير دفاع الاحتلال بيني غانتس</p>" in html
 
 
+def test_the_lead_carries_its_section_and_a_section_of_the_lead_alone_stays():
+    only = ArticleView(id=50, title="خبر محلي وحيد", url="https://news.example/50", section_name="محليات",
+                       published_at=AT, lead_image_url="https://news.example/50.jpg")
+    other = ArticleView(id=51, title="خبر اقتصادي", url="https://news.example/51", published_at=AT)
+    secs = [SectionView("local", "محليات", (only,)), SectionView("economy", "اقتصاد", (other,))]
+    ctx = contexts.digest_context(SITE, secs, edition_date=AT, frequency="daily")
+    assert ctx["lead"].article.id == 50 and ctx["lead_section"] == "محليات"
+    assert [(s.name, len(s.items), s.note) for s in ctx["sections"]] == [
+        ("محليات", 0, contexts.LEAD_IS_HERE), ("اقتصاد", 1, "")]
+    v = render_variant("digest", ctx)
+    doc = lxml.html.document_fromstring(v.html)
+    assert doc.xpath("//p[@class='kicker']")[0].text_content() == "محليات"
+    assert [h.text_content() for h in doc.xpath("//h2")] == ["محليات", "اقتصاد"]
+    assert v.html.count(">خبر محلي وحيد</a>") == 1  # still shown once, on top
+    assert "== محليات ==\n\n" + contexts.LEAD_IS_HERE in v.text and "[محليات]" in v.text
+
+
 def test_digest_footer_has_reason_links_and_postal_address():
     v = render_variant("digest", samples.all_contexts()["digest"])
     footer = v.html[v.html.index('class="footer'):]

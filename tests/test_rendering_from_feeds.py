@@ -78,3 +78,18 @@ def test_the_demo_digest_marks_the_seed_article_with_its_update_time(ingested):
     assert f"{PUBLISHED} · " in seed_block and f"آخر تحديث: {UPDATED}</span>" in seed_block
     assert f"{PUBLISHED} · آخر تحديث: {UPDATED}" in rendered.text
     assert check_email(rendered.html, rendered.text) == []
+
+
+def test_the_demo_digest_keeps_the_leads_section_and_labels_the_lead(ingested):
+    """The demo's lead is its only محليات story: the section used to vanish."""
+    edition, _ = create_digest(ingested, "daily", now=T0 + dt.timedelta(minutes=5), scheduled=False)
+    rendered = render_variant_for(ingested, edition, "all")
+    doc = lxml.html.document_fromstring(rendered.html)
+    lead_title = doc.xpath("//h1[@class='lead-title']")[0].text_content()
+    kicker = doc.xpath("//p[@class='kicker']")[0].text_content()
+    lead = ingested.scalar(sa.select(Article).where(Article.title == lead_title))
+    assert kicker == lead.section.name == "محليات"
+    headings = [h.text_content() for h in doc.xpath("//h2[@class='section-title']")]
+    assert "محليات" in headings
+    assert headings == sorted(headings, key=[s for s in ("محليات", "عربي دولي", "اقتصاد", "رياضة", "تكنولوجيا",
+                                                     "ثقافة وفنون", "صحة", "آراء ومقالات", "منوعات")].index)

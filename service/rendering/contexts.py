@@ -33,6 +33,7 @@ from service.rendering.viewmodels import (
 FREQUENCY_LABELS = {"daily": "اليومية", "weekly": "الأسبوعية"}
 ALERT_SUMMARY_MAX = 180  # about two lines at 600 px: alerts are short by design
 PREHEADER_MAX = 140
+LEAD_IS_HERE = "خبر هذا القسم يتصدّر النشرة أعلاه."
 READ_ALSO_MAX = 2  # «اقرأ أيضاً» links an alert carries
 UPDATE_MIN_GAP = dt.timedelta(minutes=1)
 # A note's own label ("تصحيح:", "تحديث:" …, the words the site puts before a correction or
@@ -65,6 +66,9 @@ class SectionItems:
     slug: str
     name: str
     items: tuple[ArticleItem, ...]
+    # Where this section's stories went when none is left to list here (a section the
+    # reader chose does not vanish because its one story became the lead).
+    note: str = ""
 
 
 def site_view(settings: Settings) -> SiteView:
@@ -182,8 +186,9 @@ def digest_context(
 ) -> dict:
     """A digest: a lead story, then the reader's sections in the reader's order.
 
-    The lead defaults to the first article with an image; it is not repeated in its
-    section.
+    The lead defaults to the first article with an image; it carries its section's name
+    and is not repeated in its section.  A section whose only story is the lead keeps
+    its place, with a line saying so.
     """
     label = _frequency_label(frequency)
     all_articles = [a for s in sections for a in s.articles]
@@ -192,10 +197,16 @@ def digest_context(
     if lead is None:
         lead = next((a for a in all_articles if a.lead_image_url), all_articles[0])
     section_items = []
+    lead_section = ""
     for s in sections:
         items = tuple(_item(site, a) for a in s.articles if a.id != lead.id)
+        has_lead = any(a.id == lead.id for a in s.articles)
+        if has_lead and not lead_section:
+            lead_section = s.name
         if items:
             section_items.append(SectionItems(slug=s.slug, name=s.name, items=items))
+        elif has_lead:
+            section_items.append(SectionItems(slug=s.slug, name=s.name, items=(), note=LEAD_IS_HERE))
     names = [s.name for s in sections]
     others = [a.title for a in all_articles if a.id != lead.id][:3]
     ctx = _base(site, "digest", " · ".join([lead.title, *others]))
@@ -204,6 +215,7 @@ def digest_context(
         frequency=frequency,
         frequency_label=label,
         lead=_item(site, lead),
+        lead_section=lead_section or lead.section_name or "",  # the label above the lead
         sections=section_items,
         article_count=len(all_articles),
         reason=(
