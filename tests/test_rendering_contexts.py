@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 import lxml.html
 import pytest
@@ -210,8 +211,9 @@ def test_alert_is_short_red_and_has_one_button():
 
 
 def test_welcome_lists_choices_and_refuses_section_ids():
-    v = render_variant("welcome", contexts.welcome_context(SITE, sections=[], frequency="none"))
-    assert "كل الأقسام" in v.html and "الأخبار العاجلة فقط" in v.html
+    v = render_variant("welcome", contexts.welcome_context(SITE, sections=[], frequency="none", alerts=True))
+    assert "كل الأقسام" in v.html and "من دون نشرة دورية" in v.html
+    assert "<strong>الأخبار العاجلة:</strong> تصلك فور نشرها" in v.html and "الأخبار العاجلة: تصلك فور نشرها" in v.text
     with pytest.raises(TypeError, match="names"):
         contexts.welcome_context(SITE, sections=[3, 1], frequency="daily")
 
@@ -271,3 +273,49 @@ def test_alert_subject_does_not_say_breaking_twice():
         site, headline="زلزال في الجنوب", url="https://news.example/q", summary="", sent_at=utcnow()))
     assert typed.subject == "عاجل: زلزال في الجنوب"
     assert plain.subject == "عاجل | زلزال في الجنوب"
+
+
+def test_the_digest_inbox_line_leads_with_the_headline_and_the_preheader_adds_the_next_two():
+    v = render_variant("digest", samples.all_contexts()["digest"])
+    headline, _, rest = v.subject.partition(" | ")
+    assert headline == samples.LEAD.title and len(headline) <= contexts.SUBJECT_HEADLINE_MAX
+    assert rest == "النشرة اليومية" and not v.subject.startswith(SITE.name + " ")  # From already says نشرة
+    others = [a.title for s in samples.sections(12) for a in s.articles if a.id != samples.LEAD.id]
+    assert v.preheader == " · ".join(others[:2])
+    assert samples.LEAD.title not in v.preheader
+    long_lead = dataclasses.replace(samples.LEAD, title="عنوان طويل جداً عن خبر مهم " * 5)
+    ctx = contexts.digest_context(SITE, samples.sections(4), edition_date=AT, frequency="daily", lead=long_lead)
+    cut = render_variant("digest", ctx).subject.partition(" | ")[0]
+    assert len(cut) <= contexts.SUBJECT_HEADLINE_MAX + 1 and cut.endswith("…")
+
+
+@pytest.mark.parametrize("headline", ["عاجل: زلزال في الجنوب", "زلزال في الجنوب"])
+def test_breaking_is_said_once(headline):
+    v = render_variant("alert", contexts.alert_context(SITE, headline=headline, url="https://news.example/q",
+                                                       summary="", sent_at=AT))
+    visible = v.html[v.html.index("</div>", v.html.index('class="preheader"')) :]
+    def said(text):  # the word itself, not «الأخبار العاجلة» in the footer's reason
+        return len(re.findall(r"(?<!ال)عاجل(?!ة)", text))
+
+    assert said(v.subject) == 1 and said(visible) == 1 and said(v.text) == 1
+    assert ">زلزال في الجنوب</h1>" in visible
+    assert "زلزال" not in v.preheader  # the snippet adds to the subject, it does not repeat it
+
+
+@pytest.mark.parametrize("kind", ["digest", "alert", "correction", "confirm", "welcome"])
+def test_no_preheader_repeats_its_subject(kind):
+    v = render_variant(kind, samples.all_contexts()[kind])
+    words = set(v.subject.replace("|", " ").replace(":", " ").split()) - {"في", "من", "على"}
+    assert v.preheader and not v.preheader.startswith(v.subject)
+    assert len(words & set(v.preheader.split())) < len(words) / 2, (v.subject, v.preheader)
+
+
+@pytest.mark.parametrize(("alerts", "line"), [(True, "تصلك فور نشرها"), (False, "لا تصلك")])
+def test_the_welcome_says_what_the_reader_chose(alerts, line):
+    ctx = contexts.welcome_context(SITE, sections=["رياضة", "اقتصاد"], frequency="weekly", alerts=alerts)
+    v = render_variant("welcome", ctx)
+    doc = lxml.html.document_fromstring(v.html)
+    chosen = [p.text_content() for p in doc.xpath("//p[@class='text'][strong]")]
+    assert chosen == ["الأقسام: رياضة، اقتصاد", "المواعيد: النشرة الأسبوعية", f"الأخبار العاجلة: {line}"]
+    assert all(c in v.text for c in chosen)
+    assert v.preheader == f"اخترت: النشرة الأسبوعية · رياضة، اقتصاد · الأخبار العاجلة {line}."

@@ -60,5 +60,6 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
     else:
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
-        ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names], frequency=sub.frequency.value)
+        ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names],
+                                       frequency=sub.frequency.value, alerts=sub.alerts)
     return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))

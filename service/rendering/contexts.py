@@ -33,6 +33,8 @@ from service.rendering.viewmodels import (
 FREQUENCY_LABELS = {"daily": "اليومية", "weekly": "الأسبوعية"}
 ALERT_SUMMARY_MAX = 180  # about two lines at 600 px: alerts are short by design
 PREHEADER_MAX = 140
+PREHEADER_HEADLINES = 2  # a digest's preheader: the two headlines after the lead
+SUBJECT_HEADLINE_MAX = 60  # what a phone's inbox shows of a subject, about
 LEAD_IS_HERE = "خبر هذا القسم يتصدّر النشرة أعلاه."
 READ_ALSO_MAX = 2  # «اقرأ أيضاً» links an alert carries
 UPDATE_MIN_GAP = dt.timedelta(minutes=1)
@@ -41,6 +43,7 @@ UPDATE_MIN_GAP = dt.timedelta(minutes=1)
 _NOTE_LABEL = re.compile(
     r"^\s*(?:تم تحديث|تصحيح|تصويب|استدراك|تحديث|محدَّث|محدث|تعديل|توضيح|correction|updated?)\s*[:：\-–—]\s*", re.I
 )
+_BREAKING = re.compile(r"^\s*عاجل\s*[:：|\-–—]?\s*")
 _CORRECTION_WORDS = re.compile(r"^\s*(?:تصحيح|تصويب|استدراك|correction)", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!؟?])\s+")
 _BLOCK = re.compile(r"</?(?:p|div|br|li|h\d|blockquote|figcaption|tr)\b[^>]*>", re.I)
@@ -208,9 +211,12 @@ def digest_context(
         elif has_lead:
             section_items.append(SectionItems(slug=s.slug, name=s.name, items=(), note=LEAD_IS_HERE))
     names = [s.name for s in sections]
-    others = [a.title for a in all_articles if a.id != lead.id][:3]
-    ctx = _base(site, "digest", " · ".join([lead.title, *others]))
+    # The inbox line: the subject leads with the lead's headline (the From name already
+    # says who sends it), the preheader adds the next two headlines, never the lead again.
+    others = [a.title for a in all_articles if a.id != lead.id][:PREHEADER_HEADLINES]
+    ctx = _base(site, "digest", " · ".join(others) or lead.summary)
     ctx.update(
+        subject_headline=_shorten(lead.title, SUBJECT_HEADLINE_MAX),
         edition_date=_site_date(site, edition_date),
         frequency=frequency,
         frequency_label=label,
@@ -262,18 +268,23 @@ def alert_context(
         _require_url(image_url, "image")
     short = _shorten(summary, ALERT_SUMMARY_MAX)
     item = _item(site, article) if article is not None else None
-    ctx = _base(site, "alert", short or headline)
+    sent = _when(site, sent_at)
+    # «عاجل» once: the band says it, so a headline typed as «عاجل: …» loses the word below it.
+    shown = _BREAKING.sub("", headline, count=1) or headline
+    published = item.published if item else ""
+    ctx = _base(site, "alert", short or (f"نشر: {published}" if published else sent))
     ctx.update(
         headline=headline,
+        shown_headline=shown,
         url=url,
         summary=short,
         image_url=image_url or None,
         image_alt=image_alt,
         caption=caption if image_url else "",
-        published=item.published if item else "",
+        published=published,
         updated=item.updated if item else "",
         read_also=_read_also(article),
-        sent=_when(site, sent_at),
+        sent=sent,
         reason=f"تصلك هذه الرسالة لأنك طلبت الأخبار العاجلة من {site.name}.",
     )
     return ctx
@@ -282,28 +293,39 @@ def alert_context(
 def confirm_context(site: SiteView, *, confirm_url: str) -> dict:
     """Double opt-in: one button; no unsubscribe link (the reader is not subscribed yet)."""
     _require_url(confirm_url, "confirm_url")
-    ctx = _base(site, "confirm", f"اضغط الزر لتأكيد اشتراكك في {site.name}.")
+    ctx = _base(site, "confirm", "خطوة أخيرة: اضغط الزر في الرسالة. إن لم تطلب الاشتراك فتجاهلها.")
     del ctx["unsubscribe_url"], ctx["preferences_url"]
     ctx.update(confirm_url=confirm_url)
     return ctx
 
 
-def welcome_context(site: SiteView, *, sections: Sequence[SectionView | str], frequency: str) -> dict:
+def welcome_context(
+    site: SiteView, *, sections: Sequence[SectionView | str], frequency: str, alerts: bool | None = None
+) -> dict:
     """Welcome after confirmation: what the reader chose and how to change it.
 
     `sections` are names (or SectionView) in the reader's order; empty means all.
-    `frequency` may be "none" for a reader who only wants breaking news.
+    `frequency` may be "none" for a reader who wants no digest; `alerts` says whether
+    breaking news reaches them (None: not known to the caller, and then not stated).
     """
     names = _section_names(sections)
-    if frequency == "none":
-        label = ""
-    else:
-        label = _frequency_label(frequency)
-    ctx = _base(site, "welcome", f"أهلاً بك في {site.name}. هذه اختياراتك وطريقة تعديلها.")
+    label = "" if frequency == "none" else _frequency_label(frequency)
+    sections_line = "، ".join(names) if names else "كل الأقسام"
+    schedule_line = f"النشرة {label}" if label else "من دون نشرة دورية"
+    alerts_line = ""
+    if alerts is not None:
+        alerts_line = "تصلك فور نشرها" if alerts else "لا تصلك"
+    # The inbox snippet: the choices themselves, not the greeting the subject already says.
+    chosen = [schedule_line, sections_line] + ([f"الأخبار العاجلة {alerts_line}"] if alerts_line else [])
+    ctx = _base(site, "welcome", "اخترت: " + " · ".join(chosen) + ".")
     ctx.update(
         section_names=names,
+        sections_line=sections_line,
         frequency=frequency,
         frequency_label=label,
+        schedule_line=schedule_line,
+        alerts=alerts,
+        alerts_line=alerts_line,
         reason=f"تصلك هذه الرسالة لأنك أكّدت اشتراكك في {site.name}.",
     )
     return ctx

@@ -132,7 +132,9 @@ def all_contexts(site: SiteView = SITE, *, digest_articles: int = 12) -> dict[st
             site, headline=QUAKE.title, url=QUAKE.url, summary=QUAKE.summary, article=QUAKE, sent_at=EDITION_AT
         ),
         "confirm": contexts.confirm_context(site, confirm_url="https://news.example/confirm/TOKEN-abc.123"),
-        "welcome": contexts.welcome_context(site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily"),
+        "welcome": contexts.welcome_context(
+            site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily", alerts=True
+        ),
         "correction": contexts.correction_context(
             site,
             article=LEAD,
