@@ -285,7 +285,7 @@ def test_server_that_never_answers_leaves_rows_to_retry(pg_env, monkeypatch, sho
     assert "cannot reach" in row(eid, "reader0@example.com").smtp_reply
 
 
-def test_unsubscribing_mid_edition_receives_nothing_after(pg_env, smtp_sink):
+def test_unsubscribing_mid_edition_receives_nothing_after(pg_env, smtp_sink, one_connection):
     smtp_sink.delay = 0.03
     eid = planned_edition(40)
     worker = threading.Thread(target=run_all_batches, args=(eid,))
@@ -300,7 +300,7 @@ def test_unsubscribing_mid_edition_receives_nothing_after(pg_env, smtp_sink):
     assert len(smtp_sink.messages) == 39
 
 
-def test_pause_stops_within_a_message_and_resume_sends_the_rest_once(pg_env, redis_url, smtp_sink):
+def test_pause_stops_within_a_message_and_resume_sends_the_rest_once(pg_env, redis_url, smtp_sink, one_connection):
     smtp_sink.delay = 0.03
     eid = planned_edition(40)
     worker = threading.Thread(target=run_all_batches, args=(eid,))
@@ -382,7 +382,7 @@ def test_rows_handed_back_after_a_quick_resume_are_dispatched_at_once(pg_env, sm
     assert set(ledger(eid).values()) == {"sent"}
 
 
-def test_cancel_stops_and_marks_the_rest_cancelled(pg_env, smtp_sink):
+def test_cancel_stops_and_marks_the_rest_cancelled(pg_env, smtp_sink, one_connection):
     smtp_sink.delay = 0.03
     eid = planned_edition(40)
     worker = threading.Thread(target=run_all_batches, args=(eid,))

@@ -75,6 +75,7 @@ from service.subscribers import suppression
 log = get_logger(__name__)
 
 STATE_GROUP = 10  # readers re-checked per query, right before their messages go
+RECHECK_SECONDS = 1.0  # a batch waiting for room (rate limits, a busy pool) re-reads its edition this often
 OUTCOME_GROUP = 32  # outcomes per transaction, and the most a writer holds uncommitted
 OUTCOME_WAIT = 0.005  # seconds a writer waits for more outcomes before it commits
 RECORD_ATTEMPTS = 3
@@ -211,6 +212,11 @@ class _Message:
     outcome: Outcome | None = None
     accepted_at: float = 0.0  # time.time() when the answer came
     error: BaseException | None = None  # the sending code itself failed (a bug): row left claimed
+    given_up: bool = False  # the batch stopped while it waited for the rate limiter: not sent
+
+
+class _GivenUp(Exception):
+    """Raised in a sender thread waiting for the rate limiter once its batch stops."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,7 @@ class _Batch:
         self.done: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self.stop: str | None = None
         self.stop_outcome: Outcome | None = None
+        self.next_recheck = time.monotonic() + RECHECK_SECONDS
         self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
         self.error: BaseException | None = None
         self.writer = _Writer(worker, edition_id, conn if one_at_a_time else None)
@@ -332,19 +339,31 @@ class _Batch:
     def _send(self, message: _Message, envelope_from: str, data: bytes, domain: str) -> None:
         """On a sender thread: one message over a free session."""
         try:
-            message.outcome = self.lane.send(envelope_from, message.email, data,
-                                             before=lambda: self.limiter.wait(self.kind, domain))
+            message.outcome = self.lane.send(
+                envelope_from, message.email, data,
+                before=lambda: self.limiter.wait(self.kind, domain, on_wait=self._still_wanted))
+        except _GivenUp:
+            message.given_up = True
         except BaseException as exc:  # noqa: BLE001 — reported to the batch, which raises it
             message.error = exc
         message.accepted_at = time.time()
         self.done.put(message)
 
+    def _still_wanted(self) -> None:
+        if self.stop is not None or self.error is not None:
+            raise _GivenUp
+
     # ------------------------------------------------------------------ answers
 
     def _room_for(self, n: int) -> bool:
-        """Take window room for n messages, settling answers while waiting; False: stop."""
+        """Take window room for n messages, settling answers while waiting; False: stop.
+
+        A long wait (the rate limiter holds the messages in flight, or other batches hold
+        the pool) re-reads the edition every RECHECK_SECONDS, so that a pause or a cancel
+        also stops a batch that is not sending."""
         while True:
             self._drain(block=False)
+            self._recheck()
             if self.stop is not None or self.error is not None:
                 return False
             if self.in_flight == 0:
@@ -371,10 +390,32 @@ class _Batch:
     def _drain_all(self) -> None:
         while self.in_flight:
             self._drain(block=True)
+            self._recheck()
+
+    def _recheck(self) -> None:
+        """Every RECHECK_SECONDS of waiting, read the edition: paused or cancelled → stop
+        (the messages still waiting for the rate limiter are then given up)."""
+        now = time.monotonic()
+        if now < self.next_recheck:
+            return
+        self.next_recheck = now + RECHECK_SECONDS
+        if self.stop is not None:
+            return
+        try:
+            status = ledger.edition_status(self.conn, self.edition_id)
+            self._end_read()
+        except Exception as exc:  # noqa: BLE001 — waiting goes on; the next group's read will tell
+            log.warning("delivery.batch.recheck_failed", edition_id=self.edition_id, error=type(exc).__name__)
+            return
+        if status in (EditionStatus.paused, EditionStatus.cancelled, None):
+            self._stop("paused" if status == EditionStatus.paused else "cancelled")
 
     def _settle(self, message: _Message) -> None:
         """What one answer means for the ledger (as the verdicts table says)."""
         row, outcome = message.row, message.outcome
+        if message.given_up:  # never went out: handed back with the rows not sent
+            self.unsent[row.id] = row
+            return
         if outcome is None:
             log.error("delivery.send_crashed", edition_id=self.edition_id, delivery_id=row.id,
                       error=type(message.error).__name__, action="row left claimed; the sweeper decides")

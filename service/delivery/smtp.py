@@ -171,9 +171,11 @@ class SmtpConnection:
         """Send one message to one recipient and say what became of it."""
         reused = self._smtp is not None
         outcome = self._send_once(sender, recipient, message, wire_ready)
-        if reused and outcome.stage == "mail" and outcome.code is None and outcome.verdict == Verdict.retry:
-            # An idle connection the server closed meanwhile: nothing was sent, so one
-            # fresh attempt is safe.
+        if (reused and outcome.stage == "mail" and outcome.verdict == Verdict.retry
+                and outcome.code in (None, 421)):
+            # An idle connection the server closed meanwhile, or one it closes now with
+            # 421 (a relay's messages-per-connection limit): nothing was sent, so one
+            # attempt on a fresh connection is safe.
             outcome = self._send_once(sender, recipient, message, wire_ready)
         return outcome
 

@@ -140,7 +140,7 @@ class Lane:
                     self._cond.wait(0.1 if left is None else min(left, 0.1))
                     continue
             if stale is not None:
-                self._discard(stale)
+                self.discard(stale)
                 continue
             session = self._open(preferred)
             if session is not None:
@@ -176,9 +176,9 @@ class Lane:
                 self._free.append(session)
                 self._cond.notify()
                 return
-        self._discard(session)
+        self.discard(session)
 
-    def _discard(self, session: Session) -> None:
+    def discard(self, session: Session) -> None:
         """Close a session (QUIT) and give its slot back."""
         with self._cond:
             if session not in self._all:
@@ -196,27 +196,37 @@ class Lane:
              before: Callable[[], object] | None = None) -> Outcome:
         """Send one message over a free session; say what became of it.
 
-        `before` runs once, on the session, right before the dialogue (the rate limiter:
-        the permission is used at once, so the server sees the rate the limiter allowed).
+        `before` runs once, on the connected session, right before the dialogue (the
+        rate limiter: the permission is used at once, so the server sees the rate the
+        limiter allowed); if it raises, nothing is sent and the exception goes up.
         """
-        tried = 0
+        tried, asked = 0, before is None
         while True:
             session = self.checkout()
             assert session is not None
-            try:
-                if before is not None and tried == 0:
-                    before()
-                outcome = session.conn.send(sender, recipient, message, wire_ready=True)
-            except BaseException:
-                self._discard(session)
-                raise
+            # A new session connects first: the permission is then used within one
+            # dialogue, not after TCP, greeting, EHLO, STARTTLS and AUTH.
+            outcome = session.conn.connect()
+            if outcome is None:
+                if not asked:
+                    try:
+                        before()
+                    except BaseException:  # the caller gave the message up: the session is intact
+                        self.checkin(session)
+                        raise
+                    asked = True
+                try:
+                    outcome = session.conn.send(sender, recipient, message, wire_ready=True)
+                except BaseException:
+                    self.discard(session)
+                    raise
             if outcome.verdict != Verdict.sender_refused:
                 self.checkin(session)
                 return outcome
             # The relay refuses *us*: nothing was accepted.  Set it aside; the next relay
             # (if any) takes this message.
             self.relays.set_aside(session.conn.target, _refusal(outcome))
-            self._discard(session)
+            self.discard(session)
             tried += 1
             if tried >= len(self.relays.targets) or self.relays.all_set_aside():
                 return outcome
@@ -232,7 +242,7 @@ class Lane:
                 idle = [s for s in self._free if now - s.last_used >= self.idle_seconds]
                 live = [s for s in self._all if s not in idle]
             for session in idle:
-                self._discard(session)
+                self.discard(session)
             for session in live:
                 try:
                     keep = self.cap.renew(session.relay, session.slot)
@@ -243,7 +253,7 @@ class Lane:
                     with self._cond:
                         free = session in self._free
                     if free:
-                        self._discard(session)
+                        self.discard(session)
             if idle:
                 log.info("smtp.pool.idle_closed", lane=self.name, sessions=len(idle))
 
@@ -254,7 +264,7 @@ class Lane:
         with self._cond:
             free = list(self._free)
         for session in free:
-            self._discard(session)
+            self.discard(session)
 
     # ------------------------------------------------------------------ for tests and status
 
@@ -336,7 +346,7 @@ def prewarm(settings: Settings, kind: str = ALERT) -> bool:
         return False
     failed = session.conn.connect()
     if failed is not None:
-        pool._discard(session)  # noqa: SLF001 — nothing half-open is kept for the first message
+        pool.discard(session)  # nothing half-open is kept for the first message
         log.warning("smtp.prewarm_failed", lane=pool.name, server=repr(session.conn.target),
                     stage=failed.stage, code=failed.code)
         return False

@@ -1,12 +1,26 @@
 """Sending rate limits shared by every worker (Redis), with alerts ahead of digests.
 
-The algorithm is GCRA (a token bucket kept as one timestamp per budget: the
-"theoretical arrival time").  Budgets:
+Budgets:
 
 * ``global``  — RATE_PER_SECOND and RATE_PER_HOUR, what the SMTP provider allows us;
 * ``alerts``  — ALERT_RATE_PER_SECOND (default: RATE_PER_SECOND), the alerts' own budget;
 * ``domain:<d>`` — DOMAIN_RATES (e.g. gmail.com=20), for every kind of mail, and
   ``alerts:domain:<d>``, the alerts' share of it.
+
+Each per-second budget is two buckets, both of which a message must conform to:
+
+* a GCRA (a token bucket kept as one timestamp, the "theoretical arrival time") paces
+  the messages evenly, with a tenth of a second's burst so that workers do not wait on
+  each other's jitter;
+* a count: at most RATE messages in any window of one second plus PACING_MARGIN.  The
+  relay counts arrivals, and they reach it with the jitter of the network and of our
+  own threads; with the margin no second, as the relay counts it, holds more than RATE
+  (as long as that jitter stays under PACING_MARGIN).  It costs up to PACING_MARGIN of
+  throughput at the limit (5 %).
+
+RATE_PER_HOUR is a count: at most that many messages in any hour (a GCRA would let a
+burst of the hour's budget go and then keep pacing, up to twice the budget in the
+first hour).
 
 Priority: an alert waits only for its own budgets (``alerts``, ``alerts:domain:<d>``);
 it still *charges* the global and domain budgets, pushing them forward, so digests
@@ -14,16 +28,20 @@ it still *charges* the global and domain budgets, pushing them forward, so diges
 behind digest traffic, and two kinds together stay within a domain's rate.
 
 With REDIS_URL the buckets live in Redis, checked and charged atomically by one Lua
-script per message, so any number of workers on any number of machines share them.
-Without Redis (the embedded demo) each process keeps its own buckets.  If Redis is
-unreachable mid-edition (restart, failover) the process falls back to its own buckets
-for a few seconds rather than stall or crash the batch.
+script per message, so any number of workers on any number of machines — and any
+number of sender threads in each — share them.  Without Redis (the embedded demo) each
+process keeps its own buckets.  If Redis is unreachable mid-edition (restart,
+failover) the process falls back to its own buckets for a few seconds rather than
+stall or crash the batch.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,83 +57,113 @@ MAX_SLEEP = 0.5  # sleep in short slices so the caller can heartbeat its lease
 REDIS_RETRY_AFTER = 5.0
 
 
+PACING_MARGIN = 0.05  # seconds of arrival jitter a per-second budget allows for (see above)
+
+
 @dataclass(frozen=True)
 class Bucket:
     key: str
-    interval_ms: float  # one message per interval
-    tolerance_ms: float  # how far ahead of schedule a burst may run
+    interval_ms: float = 0.0  # GCRA: one message per interval …
+    tolerance_ms: float = 0.0  # … at most this far ahead of schedule (a burst)
+    window_ms: float = 0.0  # a count instead: at most `limit` messages in any window_ms
+    limit: int = 0
     force: bool = False  # charge without waiting (an alert charging the global budget)
 
+    @property
+    def counts(self) -> bool:
+        return self.window_ms > 0
 
-def _per_second(key: str, rate: float, force: bool = False) -> Bucket:
+
+def _per_second(key: str, rate: float, force: bool = False) -> list[Bucket]:
     interval = 1000.0 / rate
-    # A tenth of a second's burst: smooth, yet workers do not wait on each other's jitter.
-    return Bucket(key, interval, interval * max(rate / 10.0 - 1.0, 0.0), force)
+    if rate >= 1:
+        limit, window = math.floor(rate), 1000.0
+    else:  # slower than one a second: one per 1/rate seconds
+        limit, window = 1, interval
+    return [
+        # A tenth of a second's burst: smooth, yet workers do not wait on each other's jitter.
+        Bucket(key, interval, interval * max(rate / 10.0 - 1.0, 0.0), force=force),
+        Bucket(key + ":n", window_ms=window + PACING_MARGIN * 1000.0, limit=limit, force=force),
+    ]
 
 
-def _per_hour(key: str, per_hour: int, force: bool = False) -> Bucket:
-    interval = 3_600_000.0 / per_hour
-    return Bucket(key, interval, 3_600_000.0 - interval, force)
+def _per_hour(key: str, per_hour: int, force: bool = False) -> list[Bucket]:
+    return [Bucket(key, window_ms=3_600_000.0, limit=per_hour, force=force)]
 
 
 def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
     alert = kind == "alert"
     out: list[Bucket] = []
     if settings.rate_per_second > 0:
-        out.append(_per_second("global:s", settings.rate_per_second, force=alert))
+        out += _per_second("global:s", settings.rate_per_second, force=alert)
     if settings.rate_per_hour > 0:
-        out.append(_per_hour("global:h", settings.rate_per_hour, force=alert))
+        out += _per_hour("global:hour", settings.rate_per_hour, force=alert)
     # Unset, the alerts' own ceiling is the provider's rate: they may take all of it
     # (digests step aside) but never more than the provider allows.
     alert_rate = settings.alert_rate_per_second or settings.rate_per_second
     if alert and alert_rate > 0:
-        out.append(_per_second("alerts:s", alert_rate))
+        out += _per_second("alerts:s", alert_rate)
     rate = settings.domain_rates.get(domain)
     if rate:
         # The same priority per domain: an alert conforms to its own bucket at the
         # domain's rate and pushes the shared one forward, so digests to that domain
         # step aside instead of splitting its rate with the alert.
-        out.append(_per_second(f"domain:{domain}", rate, force=alert))
+        out += _per_second(f"domain:{domain}", rate, force=alert)
         if alert:
-            out.append(_per_second(f"alerts:domain:{domain}", rate))
+            out += _per_second(f"alerts:domain:{domain}", rate)
     return out
 
 
-# KEYS = bucket keys; ARGV = interval, tolerance, force (1/0) per key.
+# KEYS = bucket keys; ARGV[1] = a token unique to this call, then per key: kind
+# ('g' GCRA | 'n' count), interval or window (ms), tolerance or limit, force (1/0).
 # Returns 0 when every bucket conforms (and charges them all), else ms to wait.
-_GCRA = """
+_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[3*i-2])
-  local tolerance = tonumber(ARGV[3*i-1])
-  local force = ARGV[3*i] == '1'
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  tats[i] = tat
-  if not force then
-    local allow_at = tat - tolerance
-    if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+  local kind, a, b = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
+  local force = ARGV[4*i+1] == '1'
+  if kind == 'g' then
+    local tat = tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    tats[i] = tat
+    if not force then
+      local allow_at = tat - b
+      if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - a)
+    local n = redis.call('ZCARD', key)
+    if not force and n >= b then
+      local oldest = redis.call('ZRANGE', key, n - b, n - b, 'WITHSCORES')
+      local free_at = tonumber(oldest[2]) + a
+      if free_at - now > wait then wait = free_at - now end
+    end
   end
 end
 if wait > 0 then return tostring(wait) end
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[3*i-2])
-  local tolerance = tonumber(ARGV[3*i-1])
-  local new_tat = tats[i] + interval
-  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now + tolerance) + 1000)
+  local kind, a, b = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
+  if kind == 'g' then
+    local new_tat = tats[i] + a
+    redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now + b) + 1000)
+  else
+    redis.call('ZADD', key, now, ARGV[1] .. ':' .. i)
+    redis.call('PEXPIRE', key, math.ceil(a) + 1000)
+  end
 end
 return '0'
 """
 
 
 class LocalBuckets:
-    """The same GCRA, in this process only."""
+    """The same buckets, in this process only."""
 
     def __init__(self):
         self._tat: dict[str, float] = {}
+        self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
 
     def try_take(self, buckets: list[Bucket]) -> float:
@@ -124,6 +172,14 @@ class LocalBuckets:
             wait = 0.0
             tats = []
             for b in buckets:
+                if b.counts:
+                    sent = self._sent[b.key]
+                    while sent and sent[0] <= now - b.window_ms:
+                        sent.popleft()
+                    if not b.force and len(sent) >= b.limit:
+                        wait = max(wait, sent[len(sent) - b.limit] + b.window_ms - now)
+                    tats.append(0.0)
+                    continue
                 tat = max(self._tat.get(b.key, now), now)
                 tats.append(tat)
                 if not b.force:
@@ -131,21 +187,28 @@ class LocalBuckets:
             if wait > 0:
                 return wait / 1000.0
             for b, tat in zip(buckets, tats, strict=True):
-                self._tat[b.key] = tat + b.interval_ms
+                if b.counts:
+                    self._sent[b.key].append(now)
+                else:
+                    self._tat[b.key] = tat + b.interval_ms
             return 0.0
 
 
 class RedisBuckets:
     def __init__(self, url: str, prefix: str = ""):
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.script = self.client.register_script(_GCRA)
+        self.script = self.client.register_script(_SCRIPT)
         self.prefix = prefix + KEY_PREFIX
 
     def try_take(self, buckets: list[Bucket]) -> float:
         keys = [self.prefix + b.key for b in buckets]
-        args: list = []
+        args: list = [uuid.uuid4().hex]
         for b in buckets:
-            args += [repr(b.interval_ms), repr(b.tolerance_ms), "1" if b.force else "0"]
+            if b.counts:
+                args += ["n", repr(b.window_ms), str(b.limit)]
+            else:
+                args += ["g", repr(b.interval_ms), repr(b.tolerance_ms)]
+            args.append("1" if b.force else "0")
         return float(self.script(keys=keys, args=args)) / 1000.0
 
 

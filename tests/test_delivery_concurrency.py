@@ -1,0 +1,365 @@
+"""Many SMTP sessions at once, pipelined: what must stay true when a batch is concurrent.
+
+Against tests/support/pipelining_smtp.py — it offers PIPELINING and records whether MAIL,
+RCPT and DATA came in one turn, every arrival time and how many connections were open —
+and against aiosmtpd (tests/support/smtp_sink.py, no PIPELINING).  Batches run in this
+process (the function the Celery task calls) with the default SMTP_CONNECTIONS unless a
+test says otherwise; real PostgreSQL and, where a test needs the shared cap or rate
+limits, real Redis.  Counts are asserted, never speeds.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from service.config import SmtpTarget, get_settings, reset_settings
+from service.db import session_scope
+from service.delivery import control, fanout, smtp_pool
+from service.delivery.batch import STATE_GROUP, SenderRefused, send_batch
+from service.delivery.relays import relay_key
+from service.delivery.smtp import SmtpConnection
+from service.delivery.verdicts import Verdict
+from service.models import Delivery, Edition, EditionStatus, Subscriber, Suppression, utcnow
+from tests.support.delivery import ledger, planned_edition, run_all_batches
+from tests.support.pipelining_smtp import PipeliningSmtpServer
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """The PIPELINING server, as SMTP_URL."""
+    with PipeliningSmtpServer() as srv:
+        monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{srv.port}")
+        reset_settings()
+        yield srv
+
+
+def readers(n: int, prefix: str = "reader") -> dict[str, int]:
+    return {f"{prefix}{i}@example.com": 1 for i in range(n)}
+
+
+def row(eid: int, email: str) -> Delivery:
+    with session_scope() as s:
+        return s.scalars(
+            sa.select(Delivery).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.edition_id == eid, Subscriber.email == email)
+        ).one()
+
+
+def status(eid: int) -> EditionStatus:
+    with session_scope() as s:
+        return s.get(Edition, eid).status
+
+
+def in_background(eid: int) -> threading.Thread:
+    worker = threading.Thread(target=run_all_batches, args=(eid,), daemon=True)
+    worker.start()
+    return worker
+
+
+# ------------------------------------------------------------------ sessions and PIPELINING
+
+
+def test_many_sessions_pipelined_each_reader_once_and_kept_across_batches(pg_env, server):
+    eid = planned_edition(200)
+    run_all_batches(eid)  # four batches of 50
+    assert server.copies() == readers(200)
+    assert set(ledger(eid).values()) == {"sent"}
+    assert all(t.pipelined for t in server.messages)  # MAIL, RCPT and DATA in one turn, every time
+    assert 1 < server.max_connections <= get_settings().smtp_connections  # concurrent, within the pool
+    opened = server.connections
+    server.clear()
+    later = planned_edition(100, prefix="later")  # to the 200 and 100 more
+    run_all_batches(later)
+    assert server.copies() == readers(200) | readers(100, "later")
+    assert server.connections == opened  # the sessions outlived their batches: nothing reopened
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time(pg_env, monkeypatch):
+    with PipeliningSmtpServer(pipelining=False) as srv:
+        monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{srv.port}")
+        reset_settings()
+        eid = planned_edition(30)
+        run_all_batches(eid)
+        assert srv.copies() == readers(30)
+        assert not any(t.pipelined for t in srv.messages)
+    assert set(ledger(eid).values()) == {"sent"}
+
+
+def test_pipelined_refusals_are_judged_at_their_own_stage(pg_env, server):
+    server.rcpt_replies["reader1@example.com"] = "550 5.1.1 no such user"
+    server.rcpt_replies["reader2@example.com"] = "451 4.3.0 try again later"
+    server.data_replies["reader3@example.com"] = "552 5.2.2 mailbox full"
+    eid = planned_edition(6)
+    run_all_batches(eid)
+    assert ledger(eid) == {"reader0@example.com": "sent", "reader1@example.com": "failed",
+                           "reader2@example.com": "retry", "reader3@example.com": "failed",
+                           "reader4@example.com": "sent", "reader5@example.com": "sent"}
+    assert (row(eid, "reader1@example.com").smtp_code, row(eid, "reader2@example.com").smtp_code,
+            row(eid, "reader3@example.com").smtp_code) == (550, 451, 552)
+    with session_scope() as s:
+        assert set(s.scalars(sa.select(Suppression.email))) == {"reader1@example.com"}  # 5.1.1 only
+    refused = [t for t in server.transactions if t.refused]
+    assert len(refused) == 2 and all(t.data is None for t in refused)  # no body after a refused RCPT
+    assert sorted(server.recipients()) == ["reader0@example.com", "reader4@example.com", "reader5@example.com"]
+
+
+def test_a_refused_mail_from_while_pipelining_pauses_the_edition(pg_env, redis_url, server):
+    server.mail_reply = "550 5.7.1 sender not authorised"
+    eid = planned_edition(12)
+    with pytest.raises(SenderRefused, match="5.7.1"):
+        run_all_batches(eid)
+    assert status(eid) == EditionStatus.paused
+    assert set(ledger(eid).values()) == {"queued"}  # nobody blamed, everything handed back
+    assert server.transactions == []  # no transaction ever opened, so no body went
+
+
+def test_messages_per_connection_limit_421_reopens_without_a_retry(pg_env, server):
+    server.messages_per_connection = 3  # then the next MAIL gets 421 and the connection closes
+    eid = planned_edition(90)
+    run_all_batches(eid)
+    assert server.copies() == readers(90)
+    assert set(ledger(eid).values()) == {"sent"}
+    assert server.connections >= 90 // 3  # reopened, as the relay asked
+
+
+class _DataDespiteRefusal:
+    """A server that answers 354 to a pipelined DATA although it refused the RCPT before it
+    (RFC 2920 lets a client meet this); records what the client sent after each 354."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.after_354: list[bytes] = []
+        self.pipelined: list[bool] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        f = conn.makefile("rb")
+        conn.sendall(b"220 raw.test ESMTP\r\n")
+        refused = False
+        while line := f.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-raw.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"MAIL":
+                self.pipelined.append(len(f.peek(1)) > 0)  # RCPT and DATA already waiting?
+                conn.sendall(b"250 2.1.0 ok\r\n")
+            elif verb == b"RCPT":
+                refused = b"nobody" in line
+                conn.sendall(b"550 5.1.1 no such user\r\n" if refused else b"250 2.1.5 ok\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")  # even after the refusal: the bug under test
+                body = b""
+                while (data := f.readline()) not in (b".\r\n", b""):
+                    body += data
+                self.after_354.append(body + b".\r\n")
+                conn.sendall(b"554 5.5.1 no valid recipients\r\n" if refused else b"250 2.0.0 queued\r\n")
+            elif verb == b"RSET":
+                conn.sendall(b"250 2.0.0 ok\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                break
+        conn.close()
+
+
+def test_a_data_accepted_after_a_refused_rcpt_is_ended_with_a_lone_dot():
+    srv = _DataDespiteRefusal()
+    conn = SmtpConnection(SmtpTarget(f"smtp://127.0.0.1:{srv.port}"), timeout=5)
+    refused = conn.send("bounce@nashra.example", "nobody@example.com", b"Subject: x\r\n\r\nthe body\r\n")
+    assert (refused.verdict, refused.code, refused.stage) == (Verdict.bounced, 550, "rcpt")
+    sent = conn.send("bounce@nashra.example", "reader@example.com", b"Subject: y\r\n\r\nthe body\r\n")
+    conn.close()
+    assert (sent.verdict, sent.code) == (Verdict.sent, 250)  # the dialogue stayed in step
+    assert srv.after_354[0] == b".\r\n"  # an empty message, never the body
+    assert srv.after_354[1].endswith(b"the body\r\n.\r\n")
+    assert srv.pipelined == [True, True] and conn.pipelined == 2
+
+
+# ------------------------------------------------------------------ faults, with many sessions
+
+
+def test_sender_refused_with_many_in_flight_blames_nobody_and_resume_sends_the_rest_once(pg_env, redis_url, server):
+    server.rcpt_replies["reader30@example.com"] = "554 5.7.1 sending domain blocked by policy"
+    eid = planned_edition(120)
+    with pytest.raises(SenderRefused, match="5.7.1"):
+        run_all_batches(eid)
+    assert status(eid) == EditionStatus.paused
+    states = ledger(eid)
+    assert set(states.values()) <= {"sent", "queued"}  # nobody failed, nothing left claimed
+    assert states["reader30@example.com"] == "queued"
+    sent = {e for e, st in states.items() if st == "sent"}
+    assert sent == set(server.recipients())
+    del server.rcpt_replies["reader30@example.com"]
+    with session_scope() as s:
+        control.resume(s, eid, actor="cli")
+    run_all_batches(eid)
+    assert server.copies() == readers(120)
+    assert status(eid) == EditionStatus.done
+
+
+def test_pause_with_many_sessions_stops_within_a_group_and_resume_sends_the_rest_once(pg_env, redis_url, server):
+    server.data_delay = 0.05
+    eid = planned_edition(400)
+    worker = in_background(eid)
+    server.wait_for(40, timeout=30)
+    with session_scope() as s:
+        control.pause(s, eid, actor="editor:1")
+    paused_at = len(server.messages)
+    worker.join(30)
+    after_pause = len(server.messages) - paused_at
+    # at most the messages already on the wire (the lane's window) and one group read just before
+    assert after_pause <= get_settings().smtp_connections + STATE_GROUP
+    states = ledger(eid)
+    assert collections.Counter(states.values())["sent"] == len(server.messages) < 400
+    assert set(states.values()) == {"sent", "queued"}
+    with session_scope() as s:
+        control.resume(s, eid, actor="editor:1")
+    run_all_batches(eid)
+    assert server.copies() == readers(400)
+
+
+def test_cancel_with_many_sessions_marks_the_rest_cancelled(pg_env, server):
+    server.data_delay = 0.05
+    eid = planned_edition(400)
+    worker = in_background(eid)
+    server.wait_for(40, timeout=30)
+    with session_scope() as s:
+        control.cancel(s, eid, actor="editor:1")
+    worker.join(30)
+    states = ledger(eid)
+    assert set(states.values()) == {"sent", "cancelled"}
+    assert collections.Counter(states.values())["sent"] == len(server.messages) < 400
+
+
+def test_unsubscribing_mid_edition_with_many_sessions_receives_nothing_after(pg_env, server):
+    server.data_delay = 0.05
+    eid = planned_edition(400)
+    worker = in_background(eid)
+    server.wait_for(40, timeout=30)
+    with session_scope() as s:
+        s.execute(sa.update(Subscriber).where(Subscriber.email == "reader350@example.com")
+                  .values(status="unsubscribed", unsubscribed_at=utcnow()))
+    worker.join(60)
+    assert "reader350@example.com" not in server.recipients()
+    assert ledger(eid)["reader350@example.com"] == "skipped"
+    assert len(server.messages) == 399
+
+
+# ------------------------------------------------------------------ rate limits and the cap
+
+
+def _domain_readers(n: int, domain: str) -> None:
+    now = utcnow()
+    with session_scope() as s:
+        s.execute(sa.insert(Subscriber.__table__), [
+            {"email": f"r{i}@{domain}", "status": "active", "frequency": "daily", "alerts": True, "sections": [],
+             "token_version": 1, "created_at": now, "updated_at": now} for i in range(n)])
+
+
+def test_per_second_and_per_domain_limits_hold_with_many_sessions_and_two_batches(pg_env, redis_url, server,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("RATE_PER_SECOND", "5")
+    monkeypatch.setenv("DOMAIN_RATES", "slow.example=2")
+    reset_settings()
+    _domain_readers(6, "slow.example")
+    eid = planned_edition(14)  # 14 at example.com + 6 at slow.example
+    with session_scope() as s:
+        ranges = fanout.batch_ranges(s, eid, 10)
+    assert len(ranges) == 2
+    batches = [threading.Thread(target=send_batch, args=(eid, a, b)) for a, b in ranges]  # two workers at once
+    for b in batches:
+        b.start()
+    for b in batches:
+        b.join(60)
+    assert len(server.messages) == 20
+    per_second = server.per_second()
+    slow = collections.Counter(int(t.at) for t in server.messages if t.rcpt_tos[0].endswith("@slow.example"))
+    print("per second:", sorted(per_second.items()), "slow.example:", sorted(slow.items()))
+    assert max(per_second.values()) <= 5
+    assert max(slow.values()) <= 2
+
+
+def test_the_hourly_limit_holds_with_many_sessions_and_a_pause_stops_the_waiting_batch(pg_env, redis_url, server,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("RATE_PER_HOUR", "7")
+    reset_settings()
+    eid = planned_edition(20)
+    worker = in_background(eid)
+    server.wait_for(7, timeout=30)
+    time.sleep(1.0)  # anything beyond the limit would have arrived by now
+    assert len(server.messages) == 7
+    with session_scope() as s:
+        control.pause(s, eid, actor="editor:1")  # the other 13 wait for the limiter, an hour
+    worker.join(15)
+    assert not worker.is_alive()  # it noticed the pause while waiting, and stopped
+    states = collections.Counter(ledger(eid).values())
+    assert states == {"sent": 7, "queued": 13}
+
+
+def test_an_alert_gets_its_share_of_connections_while_a_digest_holds_all_of_its_own(pg_env, redis_url, server,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("SMTP_CONNECTIONS", "10")
+    monkeypatch.setenv("SMTP_MAX_CONNECTIONS", "4")
+    monkeypatch.setenv("SMTP_ALERT_CONNECTIONS", "2")  # so digests may hold 2, alerts always get 2
+    reset_settings()
+    server.data_delay = 0.2  # one message time
+    digest = planned_edition(40, alerts=False)
+    alert = planned_edition(2, kind="alert", prefix="alert")  # to these two only
+    worker = in_background(digest)
+    server.wait_for(4, timeout=30)  # the digest is under way, on every connection it may hold
+    digest_before = len(server.messages)
+    run_all_batches(alert)
+    alert_times = [t.at for t in server.messages if t.rcpt_tos[0].startswith("alert")]
+    digest_meanwhile = sum(1 for t in server.messages
+                           if t.rcpt_tos[0].startswith("reader") and t.at < min(alert_times)) - digest_before
+    worker.join(60)
+    assert server.copies() == readers(40) | readers(2, "alert")
+    assert server.max_connections <= 4  # the shared cap held
+    # The alert did not wait for a digest connection: while its first message went, each of
+    # the digest's 2 connections finished at most the message it had on the wire and one more.
+    assert digest_meanwhile <= 2 * 2
+    assert len(server.messages) - digest_before > 2  # ... and the digest was far from done meanwhile
+    assert len([t for t in server.messages if t.rcpt_tos[0].startswith("reader")]) == 40
+
+
+def test_idle_sessions_close_and_give_their_slots_back(pg_env, redis_url, server, monkeypatch):
+    monkeypatch.setenv("SMTP_IDLE_SECONDS", "0.5")
+    reset_settings()
+    eid = planned_edition(30)
+    run_all_batches(eid)
+    lane = smtp_pool.lane(get_settings(), "digest")
+    assert lane.sessions()
+    relay = relay_key(get_settings().smtp)
+    assert lane.cap.counts(relay)["general"] == len(lane.sessions())
+    assert server.wait_until(lambda srv: srv.current_connections == 0, timeout=10)  # QUIT, after idling
+    assert lane.sessions() == [] and lane.cap.counts(relay) == {"alert": 0, "general": 0}
+    later = planned_edition(5, prefix="later")
+    run_all_batches(later)  # and they come back when there is mail
+    assert set(ledger(later).values()) == {"sent"}
+
+
+def test_worker_shutdown_quits_every_session_and_frees_its_slots(pg_env, redis_url, server):
+    run_all_batches(planned_edition(30))
+    lane = smtp_pool.lane(get_settings(), "digest")
+    relay = relay_key(get_settings().smtp)
+    assert lane.cap.counts(relay)["general"] > 0
+    smtp_pool.close_all()  # what the worker's shutdown signal runs
+    assert server.wait_until(lambda srv: srv.current_connections == 0, timeout=10)
+    assert lane.cap.counts(relay) == {"alert": 0, "general": 0}
+
+
+def test_embedded_sqlite_sends_one_at_a_time(sqlite_env, server):
+    eid = planned_edition(25)
+    with session_scope() as s:
+        ranges = fanout.batch_ranges(s, eid, 10)
+    for a, b in ranges:
+        send_batch(eid, a, b)
+    assert server.copies() == readers(25) and server.max_connections == 1
+    assert set(ledger(eid).values()) == {"sent"}
