@@ -97,8 +97,15 @@ def test_html_over_100_kb_fails(good):
 
 
 def test_text_line_running_left_to_right_fails(good):
-    problems = _problems_after(good, "\u200fhttps://news.example/arab-world/103", "https://news.example/arab-world/103", in_text=True)
+    problems = _problems_after(good, "\u200f\u200ehttps://news.example/arab-world/103\u200e",
+                               "https://news.example/arab-world/103", in_text=True)
     assert any("U+200F" in p for p in problems), problems
+    assert any("U+200E" in p for p in problems), problems
+
+
+def test_an_unmarked_run_in_the_text_part_fails(good):
+    problems = _problems_after(good, "\u200eOPEC+\u200e", "OPEC+", in_text=True)
+    assert any("'OPEC+' must sit between two U+200E marks" in p for p in problems), problems
 
 
 def test_html_in_the_text_part_fails(good):

@@ -182,7 +182,7 @@ def test_a_real_smtp_server_receives_a_readable_arabic_message(smtp_sink, digest
     received = smtp_sink.wait_for(3)
     for b in (_bodies(r.message) for r in received):
         assert "المغرب والاحتلال" in b["text/html"]
-        assert "\u200fhttps://news.example" in b["text/plain"]
+        assert "\u200f\u200ehttps://news.example" in b["text/plain"]  # RLM first, the link between LRMs
     assert {r.message["To"] for r in received} == {"reader0@example.com", "reader1@example.com", "reader2@example.com"}
     assert all(r.message["Subject"] == digest.subject for r in received)
     # each reader got their own links and nobody else's

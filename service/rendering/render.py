@@ -7,7 +7,7 @@ still holds the `views.UNSUBSCRIBE_URL` / `views.PREFERENCES_URL` placeholders, 
 
 from __future__ import annotations
 
-from service.rendering.bidi import rtl_text
+from service.rendering.bidi import rtl_line, rtl_text
 from service.rendering.environment import KINDS, html_env, text_env
 from service.rendering.inline import inline_css
 from service.rendering.viewmodels import RenderedVariant
@@ -26,13 +26,18 @@ def render_variant(kind: str, context: dict) -> RenderedVariant:
     subject = _one_line(text_env().get_template(f"{kind}/subject.txt").render(context))
     if not subject:
         raise ValueError(f"{kind}: the subject rendered empty")
-    html = html_env().get_template(f"{kind}/body.html").render(context, subject=subject)
+    # The lines a reader sees outside the HTML body carry bidi marks instead of spans
+    # (bidi.py says which and why): the Subject, the preheader (the inbox snippet) and
+    # every line of the text part.
+    subject = rtl_line(subject)
+    preheader = rtl_line(_one_line(context.get("preheader", "")))
+    html = html_env().get_template(f"{kind}/body.html").render(context, subject=subject, preheader=preheader)
     html = inline_css(html)
     text = rtl_text(text_env().get_template(f"{kind}/body.txt").render(context, subject=subject))
     return RenderedVariant(
         subject=subject,
         html=html,
         text=text,
-        preheader=context.get("preheader", ""),
+        preheader=preheader,
         extra={"kind": kind},
     )

@@ -12,7 +12,7 @@ import re
 import lxml.html
 from lxml import etree
 
-from service.rendering.bidi import RLM, line_needs_rlm, ltr_runs
+from service.rendering.bidi import RLM, line_needs_rlm, ltr_runs, unmarked_runs
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips at about 102 KB
@@ -180,6 +180,8 @@ def _check_text(text: str, problems: list[str]) -> None:
     for n, line in enumerate(text.splitlines(), 1):
         if line_needs_rlm(line) and not line.startswith(RLM):
             problems.append(f"text line {n} would run left-to-right: start it with U+200F ({line[:40]!r})")
+        for run in unmarked_runs(line)[:1]:
+            problems.append(f"text line {n}: {run[:40]!r} must sit between two U+200E marks")
 
 
 def check_email(html: str, text: str, *, allow_http: bool = False) -> list[str]:
