@@ -1,6 +1,9 @@
 """Set-up shared by the benchmark scripts: a free port, a scratch PostgreSQL database,
 an aiosmtpd sink in a process of its own, Celery workers as a subprocess, uvicorn in a
-thread, and the SMTP sink's ceiling.
+thread, and the SMTP sink's ceiling; a redis-server of the run's own; Postfix's
+smtp-sink (installed if missing) with per-message arrival times; CPU seconds of a
+process, a worker's process group and a database's backends; the reference senders
+(smtplib in threads, aiosmtplib on one event loop).
 
 The scripts run as `.venv/bin/python bench/bench_X.py`; each puts the repository root
 on sys.path first and then imports from here:
@@ -13,17 +16,21 @@ on sys.path first and then imports from here:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,3 +175,381 @@ def web_server(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# ------------------------------------------------------------------ a Redis of our own
+
+
+@contextlib.contextmanager
+def redis_server():
+    """redis-server on a free loopback port, no persistence: its URL (db 0)."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        with contextlib.suppress(redis.ConnectionError):
+            if client.ping():
+                break
+        time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+# ------------------------------------------------------------------ CPU time from /proc
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # [0] is field 3 (state)
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    f = _stat_fields(pid)
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """User + system CPU seconds of every live process in session `sid` (a Celery worker
+    started by celery_worker: its main process and its prefork children)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            f = _stat_fields(int(name))
+            if f and int(f[3]) == sid:
+                total += int(f[11]) + int(f[12])
+    return total / CLK_TCK
+
+
+def postgres_cpu_seconds(database_url: str) -> float:
+    """CPU seconds of the PostgreSQL backends connected to this database right now (they
+    run on this machine; a backend that ended meanwhile is not counted)."""
+    import sqlalchemy as sa
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            pids = c.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": name}).scalars().all()
+    finally:
+        admin.dispose()
+    return sum(pid_cpu_seconds(p) for p in pids)
+
+
+# ------------------------------------------------------------------ smtp-sink (Postfix), or aiosmtpd
+
+
+def _quiet(*cmd: str) -> int:
+    return subprocess.run(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+
+def ensure_smtp_sink() -> str | None:
+    """Path of Postfix's smtp-sink, installing Debian's postfix package if it is missing
+    (root only); None if it cannot be had.  The postfix daemon is left stopped and disabled."""
+    found = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("bench: installing Debian's postfix package for smtp-sink …", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            return None
+    # No mail daemon of ours may keep running (or start at boot).
+    if shutil.which("postfix") and _quiet("postfix", "status") == 0:
+        _quiet("postfix", "stop")
+    if os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+        _quiet("systemctl", "disable", "--now", "postfix")
+    elif shutil.which("update-rc.d"):
+        _quiet("update-rc.d", "postfix", "disable")
+    return shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+
+
+class PostfixSink:
+    """`smtp-sink -c` (C, one process, offers PIPELINING) on 127.0.0.1:port.
+
+    With -c it writes "sess=N quit=N mesg=N\\r" each time a message's final "." is
+    answered; a thread here reads that pipe and timestamps each new message
+    (CLOCK_MONOTONIC, shared by every process on the machine, read within about a
+    millisecond of the 250).
+    """
+
+    kind = "smtp-sink"
+
+    def __init__(self, binary: str, port: int):
+        self.port = port
+        self._arrivals: list[float] = []
+        cmd = [binary, "-c", "-h", "sink.bench", "-m", "2048"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # required as root: drop to nobody after binding
+        self.proc = subprocess.Popen([*cmd, f"127.0.0.1:{port}", "1024"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="smtp-sink-counter", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        fd = self.proc.stdout.fileno()
+        seen, tail = 0, b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            now = time.monotonic()
+            records = (tail + chunk).split(b"\r")
+            tail = records.pop()
+            for rec in reversed(records):  # the last complete record has the newest count
+                i = rec.rfind(b"mesg=")
+                if i >= 0:
+                    n = int(rec[i + 5:])
+                    if n > seen:
+                        self._arrivals.extend([now] * (n - seen))
+                        seen = n
+                    break
+
+    def count(self) -> int:
+        return len(self._arrivals)
+
+    def arrivals(self, start: int = 0, end: int | None = None) -> list[float]:
+        return self._arrivals[start:end]
+
+    def cpu_seconds(self) -> float:
+        return pid_cpu_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(2)
+
+
+def _aiosmtpd_main(port: int, count, arrivals, stop) -> None:
+    class Recording:
+        async def handle_DATA(self, server, session, envelope):
+            now = time.monotonic()
+            with count.get_lock():
+                i = count.value
+                if i < len(arrivals):
+                    arrivals[i] = now
+                count.value = i + 1
+            return "250 2.0.0 OK"
+
+    serve_smtp(Recording(), port, 50_000_000, stop)
+
+
+class AiosmtpdSink:
+    """The fallback: an aiosmtpd sink in a process of its own (Python: a far lower ceiling,
+    no PIPELINING), recording the arrival of up to `capacity` messages."""
+
+    kind = "aiosmtpd"
+
+    def __init__(self, capacity: int):
+        ctx = mp.get_context("spawn")
+        self._count = ctx.Value("q", 0)
+        self._arr = ctx.Array("d", capacity, lock=False)
+        self.port = free_port()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_aiosmtpd_main, args=(self.port, self._count, self._arr, self._stop),
+                                 daemon=True)
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    def count(self) -> int:
+        return self._count.value
+
+    def arrivals(self, start: int = 0, end: int | None = None) -> list[float]:
+        end = min(self.count() if end is None else end, len(self._arr))
+        return list(self._arr[start:end])
+
+    def cpu_seconds(self) -> float:
+        return pid_cpu_seconds(self.pid) if self.pid else float("nan")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(10)
+
+
+@contextlib.contextmanager
+def smtp_sink(capacity: int = 2_000_000, prefer: str = "smtp-sink"):
+    """An SMTP sink on a free loopback port that counts what it accepts and when:
+    Postfix's smtp-sink (installed if missing), else the aiosmtpd sink.  Prints which."""
+    binary = ensure_smtp_sink() if prefer == "smtp-sink" else None
+    sink = None
+    if binary:
+        port = free_port()
+        sink = PostfixSink(binary, port)
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.recv(100)  # its greeting
+                break
+            time.sleep(0.05)
+        else:
+            sink.close()
+            sink = None
+    if sink is None:
+        sink = AiosmtpdSink(capacity)
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", sink.port), timeout=1):
+                break
+            time.sleep(0.05)
+        print("sink: aiosmtpd (smtp-sink not available)", flush=True)
+    else:
+        print(f"sink: Postfix smtp-sink ({binary}) on 127.0.0.1:{sink.port}", flush=True)
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+# ------------------------------------------------------------------ reference senders
+
+
+@dataclass
+class Sent:
+    messages: int
+    seconds: float
+    cpu_seconds: float  # this process's CPU time (every thread) while sending
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else float("nan")
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_seconds / self.messages * 1e6 if self.messages else float("nan")
+
+
+def smtplib_threads(port: int, message: bytes, sender: str, connections: int, seconds: float,
+                    host: str = "127.0.0.1") -> Sent:
+    """The plain sender: `connections` threads, each with one persistent smtplib
+    connection, `sendmail` per message (MAIL, RCPT, DATA, the body: four round trips),
+    until `seconds` have passed; the same bytes every time, one recipient each."""
+    opened: list[smtplib.SMTP] = []
+    lock = threading.Lock()
+
+    def connect(i: int) -> None:
+        s = smtplib.SMTP(host, port, timeout=60)
+        s.ehlo()
+        with lock:
+            opened.append(s)
+
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        list(pool.map(connect, range(connections)))
+    start = threading.Barrier(connections + 1)
+    counts = [0] * connections
+    ends = [0.0] * connections
+    deadline = [0.0]
+
+    def run(i: int, smtp: smtplib.SMTP) -> None:
+        start.wait()
+        n = 0
+        while time.perf_counter() < deadline[0]:
+            smtp.sendmail(sender, [f"ref{i}-{n}@example.com"], message)
+            n += 1
+        counts[i], ends[i] = n, time.perf_counter()
+
+    threads = [threading.Thread(target=run, args=(i, s), daemon=True) for i, s in enumerate(opened)]
+    for t in threads:
+        t.start()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    cpu = time.process_time() - cpu0
+    for s in opened:
+        with contextlib.suppress(Exception):
+            s.quit()
+    return Sent(sum(counts), max(ends) - t0, cpu)
+
+
+def aiosmtplib_tasks(port: int, message: bytes, sender: str, connections: int, seconds: float,
+                     host: str = "127.0.0.1") -> Sent | None:
+    """The same with asyncio: `connections` aiosmtplib clients on one event loop (in a
+    thread of its own), `sendmail` per message.  None if aiosmtplib is not installed."""
+    try:
+        import aiosmtplib
+    except ImportError:
+        return None
+    import asyncio
+
+    async def main() -> Sent:
+        clients = [aiosmtplib.SMTP(hostname=host, port=port, timeout=60, use_tls=False, start_tls=False)
+                   for _ in range(connections)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(c.ehlo() for c in clients))
+        counts = [0] * connections
+        ends = [0.0] * connections
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+
+        async def run(i: int, c) -> None:
+            n = 0
+            while time.perf_counter() < deadline:
+                await c.sendmail(sender, [f"aref{i}-{n}@example.com"], message)
+                n += 1
+            counts[i], ends[i] = n, time.perf_counter()
+
+        await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
+        cpu = time.process_time() - cpu0
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.quit()
+        return Sent(sum(counts), max(ends) - t0, cpu)
+
+    out: list[Sent] = []
+    t = threading.Thread(target=lambda: out.append(asyncio.run(main())))
+    t.start()
+    t.join()
+    return out[0] if out else None
+
+
+# ------------------------------------------------------------------ the workers' code
+
+
+@contextlib.contextmanager
+def code_of(rev: str | None):
+    """A directory holding the service's code at git revision `rev` (`git archive` of
+    service/, templates/ and alembic.ini, whichever exist there); None: this working tree,
+    as it is now (other engineers' uncommitted edits included)."""
+    if rev is None:
+        yield REPO
+        return
+    top = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    wanted = [p for p in ("service", "templates", "alembic.ini", "migrations") if p in top]
+    tmp = Path(tempfile.mkdtemp(prefix="nashra-code-"))
+    try:
+        archive = subprocess.run(["git", "archive", rev, *wanted], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def code_label(rev: str | None) -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    if rev is not None:
+        return f"git {git('rev-parse', '--short', rev)} ({rev})"
+    dirty = git("status", "--porcelain", "--", "service", "templates")
+    return f"this working tree: git {git('rev-parse', '--short', 'HEAD')}" + (
+        " + uncommitted changes under service/" if dirty else "")
