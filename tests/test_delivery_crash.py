@@ -12,85 +12,25 @@ and the duplicates, and the seconds recovery took.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
 from service.config import get_settings, reset_settings
-from service.db import session_scope
 from service.delivery.batch import OUTCOME_GROUP, duplicate_bound
-from service.delivery.sweeper import SweepReport, sweep
-from service.models import Edition, EditionStatus
 from tests.support.delivery import ledger, planned_edition
-
-REPO = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).parent / "celery")
-CONCURRENCY = 2
-
-
-def start_worker(name: str, extra_env: dict[str, str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items()}
-    env.update(extra_env)
-    return subprocess.Popen(
-        [CELERY, "-A", "service.jobs.app", "worker", "-Q", "digests,alerts", "-c", str(CONCURRENCY),
-         "-P", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--loglevel", "WARNING"],
-        cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=open(os.devnull, "w") if not os.environ.get("NASHRA_TEST_VERBOSE") else None,
-    )
-
-
-def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    proc.wait(10)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        kill(proc, signal.SIGTERM)
-
-
-def worker_env(smtp_port: int) -> dict[str, str]:
-    return {
-        "DATABASE_URL": os.environ["DATABASE_URL"],
-        "REDIS_URL": os.environ["REDIS_URL"],
-        "REDIS_KEY_PREFIX": os.environ.get("REDIS_KEY_PREFIX", ""),
-        "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-        "BATCH_SIZE": "100",
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-def wait_done(eid: int, timeout: float) -> list[tuple[float, SweepReport]]:
-    """Play beat: sweep every SWEEP_SECONDS until the edition is done; (when, report) of each sweep."""
-    every = get_settings().sweep_seconds
-    deadline = time.monotonic() + timeout
-    sweeps = []
-    while time.monotonic() < deadline:
-        with session_scope() as s:
-            if s.get(Edition, eid).status == EditionStatus.done:
-                return sweeps
-            sweeps.append((time.monotonic(), sweep(s)))
-        time.sleep(every)
-    raise AssertionError(f"edition {eid} not done after {timeout}s: {sorted(set(ledger(eid).values()))}")
-
-
-def report(capsys, text: str) -> None:
-    with capsys.disabled():
-        print(f"\n[{__name__}] {text}")
-
-
-def dispatch(eid: int) -> None:
-    from service.jobs.tasks import plan_edition
-
-    plan_edition.si(eid).apply_async(queue="digests")
+from tests.support.workers import (
+    CONCURRENCY,
+    dispatch,
+    kill,
+    report,
+    start_worker,
+    stop,
+    wait_done,
+    worker_env,
+)
 
 
 @pytest.mark.slow
