@@ -319,3 +319,21 @@ def test_the_welcome_says_what_the_reader_chose(alerts, line):
     assert chosen == ["الأقسام: رياضة، اقتصاد", "المواعيد: النشرة الأسبوعية", f"الأخبار العاجلة: {line}"]
     assert all(c in v.text for c in chosen)
     assert v.preheader == f"اخترت: النشرة الأسبوعية · رياضة، اقتصاد · الأخبار العاجلة {line}."
+
+
+def test_stories_already_alerted_go_to_the_short_block():
+    secs = samples.sections(12)
+    opec = next(a for s in secs for a in s.articles if "OPEC+" in a.title)
+    lead_only = [s for s in secs if s.slug == "tech"][0].articles[0]
+    ctx = contexts.digest_context(SITE, secs, edition_date=AT, frequency="daily",
+                                  alerted={samples.LEAD.id, opec.id, lead_only.id})
+    assert ctx["lead"].article.id not in {samples.LEAD.id, opec.id, lead_only.id}  # the lead is news to them
+    assert [m.article.id for m in ctx["missed"]] == [samples.LEAD.id, opec.id, lead_only.id]
+    tech = next(s for s in ctx["sections"] if s.slug == "tech")
+    assert tech.items == () and tech.note == contexts.MISSED_ARE_BELOW
+    assert all(i.article.id not in {opec.id, samples.LEAD.id} for s in ctx["sections"] for i in s.items)
+    v = render_variant("digest", ctx)
+    doc = lxml.html.document_fromstring(v.html)
+    assert [a.get("href") for a in doc.xpath("//p[@class='missed']/a")] == [samples.LEAD.url, opec.url, lead_only.url]
+    assert opec.title not in v.preheader and samples.LEAD.title not in v.preheader
+    assert check_email(v.html, v.text) == []

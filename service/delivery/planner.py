@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring
 from service.delivery.ledger import PLANNING
-from service.editions.variants import render_variant_for
+from service.editions.digests import alerted_article_ids
+from service.editions.variants import ALERTED_PREFIX, render_variant_for
 from service.logs import get_logger
 from service.models import (
     Article,
@@ -64,21 +65,36 @@ def _default_renderer() -> Renderer:
     return render_variant_for
 
 
-def _variant_expr(edition: Edition) -> sa.ColumnElement[str]:
+def _variant_expr(edition: Edition, alerted: bool = False) -> sa.ColumnElement[str]:
+    """The reader's audience variant: what makes their copy of the edition differ.
+
+    A digest's is the reader's section list as stored ('all' when empty); when the
+    digest carries stories a breaking alert already mailed (`alerted`), readers with
+    alerts on get ALERTED_PREFIX before it — their copy lists those stories in a short
+    «فاتك؟» block instead of in full.  One bit more, so at most twice the renders, and
+    only on days when an alert went out.
+    """
     if edition.kind != EditionKind.digest:
         # An alert or a correction is one story, the same for every reader.
         return sa.literal(ALL)
     as_text = sa.cast(Subscriber.sections, sa.Text)
-    return sa.case(
+    room = VARIANT_MAX - (len(ALERTED_PREFIX) if alerted else 0)
+    sections = sa.case(
         (Subscriber.sections.is_(None), ALL),
         (as_text.in_(["[]", "null", ""]), ALL),
         # Longer than the column: better every section than a failed plan (logged below).
-        (sa.func.length(as_text) > VARIANT_MAX, ALL),
+        (sa.func.length(as_text) > room, ALL),
         else_=as_text,
+    )
+    if not alerted:
+        return sections
+    return sa.case(
+        (Subscriber.alerts.is_(True), sa.literal(ALERTED_PREFIX, sa.Text).op("||")(sections)),
+        else_=sections,
     )
 
 
-def _audience(edition: Edition, dialect: str, after: int, through: int) -> sa.Select:
+def _audience(edition: Edition, dialect: str, after: int, through: int, alerted: bool = False) -> sa.Select:
     not_suppressed = ~sa.exists().where(Suppression.email == Subscriber.email)
     conds = [Subscriber.status == SubscriberStatus.active, not_suppressed,
              Subscriber.id > after, Subscriber.id <= through]
@@ -96,7 +112,7 @@ def _audience(edition: Edition, dialect: str, after: int, through: int) -> sa.Se
     return sa.select(
         sa.literal(edition.id),
         Subscriber.id,
-        _variant_expr(edition),
+        _variant_expr(edition, alerted),
         sa.literal(DeliveryStatus.queued.value),
         sa.literal(0),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
@@ -105,7 +121,12 @@ def _audience(edition: Edition, dialect: str, after: int, through: int) -> sa.Se
 
 def _variant_shows(variant: sa.ColumnElement, section_id: sa.ColumnElement, dialect: str) -> sa.ColumnElement[bool]:
     """Did a reader of this variant see an article of this section?  'all' sees every
-    section (and the unsectioned articles); a list sees only its own sections."""
+    section (and the unsectioned articles); a list sees only its own sections.  (A
+    reader of an ALERTED_PREFIX variant saw it at least in the «فاتك؟» block.)"""
+    skip = len(ALERTED_PREFIX)
+    variant = sa.case(
+        (sa.func.substr(variant, 1, skip) == ALERTED_PREFIX, sa.func.substr(variant, skip + 1)), else_=variant
+    )
     if dialect == "postgresql":
         listed = sa.cast(variant, postgresql.JSONB).op("@>")(sa.func.to_jsonb(section_id))
     else:
@@ -149,8 +170,10 @@ def _insert_audience(session: Session, edition: Edition, after: int, through: in
     table = Delivery.__table__
     cols = ["edition_id", "subscriber_id", "variant", "status", "attempts", "updated_at"]
     dialect = session.get_bind().dialect.name
+    # One query per chunk: does this digest carry stories an alert already mailed?
+    alerted = edition.kind == EditionKind.digest and bool(alerted_article_ids(session, edition))
     stmt = insert_ignoring(session, table, ["edition_id", "subscriber_id"]).from_select(
-        cols, _audience(edition, dialect, after, through))
+        cols, _audience(edition, dialect, after, through, alerted))
     # SQLAlchemy reports an INSERT's row count only when asked to keep it.
     inserted = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
     if inserted is None or inserted < 0:  # without it a chunk could not tell "complete" from "added rows"

@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
 from service.articles.queries import articles_for_window
 from service.config import get_settings
 from service.editions import keys
-from service.models import Edition, EditionArticle, EditionKind, EditionStatus, Frequency, utcnow
+from service.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionArticle,
+    EditionKind,
+    EditionStatus,
+    Frequency,
+    utcnow,
+)
 
+MAILED = (DeliveryStatus.sent, DeliveryStatus.unknown)  # unknown: maybe delivered (RFC 1047)
 WINDOWS = {Frequency.daily: dt.timedelta(days=1), Frequency.weekly: dt.timedelta(days=7)}
 MAX_ARTICLES = 40
 MAX_PER_SECTION = 8
@@ -142,3 +152,47 @@ def create_digest(
     session.flush()
     session.refresh(edition)
     return edition, True
+
+
+def alerted_article_ids(session: Session, edition: Edition) -> set[int]:
+    """The digest's articles that a breaking alert already mailed, at the version the
+    digest carries (or a later one): readers with alerts on have read them.
+
+    An alert of an ingested article names it (edition_articles); a typed alert is matched
+    on its link, when it was made after the article's current version appeared.  Only an
+    alert that actually went to someone (a `sent` or `unknown` ledger row) counts, and
+    never a cancelled one.  An article updated in a major way since its alert is news
+    again, and is not on this list.
+    """
+    if edition.kind != EditionKind.digest or not edition.articles:
+        return set()
+    mailed = (
+        exists()
+        .where(Delivery.edition_id == Edition.id, Delivery.status.in_(MAILED))
+    )
+    mine = aliased(EditionArticle)
+    theirs = aliased(EditionArticle)
+    found = set(
+        session.scalars(
+            select(mine.article_id)
+            .join(theirs, (theirs.article_id == mine.article_id) & (theirs.version >= mine.version))
+            .join(Edition, Edition.id == theirs.edition_id)
+            .where(mine.edition_id == edition.id, Edition.kind == EditionKind.alert,
+                   Edition.status != EditionStatus.cancelled, mailed)
+            .distinct()
+        )
+    )
+    carried = {ea.article_id: ea.article for ea in edition.articles if ea.article_id not in found}
+    if carried:
+        since = min(a.last_major_at for a in carried.values())
+        typed = session.execute(
+            select(Edition.params, Edition.created_at)
+            .where(Edition.kind == EditionKind.alert, Edition.status != EditionStatus.cancelled,
+                   Edition.created_at >= since, ~exists().where(EditionArticle.edition_id == Edition.id), mailed)
+        ).all()
+        for params, created_at in typed:
+            url = (params or {}).get("url")
+            for article_id, article in carried.items():
+                if url == article.url and created_at >= article.last_major_at:
+                    found.add(article_id)
+    return found

@@ -1,9 +1,11 @@
 """Render an edition once per audience variant.
 
-A variant is the reader's ordered list of section ids as stored on the subscriber
-(JSON text, "all" for every section).  The delivery planner calls
-`render_variant_for` once per distinct variant of an edition; per recipient only the
-links are filled in afterwards.
+A digest's variant is the reader's ordered list of section ids as stored on the
+subscriber (JSON text, "all" for every section), prefixed with ALERTED_PREFIX for
+readers with breaking alerts on when the digest carries stories an alert already mailed
+(those readers get them in a short «فاتك؟» block instead of in full).  The delivery
+planner builds the key (`planner._variant_expr`) and calls `render_variant_for` once per
+distinct variant of an edition; per recipient only the links are filled in afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.editions.article_view import article_view
+from service.editions.digests import alerted_article_ids
 from service.logs import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
 from service.rendering import contexts
@@ -27,6 +30,15 @@ log = get_logger(__name__)
 # Gmail clips a message's HTML at about 102 KB, hiding everything after the cut,
 # the footer's unsubscribe link included (docs/email-rules.md: stay under 100 KB of HTML).
 HTML_BUDGET_BYTES = 95_000
+# A digest variant for readers who get breaking alerts: "a:" + the sections key.
+ALERTED_PREFIX = "a:"
+
+
+def split_variant(variant: str) -> tuple[str, bool]:
+    """(the sections key, whether its readers had alerts on): "a:[3, 1]" → ("[3, 1]", True)."""
+    if variant.startswith(ALERTED_PREFIX):
+        return variant[len(ALERTED_PREFIX) :], True
+    return variant, False
 
 
 def parse_variant(variant: str) -> list[int] | None:
@@ -93,16 +105,19 @@ def render_variant_for(session: Session, edition: Edition, variant: str) -> Rend
     settings = get_settings()
     site = contexts.site_view(settings)
     if edition.kind == EditionKind.digest:
-        sections = _digest_sections(session, edition, variant)
+        key, with_alerts = split_variant(variant)
+        sections = _digest_sections(session, edition, key)
         if not sections:
             return None  # nothing in this reader's sections today
-        lead = next((a for s in sections for a in s.articles if a.lead_image_url), sections[0].articles[0])
+        alerted = alerted_article_ids(session, edition) if with_alerts else set()
+        lead = contexts.choose_lead(sections, alerted=alerted)
         edition_date = edition.window_end or edition.created_at or utcnow()
         frequency = edition.frequency.value if edition.frequency else "daily"
         keep = {lead.id, sections[0].articles[0].id}
         total = sum(len(s.articles) for s in sections)
         while True:
-            ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead)
+            ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead,
+                                          alerted=alerted)
             rendered = render_variant("digest", ctx)
             size = len(rendered.html.encode("utf-8"))
             count = sum(len(s.articles) for s in sections)

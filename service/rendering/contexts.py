@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ PREHEADER_MAX = 140
 PREHEADER_HEADLINES = 2  # a digest's preheader: the two headlines after the lead
 SUBJECT_HEADLINE_MAX = 60  # what a phone's inbox shows of a subject, about
 LEAD_IS_HERE = "خبر هذا القسم يتصدّر النشرة أعلاه."
+MISSED_ARE_BELOW = "أخبار هذا القسم وصلتك عاجلةً، وتجدها في «فاتك؟» أدناه."
 READ_ALSO_MAX = 2  # «اقرأ أيضاً» links an alert carries
 UPDATE_MIN_GAP = dt.timedelta(minutes=1)
 # A note's own label ("تصحيح:", "تحديث:" …, the words the site puts before a correction or
@@ -179,6 +180,16 @@ def _section_names(sections: Sequence[SectionView | str]) -> list[str]:
 # ------------------------------------------------------------------ kinds
 
 
+def choose_lead(sections: Sequence[SectionView], *, alerted: Collection[int] = ()) -> ArticleView:
+    """The first article with an image, in the reader's order (else the first article),
+    among those the reader did not already get as a breaking alert when there are any."""
+    articles = [a for s in sections for a in s.articles]
+    if not articles:
+        raise ValueError("a digest needs at least one article")
+    fresh = [a for a in articles if a.id not in alerted] or articles
+    return next((a for a in fresh if a.lead_image_url), fresh[0])
+
+
 def digest_context(
     site: SiteView,
     sections: Sequence[SectionView],
@@ -186,35 +197,47 @@ def digest_context(
     edition_date: dt.date | dt.datetime,
     frequency: str,
     lead: ArticleView | None = None,
+    alerted: Collection[int] = (),
 ) -> dict:
     """A digest: a lead story, then the reader's sections in the reader's order.
 
     The lead defaults to the first article with an image; it carries its section's name
     and is not repeated in its section.  A section whose only story is the lead keeps
     its place, with a line saying so.
+
+    `alerted`: ids of the articles this variant's readers already got as breaking alerts.
+    They are not shown again in full: the «فاتك؟» block at the end lists them (headline
+    and link), and their sections say so when nothing else is left in them.
     """
     label = _frequency_label(frequency)
     all_articles = [a for s in sections for a in s.articles]
     if not all_articles:
         raise ValueError("a digest needs at least one article")
     if lead is None:
-        lead = next((a for a in all_articles if a.lead_image_url), all_articles[0])
+        lead = choose_lead(sections, alerted=alerted)
+    alerted = frozenset(alerted) - {lead.id}
     section_items = []
     lead_section = ""
+    missed: list[ArticleItem] = []
     for s in sections:
-        items = tuple(_item(site, a) for a in s.articles if a.id != lead.id)
+        items = tuple(_item(site, a) for a in s.articles if a.id != lead.id and a.id not in alerted)
         has_lead = any(a.id == lead.id for a in s.articles)
+        gone = [a for a in s.articles if a.id in alerted]
+        missed += (_item(site, a) for a in gone)
         if has_lead and not lead_section:
             lead_section = s.name
         if items:
             section_items.append(SectionItems(slug=s.slug, name=s.name, items=items))
         elif has_lead:
             section_items.append(SectionItems(slug=s.slug, name=s.name, items=(), note=LEAD_IS_HERE))
+        elif gone:
+            section_items.append(SectionItems(slug=s.slug, name=s.name, items=(), note=MISSED_ARE_BELOW))
     names = [s.name for s in sections]
     # The inbox line: the subject leads with the lead's headline (the From name already
-    # says who sends it), the preheader adds the next two headlines, never the lead again.
-    others = [a.title for a in all_articles if a.id != lead.id][:PREHEADER_HEADLINES]
-    ctx = _base(site, "digest", " · ".join(others) or lead.summary)
+    # says who sends it), the preheader adds the next two headlines, never the lead again
+    # (nor a story the reader already got as an alert).
+    others = [a.title for a in all_articles if a.id != lead.id and a.id not in alerted][:PREHEADER_HEADLINES]
+    ctx = _base(site, "digest", " · ".join(others) or lead.summary or lead.title)
     ctx.update(
         subject_headline=_shorten(lead.title, SUBJECT_HEADLINE_MAX),
         edition_date=_site_date(site, edition_date),
@@ -223,6 +246,7 @@ def digest_context(
         lead=_item(site, lead),
         lead_section=lead_section or lead.section_name or "",  # the label above the lead
         sections=section_items,
+        missed=tuple(missed),
         article_count=len(all_articles),
         reason=(
             f"تصلك هذه الرسالة لأنك مشترك في النشرة {label} من {site.name}"
