@@ -1,8 +1,9 @@
 """Pause, resume and cancel an edition (the CLI and the editors' API call these).
 
 Each is a conditional UPDATE on the edition plus an audit line; the caller commits.
-Workers read the edition's status before every message, so a pause or a cancel takes
-effect within one message per worker; their claimed rows go back to `queued`
+Workers read the edition's status before every group of ten messages (and every second
+while they wait), so a pause or a cancel takes effect within a group per batch, plus
+the messages already on the wire; their claimed rows go back to `queued`
 (pause) or to `cancelled` (cancel).  Resume re-dispatches only rows that are still to
 send: nothing already sent (or `unknown`) is sent again.
 """
