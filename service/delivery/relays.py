@@ -21,7 +21,6 @@ two caps).  A password is never in a key, a log line or a repr.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import time
@@ -29,7 +28,7 @@ import time
 import redis
 
 from service.config import Settings, SmtpTarget
-from service.logs import get_logger
+from service.logs import get_logger, redact
 
 log = get_logger(__name__)
 
@@ -55,7 +54,8 @@ def relay_key(target: SmtpTarget) -> str:
     host = f"[{target.host}]" if ":" in target.host else target.host
     key = f"{host.lower()}:{target.port}"
     if target.username:
-        key += "~" + hashlib.sha256(target.username.encode()).hexdigest()[:8]
+        # A keyed tag, not a bare sha256: the key is logged, and a user name is often an address.
+        key += "~" + redact(target.username)[2:10]
     return key
 
 
