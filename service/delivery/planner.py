@@ -3,8 +3,9 @@
 The audience is written by `INSERT … SELECT` (the database does the work, so a million
 readers cost seconds and no Python memory), guarded by the unique (edition,
 subscriber) constraint so that planning twice inserts nothing new.  Each row carries
-its audience variant (the reader's section list as stored, 'all' when empty) and each
-distinct variant is rendered exactly once into `edition_variants`.
+its audience variant (the reader's section list as stored, 'all' when empty, with one
+more bit for a digest that carries stories an alert already mailed: `_variant_expr`)
+and each distinct variant is rendered exactly once into `edition_variants`.
 
 `plan()` writes the whole audience in one statement.  `plan_chunk()` writes one range
 of subscriber ids per call, so that the caller can commit and dispatch the first

@@ -5,7 +5,8 @@ render.py       render_variant(kind, context): Jinja2 → premailer → text par
 inline.py       premailer configured to do no harm
 personalise.py  personalise(variant, …): the two per-recipient links, by substitution
 mime.py         build_message(…) and PreparedVariant: multipart/alternative, base64, RFC 2047
-bidi.py         <span dir="ltr"> for Latin runs and signed numbers; U+200F in the text part
+bidi.py         <span dir="ltr"> for Latin runs and signed numbers in the body; LRM/RLM marks
+                in the Subject, the preheader and the text part
 dates.py        Arabic dates (Levantine/Egyptian months), absolute times, the zone, Hijri, digits
 article_html.py article HTML through nh3 before it may enter an email
 viewmodels.py   the frozen data templates are rendered from

@@ -59,8 +59,6 @@ class ArticleItem:
     """
 
     article: ArticleView
-    time: str  # "17:33", in the site's zone
-    date: str  # "24 تشرين الثاني/نوفمبر 2021"
     published: str  # "24 تشرين الثاني/نوفمبر 2021، 17:33", or "" without a publish time
     updated: str = ""  # the site's «آخر تحديث», when it updated the article after publishing
 
@@ -134,14 +132,9 @@ def _updated(site: SiteView, article: ArticleView) -> str:
 
 def _item(site: SiteView, article: ArticleView) -> ArticleItem:
     when = article.published_at
-    if when is None:
-        return ArticleItem(article=article, time="", date="", published="", updated=_updated(site, article))
-    local = dates.local_time(when, site.timezone)
     return ArticleItem(
         article=article,
-        time=dates.clock_time(local, arabic_digits=site.arabic_digits),
-        date=dates.arabic_date(local, arabic_digits=site.arabic_digits),
-        published=_when(site, when),
+        published=_when(site, when) if when is not None else "",
         updated=_updated(site, article),
     )
 
