@@ -246,7 +246,7 @@ class _Batch:
         # written or sent.  PostgreSQL runs in autocommit: nothing to end there.
         self.autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         one_at_a_time = conn.dialect.name == "sqlite"
-        self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.window.size)
+        self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.size)
         self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
         self.in_flight = 0
         self.done: queue.SimpleQueue[_Message] = queue.SimpleQueue()
@@ -282,20 +282,22 @@ class _Batch:
         self._act_on_stop()
 
     def _feed(self) -> None:
+        """Each message takes room in the window as it goes, so the window stays full; the
+        group's state is read when its first message gets room."""
         for start in range(0, len(self.rows), self.group):
             chunk = self.rows[start:start + self.group]
-            if not self._room_for(len(chunk)):
+            if not self._room():
                 return
             status, states = ledger.recipient_states(self.conn, self.edition_id, [r.subscriber_id for r in chunk])
             self._end_read()
             if status in (EditionStatus.paused, EditionStatus.cancelled, None):
-                self.lane.window.give(len(chunk))
+                self.lane.window.release()
                 self._stop("paused" if status == EditionStatus.paused else "cancelled")
                 return
-            for row in chunk:
+            for i, row in enumerate(chunk):
+                if i and not self._room():
+                    return
                 self._one(row, states.get(row.subscriber_id))
-            if self.error is not None:
-                return
 
     def _one(self, row: ledger.Claimed, state: ledger.RecipientState | None) -> None:
         """Send one row's message, or decide it without sending (its window room given back)."""
@@ -331,7 +333,7 @@ class _Batch:
                         self._drain_all()
                     return
         del self.unsent[row.id]
-        self.lane.window.give()
+        self.lane.window.release()
         if write is not None:
             metrics.message(self.kind, write.record.status.value)
             self._put(write)
@@ -355,8 +357,8 @@ class _Batch:
 
     # ------------------------------------------------------------------ answers
 
-    def _room_for(self, n: int) -> bool:
-        """Take window room for n messages, settling answers while waiting; False: stop.
+    def _room(self) -> bool:
+        """Take room in the window for one message, settling answers while waiting; False: stop.
 
         A long wait (the rate limiter holds the messages in flight, or other batches hold
         the pool) re-reads the edition every RECHECK_SECONDS, so that a pause or a cancel
@@ -367,9 +369,9 @@ class _Batch:
             if self.stop is not None or self.error is not None:
                 return False
             if self.in_flight == 0:
-                if self.lane.window.take(n, timeout=0.05):  # the room is other batches'
+                if self.lane.window.acquire(timeout=0.05):  # the room is other batches'
                     return True
-            elif self.lane.window.take(n, timeout=0):
+            elif self.lane.window.acquire(blocking=False):
                 return True
             else:
                 self._drain(block=True)
@@ -385,7 +387,7 @@ class _Batch:
             try:
                 self._settle(message)
             finally:
-                self.lane.window.give()
+                self.lane.window.release()
 
     def _drain_all(self) -> None:
         while self.in_flight:

@@ -24,7 +24,7 @@ log = get_logger(__name__)
 # and tails off, so it must be several times SMTP_CONNECTIONS to keep the pool busy),
 # and never fewer than ALERT_BATCH_MIN.
 ALERT_BATCH_MIN = 50
-ALERT_MESSAGES_PER_CONNECTION = 5
+ALERT_MESSAGES_PER_CONNECTION = 10
 
 
 def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None,

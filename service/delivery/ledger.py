@@ -94,34 +94,10 @@ _E = Edition.__table__
 _X = Suppression.__table__
 
 
-# The two statements every message runs are built once: building a SQLAlchemy
-# statement costs about as much CPU as executing it (the state query and the outcome
-# write are the per-message hot path; see bench/bench_alert_latency.py).
-_RECIPIENT_STATE = (
-    sa.select(
-        _E.c.status,
-        _S.c.status,
-        _S.c.email,
-        _S.c.token_version,
-        _S.c.alerts,
-        _S.c.frequency,
-        sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
-    )
-    .select_from(_S.join(_E, _E.c.id == sa.bindparam("edition_id")))
-    .where(_S.c.id == sa.bindparam("subscriber_id"))
-)
-
-
-def recipient_state(conn, edition_id: int, subscriber_id: int) -> RecipientState | None:
-    """Everything the send decision needs, read in one round trip just before sending."""
-    row = conn.execute(_RECIPIENT_STATE, {"edition_id": edition_id, "subscriber_id": subscriber_id}).first()
-    if row is None:
-        return None
-    return RecipientState(EditionStatus(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], bool(row[6]))
-
-
-# The edition, outer-joined to the group's readers: the edition's status comes back
-# even when every reader of the group has been deleted meanwhile.
+# The statements of the hot path are built once: building a SQLAlchemy statement
+# costs about as much CPU as executing it (see bench/bench_alert_latency.py).  Here the
+# edition, outer-joined to a group's readers: the edition's status comes back even when
+# every reader of the group has been deleted meanwhile.
 _RECIPIENT_STATES = (
     sa.select(
         _E.c.status,
@@ -278,16 +254,6 @@ def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_
         sa.update(D)
         .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
         .values(**values)
-    ).rowcount
-
-
-def extend_lease(conn, worker: str, ids: list[int], lease_seconds: int) -> int:
-    if not ids:
-        return 0
-    return conn.execute(
-        sa.update(D)
-        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
-        .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
     ).rowcount
 
 

@@ -102,7 +102,7 @@ class SmtpConnection:
 
     def _open(self) -> smtplib.SMTP:
         t = self.target
-        ctx = ssl.create_default_context()
+        ctx = tls_context() if t.security in ("ssl", "starttls") else None
         if t.security == "ssl":
             smtp = smtplib.SMTP_SSL(t.host, t.port, local_hostname=self.local_hostname, timeout=self.timeout, context=ctx)
         else:
@@ -178,10 +178,6 @@ class SmtpConnection:
             # attempt on a fresh connection is safe.
             outcome = self._send_once(sender, recipient, message, wire_ready)
         return outcome
-
-    @property
-    def offers_pipelining(self) -> bool:
-        return self._smtp is not None and bool(self._smtp.has_extn("pipelining"))
 
     def _send_once(self, sender: str, recipient: str, message: bytes, wire_ready: bool) -> Outcome:
         failed = self.connect()
@@ -294,6 +290,22 @@ class SmtpConnection:
             except (smtplib.SMTPException, OSError):
                 self._drop()
         return outcome
+
+
+_tls_contexts: dict[tuple, ssl.SSLContext] = {}
+_tls_lock = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The default verifying TLS context, made once per process (and CA settings): loading
+    the system's CA bundle costs tens of milliseconds of CPU, and a pool opens many
+    connections.  An SSLContext is safe to share between threads."""
+    key = (os.getpid(), os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _tls_lock:
+        ctx = _tls_contexts.get(key)
+        if ctx is None:
+            ctx = _tls_contexts[key] = ssl.create_default_context()
+        return ctx
 
 
 def _text(value: object, default: str) -> str:

@@ -26,7 +26,8 @@ of batches running: that is the "in flight" of the duplicate bound (see batch.py
 
 Threads, not asyncio: smtplib keeps the stage-by-stage dialogue of smtp.py (RFC 1047's
 "unknown", PIPELINING's refusals) in plain code, and a sender thread spends its time
-waiting on the network with the GIL released (BENCHMARKS.md has the measurements).
+waiting on the network with the GIL released (bench/bench_send_engine.py measures it
+beside aiosmtplib; BENCHMARKS.md).
 Lanes are per process: a forked child makes its own (threads do not survive a fork).
 """
 
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 ALERT, DIGEST = ALERT_LANE, "digest"
 FIRST_SLOT_WAIT = 1.0  # a lane with no session waits this long per try for a slot of the cap
 CAP_FULL_BACKOFF = 0.2  # a lane that has sessions asks the cap again after this
+PICK_EVERY = 1.0  # seconds a lane keeps Relays.pick()'s answer
 
 
 def lane_name(kind: str) -> str:
@@ -67,28 +69,6 @@ class Session:
     evict: bool = False  # the cap wants the slot back: close at checkin
 
 
-class Window:
-    """Room for messages in flight: taken a group at a time, so that batches sharing a
-    lane can never each hold part of the room and wait for the rest."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.used = 0
-        self._cond = threading.Condition()
-
-    def take(self, n: int, timeout: float) -> bool:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.used + n <= self.size, timeout):
-                return False
-            self.used += n
-            return True
-
-    def give(self, n: int = 1) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
-
-
 class Lane:
     def __init__(self, settings: Settings, name: str, fingerprint: tuple = ()):
         self.name = name
@@ -100,7 +80,8 @@ class Lane:
         self.helo = helo_name(settings)
         self.cap = ConnectionCap(settings)
         self.relays = Relays(settings)
-        self.window = Window(self.size)
+        # Room for messages in flight (see the module doc), shared by the lane's batches.
+        self.window = threading.BoundedSemaphore(self.size)
         self.executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"nashra-smtp-{name}")
         self.opened = 0  # sessions made (each holds one slot of the cap)
         self._cond = threading.Condition()
@@ -108,6 +89,8 @@ class Lane:
         self._all: set[Session] = set()
         self._opening = 0
         self._cap_full_until = 0.0
+        self._picked: SmtpTarget | None = None
+        self._picked_until = 0.0
         self._closed = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name=f"nashra-smtp-{name}-keeper", daemon=True)
         self._keeper.start()
@@ -121,7 +104,7 @@ class Lane:
         (None: as long as it takes — the batch's heartbeat keeps its leases meanwhile).
         """
         deadline = None if wait is None else time.monotonic() + wait
-        preferred = self.relays.pick()
+        preferred = self._preferred()
         preferred_key = relay_key(preferred) if preferred is not None else None
         while True:
             stale = None
@@ -147,6 +130,15 @@ class Lane:
                 return session
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _preferred(self) -> SmtpTarget | None:
+        """Relays.pick(), asked at most every PICK_EVERY seconds (it may ask Redis): a
+        set-aside is seen within that time, and by this lane at once (send() drops the
+        cached answer when it sets a relay aside)."""
+        now = time.monotonic()
+        if now >= self._picked_until:
+            self._picked, self._picked_until = self.relays.pick(), now + PICK_EVERY
+        return self._picked
 
     def _open(self, preferred: SmtpTarget | None) -> Session | None:
         """A new session to the preferred relay, if the cap grants it a slot."""
@@ -226,6 +218,7 @@ class Lane:
             # The relay refuses *us*: nothing was accepted.  Set it aside; the next relay
             # (if any) takes this message.
             self.relays.set_aside(session.conn.target, _refusal(outcome))
+            self._picked_until = 0.0
             self.discard(session)
             tried += 1
             if tried >= len(self.relays.targets) or self.relays.all_set_aside():
