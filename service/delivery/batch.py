@@ -212,11 +212,11 @@ class _Message:
     outcome: Outcome | None = None
     accepted_at: float = 0.0  # time.time() when the answer came
     error: BaseException | None = None  # the sending code itself failed (a bug): row left claimed
-    given_up: bool = False  # the batch stopped while it waited for the rate limiter: not sent
+    given_up: bool = False  # the batch stopped while it waited (limiter, a session): not sent
 
 
 class _GivenUp(Exception):
-    """Raised in a sender thread waiting for the rate limiter once its batch stops."""
+    """Raised in a sender thread waiting for the rate limiter or a session once its batch stops."""
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,7 @@ class _Batch:
         """On a sender thread: one message over a free session."""
         try:
             message.outcome = self.lane.send(
-                envelope_from, message.email, data,
+                envelope_from, message.email, data, still_wanted=self._still_wanted,
                 before=lambda: self.limiter.wait(self.kind, domain, on_wait=self._still_wanted))
         except _GivenUp:
             message.given_up = True

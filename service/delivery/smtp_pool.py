@@ -97,17 +97,19 @@ class Lane:
 
     # ------------------------------------------------------------------ sessions
 
-    def checkout(self, wait: float | None = None) -> Session | None:
+    def checkout(self, wait: float | None = None,
+                 still_wanted: Callable[[], object] | None = None) -> Session | None:
         """A session no other message is using (opened lazily, on its first message).
 
         Blocks until one is free or a slot of the cap is granted; `wait` bounds that
-        (None: as long as it takes — the batch's heartbeat keeps its leases meanwhile).
+        (None: as long as it takes — the batch's heartbeat keeps its leases meanwhile),
+        and `still_wanted` is called while it waits (it raises to give the message up).
         """
         deadline = None if wait is None else time.monotonic() + wait
         preferred = self._preferred()
         preferred_key = relay_key(preferred) if preferred is not None else None
         while True:
-            stale = None
+            stale, waited = None, False
             with self._cond:
                 if self._free:
                     session = self._free.pop()
@@ -121,7 +123,11 @@ class Lane:
                     if left is not None and left <= 0:
                         return None
                     self._cond.wait(0.1 if left is None else min(left, 0.1))
-                    continue
+                    waited = True
+            if waited:
+                if still_wanted is not None:
+                    still_wanted()
+                continue
             if stale is not None:
                 self.discard(stale)
                 continue
@@ -185,16 +191,18 @@ class Lane:
     # ------------------------------------------------------------------ one message
 
     def send(self, sender: str, recipient: str, message: bytes,
-             before: Callable[[], object] | None = None) -> Outcome:
+             before: Callable[[], object] | None = None,
+             still_wanted: Callable[[], object] | None = None) -> Outcome:
         """Send one message over a free session; say what became of it.
 
         `before` runs once, on the connected session, right before the dialogue (the
         rate limiter: the permission is used at once, so the server sees the rate the
         limiter allowed); if it raises, nothing is sent and the exception goes up.
+        `still_wanted` is called while the message waits for a session (it may raise too).
         """
         tried, asked = 0, before is None
         while True:
-            session = self.checkout()
+            session = self.checkout(still_wanted=still_wanted)
             assert session is not None
             # A new session connects first: the permission is then used within one
             # dialogue, not after TCP, greeting, EHLO, STARTTLS and AUTH.
