@@ -248,7 +248,8 @@ class _Batch:
         one_at_a_time = conn.dialect.name == "sqlite"
         self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.size)
         self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
-        self.in_flight = 0
+        self.in_flight = 0  # handed to a sender thread, answer not settled (each holds window room)
+        self.room = 0  # window room taken for a message not handed over yet
         self.done: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self.stop: str | None = None
         self.stop_outcome: Outcome | None = None
@@ -277,6 +278,7 @@ class _Batch:
             self._give_back_untouched()
             raise
         finally:
+            self._give_room(self.room)  # whatever an error left taken
             self.heartbeat.stop()
             self.report.by_status.update(self.writer.counts)
         self._act_on_stop()
@@ -291,7 +293,7 @@ class _Batch:
             status, states = ledger.recipient_states(self.conn, self.edition_id, [r.subscriber_id for r in chunk])
             self._end_read()
             if status in (EditionStatus.paused, EditionStatus.cancelled, None):
-                self.lane.window.release()
+                self._give_room()
                 self._stop("paused" if status == EditionStatus.paused else "cancelled")
                 return
             for i, row in enumerate(chunk):
@@ -328,12 +330,13 @@ class _Batch:
                     self.lane.executor.submit(self._send, message, msg.envelope_from, msg.data, domain)
                     # From here on the row is never handed back as `queued`: it may be accepted.
                     del self.unsent[row.id]
+                    self.room -= 1  # the room goes with the message: _drain gives it back
                     self.in_flight += 1
                     if self.group == 1:  # SQLite: its answer is written before the next message goes
                         self._drain_all()
                     return
         del self.unsent[row.id]
-        self.lane.window.release()
+        self._give_room()
         if write is not None:
             metrics.message(self.kind, write.record.status.value)
             self._put(write)
@@ -368,13 +371,17 @@ class _Batch:
             self._recheck()
             if self.stop is not None or self.error is not None:
                 return False
-            if self.in_flight == 0:
-                if self.lane.window.acquire(timeout=0.05):  # the room is other batches'
-                    return True
-            elif self.lane.window.acquire(blocking=False):
+            if (self.lane.window.acquire(timeout=0.05) if self.in_flight == 0  # the room is other batches'
+                    else self.lane.window.acquire(blocking=False)):
+                self.room += 1
                 return True
-            else:
+            if self.in_flight:
                 self._drain(block=True)
+
+    def _give_room(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.room -= 1
+            self.lane.window.release()
 
     def _drain(self, block: bool) -> None:
         while self.in_flight:
