@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import netpath  # noqa: E402
+from bench.bench_alert_latency import HEADLINE, SUMMARY, URL  # noqa: E402 — at the top: it edits sys.path
 from bench.support import (  # noqa: E402
     aiosmtplib_tasks,
     celery_worker,
@@ -75,7 +76,6 @@ DIGEST_ARTICLES = 60
 
 
 def rendered_alert():
-    from bench.bench_alert_latency import HEADLINE, SUMMARY, URL
     from service.config import get_settings
     from service.rendering import contexts
     from service.rendering.render import render_variant

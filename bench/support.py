@@ -527,14 +527,15 @@ def aiosmtplib_tasks(port: int, message: bytes, sender: str, connections: int, s
 @contextlib.contextmanager
 def code_of(rev: str | None):
     """A directory holding the service's code at git revision `rev` (`git archive` of
-    service/, templates/ and alembic.ini, whichever exist there); None: this working tree,
-    as it is now (other engineers' uncommitted edits included)."""
+    service/, templates/, alembic.ini and tests/ — the benchmarks' sample contexts live in
+    tests/support — whichever exist there); None: this working tree, as it is now (other
+    engineers' uncommitted edits included)."""
     if rev is None:
         yield REPO
         return
     top = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout.split()
-    wanted = [p for p in ("service", "templates", "alembic.ini", "migrations") if p in top]
+    wanted = [p for p in ("service", "templates", "alembic.ini", "migrations", "tests") if p in top]
     tmp = Path(tempfile.mkdtemp(prefix="nashra-code-"))
     try:
         archive = subprocess.run(["git", "archive", rev, *wanted], cwd=REPO, capture_output=True, check=True).stdout
