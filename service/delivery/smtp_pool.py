@@ -83,7 +83,6 @@ class Lane:
         # Room for messages in flight (see the module doc), shared by the lane's batches.
         self.window = threading.BoundedSemaphore(self.size)
         self.executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"nashra-smtp-{name}")
-        self.opened = 0  # sessions made (each holds one slot of the cap)
         self._cond = threading.Condition()
         self._free: list[Session] = []  # the most recently used last: reused first
         self._all: set[Session] = set()
@@ -153,10 +152,13 @@ class Lane:
         key = relay_key(target)
         try:
             slot = self.cap.acquire(key, self.name, wait_seconds=0 if self._all else FIRST_SLOT_WAIT)
-        finally:
+        except BaseException:
             with self._cond:
                 self._opening -= 1
-        with self._cond:
+                self._cond.notify_all()
+            raise
+        with self._cond:  # one step: the place reserved by _opening becomes the session
+            self._opening -= 1
             if slot is None:
                 # The cap is full (other workers hold it): use the sessions we have.
                 self._cap_full_until = time.monotonic() + CAP_FULL_BACKOFF
@@ -164,7 +166,6 @@ class Lane:
                 return None
             session = Session(SmtpConnection(target, self.timeout, local_hostname=self.helo), key, slot)
             self._all.add(session)
-            self.opened += 1
             return session
 
     def checkin(self, session: Session) -> None:
