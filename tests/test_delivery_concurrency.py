@@ -11,6 +11,7 @@ limits, real Redis.  Counts are asserted, never speeds.
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from service.delivery.verdicts import Verdict
 from service.models import Delivery, Edition, EditionStatus, Subscriber, Suppression, utcnow
 from tests.support.delivery import ledger, planned_edition, run_all_batches
 from tests.support.pipelining_smtp import PipeliningSmtpServer
+from tests.support.smtp_sink import silent_server
 
 
 @pytest.fixture
@@ -54,6 +56,14 @@ def row(eid: int, email: str) -> Delivery:
 def status(eid: int) -> EditionStatus:
     with session_scope() as s:
         return s.get(Edition, eid).status
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port where nothing listens: connection refused (a relay that is down)."""
+    with silent_server() as port:
+        pass
+    yield port
 
 
 def in_background(eid: int) -> threading.Thread:
@@ -363,3 +373,30 @@ def test_embedded_sqlite_sends_one_at_a_time(sqlite_env, server):
         send_batch(eid, a, b)
     assert server.copies() == readers(25) and server.max_connections == 1
     assert set(ledger(eid).values()) == {"sent"}
+
+
+# ------------------------------------------------------------------ several relays
+
+
+def test_a_relay_that_refuses_us_is_set_aside_and_the_next_carries_the_edition(pg_env, redis_url, server,
+                                                                               monkeypatch):
+    with closed_port() as refused:
+        monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{refused},smtp://127.0.0.1:{server.port}")
+        reset_settings()
+        eid = planned_edition(60)
+        run_all_batches(eid)
+    assert server.copies() == readers(60)
+    assert status(eid) == EditionStatus.done  # not paused: another relay took the mail
+    lane = smtp_pool.lane(get_settings(), "digest")
+    assert lane.relays.set_aside_for().keys() == {f"127.0.0.1:{refused}"}
+
+
+def test_only_when_every_relay_refuses_is_the_edition_paused(pg_env, redis_url, monkeypatch):
+    with closed_port() as first, closed_port() as second:
+        monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{first},smtp://127.0.0.1:{second}")
+        reset_settings()
+        eid = planned_edition(5)
+        with pytest.raises(SenderRefused, match="connection refused"):
+            run_all_batches(eid)
+    assert status(eid) == EditionStatus.paused
+    assert set(ledger(eid).values()) == {"queued"}
