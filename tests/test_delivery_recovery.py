@@ -110,3 +110,15 @@ def test_a_451_reader_is_sent_when_the_retry_falls_due(pg_env, redis_url, smtp_s
     # dispatched because it fell due (once), not because the ledger had stalled
     assert sum(r.due_retries for _, r in sweeps) == 1
     assert not any(r.stalled for _, r in sweeps)
+
+
+def test_a_dead_workers_rows_come_back_with_the_batches_it_had_prefetched(pg_env):
+    eid = planned_edition(6)
+    sending(eid, updated_at=ago(1))  # queued rows of a batch message the dead worker had prefetched
+    one_row(eid, status="claimed", claimed_by="dead:1:1", lease_until=ago(1))  # and the one it was sending
+    result, calls = swept()
+    assert result.expired == 1
+    ((_, _, _, ranges),) = calls
+    with session_scope() as s:
+        ids = set(s.scalars(sa.select(Delivery.id).where(Delivery.edition_id == eid)))
+    assert {i for a, b in ranges for i in range(a, b + 1)} >= ids  # all of them, not just the expired one

@@ -3,7 +3,9 @@
 1. Rows whose lease expired belonged to a worker that died (SIGKILL, OOM, a lost
    machine): a live batch renews its leases every LEASE_SECONDS/3, so these are back to
    `queued` (or `cancelled` if the edition was cancelled meanwhile) within LEASE_SECONDS
-   + SWEEP_SECONDS of the death, and re-dispatched at once.
+   + SWEEP_SECONDS of the death, and re-dispatched at once — with every other claimable
+   row of the edition when its queue is empty: the dead worker also took the batch
+   messages it had prefetched, whose rows were never claimed.
 2. Retry rows whose time has come are dispatched at the next sweep (within SWEEP_SECONDS
    of their time), once: the row's `updated_at` is set to the sweep's time, and a row is
    due for this only while `updated_at < next_attempt_at` — a later sweep does not pile
@@ -107,8 +109,13 @@ def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatch
             .returning(D.c.id)
         ).scalars().all()
         report.due_retries += len(due)
-        ids = by_edition.pop(edition.id, []) + list(due)
+        expired_here = by_edition.pop(edition.id, [])
+        ids: list[int] | None = expired_here + list(due)
         if ids:
+            if expired_here and dispatcher.waiting(edition.kind.value) == 0:
+                # A dead worker lost its prefetched batch messages too: send every
+                # claimable row (harmless if a message was not in fact lost).
+                ids = None
             report.redispatched[edition.id] = fanout.dispatch(session, edition, ids=ids, dispatcher=dispatcher)
         elif _stalled(session, edition, now, dispatcher):
             n = fanout.dispatch(session, edition, dispatcher=dispatcher)
