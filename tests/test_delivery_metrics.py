@@ -7,6 +7,9 @@ reads them through /metrics.  Counts only (no speed is asserted).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 from fastapi.testclient import TestClient
@@ -87,3 +90,27 @@ def test_a_process_that_counts_in_memory_is_added_to_the_files(tmp_path, monkeyp
     if not metrics.multiprocess():  # this test process counts in memory unless a worker here enabled files
         assert after["nashra_delivery_latency_seconds_count"] - before.get("nashra_delivery_latency_seconds_count",
                                                                            0) == 1
+
+
+def test_metrics_adds_up_the_files_of_every_container(tmp_path, monkeypatch):
+    """docker compose gives each worker container its own subdirectory (their process ids
+    overlap); /metrics adds every subdirectory's files to its own."""
+    files = tmp_path / "metrics"
+    files.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(files))
+    reset_settings()
+    before = scrape()  # what this process may have counted in memory already
+    for container in ("worker-alerts", "worker-digests"):
+        folder = files / container
+        folder.mkdir(parents=True)
+        subprocess.run([sys.executable, "-c",
+                        "from service.delivery import metrics; from service.config import get_settings;"
+                        "metrics.enable_multiprocess(get_settings());"
+                        "metrics.message('alert', 'sent', 250, 0.2)"],
+                       env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}, check=True)
+    after = scrape()
+    sent = {"kind": "alert", "outcome": "sent", "reply_class": "2xx"}
+    assert value(after, "nashra_delivery_messages_total", **sent) - value(before, "nashra_delivery_messages_total",
+                                                                          **sent) == 2
+    assert (value(after, "nashra_delivery_latency_seconds_count", kind="alert")
+            - value(before, "nashra_delivery_latency_seconds_count", kind="alert")) == 2

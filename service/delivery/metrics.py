@@ -89,27 +89,34 @@ def message(kind: str, outcome: str, code: int | None = None, latency: float | N
         hist.labels(kind).observe(max(latency, 0.0))
 
 
+def _add(families: dict[str, Metric], family: Metric) -> None:
+    """Add `family`'s samples into the family of that name (one family per name)."""
+    into = families.get(family.name)
+    if into is None:
+        families[family.name] = family
+        return
+    totals = {(s.name, tuple(sorted(s.labels.items()))): s for s in into.samples}
+    for sample in family.samples:
+        if sample.name.endswith("_created"):
+            continue
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        old = totals.get(key)
+        totals[key] = sample._replace(value=sample.value + (old.value if old else 0.0))
+    into.samples = list(totals.values())
+
+
 def collect_all(settings: Settings) -> list[Metric]:
-    """Every process's delivery metrics: the files of the multiprocess directory, plus this
-    process's own when it counts in memory (added sample by sample, one family per name)."""
+    """Every process's delivery metrics: the files of the multiprocess directory and of its
+    subdirectories (one per container in docker compose, whose process ids overlap), plus
+    this process's own when it counts in memory."""
     families: dict[str, Metric] = {}
     path = directory(settings)
     if path.is_dir():
-        for family in MultiProcessCollector(None, path=str(path)).collect():
-            families[family.name] = family
+        for folder in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+            for family in MultiProcessCollector(None, path=str(folder)).collect():
+                _add(families, family)
     if _metrics is not None and not _in_files:
         for metric in _metrics:
             for family in metric.collect():
-                into = families.get(family.name)
-                if into is None:
-                    families[family.name] = family
-                    continue
-                totals = {(s.name, tuple(sorted(s.labels.items()))): s for s in into.samples}
-                for sample in family.samples:
-                    if sample.name.endswith("_created"):
-                        continue
-                    key = (sample.name, tuple(sorted(sample.labels.items())))
-                    old = totals.get(key)
-                    totals[key] = sample._replace(value=sample.value + (old.value if old else 0.0))
-                into.samples = list(totals.values())
+                _add(families, family)
     return list(families.values())
