@@ -161,10 +161,9 @@ def wait_done(edition_id: int, timeout: float = 900) -> float:
 
 
 def _run(rendered, n: int, prefix: str, batches_only: bool) -> float:
-    from service.jobs.tasks import plan_edition
-
     from service.db import session_scope
     from service.delivery import fanout
+    from service.jobs.tasks import plan_edition
     from service.models import Edition
 
     clear_ledger()

@@ -216,9 +216,9 @@ def test_sweep_task_replans_drafts_whose_planning_message_was_lost(pg_env, redis
     went out: the next sweep hands the draft to the planner on its own queue.  A draft
     made a moment ago is left to its own message; a planned edition is not a draft."""
     import redis
-    from service.jobs.tasks import sweep as sweep_task
 
     from service.jobs.app import configure
+    from service.jobs.tasks import sweep as sweep_task
     from service.models import EditionKind
 
     configure()
