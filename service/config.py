@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     # correction/update note) | major (every major update).
     corrections: Literal["off", "notes", "major"] = "notes"
     corrections_max_age_days: int = 7  # only editions that mailed the article this recently
+    # An editor's API token (which is also their login) opens nothing this many days
+    # after `nashra editors add` or `rotate` made it.
+    editor_token_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("feed_urls", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ in `migrations/versions/`.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
 
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -148,6 +150,9 @@ class Section(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     position: Mapped[int] = mapped_column(default=0)
+    # Hidden: no longer offered on the signup and preferences forms; readers who chose
+    # it keep it, and its articles still go out (service/articles/sections.py).
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Category(Base):
@@ -374,7 +379,8 @@ class Editor(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     role: Mapped[EditorRole] = mapped_column(_enum(EditorRole, "editor_role"), default=EditorRole.editor)
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 of the token
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    token_expires_at: Mapped[dt.datetime]  # the token opens nothing after this (EDITOR_TOKEN_DAYS)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # false: revoked
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -417,7 +423,19 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # From where: "web 203.0.113.7", "api 203.0.113.7", "cli ops@host" (AUDIT_ORIGIN).
+    origin: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
+# Where the current request or command comes from, for the audit log: set once by the
+# edge (the web app's middleware per request, `nashra` at start), read by `audit()`, so
+# that no call site has to pass it along.
+AUDIT_ORIGIN: contextvars.ContextVar[str | None] = contextvars.ContextVar("nashra_audit_origin", default=None)
 
 
 def audit(session, actor: str, action: str, target: str | None = None, **details) -> None:
-    session.add(AuditLog(actor=actor, action=action, target=target, details=details))
+    origin = AUDIT_ORIGIN.get()
+    session.add(AuditLog(actor=actor, action=action, target=target, details=details,
+                         origin=origin[:200] if origin else None))

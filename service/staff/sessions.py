@@ -3,7 +3,8 @@
 The editor's pages ride on a session of their own, never on the API token: a login
 makes a fresh random secret (the cookie) and a row holding its sha256; logout deletes
 the row, so a copied cookie dies with it; a session ends by itself MAX_AGE after login
-or IDLE after its last request, and with the editor (revoked: `active` false).
+or IDLE after its last request, and with the editor (revoked: `active` false) or their
+token (expired, or rotated: rotating deletes the editor's sessions).
 Functions take a Session and never commit.
 """
 
@@ -63,7 +64,8 @@ def lookup(session: Session, secret: str | None, *, now: dt.datetime | None = No
     if found is None:
         return None
     row, editor = found
-    if not editor.active or row.expires_at <= now or row.last_seen_at + IDLE <= now:
+    if (not editor.active or editor.token_expires_at <= now or row.expires_at <= now
+            or row.last_seen_at + IDLE <= now):
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
