@@ -30,8 +30,8 @@ from service.delivery.compose import (
     prepare,
     send_composed,
 )
+from service.delivery.one_off import send_transactional
 from service.delivery.smtp import close_connection
-from service.editions.transactional import send_transactional
 from service.models import Delivery, Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
