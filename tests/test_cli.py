@@ -138,8 +138,8 @@ def test_subscribers_import_then_export_round_trips(pg_env, tmp_path):
         encoding="utf-8",
     )
     proc = nashra("subscribers", "import", str(src))
-    assert proc.returncode == 0, proc.stderr
-    assert "line 3" in proc.stdout  # the bad row is reported by its line
+    assert proc.returncode == 1, proc.stderr  # a row was skipped: a script must see it
+    assert "line 3" in proc.stdout and "1 skipped" in proc.stdout  # the bad row is reported by its line
     out = tmp_path / "out.csv"
     assert nashra("subscribers", "export", str(out)).returncode == 0
     text = out.read_text(encoding="utf-8")

@@ -178,7 +178,7 @@ def test_page_preview_renders_the_alert_and_writes_nothing(client, token):
     resp = client.post("/editor/preview", data={**ALERT, "csrf_token": csrf})
     assert resp.status_code == 200, resp.text
     assert "srcdoc=" in resp.text and "زلزال" in resp.text and 'sandbox=""' in resp.text
-    assert "أرسل إلى كل المشتركين" in resp.text
+    assert "لن يصل إلى أحد" in resp.text  # no reader yet: the page says so before anyone presses send
     assert editions() == []
     bad = client.post("/editor/preview", data={"headline": "", "url": "ftp://x", "csrf_token": csrf})
     assert bad.status_code == 422 and 'role="alert"' in bad.text

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from service.articles.feeds import FeedConfigError, add_feed, record_failure, record_success
 from service.articles.fetch import FeedError, fetch_feed
 from service.articles.parse import parse_feed
-from service.articles.sections import ensure_sections
+from service.articles.sections import seed_defaults_if_empty
 from service.articles.store import store_items
 from service.articles.urls import display_url
 from service.config import Settings, get_settings
@@ -207,7 +207,7 @@ def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollRepo
     settings = get_settings()
     now = utcnow()
     with session_scope() as session:
-        ensure_sections(session)
+        seed_defaults_if_empty(session)  # an admin's own sections are left alone
         reports = add_configured_feeds(session, settings)
         if force or all_feeds:
             ids = list(session.scalars(sa.select(Feed.id).where(Feed.active.is_(True)).order_by(Feed.id)))

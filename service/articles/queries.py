@@ -81,3 +81,16 @@ def article_by_url(session: Session, url: str) -> Article | None:
     return session.scalar(
         sa.select(Article).where(sa.or_(Article.url == canonical, Article.guid == canonical, Article.guid == good)).limit(1)
     )
+
+
+def recent_articles(session: Session, limit: int = 15, since: dt.datetime | None = None) -> list[Article]:
+    """The newest news (new or given a major update), freshest first: what an editor may
+    want to alert readers of."""
+    stmt = sa.select(Article).order_by(Article.last_major_at.desc(), Article.id.desc()).limit(limit)
+    if since is not None:
+        stmt = stmt.where(Article.last_major_at >= since)
+    return list(session.scalars(stmt).unique())
+
+
+def article_by_id(session: Session, article_id: int) -> Article | None:
+    return session.get(Article, article_id) if 0 < article_id < 2**31 else None

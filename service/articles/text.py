@@ -77,3 +77,29 @@ def truncate(value: str, limit: int) -> str:
     if space > limit * 0.6:
         cut = cut[:space]
     return cut.rstrip(" ،,.؛;:") + "…"
+
+
+# A sentence ends at . ! ? ؟ or … followed by a space (or the end): "3.5" and "news.example" do not.
+_SENTENCE_END_RE = re.compile(r"[.!?؟…۔]+(?=\s|$)")
+_TRAILING_PUNCTUATION = " ،,.؛;:-–—"
+ELLIPSIS = "…"
+
+
+def shorten(value: str, limit: int, *, sentence_share: float = 0.5) -> str:
+    """Fit `value` (one paragraph) into `limit` characters without cutting a phrase:
+    after the last whole sentence that fits (when it keeps at least `sentence_share` of
+    the room), else after the last whole word; either way marked with an ellipsis (a
+    sentence's full stop becomes it; a ؟ or ! stays, the ellipsis after it).  Short
+    values pass through (spacing normalised)."""
+    value = " ".join(value.split())
+    if len(value) <= limit:
+        return value
+    room = limit - len(ELLIPSIS)
+    ends = [m.end() for m in _SENTENCE_END_RE.finditer(value) if m.end() <= room]
+    if ends and ends[-1] >= limit * sentence_share:
+        cut = value[: ends[-1]]
+        return cut.rstrip(".۔…") + ELLIPSIS
+    words = value[: room + 1]  # one more: a word that ends exactly at the room still fits
+    space = words.rfind(" ")
+    cut = words[:space] if space > 0 else value[:room]  # one endless word: cut it, nothing better
+    return cut.rstrip(_TRAILING_PUNCTUATION) + ELLIPSIS

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import os
+import socket
 import sys
 import time
+from pathlib import Path
 
 import uvicorn
 
-from service.articles.feeds import FeedConfigError, add_feed
-from service.articles.sections import ensure_sections
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
-from service.db import session_scope
 from service.delivery.bounce_server import BounceServer
 from service.demo.run import run_demo
 from service.editions.alerts import AlertError
@@ -21,10 +22,10 @@ from service.jobs import install_dispatcher
 from service.jobs.app import configure
 from service.logs import get_logger, setup_logging
 from service.migrate import upgrade
-from service.staff.editors import create_editor
+from service.models import AUDIT_ORIGIN
 from service.subscribers.csvio import CsvError
-from service.usecases import editions, subscribers
-from service.usecases.alerts import send_alert
+from service.usecases import digest_preview, editions, feeds, sections, staff, subscribers
+from service.usecases.alerts import PreviewError, dry_run, send_alert
 from service.usecases.digests import start_digest
 from service.usecases.ingest import poll_all
 from service.web.server import uvicorn_options
@@ -92,14 +93,112 @@ def cmd_beat(args) -> int:
 def cmd_feeds_add(args) -> int:
     _settings(require_secret=False)
     try:
-        with session_scope() as session:
-            ensure_sections(session)
-            feed = add_feed(session, args.url, section_slug=args.section)
-            print(f"feed {feed.id}: {feed.url}")
-    except FeedConfigError as exc:
+        feed_id, shown = feeds.add(args.url, args.section, actor="cli")
+    except feeds.FeedConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"feed {feed_id}: {shown}")
     return 0
+
+
+def cmd_feeds_list(args) -> int:
+    _settings(require_secret=False)
+    rows = feeds.health()
+    if not rows:
+        print("no feeds yet: add one with `nashra feeds add URL [--section NAME]`")
+    for f in rows:
+        line = (f"{f.id:>4}  {f.state:<8} {f.url}  section: {f.section or '-'}  articles: {f.articles}  "
+                f"last success: {_when(f.last_success_at)}")
+        if f.consecutive_failures:
+            line += f"  failures in a row: {f.consecutive_failures}, next try {_when(f.next_poll_at)}"
+        print(line)
+        if f.last_error:
+            print(f"      last error ({_when(f.last_error_at)}): {f.last_error}")
+    unmapped = sections.overview().unmapped
+    if unmapped:
+        print("categories the feeds used that no section claims (their articles reach only readers of every "
+              "section): " + ", ".join(f"{c.name} ({c.articles})" for c in unmapped))
+        print("  file one under a section with `nashra sections map CATEGORY SECTION`")
+    return 0
+
+
+def cmd_feeds_steer(args) -> int:
+    _settings(require_secret=False)
+    try:
+        feed_id, shown, outcome = feeds.steer(args.feed, args.feeds_command, actor="cli")
+    except feeds.FeedConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"feed {feed_id} ({shown}): {outcome}")
+    return 0
+
+
+def cmd_sections_list(args) -> int:
+    _settings(require_secret=False)
+    view = sections.overview()
+    if not view.sections:
+        print("no sections yet: add them with `nashra sections add NAME [--slug S]` "
+              "(an install with none gets the nine built-in ones when its first feed is added)")
+    for r in view.sections:
+        hidden = "  (hidden: not offered to readers)" if r.hidden else ""
+        print(f"{r.position:>3}. {r.name}  [{r.slug}]  readers: {r.readers}  articles: {r.articles}  "
+              f"feeds: {r.feeds}{hidden}")
+    if view.sections:
+        print(f"readers of every section (no list of their own): {view.every_section_readers}")
+    if view.unmapped:
+        print("categories no section claims: " + ", ".join(f"{c.name} ({c.articles})" for c in view.unmapped)
+              + " — `nashra sections map CATEGORY SECTION`")
+    return 0
+
+
+def _sections_command(work) -> int:
+    _settings(require_secret=False)
+    try:
+        message = work()
+    except sections.SectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0
+
+
+def cmd_sections_add(args) -> int:
+    def work():
+        row = sections.add(args.name, args.slug, actor="cli")
+        return f"section {row.id}: {row.name} [{row.slug}], last in the site's order"
+    return _sections_command(work)
+
+
+def cmd_sections_rename(args) -> int:
+    def work():
+        name, slug = sections.rename(args.section, args.new_name, args.slug, actor="cli")
+        return f"section renamed: {name} [{slug}]"
+    return _sections_command(work)
+
+
+def cmd_sections_hide(args) -> int:
+    hidden = args.sections_command == "hide"
+
+    def work():
+        name, changed = sections.hide(args.section, hidden, actor="cli")
+        if not changed:
+            return f"{name} was already {'hidden' if hidden else 'offered'}"
+        return (f"{name} hidden: no longer offered on the signup and preferences forms; readers who chose it "
+                "keep it" if hidden else f"{name} is offered to readers again")
+    return _sections_command(work)
+
+
+def cmd_sections_order(args) -> int:
+    def work():
+        return "the site's order: " + ", ".join(sections.order(args.sections, actor="cli"))
+    return _sections_command(work)
+
+
+def cmd_sections_map(args) -> int:
+    def work():
+        category, section, moved = sections.map_category(args.category, args.section, actor="cli")
+        return f"category {category} → {section}; {moved} article(s) filed under it"
+    return _sections_command(work)
 
 
 def cmd_ingest(args) -> int:
@@ -125,6 +224,39 @@ def cmd_digest_send(args) -> int:
     return 0
 
 
+def cmd_digest_preview(args) -> int:
+    _settings(require_secret=False)
+    wanted = [x.strip() for x in (args.sections or "").split(",") if x.strip()] or None
+    try:
+        result = digest_preview.preview(args.frequency, sections=wanted, subscriber_id=args.subscriber,
+                                        every_section=not wanted and args.subscriber is None)
+    except digest_preview.PreviewRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"the {result.frequency} digest of {_when(result.send_at)}: {len(result.articles)} article(s) in its "
+          f"window so far; {result.reach} in all ({result.audience:,} reader(s))")
+    if not result.articles:
+        print("nothing to preview: no article is in its window yet")
+        return 0
+    written = digest_preview.write_files(result, Path(args.out), subscriber_id=args.subscriber)
+    for v in result.variants:
+        who = f"{v.label}{' · alerts on' if v.alerts else ''}"
+        if v.empty:
+            print(f"- {who}: nothing in these sections — these readers get no digest")
+    for v, html, text in written:
+        print(f"- {v.label}{' · alerts on' if v.alerts else ''}: {v.readers} ({v.audience:,})")
+        print(f"  subject: {v.subject}")
+        print(f"  {html}  ({v.html_bytes:,} bytes of HTML; budget {result.budget_bytes:,})")
+        print(f"  {text}")
+        for a in v.articles:
+            print(f"    · [{a.section or '—'}] {a.title}{' (updated)' if a.updated else ''}")
+        for a in v.missed:
+            print(f"    « already alerted, in «فاتك؟»: {a.title}")
+        for a in v.cut:
+            print(f"    ✂ left out by the size budget: {a.title}")
+    return 0
+
+
 def cmd_alert_send(args) -> int:
     _settings()
     if args.article and (args.headline or args.link):
@@ -133,9 +265,16 @@ def cmd_alert_send(args) -> int:
     if not args.article and not (args.headline and args.link):
         print("error: --headline needs --link (or give --article URL)", file=sys.stderr)
         return 2
+    try:  # what readers would get, and how many: nothing is queued yet
+        preview = dry_run(editor_id=None, article_url=args.article, headline=args.headline, url=args.link,
+                          summary=args.summary)
+    except (AlertError, PreviewError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"subject: {preview.subject}")
+    print(f"{preview.reach} ({preview.audience:,} reader(s): alerts on, confirmed, not suppressed)")
     if not args.yes:
-        what = args.article or args.headline
-        answer = input(f"Send a breaking-news alert to every alert subscriber: {what!r}? [y/N] ")
+        answer = input(f"Send this alert? {preview.reach} [y/N] ")
         if answer.strip().lower() not in ("y", "yes", "نعم"):
             print("not sent")
             return 1
@@ -152,14 +291,75 @@ def cmd_alert_send(args) -> int:
 def cmd_editors_add(args) -> int:
     _settings(require_secret=False)
     try:
-        with session_scope() as session:
-            editor, token = create_editor(session, args.name, args.role)
-            editor_id = editor.id
+        row, token = staff.add_editor(args.name, args.role, actor="cli")
     except ValueError as exc:  # a duplicate name, an empty one
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"editor {editor_id} ({args.role}) created. Their API token, shown only once:")
+    print(f"editor {row.id} ({args.role}) created; the token is valid until {_when(row.token_expires_at)} "
+          "(`nashra editors rotate` makes a new one). Their API token, shown only once:")
     print(token)
+    return 0
+
+
+def _when(value: dt.datetime | None) -> str:
+    """A time as the newsroom reads it: local (TIMEZONE), to the minute."""
+    if value is None:
+        return "never"
+    return value.astimezone(get_settings().tz).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_editors_list(args) -> int:
+    _settings(require_secret=False)
+    rows = staff.list_editors()
+    if not rows:
+        print("no editors yet: add one with `nashra editors add NAME [--role editor|admin]`")
+        return 0
+    print(f"{'id':>4}  {'name':<24} {'role':<7} {'state':<8} {'token expires':<17} {'last login':<17}")
+    for r in rows:
+        print(f"{r.id:>4}  {r.name:<24} {r.role:<7} {r.state:<8} {_when(r.token_expires_at):<17} "
+              f"{_when(r.last_login_at):<17}")
+    return 0
+
+
+def cmd_editors_revoke(args) -> int:
+    _settings(require_secret=False)
+    try:
+        row, changed = staff.revoke_editor(args.name, actor="cli")
+    except staff.NoSuchEditor as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if changed:
+        print(f"editor {row.id} ({row.name}) revoked: their token and page sessions open nothing now")
+    else:
+        print(f"editor {row.id} ({row.name}) was already revoked")
+    return 0
+
+
+def cmd_editors_rotate(args) -> int:
+    _settings(require_secret=False)
+    try:
+        row, token, reinstated = staff.rotate_token(args.name, actor="cli")
+    except staff.NoSuchEditor as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    note = " and reinstated" if reinstated else ""
+    print(f"editor {row.id} ({row.name}): new token{note}, valid until {_when(row.token_expires_at)}; "
+          "the old one and their page sessions stopped working. Shown only once:")
+    print(token)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    _settings(require_secret=False)
+    rows = staff.audit_entries(limit=args.limit, actor=args.actor, action=args.action)
+    if not rows:
+        print("the audit log is empty")
+        return 0
+    for e in reversed(rows):  # oldest first, like a log; the newest at the bottom of the screen
+        details = " ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
+        who = e.who if e.who == e.actor else f"{e.who} ({e.actor})"
+        print(f"{_when(e.at)}  {who:<24} {e.action:<24} {e.target or '-':<16} from {e.origin or '-'}"
+              + (f"  {details}" if details else ""))
     return 0
 
 
@@ -199,8 +399,8 @@ def cmd_subscribers_import(args) -> int:
     except (CsvError, OSError, UnicodeDecodeError) as exc:
         print(f"error: {args.file}: {exc} (nothing was imported)", file=sys.stderr)
         return 2
-    print(report.summary())  # counts, then each skipped row by line
-    return 0
+    print(report.summary())  # counts, then each skipped row by line (and the known sections)
+    return 1 if report.skipped else 0  # a script must see that rows were left out
 
 
 def cmd_subscribers_export(args) -> int:
@@ -263,6 +463,38 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("url")
     fa.add_argument("--section", help="section slug for items without a category")
     fa.set_defaults(func=cmd_feeds_add)
+    fs.add_parser("list", help="every feed with its health").set_defaults(func=cmd_feeds_list)
+    for action, what in (("pause", "stop polling a feed (its articles stay)"), ("resume", "poll a paused feed again"),
+                         ("remove", "delete a feed (its articles stay)")):
+        fp = fs.add_parser(action, help=what)
+        fp.add_argument("feed", help="the feed's id or URL (see `nashra feeds list`)")
+        fp.set_defaults(func=cmd_feeds_steer)
+
+    sc = sub.add_parser("sections", help="the site's sections")
+    scs = sc.add_subparsers(dest="sections_command", required=True)
+    scs.add_parser("list", help="every section: order, slug, readers, articles; unmapped categories").set_defaults(
+        func=cmd_sections_list)
+    sa_ = scs.add_parser("add", help="add a section (last in the site's order)")
+    sa_.add_argument("name")
+    sa_.add_argument("--slug", help="its stable identifier (a-z, 0-9, -); made from the name if not given")
+    sa_.set_defaults(func=cmd_sections_add)
+    sr = scs.add_parser("rename", help="rename a section (readers' choices follow)")
+    sr.add_argument("section", help="its slug or name")
+    sr.add_argument("new_name")
+    sr.add_argument("--slug", help="a new slug too")
+    sr.set_defaults(func=cmd_sections_rename)
+    for action, what in (("hide", "stop offering a section to readers (those who chose it keep it)"),
+                         ("unhide", "offer a hidden section again")):
+        sh = scs.add_parser(action, help=what)
+        sh.add_argument("section", help="its slug or name")
+        sh.set_defaults(func=cmd_sections_hide)
+    so = scs.add_parser("order", help="put these sections first, in this order (the rest follow as they were)")
+    so.add_argument("sections", nargs="+", metavar="SECTION")
+    so.set_defaults(func=cmd_sections_order)
+    sm = scs.add_parser("map", help="file a feed's category under a section (and its articles with it)")
+    sm.add_argument("category")
+    sm.add_argument("section")
+    sm.set_defaults(func=cmd_sections_map)
 
     ing = sub.add_parser("ingest", help="poll every feed now and report what was found")
     ing.add_argument("--force", action="store_true", help="re-read feeds in full, ignoring ETag/Last-Modified")
@@ -274,6 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--frequency", choices=["daily", "weekly"], default="daily")
     ds.add_argument("--now", action="store_true", help="send a new edition now, even if today's was sent")
     ds.set_defaults(func=cmd_digest_send)
+    dp = dgs.add_parser("preview", help="write the next digest's HTML and text as a reader would get it (opens nothing)")
+    dp.add_argument("--frequency", choices=["daily", "weekly"],
+                    help="default daily, or the subscriber's own with --subscriber")
+    who = dp.add_mutually_exclusive_group()
+    who.add_argument("--sections", metavar="A,B", help="the copy of a reader of these sections (names or slugs, in order)")
+    who.add_argument("--subscriber", type=int, metavar="ID", help="the copy this subscriber would get")
+    dp.add_argument("--out", metavar="DIR", default=".", help="where to write the files (default: here)")
+    dp.set_defaults(func=cmd_digest_preview)
 
     al = sub.add_parser("alert", help="breaking-news alerts")
     als = al.add_subparsers(dest="alert_command", required=True)
@@ -291,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("name")
     ea.add_argument("--role", choices=["editor", "admin"], default="editor")
     ea.set_defaults(func=cmd_editors_add)
+    eds.add_parser("list", help="every editor: role, state, token expiry, last login").set_defaults(
+        func=cmd_editors_list)
+    er = eds.add_parser("revoke", help="stop an editor's token and page sessions now")
+    er.add_argument("name")
+    er.set_defaults(func=cmd_editors_revoke)
+    eo = eds.add_parser("rotate", help="give an editor a new token (printed once); the old one stops working")
+    eo.add_argument("name")
+    eo.set_defaults(func=cmd_editors_rotate)
+
+    au = sub.add_parser("audit", help="who did what, when, from where (the audit log, newest last)")
+    au.add_argument("--limit", type=int, default=50, help="how many entries (default 50, at most 1000)")
+    au.add_argument("--actor", help="only this actor (editor:3, cli, system)")
+    au.add_argument("--action", help="only actions starting with this (alert, editor, section …)")
+    au.set_defaults(func=cmd_audit)
 
     st = sub.add_parser("status", help="editions' progress, read from the ledger")
     st.add_argument("edition", nargs="?", type=int)
@@ -323,12 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _operator() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container's uid without a passwd entry)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "?"
+    return f"{user}@{socket.gethostname()}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
 
         get_settings()
         setup_logging()
+        AUDIT_ORIGIN.set(f"cli {_operator()}")  # the audit log says from where
         install_dispatcher()  # whatever a command asks for later goes out as Celery messages
         code = args.func(args)
     except ConfigError as exc:

@@ -31,6 +31,7 @@ from service.editions.digests import alerted_article_ids
 from service.editions.variants import ALERTED_PREFIX, render_variant_for
 from service.logs import get_logger
 from service.models import (
+    INT64_MAX,
     Article,
     Delivery,
     DeliveryStatus,
@@ -345,6 +346,20 @@ def warm_up(session: Session) -> None:
     _insert_audience(session, probe, 0, 0)
     render_variants(session, probe, subscribers=(0, 0))
     count_rows(session, -1)
+
+
+def audience_by_variant(session: Session, edition: Edition, subscriber_id: int | None = None) -> dict[str, int]:
+    """The readers planning `edition` now would write, counted per audience variant, with
+    the planner's own rule (`_audience`, `_variant_expr`) and without writing a row: what
+    an editor is told before sending («سيصل إلى …», the API's dry run) and what the digest
+    preview shows per variant.  `subscriber_id`: that one reader only ({} when the rule
+    leaves them out).  The edition may be unsaved (no id) for an alert or a digest."""
+    dialect = session.get_bind().dialect.name
+    alerted = edition.kind == EditionKind.digest and bool(alerted_article_ids(session, edition))
+    after, through = (subscriber_id - 1, subscriber_id) if subscriber_id is not None else (-1, INT64_MAX)
+    variant = _variant_expr(edition, alerted)
+    stmt = _audience(edition, dialect, after, through, alerted).with_only_columns(variant, sa.func.count())
+    return {v: n for v, n in session.execute(stmt.group_by(variant)).all()}
 
 
 def next_chunk_size(size: int | None) -> int:

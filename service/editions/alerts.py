@@ -1,7 +1,11 @@
 """Breaking-news alerts: an editor's click becomes an edition in one short transaction.
 
 An alert is keyed either on an article we ingested (its URL) or on a headline and
-link the editor typed.  A retried request with the same idempotency key, or the same
+link the editor typed.  An alert of an article carries the article's link, lead image
+and caption; the editor may word its headline and summary themselves (the editors' form
+fills them from the article: `prefill`).  A headline never says «عاجل» twice: the mail's
+band and subject say it once already, so a typed «عاجل: عاجل: …» or «(عاجل) …» is stored
+as «عاجل: …», the one form both leave alone.  A retried request with the same idempotency key, or the same
 article alerted twice within ten minutes (a double click from two editors), returns the
 edition that already exists instead of mailing everyone again.
 """
@@ -9,19 +13,34 @@ edition that already exists instead of mailing everyone again.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.articles.queries import article_by_url
-from service.articles.text import truncate
+from service.articles.sanitise import html_to_text
+from service.articles.text import shorten, truncate
 from service.editions import keys
-from service.models import Edition, EditionArticle, EditionKind, EditionStatus, audit, utcnow
+from service.models import (
+    Article,
+    Edition,
+    EditionArticle,
+    EditionKind,
+    EditionStatus,
+    audit,
+    utcnow,
+)
 
 HEADLINE_MAX = 200
 SUMMARY_MAX = 400
+PREFILL_SUMMARY = 300  # what the form offers from an article: an alert is read in seconds
+# «عاجل» at the head of a headline, as sites write it: «عاجل:», «عاجل |», «(عاجل)», «خبر عاجل -» …
+# (never the start of another word: «عاجلة», «عاجلاً»).
+_BREAKING_RE = re.compile(r"\s*[\[(«]?\s*(?:خبر\s+)?عاجل(?![\u0600-\u06ff])\s*[\])»]?\s*[:：|\-–—،,]?\s*")
 DUPLICATE_WINDOW = dt.timedelta(minutes=10)
 # Embeddings, overrides, isolates and the marks: stripped from what an editor types,
 # headline and link alike (a U+202E in a link shows "https://x.example/exe.gpj" as
@@ -67,6 +86,62 @@ def _check_url(url: str | None, field: str) -> str:
     return url
 
 
+def _breaking_prefixes(headline: str) -> list[str]:
+    found, rest = [], headline
+    while (m := _BREAKING_RE.match(rest)) and m.end() and rest[m.end():].strip():
+        found.append(m.group(0))
+        rest = rest[m.end():]
+    return found
+
+
+def without_breaking(headline: str) -> str:
+    """The headline without its «عاجل» prefix(es): the mail adds the word itself."""
+    prefixes = _breaking_prefixes(headline)
+    return headline[sum(len(p) for p in prefixes):].strip() if prefixes else headline
+
+
+def breaking_once(headline: str) -> str:
+    """«عاجل: عاجل: خبر», «(عاجل) خبر», «خبر عاجل | خبر» → «عاجل: خبر»: one prefix, in a
+    form the alert's subject keeps as it is and its band takes off the headline (one that
+    starts with the word).  A single «عاجل: …» / «عاجل | …» / «عاجل …» stays as typed."""
+    prefixes = _breaking_prefixes(headline)
+    if not prefixes or (len(prefixes) == 1 and headline.startswith("عاجل")):
+        return headline
+    return "عاجل: " + headline[sum(len(p) for p in prefixes):].strip()
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """What the editors' form offers for an alert of a recent article."""
+
+    article_id: int
+    article_url: str
+    headline: str
+    summary: str
+    lead_image_url: str | None
+    lead_image_caption: str | None
+    section: str | None
+    published_at: dt.datetime | None
+
+
+def _first_paragraph(body_html: str) -> str:
+    for piece in re.split(r"</p\s*>", body_html or "", flags=re.I):
+        text = html_to_text(piece)
+        if len(text) > 40:
+            return text
+    return ""
+
+
+def prefill(article: Article) -> Prefill:
+    """The headline without «عاجل» (the mail says it), the summary (or the body's first
+    paragraph) cut at a sentence or a word with an ellipsis, the article's link, lead
+    image and caption."""
+    headline = truncate(without_breaking(" ".join(article.title.split())), HEADLINE_MAX)
+    summary = shorten(article.summary or _first_paragraph(article.body_html), PREFILL_SUMMARY)
+    return Prefill(article.id, article.url, headline, summary, article.lead_image_url, article.lead_image_caption,
+                   article.section.name if article.section else None, article.published_at)
+
+
 def key_for(idempotency_key: str, editor_id: int | None) -> str:
     """The stored key: an editor's keys are theirs alone (another editor sending the
     same key makes their own alert, and never sees this one); the CLI's are the operator's."""
@@ -95,20 +170,24 @@ def create_alert(
 
     article = None
     if article_url:
-        if headline or url:
-            raise AlertError("give either article_url, or headline and url — not both")
         article_url = _check_url(article_url, "article_url")
+        url = _check_url(url, "url") if url else None
+        if url and url != article_url:
+            raise AlertError("give either article_url, or headline and url — an article's alert links to the article")
         article = article_by_url(session, article_url)
         if article is None:
             raise AlertError("no ingested article has that URL (run `nashra ingest`, or give headline and url)")
-        # The site's own text may be longer than an alert holds: shorten it, do not refuse
-        # it (only what the editor typed is refused for length).
-        headline, url = truncate(" ".join(article.title.split()), HEADLINE_MAX), article.url
+        # The site's own text may be longer than an alert holds: shorten it at a word or
+        # a sentence, do not refuse it (only what the editor typed is refused for length).
+        # The editor's own headline and summary, when given, word it instead.
+        url = article.url
+        if not (headline or "").strip():
+            headline = truncate(" ".join(article.title.split()), HEADLINE_MAX)
         if summary is None:
-            summary = truncate(" ".join((article.summary or "").split()), SUMMARY_MAX)
+            summary = shorten(article.summary or "", SUMMARY_MAX)
     else:
         url = _check_url(url, "url")
-    headline = _clean_line(headline, "headline", HEADLINE_MAX, True)
+    headline = breaking_once(_clean_line(headline, "headline", HEADLINE_MAX, True))
     summary = _clean_line(summary, "summary", SUMMARY_MAX, False)
 
     if idempotency_key is None:

@@ -101,7 +101,10 @@ def _drop_from_longest(sections: list[SectionView], keep: set[int], n: int) -> l
     ]
 
 
-def render_variant_for(session: Session, edition: Edition, variant: str) -> RenderedVariant | None:
+def render_variant_for(session: Session, edition: Edition, variant: str,
+                       report: dict | None = None) -> RenderedVariant | None:
+    """`report` (the digest preview's): filled, for a digest, with the sections offered
+    before the size budget, those kept, the lead and the HTML's size."""
     settings = get_settings()
     site = contexts.site_view(settings)
     if edition.kind == EditionKind.digest:
@@ -115,6 +118,7 @@ def render_variant_for(session: Session, edition: Edition, variant: str) -> Rend
         frequency = edition.frequency.value if edition.frequency else "daily"
         keep = {lead.id, sections[0].articles[0].id}
         total = sum(len(s.articles) for s in sections)
+        offered = sections
         while True:
             ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead,
                                           alerted=alerted)
@@ -129,6 +133,8 @@ def render_variant_for(session: Session, edition: Edition, variant: str) -> Rend
             if trimmed is None:
                 break  # nothing left that may go: send it as it is
             sections = trimmed
+        if report is not None:
+            report.update(offered=offered, kept=sections, lead=lead, alerted=alerted, html_bytes=size)
         if count < total:
             log.warning(
                 "digest_trimmed_for_size",

@@ -54,6 +54,8 @@ class ImportReport:
     unchanged: int = 0
     confirmations: int = 0
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line, why), skipped
+    unknown_sections: list[str] = field(default_factory=list)  # as the file wrote them, once each
+    known_sections: list[str] = field(default_factory=list)  # "name (slug)", in the site's order
 
     @property
     def skipped(self) -> int:
@@ -62,7 +64,12 @@ class ImportReport:
     def summary(self) -> str:
         head = (f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
                 f"{self.skipped} skipped, {self.confirmations} confirmation(s) queued")
-        return "\n".join([head, *(f"line {line}: {why}" for line, why in self.problems)])
+        lines = [head, *(f"line {line}: {why}" for line, why in self.problems)]
+        if self.unknown_sections:
+            known = ", ".join(self.known_sections) or "none yet (add them with `nashra sections add NAME`)"
+            lines.append(f"unknown section(s): {', '.join(repr(u) for u in self.unknown_sections)}; "
+                         f"the sections are: {known}")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,24 @@ def _text_stream(fileobj: IO) -> IO[str]:
 
 
 def _section_lookup(session: Session) -> dict[str, int]:
+    """A section's name or slug as a file may write it → its id: its slug in any case, its
+    name with any spacing (NFC: a spreadsheet may have decomposed the letters)."""
     names: dict[str, int] = {}
-    for sec in session.scalars(select(Section)):
+    for sec in session.scalars(select(Section).order_by(Section.position, Section.id)):
         names[sec.name.strip()] = sec.id
         names[sec.slug.strip().lower()] = sec.id
+        names.setdefault("=" + _name_key(sec.name), sec.id)
     return names
+
+
+def _name_key(value: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", value).casefold().split())
+
+
+class UnknownSection(InvalidInput):
+    def __init__(self, value: str):
+        super().__init__("sections", f"unknown section {value!r}")
+        self.value = value
 
 
 def _parse_sections(raw: str, lookup: dict[str, int]) -> list[int]:
@@ -99,9 +119,9 @@ def _parse_sections(raw: str, lookup: dict[str, int]) -> list[int]:
     for part in (p.strip() for p in raw.split("|")):
         if not part:
             continue
-        sid = lookup.get(part) or lookup.get(part.lower())
+        sid = lookup.get(part) or lookup.get(part.lower()) or lookup.get("=" + _name_key(part))
         if sid is None:
-            raise InvalidInput("sections", f"unknown section {part!r}")
+            raise UnknownSection(part)
         if sid not in out:
             out.append(sid)
     return out
@@ -246,6 +266,8 @@ def _import(session: Session, stream: IO[str], *, actor: str, now: dt.datetime) 
                 row = _parse_row(line, rec, lookup, now)
             except InvalidInput as exc:
                 report.problems.append((line, f"{exc.field}: {exc.message}"))
+                if isinstance(exc, UnknownSection) and exc.value not in report.unknown_sections:
+                    report.unknown_sections.append(exc.value[:100])
                 continue
             if row.email in seen:
                 report.problems.append((line, f"same address as line {seen[row.email]}"))
@@ -259,6 +281,9 @@ def _import(session: Session, stream: IO[str], *, actor: str, now: dt.datetime) 
         raise CsvError(f"line {reader.line_num}: cannot read the file ({exc}); save it as UTF-8 CSV") from None
     if batch:
         _apply(session, batch, report, now)
+    if report.unknown_sections:
+        report.known_sections = [f"{sec.name} ({sec.slug})" for sec in
+                                 session.scalars(select(Section).order_by(Section.position, Section.id))]
     audit(session, actor, "subscribers_import", None, created=report.created, updated=report.updated,
           skipped=report.skipped)
     log.info("subscribers_imported", created=report.created, updated=report.updated,

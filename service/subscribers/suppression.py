@@ -11,10 +11,11 @@ from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring
 from service.logs import get_logger
-from service.models import AuditLog, Suppression, utcnow
+from service.models import AUDIT_ORIGIN, AuditLog, Suppression, audit, utcnow
 
 log = get_logger(__name__)
 REASONS = ("hard_bounce", "complaint", "manual")
+LIFT_REASON_MAX = 500
 
 
 def is_suppressed(session: Session, email: str) -> bool:
@@ -40,6 +41,39 @@ def suppress(session, email: str, reason: str, detail: str | None = None, actor:
     if new_id is None:
         return False  # already there: the first reason stays
     session.execute(sa.insert(AuditLog.__table__).values(
-        at=utcnow(), actor=actor, action="suppress", target=f"suppression:{new_id}", details={"reason": reason}))
+        at=utcnow(), actor=actor, action="suppress", target=f"suppression:{new_id}", details={"reason": reason},
+        origin=AUDIT_ORIGIN.get()))
     log.info("address_suppressed", suppression_id=new_id, reason=reason)
     return True
+
+
+class LiftRefused(ValueError):
+    """A suppression is lifted only with a reason someone can read later."""
+
+
+def listing(session, *, search: str | None = None, limit: int = 100) -> list[Suppression]:
+    """The newest suppressions (those whose address contains `search`), for the admins."""
+    query = sa.select(Suppression).order_by(Suppression.id.desc()).limit(max(1, min(limit, 1000)))
+    if search:
+        query = query.where(Suppression.email.contains(search.strip().lower(), autoescape=True))
+    return list(session.scalars(query))
+
+
+def lift(session, suppression_id: int, reason: str, actor: str) -> Suppression | None:
+    """Take one address off the list (an admin's decision, e.g. a bounce that was the
+    relay's fault); the reason and what the suppression was are kept in the audit log,
+    never the address.  None when there is no such suppression."""
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise LiftRefused("say why the address may be mailed again")
+    if len(reason) > LIFT_REASON_MAX or any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in reason):
+        raise LiftRefused(f"the reason must be plain text of at most {LIFT_REASON_MAX} characters")
+    row = session.get(Suppression, suppression_id) if 0 < suppression_id < 2**31 else None
+    if row is None:
+        return None
+    session.delete(row)
+    audit(session, actor, "suppression.lift", f"suppression:{row.id}", was=row.reason, since=row.created_at.isoformat(),
+          reason=reason)
+    session.flush()
+    log.info("suppression_lifted", suppression_id=row.id, was=row.reason)
+    return row

@@ -92,5 +92,10 @@ def section_ids(session: Session, raw: Iterable[object]) -> list[int]:
     return wanted
 
 
-def all_sections(session: Session) -> list[Section]:
-    return list(session.scalars(select(Section).order_by(Section.position, Section.id)))
+def all_sections(session: Session, *, keep: list[int] | tuple[int, ...] | None = None) -> list[Section]:
+    """The sections offered to readers, in the site's order: every one an admin has not
+    hidden, and (`keep`) the hidden ones this reader chose, so that they can keep them."""
+    shown = Section.hidden.is_(False)
+    if keep:
+        shown = shown | Section.id.in_(list(keep))
+    return list(session.scalars(select(Section).where(shown).order_by(Section.position, Section.id)))

@@ -8,19 +8,23 @@ never looks for an edition that is not there yet.
 The preview goes through the same path as the real send: create_alert validates the
 input and builds the edition, and the edition code renders it, inside a transaction
 that is then rolled back.  So the preview cannot drift from what readers get, and
-previewing writes nothing.  Per-recipient links point at the site's front page.
+previewing writes nothing.  Per-recipient links point at the site's front page.  The
+preview (and the API's dry run, and the CLI's question) also says how many readers the
+alert reaches now, counted by the planner's own rule (`audience_by_variant`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.articles.queries import article_by_id, recent_articles
 from service.config import get_settings
 from service.db import session_factory, session_scope
 from service.delivery.compose import Sender, compose_one, send_composed
+from service.delivery.planner import audience_by_variant
 from service.delivery.smtp import SmtpError, close_connection
 from service.dispatch import Dispatcher, current
-from service.editions.alerts import AlertError, create_alert
+from service.editions.alerts import AlertError, Prefill, create_alert, prefill
 from service.editions.variants import render_variant_for
 from service.logs import get_logger, redact
 from service.models import EditionStatus, audit
@@ -28,6 +32,7 @@ from service.rendering.personalise import personalise
 from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import normalise_email
+from service.usecases import audience
 
 log = get_logger(__name__)
 
@@ -41,6 +46,11 @@ class Preview:
     subject: str
     html: str
     text: str
+    audience: int = 0  # readers it would reach now: alerts on, confirmed, not suppressed (the planner's rule)
+
+    @property
+    def reach(self) -> str:
+        return audience.reach(self.audience)
 
 
 def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: str | None = None,
@@ -64,22 +74,23 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
     return edition_id
 
 
-def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
+def dry_run(*, editor_id: int | None, article_url: str | None = None, headline: str | None = None,
+            url: str | None = None, summary: str | None = None) -> Preview:
+    """The alert as readers would get it, and how many would get it, with nothing queued
+    or kept (the API's `"dry_run": true`, the CLI's confirmation, the page's preview).
+
+    Raises AlertError for bad input, PreviewError when it cannot be rendered.
+    """
     settings = get_settings()
     session = session_factory()()
     try:
+        edition = create_alert(session, editor_id=editor_id, article_url=article_url, headline=headline, url=url,
+                               summary=summary)
         try:
-            edition = create_alert(
-                session,
-                editor_id=editor_id,
-                article_url=values.get("article_url") or None,
-                headline=None if values.get("article_url") else values.get("headline"),
-                url=None if values.get("article_url") else values.get("url"),
-                summary=values.get("summary") or None,
-            )
             variant = render_variant_for(session, edition, "all")
-        except (AlertError, ValueError) as exc:
+        except ValueError as exc:
             raise PreviewError(str(exc)) from None
+        reached = sum(audience_by_variant(session, edition).values())
     finally:
         session.rollback()  # a preview leaves no edition behind
         session.close()
@@ -87,7 +98,37 @@ def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
         raise PreviewError("nothing to render for this alert")
     home = settings.public_url + "/"
     html, text = personalise(variant, unsubscribe_url=home, preferences_url=home)
-    return Preview(subject=variant.subject, html=html, text=text)
+    return Preview(subject=variant.subject, html=html, text=text, audience=reached)
+
+
+def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
+    """The editor's form (`article_url` and/or `headline`, `url`, `summary`) as a preview."""
+    try:
+        return dry_run(
+            editor_id=editor_id,
+            article_url=values.get("article_url") or None,
+            headline=values.get("headline") or None,
+            url=values.get("url") or None,
+            summary=values.get("summary") or None,
+        )
+    except AlertError as exc:
+        raise PreviewError(str(exc)) from None
+
+
+RECENT_ARTICLES = 15
+
+
+def recent(limit: int = RECENT_ARTICLES) -> list[Prefill]:
+    """The newest articles, each as the alert form would be filled from it."""
+    with session_scope() as s:
+        return [prefill(a) for a in recent_articles(s, limit)]
+
+
+def prefill_for(article_id: int) -> Prefill | None:
+    """The alert form filled from this article (None: no such article)."""
+    with session_scope() as s:
+        article = article_by_id(s, article_id)
+        return prefill(article) if article is not None else None
 
 
 def send_test_alert(values: dict, to: str, editor, sender: Sender | None = None) -> Preview:

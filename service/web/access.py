@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from service.models import AUDIT_ORIGIN
 from service.usecases.sessions import Staff, api_staff, page_staff
 from service.web import csrf
 from service.web.auth import session_secret
@@ -141,6 +142,27 @@ def check_every_route(app: FastAPI) -> None:
     silent = [f"{sorted(r.methods)} {r.path}" for r in every_route(app.routes) if role_of(r) is None]
     if silent:
         raise RuntimeError(f"routes that do not state the role they need (service/web/access.py): {silent}")
+
+
+class AuditOrigin:
+    """Pure ASGI: each request's "from where" for the audit log (`web 203.0.113.7`, or
+    `api …` for the JSON API), read by `service.models.audit` wherever a row is written.
+    The client is the TCP peer, or what a trusted proxy said (FORWARDED_ALLOW_IPS)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        door = "api" if scope.get("path", "").startswith("/api/") else "web"
+        token = AUDIT_ORIGIN.set(f"{door} {client[0] if client else 'unknown'}")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            AUDIT_ORIGIN.reset(token)
 
 
 def install(app: FastAPI) -> None:

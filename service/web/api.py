@@ -1,4 +1,5 @@
-"""The editors' JSON API: send an alert, watch it, stop it (service.usecases does the work).
+"""The editors' JSON API: send an alert (or ask, with `"dry_run": true`, whom it would
+reach and with which subject), watch it, stop it (service.usecases does the work).
 
 Bearer token only (service.web.access): the pages' session cookie opens nothing here."""
 
@@ -28,6 +29,7 @@ class AlertRequest(BaseModel):
     url: str | None = None
     summary: str | None = None
     idempotency_key: str | None = None
+    dry_run: bool = False  # true: the audience and the rendered subject, nothing queued
 
 
 def send_alert(editor: EditorIdentity, req: AlertRequest) -> int:
@@ -47,6 +49,14 @@ async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
 
+    if req.dry_run:
+        try:
+            preview = await run_in_threadpool(lambda: alerts.dry_run(
+                editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
+                summary=req.summary))
+        except (AlertError, alerts.PreviewError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse({"audience": preview.audience, "subject": preview.subject}, status_code=200)
     try:
         edition_id = await run_in_threadpool(send_alert, editor, req)
     except AlertError as exc:

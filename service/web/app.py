@@ -13,7 +13,17 @@ from service import __version__
 from service.config import get_settings
 from service.jobs import install_dispatcher
 from service.logs import get_logger
-from service.web import access, api, demo, editor_pages, health, metrics, readers, security
+from service.web import (
+    access,
+    admin_pages,
+    api,
+    demo,
+    editor_pages,
+    health,
+    metrics,
+    readers,
+    security,
+)
 
 log = get_logger(__name__)
 
@@ -43,6 +53,7 @@ def create_app() -> FastAPI:
     metrics.install(app)
     app.include_router(readers.router)
     app.include_router(editor_pages.router)
+    app.include_router(admin_pages.router)
     app.include_router(api.router)
     if settings.demo:
         app.include_router(demo.router)
@@ -56,6 +67,7 @@ def create_app() -> FastAPI:
 
     access.install(app)  # 401/403 answers; refuses to start if a route states no role
     _install_request_log(app)
+    app.add_middleware(access.AuditOrigin)  # the audit log's "from where" for this request
     app.add_middleware(security.BodyLimit)  # before anything reads the body
     app.add_middleware(security.SecurityHeaders)  # outermost: its headers on every answer, 413 and 500 too
     return app

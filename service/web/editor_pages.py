@@ -1,5 +1,9 @@
-"""The editors' pages: log in with name and token, compose an alert, preview it, send a
-test, send it, and watch (or cancel) recent editions.
+"""The editors' pages: log in with name and token, compose an alert (or start from a
+recent article), preview it with the number of readers it reaches, send a test, send it
+(the confirmation repeats the number), watch, pause, resume or cancel recent editions,
+send the correction the page offers after a major update to an alerted article, and see
+tomorrow's digest per audience variant (/editor/digest).  The admins' pages are in
+service/web/admin_pages.py.
 
 Every route states its role (service.web.access).  The pages ride on a server-side
 session (service.usecases.sessions): made at login, rotated at every login, ended by
@@ -23,7 +27,7 @@ from service.delivery.progress import progress
 from service.editions.alerts import AlertError
 from service.logs import get_logger
 from service.models import Edition
-from service.usecases import alerts, editions, sessions
+from service.usecases import alerts, audience, corrections, digest_preview, editions, sessions
 from service.usecases.alerts import PreviewError, preview_alert, send_test_alert
 from service.web import csrf
 from service.web.access import ANYONE, Role, login_form, page
@@ -74,18 +78,26 @@ def csrf_purpose(editor: EditorIdentity) -> str:
     return f"editor-session:{editor.session_id}"
 
 
+def desk(request: Request, editor: EditorIdentity, template: str, status_code: int = 200, **ctx):
+    """Any of the editors' and admins' pages: the editor, the navigation, a CSRF token."""
+    return render(request, template, status_code=status_code, editor=editor, is_admin=editor.may(Role.admin),
+                  csrf_token=csrf.issue(csrf_purpose(editor)), readers=audience.readers, **ctx)
+
+
+def _offers() -> list:
+    try:
+        return corrections.offers()
+    except Exception:  # noqa: BLE001 — the alert form must not go down with the offers
+        log.exception("correction_offers_failed")
+        return []
+
+
 def _page(request: Request, editor: EditorIdentity, status_code: int = 200, **ctx):
     ctx.setdefault("form", {})
     ctx.setdefault("idempotency_key", uuid.uuid4().hex)
-    return render(
-        request,
-        "editor.html",
-        status_code=status_code,
-        editor=editor,
-        csrf_token=csrf.issue(csrf_purpose(editor)),
-        editions=recent_editions(),
-        **ctx,
-    )
+    ctx.setdefault("article", None)
+    return desk(request, editor, "editor.html", status_code, editions=recent_editions(), recent=alerts.recent(),
+                offers=_offers(), **ctx)
 
 
 def _text(form, key: str) -> str:
@@ -97,8 +109,18 @@ def _text(form, key: str) -> str:
 def editor_home(request: Request, editor: EditorIdentity | None = page(Role.editor, anonymous="login")):
     if editor is None:
         return login_form(request)
-    return _page(request, editor, sent=request.query_params.get("sent"),
-                 cancelled=request.query_params.get("cancelled"))
+    query = request.query_params
+    ctx = {k: query.get(k) for k in ("sent", "cancelled", "paused", "resumed", "correction")}
+    article = None
+    wanted = query.get("article", "")
+    if wanted.isascii() and wanted.isdigit() and len(wanted) < 10:
+        article = alerts.prefill_for(int(wanted))
+    if article is not None:  # "use this article": the form filled from it
+        ctx["form"] = {"article_url": article.article_url, "headline": article.headline, "summary": article.summary}
+        ctx["article"] = article
+    elif wanted:
+        ctx["error"] = "لا يوجد مقال بهذا الرقم."
+    return _page(request, editor, **ctx)
 
 
 @router.get("/live.js", dependencies=[ANYONE])
@@ -151,10 +173,18 @@ def _alert_form(form) -> dict:
 
 
 def _send_alert(editor: EditorIdentity, values: dict, key: str | None) -> int:
-    if values["article_url"]:
-        return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"], idempotency_key=key)
-    return alerts.send_alert(editor_id=editor.id, headline=values["headline"], url=values["url"],
+    # An article's alert may be worded by the editor (the form is filled from the article).
+    return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"] or None,
+                             headline=values["headline"] or None, url=values["url"] or None,
                              summary=values["summary"] or None, idempotency_key=key)
+
+
+def _article_of(values: dict):
+    """The article the form names, for its image and caption beside the form."""
+    for item in alerts.recent():
+        if values.get("article_url") and item.article_url == values["article_url"]:
+            return item
+    return None
 
 
 async def _checked_form(request: Request, editor: EditorIdentity):
@@ -181,11 +211,12 @@ async def _preview_action(request: Request, editor: EditorIdentity, action) -> R
     key = _form_key(form)
 
     def work():
+        article = _article_of(values)
         try:
             extra = action(values, editor)
         except PreviewError as exc:
-            return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
-        return _page(request, editor, form=values, idempotency_key=key, **extra)
+            return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key, article=article)
+        return _page(request, editor, form=values, idempotency_key=key, article=article, **extra)
 
     return await run_in_threadpool(work)
 
@@ -222,21 +253,81 @@ async def send(request: Request, editor: EditorIdentity = EDITOR):
     return await run_in_threadpool(work)
 
 
-@router.post("/editions/{edition_id}/cancel")
-async def cancel(request: Request, edition_id: int, editor: EditorIdentity = EDITOR):
+STEER_WORDS = {"cancel": ("cancelled", "إيقافها", "إلغاء"), "pause": ("paused", "إيقافها مؤقتاً", "الإيقاف المؤقت"),
+               "resume": ("resumed", "استئنافها", "استئناف")}
+
+
+async def _steer(request: Request, edition_id: int, editor: EditorIdentity, action: str):
     form, early = await _checked_form(request, editor)
     if early is not None:
         return early
+    done, verb, noun = STEER_WORDS[action]
 
     def work():
         try:
-            editions.steer(edition_id, "cancel", editor.actor, role=editor.role)
+            editions.steer(edition_id, action, editor.actor, role=editor.role)
         except editions.ControlRefused as exc:
-            return _page(request, editor, 409, error=f"لا يمكن إيقافها: {exc}")
+            return _page(request, editor, 409, error=f"لا يمكن {verb}: {exc}")
         except editions.NoSuchEdition:
             return _page(request, editor, 404, error="لا توجد نشرة بهذا الرقم.")
         except editions.NotAllowed:
-            return _page(request, editor, 403, error="إيقاف هذه النشرة لمن له دور المدير.")
-        return RedirectResponse(f"/editor?cancelled={edition_id}", status_code=303)
+            return _page(request, editor, 403, error=f"{noun} هذه النشرة لمن له دور المدير.")
+        return RedirectResponse(f"/editor?{done}={edition_id}", status_code=303)
 
     return await run_in_threadpool(work)
+
+
+@router.post("/editions/{edition_id}/cancel")
+async def cancel(request: Request, edition_id: int, editor: EditorIdentity = EDITOR):
+    return await _steer(request, edition_id, editor, "cancel")
+
+
+@router.post("/editions/{edition_id}/pause")
+async def pause(request: Request, edition_id: int, editor: EditorIdentity = EDITOR):
+    return await _steer(request, edition_id, editor, "pause")
+
+
+@router.post("/editions/{edition_id}/resume")
+async def resume(request: Request, edition_id: int, editor: EditorIdentity = EDITOR):
+    return await _steer(request, edition_id, editor, "resume")
+
+
+@router.post("/corrections/{article_id}")
+async def send_correction(request: Request, article_id: int, editor: EditorIdentity = EDITOR):
+    """The correction the page offered, to exactly the readers of the alert(s) that
+    carried the article before its major update: one action."""
+    form, early = await _checked_form(request, editor)
+    if early is not None:
+        return early
+    version = _text(form, "version")
+
+    def work():
+        try:
+            edition_id = corrections.send(article_id, int(version) if version.isdigit() and len(version) < 10
+                                          else None, actor=editor.actor)
+        except corrections.OfferGone:
+            return _page(request, editor, 409, error="لم يعد هناك تصحيح لإرساله لهذا الخبر: أُرسل من قبل، "
+                                                     "أو تغيّر الخبر مرة أخرى (أعد تحميل الصفحة).")
+        return RedirectResponse(f"/editor?correction={edition_id}", status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/digest")
+def digest_page(request: Request, editor: EditorIdentity = EDITOR):
+    """Tomorrow's digest, per audience variant: its articles, and what the size budget cut."""
+    query = request.query_params
+    frequency = query.get("frequency", "daily")
+    if frequency not in ("daily", "weekly"):
+        frequency = "daily"
+    wanted = query.get("variant") or None
+    if wanted is not None and len(wanted) > 200:
+        wanted = None
+    try:
+        result = digest_preview.preview(frequency, variant=wanted)
+    except digest_preview.PreviewRefused as exc:
+        return desk(request, editor, "editor_digest.html", 422, error=str(exc), result=None, shown=None,
+                    frequency=frequency)
+    shown = result.variant(wanted) if wanted else next((v for v in result.variants if v.rendered and not v.empty),
+                                                       None)
+    return desk(request, editor, "editor_digest.html", result=result, shown=shown, frequency=frequency)

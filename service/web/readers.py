@@ -183,9 +183,9 @@ async def confirm_now(request: Request, token: str):
 
 def _preferences_page(request: Request, token: str, sub: Subscriber, *, status_code: int = 200,
                       error: InvalidInput | None = None, saved: bool = False, sections: list | None = None):
-    with session_scope() as s:
-        options = [{"id": x.id, "name": x.name} for x in all_sections(s)]
     chosen = list(sub.sections or [])
+    with session_scope() as s:
+        options = [{"id": x.id, "name": x.name} for x in all_sections(s, keep=chosen)]
     rank = {sid: i + 1 for i, sid in enumerate(chosen)}
     for opt in options:
         opt["checked"] = opt["id"] in rank

@@ -14,9 +14,18 @@ from service.config import get_settings
 TEMPLATE_DIR = resources.web_templates_dir()
 
 
+def local_time(value, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored (UTC) time as the newsroom reads it: in TIMEZONE."""
+    if value is None:
+        return "—"
+    return value.astimezone(get_settings().tz).strftime(fmt)
+
+
 @functools.lru_cache(maxsize=1)
 def templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=str(TEMPLATE_DIR))
+    found = Jinja2Templates(directory=str(TEMPLATE_DIR))
+    found.env.filters["local"] = local_time
+    return found
 
 
 def render(request: Request, template: str, status_code: int = 200, response_headers: dict | None = None, **context) -> HTMLResponse:

@@ -10,3 +10,9 @@
       .then(function (html) { if (html !== null) box.innerHTML = html; });
   }, 2000);
 })();
+// The confirmation step: a button with data-confirm says what it will do (for a send,
+// how many readers it reaches) and asks first.
+document.addEventListener("click", function (ev) {
+  var button = ev.target.closest ? ev.target.closest("[data-confirm]") : null;
+  if (button && !window.confirm(button.getAttribute("data-confirm"))) ev.preventDefault();
+});
