@@ -78,13 +78,16 @@ def page(role: Role, *, anonymous: str = "form"):
     """The pages' editor (from the session cookie), who must hold at least `role`.
 
     Without a session: `form` → 401 with the login form; `status` → a bare 401 (the
-    page's script asks for fragments); `login` → None, for the page that shows the form.
+    page's script asks for fragments); `login` → None, for the page that shows the form
+    — unless the browser sent a session cookie that no longer opens anything (revoked,
+    rotated, expired, logged out elsewhere): that is a 401 with the form, like any page.
     """
 
     async def dependency(request: Request) -> Staff | None:
-        staff = await run_in_threadpool(page_staff, session_secret(request))
+        secret = session_secret(request)
+        staff = await run_in_threadpool(page_staff, secret)
         if staff is None:
-            if anonymous == "login":
+            if anonymous == "login" and not secret:
                 return None
             raise Denied("page", 401, role, anonymous)
         if not staff.may(role):
