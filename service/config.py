@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import re
 import zoneinfo
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
@@ -116,7 +117,7 @@ def _valid_host(host: str) -> bool:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    # --- the public contract (DESIGN.md) ---
+    # --- the public contract (README, Settings) ---
     database_url: str = ""
     redis_url: str | None = None
     # Prefix for every Redis key Celery uses: lets two deployments (or two test runs)
@@ -305,8 +306,6 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _valid_from(cls, value: str) -> str:
-        from email.utils import parseaddr
-
         _, addr = parseaddr(value)
         if "@" not in addr or any(c in value for c in "\r\n"):
             raise ValueError("must be an address, e.g. 'نشرة <newsletter@example.com>'")
@@ -338,8 +337,6 @@ class Settings(BaseSettings):
 
     @property
     def mail_from_address(self) -> str:
-        from email.utils import parseaddr
-
         return parseaddr(self.mail_from)[1]
 
     @property
