@@ -63,7 +63,8 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
         page.set_viewport_size({"width": 1100, "height": 1400})
         page.goto(outbox_url)
         frame = page.frame_locator("iframe").first
-        frame.get_by_text(FIXTURE_TITLE).first.wait_for(timeout=15000)
+        # visible: the hidden preheader (the inbox snippet) names the next headlines too
+        frame.locator(f"text={FIXTURE_TITLE} >> visible=true").first.wait_for(timeout=15000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "demo-outbox-digest.png"), full_page=True)
         direction = frame.locator("body").evaluate(
