@@ -148,6 +148,22 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="LOG_LEVEL")
     digest_daily_at: str = "07:00"  # local time in TIMEZONE
     digest_weekly_day: int = 5  # 0 = Monday … 5 = Saturday, the start of the Arab work week
+    # Readers' own hours (service/editions/schedule.py): the local hours a reader may pick
+    # for their digest (DIGEST_DAILY_AT's hour is always one of them; every slot leaves at
+    # DIGEST_DAILY_AT's minute).  A slot missed while workers were down goes when they are
+    # back, up to DIGEST_MAX_LATE_HOURS late, never twice; beat looks every DIGEST_CHECK_SECONDS.
+    digest_hours: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [6, 7, 8, 12, 18, 21])
+    digest_max_late_hours: int = Field(default=4, ge=1, le=23)
+    digest_check_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # Readers' data (service/subscribers/privacy.py, consent.py): unconfirmed signups are
+    # deleted after PENDING_DAYS; an unsubscribed reader after UNSUBSCRIBED_DAYS (a keyed
+    # hash of the address stays, so an old list cannot add them back); the consent record
+    # keeps the signup's IP in full or only its network (/24 for IPv4, /48 for IPv6).
+    pending_days: int = Field(default=7, ge=1, le=90)
+    unsubscribed_days: int = Field(default=30, ge=1, le=3650)
+    consent_ip: Literal["full", "network"] = "network"
+    # Origins (scheme://host[:port]) whose pages may call POST /api/subscribe from the browser.
+    signup_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     batch_size: int = 200
     # A running batch renews its rows' lease every third of LEASE_SECONDS, so a dead
     # worker's rows are back in work within LEASE_SECONDS + SWEEP_SECONDS.
@@ -206,6 +222,42 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item[:50]!r} is not an IP address or a CIDR network (e.g. 10.0.0.5, 10.0.0.0/24)") from None
         return items
+
+    @field_validator("digest_hours", mode="before")
+    @classmethod
+    def _digest_hours(cls, value: object) -> object:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return items
+        hours = []
+        for item in items:
+            text = str(item).strip()
+            if not (text.isascii() and text.isdigit() and int(text) < 24):
+                raise ValueError(f"{text[:20]!r} is not an hour: give local hours 0 to 23, comma-separated (e.g. 6,7,12,20)")
+            if int(text) not in hours:
+                hours.append(int(text))
+        if len(hours) > 12:
+            raise ValueError("at most 12 hours: a short list readers can choose from")
+        return sorted(hours)
+
+    @field_validator("signup_allowed_origins", mode="before")
+    @classmethod
+    def _signup_origins(cls, value: object) -> object:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return items
+        origins = []
+        for item in items:
+            parts = urlsplit(str(item))
+            try:
+                parts.port  # noqa: B018 — raises on a bad port
+            except ValueError:
+                parts = None
+            if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                    or parts.path not in ("", "/") or parts.query or parts.fragment or parts.username):
+                raise ValueError(f"{str(item)[:80]!r} is not an origin: write scheme://host[:port], e.g. https://news.example")
+            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return origins
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -17,12 +17,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -107,6 +109,9 @@ class EditionKind(enum.StrEnum):
     digest = "digest"
     alert = "alert"
     correction = "correction"
+    # The alerts a reader's quiet hours held, in one short mail when they end
+    # («بينما كنت نائماً»: service/editions/catchup.py).
+    catchup = "catchup"
 
 
 class EditionStatus(enum.StrEnum):
@@ -128,6 +133,8 @@ class DeliveryStatus(enum.StrEnum):
     skipped = "skipped"  # unsubscribed/ineligible when claimed
     cancelled = "cancelled"  # the edition was cancelled before it went
     unknown = "unknown"  # DATA sent, reply never came (RFC 1047): not re-sent automatically
+    held = "held"  # an alert in the reader's quiet hours: it waits for their catch-up mail
+    bundled = "bundled"  # a held alert, carried by the reader's catch-up edition instead
 
 
 class VersionKind(enum.StrEnum):
@@ -261,8 +268,57 @@ class Subscriber(Base):
     token_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When they hear from us (service/editions/schedule.py), local hours in TIMEZONE.
+    # None: the site's default (DIGEST_DAILY_AT's hour, DIGEST_WEEKLY_DAY), so readers who
+    # never chose follow it when it changes.
+    digest_hour: Mapped[int | None] = mapped_column(SmallInteger)
+    digest_weekday: Mapped[int | None] = mapped_column(SmallInteger)  # 0 = Monday
+    paused_until: Mapped[dt.datetime | None]  # nothing is sent before this; then it resumes by itself
+    # Quiet hours: alerts between quiet_start and quiet_end (local hours, may span midnight)
+    # are held for one catch-up mail when they end ("hold") or not sent ("drop").
+    quiet_start: Mapped[int | None] = mapped_column(SmallInteger)
+    quiet_end: Mapped[int | None] = mapped_column(SmallInteger)
+    quiet_mode: Mapped[str] = mapped_column(String(10), default="hold", server_default="hold")
+    alert_cap: Mapped[int | None] = mapped_column(SmallInteger)  # alerts per local day; None: no cap
+    # Alerts mailed on alerts_day (local date), counted as outcomes are written, for the cap.
+    alerts_day: Mapped[dt.date | None] = mapped_column(Date)
+    alerts_today: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
-    __table_args__ = (Index("ix_subscribers_status_frequency", "status", "frequency"),)
+    __table_args__ = (
+        Index("ix_subscribers_status_frequency", "status", "frequency"),
+        Index("ix_subscribers_digest_slot", "frequency", "digest_hour", "digest_weekday"),
+    )
+
+
+class Consent(Base):
+    """What a reader agreed to, when, and from where: one row at signup (or import) and
+    one at confirmation.  Shown to them (preferences, export); gone when they are."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(20))  # signup | confirm | import
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    source: Mapped[str | None] = mapped_column(String(200))  # web:form, web:embed, api, csv …
+    ip: Mapped[str | None] = mapped_column(String(64))  # the address, or its network (CONSENT_IP)
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    form_url: Mapped[str | None] = mapped_column(String(2000))
+    text_version: Mapped[str | None] = mapped_column(String(40))
+    text: Mapped[str | None] = mapped_column(Text)  # the consent sentence as shown
+
+    __table_args__ = (Index("ix_consents_subscriber_id", "subscriber_id"),)
+
+
+class SuppressedHash(Base):
+    """An address we keep only as a keyed hash (service/subscribers/privacy.py): a reader
+    who asked to be forgotten, or who unsubscribed long ago.  An import never adds it back;
+    `reason` says whether their own signup may (forgotten, unsubscribed) or not (a bounce
+    or a complaint, kept as it was on the suppression list)."""
+
+    __tablename__ = "suppressed_hashes"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Suppression(Base):
@@ -367,6 +423,8 @@ class Delivery(Base):
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
         Index("ix_deliveries_edition_status", "edition_id", "status"),
         Index("ix_deliveries_status_lease", "status", "lease_until"),
+        # A reader's own rows: their export, their catch-up, and deleting them (the FK cascade).
+        Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
 

@@ -9,7 +9,13 @@
    group's readers in one query: unsubscribed or suppressed since planning →
    `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
    SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
-   pause, plus the messages already on the wire.
+   pause, plus the messages already on the wire.  The same row holds the reader's own
+   rules (service/subscribers/quiet.py), decided here with the clock of that moment: a
+   pause → `skipped`; an alert in their quiet hours → `held` for their catch-up mail
+   (or `skipped`, as they chose) unless the edition overrides quiet hours; an alert
+   past their daily cap → `skipped`.  Such a row is written like any outcome that sent
+   nothing (grouped, no query of its own); an alert a capped reader was sent adds one
+   statement per outcome group (`ledger.count_alerts`), in the same transaction.
 3. Compose each message (the variant is prepared once per process) and hand it to this
    process's pool of SMTP sessions for the lane (`smtp_pool`): at most SMTP_CONNECTIONS
    messages of a lane are in flight in a process (the lane's window), each on a session
@@ -70,7 +76,7 @@ from service.models import (
     EditionVariant,
     utcnow,
 )
-from service.subscribers import suppression
+from service.subscribers import quiet, suppression
 
 log = get_logger(__name__)
 
@@ -151,7 +157,7 @@ def forget_prepared_variants() -> None:
 def _eligible(kind: str, state: ledger.RecipientState) -> bool:
     if state.subscriber_status != "active":
         return False
-    if kind == EditionKind.alert.value and not state.alerts:
+    if kind in (EditionKind.alert.value, EditionKind.catchup.value) and not state.alerts:
         return False
     if kind == EditionKind.digest.value and state.frequency == "none":
         return False
@@ -177,7 +183,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
     E = Edition.__table__
     with _connect() as conn:
         info = conn.execute(
-            sa.select(E.c.status, E.c.kind, E.c.started_at, E.c.created_at).where(E.c.id == edition_id)
+            sa.select(E.c.status, E.c.kind, E.c.started_at, E.c.created_at, E.c.params).where(E.c.id == edition_id)
         ).first()
         if info is None or info[0] not in (EditionStatus.planned.value, EditionStatus.sending.value):
             report.stopped = info[0] if info else "missing"
@@ -192,7 +198,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
         if rows:
             log.info("delivery.batch.claimed", edition_id=edition_id, first_id=first_id, last_id=last_id, rows=len(rows))
             _Batch(conn, settings, worker, edition_id, kind, started_at, created_at, (first_id, last_id), rows,
-                   report, dispatcher).run()
+                   report, dispatcher, override_quiet=bool((info[4] or {}).get(quiet.OVERRIDE))).run()
         if ledger.finish_if_complete(conn, edition_id):
             log.info("delivery.edition.done", edition_id=edition_id)
         conn.commit()
@@ -213,6 +219,7 @@ class _Message:
     accepted_at: float = 0.0  # time.time() when the answer came
     error: BaseException | None = None  # the sending code itself failed (a bug): row left claimed
     given_up: bool = False  # the batch stopped while it waited (limiter, a session): not sent
+    counted: bool = False  # an alert to a reader with a daily cap: counted once it is mailed
 
 
 class _GivenUp(Exception):
@@ -224,6 +231,7 @@ class _Write:
     record: ledger.Record
     bounced_email: str | None = None  # a hard bounce: the address goes on the suppression list
     bounce_detail: str = ""
+    counted: int | None = None  # an alert mailed to a reader with a cap: their id (ledger.count_alerts)
 
 
 _STOP_PRECEDENCE = {"paused": 1, "unreachable": 2, "sender_refused": 3, "cancelled": 4}
@@ -232,7 +240,8 @@ _STOP_PRECEDENCE = {"paused": 1, "unreachable": 2, "sender_refused": 3, "cancell
 class _Batch:
     def __init__(self, conn, settings: Settings, worker: str, edition_id: int, kind: str,
                  started_at: dt.datetime, created_at: dt.datetime | None, id_range: tuple[int, int],
-                 rows: list[ledger.Claimed], report: BatchReport, dispatcher: Dispatcher | None):
+                 rows: list[ledger.Claimed], report: BatchReport, dispatcher: Dispatcher | None,
+                 override_quiet: bool = False):
         self.conn, self.settings, self.worker = conn, settings, worker
         self.edition_id, self.kind, self.started_at, self.rows = edition_id, kind, started_at, rows
         self.report, self.dispatcher = report, dispatcher
@@ -256,7 +265,9 @@ class _Batch:
         self.next_recheck = time.monotonic() + RECHECK_SECONDS
         self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
         self.error: BaseException | None = None
-        self.writer = _Writer(worker, edition_id, conn if one_at_a_time else None)
+        self.writer = _Writer(worker, edition_id, conn if one_at_a_time else None, settings)
+        self.override_quiet = override_quiet
+        self.now, self.local = utcnow(), utcnow().astimezone(settings.tz)  # the clock of the current group
         self.heartbeat = _Heartbeat(worker, edition_id, id_range, settings.lease_seconds)
 
     # ------------------------------------------------------------------ the run
@@ -292,6 +303,8 @@ class _Batch:
                 return
             status, states = ledger.recipient_states(self.conn, self.edition_id, [r.subscriber_id for r in chunk])
             self._end_read()
+            self.now = utcnow()
+            self.local = self.now.astimezone(self.settings.tz)
             if status in (EditionStatus.paused, EditionStatus.cancelled, None):
                 self._give_room()
                 self._stop("paused" if status == EditionStatus.paused else "cancelled")
@@ -312,6 +325,9 @@ class _Batch:
         elif not _eligible(self.kind, state):
             write = _Write(ledger.Record(row.id, DeliveryStatus.skipped, attempted=False,
                                          smtp_reply="unsubscribed or opted out since planning"))
+        elif (withheld := self._withheld(state)) is not None:
+            write = _Write(ledger.Record(row.id, DeliveryStatus(withheld.status), attempted=False,
+                                         smtp_reply=withheld.reason))
         else:
             tpl = _template(self.conn, self.edition_id, self.kind, row.variant)
             self._end_read()
@@ -325,7 +341,8 @@ class _Batch:
                 except ValueError as exc:  # an address no header can carry: this row only
                     write = _Write(ledger.Record(row.id, DeliveryStatus.failed, smtp_reply=f"not sent: {exc}"))
                 else:
-                    message = _Message(row, state.email, msg.message_id)
+                    message = _Message(row, state.email, msg.message_id,
+                                       counted=state.alert_cap is not None and self.kind == EditionKind.alert.value)
                     domain = state.email.rpartition("@")[2].lower()
                     self.lane.executor.submit(self._send, message, msg.envelope_from, msg.data, domain)
                     # From here on the row is never handed back as `queued`: it may be accepted.
@@ -340,6 +357,12 @@ class _Batch:
         if write is not None:
             metrics.message(self.kind, write.record.status.value)
             self._put(write)
+
+    def _withheld(self, state: ledger.RecipientState) -> quiet.Withheld | None:
+        return quiet.decide(self.kind, now=self.now, local=self.local, paused_until=state.paused_until,
+                            quiet_start=state.quiet_start, quiet_end=state.quiet_end, quiet_mode=state.quiet_mode,
+                            alert_cap=state.alert_cap, alerts_day=state.alerts_day, alerts_today=state.alerts_today,
+                            override_quiet=self.override_quiet)
 
     def _send(self, message: _Message, envelope_from: str, data: bytes, domain: str) -> None:
         """On a sender thread: one message over a free session."""
@@ -437,10 +460,12 @@ class _Batch:
         metrics.message(self.kind, v.value, outcome.code, latency)
         common = {"smtp_code": outcome.code, "smtp_reply": outcome.reply}
         D = DeliveryStatus
+        counted = row.subscriber_id if message.counted else None
         if v == Verdict.sent:
-            self._put(_Write(ledger.Record(row.id, D.sent, message_id=message.message_id, **common)))
+            self._put(_Write(ledger.Record(row.id, D.sent, message_id=message.message_id, **common), counted=counted))
         elif v == Verdict.unknown:
-            self._put(_Write(ledger.Record(row.id, D.unknown, message_id=message.message_id, **common)))
+            self._put(_Write(ledger.Record(row.id, D.unknown, message_id=message.message_id, **common),
+                             counted=counted))
             log.warning("delivery.unknown", edition_id=self.edition_id, delivery_id=row.id, reply=scrub(outcome.reply))
         elif v == Verdict.failed:
             self._put(_Write(ledger.Record(row.id, D.failed, **common)))
@@ -559,8 +584,9 @@ class _Writer:
     """Writes a batch's outcomes in groups from a thread of its own, or one at a time on
     the batch's connection (`conn`: SQLite).  See the module doc for the bound it keeps."""
 
-    def __init__(self, worker: str, edition_id: int, conn=None):
+    def __init__(self, worker: str, edition_id: int, conn=None, settings: Settings | None = None):
         self.worker, self.edition_id = worker, edition_id
+        self.tz = (settings or get_settings()).tz
         self.counts: collections.Counter = collections.Counter()
         self.error: BaseException | None = None
         self._conn = conn
@@ -656,6 +682,8 @@ class _Writer:
                 for w in group:
                     if w.bounced_email:
                         suppression.suppress(conn, w.bounced_email, "hard_bounce", w.bounce_detail)
+                counted = [w.counted for w in group if w.counted is not None and w.record.delivery_id in written]
+                ledger.count_alerts(conn, counted, utcnow().astimezone(self.tz).date())
                 conn.commit()
             except sa.exc.OperationalError as exc:
                 conn.rollback()

@@ -15,7 +15,8 @@ Which headers each kind carries is the table `KINDS` below, and nowhere else:
 
 | kind                        | List-Unsubscribe (+ -Post) | Precedence | envelope sender (VERP)    |
 | --------------------------- | -------------------------- | ---------- | ------------------------- |
-| digest, alert, correction   | yes                        | bulk       | `+b.<delivery id>` (row)  |
+| digest, alert, correction,  | yes                        | bulk       | `+b.<delivery id>` (row)  |
+| catchup                     |                            |            |                           |
 | welcome                     | yes                        | —          | `+s.<subscriber id>`      |
 | confirm                     | no (see below)             | —          | `+s.<subscriber id>`      |
 | test (an editor's copy)     | no; `X-Nashra-Test`, and   | —          | `+e.<editor id>`          |
@@ -90,6 +91,7 @@ KINDS: dict[str, Kind] = {
     "digest": Kind(subscribed=True, bulk=True, list_of="digest"),
     "alert": Kind(subscribed=True, bulk=True, list_of="alert"),
     "correction": Kind(subscribed=True, bulk=True, list_of="digest"),
+    "catchup": Kind(subscribed=True, bulk=True, list_of="alert"),  # the alerts quiet hours held
     "welcome": Kind(subscribed=True, bulk=False, list_of="digest"),
     "confirm": Kind(subscribed=False, bulk=False, list_of="digest"),
     "test": Kind(subscribed=False, bulk=False, list_of="alert", test=True),

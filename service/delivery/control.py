@@ -61,13 +61,18 @@ def resume(session: Session, edition_id: int, actor: str, dispatcher: Dispatcher
 
 def cancel(session: Session, edition_id: int, actor: str) -> Edition:
     edition = _edition(session, edition_id)
-    if edition.status in (EditionStatus.done, EditionStatus.cancelled):
+    # A done alert may still have rows held for readers' quiet hours: those can be stopped.
+    held = edition.status == EditionStatus.done and session.scalar(sa.select(sa.exists().where(
+        Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.held)))
+    if edition.status == EditionStatus.cancelled or (edition.status == EditionStatus.done and not held):
         raise ControlError(f"edition {edition_id} is already {edition.status.value}")
     edition.status = EditionStatus.cancelled
     edition.finished_at = utcnow()
     n = session.execute(
         sa.update(Delivery)
-        .where(Delivery.edition_id == edition_id, Delivery.status.in_([DeliveryStatus.queued, DeliveryStatus.retry]))
+        # Held rows too: a cancelled alert never reaches a reader in their catch-up mail either.
+        .where(Delivery.edition_id == edition_id,
+               Delivery.status.in_([DeliveryStatus.queued, DeliveryStatus.retry, DeliveryStatus.held]))
         .values(status=DeliveryStatus.cancelled, smtp_reply="edition cancelled", updated_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -87,6 +87,14 @@ class RecipientState:
     alerts: bool
     frequency: str
     suppressed: bool
+    # The reader's own rules (service/subscribers/quiet.py), decided by the batch.
+    paused_until: dt.datetime | None = None
+    quiet_start: int | None = None
+    quiet_end: int | None = None
+    quiet_mode: str | None = None
+    alert_cap: int | None = None
+    alerts_day: dt.date | None = None
+    alerts_today: int = 0
 
 
 _S = Subscriber.__table__
@@ -108,6 +116,13 @@ _RECIPIENT_STATES = (
         _S.c.alerts,
         _S.c.frequency,
         sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
+        _S.c.paused_until,
+        _S.c.quiet_start,
+        _S.c.quiet_end,
+        _S.c.quiet_mode,
+        _S.c.alert_cap,
+        _S.c.alerts_day,
+        _S.c.alerts_today,
     )
     .select_from(_E.outerjoin(_S, _S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True))))
     .where(_E.c.id == sa.bindparam("edition_id"))
@@ -124,7 +139,8 @@ def recipient_states(conn, edition_id: int,
     for row in conn.execute(_RECIPIENT_STATES, {"edition_id": edition_id, "subscriber_ids": list(subscriber_ids)}):
         status = EditionStatus(row[0])
         if row[1] is not None:
-            states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]))
+            states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]),
+                                            _aware(row[8]), row[9], row[10], row[11], row[12], row[13], row[14] or 0)
     return status, states
 
 
@@ -238,6 +254,28 @@ def record_many(conn, worker: str, records: list[Record]) -> set[int]:
         "attempted": [int(r.attempted) for r in records],
     }
     return set(conn.execute(_RECORD_MANY, params).scalars())
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # A bare Connection (the batch's) reads SQLite's naive UTC as it is.
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+_COUNT_ALERTS = (
+    sa.update(_S)
+    .where(_S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True)))
+    .values(
+        alerts_today=sa.case((_S.c.alerts_day == sa.bindparam("day"), _S.c.alerts_today + 1), else_=1),
+        alerts_day=sa.bindparam("day"),
+    )
+)
+
+
+def count_alerts(conn, subscriber_ids: list[int], day: dt.date) -> None:
+    """One more alert mailed today (`day`, local) to each of these readers, for their cap:
+    one statement per group of outcomes, in the same transaction as the outcomes."""
+    if subscriber_ids:
+        conn.execute(_COUNT_ALERTS, {"subscriber_ids": list(subscriber_ids), "day": day})
 
 
 def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,

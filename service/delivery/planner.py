@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring
+from service.delivery import held
 from service.delivery.ledger import PLANNING
 from service.editions.digests import alerted_article_ids
 from service.editions.variants import ALERTED_PREFIX, render_variant_for
@@ -46,6 +47,7 @@ from service.models import (
     utcnow,
 )
 from service.rendering.viewmodels import RenderedVariant
+from service.subscribers import hours
 
 log = get_logger(__name__)
 
@@ -98,19 +100,22 @@ def _variant_expr(edition: Edition, alerted: bool = False) -> sa.ColumnElement[s
 
 def _audience(edition: Edition, dialect: str, after: int, through: int, alerted: bool = False) -> sa.Select:
     not_suppressed = ~sa.exists().where(Suppression.email == Subscriber.email)
-    conds = [Subscriber.status == SubscriberStatus.active, not_suppressed,
+    now = utcnow()
+    # A paused reader is left out (the batch re-checks a pause that starts later).
+    conds = [Subscriber.status == SubscriberStatus.active, not_suppressed, hours.not_paused(now),
              Subscriber.id > after, Subscriber.id <= through]
     if edition.kind == EditionKind.digest:
         if edition.frequency is None:
             raise PlanError(f"edition {edition.id}: a digest needs a frequency")
         conds.append(Subscriber.frequency == edition.frequency)
+        # A scheduled digest is one slot's: the readers of its hour (and day).
+        conds.append(hours.audience_condition((edition.params or {}).get("slot")))
     elif edition.kind == EditionKind.alert:
         conds.append(Subscriber.alerts.is_(True))
     elif edition.kind == EditionKind.correction:
         conds.append(_received_corrected_article(edition, dialect))
     else:  # pragma: no cover - the enum has three members
         raise PlanError(f"edition {edition.id}: unknown kind {edition.kind}")
-    now = utcnow()
     return sa.select(
         sa.literal(edition.id),
         Subscriber.id,
@@ -169,6 +174,8 @@ def _received_corrected_article(edition: Edition, dialect: str) -> sa.ColumnElem
 
 def _insert_audience(session: Session, edition: Edition, after: int, through: int) -> int:
     """Ledger rows for the audience among subscribers after < id <= through; how many were new."""
+    if edition.kind == EditionKind.catchup:  # readers whose quiet hours held alerts (delivery/held.py)
+        return held.insert_catchup_audience(session, edition, after, through)
     table = Delivery.__table__
     cols = ["edition_id", "subscriber_id", "variant", "status", "attempts", "updated_at"]
     dialect = session.get_bind().dialect.name

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, aliased
 
 from service.articles.queries import articles_for_window
 from service.config import get_settings
-from service.editions import keys
+from service.editions import keys, schedule
+from service.editions.schedule import Slot
 from service.models import (
     Delivery,
     DeliveryStatus,
@@ -39,10 +40,10 @@ class DigestError(ValueError):
     pass
 
 
-def scheduled_key(frequency: Frequency, now: dt.datetime) -> str:
-    """One scheduled digest per frequency per local day, however often beat fires."""
-    local = now.astimezone(get_settings().tz).date()
-    return f"digest:{frequency.value}:{local.isoformat()}"
+def scheduled_key(frequency: Frequency, now: dt.datetime, slot: Slot | None = None) -> str:
+    """One scheduled digest per slot (frequency, hour[, weekday]) per local day, however
+    often beat fires (service/editions/schedule.py)."""
+    return (slot or schedule.default_slot(frequency, now)).key
 
 
 def ingest_lag() -> dt.timedelta:
@@ -50,12 +51,12 @@ def ingest_lag() -> dt.timedelta:
     return dt.timedelta(seconds=get_settings().feed_timeout + 60)
 
 
-def _window_start(session: Session, frequency: Frequency, now: dt.datetime) -> dt.datetime:
-    """A scheduled digest starts where the previous scheduled one ended.
+def _window_start(session: Session, frequency: Frequency, now: dt.datetime, slot: Slot) -> dt.datetime:
+    """A scheduled digest starts where the previous one of the same slot ended.
 
-    Beat does not fire at the same microsecond every day; chaining the windows means no
-    article falls in a gap between two digests and none is in both.  Without a recent
-    predecessor (first digest, or a long outage) the window is one period.
+    The readers of a slot got that one: chaining the windows means no article falls in a
+    gap between two of their digests and none is in both.  Without a recent predecessor
+    (first digest of the slot, or a long outage) the window is one period.
     """
     period = WINDOWS[frequency]
     previous = session.scalar(
@@ -63,7 +64,7 @@ def _window_start(session: Session, frequency: Frequency, now: dt.datetime) -> d
         .where(
             Edition.kind == EditionKind.digest,
             Edition.frequency == frequency,
-            Edition.idempotency_key.like(f"digest:{frequency.value}:%"),
+            Edition.idempotency_key.like(slot.chain_pattern),
             Edition.window_end.is_not(None),
             Edition.window_end <= now,
         )
@@ -100,19 +101,26 @@ def create_digest(
     *,
     now: dt.datetime | None = None,
     scheduled: bool = True,
+    slot: Slot | None = None,
 ) -> tuple[Edition | None, bool]:
     """Create the digest edition for `frequency`.
 
-    Returns (edition, created).  `scheduled` digests are keyed on the local date, so
-    a second call the same day returns the existing edition with created=False.  An
-    unscheduled one (`nashra digest send --now`) is always new.  (None, False) when
+    Returns (edition, created).  A `scheduled` digest is one slot's (`slot`, by default
+    the slot of readers who never chose an hour, on `now`'s local date): keyed on the
+    slot and the date, so a second call returns the existing edition with created=False,
+    and sent only to that slot's readers.  An unscheduled one (`nashra digest send
+    --now`) is always new and goes to every reader of the frequency.  (None, False) when
     the window holds no article.
     """
     frequency = Frequency(frequency)
     if frequency not in WINDOWS:
         raise DigestError(f"no digest for frequency {frequency.value!r}")
     now = now or utcnow()
-    key = scheduled_key(frequency, now) if scheduled else None
+    if scheduled:
+        slot = slot or schedule.default_slot(frequency, now)
+        if slot.frequency is not frequency:
+            raise DigestError(f"slot {slot.key} is not a {frequency.value} slot")
+    key = slot.key if scheduled else None
     found = keys.existing(session, key)
     if found is not None:
         return found, False
@@ -121,7 +129,7 @@ def create_digest(
         # commit only after we read: end the window a poll's length back, so such an
         # article is in the next digest rather than in neither.
         end = now - ingest_lag()
-        start = _window_start(session, frequency, end)
+        start = _window_start(session, frequency, end, slot)
     else:
         end, start = now, now - WINDOWS[frequency]
     articles = select_articles(articles_for_window(session, start, end))
@@ -135,6 +143,7 @@ def create_digest(
         idempotency_key=key,
         window_start=start,
         window_end=end,
+        params={"slot": slot.params()} if scheduled else {},
     )
     edition, created = keys.add_keyed(session, edition)
     if not created:  # beat and `nashra digest send` at the same moment: one digest

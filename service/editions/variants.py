@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.editions.article_view import article_view
+from service.editions.catchup import render_catchup
 from service.editions.digests import alerted_article_ids
 from service.logs import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
@@ -163,4 +164,6 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
             site, article=article_view(edition.articles[0].article, updated=True), note=edition.params.get("note", "")
         )
         return render_variant("correction", ctx)
+    if edition.kind == EditionKind.catchup:  # the alerts a reader's quiet hours held
+        return render_catchup(session, edition, variant)
     raise ValueError(f"unknown edition kind {edition.kind}")

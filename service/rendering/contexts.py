@@ -417,3 +417,50 @@ def correction_context(site: SiteView, *, article: ArticleView, note: str) -> di
         reason=f"تصلك هذه الرسالة لأنك تلقيت هذا الخبر من {site.name} ثم تغيّر فيه ما يهمّك.",
     )
     return ctx
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    """One alert a reader's quiet hours held, as the catch-up mail lists it."""
+
+    headline: str
+    url: str
+    summary: str
+    sent: str  # when the alert went out to everyone else, as the site writes a time
+
+
+def _count_alerts(n: int) -> str:
+    """Arabic number agreement: «خبر عاجل واحد», «خبران عاجلان», «3 أخبار عاجلة», «11 خبراً عاجلاً»."""
+    if n == 1:
+        return "خبر عاجل واحد"
+    if n == 2:
+        return "خبران عاجلان"
+    if 3 <= n <= 10:
+        return f"{n} أخبار عاجلة"
+    return f"{n} خبراً عاجلاً"
+
+
+def catchup_context(site: SiteView, *, alerts: Sequence[tuple[str, str, str, dt.datetime]]) -> dict:
+    """«بينما كنت نائماً»: the alerts a reader's quiet hours held, oldest first, each with
+    its headline, link, two lines and the time it went out, in one short mail.
+
+    `alerts` are (headline, url, summary, sent_at)."""
+    if not alerts:
+        raise ValueError("a catch-up needs at least one alert")
+    items = []
+    for headline, url, summary, sent_at in alerts:
+        headline = _require_text(headline, "headline")
+        _require_url(url, "url")
+        shown = _BREAKING.sub("", headline, count=1) or headline
+        items.append(HeldItem(shown, url, _shorten(summary, ALERT_SUMMARY_MAX), _when(site, sent_at)))
+    count = _count_alerts(len(items))
+    ctx = _base(site, "catchup", " · ".join(i.headline for i in items[-PREHEADER_HEADLINES:][::-1]))
+    ctx.update(
+        items=tuple(items),
+        count=count,
+        intro=f"وصلك خلال ساعات الهدوء التي اخترتها {count}، جمعناها لك هنا:" if len(items) > 1
+        else "وصل خلال ساعات الهدوء التي اخترتها هذا الخبر العاجل:",
+        reason=(f"تصلك هذه الرسالة لأنك طلبت الأخبار العاجلة من {site.name}، "
+                "وطلبت أن نؤجّل ما يصل منها في ساعات الهدوء إلى نهايتها."),
+    )
+    return ctx

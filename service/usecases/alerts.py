@@ -31,6 +31,7 @@ from service.models import EditionStatus, audit
 from service.rendering.personalise import personalise
 from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.errors import InvalidInput
+from service.subscribers.quiet import OVERRIDE
 from service.subscribers.validation import normalise_email
 from service.usecases import audience
 
@@ -55,9 +56,12 @@ class Preview:
 
 def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: str | None = None,
                headline: str | None = None, url: str | None = None, summary: str | None = None,
-               idempotency_key: str | None = None, dispatcher: Dispatcher | None = None) -> int:
+               idempotency_key: str | None = None, dispatcher: Dispatcher | None = None,
+               override_quiet_hours: bool = False) -> int:
     """Create the alert edition and ask for its planning after commit; returns its id.
 
+    `override_quiet_hours`: the editor says this one may not wait — readers in their quiet
+    hours get it too (service/subscribers/quiet.py), and the audit log says who decided.
     Raises AlertError for bad input (nothing is written then).
     """
     dispatcher = dispatcher or current()
@@ -66,6 +70,11 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
                                summary=summary, idempotency_key=idempotency_key, actor=actor)
         s.flush()
         edition_id = edition.id
+        if override_quiet_hours and edition.status is EditionStatus.draft \
+                and not edition.params.get(OVERRIDE):
+            edition.params = {**edition.params, OVERRIDE: True}  # a new dict: JSON columns track no change in place
+            audit(s, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.override_quiet_hours",
+                  f"edition:{edition_id}")
         # A retry with the same key returns the existing edition: plan it only if it
         # has not been planned yet (planning is idempotent, but there is no need).
         if edition.status is EditionStatus.draft:

@@ -1,12 +1,21 @@
-"""Digests and corrections: make the edition, then hand it to the planner."""
+"""Digests, catch-ups and corrections: make the edition, then hand it to the planner."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+from sqlalchemy import select
+
+from service.config import get_settings
 from service.db import session_scope
 from service.dispatch import Dispatcher, current
+from service.editions import schedule
+from service.editions.catchup import create_catchup
 from service.editions.corrections import create_corrections
 from service.editions.digests import create_digest
+from service.editions.keys import existing
 from service.logs import get_logger
+from service.models import Edition, utcnow
 
 log = get_logger(__name__)
 
@@ -37,3 +46,45 @@ def make_corrections(dispatcher: Dispatcher | None = None) -> list[int]:
         for edition in editions:
             dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
         return [e.id for e in editions]
+
+
+def send_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = None) -> list[int]:
+    """Beat's tick (every DIGEST_CHECK_SECONDS): the digest of every slot that is due and
+    not yet made (service/editions/schedule.py), then this hour's catch-up of held alerts.
+
+    Each slot in its own transaction, keyed on the slot and its date, so ticks that
+    overlap (two beats, a tick run late after an outage, `nashra digest send`) make one
+    edition; a slot due while workers were down is still due when they come back, up to
+    DIGEST_MAX_LATE_HOURS.  Returns the ids of the editions it made.
+    """
+    dispatcher = dispatcher or current()
+    now = now or utcnow()
+    made: list[int] = []
+    slots = schedule.due_slots(now)
+    with session_scope() as session:
+        taken = set(session.scalars(select(Edition.idempotency_key).where(
+            Edition.idempotency_key.in_([slot.key for slot in slots])))) if slots else set()
+    for slot in slots:
+        if slot.key in taken:
+            continue
+        with session_scope() as session:
+            if existing(session, slot.key) is not None or not schedule.has_readers(session, slot, now):
+                continue
+            due = slot.due()
+            edition, created = create_digest(session, slot.frequency, now=due, scheduled=True, slot=slot)
+            if edition is None:
+                if now - due < dt.timedelta(seconds=2 * get_settings().digest_check_seconds):  # said once, not every tick
+                    log.info("digest.empty", frequency=slot.frequency.value, slot=slot.key)
+                continue
+            if created:
+                dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
+                made.append(edition.id)
+                log.info("digest.created", edition_id=edition.id, slot=slot.key, articles=len(edition.articles),
+                         late_seconds=round((now - due).total_seconds()))
+    with session_scope() as session:
+        edition, created = create_catchup(session, now)
+        if edition is not None and created:
+            dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
+            made.append(edition.id)
+            log.info("catchup.created", edition_id=edition.id, alerts=len(edition.params.get("alerts", [])))
+    return made

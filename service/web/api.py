@@ -30,11 +30,13 @@ class AlertRequest(BaseModel):
     summary: str | None = None
     idempotency_key: str | None = None
     dry_run: bool = False  # true: the audience and the rendered subject, nothing queued
+    override_quiet_hours: bool = False  # true: readers in their quiet hours get it now too (audited)
 
 
 def send_alert(editor: EditorIdentity, req: AlertRequest) -> int:
     return alerts.send_alert(editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
-                             summary=req.summary, idempotency_key=req.idempotency_key)
+                             summary=req.summary, idempotency_key=req.idempotency_key,
+                             override_quiet_hours=req.override_quiet_hours)
 
 
 @router.post("/alerts")

@@ -1,0 +1,74 @@
+"""A reader's quiet night, their daily cap and their pause, as rules on plain values.
+
+Quiet hours are two local hours (TIMEZONE): alerts from quiet_start up to quiet_end are
+not sent then.  The window may span midnight (22 → 7 is ten hours); start == end is no
+window.  `quiet_mode` says what becomes of such an alert: "hold" (kept, and sent with the
+others in one short catch-up mail when the window ends: service/editions/catchup.py) or
+"drop" (not sent).  An editor may mark an alert as overriding quiet hours.
+
+The cap is a number of alerts per local day; past it an alert is not sent (the reader
+finds the story in their digest).  A pause stops every mail until it ends, then mail
+resumes by itself.
+
+The batch decides all three right before a message would go, from the state it re-reads
+for every group of readers (`decide`), with no query of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from service.models import Subscriber
+
+MODES = ("hold", "drop")
+OVERRIDE = "override_quiet_hours"  # in an alert's params: an editor decided it may not wait
+PAUSE_WEEKS = (1, 2, 4)
+CAPS = (1, 2, 3, 5, 10)
+
+
+def in_window(start: int | None, end: int | None, hour: int) -> bool:
+    """Whether local `hour` falls in the quiet window [start, end)."""
+    if start is None or end is None or start == end:
+        return False
+    if start < end:
+        return start <= hour < end
+    return hour >= start or hour < end  # over midnight
+
+
+def quiet_now(hour: int) -> sa.ColumnElement[bool]:
+    """SQL: the reader is in their quiet hours at local `hour` (the same rule as in_window)."""
+    s, e = Subscriber.quiet_start, Subscriber.quiet_end
+    return sa.and_(
+        s.is_not(None), e.is_not(None), s != e,
+        sa.or_(sa.and_(s < e, s <= hour, e > hour), sa.and_(s > e, sa.or_(s <= hour, e > hour))),
+    )
+
+
+@dataclass(frozen=True)
+class Withheld:
+    status: str  # "held" or "skipped"
+    reason: str
+
+
+PAUSED = Withheld("skipped", "paused by the reader")
+HELD = Withheld("held", "held for the reader's quiet hours")
+DROPPED = Withheld("skipped", "the reader's quiet hours (they chose not to get these later)")
+CAPPED = Withheld("skipped", "the reader's daily alert cap was reached")
+
+
+def decide(kind: str, *, now: dt.datetime, local: dt.datetime, paused_until: dt.datetime | None,
+           quiet_start: int | None, quiet_end: int | None, quiet_mode: str | None, alert_cap: int | None,
+           alerts_day: dt.date | None, alerts_today: int, override_quiet: bool = False) -> Withheld | None:
+    """Why this message must not go now (None: send it).  `local` is `now` in TIMEZONE."""
+    if paused_until is not None and paused_until > now:
+        return PAUSED
+    if kind != "alert":
+        return None
+    if not override_quiet and in_window(quiet_start, quiet_end, local.hour):
+        return DROPPED if quiet_mode == "drop" else HELD
+    if alert_cap is not None and alerts_day == local.date() and alerts_today >= alert_cap:
+        return CAPPED
+    return None
