@@ -24,6 +24,7 @@ from service.logs import get_logger, setup_logging
 from service.migrate import upgrade
 from service.models import AUDIT_ORIGIN
 from service.subscribers.csvio import CsvError
+from service.subscribers.errors import InvalidInput
 from service.usecases import digest_preview, editions, feeds, sections, staff, subscribers
 from service.usecases.alerts import PreviewError, dry_run, send_alert
 from service.usecases.digests import start_digest
@@ -280,7 +281,7 @@ def cmd_alert_send(args) -> int:
             return 1
     try:
         edition_id = send_alert(editor_id=None, actor="cli", article_url=args.article, headline=args.headline,
-                                url=args.link, summary=args.summary)
+                                url=args.link, summary=args.summary, override_quiet_hours=args.override_quiet_hours)
     except AlertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -413,6 +414,21 @@ def cmd_subscribers_export(args) -> int:
     return 0
 
 
+def cmd_subscribers_forget(args) -> int:
+    _settings(require_secret=False)
+    try:
+        forgotten = subscribers.forget_address(args.email)
+    except InvalidInput as exc:
+        print(f"error: {exc.message} (nothing was changed)", file=sys.stderr)
+        return 2
+    if forgotten is None:
+        print("no reader has that address; it is kept as a keyed hash now, so no import adds it")
+    else:
+        print(f"subscriber {forgotten} forgotten: their row, sends and consent record are deleted; only a keyed "
+              "hash of the address is kept, so no import adds it back")
+    return 0
+
+
 def cmd_bounces_serve(args) -> int:
     _settings()  # the VERP signatures need the production SECRET_KEY
     server = BounceServer(args.host, args.port, feedback_addresses=tuple(args.feedback_address or ()))
@@ -523,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--link", metavar="URL")
     a.add_argument("--summary", metavar="TEXT")
     a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    a.add_argument("--override-quiet-hours", action="store_true",
+                   help="readers in their quiet hours get it now too (written to the audit log)")
     a.set_defaults(func=cmd_alert_send)
 
     ed = sub.add_parser("editors", help="editors and their API tokens")
@@ -565,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     se = sbs.add_parser("export", help="export to FILE.csv (or stdout)")
     se.add_argument("file", nargs="?")
     se.set_defaults(func=cmd_subscribers_export)
+    sf = sbs.add_parser("forget", help="delete a reader and all their data; keep only a keyed hash of the address")
+    sf.add_argument("email")
+    sf.set_defaults(func=cmd_subscribers_forget)
 
     bo = sub.add_parser("bounces", help="bounces (DSN) and complaints (ARF) that come back by mail")
     bos = bo.add_subparsers(dest="bounces_command", required=True)

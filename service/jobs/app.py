@@ -26,7 +26,6 @@ def _redis_options(settings: Settings) -> dict:
 
 
 def celery_config(settings: Settings) -> dict:
-    hour, minute = (int(x) for x in settings.digest_daily_at.split(":"))
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -60,17 +59,13 @@ def celery_config(settings: Settings) -> dict:
             # Ingest triggers corrections when it sees a major update; this hourly run is
             # the safety net for a trigger lost while the broker was down.
             "corrections-hourly": {"task": names.MAKE_CORRECTIONS, "schedule": crontab(minute=17)},
-            "daily-digest": {
-                "task": names.SEND_SCHEDULED_DIGEST,
-                "schedule": crontab(hour=hour, minute=minute),
-                "args": ["daily"],
-            },
-            "weekly-digest": {
-                "task": names.SEND_SCHEDULED_DIGEST,
-                # celery counts Sunday as 0; settings count Monday as 0
-                "schedule": crontab(hour=hour, minute=minute, day_of_week=(settings.digest_weekly_day + 1) % 7),
-                "args": ["weekly"],
-            },
+            # Each reader's digest at their own local hour, and the catch-ups of held alerts:
+            # every DIGEST_CHECK_SECONDS the tick makes what is due (service/editions/schedule.py).
+            # A tick not started by the next is dropped: after an outage one tick catches up.
+            "digests-due": {"task": names.SEND_DUE_DIGESTS, "schedule": float(settings.digest_check_seconds),
+                            "options": {"expires": float(settings.digest_check_seconds)}},
+            # Unconfirmed signups after PENDING_DAYS, unsubscribed readers after UNSUBSCRIBED_DAYS.
+            "purge-readers": {"task": names.PURGE_READERS, "schedule": crontab(minute=41)},
         },
     }
 

@@ -12,8 +12,10 @@ SEND_BATCH = "nashra.delivery.send_batch"  # one id range of an edition's ledger
 SWEEP = "nashra.delivery.sweep"  # beat: leases, lost batches, due retries, stalled drafts
 POLL_FEEDS = "nashra.ingest.poll_due"  # beat: every feed that is due
 MAKE_CORRECTIONS = "nashra.editions.make_corrections"  # major updates readers must hear of
-SEND_SCHEDULED_DIGEST = "nashra.digest.send_scheduled"  # beat, at the digest's local time
+SEND_SCHEDULED_DIGEST = "nashra.digest.send_scheduled"  # the default hour's digest (older releases' beat)
+SEND_DUE_DIGESTS = "nashra.digest.send_due"  # beat, every DIGEST_CHECK_SECONDS: each hour's digests, catch-ups
 SEND_TRANSACTIONAL = "nashra.mail.send_transactional"  # confirmation, welcome
+PURGE_READERS = "nashra.subscribers.purge"  # beat, hourly: unconfirmed and long-unsubscribed readers
 
 ALERTS, DIGESTS, INGEST, DEFAULT = "alerts", "digests", "ingest", "default"
 QUEUES = (ALERTS, DIGESTS, INGEST, DEFAULT)
@@ -23,6 +25,10 @@ FIXED_ROUTES = {
     POLL_FEEDS: INGEST,
     MAKE_CORRECTIONS: DIGESTS,
     SEND_SCHEDULED_DIGEST: DIGESTS,
+    # Not behind a big digest's batches on the digests queue: the next hour's digest and
+    # the catch-ups must not wait for this one to finish.
+    SEND_DUE_DIGESTS: DEFAULT,
+    PURGE_READERS: DEFAULT,
     SWEEP: DEFAULT,
     SEND_TRANSACTIONAL: DEFAULT,
 }

@@ -17,7 +17,7 @@ from service.jobs import (
 )
 from service.jobs.app import app
 from service.jobs.dispatch import install_dispatcher
-from service.usecases import digests, ingest
+from service.usecases import digests, ingest, subscribers
 
 # A worker is an edge too: whatever its tasks ask for goes out as Celery messages.
 install_dispatcher()
@@ -56,8 +56,20 @@ def make_corrections() -> list[int]:
 
 @app.task(name=names.SEND_SCHEDULED_DIGEST, acks_late=True)
 def send_scheduled_digest(frequency: str) -> int | None:
-    """Beat fires this at the digest's local time; a second firing finds the same edition."""
+    """The default hour's digest of today (what an older release's beat still queues);
+    a second firing finds the same edition."""
     return digests.start_digest(frequency, scheduled=True)
+
+
+@app.task(name=names.SEND_DUE_DIGESTS, acks_late=True)
+def send_due_digests() -> list[int]:
+    """Beat's tick: each slot's digest when it is due, and the catch-ups; safe to run twice."""
+    return digests.send_due()
+
+
+@app.task(name=names.PURGE_READERS, acks_late=True)
+def purge_readers() -> dict:
+    return subscribers.purge().as_dict()
 
 
 @app.task(

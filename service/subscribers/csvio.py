@@ -32,6 +32,7 @@ from service.models import (
     audit,
     utcnow,
 )
+from service.subscribers import hashes
 from service.subscribers.errors import InvalidInput
 from service.subscribers.mail import queue_transactional
 from service.subscribers.validation import normalise_email
@@ -178,9 +179,15 @@ def _apply(session: Session, rows: list[_Row], report: ImportReport, now: dt.dat
     emails = [r.email for r in rows]
     existing = {s.email: s for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(emails)))}
     suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+    # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
+    forgotten = hashes.hashed_among(session, [e for e in emails if e not in existing])
     for row in rows:
         if row.email in suppressed:
             report.problems.append((row.line, "address is on the suppression list; not imported"))
+            continue
+        if row.email in forgotten:
+            report.problems.append((row.line, "this reader asked to be forgotten or unsubscribed; an import does "
+                                              "not add them back"))
             continue
         sub = existing.get(row.email)
         if sub is None:

@@ -17,6 +17,8 @@ from service import limits
 from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
+from service.subscribers import consent, hashes
+from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
 from service.subscribers.suppression import is_suppressed
 from service.subscribers.tokens import BadToken, read_token
@@ -48,12 +50,17 @@ def signup(
     alerts: bool,
     consent_source: str,
     now: dt.datetime | None = None,
+    digest_hour: int | None = None,
+    digest_weekday: int | None = None,
+    evidence: Evidence | None = None,
 ) -> SignupResult:
     """Record a signup and queue the double-opt-in mail.
 
-    Arguments are already validated (see validation.py).  Whatever the outcome, the
-    caller shows the same page: the form must not tell a stranger who is subscribed.
-    An active reader is left exactly as they are and is sent nothing.
+    Arguments are already validated (see validation.py, choices.py).  Whatever the
+    outcome, the caller shows the same page: the form must not tell a stranger who is
+    subscribed.  An active reader is left exactly as they are and is sent nothing.  A
+    signup that changes the row also adds to the reader's consent record (`evidence`:
+    IP, user agent, form URL, consent text version — consent.py).
     """
     now = now or utcnow()
     consent_source = consent_source[:200]
@@ -69,6 +76,8 @@ def signup(
         alerts=alerts,
         consent_source=consent_source,
         consented_at=now,
+        digest_hour=digest_hour,
+        digest_weekday=digest_weekday,
     )
     # Ours or a concurrent request's row, now committed (or inserted by us): lock it.
     sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
@@ -97,8 +106,10 @@ def signup(
         sub.consented_at = now
         sub.confirmed_at = None
         sub.unsubscribed_at = None
+        sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
         session.flush()
     audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=consent_source)
+    consent.record(session, sub.id, "signup", evidence, source=consent_source, now=now)
     # Counted in this transaction: a signup rolled back has mailed nobody.
     limits.hit_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW, now=now.timestamp())
     queue_transactional(session, "confirm", sub.id)
@@ -138,8 +149,11 @@ def subscriber_to_confirm(session: Session, token: str, *, lock: bool = False) -
     return sub
 
 
-def confirm(session: Session, token: str, now: dt.datetime | None = None) -> Subscriber:
-    """pending → active, once; a second click on the same link changes nothing."""
+def confirm(session: Session, token: str, now: dt.datetime | None = None, evidence: Evidence | None = None) -> Subscriber:
+    """pending → active, once; a second click on the same link changes nothing.
+
+    The confirmation goes on the consent record (time, IP, user agent), and a hash left
+    by an earlier "forget me" or a long unsubscription goes: the reader is back."""
     sub = subscriber_to_confirm(session, token, lock=True)
     if sub.status is SubscriberStatus.active:
         return sub
@@ -147,6 +161,8 @@ def confirm(session: Session, token: str, now: dt.datetime | None = None) -> Sub
     sub.confirmed_at = now or utcnow()
     session.flush()
     audit(session, f"subscriber:{sub.id}", "confirm", f"subscriber:{sub.id}")
+    consent.record(session, sub.id, "confirm", evidence, source=sub.consent_source, now=sub.confirmed_at)
+    hashes.lift_self_service(session, sub.email)
     queue_transactional(session, "welcome", sub.id)
     log.info("subscriber_confirmed", subscriber_id=sub.id)
     return sub
@@ -169,6 +185,26 @@ def update_preferences(
         alerts=alerts,
     )
     log.info("preferences_updated", subscriber_id=sub.id)
+    return sub
+
+
+def update_schedule(session: Session, sub: Subscriber, *, digest_hour: int | None, digest_weekday: int | None,
+                    quiet_start: int | None, quiet_end: int | None, quiet_mode: str, alert_cap: int | None,
+                    paused_until: dt.datetime | None) -> Subscriber:
+    """When the reader hears from us: their digest hour and day, quiet hours, cap, pause
+    (validated by choices.py; None is the site's default, no quiet hours, no cap, no pause)."""
+    before = (sub.digest_hour, sub.digest_weekday, sub.quiet_start, sub.quiet_end, sub.quiet_mode, sub.alert_cap,
+              sub.paused_until)
+    sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
+    sub.quiet_start, sub.quiet_end, sub.quiet_mode = quiet_start, quiet_end, quiet_mode
+    sub.alert_cap, sub.paused_until = alert_cap, paused_until
+    after = (digest_hour, digest_weekday, quiet_start, quiet_end, quiet_mode, alert_cap, paused_until)
+    if after != before:
+        session.flush()
+        audit(session, f"subscriber:{sub.id}", "schedule", f"subscriber:{sub.id}", digest_hour=digest_hour,
+              digest_weekday=digest_weekday, quiet=[quiet_start, quiet_end, quiet_mode], alert_cap=alert_cap,
+              paused_until=paused_until.isoformat() if paused_until else None)
+        log.info("schedule_updated", subscriber_id=sub.id)
     return sub
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import AUDIT_ORIGIN, AuditLog, Suppression, audit, utcnow
+from service.subscribers import hashes
 
 log = get_logger(__name__)
 REASONS = ("hard_bounce", "complaint", "manual")
@@ -19,7 +20,12 @@ LIFT_REASON_MAX = 500
 
 
 def is_suppressed(session: Session, email: str) -> bool:
-    return session.scalar(sa.select(Suppression.id).where(Suppression.email == email.lower())) is not None
+    """On the list, or kept as a keyed hash for a reason that blocks every mail (a bounce
+    or a complaint of a reader since forgotten: service/subscribers/hashes.py)."""
+    if session.scalar(sa.select(Suppression.id).where(Suppression.email == email.lower())) is not None:
+        return True
+    reason = hashes.reason_for(session, email)
+    return reason is not None and reason not in hashes.SELF_SERVICE
 
 
 def suppress(session, email: str, reason: str, detail: str | None = None, actor: str = "system") -> bool:

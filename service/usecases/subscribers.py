@@ -1,11 +1,27 @@
-"""Readers in bulk: import a CSV (with double opt-in for `pending` rows) and export one."""
+"""Readers: in bulk (import a CSV, with double opt-in for `pending` rows; export one), one
+at a time (sign up from any form, take their data, be forgotten), and the hourly purge."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import IO
 
+from sqlalchemy import select
+
 from service.db import session_scope
+from service.models import Section
+from service.subscribers import choices, lifecycle, privacy
+from service.subscribers.consent import Evidence
 from service.subscribers.csvio import ImportReport, export_csv, import_csv
+from service.subscribers.errors import InvalidInput
+from service.subscribers.validation import (
+    MSG_SECTION_UNKNOWN,
+    normalise_email,
+    parse_frequency,
+    parse_yes_no,
+    section_ids,
+)
 
 
 def import_file(path: str, actor: str = "cli") -> ImportReport:
@@ -20,3 +36,90 @@ def export_to(out: IO[str]) -> int:
     """Write every subscribed reader in the import format; returns how many."""
     with session_scope() as session:
         return export_csv(session, out)
+
+
+# ---------------------------------------------------------------- one reader
+
+MSG_CONSENT = "نحتاج إلى موافقتك على تلقّي رسائلنا قبل الاشتراك."
+MAX_SECTIONS = 100
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """What a signup form (ours, or a site's own through POST /api/subscribe) sent, raw."""
+
+    email: object
+    sections: list
+    frequency: object
+    alerts: object
+    consented: bool
+    digest_hour: object = None
+    digest_weekday: object = None
+
+
+def _by_slug(session, raw: list) -> list[str]:
+    """Section ids or slugs (a site's own form knows its slugs) → ids, as text."""
+    slugs = dict(session.execute(select(Section.slug, Section.id)).all())
+    out = []
+    for item in raw:
+        if isinstance(item, int) and not isinstance(item, bool):
+            out.append(str(item))
+        elif isinstance(item, str) and (item.strip().isascii() and item.strip().isdigit()):
+            out.append(item.strip())
+        elif isinstance(item, str) and item.strip().lower() in slugs:
+            out.append(str(slugs[item.strip().lower()]))
+        else:
+            raise InvalidInput("sections", MSG_SECTION_UNKNOWN)
+    return out
+
+
+def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool = False) -> lifecycle.SignupResult:
+    """Validate, record the signup with its consent evidence, queue the double-opt-in mail
+    after the commit.  Raises InvalidInput (nothing written); every other outcome — new,
+    already subscribed, suppressed, capped — is the caller's same answer.  `slugs`:
+    sections may be given by slug as well as by id (the JSON API)."""
+    if not isinstance(req.sections, list) or len(req.sections) > MAX_SECTIONS:
+        raise InvalidInput("sections", MSG_SECTION_UNKNOWN)
+    email = normalise_email(req.email)
+    frequency = parse_frequency(req.frequency, allow_none=False)
+    alerts = parse_yes_no(req.alerts)
+    if not req.consented:
+        raise InvalidInput("consent", MSG_CONSENT)
+    hour, weekday = choices.digest_hour(req.digest_hour), choices.digest_weekday(req.digest_weekday)
+    with session_scope() as session:
+        chosen = section_ids(session, _by_slug(session, req.sections) if slugs else req.sections)
+        return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
+                                consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence)
+
+
+def export_for(token: str) -> tuple[int, dict]:
+    """The reader a preferences link names, and their data (raises BadToken)."""
+    with session_scope() as session:
+        sub = lifecycle.subscriber_for_token(session, "preferences", token)
+        return sub.id, privacy.export_data(session, sub)
+
+
+def forget_for(token: str) -> int:
+    """Forget the reader a preferences link names (their own request); returns their id."""
+    with session_scope() as session:
+        sub = lifecycle.subscriber_for_token(session, "preferences", token, lock=True)
+        return privacy.forget(session, sub, actor=f"subscriber:{sub.id}")
+
+
+def forget_address(raw_email: str, actor: str = "cli") -> int | None:
+    """`nashra subscribers forget EMAIL` (raises InvalidInput for what is not an address)."""
+    email = normalise_email(raw_email)
+    with session_scope() as session:
+        return privacy.forget_address(session, email, actor=actor)
+
+
+def purge(now: dt.datetime | None = None) -> privacy.PurgeReport:
+    """Beat's hourly purge, one transaction per batch so that no lock is held for long."""
+    total = privacy.PurgeReport()
+    while True:
+        with session_scope() as session:
+            report = privacy.purge_batch(session, now)
+        total.pending += report.pending
+        total.unsubscribed += report.unsubscribed
+        if report.pending < privacy.PURGE_BATCH and report.unsubscribed < privacy.PURGE_BATCH:
+            return total

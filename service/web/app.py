@@ -23,6 +23,7 @@ from service.web import (
     metrics,
     readers,
     security,
+    signup_api,
 )
 
 log = get_logger(__name__)
@@ -52,6 +53,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     metrics.install(app)
     app.include_router(readers.router)
+    app.include_router(signup_api.router)  # POST /api/subscribe, for a site's own form (CORS)
     app.include_router(editor_pages.router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)

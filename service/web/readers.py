@@ -1,32 +1,42 @@
-"""Readers' pages: signup, confirmation, preferences, unsubscribe.
+"""Readers' pages: signup, confirmation, preferences (with their data: download, delete),
+unsubscribe.
 
 Routes are thin: they parse the form, check the CSRF token, and call the plain
-functions in service.subscribers inside one transaction.  Every refusal is an Arabic
-page with a 4xx status, reached before anything is written.  Pages that carry a token
-are sent with `Cache-Control: no-store` (service.web.security, for every answer).
+functions in service.subscribers (or service.usecases.subscribers) inside one
+transaction.  Every refusal is an Arabic page with a 4xx status, reached before anything
+is written.  Pages that carry a token are sent with `Cache-Control: no-store`
+(service.web.security, for every answer).  The consent evidence a signup and a
+confirmation record (IP, user agent, form URL) is read off the request here and never
+logged.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
+from service.config import get_settings
 from service.db import session_scope
 from service.logs import get_logger
-from service.models import Subscriber, SubscriberStatus
-from service.subscribers import lifecycle
+from service.models import Subscriber, SubscriberStatus, utcnow
+from service.subscribers import choices, consent, lifecycle
+from service.subscribers.consent import Evidence
 from service.subscribers.errors import InvalidInput
+from service.subscribers.hours import WEEKDAYS_AR, effective_hour, effective_weekday, offered_hours
+from service.subscribers.quiet import CAPS, PAUSE_WEEKS
 from service.subscribers.tokens import BadToken, link, read_token
 from service.subscribers.validation import (
     MAX_EMAIL_LENGTH,
     all_sections,
-    normalise_email,
     parse_frequency,
     parse_yes_no,
     section_ids,
 )
+from service.usecases import subscribers as readers
 from service.web import csrf, security, signup_limit
 from service.web.access import ANYONE
 from service.web.auth import client_address
@@ -48,8 +58,31 @@ def _sections() -> list:
         return [{"id": x.id, "name": x.name, "slug": x.slug} for x in all_sections(s)]
 
 
+def _hour_options() -> list[dict]:
+    return [{"value": h, "label": f"{h:02d}:00"} for h in offered_hours()]
+
+
+def _weekday_options() -> list[dict]:
+    return [{"value": i, "label": name} for i, name in enumerate(WEEKDAYS_AR)]
+
+
+def evidence(request: Request, form_url: object = None, text_version: object = None) -> Evidence:
+    """Where this signup or confirmation came from, for the consent record (not for logs)."""
+    return Evidence(ip=client_address(request), user_agent=request.headers.get("user-agent"),
+                    form_url=consent.clean_url(form_url), text_version=text_version if consent.known(text_version)
+                    else consent.CURRENT)
+
+
+def form_page(embed: bool) -> str:
+    """Where our own signup form is."""
+    return get_settings().public_url + ("/?embed=1" if embed else "/")
+
+
 def _signup_page(request: Request, *, embed: bool, status_code: int = 200, error: InvalidInput | None = None,
                  values: dict | None = None) -> HTMLResponse:
+    # Embedded, the article page that framed the form, as far as the browser told us
+    # (usually its origin only); our own page needs no field (`form_page`).
+    form_url = (values or {}).get("form_url") or (consent.clean_url(request.headers.get("referer")) if embed else None)
     return render(
         request,
         "signup.html",
@@ -60,6 +93,13 @@ def _signup_page(request: Request, *, embed: bool, status_code: int = 200, error
         error=error,
         values=values or {"frequency": "daily", "alerts": "yes", "sections": []},
         response_headers=security.embeddable() if embed else None,
+        hours=_hour_options(),
+        default_hour=effective_hour(None),
+        weekdays=_weekday_options(),
+        default_weekday=effective_weekday(None),
+        consent_text=consent.text_of(consent.CURRENT),
+        consent_version=consent.CURRENT,
+        form_url=consent.clean_url(form_url) or "",
     )
 
 
@@ -77,6 +117,9 @@ def _form_values(form: FormData) -> dict:
         "frequency": form.get("frequency") or "",
         "alerts": form.get("alerts") or "",
         "consent": form.get("consent") == "yes",
+        "digest_hour": str(form.get("digest_hour") or "")[:2],
+        "digest_weekday": str(form.get("digest_weekday") or "")[:1],
+        "form_url": consent.clean_url(form.get("form_url")),
     }
 
 
@@ -109,23 +152,15 @@ async def subscribe(request: Request):
 
     def work() -> HTMLResponse:
         try:
-            if len(form.getlist("sections")) > MAX_SECTIONS_FIELDS:
-                raise InvalidInput("sections", "اختر الأقسام من القائمة المعروضة فقط.")
-            email = normalise_email(form.get("email"))
-            frequency = parse_frequency(form.get("frequency"), allow_none=False)
-            alerts = parse_yes_no(form.get("alerts") or "no")
-            if form.get("consent") != "yes":
-                raise InvalidInput("consent", MSG_CONSENT)
-            with session_scope() as s:
-                chosen = section_ids(s, form.getlist("sections"))
-                lifecycle.signup(
-                    s,
-                    email=email,
-                    sections=chosen,
-                    frequency=frequency,
-                    alerts=alerts,
-                    consent_source="web:embed" if embed else "web:form",
-                )
+            readers.sign_up(
+                readers.SignupRequest(
+                    email=form.get("email"), sections=form.getlist("sections"), frequency=form.get("frequency"),
+                    alerts=form.get("alerts") or "no", consented=form.get("consent") == "yes",
+                    digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday")),
+                source="web:embed" if embed else "web:form",
+                evidence=evidence(request, consent.clean_url(form.get("form_url")) or form_page(embed),
+                                  form.get("consent_version")),
+            )
         except InvalidInput as exc:
             log.info("signup_invalid", field=exc.field)
             return _signup_page(request, embed=embed, status_code=400, error=exc, values=values)
@@ -172,7 +207,7 @@ async def confirm_now(request: Request, token: str):
                     log.info("confirm_bad_csrf", subscriber_id=sub.id)
                     return _confirm_page(request, token, sub, status_code=400,
                                          error=InvalidInput("form", MSG_CSRF))
-                sub = lifecycle.confirm(s, token)
+                sub = lifecycle.confirm(s, token, evidence=evidence(request))
         except BadToken:
             log.info("confirm_bad_token")
             return error_page(request, "تعذّر تأكيد الاشتراك", MSG_BAD_LINK, status_code=400)
@@ -205,7 +240,66 @@ def _preferences_page(request: Request, token: str, sub: Subscriber, *, status_c
         unsubscribe_url=link("unsubscribe", sub.id, sub.token_version),
         error=error,
         saved=saved,
+        **_schedule_view(sub),
     )
+
+
+def _schedule_view(sub: Subscriber) -> dict:
+    """The preferences page's «when» and «your data» parts."""
+    now = utcnow()
+    paused = sub.paused_until if sub.paused_until is not None and sub.paused_until > now else None
+    with session_scope() as s:
+        record = consent.history(s, sub)
+    tz = get_settings().tz
+    for entry in record:  # shown in local time; the export keeps UTC
+        entry["at_local"] = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    return {
+        "hours": _hour_options(),
+        "digest_hour": effective_hour(sub.digest_hour),
+        "weekdays": _weekday_options(),
+        "digest_weekday": effective_weekday(sub.digest_weekday),
+        "quiet_start": sub.quiet_start,
+        "quiet_end": sub.quiet_end,
+        "quiet_mode": sub.quiet_mode or "hold",
+        "alert_cap": sub.alert_cap,
+        "caps": CAPS,
+        "pause_weeks": PAUSE_WEEKS,
+        "paused_until": paused.astimezone(get_settings().tz).strftime("%Y-%m-%d %H:%M") if paused else None,
+        "consent_record": record,
+    }
+
+
+def _data_action(request: Request, token: str, form: FormData, action: str):
+    """The preferences page's «your data»: download it (JSON), or delete it (a page that
+    asks again, then the deletion: service/subscribers/privacy.py)."""
+    try:
+        sub_id, _ = read_token("preferences", token)
+    except BadToken:
+        return error_page(request, "تعذّر فتح بياناتك", MSG_BAD_LINK, status_code=400)
+    purpose = f"forget:{sub_id}" if action == "forget_confirm" else f"preferences:{sub_id}"
+    try:
+        if not csrf.valid(form.get(csrf.FIELD), purpose):
+            log.info("reader_data_bad_csrf", subscriber_id=sub_id)
+            with session_scope() as s:
+                sub = lifecycle.subscriber_for_token(s, "preferences", token)
+            return _preferences_page(request, token, sub, status_code=400, error=InvalidInput("form", MSG_CSRF))
+        if action == "export":
+            sub_id, data = readers.export_for(token)
+            log.info("reader_data_exported", subscriber_id=sub_id)
+            return JSONResponse(data, headers={"Content-Disposition": 'attachment; filename="nashra-my-data.json"'})
+        if action == "forget":
+            with session_scope() as s:
+                lifecycle.subscriber_for_token(s, "preferences", token)
+            return render(request, "forget.html", token=token, csrf_token=csrf.issue(f"forget:{sub_id}"),
+                          preferences_url=f"/preferences/{token}")
+        readers.forget_for(token)
+    except BadToken:
+        log.info("preferences_bad_token")
+        return error_page(request, "تعذّر فتح بياناتك", MSG_BAD_LINK, status_code=400)
+    return render(request, "forgotten.html")
+
+
+DATA_ACTIONS = ("export", "forget", "forget_confirm")
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse)
@@ -239,6 +333,9 @@ def ordered_sections(form: FormData) -> list[str]:
 @router.post("/preferences/{token}", response_class=HTMLResponse)
 async def preferences_save(request: Request, token: str):
     form = await request.form()
+    action = form.get("action")
+    if action in DATA_ACTIONS:
+        return await run_in_threadpool(_data_action, request, token, form, action)
 
     def work():
         try:
@@ -252,10 +349,19 @@ async def preferences_save(request: Request, token: str):
                     chosen = section_ids(s, ordered_sections(form))
                     frequency = parse_frequency(form.get("frequency"))
                     alerts = parse_yes_no(form.get("alerts") or "no")
+                    hour = choices.digest_hour(form.get("digest_hour"))
+                    weekday = choices.digest_weekday(form.get("digest_weekday"))
+                    quiet_start, quiet_end, quiet_mode = choices.quiet_hours(
+                        form.get("quiet_start"), form.get("quiet_end"), form.get("quiet_mode"))
+                    cap = choices.alert_cap(form.get("alert_cap"))
+                    paused_until = choices.pause(form.get("pause"), sub.paused_until, utcnow())
                 except InvalidInput as exc:
                     log.info("preferences_invalid", subscriber_id=sub.id, field=exc.field)
                     return _preferences_page(request, token, sub, status_code=400, error=exc)
                 lifecycle.update_preferences(s, sub, sections=chosen, frequency=frequency, alerts=alerts)
+                lifecycle.update_schedule(s, sub, digest_hour=hour, digest_weekday=weekday, quiet_start=quiet_start,
+                                          quiet_end=quiet_end, quiet_mode=quiet_mode, alert_cap=cap,
+                                          paused_until=paused_until)
         except BadToken:
             log.info("preferences_bad_token")
             return error_page(request, "تعذّر حفظ التفضيلات", MSG_BAD_LINK, status_code=400)
