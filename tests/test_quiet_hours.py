@@ -34,6 +34,7 @@ from service.models import (
     utcnow,
 )
 from service.subscribers import quiet
+from service.usecases import editions
 from service.usecases.alerts import send_alert
 from tests.support.delivery import ledger
 
@@ -153,6 +154,10 @@ def test_quiet_hours_hold_alerts_and_release_them_in_one_mail_when_they_end(env)
         again, created = create_catchup(s)
         assert (again.id, created) == (catchup_id, False)
     assert len([m for m in env.messages if m.rcpt_tos == ["sleeper@example.com"]]) == 1
+    # Editors watch and steer a catch-up as they do an alert.
+    assert editions.progress(catchup_id)["sent"] == 1
+    with pytest.raises(editions.ControlRefused):
+        editions.steer(catchup_id, "cancel", "editor:1", role="editor")  # done: nothing left to stop
 
 
 def test_an_override_wakes_the_quiet_readers_and_is_audited(env):

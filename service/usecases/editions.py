@@ -28,8 +28,10 @@ class NotAllowed(PermissionError):
 
 
 # Who may steer what (the newsroom's roles): an editor any alert or correction (one
-# story); a digest (every reader's morning mail) only an admin.
-STEER_ROLE = {EditionKind.alert: "editor", EditionKind.correction: "editor", EditionKind.digest: "admin"}
+# story) and a catch-up (the alerts quiet hours held); a digest (every reader's morning
+# mail) only an admin.
+STEER_ROLE = {EditionKind.alert: "editor", EditionKind.correction: "editor", EditionKind.catchup: "editor",
+              EditionKind.digest: "admin"}
 
 
 def _edition(session, edition_id: int) -> Edition | None:
