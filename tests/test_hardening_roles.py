@@ -67,6 +67,8 @@ def _client(app, setup, who: str | None) -> tuple[TestClient, dict, str]:
     assert resp.status_code == 303
     return client, {"Authorization": f"Bearer {token}"}, CSRF.search(client.get("/editor").text).group(1)
 
+SITE_ORIGIN = "https://news.example"
+
 
 def _request(client, route, method: str, setup, headers: dict, csrf: str):
     def token(purpose):
@@ -85,6 +87,9 @@ def _request(client, route, method: str, setup, headers: dict, csrf: str):
     assert "{" not in path, path
     if method == "GET":
         return client.get(path, headers=headers, follow_redirects=False)
+    if method == "OPTIONS":  # a CORS preflight, as a browser on the site's own page sends it
+        return client.options(path, headers={**headers, "Origin": SITE_ORIGIN,
+                                             "Access-Control-Request-Method": "POST"})
     if path.startswith("/api/"):
         return client.request(method, path, json=ALERT, headers=headers, follow_redirects=False)
     data = {**ALERT, "csrf_token": csrf, "test_to": "desk@example.com", "idempotency_key": f"walk-{path}",
@@ -102,6 +107,7 @@ def _refused(resp, door: str) -> bool:
 
 def test_every_route_is_walked_with_each_role_and_with_none(setup, monkeypatch):
     monkeypatch.setenv("NASHRA_DEMO", "true")  # the demo's pages are routes too
+    monkeypatch.setenv("SIGNUP_ALLOWED_ORIGINS", SITE_ORIGIN)  # the site whose form calls /api/subscribe
     reset_settings()
     app = create_app()
     routes = list(access.every_route(app.routes))
