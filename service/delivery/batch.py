@@ -594,6 +594,7 @@ class _Writer:
         if conn is None:
             self._room = threading.Semaphore(OUTCOME_GROUP)
             self._queue: queue.SimpleQueue = queue.SimpleQueue()
+            self._wake = threading.Event()  # a group is full, or the batch ends: write now
             self._thread = threading.Thread(target=self._run, name=f"nashra-ledger-{edition_id}", daemon=True)
             self._thread.start()
 
@@ -608,11 +609,14 @@ class _Writer:
             if self.error is not None:
                 raise self.error
         self._queue.put(write)
+        if self._queue.qsize() >= OUTCOME_GROUP - 1:  # with the one the writer holds: a full group
+            self._wake.set()
 
     def close(self) -> None:
         """Wait until every outcome handed over is committed; raise what went wrong."""
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._wake.set()
             self._thread.join()
             self._thread = None
         if self.error is not None:
@@ -623,6 +627,7 @@ class _Writer:
         if self._thread is not None:
             self.error = self.error or RuntimeError("batch abandoned")
             self._queue.put(_STOP)
+            self._wake.set()
             self._thread.join(30)
             self._thread = None
 
@@ -640,13 +645,15 @@ class _Writer:
             if first is _STOP:
                 return
             group, stopping = [first], False
-            deadline = time.monotonic() + OUTCOME_WAIT
+            # Gather for OUTCOME_WAIT without waking up for each outcome (a wake-up per
+            # message cost more CPU than writing it): put() cuts the wait short when a
+            # group is full, close() and abandon() when the batch ends.
+            if self._queue.qsize() < OUTCOME_GROUP - 1:
+                self._wake.wait(OUTCOME_WAIT)
+            self._wake.clear()
             while len(group) < OUTCOME_GROUP:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
                 try:
-                    item = self._queue.get(timeout=left)
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:

@@ -23,6 +23,7 @@ import binascii
 import email.utils
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -211,6 +212,26 @@ _TEXT_HEAD = _part_head("text/plain")
 _HTML_HEAD = _part_head("text/html")
 
 
+_date_line: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """`Date: …` for the current second, formatted once per second: formatdate costs
+    ~2.5 µs, an eighth of a recipient's whole assembly."""
+    global _date_line
+    now = int(time.time())
+    cached = _date_line
+    if cached[0] != now:
+        cached = _date_line = (now, b"Date: " + email.utils.formatdate(now, usegmt=True).encode("ascii"))
+    return cached[1]
+
+
+def _html_attr(url: str) -> bytes:
+    """A link checked by check_link (no quote, no < or >) as it goes in an href: only & and
+    ' can be left to escape, and our links have neither."""
+    return (url if "&" not in url and "'" not in url else str(escape(url))).encode("utf-8")
+
+
 def _new_boundary() -> bytes:
     # '_' and '.' are outside the base64 alphabet, so no body line can equal it.
     return b"=_nashra." + secrets.token_hex(12).encode("ascii")
@@ -300,10 +321,7 @@ class PreparedVariant:
         else:
             unsub = check_link(unsubscribe_url, "unsubscribe_url")
             prefs = check_link(preferences_url, "preferences_url")
-            html_values = {
-                UNSUBSCRIBE_URL: str(escape(unsub)).encode("utf-8"),
-                PREFERENCES_URL: str(escape(prefs)).encode("utf-8"),
-            }
+            html_values = {UNSUBSCRIBE_URL: _html_attr(unsub), PREFERENCES_URL: _html_attr(prefs)}
             text_values = {UNSUBSCRIBE_URL: unsub.encode("utf-8"), PREFERENCES_URL: prefs.encode("utf-8")}
         if headers and self._static_names.intersection(k.lower() for k in headers):
             raise ValueError("a per-recipient header repeats one given to PreparedVariant")
@@ -312,7 +330,7 @@ class PreparedVariant:
         head = [
             *self._static_head,
             b"To: " + format_address(to_addr, "to_addr").encode("ascii"),
-            b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
+            _date_header(),
             b"Message-ID: " + _message_id(message_id).encode("ascii"),
             *_header_lines(headers),
         ]
