@@ -81,16 +81,17 @@ class Senders:
         self._shut = False
 
     def submit(self, fn: Callable[..., object], /, *args: object) -> None:
-        if self._shut:
-            raise RuntimeError(f"{self.name}: no new messages after shutdown")
-        self._queue.put((fn, args))
-        if self._idle.acquire(blocking=False):
-            return
+        # Under the lock, as the executor does: a message is never queued after the stop
+        # marks of a shutdown, nor left without a thread by one.
         with self._lock:
-            if len(self._threads) < self.size and not self._shut:
-                thread = threading.Thread(target=self._run, name=f"{self.name}_{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            if self._shut:
+                raise RuntimeError(f"{self.name}: no new messages after shutdown")
+            self._queue.put((fn, args))
+            if self._idle.acquire(blocking=False) or len(self._threads) >= self.size:
+                return
+            thread = threading.Thread(target=self._run, name=f"{self.name}_{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _run(self) -> None:
         get = self._queue.get
