@@ -81,6 +81,7 @@ def test_reply_classes():
 
 
 def test_a_process_that_counts_in_memory_is_added_to_the_files(tmp_path, monkeypatch):
+    (tmp_path / "none-yet").mkdir()  # no files yet (a process already in file mode writes here)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "none-yet"))
     before = {s.name: s.value for f in metrics.collect_all(get_settings()) for s in f.samples
               if s.labels.get("kind") == "correction" and "count" in s.name}
