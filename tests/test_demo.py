@@ -73,7 +73,7 @@ def test_demo_shows_the_digest_in_the_outbox_and_stops_cleanly(tmp_path, page):
         assert direction == "rtl"
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=150) == 0
         time.sleep(0.5)
         assert [pid for pid in children if _running(pid)] == []
     finally:
