@@ -1,6 +1,7 @@
 """The editors' pages: log in with name and token, compose an alert (or start from a
 recent article), preview it with the number of readers it reaches, send a test, send it
-(the confirmation repeats the number), watch, pause, resume or cancel recent editions,
+(the confirmation repeats the number; a checkbox lets it override readers' quiet hours,
+audited as from the API and the CLI), watch, pause, resume or cancel recent editions,
 send the correction the page offers after a major update to an alerted article, and see
 tomorrow's digest per audience variant (/editor/digest).  The admins' pages are in
 service/web/admin_pages.py.
@@ -47,6 +48,7 @@ MSG_CSRF = "انتهت صلاحية الصفحة. أعد تحميلها وحاو
 MSG_LOGIN = "الاسم أو رمز الدخول غير صحيح، أو الحساب موقوف."
 MSG_THROTTLED = "محاولات دخول خاطئة كثيرة. انتظر {minutes} دقيقة ثم حاول مرة أخرى."
 FORM_FIELDS = ("article_url", "headline", "url", "summary", "test_to")
+OVERRIDE_FIELD = "override_quiet_hours"  # the checkbox: readers in their quiet hours get it now too (audited)
 EDITOR = page(Role.editor)
 
 
@@ -169,14 +171,17 @@ async def logout(request: Request, editor: EditorIdentity = EDITOR):
 
 
 def _alert_form(form) -> dict:
-    return {k: _text(form, k) for k in FORM_FIELDS}
+    values: dict = {k: _text(form, k) for k in FORM_FIELDS}
+    values[OVERRIDE_FIELD] = _text(form, OVERRIDE_FIELD) == "yes"  # a ticked box sends "yes"; unticked, nothing
+    return values
 
 
 def _send_alert(editor: EditorIdentity, values: dict, key: str | None) -> int:
     # An article's alert may be worded by the editor (the form is filled from the article).
     return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"] or None,
                              headline=values["headline"] or None, url=values["url"] or None,
-                             summary=values["summary"] or None, idempotency_key=key)
+                             summary=values["summary"] or None, idempotency_key=key,
+                             override_quiet_hours=values[OVERRIDE_FIELD])
 
 
 def _article_of(values: dict):
