@@ -204,7 +204,7 @@ def test_forged_confirm_token_is_refused_and_changes_nothing(client, env, kind, 
         "expired": good,
     }[kind]
     if kind == "expired":
-        monkeypatch.setattr("service.subscribers.tokens.CONFIRM_MAX_AGE", -1)
+        monkeypatch.setattr("service.subscribers.tokens.confirm_max_age", lambda settings=None: -1)
     if method == "GET":
         resp = client.get(f"/confirm/{token}")
     else:  # even with a CSRF token that is genuine for this reader

@@ -27,7 +27,7 @@ from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from service.config import Settings, get_settings
 
 PURPOSES = ("confirm", "unsubscribe", "preferences")
-CONFIRM_MAX_AGE = 7 * 24 * 3600
+DAY = 24 * 3600
 
 
 class BadToken(ValueError):
@@ -81,12 +81,19 @@ def make_token(purpose: str, subscriber_id: int, token_version: int, settings: S
     return _sign(mac, subscriber_id, token_version)
 
 
+def confirm_max_age(settings: Settings | None = None) -> int:
+    """Seconds a confirmation link works: PENDING_DAYS, as long as the unconfirmed signup
+    it confirms is kept (service/subscribers/privacy.py deletes it then)."""
+    return (settings or get_settings()).pending_days * DAY
+
+
 def read_token(purpose: str, token: str, settings: Settings | None = None, max_age: int | None = None) -> tuple[int, int]:
     """Return (subscriber_id, token_version) or raise BadToken."""
+    settings = settings or get_settings()
     if purpose == "confirm" and max_age is None:
-        max_age = CONFIRM_MAX_AGE
+        max_age = confirm_max_age(settings)
     try:
-        value = _serializer(purpose, settings or get_settings()).loads(token, max_age=max_age)
+        value = _serializer(purpose, settings).loads(token, max_age=max_age)
     except SignatureExpired:
         raise BadToken("this link has expired") from None
     except BadData:
