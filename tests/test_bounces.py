@@ -24,10 +24,14 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
+from service.config import get_settings
 from service.db import session_scope
 from service.delivery.bounce_server import BounceServer
 from service.delivery.bounces import MAX_INBOUND_BYTES, handle_inbound
+from service.delivery.compose import one_off_bounce_address
+from service.delivery.one_off import send_transactional
 from service.delivery.planner import plan
+from service.delivery.smtp import close_connection
 from service.models import (
     AuditLog,
     Delivery,
@@ -474,3 +478,110 @@ def test_nashra_bounces_serve_on_a_taken_port_is_a_clear_error(pg_env):
                               env=os.environ.copy(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- one-off mails (no ledger row)
+
+
+def _one_off(smtp_sink, kind: str, email: str) -> tuple[int, object]:
+    """A reader in the state `kind` is sent to, that mail really sent: (their id, Received)."""
+    status = SubscriberStatus.pending if kind == "confirm" else SubscriberStatus.active
+    close_connection()
+    with session_scope() as s:
+        sub = Subscriber(email=email, status=status, alerts=True)
+        s.add(sub)
+        s.flush()
+        assert send_transactional(s, kind, sub.id)
+        sub_id = sub.id
+    close_connection()
+    [got] = [m for m in smtp_sink.messages if m.rcpt_tos == [email]]
+    return sub_id, got
+
+
+def _suppressed(email: str) -> str | None:
+    with session_scope() as s:
+        return s.scalar(sa.select(Suppression.reason).where(Suppression.email == email))
+
+
+@pytest.mark.parametrize("kind", ["confirm", "welcome"])
+def test_hard_bounce_of_a_confirmation_or_welcome_suppresses_the_address(pg_env, smtp_sink, bounce_server, kind):
+    sub_id, original = _one_off(smtp_sink, kind, "typo@example.com")
+    verp = original.mail_from
+    assert verp.startswith(f"newsletter+s.{sub_id}.")  # signed, and no ledger row behind it
+    with bounce_logs() as logs:
+        assert deliver(bounce_server.port, verp, dsn(verp, original.data)) == (250, "2.0.0 hard_bounce")
+    assert "+s." not in json.dumps(logs, default=str)
+    assert _suppressed("typo@example.com") == "hard_bounce"
+    with session_scope() as s:
+        entry = s.scalar(sa.select(AuditLog).where(AuditLog.action == "bounce.hard_bounce"))
+        assert (entry.actor, entry.target) == ("bounces", f"subscriber:{sub_id}")
+        assert entry.details["one_off"] == kind and entry.details["status"] == "5.1.1"
+    (line,) = events(logs)
+    assert line["event"] == "bounce.hard_bounce" and line["subscriber_id"] == sub_id and line["one_off"] == kind
+
+    # The address gets nothing more: not this mail again, nor the next edition.
+    with session_scope() as s:
+        assert send_transactional(s, kind, sub_id) is False
+    if kind == "welcome":
+        assert "typo@example.com" not in next_edition_recipients()
+
+    # The relay sends the same DSN again: nothing more happens.
+    before = snapshot()
+    assert deliver(bounce_server.port, verp, dsn(verp, original.data))[0] == 250
+    assert snapshot() == before
+
+
+def test_a_welcome_to_a_full_mailbox_or_delayed_does_not_suppress(pg_env, smtp_sink, bounce_server):
+    _, original = _one_off(smtp_sink, "welcome", "full@example.com")
+    verp = original.mail_from
+    full = dsn(verp, original.data, status="5.2.2", diagnostic="smtp; 552 5.2.2 mailbox full")
+    late = dsn(verp, original.data, action="delayed", status="4.4.7", diagnostic="smtp; 451 4.4.7 try later")
+    before = snapshot()
+    assert deliver(bounce_server.port, verp, full) == (250, "2.0.0 failed")
+    assert deliver(bounce_server.port, verp, late) == (250, "2.0.0 soft_bounce")
+    assert snapshot() == before and _suppressed("full@example.com") is None
+    assert "full@example.com" in next_edition_recipients()
+
+
+def test_complaint_about_a_welcome_suppresses_and_unsubscribes(pg_env, smtp_sink, bounce_server):
+    sub_id, original = _one_off(smtp_sink, "welcome", "angry@example.com")
+    verp = original.mail_from
+    # Straight to its VERP address, or to the feedback address through the original Return-Path.
+    assert deliver(bounce_server.port, FBL, arf(FBL, original.data, verp)) == (250, "2.0.0 complaint")
+    with session_scope() as s:
+        sub = s.get(Subscriber, sub_id)
+        assert sub.status is SubscriberStatus.unsubscribed
+    assert _suppressed("angry@example.com") == "complaint"
+    before = snapshot()
+    assert deliver(bounce_server.port, verp, arf(verp, original.data, verp)) == (250, "2.0.0 complaint")
+    assert snapshot() == before  # already done: nothing more
+
+
+def test_a_badly_signed_one_off_address_is_refused(pg_env, smtp_sink, bounce_server):
+    sub_id, original = _one_off(smtp_sink, "confirm", "someone@example.com")
+    real = original.mail_from
+    local, _, domain = real.partition("@")
+    sig = local[-10:]
+    forged = local[:-10] + ("0" * 10 if sig != "0" * 10 else "1" * 10) + "@" + domain
+    other_reader = f"newsletter+s.{sub_id + 1}.{sig}@{domain}"  # a real signature, someone else
+    as_editor = f"newsletter+e.{sub_id}.{sig}@{domain}"  # the tag is signed too
+    before = snapshot()
+    with bounce_logs() as logs:
+        for address in (forged, other_reader, as_editor):
+            assert deliver(bounce_server.port, address, dsn(address, original.data))[0] == 550, address
+        with session_scope() as s:
+            result = handle_inbound(s, forged, dsn(forged, original.data))
+        # A complaint to the feedback address whose embedded Return-Path is forged.
+        assert deliver(bounce_server.port, FBL, arf(FBL, original.data, forged))[0] == 554
+    assert "+s." not in json.dumps(logs, default=str) and "+e." not in json.dumps(logs, default=str)
+    assert result.outcome == "rejected" and "forged" in result.reason and not result.changed
+    assert snapshot() == before and _suppressed("someone@example.com") is None
+    assert [e["event"] for e in logs].count("bounce_server.rcpt_refused") == 3
+
+
+def test_a_bounce_of_an_editors_test_copy_is_taken_and_changes_nothing(pg_env, smtp_sink, bounce_server):
+    verp = one_off_bounce_address(get_settings(), editor_id=7)
+    before = snapshot()
+    original = b"Message-ID: <nashra.test.0123456789abcdef0123@nashra.example>\r\nSubject: x\r\n\r\nx\r\n"
+    assert deliver(bounce_server.port, verp, dsn(verp, original)) == (250, "2.0.0 ignored")
+    assert snapshot() == before

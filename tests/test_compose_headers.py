@@ -1,7 +1,7 @@
 """One composer for every message: the headers each kind carries (service/delivery/compose.py's
 table), a DKIM signature that verifies on all of them; the confirmation, the welcome and the
 editors' test copy as a real SMTP peer receives them (PostgreSQL behind); and one-off VERP
-addresses the bounce reader can neither mistake for a ledger row nor call forged."""
+addresses the bounce reader neither mistakes for a ledger row nor calls forged."""
 
 from __future__ import annotations
 
@@ -221,19 +221,21 @@ def test_one_off_verp_addresses_are_signed_and_never_a_ledger_row():
         one_off_bounce_address(settings)
 
 
-def test_the_bounce_reader_refuses_reports_about_one_offs_without_calling_them_forged(db_session):
+def test_the_bounce_reader_takes_reports_about_one_offs_for_their_reader_not_a_row(db_session):
     """No ledger row to touch: a DSN to a one-off's VERP address, or a complaint quoting a
-    one-off, changes nothing and is not taken for a forgery of our ledger addresses."""
+    one-off, is read as about the reader it names (here one who no longer exists, so it
+    changes nothing), never as about a ledger row, and not taken for a forgery
+    (tests/test_bounces.py has the readers who do exist, over SMTP)."""
     welcome = _compose("welcome")
     original = welcome.data
     before = db_session.scalar(sa.select(sa.func.count()).select_from(Suppression))
-    for rcpt, report, why in (
-        (welcome.envelope_from, dsn(welcome.envelope_from, original), "not addressed to a VERP bounce address"),
-        (FBL, arf(FBL, original, welcome.envelope_from), "cannot tell which delivery"),
+    for rcpt, report in (
+        (welcome.envelope_from, dsn(welcome.envelope_from, original)),
+        (FBL, arf(FBL, original, welcome.envelope_from)),
     ):
         result = handle_inbound(db_session, rcpt, report)
-        assert result.outcome == "rejected" and not result.changed
-        assert why in result.reason, result.reason  # read as a report, then not ours to apply: not "forged"
+        assert (result.outcome, result.reason, result.changed) == ("ignored", "the reader no longer exists", False)
+        assert result.delivery_id is None and result.details["subscriber_id"] == 5
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == before
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
 

@@ -3,9 +3,11 @@
 Point the MX of the envelope sender's domain (or the relay's bounce forwarding) at it.
 It accepts only what we could have sent out:
 
-* RCPT must be a VERP address that `delivery_for_bounce()` verifies (its HMAC), or one
-  of the feedback-loop addresses given on the command line; anything else is refused
-  with 550 5.1.1 before a byte of message is read;
+* RCPT must be a VERP address that `delivery_for_bounce()` verifies (its HMAC), a
+  one-off's (`+s.`/`+e.`: confirmation, welcome, test copy) that `one_off_for_bounce()`
+  verifies, or one of the feedback-loop addresses given on the command line; anything
+  else, a badly signed VERP address included, is refused with 550 5.1.1 before a byte
+  of message is read;
 * a message over `MAX_INBOUND_BYTES` is refused with 552 while it streams in;
 * each accepted message goes to `handle_inbound()`, once per recipient, each inside
   its own `session_scope()`, in a worker thread — the database never blocks the event
@@ -25,7 +27,7 @@ from aiosmtpd.controller import Controller
 
 from service.db import session_scope
 from service.delivery.bounces import MAX_INBOUND_BYTES, InboundResult, handle_inbound
-from service.delivery.compose import delivery_for_bounce
+from service.delivery.compose import delivery_for_bounce, one_off_for_bounce
 from service.logs import get_logger, redact
 
 log = get_logger(__name__)
@@ -44,7 +46,8 @@ class _BounceHandler:
         self.feedback_addresses = feedback_addresses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if delivery_for_bounce(address) is None and address.strip().lower() not in self.feedback_addresses:
+        if delivery_for_bounce(address) is None and one_off_for_bounce(address) is None \
+                and address.strip().lower() not in self.feedback_addresses:
             log.info("bounce_server.rcpt_refused", rcpt=redact(address), peer=session.peer[0] if session.peer else None)
             return "550 5.1.1 no such bounce address"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:

@@ -17,8 +17,20 @@ the ledger row it names:
   (complaint) and the reader unsubscribed, audit line;
 * anything else (auto-replies, read receipts, "delivered" DSNs) → ignored.
 
+The one-off mails (the confirmation and the welcome; an editor's test copy) have no
+ledger row: they go out from a signed `newsletter+s.<subscriber id>.<hmac>` (`+e.<editor
+id>` for a test copy, service/delivery/compose.py), and a report addressed there acts on
+the reader it names instead of a row:
+
+* DSN, Action `failed` with a 5.1.x status → address suppressed (hard_bounce), audit line
+  (a confirmation that bounces is an address nobody will confirm; a welcome that bounces,
+  one the next digest would bounce from too);
+* any other failure or delay → noted in the log only (there is no row to mark);
+* ARF `abuse`/`fraud` → suppressed (complaint) and unsubscribed, as for a digest;
+* a report about an editor's test copy → ignored (no reader's address to act on).
+
 The envelope recipient is the authority: its HMAC proves we minted it, so a report
-can only ever touch the row it was addressed to.  Addresses printed inside a report
+can only ever touch the row (or the one-off's reader) it was addressed to.  Addresses printed inside a report
 (Final-Recipient, Original-Rcpt-To) are never acted upon.  The original message's
 headers, when the report carries them, must agree with that row — a report whose
 embedded Return-Path or Message-ID names another row is refused.  An ARF report sent
@@ -45,7 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
-from service.delivery.compose import delivery_for_bounce, message_id
+from service.delivery.compose import delivery_for_bounce, message_id, one_off_for_bounce
 from service.delivery.verdicts import scrub
 from service.logs import get_logger, redact
 from service.models import Delivery, DeliveryStatus, Subscriber, audit, utcnow
@@ -72,6 +84,9 @@ _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _DIAG_CODE = re.compile(r"^\s*smtp\s*;\s*([245]\d\d)\b", re.IGNORECASE)
 _OUR_MESSAGE_ID = re.compile(r"^<nashra\.(\d{1,18})\.(\d{1,18})\.[0-9a-f]{10}@[^<>\s]+>$", re.IGNORECASE)
 _VERP_SHAPE = re.compile(r"^<?[^@+<>\s]+\+b\.", re.IGNORECASE)
+_ONE_OFF_SHAPE = re.compile(r"^<?[^@+<>\s]+\+[se]\.", re.IGNORECASE)
+# A one-off's Message-ID (compose.one_off_message_id) says which mail it was, for the audit.
+_ONE_OFF_MESSAGE_ID = re.compile(r"^<nashra\.(confirm|welcome|test)\.[0-9a-f]{1,64}@[^<>\s]+>$", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Structural defects that mean the report cannot be trusted to say what it seems to.
@@ -300,6 +315,78 @@ def _resolve(session: Session, rcpt_to: str, report: Report, settings: Settings)
     return addressed, row
 
 
+def _one_off_target(rcpt_to: str, report: Report, settings: Settings) -> tuple[str, int] | None:
+    """("subscriber" | "editor", id) when the report is about a one-off mail; None when it
+    is about a ledger row (or about nothing of ours: `_resolve` says so).
+
+    Addressed to a one-off's VERP address, its embedded headers must not name anything
+    else; an ARF report to a plain feedback address is a one-off's when its original
+    Return-Path is a signed one-off address, and nothing else is named.
+    Raises _Refused for a forged or contradictory report.
+    """
+    addressed = one_off_for_bounce(rcpt_to, settings)
+    embedded: set[tuple[str, int]] = set()
+    names_a_row = False
+    for path in report.original_return_paths:
+        if _VERP_SHAPE.match(path):
+            names_a_row = True
+        elif _ONE_OFF_SHAPE.match(path):
+            found = one_off_for_bounce(path, settings)
+            if found is None:
+                raise _Refused("forged one-off Return-Path in the original headers")
+            embedded.add(found)
+    names_a_row = names_a_row or any(_OUR_MESSAGE_ID.match(mid) for mid in report.original_message_ids)
+    if addressed is not None:
+        if names_a_row or embedded - {addressed}:
+            raise _Refused("the original headers name another message")
+        return addressed
+    if report.kind != "arf" or delivery_for_bounce(rcpt_to, settings) is not None or not embedded:
+        return None
+    if names_a_row or len(embedded) > 1:
+        raise _Refused("the original headers name several messages")
+    return embedded.pop()
+
+
+def _one_off_kind(report: Report) -> str | None:
+    for mid in report.original_message_ids:
+        m = _ONE_OFF_MESSAGE_ID.match(mid)
+        if m:
+            return m[1].lower()
+    return None
+
+
+def _handle_one_off(session: Session, target: tuple[str, int], report: Report) -> InboundResult:
+    """A report about a confirmation or welcome (or an editor's test copy): it acts on
+    the reader the signed address names, since there is no ledger row."""
+    who, ident = target
+    kind = _one_off_kind(report)
+    ids: dict = {f"{who}_id": ident, "one_off": kind or "unknown"}
+    if who != "subscriber":
+        return InboundResult("ignored", reason="a report about an editor's test copy", details=ids)
+    sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == ident).with_for_update())
+    if sub is None:
+        return InboundResult("ignored", reason="the reader no longer exists", details=ids)
+    target_name = f"subscriber:{sub.id}"
+    if report.kind == "arf":
+        if report.feedback_type not in COMPLAINT_TYPES:
+            return InboundResult("ignored", reason=f"feedback type {report.feedback_type}", details=ids)
+        return _complaint(session, None, sub, report.feedback_type, ids, target=target_name)
+    worst = max(report.recipients, key=_severity)
+    level = _severity(worst)
+    if level == 0:
+        return InboundResult("ignored", reason=f"DSN action {worst.action}", status=worst.status, details=ids)
+    if level == 1:
+        return InboundResult("soft_bounce", status=worst.status, details=ids)  # the relay is still trying
+    if level == 2:  # mailbox full, policy, too big: no row to fail, nothing to suppress
+        return InboundResult("failed", status=worst.status, details=ids)
+    what = f"the {kind} mail" if kind else "a one-off mail"
+    added = suppress(session, sub.email, "hard_bounce", detail=f"DSN {worst.status} for {what} to {target_name}",
+                     actor=ACTOR)
+    if added:
+        audit(session, ACTOR, "bounce.hard_bounce", target_name, status=worst.status, suppressed=True, **ids)
+    return InboundResult("hard_bounce", changed=added, status=worst.status, details=ids)
+
+
 # ---------------------------------------------------------------- what it does
 
 
@@ -339,6 +426,8 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) 
         return InboundResult("rejected", reason="unusable recipient address")
     if delivery_for_bounce(rcpt_to, settings) is None and _VERP_SHAPE.match(rcpt_to.strip()):
         return InboundResult("rejected", reason="forged VERP address (bad signature)")
+    if one_off_for_bounce(rcpt_to, settings) is None and _ONE_OFF_SHAPE.match(rcpt_to.strip()):
+        return InboundResult("rejected", reason="forged one-off VERP address (bad signature)")
     try:
         report = parse_report(message)
     except BadReport as exc:
@@ -351,6 +440,9 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) 
         return InboundResult("ignored", delivery_id=delivery_for_bounce(rcpt_to, settings), reason=why)
 
     try:
+        one_off = _one_off_target(rcpt_to, report, settings)
+        if one_off is not None:
+            return _handle_one_off(session, one_off, report)
         delivery_id, row = _resolve(session, rcpt_to, report, settings)
     except _Refused as exc:
         return InboundResult("rejected", reason=str(exc))
@@ -414,11 +506,16 @@ def _soft(session, row: Delivery, r: RecipientStatus, ids: dict) -> InboundResul
     return InboundResult("soft_bounce", row.id, changed, status=r.status, details=ids)
 
 
-def _complaint(session, row: Delivery, sub: Subscriber, ftype: str, ids: dict) -> InboundResult:
-    added = suppress(session, sub.email, "complaint", detail=f"ARF {ftype} for delivery {row.id}", actor=ACTOR)
+def _complaint(session, row: Delivery | None, sub: Subscriber, ftype: str, ids: dict, *,
+               target: str | None = None) -> InboundResult:
+    """A complaint about a ledger row's message, or (row None) about a one-off's `target`."""
+    target = target or f"delivery:{row.id}"
+    about = f"delivery {row.id}" if row is not None else f"a one-off mail to {target}"
+    added = suppress(session, sub.email, "complaint", detail=f"ARF {ftype} for {about}", actor=ACTOR)
     left = unsubscribe(session, sub, actor=ACTOR)
     changed = bool(added or left)
     if changed:
-        audit(session, ACTOR, "complaint", f"delivery:{row.id}", feedback_type=ftype, suppressed=added,
+        audit(session, ACTOR, "complaint", target, feedback_type=ftype, suppressed=added,
               unsubscribed=left, **ids)
-    return InboundResult("complaint", row.id, changed, details={**ids, "feedback_type": ftype})
+    return InboundResult("complaint", row.id if row is not None else None, changed,
+                         details={**ids, "feedback_type": ftype})
