@@ -141,6 +141,66 @@ def test_messages_per_connection_limit_421_reopens_without_a_retry(pg_env, serve
     assert server.connections >= 90 // 3  # reopened, as the relay asked
 
 
+def test_the_next_message_envelope_goes_with_the_previous_dot(pg_env, server, monkeypatch):
+    """RFC 2920 §3.1: a session with more to send writes the next message's MAIL, RCPT and
+    DATA in the same turn as the current message's final dot — one round trip a message."""
+    monkeypatch.setenv("SMTP_CONNECTIONS", "2")
+    reset_settings()
+    # A relay that takes 10 ms to answer each end of data, as one across a network does:
+    # meanwhile the batch has queued the next messages (on bare loopback it often has not,
+    # and a message then goes on its own, as it must).
+    server.data_delay = 0.01
+    eid = planned_edition(60)
+    run_all_batches(eid)
+    assert server.copies() == readers(60) and set(ledger(eid).values()) == {"sent"}
+    assert server.max_connections <= 2
+    by_connection = collections.defaultdict(list)
+    for t in server.transactions:
+        by_connection[t.connection].append(t)
+    assert all(not txns[0].chained for txns in by_connection.values())  # nothing to chain to yet
+    chained = sum(t.chained for t in server.transactions)
+    assert chained >= 40, f"{chained} of 60 messages went with the previous one's dot"
+    assert all(t.pipelined for t in server.transactions)
+
+
+def test_refusals_in_a_chained_envelope_are_judged_at_their_own_stage_and_never_get_a_body(
+        pg_env, server, monkeypatch):
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")  # every message follows the one before it
+    reset_settings()
+    server.data_delay = 0.01  # time for the batch to queue the next (see the test above)
+    server.rcpt_replies["reader3@example.com"] = "550 5.1.1 no such user"
+    server.rcpt_replies["reader4@example.com"] = "451 4.3.0 try again later"
+    server.data_replies["reader7@example.com"] = "552 5.2.2 mailbox full"
+    server.rcpt_replies["reader8@example.com"] = "550 5.1.1 no such user"
+    eid = planned_edition(12)
+    run_all_batches(eid)
+    expected = {f"reader{i}@example.com": "sent" for i in range(12)}
+    expected |= {"reader3@example.com": "failed", "reader4@example.com": "retry",
+                 "reader7@example.com": "failed", "reader8@example.com": "failed"}
+    assert ledger(eid) == expected
+    assert (row(eid, "reader3@example.com").smtp_code, row(eid, "reader4@example.com").smtp_code,
+            row(eid, "reader7@example.com").smtp_code) == (550, 451, 552)
+    with session_scope() as s:
+        assert set(s.scalars(sa.select(Suppression.email))) == {"reader3@example.com", "reader8@example.com"}
+    assert all(t.data is None for t in server.transactions if t.refused)  # no body after a refused RCPT
+    assert server.copies() == {a: 1 for a, st in expected.items() if st == "sent"}
+    assert sum(t.chained for t in server.transactions) >= 6
+    assert server.connections == 1  # a refusal does not cost the session
+
+
+def test_a_421_to_a_chained_mail_reopens_and_sends_that_message_once(pg_env, server, monkeypatch):
+    monkeypatch.setenv("SMTP_CONNECTIONS", "1")
+    reset_settings()
+    server.messages_per_connection = 3  # the next MAIL, chained after the third dot, gets 421
+    server.data_delay = 0.01
+    eid = planned_edition(20)
+    run_all_batches(eid)
+    assert server.copies() == readers(20)
+    assert set(ledger(eid).values()) == {"sent"}
+    assert server.connections >= 20 // 3
+    assert sum(t.chained for t in server.transactions) >= 5  # chained between the reopenings
+
+
 class _DataDespiteRefusal:
     """A server that answers 354 to a pipelined DATA although it refused the RCPT before it
     (RFC 2920 lets a client meet this); records what the client sent after each 354."""

@@ -20,6 +20,7 @@ import redis as redis_lib
 
 from service.config import get_settings, reset_settings
 from service.delivery.batch import OUTCOME_GROUP, duplicate_bound
+from service.delivery.smtp_pool import WINDOW_PER_SESSION
 from tests.support.delivery import ledger, planned_edition
 from tests.support.workers import (
     CONCURRENCY,
@@ -62,13 +63,13 @@ def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(
     copies = smtp_sink.copies()
     assert set(copies) == {f"reader{i}@example.com" for i in range(n)}  # every reader got it
     duplicates = sum(c - 1 for c in copies.values())
-    # Each of the killed worker's processes ran one batch: in flight at most its
-    # SMTP_CONNECTIONS sessions, accepted but not committed at most one outcome group.
+    # Each of the killed worker's processes ran one batch: in flight at most its lane's
+    # window (WINDOW_PER_SESSION per session), accepted but not committed at most one outcome group.
     bound = CONCURRENCY * duplicate_bound(settings)
     back = next((at - killed_at for at, r in sweeps if r.expired), None)
     last = max(m.at for m in smtp_sink.messages) - killed_at
     report(capsys, f"SIGKILL mid-digest: {duplicates} duplicate(s), bound {bound} = {CONCURRENCY} processes x "
-                   f"({settings.smtp_connections} in flight + {OUTCOME_GROUP} uncommitted); "
+                   f"({settings.smtp_connections * WINDOW_PER_SESSION} in flight + {OUTCOME_GROUP} uncommitted); "
                    f"{at_kill}/{n} sent at the kill; the dead worker's rows back in work "
                    f"{'-' if back is None else f'{back:.1f}'} s after it (LEASE_SECONDS {settings.lease_seconds} "
                    f"+ SWEEP_SECONDS {settings.sweep_seconds:g}); last message {last:.1f} s after it")

@@ -161,7 +161,7 @@ def test_quoteaddr_writes_what_smtplib_writes():
 
 
 def test_senders_run_every_message_on_at_most_size_threads_and_survive_an_error():
-    senders = Senders(3, "test-senders")
+    senders = Senders(3, "test-senders", run=lambda item: item[0](*item[1:]))
     done, names = [], set()
     lock = threading.Lock()
     gate = threading.Event()
@@ -176,18 +176,18 @@ def test_senders_run_every_message_on_at_most_size_threads_and_survive_an_error(
 
     with capture_logs() as logs:
         for i in range(20):
-            senders.submit(work, i, 0)
+            senders.submit((work, i, 0))
         gate.set()
         senders.shutdown(wait=True)  # the queued work finishes first
     assert sorted(done) == list(range(20))
     assert 1 <= len(names) <= 3
     assert [e["event"] for e in logs if e.get("log_level") == "error"] == ["smtp.pool.sender_failed"]
     with pytest.raises(RuntimeError, match="after shutdown"):
-        senders.submit(work, 99, 0)
+        senders.submit((work, 99, 0))
 
 
 def test_an_idle_sender_thread_is_reused_rather_than_a_new_one_started():
-    senders = Senders(5, "test-senders-reuse")
+    senders = Senders(5, "test-senders-reuse", run=lambda fn: fn())
     seen = []
     for _ in range(10):
         finished = threading.Event()
@@ -196,6 +196,24 @@ def test_an_idle_sender_thread_is_reused_rather_than_a_new_one_started():
         time.sleep(0.01)  # the thread is back waiting for the next message
     senders.shutdown(wait=True)
     assert len(set(seen)) == 1
+
+
+def test_a_running_sender_takes_the_queued_items_itself_and_a_shutdown_still_stops_every_thread():
+    taken, gate = [], threading.Event()
+
+    def run(item):
+        gate.wait(10)
+        taken.append((item, threading.current_thread().name))
+        while (more := senders.take_ready()) is not None:  # what a session chaining messages does
+            taken.append((more, threading.current_thread().name))
+
+    senders = Senders(1, "test-senders-take", run=run)
+    for i in range(5):
+        senders.submit(i)
+    gate.set()
+    senders.shutdown(wait=True)  # the stop mark a take_ready() saw stays for the thread's own get()
+    assert [i for i, _ in taken] == [0, 1, 2, 3, 4]
+    assert len({name for _, name in taken}) == 1
 
 
 # ------------------------------------------------------------------ metrics across a fork

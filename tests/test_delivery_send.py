@@ -164,20 +164,20 @@ def test_sqlite_a_commit_by_another_process_during_a_send_never_sends_twice(sqli
     and the row just sent went back as `queued`."""
     eid = planned_edition(6)
     other = sa.create_engine(sqlite_env, connect_args={"timeout": 30})  # another process's connection
-    original = SmtpConnection.send
+    original = SmtpConnection.finish
     interleaved = []
 
     def send_while_another_process_commits(self, *args, **kwargs):
-        outcome = original(self, *args, **kwargs)
+        outcome, ready = original(self, *args, **kwargs)  # the server's answer to the end of data
         # Between the 250 and the batch's write of it, another worker (or the web
         # app, or beat) commits a write to the same database file.
         with other.begin() as c:
             c.execute(sa.insert(AuditLog.__table__).values(
                 at=utcnow(), actor="test", action="other.process", target="x", details={}))
         interleaved.append(outcome.code)
-        return outcome
+        return outcome, ready
 
-    monkeypatch.setattr(SmtpConnection, "send", send_while_another_process_commits)
+    monkeypatch.setattr(SmtpConnection, "finish", send_while_another_process_commits)
     try:
         # What the system does on its own: a failed batch is run again (Celery retry,
         # or the sweeper re-dispatching the rows it handed back) until nothing is left.

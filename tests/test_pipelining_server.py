@@ -119,6 +119,28 @@ def test_a_turn_sent_one_command_at_a_time_is_not_pipelined(server):
     assert first.connection == second.connection
 
 
+def test_a_mail_sent_with_the_previous_dot_is_recorded_as_chained(server):
+    c = RawClient(server.port)
+    c.ehlo()
+    c.send("MAIL FROM:<news@nashra.test>", "RCPT TO:<a@example.test>", "DATA")
+    assert [c.code() for _ in range(3)] == [250, 250, 354]
+    # The body, its dot and the next envelope in one write (RFC 2920 §3.1) …
+    c.send(_body("one") + b".\r\n", "MAIL FROM:<news@nashra.test>", "RCPT TO:<b@example.test>", "DATA")
+    assert [c.code() for _ in range(4)] == [250, 250, 250, 354]
+    # … and the third envelope only after the second dot's answer.
+    c.send(_body("two") + b".\r\n")
+    assert c.code() == 250
+    c.send("MAIL FROM:<news@nashra.test>", "RCPT TO:<c@example.test>", "DATA")
+    assert [c.code() for _ in range(3)] == [250, 250, 354]
+    c.send(_body("three") + b".\r\n")
+    assert c.code() == 250
+    c.close()
+    first, second, third = server.wait_for(3)
+    assert [t.chained for t in (first, second, third)] == [False, True, False]
+    assert [t.message.get_content().strip() for t in (first, second, third)] == ["one", "two", "three"]
+    assert all(t.pipelined for t in (first, second, third))
+
+
 def test_scripted_rcpt_replies_in_a_pipelined_turn(server):
     server.rcpt_replies["gone@example.test"] = "550 5.1.1 no such user"
     server.rcpt_replies["full@example.test"] = "450 4.2.2 mailbox full"

@@ -17,9 +17,10 @@
    nothing (grouped, no query of its own); an alert a capped reader was sent adds one
    statement per outcome group (`ledger.count_alerts`), in the same transaction.
 3. Compose each message (the variant is prepared once per process) and hand it to this
-   process's pool of SMTP sessions for the lane (`smtp_pool`): at most SMTP_CONNECTIONS
-   messages of a lane are in flight in a process (the lane's window), each on a session
-   of its own; the rate limiter is asked on that session, right before the dialogue.
+   process's pool of SMTP sessions for the lane (`smtp_pool`): at most 3 × SMTP_CONNECTIONS
+   messages of a lane are in flight in a process (the lane's window), one dialogue at a
+   time on a session, the next one's envelope sent with the current one's end; the rate
+   limiter is asked on that session, right before the envelope goes.
 4. The answers go to a writer thread that records them in groups: one transaction per
    OUTCOME_GROUP outcomes or OUTCOME_WAIT seconds, whichever comes first, as one
    statement (`ledger.record_many`) — never a synchronous commit per message.  The
@@ -30,13 +31,16 @@
 outcome was not committed when the process died: its row is still `claimed`, its lease
 runs out, the sweeper queues it again.  At any moment such messages are
 
-* in flight — handed to a session, the answer not yet handed to the writer: at most
-  SMTP_CONNECTIONS per process and lane (the lane's window);
+* in flight — handed to the lane, the answer not yet handed to the writer: at most
+  the lane's window, 3 × SMTP_CONNECTIONS per process (smtp_pool.WINDOW_PER_SESSION: per
+  session one message past its final dot, one whose envelope follows it in the same
+  write, one queued; only the first can have been accepted yet, but an answered message
+  keeps its room until the batch thread takes it);
 * accepted but not committed — held by a batch's writer: at most OUTCOME_GROUP per
   running batch;
 
-so a SIGKILL re-sends at most SMTP_CONNECTIONS + OUTCOME_GROUP messages per process
-and lane (20 + 32 by default), with one more OUTCOME_GROUP per extra batch a process
+so a SIGKILL re-sends at most 3 × SMTP_CONNECTIONS + OUTCOME_GROUP messages per process
+and lane (60 + 32 by default), with one more OUTCOME_GROUP per extra batch a process
 runs at once (the threads pool; prefork runs one) — `duplicate_bound()`.  A database
 that refuses the writer RECORD_ATTEMPTS times leaves the same state and the same bound.
 A row whose SMTP answer is known is never handed back as `queued`.  Each re-sent message
@@ -90,7 +94,7 @@ _TEMPLATE_CACHE_SIZE = 256
 
 def duplicate_bound(settings: Settings, batches_per_process: int = 1) -> int:
     """Messages one killed worker process (one lane) may send again: see the module doc."""
-    return settings.smtp_connections + batches_per_process * OUTCOME_GROUP
+    return settings.smtp_connections * smtp_pool.WINDOW_PER_SESSION + batches_per_process * OUTCOME_GROUP
 
 
 class SenderRefused(RuntimeError):
@@ -208,18 +212,35 @@ def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settin
     return report
 
 
-@dataclass(eq=False)
-class _Message:
-    """One row handed to a session, and what became of it."""
+@dataclass(eq=False, kw_only=True)
+class _Message(smtp_pool.Job):
+    """One row handed to the lane's sessions, and what became of it."""
 
+    batch: _Batch
     row: ledger.Claimed
-    email: str
     message_id: str
+    domain: str
     outcome: Outcome | None = None
     accepted_at: float = 0.0  # time.time() when the answer came
     error: BaseException | None = None  # the sending code itself failed (a bug): row left claimed
     given_up: bool = False  # the batch stopped while it waited (limiter, a session): not sent
     counted: bool = False  # an alert to a reader with a daily cap: counted once it is mailed
+
+    # On a sender thread (smtp_pool.Job):
+    def before(self, wait: bool) -> bool:
+        return self.batch.limiter.take(self.batch.kind, self.domain, wait=wait, on_wait=self.batch._still_wanted)
+
+    def still_wanted(self) -> None:
+        self.batch._still_wanted()
+
+    def answer(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        self.outcome = outcome
+        if isinstance(error, _GivenUp):
+            self.given_up = True
+        elif error is not None:
+            self.error = error
+        self.accepted_at = time.time()
+        self.batch.done.put(self)
 
 
 class _GivenUp(Exception):
@@ -254,7 +275,7 @@ class _Batch:
         # committed in between: every read ends its transaction before anything is
         # written or sent.  PostgreSQL runs in autocommit: nothing to end there.
         self.autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        one_at_a_time = conn.dialect.name == "sqlite"
+        self.one_at_a_time = one_at_a_time = conn.dialect.name == "sqlite"
         self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.size)
         self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
         self.in_flight = 0  # handed to a sender thread, answer not settled (each holds window room)
@@ -341,15 +362,15 @@ class _Batch:
                 except ValueError as exc:  # an address no header can carry: this row only
                     write = _Write(ledger.Record(row.id, DeliveryStatus.failed, smtp_reply=f"not sent: {exc}"))
                 else:
-                    message = _Message(row, state.email, msg.message_id,
-                                       counted=state.alert_cap is not None and self.kind == EditionKind.alert.value)
-                    domain = state.email.rpartition("@")[2].lower()
-                    self.lane.executor.submit(self._send, message, msg.envelope_from, msg.data, domain)
+                    self.lane.submit(_Message(
+                        sender=msg.envelope_from, recipient=state.email, data=msg.data, batch=self, row=row,
+                        message_id=msg.message_id, domain=state.email.rpartition("@")[2].lower(),
+                        counted=state.alert_cap is not None and self.kind == EditionKind.alert.value))
                     # From here on the row is never handed back as `queued`: it may be accepted.
                     del self.unsent[row.id]
                     self.room -= 1  # the room goes with the message: _drain gives it back
                     self.in_flight += 1
-                    if self.group == 1:  # SQLite: its answer is written before the next message goes
+                    if self.one_at_a_time:  # SQLite: its answer is written before the next message goes
                         self._drain_all()
                     return
         del self.unsent[row.id]
@@ -363,19 +384,6 @@ class _Batch:
                             quiet_start=state.quiet_start, quiet_end=state.quiet_end, quiet_mode=state.quiet_mode,
                             alert_cap=state.alert_cap, alerts_day=state.alerts_day, alerts_today=state.alerts_today,
                             override_quiet=self.override_quiet)
-
-    def _send(self, message: _Message, envelope_from: str, data: bytes, domain: str) -> None:
-        """On a sender thread: one message over a free session."""
-        try:
-            message.outcome = self.lane.send(
-                envelope_from, message.email, data, still_wanted=self._still_wanted,
-                before=lambda: self.limiter.wait(self.kind, domain, on_wait=self._still_wanted))
-        except _GivenUp:
-            message.given_up = True
-        except BaseException as exc:  # noqa: BLE001 — reported to the batch, which raises it
-            message.error = exc
-        message.accepted_at = time.time()
-        self.done.put(message)
 
     def _still_wanted(self) -> None:
         if self.stop is not None or self.error is not None:
@@ -470,7 +478,7 @@ class _Batch:
         elif v == Verdict.failed:
             self._put(_Write(ledger.Record(row.id, D.failed, **common)))
         elif v == Verdict.bounced:
-            self._put(_Write(ledger.Record(row.id, D.failed, **common), bounced_email=message.email,
+            self._put(_Write(ledger.Record(row.id, D.failed, **common), bounced_email=message.recipient,
                              bounce_detail=f"{outcome.code} {outcome.reply}"))
             log.info("delivery.bounced", edition_id=self.edition_id, delivery_id=row.id, code=outcome.code)
         elif v == Verdict.retry:

@@ -111,6 +111,7 @@ class SmtpConnection:
         self.messages_on_connection = 0
         self.opened = 0  # how many times a connection was opened (for tests and logs)
         self.pipelined = 0  # messages whose MAIL, RCPT and DATA went in one write
+        self.followed = 0  # ... and of those, the ones whose envelope went with the previous message's end
 
     # ------------------------------------------------------------------ connection
 
@@ -183,29 +184,105 @@ class SmtpConnection:
 
     def send(self, sender: str, recipient: str, message: bytes, wire_ready: bool = False) -> Outcome:
         """Send one message to one recipient and say what became of it."""
+        outcome = self.begin(sender, recipient)
+        if outcome is not None:
+            return outcome
+        return self.finish(data_payload(message, wire_ready))[0]
+
+    def begin(self, sender: str, recipient: str) -> Outcome | None:
+        """MAIL, RCPT and DATA: None once the server waits for the message (354), or what
+        became of it (nothing of it was sent)."""
         reused = self._smtp is not None
-        outcome = self._send_once(sender, recipient, message, wire_ready)
-        if (reused and outcome.stage == "mail" and outcome.verdict == Verdict.retry
+        outcome = self._begin_once(sender, recipient)
+        if (reused and outcome is not None and outcome.stage == "mail" and outcome.verdict == Verdict.retry
                 and outcome.code in (None, 421)):
             # An idle connection the server closed meanwhile, or one it closes now with
             # 421 (a relay's messages-per-connection limit): nothing was sent, so one
             # attempt on a fresh connection is safe.
-            outcome = self._send_once(sender, recipient, message, wire_ready)
+            outcome = self._begin_once(sender, recipient)
         return outcome
 
-    def _send_once(self, sender: str, recipient: str, message: bytes, wire_ready: bool) -> Outcome:
+    def can_follow(self, sender: str, recipient: str) -> bool:
+        """Whether the envelope of a next message may go in the same write as the end of
+        the current one (`finish(..., follow=...)`): the server pipelines, and takes the
+        addresses as they are."""
+        smtp = self._smtp
+        return (smtp is not None and self.pipelining and smtp.has_extn("pipelining")
+                and self._options(smtp, sender, recipient) is not None)
+
+    def finish(self, payload: bytes, follow: tuple[str, str] | None = None) -> tuple[Outcome, bool]:
+        """After 354: the message (`data_payload`) and its final dot, then the reply that decides.
+
+        `follow` (sender, recipient; `can_follow` said yes): the next message's MAIL, RCPT
+        and DATA leave in the same write as the dot — RFC 2920 §3.1 lets the message
+        content begin a group, and a group end with DATA — so a message costs one round
+        trip, not two.  Their replies are read after the dot's, which alone decides this
+        message.  The second value says whether the server now waits for the follower's
+        message (354); if not, nothing of the follower was accepted and the dialogue is
+        back in step (or the connection dropped): it starts over with `begin`.
+        """
+        smtp = self._smtp
+        assert smtp is not None
+        envelope = b""
+        if follow is not None:
+            options = self._options(smtp, *follow)
+            assert options is not None, "can_follow() first"
+            envelope = self._envelope(smtp, *follow, options)
+        try:
+            # One write: a second one, smaller than a segment, could wait for the ACK of
+            # the first (Nagle), a round trip of its own.
+            smtp.send(payload + envelope if envelope else payload)
+        except _LOST as exc:
+            # Not all of DATA left us, so the final dot did not: the server cannot have
+            # accepted this message.
+            self._drop()
+            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data"), False
+
+        try:
+            code, reply = smtp.getreply()
+        except _LOST as exc:
+            self._drop()
+            cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+            if isinstance(cause, ConnectionResetError | BrokenPipeError):
+                return Outcome(Verdict.retry, None,
+                               f"connection reset before the reply to DATA: {_why(cause)}", "dot"), False
+            return Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot"), False
+        self.messages_on_connection += 1
+        outcome = judge("dot", code, reply)
+        if code == 421:
+            self._drop()
+            return outcome, False
+        if follow is None:
+            return outcome, False
+        ready = self._envelope_replies(smtp) is None
+        if ready:
+            self.followed += 1
+        return outcome, ready
+
+    # ------------------------------------------------------------------ the envelope
+
+    def _options(self, smtp: smtplib.SMTP, sender: str, recipient: str) -> list[str] | None:
+        """MAIL's options for these addresses; None if the server cannot take them."""
+        if sender.isascii() and recipient.isascii():
+            return []
+        return ["SMTPUTF8"] if smtp.has_extn("smtputf8") else None
+
+    def _begin_once(self, sender: str, recipient: str) -> Outcome | None:
         failed = self.connect()
         if failed is not None:
             return failed
         smtp = self._smtp
         assert smtp is not None
-        options: list[str] = []
-        if not (sender.isascii() and recipient.isascii()):
-            if not smtp.has_extn("smtputf8"):
-                return Outcome(Verdict.failed, None, "address is not ASCII and the server lacks SMTPUTF8", "rcpt")
-            options.append("SMTPUTF8")
+        options = self._options(smtp, sender, recipient)
+        if options is None:
+            return Outcome(Verdict.failed, None, "address is not ASCII and the server lacks SMTPUTF8", "rcpt")
         if self.pipelining and smtp.has_extn("pipelining"):
-            return self._send_pipelined(smtp, sender, recipient, options, message, wire_ready)
+            try:
+                smtp.send(self._envelope(smtp, sender, recipient, options))
+            except _LOST as exc:
+                self._drop()
+                return Outcome(Verdict.retry, None, f"connection lost at mail: {_why(exc)}", "mail")
+            return self._envelope_replies(smtp)
         stage = "mail"
         try:
             code, reply = smtp.mail(sender, options)
@@ -223,23 +300,25 @@ class SmtpConnection:
         except _LOST as exc:
             self._drop()
             return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
-        return self._send_body(smtp, data_payload(message, wire_ready))
+        return None
 
-    def _send_pipelined(self, smtp: smtplib.SMTP, sender: str, recipient: str, options: list[str],
-                        message: bytes, wire_ready: bool) -> Outcome:
-        """MAIL, RCPT and DATA in one write (RFC 2920), then their three replies, in order."""
+    @staticmethod
+    def _envelope(smtp: smtplib.SMTP, sender: str, recipient: str, options: list[str]) -> bytes:
+        """MAIL, RCPT and DATA as one pipelined group (RFC 2920)."""
         if options:
             smtp.command_encoding = "utf-8"  # what smtplib.mail() does for SMTPUTF8
         extra = " " + " ".join(options) if options else ""
-        commands = (f"MAIL FROM:{quoteaddr(sender)}{extra}\r\n"
-                    f"RCPT TO:{quoteaddr(recipient)}\r\n"
-                    "DATA\r\n").encode(smtp.command_encoding)
+        return (f"MAIL FROM:{quoteaddr(sender)}{extra}\r\n"
+                f"RCPT TO:{quoteaddr(recipient)}\r\n"
+                "DATA\r\n").encode(smtp.command_encoding)
+
+    def _envelope_replies(self, smtp: smtplib.SMTP) -> Outcome | None:
+        """The three replies to a pipelined envelope, in order: None when DATA got 354."""
         # The first refusal decides the verdict; later replies are read only to keep the
         # dialogue in step (after a refused MAIL, RCPT and DATA get 503).
         refusal: tuple[str, int, bytes] | None = None
         stage = "mail"
         try:
-            smtp.send(commands)
             code, reply = smtp.getreply()
             if code != 250:
                 refusal = ("mail", code, reply)
@@ -268,31 +347,7 @@ class SmtpConnection:
             return self._refused(*refusal)
         if code != 354:
             return self._refused("data", code, reply)
-        return self._send_body(smtp, data_payload(message, wire_ready))
-
-    def _send_body(self, smtp: smtplib.SMTP, payload: bytes) -> Outcome:
-        """After 354: the message and its final dot, then the reply that decides."""
-        try:
-            smtp.send(payload)
-        except _LOST as exc:
-            # Not all of DATA left us, so the final dot did not: the server cannot have
-            # accepted this message.
-            self._drop()
-            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data")
-
-        try:
-            code, reply = smtp.getreply()
-        except _LOST as exc:
-            self._drop()
-            cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
-            if isinstance(cause, ConnectionResetError | BrokenPipeError):
-                return Outcome(Verdict.retry, None, f"connection reset before the reply to DATA: {_why(cause)}", "dot")
-            return Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot")
-        self.messages_on_connection += 1
-        outcome = judge("dot", code, reply)
-        if code == 421:
-            self._drop()
-        return outcome
+        return None
 
     def _refused(self, stage: str, code: int, reply: bytes) -> Outcome:
         outcome = judge(stage, code, reply)

@@ -6,7 +6,11 @@ worker process therefore keeps, per lane — ``alert``, and ``digest`` (digests 
 corrections) — a `Lane`: up to SMTP_CONNECTIONS `SmtpConnection` sessions and as many
 sender threads.  A session
 
-* is used by one message at a time (`checkout` … `checkin`), never shared mid-dialogue;
+* carries one dialogue at a time, never two messages interleaved: a sender thread holds
+  it (`checkout` … `checkin`) for its message and for the queued ones it chains behind
+  it — with PIPELINING, the next message's MAIL, RCPT and DATA go in the same write as
+  the current one's final dot (RFC 2920 §3.1), so each message costs one round trip
+  instead of two (`Lane._one`, `SmtpConnection.finish`);
 * is kept open across messages and batches, and reopened by `SmtpConnection` after a
   421 or an idle close by the server;
 * holds a slot of the cap shared by every worker (`ConnectionCap`: SMTP_MAX_CONNECTIONS
@@ -20,9 +24,10 @@ sender threads.  A session
   that starts while every relay is set aside (an operator resumed the edition) tries
   the first relay again rather than giving up unasked.
 
-`Lane.window` bounds the messages of a lane in flight in this process (handed to a
-session and not yet recorded by their batch) to SMTP_CONNECTIONS, whatever the number
-of batches running: that is the "in flight" of the duplicate bound (see batch.py).
+`Lane.window` bounds the messages of a lane in flight in this process (handed to the
+lane and not yet taken back by their batch) to 3 × SMTP_CONNECTIONS (WINDOW_PER_SESSION)
+whatever the number of batches running: that is the "in flight" of the duplicate bound
+(see batch.py).
 
 Threads, not asyncio: smtplib keeps the stage-by-stage dialogue of smtp.py (RFC 1047's
 "unknown", PIPELINING's refusals) in plain code, and a sender thread spends its time
@@ -43,7 +48,7 @@ from dataclasses import dataclass, field
 from service.config import Settings, SmtpTarget, on_reset
 from service.delivery.connection_cap import ALERT_LANE, ConnectionCap
 from service.delivery.relays import Relays, relay_key
-from service.delivery.smtp import SmtpConnection, helo_name
+from service.delivery.smtp import SmtpConnection, data_payload, helo_name
 from service.delivery.verdicts import Outcome, Verdict, enhanced_status
 from service.logs import get_logger
 
@@ -53,6 +58,11 @@ ALERT, DIGEST = ALERT_LANE, "digest"
 FIRST_SLOT_WAIT = 1.0  # a lane with no session waits this long per try for a slot of the cap
 CAP_FULL_BACKOFF = 0.2  # a lane that has sessions asks the cap again after this
 PICK_EVERY = 1.0  # seconds a lane keeps Relays.pick()'s answer
+# Messages in flight per session: one on the wire, one whose envelope follows it in the
+# same write, and one queued for the write after: the batch refills the window only after
+# an answer, and the next write follows that answer at once (the follower's 354 comes in
+# the same packet as the dot's 250), so with two a session chained every other message.
+WINDOW_PER_SESSION = 3
 
 
 def lane_name(kind: str) -> str:
@@ -61,50 +71,63 @@ def lane_name(kind: str) -> str:
 
 
 class Senders:
-    """A lane's sender threads (at most `size`, started as they are needed): each runs one
-    message at a time, `submit(fn, *args)`.
+    """A lane's sender threads (at most `size`, started as they are needed): each hands
+    the items it takes to `run`, one at a time.
 
     A ThreadPoolExecutor without its futures: a batch gets its answers through a queue of
     its own, so the Future each submit made (a Condition, a lock, a result nobody reads)
     and its bookkeeping were ~8 µs of CPU per message for nothing.  As in the executor,
-    a thread that finishes a message waits for the next one, and a new thread starts
-    only when none is idle; `shutdown` lets the queued work finish.  What a call raises
-    is logged (a batch's own call catches everything and hands it to the batch).
+    a thread that finishes an item waits for the next one, and a new thread starts only
+    when none is idle; `shutdown` lets the queued work finish.  A running thread may
+    also take the next queued item itself (`take_ready`: the lane chains messages on a
+    session).  What `run` raises is logged.
     """
 
-    def __init__(self, size: int, name: str):
-        self.size, self.name = size, name
+    def __init__(self, size: int, name: str, run: Callable[[object], object]):
+        self.size, self.name, self.run = size, name, run
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._shut = False
 
-    def submit(self, fn: Callable[..., object], /, *args: object) -> None:
-        # Under the lock, as the executor does: a message is never queued after the stop
+    def submit(self, item: object) -> None:
+        # Under the lock, as the executor does: an item is never queued after the stop
         # marks of a shutdown, nor left without a thread by one.
         with self._lock:
             if self._shut:
                 raise RuntimeError(f"{self.name}: no new messages after shutdown")
-            self._queue.put((fn, args))
+            self._queue.put(item)
+            # An idle count that take_ready() left too high is never the case: a thread
+            # that took more than one item still counts itself idle once, so the count
+            # can only be low, and then a thread too many starts (never more than size).
             if self._idle.acquire(blocking=False) or len(self._threads) >= self.size:
                 return
             thread = threading.Thread(target=self._run, name=f"{self.name}_{len(self._threads)}", daemon=True)
             self._threads.append(thread)
             thread.start()
 
+    def take_ready(self) -> object | None:
+        """The next queued item, if there is one now (for a thread already running one)."""
+        try:
+            item = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None:  # a stop mark: it stays for a thread's own get(); nothing follows it
+            self._queue.put(None)
+        return item
+
     def _run(self) -> None:
-        get = self._queue.get
+        get, run = self._queue.get, self.run
         while True:
             item = get()
             if item is None:
                 return
-            fn, args = item
             try:
-                fn(*args)
+                run(item)
             except BaseException:  # noqa: BLE001 — a sender thread lives on
                 log.exception("smtp.pool.sender_failed", pool=self.name)
-            del item, fn, args
+            del item
             self._idle.release()
 
     def shutdown(self, wait: bool = False) -> None:
@@ -116,6 +139,31 @@ class Senders:
         if wait:
             for thread in threads:
                 thread.join()
+
+
+@dataclass(eq=False, kw_only=True)
+class Job:
+    """One message for a lane's sessions (a batch's `_Message` is one).
+
+    The lane calls `before` on the session, right before the write that carries the
+    message's envelope (the rate limiter: `wait=False` asks only for a permission that is
+    there now), `still_wanted` while the message waits for a session (it raises to give
+    the message up), and `answer` once, with the outcome or what was raised instead.
+    """
+
+    sender: str
+    recipient: str
+    data: bytes  # wire-ready (compose's): CRLF lines, no line starting with "."
+    permitted: bool = False  # `before` said yes: it is not asked again
+
+    def before(self, wait: bool) -> bool:
+        return True
+
+    def still_wanted(self) -> None:
+        return None
+
+    def answer(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        raise NotImplementedError
 
 
 @dataclass(eq=False)
@@ -139,8 +187,8 @@ class Lane:
         self.cap = ConnectionCap(settings)
         self.relays = Relays(settings)
         # Room for messages in flight (see the module doc), shared by the lane's batches.
-        self.window = threading.BoundedSemaphore(self.size)
-        self.executor = Senders(self.size, f"nashra-smtp-{name}")
+        self.window = threading.BoundedSemaphore(self.size * WINDOW_PER_SESSION)
+        self.executor = Senders(self.size, f"nashra-smtp-{name}", self._carry)
         self._cond = threading.Condition()
         self._free: list[Session] = []  # the most recently used last: reused first
         self._all: set[Session] = set()
@@ -247,41 +295,72 @@ class Lane:
         session.conn.close()
         self.cap.release(session.relay, session.slot)
 
-    # ------------------------------------------------------------------ one message
+    # ------------------------------------------------------------------ messages
 
-    def send(self, sender: str, recipient: str, message: bytes,
-             before: Callable[[], object] | None = None,
-             still_wanted: Callable[[], object] | None = None) -> Outcome:
-        """Send one message over a free session; say what became of it.
+    def submit(self, job: Job) -> None:
+        """Send `job`'s message on a session of this lane; `job.answer` says what became of it."""
+        self.executor.submit(job)
 
-        `before` runs once, on the connected session, right before the dialogue (the
-        rate limiter: the permission is used at once, so the server sees the rate the
-        limiter allowed); if it raises, nothing is sent and the exception goes up.
-        `still_wanted` is called while the message waits for a session (it may raise too).
-        """
-        tried, asked = 0, before is None
+    def _carry(self, job: Job) -> None:
+        """On a sender thread: a message, and those that follow it on the same session."""
+        while job is not None:
+            job = self._one(job)
+
+    def _one(self, job: Job) -> Job | None:
+        """`job`'s message from its envelope on, chaining the queued ones behind it while
+        the session can; returns a follower that has to start over (or None)."""
+        try:
+            session = self._begin(job)
+        except BaseException as exc:  # noqa: BLE001 — given up (still_wanted), or a bug: the batch decides
+            job.answer(None, exc)
+            return None
+        if session is None:
+            return None  # answered
         while True:
-            session = self.checkout(still_wanted=still_wanted)
+            follower = self._follower(session)
+            chained = follower is not None and follower.permitted
+            try:
+                outcome, ready = session.conn.finish(
+                    data_payload(job.data, wire_ready=True),
+                    (follower.sender, follower.recipient) if chained else None)
+            except BaseException as exc:  # noqa: BLE001 — a bug: never a half-known session again
+                self.discard(session)
+                job.answer(None, exc)
+                return follower
+            job.answer(outcome, None)
+            if follower is None or not ready:
+                self.checkin(session)
+                return follower
+            job = follower
+
+    def _begin(self, job: Job) -> Session | None:
+        """A session waiting for `job`'s message (354), or None once `job` is answered."""
+        tried = 0
+        while True:
+            session = self.checkout(still_wanted=job.still_wanted)
             assert session is not None
             # A new session connects first: the permission is then used within one
             # dialogue, not after TCP, greeting, EHLO, STARTTLS and AUTH.
             outcome = session.conn.connect()
             if outcome is None:
-                if not asked:
+                if not job.permitted:
                     try:
-                        before()
+                        job.before(True)
                     except BaseException:  # the caller gave the message up: the session is intact
                         self.checkin(session)
                         raise
-                    asked = True
+                    job.permitted = True
                 try:
-                    outcome = session.conn.send(sender, recipient, message, wire_ready=True)
+                    outcome = session.conn.begin(job.sender, job.recipient)
                 except BaseException:
                     self.discard(session)
                     raise
+                if outcome is None:
+                    return session
             if outcome.verdict != Verdict.sender_refused:
                 self.checkin(session)
-                return outcome
+                job.answer(outcome, None)
+                return None
             # The relay refuses *us*: nothing was accepted.  Set it aside; the next relay
             # (if any) takes this message.
             self.relays.set_aside(session.conn.target, _refusal(outcome))
@@ -289,7 +368,32 @@ class Lane:
             self.discard(session)
             tried += 1
             if tried >= len(self.relays.targets) or self.relays.all_set_aside():
-                return outcome
+                job.answer(outcome, None)
+                return None
+
+    def _follower(self, session: Session) -> Job | None:
+        """The next queued message of the lane, taken by this session; `permitted` if its
+        envelope may go with the current message's end (the session pipelines and stays on
+        the preferred relay, the addresses suit it, the rate limiter allows it now)."""
+        job = self.executor.take_ready()
+        if job is None:
+            return None
+        try:
+            job.still_wanted()
+        except BaseException as exc:  # noqa: BLE001 — its batch stopped: given up, never sent
+            job.answer(None, exc)
+            return None
+        preferred = self._preferred()
+        if (preferred is not None and relay_key(preferred) != session.relay) or session.evict \
+                or not session.conn.can_follow(job.sender, job.recipient):
+            return job
+        if not job.permitted:
+            try:
+                job.permitted = bool(job.before(False))
+            except BaseException as exc:  # noqa: BLE001 — as in _begin: the batch decides
+                job.answer(None, exc)
+                return None
+        return job
 
     # ------------------------------------------------------------------ upkeep
 

@@ -231,6 +231,16 @@ class Limiter:
                 log.warning("ratelimit.redis_unavailable", error=type(exc).__name__, fallback="process-local")
         return self.local.try_take(buckets)
 
+    def take(self, kind: str, domain: str, wait: bool = True, on_wait: Callable[[], None] | None = None) -> bool:
+        """One message's permission: `wait` for it, or (wait=False) only if it is there now."""
+        if wait:
+            self.wait(kind, domain, on_wait)
+            return True
+        if not self.enabled:
+            return True
+        buckets = buckets_for(self.settings, kind, domain)
+        return not buckets or self._try(buckets) <= 0
+
     def wait(self, kind: str, domain: str, on_wait: Callable[[], None] | None = None) -> float:
         """Block until one message of `kind` to `domain` may go; return seconds waited."""
         if not self.enabled:

@@ -19,7 +19,9 @@ What it records:
   asks of a server, replies are held until the input holds no complete command (or a
   command needs an answer before the client can go on: DATA's 354, the end of data), so a
   client that waits for each reply (smtplib) shows `pipelined=False`, and one that writes
-  its commands together shows True;
+  its commands together shows True; and **`chained`**: whether MAIL had arrived before the
+  server answered the end of data of the connection's previous message, i.e. the client
+  sent it in the same turn as that message's final dot (RFC 2920 §3.1);
 * `server.arrivals` (wall-clock time of each accepted message), `server.per_second()`
   (messages per calendar second) and `server.max_in_window(1.0)` (the most in any sliding
   second) — for rate-limit tests;
@@ -72,6 +74,7 @@ class Transaction:
     data: bytes | None = None  # None: no message was transferred
     reply: str | None = None  # the answer to the end of data (or to a refused DATA)
     pipelined: bool = False
+    chained: bool = False  # MAIL had arrived before the server answered the previous message's end of data
     at: float = 0.0  # time.time() when the message was accepted
 
     # stream offsets (bytes received on the connection), to decide `pipelined`
@@ -97,6 +100,7 @@ class _Session(asyncio.Protocol):
         self.closed = False
         self.pending: list[bytes] = []
         self.awaiting_mail_flush: Transaction | None = None
+        self.dot_answered_at: int | None = None  # bytes received when the last end of data was answered
         self.task: asyncio.Task | None = None
 
     # --- asyncio.Protocol
@@ -214,7 +218,9 @@ class _Session(asyncio.Protocol):
                             self.close()
                             return
                     else:
-                        txn = Transaction(self.number, m.group(1))
+                        mail_end = self.received - len(self.buf)  # stream offset after this MAIL line
+                        txn = Transaction(self.number, m.group(1), chained=(
+                            self.dot_answered_at is not None and mail_end <= self.dot_answered_at))
                         srv._record(txn)
                         self.reply("250 2.1.0 OK")
                         self.awaiting_mail_flush = txn
@@ -277,6 +283,7 @@ class _Session(asyncio.Protocol):
                         messages_here += 1
                     self.reply(final)
                     self.flush()
+                    self.dot_answered_at = self.received
                     txn = None
                     if final.startswith("421"):
                         self.close()
