@@ -321,6 +321,48 @@ def test_the_welcome_says_what_the_reader_chose(alerts, line):
     assert v.preheader == f"اخترت: النشرة الأسبوعية · رياضة، اقتصاد · الأخبار العاجلة {line}."
 
 
+def test_the_welcome_says_when_the_digest_arrives():
+    daily = render_variant("welcome", contexts.welcome_context(
+        SITE, sections=["رياضة"], frequency="daily", alerts=True, digest_hour=18))
+    line = "كل يوم الساعة 18:00 بتوقيت الأردن"
+    doc = lxml.html.document_fromstring(daily.html)
+    chosen = [p.text_content() for p in doc.xpath("//p[@class='text'][strong]")]
+    assert chosen[1] == f"المواعيد: النشرة اليومية، {line}"
+    assert f"المواعيد: النشرة اليومية، {line}\n" in daily.text
+    assert daily.preheader.startswith(f"اخترت: النشرة اليومية {line} · رياضة")
+    assert check_email(daily.html, daily.text) == []
+
+    # Weekly, the site's minute, Arabic-Indic digits, and a zone whose label holds Latin.
+    site = dataclasses.replace(SITE, arabic_digits=True, timezone="UTC")
+    weekly = render_variant("welcome", contexts.welcome_context(
+        site, sections=[], frequency="weekly", digest_hour=6, digest_weekday=0, digest_minute=30))
+    line = "كل يوم الاثنين الساعة ٠٦:٣٠ بالتوقيت العالمي"
+    assert f"</strong> النشرة الأسبوعية، {line} <span dir=\"ltr\">(UTC)</span></p>" in weekly.html
+    assert f"المواعيد: النشرة الأسبوعية، {line} \u200e(UTC)\u200e\n" in weekly.text
+    assert f"{line} \u200e(UTC)\u200e · كل الأقسام" in weekly.preheader
+    assert check_email(weekly.html, weekly.text) == []
+
+
+def test_no_digest_no_digest_time():
+    ctx = contexts.welcome_context(SITE, sections=[], frequency="none", alerts=True, digest_hour=18, digest_weekday=5)
+    v = render_variant("welcome", ctx)
+    assert ctx["digest_time_line"] == "" and "الساعة" not in v.html + v.text + v.preheader
+    assert "<strong>المواعيد:</strong> من دون نشرة دورية</p>" in v.html
+    # A caller that does not know the hour states none (as before).
+    assert contexts.welcome_context(SITE, sections=[], frequency="daily")["digest_time_line"] == ""
+
+
+def test_welcome_weekdays_are_the_forms_and_bad_times_are_refused():
+    from service.subscribers.hours import WEEKDAYS_AR
+
+    assert contexts.WEEKDAYS == WEEKDAYS_AR  # CLDR's names, Monday = 0, as the reader's form offers them
+    for kwargs, message in [({"digest_hour": 24}, "hour"), ({"digest_hour": 7, "digest_minute": 60}, "minute"),
+                            ({"digest_hour": 7, "digest_weekday": 7, "frequency": "weekly"}, "weekday"),
+                            ({"digest_hour": 7, "frequency": "weekly"}, "weekday")]:
+        with pytest.raises(ValueError, match=message):
+            contexts.welcome_context(SITE, sections=[], **{"frequency": "daily", **kwargs})
+
+
 def test_stories_already_alerted_go_to_the_short_block():
     secs = samples.sections(12)
     opec = next(a for s in secs for a in s.articles if "OPEC+" in a.title)

@@ -5,14 +5,23 @@ List-Unsubscribe) is checked with every other kind in tests/test_compose_headers
 
 from __future__ import annotations
 
+import re
+from email.message import EmailMessage
+
+import lxml.html
 import pytest
 
+from service import dispatch
 from service.config import reset_settings
 from service.db import session_scope
 from service.delivery.one_off import send_transactional
 from service.delivery.smtp import SmtpError, SmtpTransientError, close_connection, send_one
 from service.delivery.verdicts import judge
-from service.models import Subscriber, SubscriberStatus
+from service.models import Frequency, Subscriber, SubscriberStatus
+from service.subscribers import lifecycle
+from service.subscribers.consent import Evidence
+from service.usecases.subscribers import SignupRequest, sign_up
+from tests.support.email_checks import check_email
 from tests.support.net import free_port
 
 MSG = b"From: a@nashra.example\r\nTo: x@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -80,3 +89,98 @@ def test_a_relay_that_is_down_makes_the_task_retry(pg_env, monkeypatch):
         send_transactional(s, "confirm", sub_id)
     assert isinstance(err.value, OSError)  # the Celery task's autoretry_for=(OSError,)
     close_connection()
+
+
+# ---------------------------------------------------------------- the welcome says when the digest comes
+
+
+@pytest.fixture
+def https_site(pg_env, smtp_sink, monkeypatch):
+    """As in production, the reader's links are https (check_email insists)."""
+    monkeypatch.setenv("PUBLIC_URL", "https://news.example")
+    reset_settings()
+
+
+def _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, email: str, **choices) -> EmailMessage:
+    """Sign up through the use-case every form calls, confirm with the link from the real
+    confirmation mail, and send what that asked for (as the worker would): the welcome,
+    as the SMTP sink received it."""
+    recorder = dispatch.Recorder()
+    monkeypatch.setattr(dispatch, "_installed", recorder)
+    close_connection()
+    req = SignupRequest(email=email, sections=[], frequency=choices.pop("frequency", "daily"), alerts="yes",
+                        consented=True, **choices)
+    result = sign_up(req, source="test", evidence=Evidence())
+    assert result.outcome == "created"
+
+    def deliver_queued() -> None:
+        queued, recorder.calls[:] = [c[1:] for c in recorder.calls if c[0] == "send_transactional"], []
+        for kind, sub_id in queued:
+            with session_scope() as s:
+                assert send_transactional(s, kind, sub_id)
+
+    deliver_queued()
+    [confirm] = [m.message for m in smtp_sink.messages if m.rcpt_tos == [email]]
+    [token] = re.findall(r"https?://\S+/confirm/([A-Za-z0-9_\-.]+)", confirm.get_body(("plain",)).get_content())
+    with session_scope() as s:
+        lifecycle.confirm(s, token)
+    deliver_queued()
+    close_connection()
+    welcome = [m.message for m in smtp_sink.messages if m.rcpt_tos == [email]][1:]
+    assert len(welcome) == 1
+    return welcome[0]
+
+
+def _parts(message: EmailMessage) -> tuple[str, str]:
+    html_part, text_part = message.get_body(("html",)), message.get_body(("plain",))
+    assert html_part["Content-Transfer-Encoding"] == "base64" == text_part["Content-Transfer-Encoding"]
+    return html_part.get_content(), text_part.get_content()
+
+
+def _chosen(html: str) -> list[str]:
+    return [p.text_content() for p in lxml.html.document_fromstring(html).xpath("//p[@class='text'][strong]")]
+
+
+def test_the_welcome_says_the_hour_the_reader_chose(https_site, smtp_sink, monkeypatch):
+    message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "evening@example.com", digest_hour="18")
+    html, text = _parts(message)
+    assert check_email(html, text) == []
+    line = "المواعيد: النشرة اليومية، كل يوم الساعة 18:00 بتوقيت الأردن"
+    assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
+    # The inbox snippet (the hidden preheader) says it too, before the sections.
+    [preheader] = lxml.html.document_fromstring(html).xpath("//div[@class='preheader']")
+    assert preheader.text_content().startswith("اخترت: النشرة اليومية كل يوم الساعة 18:00 بتوقيت الأردن · ")
+
+
+def test_the_welcome_of_a_weekly_reader_says_the_day_in_the_sites_digits(https_site, smtp_sink, monkeypatch):
+    monkeypatch.setenv("ARABIC_INDIC_DIGITS", "true")
+    monkeypatch.setenv("DIGEST_DAILY_AT", "07:30")  # every slot leaves at this minute
+    reset_settings()
+    message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "weekly@example.com", frequency="weekly",
+                                            digest_hour="18", digest_weekday="0")
+    html, text = _parts(message)
+    assert check_email(html, text) == []
+    line = "المواعيد: النشرة الأسبوعية، كل يوم الاثنين الساعة ١٨:٣٠ بتوقيت الأردن"
+    assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
+    assert "18:30" not in html + text
+
+
+def test_the_welcome_of_a_reader_who_never_chose_says_the_default_hour_and_day(https_site, smtp_sink, monkeypatch):
+    message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "default@example.com", frequency="weekly")
+    html, text = _parts(message)
+    line = "المواعيد: النشرة الأسبوعية، كل يوم السبت الساعة 07:00 بتوقيت الأردن"  # DIGEST_WEEKLY_DAY 5, DIGEST_DAILY_AT
+    assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
+
+
+def test_a_reader_without_a_digest_is_told_no_hour(https_site, smtp_sink, monkeypatch):
+    with session_scope() as s:
+        sub = Subscriber(email="alerts-only@example.com", status=SubscriberStatus.active, sections=[],
+                         frequency=Frequency.none, alerts=True, digest_hour=18)
+        s.add(sub)
+        s.flush()
+        close_connection()
+        assert send_transactional(s, "welcome", sub.id)
+    close_connection()
+    html, text = _parts(smtp_sink.messages[-1].message)
+    assert check_email(html, text) == []
+    assert "المواعيد: من دون نشرة دورية" in _chosen(html) and "الساعة" not in html + text

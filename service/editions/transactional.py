@@ -22,6 +22,7 @@ from service.models import Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import RenderedVariant
+from service.subscribers import hours
 from service.subscribers.tokens import link
 
 log = get_logger(__name__)
@@ -61,5 +62,8 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
         ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names],
-                                       frequency=sub.frequency.value, alerts=sub.alerts)
+                                       frequency=sub.frequency.value, alerts=sub.alerts,
+                                       digest_hour=hours.effective_hour(sub.digest_hour, settings),
+                                       digest_weekday=hours.effective_weekday(sub.digest_weekday, settings),
+                                       digest_minute=hours.slot_minute(settings))
     return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import nh3
+from babel import Locale
 from markupsafe import Markup
 
 from service.config import Settings
@@ -31,6 +32,8 @@ from service.rendering.viewmodels import (
 )
 
 FREQUENCY_LABELS = {"daily": "اليومية", "weekly": "الأسبوعية"}
+# Weekday names from CLDR through Babel, Monday = 0 (Python's weekday(), DIGEST_WEEKLY_DAY).
+WEEKDAYS = tuple(Locale.parse("ar").days["format"]["wide"][i] for i in range(7))
 ALERT_SUMMARY_MAX = 180  # about two lines at 600 px: alerts are short by design
 PREHEADER_MAX = 140
 PREHEADER_HEADLINES = 2  # a digest's preheader: the two headlines after the lead
@@ -316,24 +319,58 @@ def confirm_context(site: SiteView, *, confirm_url: str) -> dict:
     return ctx
 
 
+def _digest_time_line(
+    site: SiteView, frequency: str, hour: int | None, weekday: int | None, minute: int
+) -> str:
+    """«كل يوم الساعة 07:00 بتوقيت الأردن», or «كل يوم السبت الساعة 07:00 …» for a weekly
+    reader: when their digest arrives, on the site's clock.  "" without a digest (or
+    when the caller does not know the hour)."""
+    if frequency == "none" or hour is None:
+        return ""
+    if not (isinstance(hour, int) and 0 <= hour <= 23) or not (isinstance(minute, int) and 0 <= minute <= 59):
+        raise ValueError(f"digest time must be an hour 0-23 and a minute 0-59, got {hour!r}:{minute!r}")
+    clock = f"{hour:02d}:{minute:02d}"
+    if site.arabic_digits:
+        clock = dates.to_arabic_digits(clock)
+    day = "كل يوم"
+    if frequency == "weekly":
+        if not (isinstance(weekday, int) and 0 <= weekday <= 6):
+            raise ValueError(f"a weekly digest needs its weekday 0-6 (Monday = 0), got {weekday!r}")
+        day = f"كل يوم {WEEKDAYS[weekday]}"
+    return f"{day} الساعة {clock} ب{dates.zone_label(site.timezone)}"
+
+
 def welcome_context(
-    site: SiteView, *, sections: Sequence[SectionView | str], frequency: str, alerts: bool | None = None
+    site: SiteView,
+    *,
+    sections: Sequence[SectionView | str],
+    frequency: str,
+    alerts: bool | None = None,
+    digest_hour: int | None = None,
+    digest_weekday: int | None = None,
+    digest_minute: int = 0,
 ) -> dict:
     """Welcome after confirmation: what the reader chose and how to change it.
 
     `sections` are names (or SectionView) in the reader's order; empty means all.
     `frequency` may be "none" for a reader who wants no digest; `alerts` says whether
     breaking news reaches them (None: not known to the caller, and then not stated).
+    `digest_hour` (local, 0–23), `digest_weekday` (Monday = 0, for a weekly reader) and
+    `digest_minute` (DIGEST_DAILY_AT's) say when the digest arrives — the reader's
+    effective hour and day (`subscribers.hours`); without an hour, or with no digest,
+    no time is stated.
     """
     names = _section_names(sections)
     label = "" if frequency == "none" else _frequency_label(frequency)
     sections_line = "، ".join(names) if names else "كل الأقسام"
     schedule_line = f"النشرة {label}" if label else "من دون نشرة دورية"
+    digest_time_line = _digest_time_line(site, frequency, digest_hour, digest_weekday, digest_minute)
     alerts_line = ""
     if alerts is not None:
         alerts_line = "تصلك فور نشرها" if alerts else "لا تصلك"
     # The inbox snippet: the choices themselves, not the greeting the subject already says.
-    chosen = [schedule_line, sections_line] + ([f"الأخبار العاجلة {alerts_line}"] if alerts_line else [])
+    schedule = f"{schedule_line} {digest_time_line}" if digest_time_line else schedule_line
+    chosen = [schedule, sections_line] + ([f"الأخبار العاجلة {alerts_line}"] if alerts_line else [])
     ctx = _base(site, "welcome", "اخترت: " + " · ".join(chosen) + ".")
     ctx.update(
         section_names=names,
@@ -341,6 +378,7 @@ def welcome_context(
         frequency=frequency,
         frequency_label=label,
         schedule_line=schedule_line,
+        digest_time_line=digest_time_line,
         alerts=alerts,
         alerts_line=alerts_line,
         reason=f"تصلك هذه الرسالة لأنك أكّدت اشتراكك في {site.name}.",

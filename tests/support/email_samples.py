@@ -133,7 +133,7 @@ def all_contexts(site: SiteView = SITE, *, digest_articles: int = 12) -> dict[st
         ),
         "confirm": contexts.confirm_context(site, confirm_url="https://news.example/confirm/TOKEN-abc.123"),
         "welcome": contexts.welcome_context(
-            site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily", alerts=True
+            site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily", alerts=True, digest_hour=7
         ),
         "correction": contexts.correction_context(
             site,
