@@ -529,9 +529,13 @@ def code_of(rev: str | None):
     """A directory holding the service's code at git revision `rev` (`git archive` of
     service/, templates/, alembic.ini and tests/ — the benchmarks' sample contexts live in
     tests/support — whichever exist there); None: this working tree, as it is now (other
-    engineers' uncommitted edits included)."""
+    engineers' uncommitted edits included); an existing directory: that copy of the tree
+    (to measure a change before it is committed)."""
     if rev is None:
         yield REPO
+        return
+    if Path(rev).is_dir():
+        yield Path(rev).resolve()
         return
     top = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout.split()

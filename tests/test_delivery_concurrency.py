@@ -182,7 +182,11 @@ def test_refusals_in_a_chained_envelope_are_judged_at_their_own_stage_and_never_
             row(eid, "reader7@example.com").smtp_code) == (550, 451, 552)
     with session_scope() as s:
         assert set(s.scalars(sa.select(Suppression.email))) == {"reader3@example.com", "reader8@example.com"}
-    assert all(t.data is None for t in server.transactions if t.refused)  # no body after a refused RCPT
+    refused = [t for t in server.transactions if t.refused]
+    assert all(t.data is None for t in refused)  # no body after a refused RCPT
+    # Each refused reader was asked once: a chained envelope's refusal is their answer.
+    assert sorted(r for t in refused for r in t.refused) == [
+        "reader3@example.com", "reader4@example.com", "reader8@example.com"]
     assert server.copies() == {a: 1 for a, st in expected.items() if st == "sent"}
     assert sum(t.chained for t in server.transactions) >= 6
     assert server.connections == 1  # a refusal does not cost the session

@@ -168,14 +168,14 @@ def test_sqlite_a_commit_by_another_process_during_a_send_never_sends_twice(sqli
     interleaved = []
 
     def send_while_another_process_commits(self, *args, **kwargs):
-        outcome, ready = original(self, *args, **kwargs)  # the server's answer to the end of data
+        outcome, ready, refusal = original(self, *args, **kwargs)  # the server's answer to the end of data
         # Between the 250 and the batch's write of it, another worker (or the web
         # app, or beat) commits a write to the same database file.
         with other.begin() as c:
             c.execute(sa.insert(AuditLog.__table__).values(
                 at=utcnow(), actor="test", action="other.process", target="x", details={}))
         interleaved.append(outcome.code)
-        return outcome, ready
+        return outcome, ready, refusal
 
     monkeypatch.setattr(SmtpConnection, "finish", send_while_another_process_commits)
     try:

@@ -20,11 +20,13 @@ from service.models import Edition, EditionKind, EditionStatus, utcnow
 
 log = get_logger(__name__)
 
-# Alert batches: a few messages per SMTP session of a worker's pool (a batch ramps up
-# and tails off, so it must be several times SMTP_CONNECTIONS to keep the pool busy),
-# and never fewer than ALERT_BATCH_MIN.
+# Alert batches: messages per SMTP session of a worker's pool (a batch ramps up and tails
+# off, so it must be many times SMTP_CONNECTIONS to keep the pool busy: at 0 ms, 10,000
+# alerts went at 4,742/s in batches of 200, 5,300/s of 500 and 5,503/s of 1,000 — the
+# first planning chunk of 1,000 readers still makes two batches, so two workers start on
+# it), and never fewer than ALERT_BATCH_MIN.
 ALERT_BATCH_MIN = 50
-ALERT_MESSAGES_PER_CONNECTION = 10
+ALERT_MESSAGES_PER_CONNECTION = 25
 
 
 def batch_ranges(conn, edition_id: int, batch_size: int, ids: list[int] | None = None,

@@ -210,7 +210,8 @@ class SmtpConnection:
         return (smtp is not None and self.pipelining and smtp.has_extn("pipelining")
                 and self._options(smtp, sender, recipient) is not None)
 
-    def finish(self, payload: bytes, follow: tuple[str, str] | None = None) -> tuple[Outcome, bool]:
+    def finish(self, payload: bytes,
+               follow: tuple[str, str] | None = None) -> tuple[Outcome, bool, Outcome | None]:
         """After 354: the message (`data_payload`) and its final dot, then the reply that decides.
 
         `follow` (sender, recipient; `can_follow` said yes): the next message's MAIL, RCPT
@@ -219,7 +220,8 @@ class SmtpConnection:
         trip, not two.  Their replies are read after the dot's, which alone decides this
         message.  The second value says whether the server now waits for the follower's
         message (354); if not, nothing of the follower was accepted and the dialogue is
-        back in step (or the connection dropped): it starts over with `begin`.
+        back in step (or the connection dropped), and the third is what its envelope got
+        (a refusal, judged as `begin` judges it), or None if its replies never came.
         """
         smtp = self._smtp
         assert smtp is not None
@@ -236,7 +238,7 @@ class SmtpConnection:
             # Not all of DATA left us, so the final dot did not: the server cannot have
             # accepted this message.
             self._drop()
-            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data"), False
+            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data"), False, None
 
         try:
             code, reply = smtp.getreply()
@@ -245,19 +247,20 @@ class SmtpConnection:
             cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
             if isinstance(cause, ConnectionResetError | BrokenPipeError):
                 return Outcome(Verdict.retry, None,
-                               f"connection reset before the reply to DATA: {_why(cause)}", "dot"), False
-            return Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot"), False
+                               f"connection reset before the reply to DATA: {_why(cause)}", "dot"), False, None
+            return (Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot"),
+                    False, None)
         self.messages_on_connection += 1
         outcome = judge("dot", code, reply)
         if code == 421:
             self._drop()
-            return outcome, False
+            return outcome, False, None
         if follow is None:
-            return outcome, False
-        ready = self._envelope_replies(smtp) is None
-        if ready:
+            return outcome, False, None
+        refusal = self._envelope_replies(smtp)
+        if refusal is None:
             self.followed += 1
-        return outcome, ready
+        return outcome, refusal is None, refusal
 
     # ------------------------------------------------------------------ the envelope
 

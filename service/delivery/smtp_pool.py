@@ -320,7 +320,7 @@ class Lane:
             follower = self._follower(session)
             chained = follower is not None and follower.permitted
             try:
-                outcome, ready = session.conn.finish(
+                outcome, ready, refusal = session.conn.finish(
                     data_payload(job.data, wire_ready=True),
                     (follower.sender, follower.recipient) if chained else None)
             except BaseException as exc:  # noqa: BLE001 — a bug: never a half-known session again
@@ -328,10 +328,14 @@ class Lane:
                 job.answer(None, exc)
                 return follower
             job.answer(outcome, None)
-            if follower is None or not ready:
-                self.checkin(session)
-                return follower
-            job = follower
+            if follower is not None and ready:
+                job = follower
+                continue
+            self.checkin(session)
+            if refusal is not None and _for_the_reader(refusal):
+                follower.answer(refusal, None)  # type: ignore[union-attr]
+                return None
+            return follower  # not chained, its replies lost, or a refusal of us: from the start
 
     def _begin(self, job: Job) -> Session | None:
         """A session waiting for `job`'s message (354), or None once `job` is answered."""
@@ -441,6 +445,14 @@ class Lane:
         """TCP connections opened by this lane's sessions (a reopen counts again)."""
         with self._cond:
             return sum(s.conn.opened for s in self._all)
+
+
+def _for_the_reader(refusal: Outcome) -> bool:
+    """A chained envelope's refusal that is this reader's answer (550 no such user, 451
+    try later …), as `begin` would have had it.  Not a refusal of *us* (another relay
+    should take the message) nor a closing connection (421, or no reply: a new session
+    should): those start over."""
+    return refusal.verdict != Verdict.sender_refused and refusal.code not in (None, 421)
 
 
 def _refusal(outcome: Outcome) -> str:
