@@ -69,6 +69,28 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.3):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _load_prctl():
+    """libc's prctl, looked up here in the parent: the child, between fork and exec,
+    only calls it (no dlopen there, which could wait forever on a lock that another
+    thread of the demo, the capture server's, held at the fork)."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+PR_SET_PDEATHSIG = 1
+
+# How long `Children.stop` gives the children after SIGTERM before it kills what is left
+# (each child's whole process group: the worker's prefork children too).  A warm shutdown
+# of the worker on the embedded broker takes 3-6 s (its loop looks at the stop flag every
+# 2 s, twice, then the pool stops); a task still running past this is killed, and the
+# ledger rows it had claimed but not recorded go out again after their lease, as after
+# any crashed worker.
+STOP_GRACE_SECONDS = 10.0
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it if the demo itself dies.
 
@@ -76,15 +98,46 @@ def _die_with_parent() -> None:
     stops them in order); without this, a demo killed with SIGKILL would leave them
     running.  Elsewhere than Linux this is a no-op.
     """
-    try:
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to the child's whole process group (it leads its own session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Is a process of group `pgid` still running (a zombie is not: an orphan's may wait
+    for an init that does not reap)?  From /proc on Linux, else kill(-pgid, 0)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Children:
     """The demo's child processes, each in its own session so we stop them ourselves."""
+
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
@@ -107,17 +160,39 @@ class Children:
                 log = get_settings().var_dir / f"demo-{name}.log"
                 raise RuntimeError(f"the {name} process exited with code {proc.returncode}; see {log}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        for _, proc in self.procs:
-            if proc.poll() is None:
+    def stop(self, grace: float = STOP_GRACE_SECONDS, say=None) -> None:
+        """SIGTERM every child, wait up to `grace` seconds, then SIGKILL each process group
+        still there (a second Ctrl-C meanwhile kills at once).  Returns within about
+        `grace` seconds whatever the children do.  SIGTERM goes to the child alone: a
+        Celery worker's warm shutdown stops its prefork children in order (a SIGTERM to
+        them as well kills them mid-task, and the worker then waits to replace them).
+
+        Beat first, so that no new tick is queued while the worker drains; then the web
+        app and the worker.  A child's process group is waited for, not only the child:
+        a prefork worker's children must not outlive the demo.
+        """
+        order = sorted(self.procs, key=lambda item: {"beat": 0, "web": 1}.get(item[0], 2))
+        for _, proc in order:
+            if proc.poll() is None:  # the leader only: a worker stops its prefork children itself
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        deadline = time.monotonic() + grace
+        try:
+            while time.monotonic() < deadline:
+                for _, proc in order:
+                    proc.poll()  # reaps the leader, so that its group can empty
+                if not any(_group_alive(proc.pid) for _, proc in order):
+                    return
+                time.sleep(0.05)
+            left = [name for name, proc in order if _group_alive(proc.pid)]
+            if say is not None:
+                say(f"still running after {grace:.0f} s, killed: {', '.join(left)}")
+        except KeyboardInterrupt:
+            if say is not None:
+                say("killed")
+        for _, proc in order:
+            _signal_group(proc, signal.SIGKILL)
+        for _, proc in order:
+            proc.wait()
 
 
 def _prepare_database() -> None:
@@ -180,17 +255,22 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
     install_dispatcher()
     say = print
 
-    say(f"نشرة demo — database: {settings.database_url}; broker: {settings.broker_name}")
-    _prepare_database()
-    capture = CaptureServer(settings.outbox_dir, port=smtp_port)
-    capture.start()
-    children = Children()
-
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C (SIGINT) and SIGTERM stop the demo, whatever this process inherited: a
+    # process started in the background by a non-interactive shell (`cmd &` in a script,
+    # as a CI runner may do) begins with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler, so SIGINT did nothing and the demo ran on until killed.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
+    capture: CaptureServer | None = None
+    children = Children()
     try:
+        say(f"نشرة demo — database: {settings.database_url}; broker: {settings.broker_name}")
+        _prepare_database()
+        server = CaptureServer(settings.outbox_dir, port=smtp_port)
+        server.start()
+        capture = server  # stopped in `finally` only once it has started
         children.start("web", "web", "--port", str(web_port))
         children.start("worker", "worker", "--concurrency", "2", "--hostname", f"demo-{os.getpid()}@%h")
         children.start("beat", "beat")
@@ -240,6 +320,11 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
         print(f"nashra demo: {exc}", file=sys.stderr)
         return 1
     finally:
-        children.stop()
-        capture.stop()
-        signal.signal(signal.SIGTERM, previous)
+        started = time.monotonic()
+        children.stop(say=say)
+        if capture is not None:
+            capture.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if children.procs:
+            say(f"stopped in {time.monotonic() - started:.1f} s")
