@@ -1,7 +1,7 @@
 """The send engine across a real round-trip time, beside a plain sender on the same path.
 
     .venv/bin/python bench/bench_send_engine.py [--rtts 0,5,20,50] [--kinds alert,digest]
-        [--workers 2] [--connections 32] [--max-readers 2000] [--budget 25] [--ref-seconds 4]
+        [--workers 2] [--connections 32] [--max-readers 10000] [--budget 25] [--ref-seconds 4]
         [--path auto|netem|proxy]
 
 Everything is real: a scratch PostgreSQL database (created and dropped), a redis-server
@@ -263,7 +263,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=None,
                     help="SMTP_CONNECTIONS per worker process (default: the engine's default, else 20); "
                          "T = workers × this")
-    ap.add_argument("--max-readers", type=int, default=2000, help="largest edition per cell")
+    ap.add_argument("--max-readers", type=int, default=10000, help="largest edition per cell")
     ap.add_argument("--min-readers", type=int, default=None,
                     help="smallest edition per cell (default: one batch per worker process, so every "
                          "process has work: workers × batch size, 50 for alerts, 200 for digests)")
