@@ -22,6 +22,7 @@ from service.config import get_settings, reset_settings
 from service.delivery.batch import OUTCOME_GROUP, duplicate_bound
 from service.delivery.smtp_pool import WINDOW_PER_SESSION
 from tests.support.delivery import ledger, planned_edition
+from tests.support.pipelining_smtp import PipeliningSmtpServer
 from tests.support.workers import (
     CONCURRENCY,
     dispatch,
@@ -34,11 +35,25 @@ from tests.support.workers import (
 )
 
 
+@pytest.fixture(params=["aiosmtpd", "pipelining"])
+def crash_sink(request):
+    """The SMTP peer of the SIGKILL test: aiosmtpd (a message's envelope and body in four
+    round trips), or our PIPELINING server answering each end of data 2 ms late, so that
+    sessions chain the next envelope behind each dot (the window full: the widest bound)."""
+    if request.param == "aiosmtpd":
+        yield request.getfixturevalue("smtp_sink"), time.monotonic
+        return
+    with PipeliningSmtpServer() as server:
+        server.data_delay = 0.002
+        yield server, time.time
+
+
 @pytest.mark.slow
-def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(pg_env, redis_url, smtp_sink,
+def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(pg_env, redis_url, crash_sink,
                                                                                monkeypatch, capsys):
     from service.jobs.app import configure
 
+    smtp_sink, clock = crash_sink  # clock: the one the sink stamps its arrivals with
     configure()  # this process enqueues onto the test Redis too
     settings = get_settings()  # the workers' LEASE_SECONDS, SWEEP_SECONDS, SMTP_CONNECTIONS: the defaults
     n = 4000
@@ -50,7 +65,7 @@ def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(
         dispatch(eid)
         smtp_sink.wait_for(1000, timeout=90)
         kill(first)  # SIGKILL, the whole worker (main process and both children)
-        killed_at = time.monotonic()
+        killed_at, killed_on_clock = time.monotonic(), clock()
         at_kill = len(smtp_sink.messages)
         assert at_kill < n, "the edition finished before the kill: make it bigger"
         second = start_worker("second", env)
@@ -67,12 +82,14 @@ def test_sigkill_mid_edition_loses_nothing_and_duplicates_at_most_the_in_flight(
     # window (WINDOW_PER_SESSION per session), accepted but not committed at most one outcome group.
     bound = CONCURRENCY * duplicate_bound(settings)
     back = next((at - killed_at for at, r in sweeps if r.expired), None)
-    last = max(m.at for m in smtp_sink.messages) - killed_at
+    last = max(m.at for m in smtp_sink.messages) - killed_on_clock
+    chained = sum(getattr(m, "chained", False) for m in smtp_sink.messages)
     report(capsys, f"SIGKILL mid-digest: {duplicates} duplicate(s), bound {bound} = {CONCURRENCY} processes x "
                    f"({settings.smtp_connections * WINDOW_PER_SESSION} in flight + {OUTCOME_GROUP} uncommitted); "
                    f"{at_kill}/{n} sent at the kill; the dead worker's rows back in work "
                    f"{'-' if back is None else f'{back:.1f}'} s after it (LEASE_SECONDS {settings.lease_seconds} "
-                   f"+ SWEEP_SECONDS {settings.sweep_seconds:g}); last message {last:.1f} s after it")
+                   f"+ SWEEP_SECONDS {settings.sweep_seconds:g}); last message {last:.1f} s after it; "
+                   f"{chained} messages chained behind the previous one's dot")
     assert duplicates <= bound
     assert set(ledger(eid).values()) == {"sent"}
 
