@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from service.config import ConfigError, load_settings
-from service.delivery import connection_cap
+from service.delivery import shared_redis
 from service.delivery.connection_cap import ConnectionCap
 from tests.conftest import REPO
 from tests.support.net import free_port
@@ -281,7 +281,7 @@ def test_without_redis_a_holder_that_stops_renewing_loses_its_slot():
 
 def test_unreachable_redis_fails_open_to_the_local_cap_and_logs_once(monkeypatch):
     port = free_port()
-    monkeypatch.setattr(connection_cap, "REDIS_RETRY_AFTER", 0.0)  # try Redis at every call
+    monkeypatch.setattr(shared_redis, "REDIS_RETRY_AFTER", 0.0)  # try Redis at every call
     cap = ConnectionCap(_settings(3, 1, redis_url=f"redis://127.0.0.1:{port}/0"))
     relay = _relay()
     with capture_logs() as logs:

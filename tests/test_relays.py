@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from service.config import ConfigError, load_settings, parse_smtp_urls
-from service.delivery import relays as relays_mod
+from service.delivery import shared_redis
 from service.delivery.relays import Relays, relay_key
 from tests.conftest import REPO
 from tests.support.net import free_port
@@ -262,7 +262,7 @@ def test_without_redis_set_asides_are_process_local():
 
 def test_unreachable_redis_fails_open_to_process_local_and_logs_once(monkeypatch):
     port = free_port()
-    monkeypatch.setattr(relays_mod, "REDIS_RETRY_AFTER", 0.0)  # try Redis at every call
+    monkeypatch.setattr(shared_redis, "REDIS_RETRY_AFTER", 0.0)  # try Redis at every call
     s = load_settings(smtp_url=_unique_urls("down", 2), redis_url=f"redis://127.0.0.1:{port}/0")
     relays = Relays(s)
     with capture_logs() as logs:

@@ -47,16 +47,14 @@ import threading
 import time
 import uuid
 
-import redis
-
 from service.config import Settings
+from service.delivery.shared_redis import SharedRedis
 from service.logs import get_logger
 
 log = get_logger(__name__)
 
 KEY_PREFIX = "nashra:smtpcap:"
 DEFAULT_TTL_SECONDS = 30.0
-REDIS_RETRY_AFTER = 5.0  # after a Redis failure, use the process-local cap this long
 _POLL_FIRST = 0.01  # acquire(wait_seconds=…) polls Redis from 10 ms …
 _POLL_MAX = 0.2  # … backing off to 200 ms (a release in this process wakes it at once)
 
@@ -173,17 +171,7 @@ class ConnectionCap:
         self._ttl_ms = max(1, int(self.ttl_seconds * 1000))
         self._prefix = settings.redis_key_prefix + KEY_PREFIX
         self._local = _local_for(settings.redis_key_prefix)
-        self._redis = None
-        self._script = None
-        self._down_until = 0.0
-        self._down_logged = False
-        self._state_lock = threading.Lock()
-        if settings.redis_url:
-
-            self._redis = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
-            self._script = self._redis.register_script(_TAKE)
+        self._shared = SharedRedis(settings, _TAKE, down_event="smtp_cap.redis_unavailable", back_event="smtp_cap.redis_back")
 
     # ------------------------------------------------------------------ the interface
 
@@ -217,36 +205,36 @@ class ConnectionCap:
 
     def release(self, relay_key: str, slot: str) -> None:
         """Give the slot back (harmless if it expired or was released already)."""
-        if self._redis is not None and self._redis_usable():
+        if self._shared.usable():
             try:
-                self._redis.zrem(self._key(relay_key, _pool_of(slot) or _GENERAL), slot)
-                self._redis_ok()
+                self._shared.client.zrem(self._key(relay_key, _pool_of(slot) or _GENERAL), slot)
+                self._shared.ok()
             except Exception as exc:  # noqa: BLE001 — it expires by itself within the TTL
-                self._redis_failed(exc)
+                self._shared.failed(exc)
         self._local.drop(relay_key, slot)
 
     # ------------------------------------------------------------------ for status and tests
 
     def counts(self, relay_key: str) -> dict[str, int]:
         """Live slots per pool: {"alert": n, "general": m} (Redis', or this process's)."""
-        if self._redis is not None and self._redis_usable():
+        if self._shared.usable():
             try:
-                now_s, now_us = self._redis.time()
+                now_s, now_us = self._shared.client.time()
                 now = now_s * 1000 + now_us // 1000
                 out = {
-                    name: int(self._redis.zcount(self._key(relay_key, pool), f"({now}", "+inf"))
+                    name: int(self._shared.client.zcount(self._key(relay_key, pool), f"({now}", "+inf"))
                     for name, pool in (("alert", _ALERT), ("general", _GENERAL))
                 }
-                self._redis_ok()
+                self._shared.ok()
                 return out
             except Exception as exc:  # noqa: BLE001
-                self._redis_failed(exc)
+                self._shared.failed(exc)
         return self._local.counts(relay_key)
 
     @property
     def shared(self) -> bool:
         """True while the count lives in Redis (False: this process only)."""
-        return self._redis is not None and self._redis_usable()
+        return self._shared.usable()
 
     # ------------------------------------------------------------------ internals
 
@@ -256,43 +244,22 @@ class ConnectionCap:
         return f"{self._prefix}{{{relay_key}}}:{pool}"
 
     def _take(self, relay_key: str, slot: str, pool: str) -> bool:
-        if self._script is not None and self._redis_usable():
+        if self._shared.usable():
             try:
-                got = self._script(
+                got = self._shared.script(
                     keys=[self._key(relay_key, _ALERT), self._key(relay_key, _GENERAL)],
                     args=[slot, pool, self.max_connections, self.alert_connections, self._ttl_ms],
                 )
-                self._redis_ok()
+                self._shared.ok()
                 if got:
                     # Held in Redis now: drop a process-local copy from an outage.
                     self._local.drop(relay_key, slot, wake=False)
                 return bool(got)
             except Exception as exc:  # noqa: BLE001 — fail open to the process-local cap
-                self._redis_failed(exc)
+                self._shared.failed(exc)
         return self._local.take(
             relay_key, slot, pool, self.max_connections, self.alert_connections, self.ttl_seconds
         )
-
-    def _redis_usable(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _redis_failed(self, exc: Exception) -> None:
-        with self._state_lock:
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER
-            first = not self._down_logged
-            self._down_logged = True
-        if first:  # once per outage; the type only (a message may carry the address)
-            log.warning(
-                "smtp_cap.redis_unavailable", error=type(exc).__name__, fallback="process-local"
-            )
-
-    def _redis_ok(self) -> None:
-        if self._down_logged:
-            with self._state_lock:
-                back = self._down_logged
-                self._down_logged = False
-            if back:
-                log.info("smtp_cap.redis_back")
 
 
 __all__ = ["ConnectionCap", "ALERT_LANE", "DEFAULT_TTL_SECONDS"]

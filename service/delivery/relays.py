@@ -25,15 +25,13 @@ import re
 import threading
 import time
 
-import redis
-
 from service.config import Settings, SmtpTarget
+from service.delivery.shared_redis import SharedRedis
 from service.logs import get_logger, redact
 
 log = get_logger(__name__)
 
 KEY_PREFIX = "nashra:relay:aside:"
-REDIS_RETRY_AFTER = 5.0
 MAX_REASON = 120
 
 # Set aside for ARGV[2] ms unless it already is for longer; ARGV[1] is the reason.
@@ -114,17 +112,7 @@ class Relays:
         self.default_seconds = settings.smtp_relay_set_aside_seconds
         self._prefix = settings.redis_key_prefix + KEY_PREFIX
         self._local = _local_for(settings.redis_key_prefix)
-        self._redis = None
-        self._script = None
-        self._down_until = 0.0
-        self._down_logged = False
-        self._state_lock = threading.Lock()
-        if settings.redis_url:
-
-            self._redis = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
-            self._script = self._redis.register_script(_SET_ASIDE)
+        self._shared = SharedRedis(settings, _SET_ASIDE, down_event="smtp.relays_redis_unavailable", back_event="smtp.relays_redis_back")
 
     def __repr__(self) -> str:
         return f"Relays({', '.join(self.key(t) for t in self.targets)})"
@@ -156,12 +144,12 @@ class Relays:
         key = self.key(target)
         why = _clean_reason(reason)
         fresh = self._local.set(key, why, seconds)
-        if self._script is not None and self._redis_usable():
+        if self._shared.usable():
             try:
-                self._script(keys=[self._prefix + key], args=[why, max(1, int(seconds * 1000))])
-                self._redis_ok()
+                self._shared.script(keys=[self._prefix + key], args=[why, max(1, int(seconds * 1000))])
+                self._shared.ok()
             except Exception as exc:  # noqa: BLE001 — remembered in this process meanwhile
-                self._redis_failed(exc)
+                self._shared.failed(exc)
         if fresh:
             others = sum(1 for s in self._left_all() if s <= 0)
             log.warning(
@@ -188,38 +176,17 @@ class Relays:
         """Seconds each relay stays set aside (0: usable), the longer of Redis' and ours."""
         keys = [self.key(t) for t in self.targets]
         left = [self._local.left(k) for k in keys]
-        if self._redis is not None and self._redis_usable():
+        if self._shared.usable():
             try:
-                pipe = self._redis.pipeline(transaction=False)
+                pipe = self._shared.client.pipeline(transaction=False)
                 for k in keys:
                     pipe.pttl(self._prefix + k)
                 shared = pipe.execute()
-                self._redis_ok()
+                self._shared.ok()
                 left = [max(mine, ms / 1000.0 if ms > 0 else 0.0) for mine, ms in zip(left, shared, strict=True)]
             except Exception as exc:  # noqa: BLE001 — fail open to what this process knows
-                self._redis_failed(exc)
+                self._shared.failed(exc)
         return left
-
-    def _redis_usable(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _redis_failed(self, exc: Exception) -> None:
-        with self._state_lock:
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER
-            first = not self._down_logged
-            self._down_logged = True
-        if first:
-            log.warning(
-                "smtp.relays_redis_unavailable", error=type(exc).__name__, fallback="process-local"
-            )
-
-    def _redis_ok(self) -> None:
-        if self._down_logged:
-            with self._state_lock:
-                back = self._down_logged
-                self._down_logged = False
-            if back:
-                log.info("smtp.relays_redis_back")
 
 
 __all__ = ["Relays", "relay_key"]
