@@ -33,7 +33,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -47,13 +46,11 @@ from bench.bench_send_engine import Report  # noqa: E402
 from bench.support import (  # noqa: E402
     celery_worker,
     code_label,
-    code_of,
+    engine_overrides,
     pid_cpu_seconds,
     postgres_cpu_seconds,
-    redis_server,
-    scratch_database,
+    services,
     session_cpu_seconds,
-    smtp_sink,
     web_server,
 )
 
@@ -113,39 +110,17 @@ def main() -> None:
 
     started = dt.datetime.now().astimezone()
     out = Report(OUT / f"alert_100k-{started:%Y%m%d-%H%M%S}.txt")
-    var = tempfile.mkdtemp(prefix="nashra-bench-alert100k-")
     n = args.readers
     with contextlib.ExitStack() as stack:
-        code = stack.enter_context(code_of(args.code))
-        if args.code:  # this process too (planner, web app, migrations): one version of the code
-            sys.path.insert(0, str(code))
-        sink = stack.enter_context(smtp_sink())
-        db_url = stack.enter_context(scratch_database("alert100k"))
-        redis_url = stack.enter_context(redis_server())
-        env = {
-            "DATABASE_URL": db_url, "REDIS_URL": redis_url, "NASHRA_VAR_DIR": var,
-            "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
-            "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
-        }
-        os.environ.update(env)
-        from service.config import Settings, get_settings, reset_settings
+        run = services(stack, args.code, "alert100k")
+        code, sink, db_url, env = run.code, run.sink, run.db_url, run.env
+        from service.config import get_settings
         from service.db import session_scope
-        from service.jobs.app import configure
-        from service.logs import setup_logging
         from service.staff.editors import create_editor
         from service.web.app import create_app
 
-        reset_settings()
-        setup_logging()
-        configure()
         settings = get_settings()
-        engine_env = {}
-        if "smtp_connections" in Settings.model_fields:
-            per_process = args.connections or settings.smtp_connections
-            engine_env["SMTP_CONNECTIONS"] = str(per_process)
-            if settings.smtp_max_connections < args.workers * per_process + 1:
-                engine_env["SMTP_MAX_CONNECTIONS"] = str(
-                    args.workers * per_process + getattr(settings, "smtp_alert_connections", 0) + 1)
+        engine_env = engine_overrides(settings, args.workers, args.connections)
         with session_scope() as s:
             _editor, token = create_editor(s, "bench editor")
 

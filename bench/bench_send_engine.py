@@ -44,7 +44,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,13 +57,11 @@ from bench.support import (  # noqa: E402
     aiosmtplib_tasks,
     celery_worker,
     code_label,
-    code_of,
+    engine_overrides,
     pid_cpu_seconds,
     postgres_cpu_seconds,
-    redis_server,
-    scratch_database,
+    services,
     session_cpu_seconds,
-    smtp_sink,
     smtplib_threads,
 )
 
@@ -278,38 +275,15 @@ def main() -> None:
 
     started = dt.datetime.now().astimezone()
     out = Report(OUT / f"send_engine-{started:%Y%m%d-%H%M%S}.txt")
-    var = tempfile.mkdtemp(prefix="nashra-bench-engine-")
     with contextlib.ExitStack() as stack:
-        code = stack.enter_context(code_of(args.code))
-        if args.code:  # this process too (planner, web app, migrations): one version of the code
-            sys.path.insert(0, str(code))
-        sink = stack.enter_context(smtp_sink())
-        db_url = stack.enter_context(scratch_database("engine"))
-        redis_url = stack.enter_context(redis_server())
-        env = {
-            "DATABASE_URL": db_url, "REDIS_URL": redis_url, "NASHRA_VAR_DIR": var,
-            "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
-            "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
-        }
-        os.environ.update(env)
-        from service.config import Settings, get_settings, reset_settings
-        from service.jobs.app import configure
-        from service.logs import setup_logging
+        run = services(stack, args.code, "engine")
+        code, sink, db_url, env = run.code, run.sink, run.db_url, run.env
+        from service.config import get_settings
 
-        reset_settings()
-        setup_logging()
-        configure()
         settings = get_settings()
-        fields = Settings.model_fields
-        has_setting = "smtp_connections" in fields
-        per_process = args.connections or (settings.smtp_connections if has_setting else 20)
+        per_process = args.connections or getattr(settings, "smtp_connections", 20)
         target = args.workers * per_process
-        engine_env = {}
-        if has_setting:
-            engine_env["SMTP_CONNECTIONS"] = str(per_process)
-        if "smtp_max_connections" in fields and settings.smtp_max_connections < target + 1:
-            # Room for every session we ask for, above the alerts' reserved share.
-            engine_env["SMTP_MAX_CONNECTIONS"] = str(target + getattr(settings, "smtp_alert_connections", 0) + 1)
+        engine_env = engine_overrides(settings, args.workers, args.connections)
         sender = settings.mail_from_address
 
         rendered = {"alert": rendered_alert(), "digest": rendered_digest()}

@@ -558,3 +558,55 @@ def code_label(rev: str | None) -> str:
     dirty = git("status", "--porcelain", "--", "service", "templates")
     return f"this working tree: git {git('rev-parse', '--short', 'HEAD')}" + (
         " + uncommitted changes under service/" if dirty else "")
+
+
+@dataclass
+class Services:
+    """What one send benchmark runs against (see `services`)."""
+
+    code: Path
+    sink: object
+    db_url: str
+    redis_url: str
+    env: dict[str, str]
+
+
+def services(stack: contextlib.ExitStack, rev: str | None, tag: str) -> Services:
+    """The code under test (`code_of(rev)`, this process included), an SMTP sink, a scratch
+    PostgreSQL database and a redis-server of their own, entered on `stack`; the
+    environment a worker of the run needs (also set in this process, whose settings,
+    logging and Celery app are configured from it)."""
+    code = stack.enter_context(code_of(rev))
+    if rev:  # this process too (planner, web app, migrations): one version of the code
+        sys.path.insert(0, str(code))
+    sink = stack.enter_context(smtp_sink())
+    db_url = stack.enter_context(scratch_database(tag))
+    redis_url = stack.enter_context(redis_server())
+    env = {
+        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "NASHRA_VAR_DIR": tempfile.mkdtemp(prefix=f"nashra-bench-{tag}-"),
+        "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
+        "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
+    }
+    os.environ.update(env)
+    from service.config import reset_settings  # noqa: I001 — after sys.path names the code under test
+    from service.jobs.app import configure
+    from service.logs import setup_logging
+
+    reset_settings()
+    setup_logging()
+    configure()
+    return Services(code, sink, db_url, redis_url, env)
+
+
+def engine_overrides(settings, workers: int, connections: int | None) -> dict[str, str]:
+    """SMTP_CONNECTIONS for the workers (the engine's default unless `connections`), and an
+    SMTP_MAX_CONNECTIONS with room for all of them above the alerts' share; empty for an
+    engine without those settings (a revision from before issue 9)."""
+    fields = type(settings).model_fields
+    if "smtp_connections" not in fields:
+        return {}
+    per_process = connections or settings.smtp_connections
+    out = {"SMTP_CONNECTIONS": str(per_process)}
+    if "smtp_max_connections" in fields and settings.smtp_max_connections < workers * per_process + 1:
+        out["SMTP_MAX_CONNECTIONS"] = str(workers * per_process + getattr(settings, "smtp_alert_connections", 0) + 1)
+    return out
