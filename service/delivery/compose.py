@@ -185,11 +185,10 @@ def bounce_address(settings: Settings, delivery_id: int) -> str:
 # get a signed VERP address of their own instead, keyed on who it went to:
 # `+s.<subscriber id>` (confirmation, welcome) and `+e.<editor id>` (a test copy).  The
 # tag is part of what is signed, so no form can be turned into another, and neither
-# looks like `+b.` to the bounce reader (which would call it forged).  Today the bounce
-# server accepts only `+b.` and feedback addresses, so a bounce of a one-off is refused
-# there as a bounce to MAIL_FROM's plain address was before; `one_off_for_bounce()` is
-# what it needs to suppress a reader whose confirmation bounced.  Why not the plain
-# address: it names nobody, and its bounces land in a mailbox nobody reads.
+# looks like `+b.` to the bounce reader (which would call it forged).  The bounce server
+# verifies them with `one_off_for_bounce()`: a hard bounce of a confirmation or welcome
+# suppresses that reader (delivery/bounces.py).  Why not the plain address: it names
+# nobody, and its bounces land in a mailbox nobody reads.
 _ONE_OFF_TAGS = {"s": "subscriber", "e": "editor"}
 
 
