@@ -236,6 +236,28 @@ def _edition_done(edition_id: int) -> bool:
         return edition is not None and edition.status == EditionStatus.done
 
 
+def declare_broker_queues(app) -> list[str]:
+    """Make every task queue's row on the broker now, before any child starts.
+
+    kombu's SQLAlchemy transport creates its tables and a queue's row on first use, each
+    process on its own: select, then insert.  On a brand-new var/ the demo's first
+    send_task, the worker declaring its queues and beat sending its first ticks did that
+    at the same moment, and one of them lost: "UNIQUE constraint failed: kombu_queue.name",
+    or an OperationalError on the tables whose retry inside kombu then failed with
+    "'NoneType' object has no attribute 'client'".  Made here first, the children only
+    find the rows.  The other queues kombu makes (a worker's pidbox, mingle's and
+    gossip's replies) are named for one process, so no other process makes them.
+
+    Returns the queues' names.  With Redis (REDIS_URL) the declaration is harmless.
+    """
+    queues = list(app.amqp.queues.values())
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            queue.bind(channel).declare()
+    return [queue.name for queue in queues]
+
+
 def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) -> int:
     web_port = web_port if _port_free(web_port) else _free_port()
     smtp_port = smtp_port if _port_free(smtp_port) else _free_port()
@@ -268,6 +290,7 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
     try:
         say(f"نشرة demo — database: {settings.database_url}; broker: {settings.broker_name}")
         _prepare_database()
+        declare_broker_queues(app)  # before the children, which would race to make them
         server = CaptureServer(settings.outbox_dir, port=smtp_port)
         server.start()
         capture = server  # stopped in `finally` only once it has started
