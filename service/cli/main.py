@@ -230,12 +230,20 @@ def cmd_digest_preview(args) -> int:
     wanted = [x.strip() for x in (args.sections or "").split(",") if x.strip()] or None
     try:
         result = digest_preview.preview(args.frequency, sections=wanted, subscriber_id=args.subscriber,
-                                        every_section=not wanted and args.subscriber is None)
+                                        every_section=not wanted and args.subscriber is None,
+                                        hour=args.hour, weekday=args.weekday)
     except digest_preview.PreviewRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"the {result.frequency} digest of {_when(result.send_at)}: {len(result.articles)} article(s) in its "
+    slot = result.slot
+    print(f"the {result.frequency} digest of {_when(result.send_at)} (the {slot.clock} slot"
+          f"{f' of {digest_preview.WEEKDAYS_EN[slot.weekday]}s' if slot.weekday is not None else ''}"
+          f"{'' if result.picked else ', the next one with readers'}): {len(result.articles)} article(s) in its "
           f"window so far; {result.reach} in all ({result.audience:,} reader(s))")
+    others = [s for s in result.slots if s != slot]
+    if others:
+        print("other upcoming slots with readers (--hour H" + (" --weekday D" if result.frequency == "weekly" else "")
+              + "): " + "; ".join(s.label_en for s in others))
     if not result.articles:
         print("nothing to preview: no article is in its window yet")
         return 0
@@ -528,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     who = dp.add_mutually_exclusive_group()
     who.add_argument("--sections", metavar="A,B", help="the copy of a reader of these sections (names or slugs, in order)")
     who.add_argument("--subscriber", type=int, metavar="ID", help="the copy this subscriber would get")
+    dp.add_argument("--hour", metavar="H", help="the slot of readers who chose this hour (one of DIGEST_HOURS); "
+                    "default: the next slot that has readers (with --subscriber: theirs)")
+    dp.add_argument("--weekday", metavar="D", help="weekly: the slot of readers who chose this day (0 = Monday … "
+                    "6 = Sunday, or its name)")
     dp.add_argument("--out", metavar="DIR", default=".", help="where to write the files (default: here)")
     dp.set_defaults(func=cmd_digest_preview)
 

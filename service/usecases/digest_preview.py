@@ -1,7 +1,13 @@
 """Tomorrow's digest, today: what the next scheduled digest holds, per audience variant,
 with nothing written (`nashra digest preview`, the editors' digest page).
 
-The edition is the one beat would make at its next send (service/editions/upcoming.py);
+Readers choose their hour (and weekly day), and beat makes one edition per slot
+(service/editions/schedule.py).  The preview shows one slot: by default the next one
+that has readers, whatever its hour; or the one the editor picks (`hour`, `weekday`);
+or, for one subscriber, theirs.  It lists the upcoming slots that have readers, each
+with its readers, for the editor to pick from.  The edition is the one beat would make
+at that slot's time (service/editions/upcoming.py), with that slot's own window (a
+later slot holds what was ingested after an earlier one's cut-off);
 the variants and their readers are the planner's (`audience_by_variant`); each variant is
 rendered by the same `render_variant_for` that renders the real one, which also says
 which articles the size budget (HTML_BUDGET_BYTES, under Gmail's clipping) left out.
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +30,14 @@ from service.config import get_settings
 from service.db import session_factory
 from service.delivery.planner import audience_by_variant
 from service.editions.digests import alerted_article_ids
-from service.editions.upcoming import upcoming_digest
+from service.editions.schedule import Slot
+from service.editions.upcoming import (
+    UpcomingSlot,
+    next_slot,
+    readers_of,
+    slot_digest,
+    upcoming_slots,
+)
 from service.editions.variants import (
     ALERTED_PREFIX,
     HTML_BUDGET_BYTES,
@@ -31,16 +45,138 @@ from service.editions.variants import (
     render_variant_for,
     split_variant,
 )
-from service.models import Frequency, Section, Subscriber, SubscriberStatus, Suppression, fits_id
+from service.models import (
+    Frequency,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    fits_id,
+    utcnow,
+)
 from service.rendering.personalise import personalise
+from service.subscribers.hours import (
+    WEEKDAYS_AR,
+    default_hour,
+    effective_hour,
+    effective_weekday,
+    not_paused,
+    offered_hours,
+    slot_minute,
+)
 from service.usecases import audience
 
 MAX_RENDERED = 10  # variants rendered on one page; the others are listed with their readers
 ALL = "all"
 
 
+WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_HOUR = re.compile(r"([0-9]{1,2})(?::([0-9]{2}))?")
+_CODE = re.compile(r"(?:d([0-6]))?h([0-9]{2})")  # Slot.code: h07 (daily), d5h07 (weekly, Saturday)
+
+
 class PreviewRefused(ValueError):
-    """The preview cannot be made as asked (unknown section, a reader who gets no digest)."""
+    """The preview cannot be made as asked (unknown section, a reader who gets no digest,
+    an hour or a day no reader can choose).  `arabic`: what the editors' page says."""
+
+    def __init__(self, message: str, arabic: str | None = None):
+        super().__init__(message)
+        self.arabic = arabic or "لا يمكن عرض هذه المعاينة: " + message
+
+
+def _hours_text() -> str:
+    return ", ".join(f"{h:02d}" for h in offered_hours())
+
+
+def parse_hour(value) -> int | None:
+    """A digest hour as an editor gives it ("18", "7", "07:00"; None or "" for none): one
+    of DIGEST_HOURS, or PreviewRefused."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PreviewRefused("the hour is a number", "الساعة رقم من 0 إلى 23.")
+    text = str(value).strip()
+    found = _HOUR.fullmatch(text) if len(text) <= 5 else None
+    if found is None:
+        raise PreviewRefused(f"{text[:20]!r} is not an hour: give one of {_hours_text()}",
+                             f"هذه ليست ساعة. الساعات التي يختارها القراء: {_hours_text()}.")
+    hour = int(found.group(1))
+    if found.group(2) is not None and int(found.group(2)) != slot_minute():
+        raise PreviewRefused(f"digests leave at minute {slot_minute():02d} of the hour",
+                             f"تُرسل النشرات في الدقيقة {slot_minute():02d} من الساعة.")
+    if hour not in offered_hours():
+        raise PreviewRefused(f"no digest leaves at {hour}: readers choose one of {_hours_text()} (DIGEST_HOURS)",
+                             f"لا نشرة في الساعة {hour}. الساعات التي يختارها القراء: {_hours_text()}.")
+    return hour
+
+
+def parse_weekday(value) -> int | None:
+    """A weekly digest's day: 0 (Monday) to 6 (Sunday), or its English or Arabic name."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PreviewRefused("the day is 0 (Monday) to 6 (Sunday)", "اليوم رقم من 0 (الاثنين) إلى 6 (الأحد).")
+    text = str(value).strip()
+    if text in {"0", "1", "2", "3", "4", "5", "6"}:
+        return int(text)
+    for i, (en, ar) in enumerate(zip(WEEKDAYS_EN, WEEKDAYS_AR, strict=True)):
+        if text.lower() in (en.lower(), en.lower()[:3]) or text == ar:
+            return i
+    raise PreviewRefused(f"{text[:20]!r} is not a day: 0 (Monday) to 6 (Sunday), or its name",
+                         "هذا ليس يوماً: من 0 (الاثنين) إلى 6 (الأحد)، أو اسمه.")
+
+
+def parse_slot_code(code) -> tuple[int | None, int | None]:
+    """(hour, weekday) of a slot's code as the editors' page sends it (h18, d5h07)."""
+    if code is None or code == "":
+        return None, None
+    found = _CODE.fullmatch(code) if isinstance(code, str) and len(code) <= 6 else None
+    if found is None:
+        raise PreviewRefused("not a digest slot", "هذا ليس موعد نشرة. اختر موعداً من القائمة.")
+    weekday = int(found.group(1)) if found.group(1) is not None else None
+    return parse_hour(found.group(2)), weekday
+
+
+@dataclass(frozen=True)
+class SlotLine:
+    """One digest slot as the preview shows it: when it leaves and to how many."""
+
+    frequency: str
+    hour: int
+    weekday: int | None  # weekly only
+    date: dt.date  # local date of its next send
+    send_at: dt.datetime  # UTC
+    readers: int
+
+    @classmethod
+    def of(cls, u: UpcomingSlot) -> SlotLine:
+        return cls(u.slot.frequency.value, u.slot.hour, u.slot.weekday, u.slot.date, u.send_at, u.readers)
+
+    @property
+    def code(self) -> str:
+        return Slot(Frequency(self.frequency), self.date, self.hour, self.weekday).code
+
+    @property
+    def clock(self) -> str:
+        return f"{self.hour:02d}:{slot_minute():02d}"
+
+    @property
+    def day_ar(self) -> str:
+        return WEEKDAYS_AR[self.date.weekday()]
+
+    @property
+    def readers_ar(self) -> str:
+        return audience.readers(self.readers) if self.readers else "لا أحد"
+
+    @property
+    def label(self) -> str:
+        """«18:00، الأحد 2026-03-29 — 3 مشتركين»."""
+        return f"{self.clock}، {self.day_ar} {self.date.isoformat()} — {self.readers_ar}"
+
+    @property
+    def label_en(self) -> str:
+        return (f"{self.clock} on {WEEKDAYS_EN[self.date.weekday()]} {self.date.isoformat()} "
+                f"({self.readers:,} reader(s))")
 
 
 @dataclass(frozen=True)
@@ -83,6 +219,9 @@ class VariantPreview:
 class DigestPreview:
     frequency: str
     send_at: dt.datetime
+    slot: SlotLine | None = None  # the slot shown
+    slots: list[SlotLine] = field(default_factory=list)  # the upcoming slots that have readers (and the one shown)
+    picked: bool = False  # the editor chose the slot (else: the next one with readers, or the reader's own)
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
     articles: list[ArticleLine] = field(default_factory=list)  # everything in the window
@@ -142,14 +281,52 @@ def _reader_key(session, edition, subscriber_id: int) -> str:
         raise PreviewRefused(f"subscriber {subscriber_id} is {sub.status.value}: they get no digest")
     if session.scalar(select(Suppression.id).where(Suppression.email == sub.email)) is not None:
         raise PreviewRefused(f"subscriber {subscriber_id}'s address is suppressed: they get no mail")
-    raise PreviewRefused(f"subscriber {subscriber_id} gets the {sub.frequency.value} digest, not this one")
+    if edition.frequency is not None and sub.frequency is not edition.frequency:
+        raise PreviewRefused(f"subscriber {subscriber_id} gets the {sub.frequency.value} digest, not this one")
+    if session.scalar(select(Subscriber.id).where(Subscriber.id == sub.id, ~not_paused(utcnow()))) is not None:
+        raise PreviewRefused(f"subscriber {subscriber_id} has paused their mail until {sub.paused_until:%Y-%m-%d}")
+    slot = (edition.params or {}).get("slot") or {}
+    raise PreviewRefused(f"subscriber {subscriber_id} gets their digest at {_their_slot_text(sub)}, not at "
+                         f"{_slot_text(slot.get('hour'), slot.get('weekday'))}")
+
+
+def _slot_text(hour, weekday) -> str:
+    clock = f"{int(hour):02d}:{slot_minute():02d}" if hour is not None else "?"
+    return clock + (f" on {WEEKDAYS_EN[int(weekday)]}s" if weekday is not None else "")
+
+
+def _their_slot_text(sub: Subscriber) -> str:
+    weekly = sub.frequency is Frequency.weekly
+    return _slot_text(effective_hour(sub.digest_hour), effective_weekday(sub.digest_weekday) if weekly else None)
+
+
+def _choose_slot(session, frequency: Frequency, hour: int | None, weekday: int | None,
+                 now: dt.datetime) -> tuple[UpcomingSlot, list[UpcomingSlot]]:
+    """(the slot to show, every upcoming slot): the soonest one matching what was asked
+    that has readers; else the default hour's (and day's) among those matching."""
+    upcoming = upcoming_slots(session, frequency, now)
+    matching = [u for u in upcoming if (hour is None or u.slot.hour == hour)
+                and (weekday is None or u.slot.weekday == weekday)]
+    chosen = next((u for u in matching if u.readers), None)
+    if chosen is None:
+        default_day = get_settings().digest_weekly_day if frequency is Frequency.weekly else None
+        chosen = next((u for u in matching if (hour is not None or u.slot.hour == default_hour())
+                       and (weekday is not None or u.slot.weekday == default_day)), None)
+    if chosen is None:  # not reached: every offered hour (and day) has its upcoming slot
+        slot = next_slot(session, frequency, hour if hour is not None else default_hour(), weekday, now)
+        chosen = UpcomingSlot(slot, slot.due(), readers_of(session, slot))
+    return chosen, upcoming
 
 
 def preview(frequency: str | None = None, *, sections: list[str] | None = None, subscriber_id: int | None = None,
-            every_section: bool = False, variant: str | None = None,
+            every_section: bool = False, variant: str | None = None, hour: int | str | None = None,
+            weekday: int | str | None = None, now: dt.datetime | None = None,
             max_rendered: int = MAX_RENDERED) -> DigestPreview:
-    """The next `frequency` digest (for a subscriber: theirs, default their frequency).
+    """The next `frequency` digest of one slot (for a subscriber: theirs, default their
+    frequency and their hour).
 
+    The slot: `hour` (one of DIGEST_HOURS) and, weekly, `weekday` (0 = Monday) when
+    given, else the soonest slot that has readers (the default hour's when none has).
     Without `sections` or `subscriber_id`: every variant its readers have, most readers
     first, the first `max_rendered` (and `variant`, if named) rendered.  With `sections`
     (names or slugs, in the reader's order), or `every_section` (a reader with no list):
@@ -157,10 +334,14 @@ def preview(frequency: str | None = None, *, sections: list[str] | None = None, 
     """
     settings = get_settings()
     home = settings.public_url + "/"
+    hour, weekday = parse_hour(hour), parse_weekday(weekday)
+    now = now or utcnow()
     session = session_factory()()
     try:
-        if subscriber_id is not None and frequency is None:
+        sub = None
+        if subscriber_id is not None:
             sub = session.get(Subscriber, subscriber_id) if fits_id(Subscriber, subscriber_id) else None
+        if subscriber_id is not None and frequency is None:
             if sub is None:
                 raise PreviewRefused(f"no subscriber {subscriber_id}")
             if sub.frequency is Frequency.none:
@@ -168,9 +349,23 @@ def preview(frequency: str | None = None, *, sections: list[str] | None = None, 
             frequency = sub.frequency.value
         frequency = frequency or "daily"
         if frequency not in ("daily", "weekly"):
-            raise PreviewRefused("a digest is daily or weekly")
-        edition, send_at = upcoming_digest(session, frequency)
-        out = DigestPreview(frequency=frequency, send_at=send_at)
+            raise PreviewRefused("a digest is daily or weekly", "النشرة يومية أو أسبوعية.")
+        if weekday is not None and frequency != "weekly":
+            raise PreviewRefused("a day is for the weekly digest (--frequency weekly)",
+                                 "اليوم للنشرة الأسبوعية وحدها.")
+        picked = hour is not None or weekday is not None
+        if sub is not None and sub.frequency.value == frequency:  # their own slot, unless one was asked
+            hour = effective_hour(sub.digest_hour) if hour is None else hour
+            if frequency == "weekly" and weekday is None:
+                weekday = effective_weekday(sub.digest_weekday)
+        chosen, upcoming = _choose_slot(session, Frequency(frequency), hour, weekday, now)
+        shown = SlotLine.of(chosen)
+        listed = [SlotLine.of(u) for u in upcoming if u.readers or u.slot == chosen.slot]
+        if shown not in listed:
+            listed = sorted([*listed, shown], key=lambda x: x.send_at)
+        out = DigestPreview(frequency=frequency, send_at=chosen.send_at, slot=shown, picked=picked, slots=listed,
+                            audience=chosen.readers)
+        edition = slot_digest(session, chosen.slot)
         if edition is None:
             return out
         names = dict(session.execute(select(Section.id, Section.name)).all())

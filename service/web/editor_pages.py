@@ -3,7 +3,7 @@ recent article), preview it with the number of readers it reaches, send a test, 
 (the confirmation repeats the number; a checkbox lets it override readers' quiet hours,
 audited as from the API and the CLI), watch, pause, resume or cancel recent editions,
 send the correction the page offers after a major update to an alerted article, and see
-tomorrow's digest per audience variant (/editor/digest).  The admins' pages are in
+the next digest of any slot (hour, day) per audience variant (/editor/digest).  The admins' pages are in
 service/web/admin_pages.py.
 
 Every route states its role (service.web.access).  The pages ride on a server-side
@@ -320,19 +320,25 @@ async def send_correction(request: Request, article_id: int, editor: EditorIdent
 
 @router.get("/digest")
 def digest_page(request: Request, editor: EditorIdentity = EDITOR):
-    """Tomorrow's digest, per audience variant: its articles, and what the size budget cut."""
+    """The next digest of one slot (hour, and day for the weekly one), per audience
+    variant: its articles, and what the size budget cut.  By default the next slot that
+    has readers; `slot` (a code the page's selector sends: h18, d5h07) picks another.
+    Bad input is a 400 with the reason, in Arabic."""
     query = request.query_params
-    frequency = query.get("frequency", "daily")
-    if frequency not in ("daily", "weekly"):
-        frequency = "daily"
+    frequency = query.get("frequency") or "daily"
     wanted = query.get("variant") or None
     if wanted is not None and len(wanted) > 200:
         wanted = None
+    code = query.get("slot") or ""
     try:
-        result = digest_preview.preview(frequency, variant=wanted)
+        if frequency not in ("daily", "weekly"):
+            frequency = "daily"
+            raise digest_preview.PreviewRefused("bad frequency", "النشرة يومية أو أسبوعية.")
+        hour, weekday = digest_preview.parse_slot_code(code)
+        result = digest_preview.preview(frequency, variant=wanted, hour=hour, weekday=weekday)
     except digest_preview.PreviewRefused as exc:
-        return desk(request, editor, "editor_digest.html", 422, error=str(exc), result=None, shown=None,
-                    frequency=frequency)
+        return desk(request, editor, "editor_digest.html", 400, error={"message": exc.arabic}, result=None,
+                    shown=None, frequency=frequency)
     shown = result.variant(wanted) if wanted else next((v for v in result.variants if v.rendered and not v.empty),
                                                        None)
     return desk(request, editor, "editor_digest.html", result=result, shown=shown, frequency=frequency)
