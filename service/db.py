@@ -34,6 +34,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# The execution option `session_scope(write=True)` sets: this transaction will write.
+SQLITE_IMMEDIATE = "nashra_sqlite_immediate"
+
+
+def _sqlite_begin(conn) -> None:
+    # A deferred BEGIN takes no lock: the first read fixes the transaction's snapshot and
+    # the first write asks for the write lock.  In WAL mode that upgrade fails at once
+    # (SQLITE_BUSY_SNAPSHOT, "database is locked"; busy_timeout does not apply) if another
+    # connection committed since the snapshot.  A unit of work that will write says so
+    # and begins IMMEDIATE: it waits (busy_timeout) for the write lock up front, and then
+    # reads the latest data.  Read-only work stays deferred, so readers never wait.
+    immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def insert_ignoring(bind, table, index_elements: list) -> Insert:
     """INSERT … ON CONFLICT (index_elements) DO NOTHING, on PostgreSQL and SQLite.
 
@@ -57,7 +72,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite opens transactions lazily and badly; take control so that
         # BEGIN IMMEDIATE-style locking is predictable.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
 
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn, _record):
@@ -82,9 +97,18 @@ def session_factory() -> sessionmaker[Session]:
 
 
 @contextlib.contextmanager
-def session_scope() -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
+def session_scope(*, write: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error.
+
+    write=True: the unit reads and then writes.  On SQLite its transaction takes the
+    write lock at BEGIN (BEGIN IMMEDIATE), so it waits for another process's writer
+    instead of failing with "database is locked" when that writer commits between this
+    unit's read and its write (see `_sqlite_begin`).  Such a unit holds the lock until
+    it ends: no network I/O inside it.  PostgreSQL: no difference (the option is unused).
+    """
     with session_factory().begin() as session:
+        if write:
+            session.connection(execution_options={SQLITE_IMMEDIATE: True})
         yield session
 
 

@@ -8,7 +8,10 @@ savepoint that a failure rolls back).  `ingest_all` is the boundary used by
 bad feed never rolls back another.
 
 Two pollers (beat's task and `nashra ingest`, or two workers) may reach the same feed:
-the feed row is locked with SKIP LOCKED and the second one reports "skipped".
+the feed row is locked with SKIP LOCKED and the second one reports "skipped".  SQLite
+(the embedded demo) has no row locks and one writer at a time: there `ingest_all` polls
+each feed with `poll_feed_sqlite`, which fetches outside any transaction and writes in
+one that takes the write lock first (see its doc).
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.articles.feeds import FeedConfigError, add_feed, record_failure, record_success
-from service.articles.fetch import FeedError, fetch_feed
-from service.articles.parse import parse_feed
+from service.articles.fetch import FeedError, FetchResult, fetch_feed
+from service.articles.parse import ParsedFeed, parse_feed
 from service.articles.sections import seed_defaults_if_empty
 from service.articles.store import store_items
 from service.articles.urls import display_url
 from service.config import Settings, get_settings
-from service.db import session_scope
+from service.db import get_engine, session_scope
 from service.logs import get_logger
 from service.models import Feed, utcnow
 
@@ -106,25 +109,46 @@ def poll_feed(
             return PollReport(feed_id=feed_id, skipped=True)
         return PollReport(feed_id=feed_id, error=f"no feed with id {feed_id}")
     report = PollReport(feed_id=feed.id, url=display_url(feed.url))
+    fetched = _fetch(feed.url, None if force else feed.etag, None if force else feed.last_modified, settings, now)
+    return _record(session, feed, report, fetched, now, started)
+
+
+@dataclass
+class _Fetched:
+    """What one fetch brought, before anything is written: a body (or a 304), or an error."""
+
+    result: FetchResult | None = None
+    parsed: ParsedFeed | None = None
+    error: str | None = None
+
+
+def _fetch(url: str, etag: str | None, last_modified: str | None, settings: Settings, now: dt.datetime) -> _Fetched:
+    """Fetch and parse: network and CPU only, never the database."""
     try:
-        result = fetch_feed(
-            feed.url,
-            settings,
-            etag=None if force else feed.etag,
-            last_modified=None if force else feed.last_modified,
-        )
+        result = fetch_feed(url, settings, etag=etag, last_modified=last_modified)
         if result.not_modified:
-            record_success(feed, now, etag=result.etag, last_modified=result.last_modified)
-            report.not_modified = True
-            return _done(report, started)
-        parsed = parse_feed(result.body, result.content_type, result.url, settings.tz, now)
+            return _Fetched(result=result)
+        return _Fetched(result=result, parsed=parse_feed(result.body, result.content_type, result.url, settings.tz, now))
     except FeedError as exc:
-        return _failed(session, feed, report, str(exc), now, started)
+        return _Fetched(error=str(exc))
     except Exception as exc:  # noqa: BLE001 — content that broke the parser: a failure of this feed
         # Recorded like a FeedError (nothing written but the feed's health), so the
         # feed backs off and says why, instead of rolling back the whole poll.  The
         # message names the exception and where it was raised, never the feed's text.
-        return _failed(session, feed, report, f"could not parse the feed: {_where(exc)}", now, started)
+        return _Fetched(error=f"could not parse the feed: {_where(exc)}")
+
+
+def _record(session: Session, feed: Feed, report: PollReport, fetched: _Fetched, now: dt.datetime,
+            started: float) -> PollReport:
+    """Write what the fetch brought: the articles (in a savepoint) and the feed's health."""
+    if fetched.error is not None:
+        return _failed(session, feed, report, fetched.error, now, started)
+    result, parsed = fetched.result, fetched.parsed
+    assert result is not None
+    if parsed is None:  # 304
+        record_success(feed, now, etag=result.etag, last_modified=result.last_modified)
+        report.not_modified = True
+        return _done(report, started)
     report.problems = parsed.problems
     try:
         with session.begin_nested():
@@ -142,6 +166,39 @@ def poll_feed(
     if len(parsed.problems) > MAX_PROBLEM_LINES:
         log().warning("feed_item_problems_truncated", feed_id=feed.id, more=len(parsed.problems) - MAX_PROBLEM_LINES)
     return _done(report, started)
+
+
+def poll_feed_sqlite(feed_id: int, *, force: bool = False, settings: Settings | None = None) -> PollReport:
+    """Poll one feed on the embedded SQLite database, in two transactions of its own.
+
+    SQLite has no row locks (FOR UPDATE SKIP LOCKED is ignored) and one writer at a time.
+    A single transaction that read the feed, fetched it and then wrote failed at once with
+    "database is locked" (SQLITE_BUSY_SNAPSHOT) whenever another process committed during
+    the fetch — at the demo's start two polls do — and taking the write lock for the whole
+    unit instead would hold every other writer up for as long as the fetch takes (up to
+    FEED_TIMEOUT).  So: read the feed and end that transaction, fetch and parse outside
+    any transaction, then write in a transaction that takes the write lock at BEGIN (and
+    so waits for another writer instead of failing), reading the feed row again there.
+    Two pollers of one feed both fetch; the one that writes second finds the feed polled
+    since it read it, writes nothing and reports "skipped" (as on PostgreSQL), so an
+    older fetch never overwrites what a newer one stored.
+    """
+    settings = settings or get_settings()
+    now = utcnow()
+    started = time.monotonic()
+    with session_scope() as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            return PollReport(feed_id=feed_id, error=f"no feed with id {feed_id}")
+        url, etag, last_modified, polled_at = feed.url, feed.etag, feed.last_modified, feed.last_polled_at
+    fetched = _fetch(url, None if force else etag, None if force else last_modified, settings, now)
+    with session_scope(write=True) as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            return PollReport(feed_id=feed_id, error=f"no feed with id {feed_id}")
+        if feed.url != url or feed.last_polled_at != polled_at:  # another poller, or an edit, came first
+            return PollReport(feed_id=feed_id, url=display_url(feed.url), skipped=True)
+        return _record(session, feed, PollReport(feed_id=feed.id, url=display_url(url)), fetched, now, started)
 
 
 def _where(exc: BaseException) -> str:
@@ -206,7 +263,10 @@ def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollRepo
     `force`) in its own transaction.  Returns one report per feed polled."""
     settings = get_settings()
     now = utcnow()
-    with session_scope() as session:
+    sqlite = get_engine().dialect.name == "sqlite"
+    # Reads, then maybe writes (the sections, the FEED_URLS feeds): on SQLite it takes the
+    # write lock at BEGIN, so two polls at once wait for each other instead of failing.
+    with session_scope(write=True) as session:
         seed_defaults_if_empty(session)  # an admin's own sections are left alone
         reports = add_configured_feeds(session, settings)
         if force or all_feeds:
@@ -215,7 +275,10 @@ def ingest_all(force: bool = False, *, all_feeds: bool = False) -> list[PollRepo
             ids = due_feed_ids(session, now)
     for feed_id in ids:
         try:
-            with session_scope() as session:
+            if sqlite:
+                reports.append(poll_feed_sqlite(feed_id, force=force, settings=settings))
+                continue
+            with session_scope() as session:  # PostgreSQL: the feed's row stays locked through the fetch
                 reports.append(poll_feed(session, feed_id, force=force, settings=settings))
         except Exception as exc:  # noqa: BLE001 — one feed's database trouble must not stop the rest
             log().exception("feed_poll_crashed", feed_id=feed_id)
