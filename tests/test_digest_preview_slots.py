@@ -41,6 +41,7 @@ from service.models import (
 from service.staff.editors import create_editor
 from service.usecases import digest_preview
 from service.usecases.digest_preview import PreviewRefused, preview
+from tests.support.browser import log_in_editor
 from tests.test_cli import nashra
 from tests.test_hardening_fuzz import FUZZ, text
 
@@ -304,11 +305,7 @@ def test_the_editor_switches_slots_in_the_browser(slots_env, live_server, browse
     context = browser.new_context()
     page = context.new_page()
     try:
-        page.goto(f"{live_server}/editor")
-        page.fill("input[name=name]", "سلمى")
-        page.fill("input[name=token]", token)
-        page.click("button[type=submit]")
-        page.get_by_role("heading", name="إرسال تنبيه عاجل").wait_for()
+        log_in_editor(page, live_server, "سلمى", token)
         before = row_counts()  # after the login (its session and audit line)
         page.get_by_role("link", name="معاينة النشرة").click()
         shown = page.locator("#slot-shown")

@@ -25,6 +25,7 @@ from service.models import (
     SubscriberStatus,
 )
 from service.staff.editors import create_editor
+from tests.support.browser import log_in_editor
 
 READERS = 40
 HEADLINE = "زلزال بقوة 5 درجات يضرب شمال المغرب"
@@ -39,14 +40,6 @@ def _sent(edition_id: int) -> int:
     with session_scope() as s:
         return s.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
             Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.sent)) or 0
-
-
-def _log_in(page, base: str, name: str, token: str) -> None:
-    page.goto(f"{base}/editor")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
-    page.get_by_role("heading", name="إرسال تنبيه عاجل").wait_for()
 
 
 @pytest.mark.browser
@@ -72,7 +65,7 @@ def test_the_desk_walked_by_an_admin_and_an_editor(live_server, browser, smtp_si
         p.on("dialog", accept)
     try:
         # The admin adds a section and an editor.
-        _log_in(admin, live_server, "منى", admin_token)
+        log_in_editor(admin, live_server, "منى", admin_token)
         admin.get_by_role("link", name="الأقسام").click()
         admin.get_by_label("الاسم").fill("اقتصاد")
         admin.get_by_label("المعرّف", exact=False).fill("economy")
@@ -87,7 +80,7 @@ def test_the_desk_walked_by_an_admin_and_an_editor(live_server, browser, smtp_si
         assert token.startswith("nse_")
 
         # The editor logs in, previews, sends a test, sends.
-        _log_in(editor, live_server, "ريم", token)
+        log_in_editor(editor, live_server, "ريم", token)
         assert editor.get_by_role("link", name="المحررون").count() == 0  # an editor is not shown the admins' pages
         editor.get_by_label("العنوان").fill(HEADLINE)
         editor.get_by_label("الرابط", exact=True).fill("https://news.example/world/quake")

@@ -16,6 +16,7 @@ from service.models import (
     SubscriberStatus,
 )
 from service.staff.editors import create_editor
+from tests.support.browser import log_in_editor
 
 
 def test_progress_updates_in_place_while_the_editor_types(live_server, page):
@@ -31,10 +32,7 @@ def test_progress_updates_in_place_while_the_editor_types(live_server, page):
             s.add(Delivery(edition_id=ed.id, subscriber_id=sub.id, status=DeliveryStatus.queued))
         edition_id = ed.id
 
-    page.goto(f"{live_server}/editor")
-    page.fill("input[name=name]", "ريم")
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
+    log_in_editor(page, live_server, "ريم", token)
     row = page.locator("#editions tr", has_text="عاجل: تجربة")
     assert "أُرسلت 0 من 3" in row.inner_text()
     page.fill("input[name=headline]", "عنوان قيد الكتابة")

@@ -17,6 +17,7 @@ from service.config import get_settings
 from service.db import session_scope
 from service.models import AuditLog, Edition, EditionStatus, Subscriber, SubscriberStatus, utcnow
 from service.staff.editors import create_editor
+from tests.support.browser import log_in_editor
 from tests.support.delivery import ledger
 
 URGENT = "إعلان حالة الطوارئ في العاصمة"
@@ -100,11 +101,7 @@ def test_the_override_checkbox_wakes_a_quiet_reader_and_unticked_holds_them(
     page = context.new_page()
     page.on("dialog", accept)
     try:
-        page.goto(f"{live_server}/editor")
-        page.fill("input[name=name]", "ريم")
-        page.fill("input[name=token]", token)
-        page.click("button[type=submit]")
-        page.get_by_role("heading", name="إرسال تنبيه عاجل").wait_for()
+        log_in_editor(page, live_server, "ريم", token)
         with celery_worker_factory(queues=("alerts",), concurrency=2):
             urgent = _compose_and_send(
                 page, URGENT, "https://news.example/emergency", override=True, dialogs=dialogs
