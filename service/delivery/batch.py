@@ -9,7 +9,7 @@
    group's readers in one query: unsubscribed or suppressed since planning →
    `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
    SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
-   pause, plus the messages already on the wire.  The same row holds the reader's own
+   pause, plus the messages already handed to the lane (its window).  The same row holds the reader's own
    rules (service/subscribers/quiet.py), decided here with the clock of that moment: a
    pause → `skipped`; an alert in their quiet hours → `held` for their catch-up mail
    (or `skipped`, as they chose) unless the edition overrides quiet hours; an alert
