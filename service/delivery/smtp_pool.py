@@ -339,6 +339,7 @@ class Lane:
 
     def _begin(self, job: Job) -> Session | None:
         """A session waiting for `job`'s message (354), or None once `job` is answered."""
+        job.still_wanted()  # queued before its batch stopped (a pause): it stays unsent
         tried = 0
         while True:
             session = self.checkout(still_wanted=job.still_wanted)
