@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.support import (  # noqa: E402
+    add_readers,
     ceiling,
     celery_worker,
     free_port,
@@ -107,19 +108,6 @@ def digest():
 
 def fixed_renderer(rendered):
     return lambda session, edition, variant: rendered
-
-
-def add_readers(n: int, prefix: str) -> None:
-    import sqlalchemy as sa
-
-    from service.db import session_scope
-
-    with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT :p || i || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) AS i"
-        ), {"p": prefix, "n": n})
 
 
 def new_edition(rendered) -> int:

@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO))
 from bench import netpath  # noqa: E402
 from bench.bench_alert_latency import HEADLINE, SUMMARY, URL  # noqa: E402 — at the top: it edits sys.path
 from bench.support import (  # noqa: E402
+    add_readers,
     aiosmtplib_tasks,
     celery_worker,
     code_label,
@@ -108,18 +109,6 @@ def clear_ledger() -> None:
     with session_scope() as s:
         s.execute(sa.text("TRUNCATE deliveries, edition_variants, edition_articles, editions, subscribers, "
                           "suppressions RESTART IDENTITY CASCADE"))
-
-
-def add_readers(n: int, prefix: str) -> None:
-    import sqlalchemy as sa
-
-    from service.db import session_scope
-
-    with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT :p || i || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n})
 
 
 def analyze() -> None:

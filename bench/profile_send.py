@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_send_engine import clear_ledger, new_edition, rendered_alert, wait_done  # noqa: E402
 from bench.support import (  # noqa: E402
+    add_readers,
     celery_worker,
     code_of,
     postgres_cpu_seconds,
@@ -160,18 +161,6 @@ def py_spy(pid: int, out: Path, rate: int, gil: bool):
         _, err = proc.communicate(30)
         if proc.returncode not in (0, None, -2) and not out.exists():
             print(err.decode(errors="replace"), file=sys.stderr)
-
-
-def add_readers(n: int, prefix: str) -> None:
-    import sqlalchemy as sa
-
-    from service.db import session_scope
-
-    with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT :p || i || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n})
 
 
 def celery_send(rendered, n: int, prefix: str, sink, worker_pid: int) -> float:

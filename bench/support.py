@@ -610,3 +610,16 @@ def engine_overrides(settings, workers: int, connections: int | None) -> dict[st
     if "smtp_max_connections" in fields and settings.smtp_max_connections < workers * per_process + 1:
         out["SMTP_MAX_CONNECTIONS"] = str(workers * per_process + getattr(settings, "smtp_alert_connections", 0) + 1)
     return out
+
+
+def add_readers(n: int, prefix: str) -> None:
+    """n active subscribers (daily digest, alerts on, every section): PREFIXi@example.com."""
+    import sqlalchemy as sa
+
+    from service.db import session_scope  # here: sys.path names the code under test first
+
+    with session_scope() as s:
+        s.execute(sa.text(
+            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
+            "SELECT :p || i || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
+            "FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n})
