@@ -37,6 +37,15 @@ async def _form(request: Request, editor: EditorIdentity):
     return form if csrf.valid(form.get(csrf.FIELD), csrf_purpose(editor)) else None
 
 
+async def _checked(request: Request, editor: EditorIdentity, page, work):
+    """`work(form)` off the event loop (it touches the database) once the form's CSRF token
+    is this session's; otherwise `page` again, with a 400 that says why."""
+    form = await _form(request, editor)
+    if form is None:
+        return await run_in_threadpool(page, request, editor, 400, error=MSG_CSRF)
+    return await run_in_threadpool(work, form)
+
+
 # ---------------------------------------------------------------- editors
 
 
@@ -51,11 +60,7 @@ def editors_page(request: Request, editor: EditorIdentity = ADMIN):
 
 @router.post("/editors")
 async def editors_add(request: Request, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _editors_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         role = _text(form, "role") or "editor"
         try:
             row, token = staff.add_editor(_text(form, "name", 300), role, actor=editor.actor)
@@ -63,16 +68,12 @@ async def editors_add(request: Request, editor: EditorIdentity = ADMIN):
             return _editors_page(request, editor, 422, error=f"لم يُضف المحرر: {exc}")
         return _editors_page(request, editor, token=token, token_for=row,
                              notice=f"أُضيف {row.name} ({row.role}).")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _editors_page, work)
 
 
 @router.post("/editors/{editor_id}/revoke")
 async def editors_revoke(request: Request, editor_id: int, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _editors_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         try:
             row, changed = staff.revoke_editor(editor_id, actor=editor.actor, refuse_self=editor.id)
         except staff.NoSuchEditor:
@@ -81,16 +82,12 @@ async def editors_revoke(request: Request, editor_id: int, editor: EditorIdentit
             return _editors_page(request, editor, 409, error="لا يمكنك إيقاف حسابك أنت.")
         return _editors_page(request, editor, notice=f"أُوقف حساب {row.name}: رمزه وجلساته لم تعد تفتح شيئاً."
                              if changed else f"حساب {row.name} موقوف من قبل.")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _editors_page, work)
 
 
 @router.post("/editors/{editor_id}/rotate")
 async def editors_rotate(request: Request, editor_id: int, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _editors_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         try:
             row, token, reinstated = staff.rotate_token(editor_id, actor=editor.actor)
         except staff.NoSuchEditor:
@@ -99,7 +96,7 @@ async def editors_rotate(request: Request, editor_id: int, editor: EditorIdentit
         # Rotating one's own token ends one's own sessions too: this page is the last one.
         return _editors_page(request, editor, token=token, token_for=row,
                              notice=f"رمز جديد لـ{row.name}{note}؛ القديم وجلساته لم تعد تعمل.")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _editors_page, work)
 
 
 # ---------------------------------------------------------------- sections
@@ -116,17 +113,13 @@ def sections_page(request: Request, editor: EditorIdentity = ADMIN):
 
 @router.post("/sections")
 async def sections_add(request: Request, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _sections_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         try:
             row = sections.add(_text(form, "name", 300), _text(form, "slug", 100) or None, actor=editor.actor)
         except sections.SectionError as exc:
             return _sections_page(request, editor, 422, error=f"لم يُضف القسم: {exc}")
         return _sections_page(request, editor, notice=f"أُضيف قسم {row.name} ({row.slug}).")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _sections_page, work)
 
 
 SECTION_ACTIONS = ("rename", "hide", "unhide", "up", "down")
@@ -134,11 +127,7 @@ SECTION_ACTIONS = ("rename", "hide", "unhide", "up", "down")
 
 @router.post("/sections/{section_id}")
 async def sections_change(request: Request, section_id: int, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _sections_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         action = _text(form, "action")
         if action not in SECTION_ACTIONS:
             return _sections_page(request, editor, 422, error="اختر ما تريد فعله بالقسم.")
@@ -158,16 +147,12 @@ async def sections_change(request: Request, section_id: int, editor: EditorIdent
             status = 404 if str(exc).startswith("no section") else 422
             return _sections_page(request, editor, status, error=str(exc))
         return _sections_page(request, editor, notice=notice)
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _sections_page, work)
 
 
 @router.post("/categories/{category_id}")
 async def category_map(request: Request, category_id: int, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _sections_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         section = _text(form, "section", 20)
         if not (section.isascii() and section.isdigit() and len(section) < 10):
             return _sections_page(request, editor, 422, error="اختر القسم الذي يُضمّ إليه التصنيف.")
@@ -177,7 +162,7 @@ async def category_map(request: Request, category_id: int, editor: EditorIdentit
             status = 404 if str(exc).startswith("no ") else 422
             return _sections_page(request, editor, status, error=str(exc))
         return _sections_page(request, editor, notice=f"ضُمّ تصنيف {category} إلى {name}، ومعه {moved} مقال.")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _sections_page, work)
 
 
 # ---------------------------------------------------------------- feeds
@@ -196,26 +181,18 @@ def feeds_page(request: Request, editor: EditorIdentity = ADMIN):
 
 @router.post("/feeds")
 async def feeds_add(request: Request, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _feeds_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         try:
             feed_id, shown = feeds.add(_text(form, "url"), _text(form, "section", 200) or None, actor=editor.actor)
         except feeds.FeedConfigError as exc:
             return _feeds_page(request, editor, 422, error=f"لم يُضف المصدر: {exc}")
         return _feeds_page(request, editor, notice=f"أُضيف المصدر {feed_id}: {shown}؛ يُقرأ في الدقيقة القادمة.")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _feeds_page, work)
 
 
 @router.post("/feeds/{feed_id}/{action}")
 async def feeds_steer(request: Request, feed_id: int, action: str, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _feeds_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         if action not in feeds.ACTIONS:
             return _feeds_page(request, editor, 404, error="لا يُفعل هذا بمصدر.")
         if not 0 < feed_id < 2**31:
@@ -225,7 +202,7 @@ async def feeds_steer(request: Request, feed_id: int, action: str, editor: Edito
         except feeds.FeedConfigError:
             return _feeds_page(request, editor, 404, error="لا يوجد مصدر بهذا الرقم.")
         return _feeds_page(request, editor, notice=f"{shown}: {outcome}")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _feeds_page, work)
 
 
 # ---------------------------------------------------------------- suppressions
@@ -244,11 +221,7 @@ def suppressions_page(request: Request, editor: EditorIdentity = ADMIN):
 
 @router.post("/suppressions/{suppression_id}/lift")
 async def suppressions_lift(request: Request, suppression_id: int, editor: EditorIdentity = ADMIN):
-    form = await _form(request, editor)
-
-    def work():
-        if form is None:
-            return _suppressions_page(request, editor, 400, error=MSG_CSRF)
+    def work(form):
         try:
             lifted = suppressions.lift(suppression_id, _text(form, "reason", 1000), actor=editor.actor)
         except suppressions.LiftRefused:
@@ -256,7 +229,7 @@ async def suppressions_lift(request: Request, suppression_id: int, editor: Edito
         if not lifted:
             return _suppressions_page(request, editor, 404, error="لا يوجد حظر بهذا الرقم (رُفع من قبل؟).")
         return _suppressions_page(request, editor, notice="رُفع الحظر عن العنوان، وحُفظ السبب في السجل.")
-    return await run_in_threadpool(work)
+    return await _checked(request, editor, _suppressions_page, work)
 
 
 # ---------------------------------------------------------------- settings, audit
