@@ -178,6 +178,16 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=60.0, gt=0, le=86_400)
     retry_max_seconds: float = Field(default=3600.0, gt=0, le=86_400)
     smtp_timeout: float = Field(default=30.0, gt=0, le=600)
+    # The reply to the final dot may wait on the relay's content filter: RFC 5321
+    # §4.5.3.2.6 gives it 10 minutes, so it has a timeout of its own.
+    smtp_data_timeout: float = Field(default=600.0, gt=0, le=3600)
+    # TCP connect and the server's greeting: a relay that accepts and never greets is set
+    # aside after this long, and the next relay carries the mail.
+    smtp_connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    # The final dot may have left and no answer came (reset, timeout, write error): send
+    # the message once more with the same Message-ID (`resend`, as Postfix does), or keep
+    # the row `unknown` for a person (`hold`: nashra edition resend-unknown).
+    smtp_ambiguous: Literal["resend", "hold"] = "resend"
     # Concurrent SMTP (service/delivery/connection_cap.py): sessions one worker process
     # drives, the cap per relay across every worker on every host (a relay limits how
     # many connections one sender may hold), and the part of that cap kept for alerts.
