@@ -11,13 +11,18 @@ import functools
 import ipaddress
 import re
 import zoneinfo
-from email.utils import parseaddr
+from email.utils import parseaddr, quote
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+try:  # IDNA 2008 (with UTS 46 mapping); without it, Python's own IDNA 2003 codec
+    import idna as _idna
+except ImportError:  # pragma: no cover — idna comes with httpx/requests
+    _idna = None
 
 DEMO_SECRET_KEY = "nashra-demo-secret-change-me"
 
@@ -114,6 +119,72 @@ def _valid_host(host: str) -> bool:
     return True
 
 
+# An addr-spec every part of the send path can write as is: the MAIL FROM command, the
+# From header (service/rendering/mime.py accepts the same shape), the Message-ID's domain.
+_ASCII_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain as SMTP and mail headers carry it: an ASCII one as it is, an
+    internationalised one as A-labels (`أخبار.example` → `xn--igbicxr.example`).
+
+    IDNA 2008 with the UTS 46 mapping (the `idna` package, as browsers do), else Python's
+    IDNA 2003 codec.  Raises UnicodeError when the name cannot be encoded.
+    """
+    if domain.isascii():
+        return domain
+    if _idna is not None:
+        return _idna.encode(domain, uts46=True).decode("ascii")
+    return domain.encode("idna").decode("ascii")
+
+
+def ascii_mail_from(value: str) -> str:
+    """MAIL_FROM with its domain as A-labels, the display name untouched; ValueError
+    (naming what to fix) for an address no message could be sent from.
+
+    We do not speak SMTPUTF8, so the local part must be ASCII; the domain may be
+    internationalised, and is sent as its A-label form (RFC 5890) in the envelope sender,
+    the From header, the Message-IDs and the HELO name.
+    """
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError("contains a line break or NUL; give one address, e.g. 'نشرة <newsletter@example.com>'")
+    name, addr = parseaddr(value)
+    local, at, domain = addr.rpartition("@")
+    if not (at and local and domain):
+        raise ValueError("must be an address, e.g. 'نشرة <newsletter@example.com>'")
+    if not local.isascii():
+        raise ValueError(
+            "the part before @ must be ASCII (e.g. newsletter@…): a non-ASCII mailbox needs "
+            "SMTPUTF8, which Nashra does not send; the domain may be Arabic"
+        )
+    try:
+        encoded = f"{local}@{ascii_domain(domain)}"
+    except UnicodeError as exc:
+        raise ValueError(
+            f"the domain {domain[:80]!r} is not a valid internationalised domain name "
+            f"(IDNA 2008: {str(exc)[:120]})"
+        ) from None
+    labels = encoded.rpartition("@")[2].removesuffix(".").split(".")
+    if not all(0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" for label in labels):
+        raise ValueError(
+            f"the domain {domain[:80]!r} is not a valid host name (an empty label, a label "
+            "longer than 63 characters, or one that starts or ends with a hyphen)"
+        )
+    if not _ASCII_ADDR.match(encoded):
+        raise ValueError(
+            "must be a plain address, e.g. 'نشرة <newsletter@example.com>': no spaces or "
+            "quotes before the @, a host name (letters, digits, dots, hyphens) after it"
+        )
+    if encoded == addr:
+        return value
+    # Swap the address in place (the last occurrence: a display name may quote it), so
+    # that the display name is kept exactly as written.
+    at_pos = value.rfind(addr)
+    if at_pos >= 0:
+        return value[:at_pos] + encoded + value[at_pos + len(addr):]
+    return f'"{quote(name)}" <{encoded}>' if name else encoded
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -124,6 +195,8 @@ class Settings(BaseSettings):
     # share one Redis without taking each other's tasks.
     redis_key_prefix: str = ""
     smtp_url: str = "smtp://127.0.0.1:1025"
+    # The From header and the envelope sender's base.  An internationalised domain is
+    # kept as A-labels (xn--…) from validation on; the part before @ must be ASCII.
     mail_from: str = "نشرة <newsletter@nashra.example>"
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = DEMO_SECRET_KEY
@@ -370,10 +443,9 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _valid_from(cls, value: str) -> str:
-        _, addr = parseaddr(value)
-        if "@" not in addr or any(c in value for c in "\r\n"):
-            raise ValueError("must be an address, e.g. 'نشرة <newsletter@example.com>'")
-        return value
+        # Checked and encoded once, here: an address no message can carry used to pass
+        # and then fail every row of every edition.
+        return ascii_mail_from(value)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -401,7 +473,13 @@ class Settings(BaseSettings):
 
     @property
     def mail_from_address(self) -> str:
+        """The bare sender address, its domain as A-labels: the envelope sender's base."""
         return parseaddr(self.mail_from)[1]
+
+    @property
+    def mail_from_header(self) -> str:
+        """The From header's value: MAIL_FROM with its domain as A-labels."""
+        return self.mail_from
 
     @property
     def broker_url(self) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import hypothesis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.config import DEMO_SECRET_KEY, ConfigError, load_settings
 
@@ -86,3 +89,84 @@ def test_cli_refuses_demo_secret_for_the_worker(tmp_path):
     )
     assert proc.returncode == 2
     assert "SECRET_KEY" in proc.stderr
+
+
+# ------------------------------------------------------------------ MAIL_FROM on an Arabic domain
+
+IDN_FROM = "نشرة <newsletter@أخبار.example>"
+IDN_ALABEL = "xn--igbicxr.example"  # أخبار.example as SMTP and headers carry it
+
+
+def test_an_arabic_domain_in_mail_from_is_kept_as_its_a_label(monkeypatch):
+    monkeypatch.setenv("MAIL_FROM", IDN_FROM)
+    s = load_settings()
+    assert s.mail_from_address == f"newsletter@{IDN_ALABEL}"  # the envelope sender's base
+    assert s.mail_from_header == f"نشرة <newsletter@{IDN_ALABEL}>"  # the display name as written
+    assert s.mail_from == s.mail_from_header
+
+
+def test_the_helo_name_is_the_a_label(monkeypatch):
+    from service.delivery.smtp import helo_name
+
+    monkeypatch.setenv("MAIL_FROM", IDN_FROM)
+    assert helo_name(load_settings()) == IDN_ALABEL
+
+
+def test_ascii_mail_from_is_left_exactly_as_written(monkeypatch):
+    for value in ('"Nashra News, Amman" <news@nashra.example>', "news@Nashra.Example", "نشرة <newsletter@nashra.example>"):
+        monkeypatch.setenv("MAIL_FROM", value)
+        assert load_settings().mail_from == value
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("نشرة <نشرة@أخبار.example>", "before @ must be ASCII"),  # would need SMTPUTF8
+        ("نشرة <nashra@☃.example>", "not a valid internationalised domain name"),  # not IDNA 2008
+        ("نشرة <nashra@أخبار..example>", "not a valid internationalised domain name"),  # an empty label
+        ("نشرة <nashra@-أخبار.example>", "not a valid internationalised domain name"),  # a hyphen first
+        ("نشرة <nashra@news..example>", "not a valid host name"),  # an ASCII one, as badly formed
+        ("نشرة <nashra@" + "أخبار" * 13 + ".example>", "not a valid internationalised domain name"),  # > 63
+        ('"a b"@nashra.example', "plain address"),  # no message could carry it
+        ("نشرة <newsletter@nashra.example>\nBcc: x@example.com", "line break"),
+    ],
+)
+def test_a_mail_from_no_message_could_carry_stops_start_up(monkeypatch, value, needle):
+    monkeypatch.setenv("MAIL_FROM", value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "MAIL_FROM" in str(err.value) and needle in str(err.value)
+
+
+_ARABIC = "".join(chr(c) for c in range(0x0621, 0x064B))  # hamza … yeh, no harakat
+_label = st.one_of(
+    st.text(alphabet=_ARABIC, min_size=1, max_size=20),  # a plausible Arabic label
+    st.text(alphabet=_ARABIC + "abc019-\u0660\u0661" + "☃!_.\u200d\u00df", min_size=0, max_size=70),  # anything
+)
+_local = st.one_of(
+    st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,10}", fullmatch=True),
+    st.text(alphabet=st.characters(exclude_characters='()<>[]"\\,;:@', exclude_categories=("Cs", "Zs", "Cc")),
+            min_size=0, max_size=12),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(local=_local, labels=st.lists(_label, min_size=1, max_size=3))
+def test_any_mail_from_starts_with_an_ascii_sender_or_not_at_all(local, labels):
+    """Either the settings refuse MAIL_FROM at start, naming it, or every message can carry
+    it: an ASCII address, the domain's A-labels decoding back to what was written."""
+    import idna
+
+    domain = ".".join(labels + ["example"])
+    try:
+        s = load_settings(mail_from=f"نشرة <{local}@{domain}>")
+    except ConfigError as exc:
+        assert str(exc).count("\n") == 1 and "MAIL_FROM:" in str(exc)
+        hypothesis.event("refused at start")
+        return
+    hypothesis.event("accepted, " + ("an A-label" if not domain.isascii() else "ASCII"))
+    address = s.mail_from_address
+    assert address.isascii() and address.count("@") == 1 and local.isascii()
+    sent_local, _, sent_domain = address.partition("@")
+    assert sent_local == local
+    assert idna.decode(sent_domain) == idna.decode(idna.encode(domain, uts46=True))
