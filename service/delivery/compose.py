@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Protocol
 
-from service.config import Settings, get_settings
+from service.config import Settings, ascii_mail_from, get_settings
 from service.delivery import smtp
 from service.delivery.verdicts import Outcome
 from service.rendering.mime import PreparedVariant
@@ -144,17 +144,25 @@ def prepare(edition_id: int | None, kind: str, variant: str, subject: str, html:
         static_headers["X-Nashra-Test"] = "editor-copy"
     prepared = PreparedVariant(
         RenderedVariant(subject=subject, html=html, text=text),
-        from_addr=settings.mail_from,
+        from_addr=_from_header(settings.mail_from),
         headers=static_headers,
     )
     return VariantTemplate(edition_id, kind, variant, prepared, spec.subscribed)
 
 
 @functools.lru_cache(maxsize=8)
+def _from_header(mail_from: str) -> str:
+    """MAIL_FROM with its domain as A-labels.  Settings already hold it so (their
+    validator); this also covers settings built without validation."""
+    return ascii_mail_from(mail_from)
+
+
+@functools.lru_cache(maxsize=8)
 def _from_address(mail_from: str) -> str:
-    """MAIL_FROM's bare address, parsed once: email.utils.parseaddr costs ~40 µs, and
-    every message needs the domain three times."""
-    return parseaddr(mail_from)[1]
+    """MAIL_FROM's bare address, its domain as A-labels (`xn--…`), parsed once:
+    email.utils.parseaddr costs ~40 µs, and every message needs the domain three times
+    (VERP envelope sender, Message-ID, List-Unsubscribe's mailto)."""
+    return parseaddr(_from_header(mail_from))[1]
 
 
 @functools.lru_cache(maxsize=8)
