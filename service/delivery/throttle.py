@@ -22,10 +22,19 @@ RATE_PER_HOUR is a count: at most that many messages in any hour (a GCRA would l
 burst of the hour's budget go and then keep pacing, up to twice the budget in the
 first hour).
 
-Priority: an alert waits only for its own budgets (``alerts``, ``alerts:domain:<d>``);
-it still *charges* the global and domain budgets, pushing them forward, so digests
-(which must conform to those) slow down while an alert goes out.  Alerts never queue
-behind digest traffic, and two kinds together stay within a domain's rate.
+Priority: per second, an alert waits only for its own budgets (``alerts``,
+``alerts:domain:<d>``); it still *charges* the global and domain budgets, pushing them
+forward, so digests (which must conform to those) slow down while an alert goes out.
+Alerts never queue behind digest traffic, and two kinds together stay within a
+domain's rate.
+
+RATE_PER_HOUR is the exception: it is the provider's quota, past which the provider
+defers or refuses everything we send (alerts included) or suspends the account, so
+alerts count against it *and wait for it* like digests.  They still go first within
+it: an alert the hour's budget holds back raises a flag (``global:hour:alert``, for
+FLAG_MS, renewed while it waits), and while the flag is up digests leave every slot
+that frees to the alerts.  An alert therefore never waits behind a digest for the hour,
+only for the hour's count of what was already sent.
 
 With REDIS_URL the buckets live in Redis, checked and charged atomically by one Lua
 script per message, so any number of workers on any number of machines — and any
@@ -58,6 +67,10 @@ REDIS_RETRY_AFTER = 5.0
 
 
 PACING_MARGIN = 0.05  # seconds of arrival jitter a per-second budget allows for (see above)
+HOUR_MS = 3_600_000.0  # RATE_PER_HOUR's window
+# How long an alert the hour holds back keeps digests off the freed slots: longer than
+# a waiting alert's poll (MAX_SLEEP), so the flag stays up while any alert waits.
+FLAG_MS = 3 * MAX_SLEEP * 1000.0
 
 
 @dataclass(frozen=True)
@@ -68,10 +81,19 @@ class Bucket:
     window_ms: float = 0.0  # a count instead: at most `limit` messages in any window_ms
     limit: int = 0
     force: bool = False  # charge without waiting (an alert charging the global budget)
+    # A priority flag instead (see the module docstring): `flag_ms` > 0.  Raised for
+    # flag_ms when the bucket just before it (the alerts' count of the hour) holds the
+    # message back; with `yields`, a digest's: it waits while the flag is up.
+    flag_ms: float = 0.0
+    yields: bool = False
 
     @property
     def counts(self) -> bool:
         return self.window_ms > 0
+
+    @property
+    def flag(self) -> bool:
+        return self.flag_ms > 0
 
 
 def _per_second(key: str, rate: float, force: bool = False) -> list[Bucket]:
@@ -87,8 +109,13 @@ def _per_second(key: str, rate: float, force: bool = False) -> list[Bucket]:
     ]
 
 
-def _per_hour(key: str, per_hour: int, force: bool = False) -> list[Bucket]:
-    return [Bucket(key, window_ms=3_600_000.0, limit=per_hour, force=force)]
+def _per_hour(key: str, per_hour: int, alert: bool) -> list[Bucket]:
+    """The hour's count, which alerts too must conform to, and its priority flag: an
+    alert held back raises it, a digest yields to it."""
+    return [
+        Bucket(key, window_ms=HOUR_MS, limit=per_hour),
+        Bucket(key + ":alert", flag_ms=FLAG_MS, yields=not alert),
+    ]
 
 
 def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
@@ -97,7 +124,8 @@ def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
     if settings.rate_per_second > 0:
         out += _per_second("global:s", settings.rate_per_second, force=alert)
     if settings.rate_per_hour > 0:
-        out += _per_hour("global:hour", settings.rate_per_hour, force=alert)
+        # The provider's quota: alerts wait for it too, ahead of digests (module docstring).
+        out += _per_hour("global:hour", settings.rate_per_hour, alert)
     # Unset, the alerts' own ceiling is the provider's rate: they may take all of it
     # (digests step aside) but never more than the provider allows.
     alert_rate = settings.alert_rate_per_second or settings.rate_per_second
@@ -115,33 +143,42 @@ def buckets_for(settings: Settings, kind: str, domain: str) -> list[Bucket]:
 
 
 # KEYS = bucket keys; ARGV[1] = a token unique to this call, then per key: kind
-# ('g' GCRA | 'n' count), interval or window (ms), tolerance or limit, force (1/0).
+# ('g' GCRA | 'n' count | 'f' priority flag), interval, window or flag time (ms),
+# tolerance, limit or yields (1/0), force (1/0).
 # Returns 0 when every bucket conforms (and charges them all), else ms to wait.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local wait = 0
+local last = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
   local kind, a, b = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
   local force = ARGV[4*i+1] == '1'
+  local w = 0
   if kind == 'g' then
     local tat = tonumber(redis.call('GET', key) or now)
     if tat < now then tat = now end
     tats[i] = tat
     if not force then
       local allow_at = tat - b
-      if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+      if allow_at > now then w = allow_at - now end
     end
-  else
+  elseif kind == 'n' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - a)
     local n = redis.call('ZCARD', key)
     if not force and n >= b then
       local oldest = redis.call('ZRANGE', key, n - b, n - b, 'WITHSCORES')
-      local free_at = tonumber(oldest[2]) + a
-      if free_at - now > wait then wait = free_at - now end
+      w = tonumber(oldest[2]) + a - now
     end
+  elseif b == 1 then
+    local left = redis.call('PTTL', key)
+    if left > 0 then w = left end
+  elseif last > 0 then
+    redis.call('SET', key, '1', 'PX', math.ceil(a))
   end
+  if w > wait then wait = w end
+  last = w
 end
 if wait > 0 then return tostring(wait) end
 for i, key in ipairs(KEYS) do
@@ -149,7 +186,7 @@ for i, key in ipairs(KEYS) do
   if kind == 'g' then
     local new_tat = tats[i] + a
     redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now + b) + 1000)
-  else
+  elseif kind == 'n' then
     redis.call('ZADD', key, now, ARGV[1] .. ':' .. i)
     redis.call('PEXPIRE', key, math.ceil(a) + 1000)
   end
@@ -164,29 +201,40 @@ class LocalBuckets:
     def __init__(self):
         self._tat: dict[str, float] = {}
         self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._flags: dict[str, float] = {}  # key → raised until (ms, monotonic)
         self._lock = threading.Lock()
 
     def try_take(self, buckets: list[Bucket]) -> float:
         with self._lock:
             now = time.monotonic() * 1000.0
-            wait = 0.0
+            wait = last = 0.0
             tats = []
             for b in buckets:
-                if b.counts:
+                w = 0.0
+                tat = 0.0
+                if b.flag:
+                    if b.yields:
+                        w = self._flags.get(b.key, now) - now
+                    elif last > 0:
+                        self._flags[b.key] = now + b.flag_ms
+                elif b.counts:
                     sent = self._sent[b.key]
                     while sent and sent[0] <= now - b.window_ms:
                         sent.popleft()
                     if not b.force and len(sent) >= b.limit:
-                        wait = max(wait, sent[len(sent) - b.limit] + b.window_ms - now)
-                    tats.append(0.0)
-                    continue
-                tat = max(self._tat.get(b.key, now), now)
+                        w = sent[len(sent) - b.limit] + b.window_ms - now
+                else:
+                    tat = max(self._tat.get(b.key, now), now)
+                    if not b.force:
+                        w = tat - b.tolerance_ms - now
                 tats.append(tat)
-                if not b.force:
-                    wait = max(wait, tat - b.tolerance_ms - now)
+                wait = max(wait, w)
+                last = w
             if wait > 0:
                 return wait / 1000.0
             for b, tat in zip(buckets, tats, strict=True):
+                if b.flag:
+                    continue
                 if b.counts:
                     self._sent[b.key].append(now)
                 else:
@@ -204,7 +252,9 @@ class RedisBuckets:
         keys = [self.prefix + b.key for b in buckets]
         args: list = [uuid.uuid4().hex]
         for b in buckets:
-            if b.counts:
+            if b.flag:
+                args += ["f", repr(b.flag_ms), "1" if b.yields else "0"]
+            elif b.counts:
                 args += ["n", repr(b.window_ms), str(b.limit)]
             else:
                 args += ["g", repr(b.interval_ms), repr(b.tolerance_ms)]
