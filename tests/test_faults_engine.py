@@ -303,16 +303,29 @@ def test_worker_frozen_past_its_lease_sends_at_most_its_window_after_it_wakes(pg
     first_conns = {m["conn"] for m in at_freeze}  # the relay's sessions that were the first worker's
     second = start_worker("second", env, concurrency=1)
     workers.append(second)
-    with EditionWatch(pg_env, eid) as watch:
-        play_beat(eid, timeout=2 * lease, until=())  # the sweeper hands the frozen rows back; the second takes them
-        taken_over = len([m for m in relay.messages() if m["conn"] not in first_conns])
+    woken: list[float] = []
+
+    def wake() -> None:
         signal_group(first, signal.SIGCONT)
-        woke = time.time()
+        woken.append(time.time())
+
+    # The wake is on a timer: frozen inside a transaction, the worker holds row locks that a
+    # sweep may wait for until it wakes.
+    waker = threading.Timer(2 * lease, wake)
+    waker.start()
+    with EditionWatch(pg_env, eid) as watch:
+        try:
+            _, frozen_sweeps, _ = play_beat(eid, timeout=2 * lease, until=())  # the frozen rows handed back
+        finally:
+            waker.join()
+        woke = woken[0]
         status, _, _ = play_beat(eid, timeout=60)
         time.sleep(1.0)
     msgs = relay.messages()
     copies = relay.copies()
+    taken_over = len([m for m in msgs if m["conn"] not in first_conns and m["at"] < woke])
     after_wake = [m for m in msgs if m["conn"] in first_conns and m["at"] >= woke]
+    longest_sweep = max((secs for _, secs, _ in frozen_sweeps), default=0.0)
     rest = batch_size - len(at_freeze)
     window = settings.smtp_connections * WINDOW_PER_SESSION + STATE_GROUP
     report(capsys, f"worker frozen {woke - frozen:.1f} s (2 x LEASE_SECONDS {lease}) mid-batch of {batch_size}: "
@@ -320,6 +333,7 @@ def test_worker_frozen_past_its_lease_sends_at_most_its_window_after_it_wakes(pg
                    f"sent {taken_over} meanwhile; after waking the frozen one sent {len(after_wake)} on its old "
                    f"sessions; {dupes(copies)} duplicate(s), window {window} = {settings.smtp_connections} sessions "
                    f"x {WINDOW_PER_SESSION} + {STATE_GROUP}; {len(copies)}/{n} readers; edition {status}; "
+                   f"longest sweep while it was frozen {longest_sweep:.1f} s; "
                    f"rows {dict(Counter(ledger(eid).values()))}")
     assert rest > window, "the rest of the batch must be larger than the window for this to prove anything"
     assert taken_over > 0, "the second worker never took the frozen rows over"

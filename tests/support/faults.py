@@ -492,8 +492,9 @@ def play_beat(eid: int, timeout: float, *, every: float | None = None,
     """Play beat (the sweeper every SWEEP_SECONDS) until the edition is done, paused or the timeout
     (`until`: the statuses that end it early; () plays for the whole `timeout`).
 
-    Returns (final status, [(time.time(), SweepReport)], sweeps that failed): a sweep that
-    fails because the database is away is counted and tried again at the next beat.
+    Returns (final status, [(time.time() at its start, seconds it took, SweepReport)], sweeps
+    that failed): a sweep that fails because the database is away is counted and tried again
+    at the next beat.
     """
     from service.config import get_settings
     from service.db import session_scope
@@ -511,7 +512,9 @@ def play_beat(eid: int, timeout: float, *, every: float | None = None,
                 status = s.get(Edition, eid).status.value
                 if status in until:
                     return status, sweeps, failed
-                sweeps.append((time.time(), sweep(s)))
+                started = time.time()
+                result = sweep(s)
+                sweeps.append((started, time.time() - started, result))
         except Exception:  # noqa: BLE001 — the database is away: the next beat tries again
             failed += 1
         time.sleep(every)
