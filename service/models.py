@@ -418,6 +418,9 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(300))
     sent_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime | None]
+    # Times the message went once more after its final dot got no answer
+    # (SMTP_AMBIGUOUS=resend): each one a possible duplicate for this reader.
+    ambiguous: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),

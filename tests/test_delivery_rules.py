@@ -19,6 +19,7 @@ from service.delivery.compose import compose, prepare
 from service.delivery.progress import progress
 from service.delivery.smtp import data_payload
 from service.delivery.sweeper import sweep
+from service.delivery.batch import REFUSAL_STREAK
 from service.delivery.verdicts import Verdict, judge, scrub
 from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, utcnow
@@ -30,15 +31,20 @@ from tests.support.delivery import ledger, planned_edition, run_all_batches
     [
         ("dot", 250, "2.0.0 queued as ABC", Verdict.sent),
         ("rcpt", 251, "user not local; will forward", Verdict.sent),
-        ("rcpt", 421, "4.7.0 try later", Verdict.retry),
+        ("rcpt", 421, "4.7.0 closing", Verdict.unavailable),  # the relay closes: another session takes it
+        ("connect", 421, "4.3.2 too busy", Verdict.unavailable),
+        ("mail", 451, "4.3.0 local error", Verdict.unavailable),
         ("rcpt", 451, "4.3.0 local error", Verdict.retry),
         ("rcpt", 452, "4.2.2 over quota", Verdict.retry),
         ("dot", 451, "4.7.1 greylisted", Verdict.retry),  # 4.7.x is still temporary
         ("rcpt", 550, "5.1.1 no such user", Verdict.bounced),
         ("rcpt", 550, "no such user here", Verdict.bounced),  # no enhanced code
         ("rcpt", 552, "5.2.2 mailbox full", Verdict.failed),
-        ("rcpt", 554, "5.7.1 relay access denied", Verdict.sender_refused),
-        ("dot", 554, "5.7.1 message rejected as spam", Verdict.sender_refused),
+        ("rcpt", 550, "5.7.1 <a@b.example> blocked", Verdict.failed),  # one reader's policy answer
+        ("dot", 554, "5.7.1 message rejected as spam", Verdict.failed),
+        ("connect", 554, "5.7.1 no service for you", Verdict.sender_refused),
+        ("rcpt", 535, "5.7.8 authentication failed", Verdict.sender_refused),
+        ("data", 250, "what?", Verdict.unavailable),
         ("mail", 550, "5.1.8 bad sender domain", Verdict.sender_refused),
         ("mail", 530, "authentication required", Verdict.sender_refused),
         ("data", 554, "no valid recipients", Verdict.failed),
@@ -269,9 +275,11 @@ def test_progress_reads_the_ledger(pg_env, smtp_sink):
 
 def test_no_address_or_token_in_the_logs(pg_env, smtp_sink, caplog, capsys):
     smtp_sink.rcpt_replies["reader1@example.com"] = "550 5.1.1 <reader1@example.com>: no such user"
-    smtp_sink.rcpt_replies["reader2@example.com"] = "554 5.7.1 <reader2@example.com> blocked"
+    refused = REFUSAL_STREAK + 5  # answers come back in any order: reader0's 250 may land among them
+    for i in range(2, 2 + refused):  # the same 5.7.1 for many readers in a row: it refuses *us*
+        smtp_sink.rcpt_replies[f"reader{i}@example.com"] = f"554 5.7.1 <reader{i}@example.com> blocked"
     caplog.set_level(logging.DEBUG)
-    eid = planned_edition(4)
+    eid = planned_edition(2 + refused)
     with pytest.raises(Exception, match="paused"):
         run_all_batches(eid)
     with session_scope() as s:

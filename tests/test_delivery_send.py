@@ -202,8 +202,11 @@ def test_sqlite_a_commit_by_another_process_during_a_send_never_sends_twice(sqli
 
 
 def test_a_row_whose_answer_could_not_be_written_is_not_handed_back_as_queued(sqlite_env, smtp_sink, monkeypatch):
+    from service.config import reset_settings
     from service.delivery import ledger as delivery_ledger
 
+    monkeypatch.setenv("LEASE_SECONDS", "3")  # the writer tries until close to the lease's end
+    reset_settings()
     eid = planned_edition(4)
     original = delivery_ledger.record
 
@@ -226,8 +229,13 @@ def test_a_row_whose_answer_could_not_be_written_is_not_handed_back_as_queued(sq
     assert smtp_sink.copies() == {f"reader{i}@example.com": 1 for i in range(4)}
 
 
-def test_send_one_for_transactional_mail(smtp_sink):
-    from service.delivery.smtp import SmtpError, SmtpTransientError, send_one
+def test_send_now_for_transactional_mail(smtp_sink):
+    from service.config import get_settings
+    from service.delivery import smtp_pool
+    from service.delivery.smtp import SmtpError, SmtpTransientError
+
+    def send_one(to, message):
+        return smtp_pool.send_now(get_settings(), "a@nashra.example", to, message)
 
     msg = b"From: a@nashra.example\r\nTo: x@example.com\r\nSubject: hi\r\n\r\n.line starting with a dot\r\n"
     assert send_one("x@example.com", msg).code == 250

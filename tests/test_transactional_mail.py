@@ -12,10 +12,11 @@ import lxml.html
 import pytest
 
 from service import dispatch
-from service.config import reset_settings
+from service.config import get_settings, reset_settings
 from service.db import session_scope
 from service.delivery.one_off import send_transactional
-from service.delivery.smtp import SmtpError, SmtpTransientError, close_connection, send_one
+from service.delivery import smtp_pool
+from service.delivery.smtp import SmtpError, SmtpTransientError
 from service.delivery.verdicts import judge
 from service.models import Frequency, Subscriber, SubscriberStatus
 from service.subscribers import lifecycle
@@ -23,6 +24,15 @@ from service.subscribers.consent import Evidence
 from service.usecases.subscribers import SignupRequest, sign_up
 from tests.support.email_checks import check_email
 from tests.support.net import free_port
+
+close_connection = smtp_pool.close_all  # the web process and tests keep no session between tests
+
+
+def send_one(to: str, message: bytes):
+    """A one-off through the one sender every mail takes (smtp_pool.send_now)."""
+    settings = get_settings()
+    return smtp_pool.send_now(settings, settings.mail_from_address, to, message)
+
 
 MSG = b"From: a@nashra.example\r\nTo: x@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 

@@ -1,12 +1,16 @@
 """Send one batch of an edition: claim, re-check, compose, send, record — many at once.
 
-1. Claim the range's claimable rows (conditional UPDATE, lease = now + LEASE_SECONDS)
-   and commit, so the claim is visible to every other worker and to the sweeper.  A
-   heartbeat thread renews the leases of the rows still claimed every LEASE_SECONDS/3
-   while the batch runs, so a slow batch is never taken for a dead one, and a dead
-   worker's rows come back after at most LEASE_SECONDS (plus one sweep).
-2. In groups of STATE_GROUP rows, right before they go, re-read the edition and the
-   group's readers in one query: unsubscribed or suppressed since planning →
+1. Claim the range's claimable rows (conditional UPDATE, lease = the database's now() +
+   LEASE_SECONDS) and commit, so the claim is visible to every other worker and to the
+   sweeper.  A heartbeat thread renews the leases of the rows still claimed every
+   LEASE_SECONDS/3 while the batch runs, so a slow batch is never taken for a dead one,
+   and a dead worker's rows come back after at most LEASE_SECONDS (plus one sweep).
+2. In groups of STATE_GROUP rows, right before they go, *fence* them: one conditional
+   UPDATE … RETURNING extends their lease and returns those this batch still owns
+   (`ledger.fence`, on the database's clock).  A row missing from it was swept and given
+   to another worker — this process froze past its lease (SIGSTOP, a starved host) —
+   and the batch sends nothing more.  Then re-read the edition and the group's readers
+   in one query: unsubscribed or suppressed since planning →
    `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
    SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
    pause, plus the messages already handed to the lane (its window).  The same row holds the reader's own
@@ -42,9 +46,20 @@ runs out, the sweeper queues it again.  At any moment such messages are
 so a SIGKILL re-sends at most 3 × SMTP_CONNECTIONS + OUTCOME_GROUP messages per process
 and lane (60 + 32 by default), with one more OUTCOME_GROUP per extra batch a process
 runs at once (the threads pool; prefork runs one) — `duplicate_bound()`.  A database
-that refuses the writer RECORD_ATTEMPTS times leaves the same state and the same bound.
-A row whose SMTP answer is known is never handed back as `queued`.  Each re-sent message
-carries the same Message-ID (compose.py), so mail clients fold the duplicate.
+that goes away is tried again (`_Db`) until the lease's deadline, so a restart or a
+failover shorter than the lease loses and doubles nothing; a longer one leaves the same
+state as a kill, and the same bound.  A process that freezes and wakes after the sweeper
+gave its rows away sends at most its window and the rest of its current group (the
+fence stops it at the next one).  A row whose SMTP answer is known is never handed back
+as `queued`.  Each re-sent message carries the same Message-ID (compose.py), so mail
+clients fold the duplicate.
+
+**After the final dot** (verdicts.py): a lost answer is ambiguous.  With SMTP_AMBIGUOUS
+=resend (the default) the row goes back as `retry` with its Message-ID and one more
+`ambiguous` count — the possible duplicate status and metrics show; with `hold` it is
+`unknown` until a person decides (control.resend_unknown).  When no relay is left the
+rows wait as `retry` until one is back (`relays.soonest()`), and the edition goes on by
+itself; only a relay that refuses *us* pauses it.
 
 SQLite (the embedded demo) has one writer at a time: there a batch sends one message
 at a time and commits each outcome before the next message goes (at most one in doubt).
@@ -53,6 +68,7 @@ at a time and commits each outcome before the next message goes (at most one in 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import os
 import queue
@@ -66,9 +82,9 @@ import sqlalchemy as sa
 
 from service.config import Settings, get_settings
 from service.db import get_engine
-from service.delivery import fanout, ledger, metrics, smtp_pool, throttle
+from service.delivery import fanout, ledger, metrics, priority, smtp_pool, throttle
 from service.delivery.compose import VariantTemplate, compose, prepare
-from service.delivery.verdicts import Outcome, Verdict, scrub
+from service.delivery.verdicts import Outcome, Verdict, refusal_key, scrub
 from service.dispatch import Dispatcher
 from service.logs import get_logger
 from service.models import (
@@ -88,7 +104,8 @@ STATE_GROUP = 10  # readers re-checked per query, right before their messages go
 RECHECK_SECONDS = 1.0  # a batch waiting for room (rate limits, a busy pool) re-reads its edition this often
 OUTCOME_GROUP = 32  # outcomes per transaction, and the most a writer holds uncommitted
 OUTCOME_WAIT = 0.005  # seconds a writer waits for more outcomes before it commits
-RECORD_ATTEMPTS = 3
+LEASE_MARGIN = 2.0  # seconds before the lease ends that the batch stops trying the database
+REFUSAL_STREAK = 10  # the same 5.7.x for this many readers in a row: the relay refuses *us*
 _TEMPLATE_CACHE_SIZE = 256
 
 
@@ -179,33 +196,99 @@ def _connect():
     return conn
 
 
+# What a database blip raises: the server restarted or failed over, the connection
+# dropped.  A statement that met one is tried again on a new connection.
+_BLIPS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+class _Lease:
+    """When the batch's lease runs out, on this host's monotonic clock: a conservative
+    copy of the database's own (every renewal is measured from before it was asked)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._renewed = time.monotonic()
+
+    def renewed(self, asked_at: float) -> None:
+        self._renewed = max(self._renewed, asked_at)
+
+    def deadline(self) -> float:
+        return self._renewed + self.seconds - LEASE_MARGIN
+
+
+class _Db:
+    """A connection of the batch's that rides out a database blip: a statement that
+    fails for the connection's sake is tried again, on a new connection, until the
+    lease's deadline (after it the rows may be another worker's, and the sweeper's rule
+    takes over).  Every statement the batch runs is conditional, so running one again
+    is harmless."""
+
+    def __init__(self, conn, deadline, edition_id: int):
+        self.conn, self._deadline, self._edition_id = conn, deadline, edition_id
+
+    @property
+    def autocommit(self) -> bool:
+        if self.conn is None:
+            self.conn = _connect()
+        return self.conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+    def run(self, fn):
+        pause = 0.05
+        while True:
+            try:
+                if self.conn is None:
+                    self.conn = _connect()
+                result = fn(self.conn)
+                if not self.autocommit:
+                    self.conn.commit()  # SQLite: end every read before anything is written or sent
+                return result
+            except _BLIPS as exc:
+                self.close()
+                if time.monotonic() + pause >= self._deadline():
+                    raise
+                log.warning("delivery.db_retry", edition_id=self._edition_id, error=type(exc).__name__,
+                            retry_in=round(pause, 2))
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 — an invalidated connection may refuse even that
+                pass
+
+
 def send_batch(edition_id: int, first_id: int, last_id: int, *, settings: Settings | None = None,
                worker: str | None = None, dispatcher: Dispatcher | None = None) -> BatchReport:
     settings = settings or get_settings()
     worker = worker or worker_name()
     report = BatchReport(edition_id)
     E = Edition.__table__
-    with _connect() as conn:
-        info = conn.execute(
+    lease = _Lease(settings.lease_seconds)
+    db = _Db(_connect(), lease.deadline, edition_id)
+    try:
+        info = db.run(lambda c: c.execute(
             sa.select(E.c.status, E.c.kind, E.c.started_at, E.c.created_at, E.c.params).where(E.c.id == edition_id)
-        ).first()
+        ).first())
         if info is None or info[0] not in (EditionStatus.planned.value, EditionStatus.sending.value):
             report.stopped = info[0] if info else "missing"
             return report
         kind, started_at, created_at = EditionKind(info[1]).value, info[2] or utcnow(), info[3]
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.commit()  # SQLite: end the read before writing (see _Batch)
-        ledger.start_sending(conn, edition_id)
-        rows = ledger.claim(conn, edition_id, first_id, last_id, worker, settings.lease_seconds)
-        conn.commit()
+        db.run(lambda c: ledger.start_sending(c, edition_id))
+        asked = time.monotonic()
+        rows = db.run(lambda c: ledger.claim(c, edition_id, first_id, last_id, worker, settings.lease_seconds))
+        lease.renewed(asked)
         report.claimed = len(rows)
         if rows:
             log.info("delivery.batch.claimed", edition_id=edition_id, first_id=first_id, last_id=last_id, rows=len(rows))
-            _Batch(conn, settings, worker, edition_id, kind, started_at, created_at, (first_id, last_id), rows,
+            _Batch(db, lease, settings, worker, edition_id, kind, started_at, created_at, (first_id, last_id), rows,
                    report, dispatcher, override_quiet=bool((info[4] or {}).get(quiet.OVERRIDE))).run()
-        if ledger.finish_if_complete(conn, edition_id):
+        if db.run(lambda c: ledger.finish_if_complete(c, edition_id)):
             log.info("delivery.edition.done", edition_id=edition_id)
-        conn.commit()
+    finally:
+        db.close()
     log.info("delivery.batch.done", **report.as_dict())
     if report.stopped == "sender_refused":
         raise SenderRefused(f"edition {edition_id} paused: {report.reason}")
@@ -255,27 +338,26 @@ class _Write:
     counted: int | None = None  # an alert mailed to a reader with a cap: their id (ledger.count_alerts)
 
 
-_STOP_PRECEDENCE = {"paused": 1, "unreachable": 2, "sender_refused": 3, "cancelled": 4}
+_STOP_PRECEDENCE = {"paused": 1, "unreachable": 2, "sender_refused": 3, "cancelled": 4, "lease_lost": 5}
 
 
 class _Batch:
-    def __init__(self, conn, settings: Settings, worker: str, edition_id: int, kind: str,
+    def __init__(self, db: _Db, lease: _Lease, settings: Settings, worker: str, edition_id: int, kind: str,
                  started_at: dt.datetime, created_at: dt.datetime | None, id_range: tuple[int, int],
                  rows: list[ledger.Claimed], report: BatchReport, dispatcher: Dispatcher | None,
                  override_quiet: bool = False):
-        self.conn, self.settings, self.worker = conn, settings, worker
+        self.db, self.lease, self.settings, self.worker = db, lease, settings, worker
         self.edition_id, self.kind, self.started_at, self.rows = edition_id, kind, started_at, rows
         self.report, self.dispatcher = report, dispatcher
         self.created_at = _aware(created_at).timestamp() if created_at else None
         self.max_age = dt.timedelta(hours=settings.retry_max_age_hours)
         self.lane = smtp_pool.lane(settings, kind)
         self.limiter = throttle.limiter(settings)
-        # On SQLite a transaction that has read and then writes fails at once
-        # (SQLITE_BUSY_SNAPSHOT, busy_timeout does not apply) if another connection
-        # committed in between: every read ends its transaction before anything is
-        # written or sent.  PostgreSQL runs in autocommit: nothing to end there.
-        self.autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        self.one_at_a_time = one_at_a_time = conn.dialect.name == "sqlite"
+        self.alert_flag = priority.flag(settings)
+        self.is_alert = kind == EditionKind.alert.value
+        # SQLite (the demo) has one writer at a time: one message at a time, each outcome
+        # committed before the next goes.
+        self.one_at_a_time = one_at_a_time = db.conn.dialect.name == "sqlite"
         self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.size)
         self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
         self.in_flight = 0  # handed to a sender thread, answer not settled (each holds window room)
@@ -285,28 +367,42 @@ class _Batch:
         self.stop_outcome: Outcome | None = None
         self.next_recheck = time.monotonic() + RECHECK_SECONDS
         self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
+        self.suspects: list[_Message] = []  # 5.7.x refusals in a row, not written yet (REFUSAL_STREAK)
         self.error: BaseException | None = None
-        self.writer = _Writer(worker, edition_id, conn if one_at_a_time else None, settings)
+        self.writer = _Writer(worker, edition_id, db if one_at_a_time else None, settings, lease.deadline)
         self.override_quiet = override_quiet
         self.now, self.local = utcnow(), utcnow().astimezone(settings.tz)  # the clock of the current group
-        self.heartbeat = _Heartbeat(worker, edition_id, id_range, settings.lease_seconds)
+        self.heartbeat = _Heartbeat(worker, edition_id, id_range, settings.lease_seconds, lease,
+                                    self.alert_flag if self.is_alert else None)
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> None:
+        if self.is_alert:
+            self.alert_flag.raise_()
         self.heartbeat.start()
         try:
             try:
                 self._feed()
+            except BaseException as exc:
+                self.error = self.error or exc  # messages still queued in the lane are given up
+                raise
             finally:
                 self._drain_all()  # never leave while messages of ours are on the wire
+                self._write_suspects()
             self.writer.close()  # every outcome committed (or the error it met raised)
             if self.error is not None:
                 raise self.error
         except BaseException:
-            # Not a crash of the process: hand the untouched rows straight back instead of
-            # making them wait for their lease.  Answered rows keep their claim.
-            self.writer.abandon()
+            # Not a crash of the process: write what was answered (the writer tries until
+            # the lease's end), and hand the untouched rows straight back instead of
+            # making them wait for their lease.
+            self.error = self.error or RuntimeError("batch stopped")
+            try:
+                self.writer.close()
+            except BaseException as exc:  # noqa: BLE001 — those rows keep their claim: the sweeper's
+                log.error("delivery.record_failed", edition_id=self.edition_id, error=type(exc).__name__,
+                          action="rows left claimed; the sweeper takes them back after their lease")
             self._give_back_untouched()
             raise
         finally:
@@ -317,13 +413,26 @@ class _Batch:
 
     def _feed(self) -> None:
         """Each message takes room in the window as it goes, so the window stays full; the
-        group's state is read when its first message gets room."""
+        group's rows are fenced and their state read when its first message gets room."""
         for start in range(0, len(self.rows), self.group):
             chunk = self.rows[start:start + self.group]
             if not self._room():
                 return
-            status, states = ledger.recipient_states(self.conn, self.edition_id, [r.subscriber_id for r in chunk])
-            self._end_read()
+            ids = [r.id for r in chunk]
+            asked = time.monotonic()
+            owned = self.db.run(lambda c, ids=ids: ledger.fence(c, self.worker, ids, self.settings.lease_seconds))
+            if len(owned) < len(ids):
+                # The lease ran out (this process froze, or could not renew) and the
+                # sweeper gave rows away: send nothing more of this batch.
+                for row_id in set(ids) - owned:
+                    self.unsent.pop(row_id, None)
+                log.warning("delivery.batch.lease_lost", edition_id=self.edition_id, rows=len(ids) - len(owned))
+                self._give_room()
+                self._stop("lease_lost")
+                return
+            self.lease.renewed(asked)
+            subscriber_ids = [r.subscriber_id for r in chunk]
+            status, states = self.db.run(lambda c, sids=subscriber_ids: ledger.recipient_states(c, self.edition_id, sids))
             self.now = utcnow()
             self.local = self.now.astimezone(self.settings.tz)
             if status in (EditionStatus.paused, EditionStatus.cancelled, None):
@@ -350,8 +459,7 @@ class _Batch:
             write = _Write(ledger.Record(row.id, DeliveryStatus(withheld.status), attempted=False,
                                          smtp_reply=withheld.reason))
         else:
-            tpl = _template(self.conn, self.edition_id, self.kind, row.variant)
-            self._end_read()
+            tpl = self.db.run(lambda c: _template(c, self.edition_id, self.kind, row.variant))
             if tpl is None:
                 write = _Write(ledger.Record(row.id, DeliveryStatus.skipped, attempted=False,
                                              smtp_reply=f"no rendered variant {row.variant!r}"))
@@ -402,6 +510,9 @@ class _Batch:
             self._recheck()
             if self.stop is not None or self.error is not None:
                 return False
+            if self.in_flight >= priority.STEPPED_DOWN_WINDOW and not self.is_alert and self.alert_flag.up():
+                self._drain(block=True)  # an alert is sending: digests step down (priority.py)
+                continue
             if (self.lane.window.acquire(timeout=0.05) if self.in_flight == 0  # the room is other batches'
                     else self.lane.window.acquire(blocking=False)):
                 self.room += 1
@@ -442,8 +553,7 @@ class _Batch:
         if self.stop is not None:
             return
         try:
-            status = ledger.edition_status(self.conn, self.edition_id)
-            self._end_read()
+            status = self.db.run(lambda c: ledger.edition_status(c, self.edition_id))
         except Exception as exc:  # noqa: BLE001 — waiting goes on; the next group's read will tell
             log.warning("delivery.batch.recheck_failed", edition_id=self.edition_id, error=type(exc).__name__)
             return
@@ -451,7 +561,7 @@ class _Batch:
             self._stop("paused" if status == EditionStatus.paused else "cancelled")
 
     def _settle(self, message: _Message) -> None:
-        """What one answer means for the ledger (as the verdicts table says)."""
+        """What one answer means for the ledger (verdicts.py's table)."""
         row, outcome = message.row, message.outcome
         if message.given_up:  # never went out: handed back with the rows not sent
             self.unsent[row.id] = row
@@ -466,39 +576,81 @@ class _Batch:
         if v == Verdict.sent and self.created_at is not None:
             latency = message.accepted_at - self.created_at
         metrics.message(self.kind, v.value, outcome.code, latency)
+        if refusal_key(outcome) is not None:
+            self._suspect(message)
+            return
+        if v == Verdict.sent:
+            self._write_suspects()  # the relay takes our mail: those were each reader's own
         common = {"smtp_code": outcome.code, "smtp_reply": outcome.reply}
         D = DeliveryStatus
         counted = row.subscriber_id if message.counted else None
         if v == Verdict.sent:
             self._put(_Write(ledger.Record(row.id, D.sent, message_id=message.message_id, **common), counted=counted))
-        elif v == Verdict.unknown:
+        elif v == Verdict.unknown and self.settings.smtp_ambiguous == "resend":
+            # The dot may have left: send it once more, same Message-ID (mail clients fold
+            # the copy), counted as a possible duplicate — never a reader without the news.
+            metrics.possible_duplicate(self.kind)
+            self._put(_Write(ledger.Record(row.id, D.retry, message_id=message.message_id, ambiguous=True,
+                                           next_attempt_at=self._relays_back(), **common), counted=counted))
+            log.warning("delivery.ambiguous_resend", edition_id=self.edition_id, delivery_id=row.id,
+                        reply=scrub(outcome.reply))
+        elif v == Verdict.unknown:  # SMTP_AMBIGUOUS=hold: a person decides (resend-unknown)
             self._put(_Write(ledger.Record(row.id, D.unknown, message_id=message.message_id, **common),
                              counted=counted))
             log.warning("delivery.unknown", edition_id=self.edition_id, delivery_id=row.id, reply=scrub(outcome.reply))
-        elif v == Verdict.failed:
-            self._put(_Write(ledger.Record(row.id, D.failed, **common)))
-        elif v == Verdict.bounced:
-            self._put(_Write(ledger.Record(row.id, D.failed, **common), bounced_email=message.recipient,
-                             bounce_detail=f"{outcome.code} {outcome.reply}"))
-            log.info("delivery.bounced", edition_id=self.edition_id, delivery_id=row.id, code=outcome.code)
-        elif v == Verdict.retry:
+        elif v in (Verdict.failed, Verdict.bounced):
+            self._fail(message)
+        elif v == Verdict.retry:  # this reader, later
             if utcnow() - self.started_at > self.max_age:
                 self._put(_Write(ledger.Record(row.id, D.failed, smtp_code=outcome.code,
                                                smtp_reply=f"gave up after {self.max_age}: {outcome.reply}")))
-            elif outcome.stage == "connect":  # the whole rest of the batch waits, not just this row
-                self.returned.append(row)
-                self._stop("unreachable", outcome)
             else:
-                self._put(_Write(ledger.Record(row.id, D.retry, next_attempt_at=retry_at(row.attempts + 1,
-                                                                                          settings=self.settings),
-                                               **common)))
+                self._put(_Write(ledger.Record(row.id, D.retry, next_attempt_at=retry_at(
+                    row.attempts + 1, settings=self.settings), **common)))
+        elif v == Verdict.unavailable:  # no relay left: the rest waits for one, never a pause
+            self.returned.append(row)
+            self._stop("unreachable", outcome)
         elif v == Verdict.sender_refused:  # nothing was sent: this row and the rest, nobody's fault
             self.returned.append(row)
             self._stop("sender_refused", outcome)
 
+    def _fail(self, message: _Message) -> None:
+        row, outcome = message.row, message.outcome
+        assert outcome is not None
+        record = ledger.Record(row.id, DeliveryStatus.failed, smtp_code=outcome.code, smtp_reply=outcome.reply)
+        if outcome.verdict == Verdict.bounced:
+            self._put(_Write(record, bounced_email=message.recipient, bounce_detail=f"{outcome.code} {outcome.reply}"))
+            log.info("delivery.bounced", edition_id=self.edition_id, delivery_id=row.id, code=outcome.code)
+        else:
+            self._put(_Write(record))
+
+    def _suspect(self, message: _Message) -> None:
+        """A 5.7.x for one reader is theirs (RFC 3463: X.7.1 is also a per-recipient
+        policy answer), unless the same 5.7.x comes for REFUSAL_STREAK readers in a row:
+        then the relay refuses *us*, and none of them is blamed."""
+        assert message.outcome is not None
+        key = refusal_key(message.outcome)
+        if self.suspects and refusal_key(self.suspects[0].outcome) != key:  # type: ignore[arg-type]
+            self._write_suspects()
+        self.suspects.append(message)
+        if len(self.suspects) >= REFUSAL_STREAK:
+            self.returned.extend(m.row for m in self.suspects)
+            self.suspects = []
+            self._stop("sender_refused", message.outcome)
+
+    def _write_suspects(self) -> None:
+        suspects, self.suspects = self.suspects, []
+        for message in suspects:
+            self._fail(message)
+
+    def _relays_back(self) -> dt.datetime:
+        """When a relay is usable again (at least a second from now): the time for rows
+        that wait for one."""
+        return utcnow() + dt.timedelta(seconds=max(1.0, self.lane.relays.soonest()))
+
     def _put(self, write: _Write) -> None:
-        if self.error is not None:
-            return  # the writer failed: this row keeps its claim (see RECORD_ATTEMPTS)
+        if self.writer.error is not None:
+            return  # the writer failed: this row keeps its claim (the sweeper's)
         try:
             self.writer.put(write)
         except Exception as exc:  # noqa: BLE001 — raised by run() once nothing is in flight
@@ -510,17 +662,11 @@ class _Batch:
 
     # ------------------------------------------------------------------ the end
 
-    def _end_read(self) -> None:
-        if not self.autocommit:
-            self.conn.commit()
-
     def _give_back(self, to: DeliveryStatus, ids: list[int], **kw) -> None:
-        ledger.release(self.conn, self.worker, ids, to, **kw)
-        self.conn.commit()
+        self.db.run(lambda c: ledger.release(c, self.worker, ids, to, **kw))
 
     def _give_back_untouched(self) -> None:
         try:
-            self.conn.rollback()
             self._give_back(DeliveryStatus.queued, list(self.unsent))
         except Exception:  # noqa: BLE001 — the sweeper gets them after the lease
             log.exception("delivery.batch.release_failed", edition_id=self.edition_id)
@@ -532,27 +678,29 @@ class _Batch:
         ids = [*self.unsent, *(r.id for r in self.returned)]
         if self.stop == "cancelled":
             self._give_back(DeliveryStatus.cancelled, ids, reply="edition cancelled")
-        elif self.stop == "paused":
+        elif self.stop in ("paused", "lease_lost"):
+            # lease_lost: the rows still ours (the release is conditional) go to whoever is sending.
             self._give_back(DeliveryStatus.queued, ids)
-            _redispatch_if_resumed(self.conn, self.edition_id, self.kind, ids, self.autocommit, self.dispatcher)
+            self.db.run(lambda c: _redispatch_if_resumed(c, self.edition_id, self.kind, ids, self.db.autocommit,
+                                                         self.dispatcher))
         elif self.stop == "unreachable":
             outcome = self.stop_outcome
-            attempts = min((r.attempts for r in self.returned), default=0)
             self._give_back(DeliveryStatus.retry, ids, reply=outcome.reply if outcome else None,
-                            next_attempt_at=retry_at(attempts + 1, settings=self.settings))
+                            next_attempt_at=self._relays_back())
+            log.warning("delivery.batch.waiting_for_relay", edition_id=self.edition_id, rows=len(ids),
+                        reply=scrub(outcome.reply) if outcome else None)
         elif self.stop == "sender_refused":
-            self._pause_for(self.stop_outcome)
+            self.db.run(lambda c: self._pause_for(c, self.stop_outcome))
             self._give_back(DeliveryStatus.queued, ids)
 
-    def _pause_for(self, outcome: Outcome | None) -> None:
+    def _pause_for(self, conn, outcome: Outcome | None) -> None:
         stage, code, reply = (outcome.stage, outcome.code, outcome.reply) if outcome else ("?", None, "")
         reason = f"SMTP server refused the sender at {stage}: {code or ''} {scrub(reply)}".strip()
         self.report.reason = reason
-        if ledger.pause_edition(self.conn, self.edition_id, reason):
-            self.conn.execute(sa.insert(AuditLog.__table__).values(
+        if ledger.pause_edition(conn, self.edition_id, reason):
+            conn.execute(sa.insert(AuditLog.__table__).values(
                 at=utcnow(), actor="system", action="edition.pause", target=f"edition:{self.edition_id}",
                 details={"reason": reason}))
-        self.conn.commit()
         log.error("delivery.sender_refused", edition_id=self.edition_id, stage=stage, code=code,
                   reply=scrub(reply), action="edition paused; fix the SMTP settings, then resume it")
 
@@ -590,16 +738,22 @@ _STOP = object()
 
 class _Writer:
     """Writes a batch's outcomes in groups from a thread of its own, or one at a time on
-    the batch's connection (`conn`: SQLite).  See the module doc for the bound it keeps."""
+    the batch's connection (`db`: SQLite).  See the module doc for the bound it keeps.
 
-    def __init__(self, worker: str, edition_id: int, conn=None, settings: Settings | None = None):
+    A database that refuses a group (a restart, a failover) is tried again on a new
+    connection until the lease's deadline: after it the rows may be another worker's,
+    and what is not written stays `claimed` for the sweeper — the state a worker killed
+    before its commit leaves, within the same bound."""
+
+    def __init__(self, worker: str, edition_id: int, db: _Db | None, settings: Settings, deadline):
         self.worker, self.edition_id = worker, edition_id
-        self.tz = (settings or get_settings()).tz
+        self.tz = settings.tz
         self.counts: collections.Counter = collections.Counter()
         self.error: BaseException | None = None
-        self._conn = conn
+        self._db = db
+        self._deadline = deadline
         self._thread: threading.Thread | None = None
-        if conn is None:
+        if db is None:
             self._room = threading.Semaphore(OUTCOME_GROUP)
             self._queue: queue.SimpleQueue = queue.SimpleQueue()
             self._wake = threading.Event()  # a group is full, or the batch ends: write now
@@ -611,7 +765,7 @@ class _Writer:
         if self.error is not None:
             raise self.error
         if self._thread is None:
-            self._write(self._conn, [write])
+            self._write(self._db, [write])  # type: ignore[arg-type]
             return
         while not self._room.acquire(timeout=0.2):
             if self.error is not None:
@@ -630,24 +784,18 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    def abandon(self) -> None:
-        """After an error: stop the thread (what it held stays uncommitted, rows claimed)."""
-        if self._thread is not None:
-            self.error = self.error or RuntimeError("batch abandoned")
-            self._queue.put(_STOP)
-            self._wake.set()
-            self._thread.join(30)
-            self._thread = None
-
     def _run(self) -> None:
+        db = _Db(None, self._deadline, self.edition_id)
         try:
-            with get_engine().connect() as conn:
-                self._loop(conn)
-        except BaseException as exc:  # noqa: BLE001 — could not even connect: the batch raises it
+            self._loop(db)
+        except BaseException as exc:  # noqa: BLE001 — a bug: put() and close() raise it in the batch
             self.error = self.error or exc
-            self._discard_until_stop()
+            while self._queue.get() is not _STOP:  # let a waiting put() and close() go on
+                self._room.release()
+        finally:
+            db.close()
 
-    def _loop(self, conn) -> None:
+    def _loop(self, db: _Db) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -655,7 +803,7 @@ class _Writer:
             group, stopping = [first], False
             # Gather for OUTCOME_WAIT without waking up for each outcome (a wake-up per
             # message cost more CPU than writing it): put() cuts the wait short when a
-            # group is full, close() and abandon() when the batch ends.
+            # group is full, close() when the batch ends.
             if self._queue.qsize() < OUTCOME_GROUP - 1:
                 self._wake.wait(OUTCOME_WAIT)
             self._wake.clear()
@@ -670,28 +818,20 @@ class _Writer:
                 group.append(item)
             try:
                 if self.error is None:
-                    self._write(conn, group)
+                    self._write(db, group)
             except BaseException as exc:  # noqa: BLE001 — put() and close() raise it in the batch
                 self.error = exc
+                log.error("delivery.record_failed", edition_id=self.edition_id,
+                          delivery_ids=[w.record.delivery_id for w in group], error=type(exc).__name__,
+                          action="rows left claimed; the sweeper takes them back after their lease")
             finally:
                 self._room.release(len(group))
             if stopping:
                 return
 
-    def _discard_until_stop(self) -> None:
-        while self._queue.get() is not _STOP:
-            self._room.release()
-
-    def _write(self, conn, group: list[_Write]) -> None:
-        """One transaction for the group, tried again if the database refuses it.
-
-        If every attempt fails the rows stay `claimed` and the error goes up: the state a
-        worker killed before its commit leaves, handled the same way (the lease expires,
-        the sweeper queues the rows again, and those messages may go twice — within the
-        bound above).  No status says "sent, not recorded", and a database that refused
-        three writes would most likely refuse a fourth of another kind too.
-        """
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
+    def _write(self, db: _Db, group: list[_Write]) -> None:
+        """One transaction for the group (tried again through a database blip by `db`)."""
+        def write(conn) -> set[int]:
             try:
                 written = ledger.record_many(conn, self.worker, [w.record for w in group])
                 for w in group:
@@ -700,34 +840,32 @@ class _Writer:
                 counted = [w.counted for w in group if w.counted is not None and w.record.delivery_id in written]
                 ledger.count_alerts(conn, counted, utcnow().astimezone(self.tz).date())
                 conn.commit()
-            except sa.exc.OperationalError as exc:
-                conn.rollback()
-                if attempt == RECORD_ATTEMPTS:
-                    log.error("delivery.record_failed", edition_id=self.edition_id,
-                              delivery_ids=[w.record.delivery_id for w in group], error=type(exc).__name__,
-                              action="rows left claimed; the sweeper takes them back after their lease")
-                    raise
-                log.warning("delivery.record_retry", edition_id=self.edition_id, attempt=attempt,
-                            rows=len(group), error=type(exc).__name__)
-                time.sleep(0.05 * 2**attempt)
-                continue
-            for w in group:
-                if w.record.delivery_id in written:
-                    self.counts[w.record.status.value] += 1
-                else:
-                    # The lease expired and someone else took the row: our answer is stale.
-                    self.counts["lease_lost"] += 1
-                    log.warning("delivery.lease_lost", delivery_id=w.record.delivery_id,
-                                status=w.record.status.value)
-            return
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                raise
+            return written
+
+        written = db.run(write)
+        for w in group:
+            if w.record.delivery_id in written:
+                self.counts[w.record.status.value] += 1
+            else:
+                # The lease expired and someone else took the row (or a retry after a blip
+                # finds it written already): our answer is not needed.
+                self.counts["lease_lost"] += 1
+                log.warning("delivery.lease_lost", delivery_id=w.record.delivery_id, status=w.record.status.value)
 
 
 class _Heartbeat:
     """Renews the batch's leases every LEASE_SECONDS/3 from a thread of its own, so that
-    neither a slow relay nor the rate limiter makes a live batch look dead."""
+    neither a slow relay nor the rate limiter makes a live batch look dead (an alert
+    batch also keeps the alert flag up: priority.py)."""
 
-    def __init__(self, worker: str, edition_id: int, id_range: tuple[int, int], lease_seconds: int):
+    def __init__(self, worker: str, edition_id: int, id_range: tuple[int, int], lease_seconds: int, lease: _Lease,
+                 alert_flag: priority.AlertFlag | None = None):
         self.worker, self.edition_id, self.id_range, self.lease_seconds = worker, edition_id, id_range, lease_seconds
+        self.lease, self.alert_flag = lease, alert_flag
         self.every = max(lease_seconds / 3, 0.2)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"nashra-lease-{edition_id}", daemon=True)
@@ -741,9 +879,13 @@ class _Heartbeat:
 
     def _run(self) -> None:
         while not self._stopped.wait(self.every):
+            if self.alert_flag is not None:
+                self.alert_flag.raise_()
+            asked = time.monotonic()
             try:
                 with _connect() as conn:
                     ledger.extend_leases(conn, self.worker, self.edition_id, *self.id_range, self.lease_seconds)
                     conn.commit()
+                self.lease.renewed(asked)
             except Exception as exc:  # noqa: BLE001 — try again at the next beat
                 log.warning("delivery.heartbeat_failed", edition_id=self.edition_id, error=type(exc).__name__)

@@ -60,7 +60,7 @@ from email.utils import parseaddr
 from typing import Protocol
 
 from service.config import Settings, ascii_mail_from, get_settings
-from service.delivery import smtp
+from service.delivery import smtp_pool
 from service.delivery.verdicts import Outcome
 from service.rendering.mime import PreparedVariant
 from service.rendering.viewmodels import RenderedVariant
@@ -350,7 +350,7 @@ class Sender(Protocol):
     """Hands one composed message to a mail server.
 
     Returns the Outcome of a message the server took (or may have taken: no reply
-    after DATA, RFC 1047, is not re-sent).  Raises `smtp.SmtpTransientError` (an
+    after DATA, RFC 1047, is sent once more under SMTP_AMBIGUOUS=resend).  Raises `smtp.SmtpTransientError` (an
     OSError: try again later — 4xx, server down, TLS/AUTH/policy refusal) or
     `smtp.SmtpError` (final for this recipient: 5xx to RCPT or DATA).
     """
@@ -359,11 +359,11 @@ class Sender(Protocol):
 
 
 class SmtpSender:
-    """The SMTP server of SMTP_URL (a relay, Mailpit, the demo's capture server), over this
-    process's connection (`service.delivery.smtp`)."""
+    """The relays of SMTP_URL (a relay, Mailpit, the demo's capture server), through the
+    same engine as every edition (`smtp_pool.send_now`)."""
 
     def send(self, envelope_from: str, recipient: str, data: bytes, /) -> Outcome:
-        return smtp.send_one(recipient, data, sender=envelope_from)
+        return smtp_pool.send_now(get_settings(), envelope_from, recipient, data)
 
 
 def send_composed(message: Composed, recipient: str, sender: Sender | None = None) -> Outcome:

@@ -61,7 +61,9 @@ _POLL_MAX = 0.2  # … backing off to 200 ms (a release in this process wakes it
 ALERT_LANE = "alert"
 _ALERT, _GENERAL = "a", "g"  # the pool a slot id belongs to, its first letter
 
-# KEYS = alert pool, general pool (sorted sets: member = slot id, score = expiry ms).
+# KEYS = alert pool, general pool (sorted sets: member = slot id, score = expiry ms),
+# and the "wanted" flag: set for a second whenever a slot is refused, so that holders of
+# idle sessions give theirs back at once (`ConnectionCap.wanted`).
 # ARGV = slot id, pool ('a' | 'g'), max, alert share, ttl ms.
 # Takes the slot (or extends it, if it is still held) and returns 1, or returns 0 when
 # the rule leaves no room for it.
@@ -77,8 +79,10 @@ if pool == 'a' then key = KEYS[1] end
 if not redis.call('ZSCORE', key, slot) then
   local alerts = redis.call('ZCARD', KEYS[1])
   local general = redis.call('ZCARD', KEYS[2])
-  if alerts + general >= max then return 0 end
-  if pool ~= 'a' and general >= max - share then return 0 end
+  if alerts + general >= max or (pool ~= 'a' and general >= max - share) then
+    redis.call('SET', KEYS[3], '1', 'PX', 1000)
+    return 0
+  end
 end
 redis.call('ZADD', key, now + ttl, slot)
 redis.call('PEXPIRE', key, 2 * ttl)
@@ -100,6 +104,7 @@ class _LocalCaps:
         self.cond = threading.Condition()
         # relay key → {slot id: expiry (monotonic seconds)}, one dict per pool
         self.pools: dict[str, dict[str, dict[str, float]]] = {}
+        self.wanted_until: dict[str, float] = {}  # relay key → until when a slot was refused
 
     def _purged(self, relay: str) -> dict[str, dict[str, float]]:
         pools = self.pools.setdefault(relay, {_ALERT: {}, _GENERAL: {}})
@@ -115,9 +120,8 @@ class _LocalCaps:
             held = pools[pool]
             if slot not in held:
                 alerts, general = len(pools[_ALERT]), len(pools[_GENERAL])
-                if alerts + general >= maximum:
-                    return False
-                if pool != _ALERT and general >= maximum - share:
+                if alerts + general >= maximum or (pool != _ALERT and general >= maximum - share):
+                    self.wanted_until[relay] = time.monotonic() + 1.0
                     return False
             held[slot] = time.monotonic() + ttl
             return True
@@ -213,6 +217,19 @@ class ConnectionCap:
                 self._shared.failed(exc)
         self._local.drop(relay_key, slot)
 
+    def wanted(self, relay_key: str) -> bool:
+        """True if a slot of this relay was refused in the last second (another process,
+        or lane, waits for one): a session with nothing to send should give its slot back."""
+        if self._shared.usable():
+            try:
+                flag = self._shared.client.exists(self._prefix + f"{{{relay_key}}}:wanted")
+                self._shared.ok()
+                return bool(flag)
+            except Exception as exc:  # noqa: BLE001
+                self._shared.failed(exc)
+        with self._local.cond:
+            return self._local.wanted_until.get(relay_key, 0.0) > time.monotonic()
+
     # ------------------------------------------------------------------ for status and tests
 
     def counts(self, relay_key: str) -> dict[str, int]:
@@ -247,7 +264,8 @@ class ConnectionCap:
         if self._shared.usable():
             try:
                 got = self._shared.script(
-                    keys=[self._key(relay_key, _ALERT), self._key(relay_key, _GENERAL)],
+                    keys=[self._key(relay_key, _ALERT), self._key(relay_key, _GENERAL),
+                          self._prefix + f"{{{relay_key}}}:wanted"],
                     args=[slot, pool, self.max_connections, self.alert_connections, self._ttl_ms],
                 )
                 self._shared.ok()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from service.delivery.verdicts import clean
 from service.models import (
     Delivery,
     DeliveryStatus,
@@ -44,6 +45,18 @@ class Claimed:
     attempts: int
 
 
+def db_now(conn) -> sa.ColumnElement | dt.datetime:
+    """The time leases are measured on: the database's clock on PostgreSQL (every host's
+    workers and the sweeper agree, whatever their own clocks say); this process's on
+    SQLite, the one-machine demo."""
+    dialect = conn.dialect if hasattr(conn, "dialect") else conn.get_bind().dialect  # a Connection, or a Session
+    return sa.func.now() if dialect.name == "postgresql" else utcnow()
+
+
+def lease_end(conn, seconds: float) -> sa.ColumnElement | dt.datetime:
+    return db_now(conn) + dt.timedelta(seconds=seconds)
+
+
 def claimable(now: dt.datetime) -> sa.ColumnElement[bool]:
     return sa.or_(
         D.c.status == DeliveryStatus.queued.value,
@@ -60,7 +73,7 @@ def claim(conn, edition_id: int, first_id: int, last_id: int, worker: str, lease
         .values(
             status=DeliveryStatus.claimed.value,
             claimed_by=worker,
-            lease_until=now + dt.timedelta(seconds=lease_seconds),
+            lease_until=lease_end(conn, lease_seconds),
             updated_at=now,
         )
         .returning(D.c.id, D.c.subscriber_id, D.c.variant, D.c.attempts)
@@ -144,8 +157,13 @@ def recipient_states(conn, edition_id: int,
     return status, states
 
 
+def _reply(text: str | None) -> str | None:
+    """A reply as stored: no control character (psycopg refuses a NUL), bounded."""
+    return clean(text)[:1000] or None
+
+
 @functools.cache
-def _record_statement(with_message_id: bool, sent: bool, attempted: bool) -> sa.Update:
+def _record_statement(with_message_id: bool, sent: bool, attempted: bool, ambiguous: bool = False) -> sa.Update:
     values: dict = {
         "status": sa.bindparam("status"),
         "smtp_code": sa.bindparam("smtp_code"),
@@ -160,6 +178,8 @@ def _record_statement(with_message_id: bool, sent: bool, attempted: bool) -> sa.
         values["sent_at"] = sa.bindparam("now")
     if attempted:
         values["attempts"] = D.c.attempts + 1
+    if ambiguous:
+        values["ambiguous"] = D.c.ambiguous + 1
     return (
         sa.update(D)
         .where(D.c.id == sa.bindparam("delivery_id"), D.c.status == DeliveryStatus.claimed.value,
@@ -179,15 +199,16 @@ def record(
     message_id: str | None = None,
     next_attempt_at: dt.datetime | None = None,
     attempted: bool = True,
+    ambiguous: bool = False,
 ) -> bool:
     """Write one row's outcome, if this worker still holds it.  False = lease lost."""
-    stmt = _record_statement(bool(message_id), status == DeliveryStatus.sent, attempted)
+    stmt = _record_statement(bool(message_id), status == DeliveryStatus.sent, attempted, ambiguous)
     params = {
         "delivery_id": delivery_id,
         "worker": worker,
         "status": status.value,
         "smtp_code": smtp_code,
-        "smtp_reply": (smtp_reply or None) and smtp_reply[:1000],
+        "smtp_reply": _reply(smtp_reply),
         "now": utcnow(),
         "next_attempt_at": next_attempt_at,
     }
@@ -207,6 +228,7 @@ class Record:
     message_id: str | None = None
     next_attempt_at: dt.datetime | None = None
     attempted: bool = True
+    ambiguous: bool = False  # sent once more after an ambiguous end: a possible duplicate
 
 
 # One statement for a whole group, whatever its size: the outcomes travel as arrays
@@ -221,12 +243,14 @@ _RECORD_MANY = sa.text("""
         next_attempt_at = v.next_attempt_at,
         sent_at = CASE WHEN v.status = 'sent' THEN :now ELSE d.sent_at END,
         attempts = d.attempts + v.attempted,
+        ambiguous = d.ambiguous + v.ambiguous,
         lease_until = NULL,
         updated_at = :now
     FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[]), CAST(:codes AS integer[]),
                 CAST(:replies AS text[]), CAST(:message_ids AS varchar[]),
-                CAST(:next_attempts AS timestamptz[]), CAST(:attempted AS integer[]))
-         AS v(id, status, smtp_code, smtp_reply, message_id, next_attempt_at, attempted)
+                CAST(:next_attempts AS timestamptz[]), CAST(:attempted AS integer[]),
+                CAST(:ambiguous AS integer[]))
+         AS v(id, status, smtp_code, smtp_reply, message_id, next_attempt_at, attempted, ambiguous)
     WHERE d.id = v.id AND d.status = 'claimed' AND d.claimed_by = :worker
     RETURNING d.id
 """)
@@ -241,17 +265,19 @@ def record_many(conn, worker: str, records: list[Record]) -> set[int]:
         # SQLite (the embedded demo) writes one outcome at a time anyway (see batch.py).
         return {r.delivery_id for r in records
                 if record(conn, r.delivery_id, worker, r.status, smtp_code=r.smtp_code, smtp_reply=r.smtp_reply,
-                          message_id=r.message_id, next_attempt_at=r.next_attempt_at, attempted=r.attempted)}
+                          message_id=r.message_id, next_attempt_at=r.next_attempt_at, attempted=r.attempted,
+                          ambiguous=r.ambiguous)}
     params = {
         "now": utcnow(),
         "worker": worker,
         "ids": [r.delivery_id for r in records],
         "statuses": [r.status.value for r in records],
         "codes": [r.smtp_code for r in records],
-        "replies": [(r.smtp_reply or None) and r.smtp_reply[:1000] for r in records],
+        "replies": [_reply(r.smtp_reply) for r in records],
         "message_ids": [r.message_id or None for r in records],
         "next_attempts": [r.next_attempt_at for r in records],
         "attempted": [int(r.attempted) for r in records],
+        "ambiguous": [int(r.ambiguous) for r in records],
     }
     return set(conn.execute(_RECORD_MANY, params).scalars())
 
@@ -287,7 +313,7 @@ def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_
     if to == DeliveryStatus.retry:
         values["next_attempt_at"] = next_attempt_at
     if reply is not None:
-        values["smtp_reply"] = reply[:1000]
+        values["smtp_reply"] = _reply(reply)
     return conn.execute(
         sa.update(D)
         .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
@@ -302,8 +328,23 @@ def extend_leases(conn, worker: str, edition_id: int, first_id: int, last_id: in
         sa.update(D)
         .where(D.c.edition_id == edition_id, D.c.id.between(first_id, last_id),
                D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
-        .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+        .values(lease_until=lease_end(conn, lease_seconds))
     ).rowcount
+
+
+def fence(conn, worker: str, ids: list[int], lease_seconds: int) -> set[int]:
+    """The fence before a group of sends: extend the lease of the rows this worker still
+    holds, on the database's clock, and return them; only those may be sent.  A process
+    that froze past its lease (SIGSTOP, a long GC, a starved host) finds here that the
+    sweeper gave its rows to another worker, and sends none of them."""
+    if not ids:
+        return set()
+    return set(conn.execute(
+        sa.update(D)
+        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
+        .values(lease_until=lease_end(conn, lease_seconds))
+        .returning(D.c.id)
+    ).scalars())
 
 
 def start_sending(conn, edition_id: int) -> None:

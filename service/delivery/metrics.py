@@ -5,7 +5,8 @@
   relay (its 250): the alert latency the benchmark measures, in production;
 * ``nashra_delivery_messages_total{kind, outcome, reply_class}`` — every message a batch
   decided about: outcome = sent | retry | failed | bounced | unknown | sender_refused |
-  skipped | suppressed, reply class = 2xx | 4xx | 5xx | none (no SMTP reply).
+  unavailable | skipped | suppressed | resent_ambiguous (the final dot may have left with
+  no answer and the message went once more: a possible duplicate), reply class = 2xx | 4xx | 5xx | none (no SMTP reply).
 
 Workers are many processes (prefork children, several hosts' worth of them), so the
 numbers go through prometheus_client's multiprocess mode: each process writes its own
@@ -115,6 +116,11 @@ def message(kind: str, outcome: str, code: int | None = None, latency: float | N
     pair[0].inc()
     if latency is not None:
         pair[1].observe(max(latency, 0.0))
+
+
+def possible_duplicate(kind: str) -> None:
+    """A message sent once more after an ambiguous end (SMTP_AMBIGUOUS=resend)."""
+    message(kind, "resent_ambiguous")
 
 
 def _add(families: dict[str, Metric], family: Metric) -> None:

@@ -1,11 +1,18 @@
 """The relays of SMTP_URL, tried in order, and the ones set aside for a while.
 
 SMTP_URL may list several relays, comma-separated (`smtp+starttls://u:p@a:587,
-smtp://b:25`).  `pick()` gives the first one that is not set aside.  A relay that refuses
-us — authentication, TLS, a 5.7.x policy answer, connection refused — is set aside for
-SMTP_RELAY_SET_ASIDE_SECONDS (60 s; or as long as the caller says), so the others carry
-the edition; when every relay is set aside `pick()` returns None (`all_set_aside()`), and
-the caller pauses the edition instead of hammering relays that refuse it.
+smtp://b:25`).  `pick()` gives the first one that is not set aside.  Two classes of
+failure set a relay aside (verdicts.py):
+
+* *unavailable* (refused, reset, timeout, no greeting, 421, DNS): for a growing back-off
+  — 1 s, 2 s, 4 s … up to UNAVAILABLE_MAX_SECONDS — counted across workers and ended by
+  the next connection that works (`back`); the messages wait as `retry` rows until
+  `soonest()`, and go on by themselves;
+* *refuses us* (authentication, TLS, 5xx at the greeting or MAIL): for
+  SMTP_RELAY_SET_ASIDE_SECONDS (60 s).
+
+Either way the others carry the edition; when every relay is set aside `pick()` returns
+None (`all_set_aside()`).
 
 With REDIS_URL a set-aside is a key with a TTL under the settings' redis_key_prefix, so
 every worker on every host stops using the relay at once; without it (the embedded demo)
@@ -32,7 +39,11 @@ from service.logs import get_logger, redact
 log = get_logger(__name__)
 
 KEY_PREFIX = "nashra:relay:aside:"
+FAILS_PREFIX = "nashra:relay:fails:"
 MAX_REASON = 120
+UNAVAILABLE_FIRST_SECONDS = 1.0
+UNAVAILABLE_MAX_SECONDS = 10.0  # a relay back from a restart carries mail within this
+FAILS_MEMORY_SECONDS = 300  # failures further apart than this start the back-off over
 
 # Set aside for ARGV[2] ms unless it already is for longer; ARGV[1] is the reason.
 _SET_ASIDE = """
@@ -69,6 +80,16 @@ class _LocalAside:
     def __init__(self):
         self.lock = threading.Lock()
         self.until: dict[str, tuple[float, str]] = {}  # relay key → (monotonic deadline, reason)
+        self.fails: dict[str, int] = {}  # relay key → unavailable in a row (the back-off's step)
+
+    def failed(self, key: str) -> int:
+        with self.lock:
+            self.fails[key] = self.fails.get(key, 0) + 1
+            return self.fails[key]
+
+    def back(self, key: str) -> bool:
+        with self.lock:
+            return self.fails.pop(key, None) is not None
 
     def set(self, key: str, reason: str, seconds: float) -> bool:
         """Record it; True if the relay was not set aside here already."""
@@ -111,6 +132,7 @@ class Relays:
         self.targets: list[SmtpTarget] = settings.smtp_targets
         self.default_seconds = settings.smtp_relay_set_aside_seconds
         self._prefix = settings.redis_key_prefix + KEY_PREFIX
+        self._fails_prefix = settings.redis_key_prefix + FAILS_PREFIX
         self._local = _local_for(settings.redis_key_prefix)
         self._shared = SharedRedis(settings, _SET_ASIDE, down_event="smtp.relays_redis_unavailable", back_event="smtp.relays_redis_back")
 
@@ -132,16 +154,20 @@ class Relays:
                 return target
         return None
 
-    def set_aside(self, target: SmtpTarget, reason: str, seconds: float | None = None) -> None:
-        """Stop using `target` for `seconds` (default SMTP_RELAY_SET_ASIDE_SECONDS), everywhere.
+    def set_aside(self, target: SmtpTarget, reason: str, seconds: float | None = None, *,
+                  unavailable: bool = False) -> None:
+        """Stop using `target` for a while, everywhere: `unavailable` for the growing
+        back-off (see the module doc), else `seconds` (default SMTP_RELAY_SET_ASIDE_SECONDS).
 
         `reason` is a short category for the log ("auth", "tls", "5.7.1", "refused");
         anything address-like in it is masked.  A longer set-aside already in force stays.
         """
+        key = self.key(target)
+        if unavailable:
+            seconds = min(UNAVAILABLE_MAX_SECONDS, UNAVAILABLE_FIRST_SECONDS * 2 ** (self._count_failure(key) - 1))
         seconds = self.default_seconds if seconds is None else float(seconds)
         if not seconds > 0:
             return
-        key = self.key(target)
         why = _clean_reason(reason)
         fresh = self._local.set(key, why, seconds)
         if self._shared.usable():
@@ -152,9 +178,35 @@ class Relays:
                 self._shared.failed(exc)
         if fresh:
             others = sum(1 for s in self._left_all() if s <= 0)
-            log.warning(
-                "smtp.relay_set_aside", relay=key, reason=why, seconds=seconds, relays_left=others
-            )
+            log.warning("smtp.relay_set_aside", relay=key, reason=why, seconds=seconds, relays_left=others,
+                        unavailable=unavailable)
+
+    def back(self, target: SmtpTarget) -> None:
+        """A connection to `target` worked: its next unavailability starts the back-off over."""
+        key = self.key(target)
+        if self._local.back(key) and self._shared.usable():
+            try:
+                self._shared.client.delete(self._fails_prefix + key)
+                self._shared.ok()
+            except Exception as exc:  # noqa: BLE001
+                self._shared.failed(exc)
+
+    def soonest(self) -> float:
+        """Seconds until the first relay is usable again (0: one is now)."""
+        return min(self._left_all(), default=0.0)
+
+    def _count_failure(self, key: str) -> int:
+        n = self._local.failed(key)
+        if self._shared.usable():
+            try:
+                pipe = self._shared.client.pipeline(transaction=False)
+                pipe.incr(self._fails_prefix + key)
+                pipe.expire(self._fails_prefix + key, FAILS_MEMORY_SECONDS)
+                n = max(n, int(pipe.execute()[0]))
+                self._shared.ok()
+            except Exception as exc:  # noqa: BLE001 — this process's count meanwhile
+                self._shared.failed(exc)
+        return n
 
     def all_set_aside(self) -> bool:
         """True when every relay is set aside: time to pause the edition."""

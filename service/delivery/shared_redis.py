@@ -26,7 +26,7 @@ class SharedRedis:
     """`client` and a registered Lua `script` (both None without REDIS_URL), and the
     bookkeeping of an outage: ask `usable()` first, then report `ok()` or `failed(exc)`."""
 
-    def __init__(self, settings: Settings, script: str, *, down_event: str, back_event: str):
+    def __init__(self, settings: Settings, script: str | None = None, *, down_event: str, back_event: str):
         self.client = None
         self.script = None
         self._down_event, self._back_event = down_event, back_event
@@ -35,7 +35,7 @@ class SharedRedis:
         self._lock = threading.Lock()
         if settings.redis_url:
             self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-            self.script = self.client.register_script(script)
+            self.script = self.client.register_script(script) if script else None
 
     def usable(self) -> bool:
         return self.client is not None and time.monotonic() >= self._down_until

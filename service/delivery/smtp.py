@@ -1,29 +1,26 @@
-"""One persistent SMTP connection per worker process, and the dialogue over it.
+"""One SMTP session and the dialogue over it: where a message stopped, in one Outcome.
 
 smtplib does the wire work; we drive MAIL/RCPT/DATA ourselves instead of `sendmail`
-because the ledger needs to know *where* a dialogue stopped:
+because the ledger needs to know *where* a dialogue stopped (verdicts.py sorts it):
 
-* the connection died before the final "." went out → the message was not accepted:
-  retry it;
-* the final "." went out and no reply came (timeout, or the peer closed the connection
-  cleanly) → RFC 1047's ambiguity: the server may have queued it.  We record `unknown`
-  and do not re-send on our own — a duplicate to every such reader is worse than a
-  decision by the operator (`service.delivery.control.resend_unknown`);
-* the peer reset the connection (RST) after the dot → it discarded unread input, so it
-  did not take our message: retry.
+* nothing sent yet, or the line lost before the final dot could leave → the relay is
+  `unavailable`: nothing was accepted, another session or relay takes the message;
+* the final dot may have left and no reply came (timeout, reset, a write error in the
+  same write as the dot) → `unknown` (RFC 1047): the batch applies SMTP_AMBIGUOUS;
+* a reply → judged at its stage.
+
+Connect and the greeting wait SMTP_CONNECT_TIMEOUT (a relay that accepts TCP and never
+greets is set aside quickly); each command SMTP_TIMEOUT; the reply to the final dot
+SMTP_DATA_TIMEOUT (RFC 5321 §4.5.3.2.6: 10 minutes, a content filter may be slow).
 
 When the server offers ESMTP PIPELINING (RFC 2920), MAIL, RCPT and DATA leave in one
 write and their three replies are read after it: one round trip instead of three
-before the body.  Every reply is still read and judged at its own stage, so the
-verdicts are exactly those of the one-command-at-a-time dialogue: the first refusal
-decides (a refused MAIL makes RCPT and DATA fail with 503 — ignored), and a DATA that
-got 354 although MAIL or RCPT was refused is ended with a lone "." and nothing else,
+before the body.  Every reply is still read and judged at its own stage: the first
+refusal decides (a refused MAIL makes RCPT and DATA fail with 503 — ignored), and a DATA
+that got 354 although MAIL or RCPT was refused is ended with a lone "." and nothing else,
 as RFC 2920 §3.1 asks: no message body ever follows a refused envelope.
 
-Every socket operation has `settings.smtp_timeout` (connect, greeting, each command,
-each chunk of DATA, the final reply).  A connection is reopened when it breaks.  The
-delivery batches use many of these at once through `service.delivery.smtp_pool`;
-`connection()` below is the one-per-thread connection of the one-off mails (`send_one`).
+Sessions are held by `service.delivery.smtp_pool`, for every mail Nashra sends.
 """
 
 from __future__ import annotations
@@ -34,9 +31,8 @@ import smtplib
 import socket
 import ssl
 import threading
-import time
 
-from service.config import Settings, SmtpTarget, get_settings
+from service.config import Settings, SmtpTarget
 from service.delivery.verdicts import Outcome, Verdict, judge, scrub
 from service.logs import get_logger
 
@@ -52,7 +48,6 @@ _DOT_ATOM_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 )
-CONNECT_ATTEMPTS = 3  # a refused connection is retried briefly before the edition pauses
 # What a dialogue that broke off raises: the peer went away, a timeout, a garbled reply.
 _LOST = (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError)
 
@@ -101,9 +96,11 @@ class SmtpConnection:
     """A lazily opened, reusable connection to the configured SMTP server."""
 
     def __init__(self, target: SmtpTarget, timeout: float, local_hostname: str | None = None,
-                 pipelining: bool = True):
+                 pipelining: bool = True, connect_timeout: float | None = None, data_timeout: float | None = None):
         self.target = target
         self.timeout = timeout
+        self.connect_timeout = min(timeout, connect_timeout) if connect_timeout else timeout
+        self.data_timeout = data_timeout or timeout
         self.local_hostname = local_hostname
         self.pipelining = pipelining  # use PIPELINING when the server offers it
         self._smtp: smtplib.SMTP | None = None
@@ -118,11 +115,16 @@ class SmtpConnection:
     def _open(self) -> smtplib.SMTP:
         t = self.target
         ctx = tls_context() if t.security in ("ssl", "starttls") else None
+        # TCP, TLS and the greeting wait connect_timeout; every later step `timeout`.
         if t.security == "ssl":
-            smtp = smtplib.SMTP_SSL(t.host, t.port, local_hostname=self.local_hostname, timeout=self.timeout, context=ctx)
+            smtp = smtplib.SMTP_SSL(t.host, t.port, local_hostname=self.local_hostname, timeout=self.connect_timeout,
+                                    context=ctx)
         else:
-            smtp = smtplib.SMTP(t.host, t.port, local_hostname=self.local_hostname, timeout=self.timeout)
+            smtp = smtplib.SMTP(t.host, t.port, local_hostname=self.local_hostname, timeout=self.connect_timeout)
         try:
+            smtp.timeout = self.timeout
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.timeout)
             smtp.ehlo_or_helo_if_needed()
             if t.security == "starttls":
                 smtp.starttls(context=ctx)
@@ -135,33 +137,28 @@ class SmtpConnection:
         return smtp
 
     def connect(self) -> Outcome | None:
-        """Make sure a connection is open; return an Outcome only if that failed."""
+        """Make sure a connection is open; return an Outcome only if that failed (one
+        attempt: a relay that cannot be reached is the pool's to set aside, not ours to
+        hammer)."""
         if self._smtp is not None:
             return None
-        last: Outcome | None = None
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                self._smtp = self._open()
-                self.messages_on_connection = 0
-                self.opened += 1
-                log.info("smtp.connected", server=repr(self.target), attempt=attempt + 1)
-                return None
-            except smtplib.SMTPAuthenticationError as exc:
-                return Outcome(Verdict.sender_refused, exc.smtp_code, _text(exc.smtp_error, "authentication failed"), "connect")
-            except smtplib.SMTPNotSupportedError as exc:
-                return Outcome(Verdict.sender_refused, None, f"TLS/AUTH not offered by the server: {exc}", "connect")
-            except ssl.SSLError as exc:
-                return Outcome(Verdict.sender_refused, None, f"TLS failure: {exc}", "connect")
-            except smtplib.SMTPResponseException as exc:  # greeting, EHLO or STARTTLS refused
-                last = judge("connect", exc.smtp_code, _text(exc.smtp_error, ""))
-                if last.verdict != Verdict.retry:
-                    return last
-            except ConnectionRefusedError as exc:
-                last = Outcome(Verdict.sender_refused, None, f"connection refused by {self.target!r}: {exc}", "connect")
-            except (OSError, smtplib.SMTPException) as exc:  # timeouts, resets, DNS
-                last = Outcome(Verdict.retry, None, f"cannot reach {self.target!r}: {exc or type(exc).__name__}", "connect")
-            time.sleep(min(0.2 * 2**attempt, 2.0))
-        return last
+        try:
+            self._smtp = self._open()
+        except smtplib.SMTPAuthenticationError as exc:
+            return Outcome(Verdict.sender_refused, exc.smtp_code, _text(exc.smtp_error, "authentication failed"),
+                           "connect")
+        except smtplib.SMTPNotSupportedError as exc:
+            return Outcome(Verdict.sender_refused, None, f"TLS/AUTH not offered by the server: {exc}", "connect")
+        except ssl.SSLError as exc:
+            return Outcome(Verdict.sender_refused, None, f"TLS failure: {exc}", "connect")
+        except smtplib.SMTPResponseException as exc:  # greeting, EHLO or STARTTLS refused
+            return judge("connect", exc.smtp_code, _text(exc.smtp_error, ""))
+        except (OSError, smtplib.SMTPException) as exc:  # refused, reset, timeouts, no greeting, DNS
+            return Outcome(Verdict.unavailable, None, f"cannot reach {self.target!r}: {_why(exc)}", "connect")
+        self.messages_on_connection = 0
+        self.opened += 1
+        log.info("smtp.connected", server=repr(self.target))
+        return None
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -194,7 +191,7 @@ class SmtpConnection:
         became of it (nothing of it was sent)."""
         reused = self._smtp is not None
         outcome = self._begin_once(sender, recipient)
-        if (reused and outcome is not None and outcome.stage == "mail" and outcome.verdict == Verdict.retry
+        if (reused and outcome is not None and outcome.stage == "mail" and outcome.verdict == Verdict.unavailable
                 and outcome.code in (None, 421)):
             # An idle connection the server closed meanwhile, or one it closes now with
             # 421 (a relay's messages-per-connection limit): nothing was sent, so one
@@ -235,19 +232,26 @@ class SmtpConnection:
             # the first (Nagle), a round trip of its own.
             smtp.send(payload + envelope if envelope else payload)
         except _LOST as exc:
-            # Not all of DATA left us, so the final dot did not: the server cannot have
-            # accepted this message.
             self._drop()
-            return Outcome(Verdict.retry, None, f"connection lost during DATA: {_why(exc)}", "data"), False, None
+            if envelope:
+                # The dot came before the follower's envelope in this write: it may have left.
+                return (Outcome(Verdict.unknown, None, f"lost after the final dot: {_why(exc)}", "dot"),
+                        False, None)
+            # Not all of DATA left us, so the final dot did not: nothing was accepted.
+            return (Outcome(Verdict.unavailable, None, f"connection lost during DATA: {_why(exc)}", "data"),
+                    False, None)
 
         try:
-            code, reply = smtp.getreply()
+            smtp.sock.settimeout(self.data_timeout)  # type: ignore[union-attr]
+            try:
+                code, reply = smtp.getreply()
+            finally:
+                if smtp.sock is not None:
+                    smtp.sock.settimeout(self.timeout)
         except _LOST as exc:
+            # Timeout, reset or a clean close: the server may have queued it (RFC 1047).
             self._drop()
             cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
-            if isinstance(cause, ConnectionResetError | BrokenPipeError):
-                return Outcome(Verdict.retry, None,
-                               f"connection reset before the reply to DATA: {_why(cause)}", "dot"), False, None
             return (Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot"),
                     False, None)
         self.messages_on_connection += 1
@@ -284,7 +288,7 @@ class SmtpConnection:
                 smtp.send(self._envelope(smtp, sender, recipient, options))
             except _LOST as exc:
                 self._drop()
-                return Outcome(Verdict.retry, None, f"connection lost at mail: {_why(exc)}", "mail")
+                return Outcome(Verdict.unavailable, None, f"connection lost at mail: {_why(exc)}", "mail")
             return self._envelope_replies(smtp)
         stage = "mail"
         try:
@@ -302,7 +306,7 @@ class SmtpConnection:
                 return self._refused("data", code, reply)
         except _LOST as exc:
             self._drop()
-            return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
+            return Outcome(Verdict.unavailable, None, f"connection lost at {stage}: {_why(exc)}", stage)
         return None
 
     @staticmethod
@@ -335,7 +339,7 @@ class SmtpConnection:
             self._drop()
             if refusal is not None:  # the server said no, then went away (e.g. 421)
                 return judge(*refusal)
-            return Outcome(Verdict.retry, None, f"connection lost at {stage}: {_why(exc)}", stage)
+            return Outcome(Verdict.unavailable, None, f"connection lost at {stage}: {_why(exc)}", stage)
         self.pipelined += 1
         if refusal is not None:
             if code == 354:
@@ -397,56 +401,5 @@ def _quiet_close(smtp: smtplib.SMTP) -> None:
         pass
 
 
-# ---------------------------------------------------------------------- per thread
-
-_local = threading.local()
-
-
-def _key(settings: Settings) -> tuple:
-    return (os.getpid(), settings.smtp_url, settings.smtp_timeout)
-
-
-def connection(settings: Settings | None = None) -> SmtpConnection:
-    """This thread's connection for one-off mails, re-made after a fork or a config change.
-
-    An SMTP dialogue cannot be shared mid-message, so each thread has its own.  The
-    delivery batches do not use it: they take sessions from `smtp_pool`.
-    """
-    settings = settings or get_settings()
-    key = _key(settings)
-    conn: SmtpConnection | None = getattr(_local, "conn", None)
-    if conn is None or getattr(_local, "key", None) != key:
-        if conn is not None and conn.pid == os.getpid():
-            conn.close()
-        conn = SmtpConnection(settings.smtp, settings.smtp_timeout, local_hostname=helo_name(settings))
-        _local.conn, _local.key = conn, key
-    return conn
-
-
-def close_connection() -> None:
-    conn: SmtpConnection | None = getattr(_local, "conn", None)
-    if conn is not None and conn.pid == os.getpid():
-        conn.close()
-    _local.conn = None
-
-
 def helo_name(settings: Settings) -> str:
     return settings.mail_from_address.rpartition("@")[2] or socket.getfqdn()
-
-
-def send_one(recipient: str, message: bytes, sender: str | None = None) -> Outcome:
-    """Send one transactional message now (confirmation, welcome).
-
-    Raises SmtpTransientError (an OSError, so Celery's autoretry_for=(OSError,) retries
-    it) for 4xx and for a server that refuses *us* (down, TLS, AUTH, policy): a reader
-    waiting for a confirmation should get it once the relay is back, and there is no
-    edition to pause.  SmtpError only for what is final for this reader (5xx to RCPT or
-    DATA).  No reply after DATA (RFC 1047) counts as sent: it is not re-sent.
-    """
-    settings = get_settings()
-    outcome = connection(settings).send(sender or settings.mail_from_address, recipient, message)
-    if outcome.verdict in (Verdict.sent, Verdict.unknown):
-        return outcome
-    if outcome.verdict in (Verdict.retry, Verdict.sender_refused):
-        raise SmtpTransientError(outcome)
-    raise SmtpError(outcome)

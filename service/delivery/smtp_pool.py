@@ -46,10 +46,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.config import Settings, SmtpTarget, on_reset
+from service.delivery import metrics
 from service.delivery.connection_cap import ALERT_LANE, ConnectionCap
 from service.delivery.relays import Relays, relay_key
-from service.delivery.smtp import SmtpConnection, data_payload, helo_name
-from service.delivery.verdicts import Outcome, Verdict, enhanced_status
+from service.delivery.smtp import (
+    SmtpConnection,
+    SmtpError,
+    SmtpTransientError,
+    data_payload,
+    helo_name,
+)
+from service.delivery.verdicts import Outcome, Verdict, enhanced_status, scrub
 from service.logs import get_logger
 
 log = get_logger(__name__)
@@ -63,6 +70,8 @@ PICK_EVERY = 1.0  # seconds a lane keeps Relays.pick()'s answer
 # an answer, and the next write follows that answer at once (the follower's 354 comes in
 # the same packet as the dot's 250), so with two a session chained every other message.
 WINDOW_PER_SESSION = 3
+MAX_RESTARTS = 2  # a message the relay drops before its dot is tried again this often
+KEEP_EVERY = 0.5  # seconds between the keeper's rounds (idle sessions, slots others want)
 
 
 def lane_name(kind: str) -> str:
@@ -106,6 +115,10 @@ class Senders:
             thread = threading.Thread(target=self._run, name=f"{self.name}_{len(self._threads)}", daemon=True)
             self._threads.append(thread)
             thread.start()
+
+    def idle(self) -> bool:
+        """Nothing queued (a message may still be on a thread)."""
+        return self._queue.empty()
 
     def take_ready(self) -> object | None:
         """The next queued item, if there is one now (for a thread already running one)."""
@@ -155,6 +168,7 @@ class Job:
     recipient: str
     data: bytes  # wire-ready (compose's): CRLF lines, no line starting with "."
     permitted: bool = False  # `before` said yes: it is not asked again
+    restarts: int = 0  # times the relay dropped it before its dot (MAX_RESTARTS)
 
     def before(self, wait: bool) -> bool:
         return True
@@ -183,6 +197,7 @@ class Lane:
         self.size = settings.smtp_connections
         self.idle_seconds = settings.smtp_idle_seconds
         self.timeout = settings.smtp_timeout
+        self.connect_timeout, self.data_timeout = settings.smtp_connect_timeout, settings.smtp_data_timeout
         self.helo = helo_name(settings)
         self.cap = ConnectionCap(settings)
         self.relays = Relays(settings)
@@ -270,7 +285,9 @@ class Lane:
                 self._cap_full_until = time.monotonic() + CAP_FULL_BACKOFF
                 self._cond.notify_all()
                 return None
-            session = Session(SmtpConnection(target, self.timeout, local_hostname=self.helo), key, slot)
+            session = Session(SmtpConnection(target, self.timeout, local_hostname=self.helo,
+                                             connect_timeout=self.connect_timeout, data_timeout=self.data_timeout),
+                              key, slot)
             self._all.add(session)
             return session
 
@@ -302,20 +319,22 @@ class Lane:
         self.executor.submit(job)
 
     def _carry(self, job: Job) -> None:
-        """On a sender thread: a message, and those that follow it on the same session."""
-        while job is not None:
-            job = self._one(job)
+        """On a sender thread: a message, and those that follow it on the same session;
+        a message the relay dropped before its dot starts over (another session or relay)."""
+        pending = [job]
+        while pending:
+            pending.extend(self._one(pending.pop()))
 
-    def _one(self, job: Job) -> Job | None:
+    def _one(self, job: Job) -> list[Job]:
         """`job`'s message from its envelope on, chaining the queued ones behind it while
-        the session can; returns a follower that has to start over (or None)."""
+        the session can; returns the messages that have to start over (last first)."""
         try:
             session = self._begin(job)
         except BaseException as exc:  # noqa: BLE001 — given up (still_wanted), or a bug: the batch decides
             job.answer(None, exc)
-            return None
+            return []
         if session is None:
-            return None  # answered
+            return []  # answered
         while True:
             follower = self._follower(session)
             chained = follower is not None and follower.permitted
@@ -326,28 +345,42 @@ class Lane:
             except BaseException as exc:  # noqa: BLE001 — a bug: never a half-known session again
                 self.discard(session)
                 job.answer(None, exc)
-                return follower
-            job.answer(outcome, None)
-            if follower is not None and ready:
+                return [follower] if follower is not None else []
+            again = []
+            if outcome.verdict == Verdict.unavailable and job.restarts < MAX_RESTARTS:
+                job.restarts += 1  # dropped before its dot could leave (or 421 to it): nothing accepted
+                again.append(job)
+            else:
+                job.answer(outcome, None)
+            if follower is not None and ready and not again:
                 job = follower
                 continue
             self.checkin(session)
-            if refusal is not None and _for_the_reader(refusal):
-                follower.answer(refusal, None)  # type: ignore[union-attr]
-                return None
-            return follower  # not chained, its replies lost, or a refusal of us: from the start
+            if follower is not None:
+                if refusal is not None and _for_the_reader(refusal):
+                    follower.answer(refusal, None)
+                else:  # not chained, its replies lost, or a refusal of us: from the start
+                    again.insert(0, follower)
+            return again
 
     def _begin(self, job: Job) -> Session | None:
-        """A session waiting for `job`'s message (354), or None once `job` is answered."""
+        """A session waiting for `job`'s message (354), or None once `job` is answered.
+
+        A relay that is unavailable at connect (or refuses us) is set aside and the next
+        one is tried; a session the relay drops mid-envelope is tried again on a fresh
+        connection.  The job is answered with the relay's failure only when no relay is
+        left (the batch then waits, or pauses for a refusal of us)."""
         job.still_wanted()  # queued before its batch stopped (a pause): it stays unsent
-        tried = 0
         while True:
             session = self.checkout(still_wanted=job.still_wanted)
             assert session is not None
             # A new session connects first: the permission is then used within one
             # dialogue, not after TCP, greeting, EHLO, STARTTLS and AUTH.
+            fresh = not session.conn.is_open
             outcome = session.conn.connect()
             if outcome is None:
+                if fresh:
+                    self.relays.back(session.conn.target)
                 if not job.permitted:
                     try:
                         job.before(True)
@@ -362,19 +395,23 @@ class Lane:
                     raise
                 if outcome is None:
                     return session
-            if outcome.verdict != Verdict.sender_refused:
-                self.checkin(session)
+            if outcome.verdict not in (Verdict.unavailable, Verdict.sender_refused):
+                self.checkin(session)  # the reader's answer
                 job.answer(outcome, None)
                 return None
-            # The relay refuses *us*: nothing was accepted.  Set it aside; the next relay
-            # (if any) takes this message.
-            self.relays.set_aside(session.conn.target, _refusal(outcome))
-            self._picked_until = 0.0
-            self.discard(session)
-            tried += 1
-            if tried >= len(self.relays.targets) or self.relays.all_set_aside():
-                job.answer(outcome, None)
-                return None
+            # The relay, not the reader: nothing was accepted.
+            job.restarts += 1
+            if outcome.stage == "connect" or outcome.verdict == Verdict.sender_refused \
+                    or job.restarts > MAX_RESTARTS:
+                self.relays.set_aside(session.conn.target, _refusal(outcome),
+                                      unavailable=outcome.verdict == Verdict.unavailable)
+                self._picked_until = 0.0
+                self.discard(session)
+                if self.relays.all_set_aside() or job.restarts > MAX_RESTARTS + len(self.relays.targets):
+                    job.answer(outcome, None)
+                    return None
+            else:
+                self.checkin(session)  # its connection was dropped: the next use reconnects
 
     def _follower(self, session: Session) -> Job | None:
         """The next queued message of the lane, taken by this session; `permitted` if its
@@ -403,28 +440,48 @@ class Lane:
     # ------------------------------------------------------------------ upkeep
 
     def _keep(self) -> None:
-        """Renew the slots of live sessions; close the idle ones (their slots go back)."""
-        period = max(0.2, min(self.cap.renew_every, self.idle_seconds / 2))
-        while not self._closed.wait(period):
-            now = time.monotonic()
-            with self._cond:
-                idle = [s for s in self._free if now - s.last_used >= self.idle_seconds]
-                live = [s for s in self._all if s not in idle]
-            for session in idle:
-                self.discard(session)
-            for session in live:
-                try:
-                    keep = self.cap.renew(session.relay, session.slot)
-                except Exception:  # noqa: BLE001 — the cap fails open; never kill the keeper
-                    keep = True
-                if not keep:
-                    session.evict = True
-                    with self._cond:
-                        free = session in self._free
-                    if free:
-                        self.discard(session)
-            if idle:
-                log.info("smtp.pool.idle_closed", lane=self.name, sessions=len(idle))
+        """Every KEEP_EVERY: close idle sessions, and free ones whose slot another process
+        waits for; renew the slots of the others when due.  Never dies of an error."""
+        renew_every = max(0.2, min(self.cap.renew_every, self.idle_seconds / 2))
+        next_renewal = time.monotonic() + renew_every
+        while not self._closed.wait(KEEP_EVERY):
+            try:
+                self._upkeep(renew=time.monotonic() >= next_renewal)
+            except Exception:  # noqa: BLE001 — the keeper must live on (slot renewals)
+                log.exception("smtp.pool.upkeep_failed", lane=self.name)
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + renew_every
+
+    def _take_free(self, pick: Callable[[Session], bool]) -> list[Session]:
+        """Take the free sessions `pick` chooses out of the pool, under the lock: once
+        taken, `checkout` can no longer hand them out, so closing them races with nothing."""
+        with self._cond:
+            taken = [s for s in self._free if pick(s)]
+            for session in taken:
+                self._free.remove(session)
+            return taken
+
+    def _upkeep(self, renew: bool) -> None:
+        now = time.monotonic()
+        idle = self._take_free(lambda s: now - s.last_used >= self.idle_seconds)
+        if self._free and self.executor.idle():
+            # Nothing queued here, and another process (or lane) was refused a slot: give
+            # the free sessions' slots back now rather than after SMTP_IDLE_SECONDS.
+            relays = {s.relay for s in self.sessions()}
+            wanted = {r for r in relays if self.cap.wanted(r)}
+            if wanted:
+                idle += self._take_free(lambda s: s.relay in wanted)
+        for session in idle:
+            self.discard(session)
+        if idle:
+            log.info("smtp.pool.idle_closed", lane=self.name, sessions=len(idle))
+        if not renew:
+            return
+        for session in self.sessions():
+            if not self.cap.renew(session.relay, session.slot):
+                session.evict = True  # closed at its checkin, or now if it is free
+                for free in self._take_free(lambda s, session=session: s is session):
+                    self.discard(free)
 
     def close(self) -> None:
         """QUIT every free session and give its slot back; busy ones follow at checkin."""
@@ -479,7 +536,8 @@ _lanes_lock = threading.Lock()
 
 
 def _fingerprint(settings: Settings) -> tuple:
-    return (os.getpid(), settings.smtp_url, settings.smtp_timeout, settings.smtp_connections,
+    return (os.getpid(), settings.smtp_url, settings.smtp_timeout, settings.smtp_connect_timeout,
+            settings.smtp_data_timeout, settings.smtp_connections,
             settings.smtp_idle_seconds, settings.smtp_max_connections, settings.smtp_alert_connections,
             settings.smtp_relay_set_aside_seconds, settings.redis_url, settings.redis_key_prefix,
             settings.mail_from)
@@ -529,3 +587,50 @@ def prewarm(settings: Settings, kind: str = ALERT) -> bool:
         return False
     pool.checkin(session)
     return True
+
+
+# ---------------------------------------------------------------------- one-off mails
+
+
+@dataclass(eq=False, kw_only=True)
+class _OneOff(Job):
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+    def answer(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        self.outcome, self.error = outcome, error
+        self.done.set()
+
+
+def send_now(settings: Settings, sender: str, recipient: str, data: bytes) -> Outcome:
+    """Send one message now on the alert lane: a confirmation, a welcome, an editor's
+    test copy — the same sessions, relays, failover, cap and rule after the dot as every
+    edition, only without a ledger row (and so without the rate limiter).
+
+    The final dot may have left and no answer came: with SMTP_AMBIGUOUS=resend it goes
+    once more (the same bytes, so the same Message-ID) and counts as a possible
+    duplicate; with `hold` that answer is returned (`unknown`: maybe delivered).
+    Raises SmtpTransientError (an OSError: Celery retries it) when the relays are
+    unavailable, refuse us, or say 4xx; SmtpError when the reader's address is refused.
+    """
+    pool = lane(settings, ALERT)
+    payload = data_payload(data)[:-3]  # CRLF lines, dot-stuffed: what the lane writes as is
+    outcome = None
+    for attempt in range(2):
+        job = _OneOff(sender=sender, recipient=recipient, data=payload)
+        pool.submit(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        outcome = job.outcome
+        assert outcome is not None
+        if outcome.verdict != Verdict.unknown or settings.smtp_ambiguous == "hold" or attempt:
+            break
+        metrics.possible_duplicate("one-off")
+        log.warning("smtp.one_off.resent_ambiguous", reply=scrub(outcome.reply))
+    if outcome.verdict in (Verdict.sent, Verdict.unknown):
+        return outcome
+    if outcome.verdict in (Verdict.failed, Verdict.bounced):
+        raise SmtpError(outcome)
+    raise SmtpTransientError(outcome)

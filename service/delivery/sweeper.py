@@ -62,13 +62,15 @@ class SweepReport:
 def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatcher | None = None) -> SweepReport:
     settings = get_settings()
     dispatcher = dispatcher or current()
+    # Leases are on the database's clock (ledger.lease_end); `now` is given by tests only.
+    lease_now = now or ledger.db_now(session)
     now = now or utcnow()
     report = SweepReport()
 
     # 1. expired leases
     expired = session.execute(
         sa.update(D)
-        .where(D.c.status == DeliveryStatus.claimed.value, D.c.lease_until < now)
+        .where(D.c.status == DeliveryStatus.claimed.value, D.c.lease_until < lease_now)
         .values(status=DeliveryStatus.queued.value, claimed_by=None, lease_until=None)
         .returning(D.c.id, D.c.edition_id)
     ).all()

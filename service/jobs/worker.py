@@ -14,7 +14,7 @@ from celery import signals
 
 from service.config import get_settings
 from service.db import get_engine, session_factory
-from service.delivery import fanout, ledger, metrics, planner, smtp, smtp_pool
+from service.delivery import fanout, ledger, metrics, planner, smtp_pool
 from service.jobs import names
 from service.jobs.app import app
 from service.logs import get_logger, setup_logging
@@ -94,4 +94,3 @@ def _close_smtp(**_):
     """QUIT every pooled session and give its slot of the connection cap back (prefork
     children at their exit; the main process of a threads or solo pool at shutdown)."""
     smtp_pool.close_all()
-    smtp.close_connection()

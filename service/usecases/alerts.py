@@ -22,7 +22,7 @@ from service.config import get_settings
 from service.db import session_factory, session_scope
 from service.delivery.compose import Sender, compose_one, send_composed
 from service.delivery.planner import audience_by_variant
-from service.delivery.smtp import SmtpError, close_connection
+from service.delivery.smtp import SmtpError
 from service.dispatch import Dispatcher, current
 from service.editions.alerts import AlertError, Prefill, create_alert, prefill
 from service.editions.variants import render_variant_for
@@ -162,8 +162,6 @@ def send_test_alert(values: dict, to: str, editor, sender: Sender | None = None)
     except (SmtpError, OSError) as exc:
         log.warning("alert_test_failed", editor_id=editor.id, to=redact(address), error=type(exc).__name__)
         raise PreviewError("تعذّر إرسال النسخة التجريبية: خادم البريد لم يقبلها. حاول بعد قليل.") from None
-    finally:
-        close_connection()  # the web process keeps no SMTP connection open between tests
     with session_factory().begin() as s:
         audit(s, editor.actor, "alert.test", None, to=redact(address))
     log.info("alert_test_sent", editor_id=editor.id, to=redact(address))
