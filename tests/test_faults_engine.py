@@ -33,7 +33,7 @@ from collections import Counter
 import pytest
 
 from service.config import get_settings, reset_settings
-from service.delivery.batch import duplicate_bound
+from service.delivery.batch import OUTCOME_GROUP, duplicate_bound
 from service.delivery.smtp_pool import WINDOW_PER_SESSION
 from tests.support.delivery import email_for, ledger, planned_edition
 from tests.support.faults import (
@@ -327,19 +327,25 @@ def test_worker_frozen_past_its_lease_sends_at_most_its_window_after_it_wakes(pg
     after_wake = [m for m in msgs if m["conn"] in first_conns and m["at"] >= woke]
     longest_sweep = max((secs for _, secs, _ in frozen_sweeps), default=0.0)
     rest = batch_size - len(at_freeze)
+    # What the frozen worker may send once it wakes: its window, and the rest of the group
+    # the fence let through.  Duplicates in all may add what its writer held accepted but
+    # not committed at the freeze (B sent those rows again): one OUTCOME_GROUP.
     window = settings.smtp_connections * WINDOW_PER_SESSION + STATE_GROUP
+    bound = window + OUTCOME_GROUP
     report(capsys, f"worker frozen {woke - frozen:.1f} s (2 x LEASE_SECONDS {lease}) mid-batch of {batch_size}: "
                    f"{len(at_freeze)} accepted at the freeze (the rest of its batch ~{rest}); the second worker "
                    f"sent {taken_over} meanwhile; after waking the frozen one sent {len(after_wake)} on its old "
-                   f"sessions; {dupes(copies)} duplicate(s), window {window} = {settings.smtp_connections} sessions "
-                   f"x {WINDOW_PER_SESSION} + {STATE_GROUP}; {len(copies)}/{n} readers; edition {status}; "
+                   f"sessions (window {window} = {settings.smtp_connections} sessions x {WINDOW_PER_SESSION} + "
+                   f"{STATE_GROUP}); {dupes(copies)} duplicate(s) in all, bound {bound} = window + {OUTCOME_GROUP} "
+                   f"uncommitted at the freeze; {len(copies)}/{n} readers; edition {status}; "
                    f"longest sweep while it was frozen {longest_sweep:.1f} s; "
                    f"rows {dict(Counter(ledger(eid).values()))}")
     assert rest > window, "the rest of the batch must be larger than the window for this to prove anything"
     assert taken_over > 0, "the second worker never took the frozen rows over"
     assert status == "done"
     assert set(copies) == everyone(n)
-    assert dupes(copies) <= window
+    assert len(after_wake) <= window  # not the rest of its batch
+    assert dupes(copies) <= bound
     assert not watch.paused
 
 
@@ -414,6 +420,9 @@ def test_two_workers_under_a_cap_of_10_never_exceed_it_and_keep_the_pace(pg_env,
     assert sum(1 for r in copies if r.startswith("reader")) == n
     assert sampler.peak <= cap
     assert exact_max <= cap
-    # On this shared 2-core machine the workers, the latency proxy, the relay and PostgreSQL
-    # share two cores, so the ratio moves from run to run: 0.5 is what holds every time.
+    # The reference is plain smtplib (4 round trips a message); the engine pipelines, so a
+    # healthy engine is well above 1 (3.1 measured with the two workers, 3.3 with one).  But
+    # the workers, the latency proxy, the relay and PostgreSQL share this machine's 2 cores
+    # with whatever else runs on it, and 0.8 was not shown to hold across runs: 0.5 is
+    # asserted (a cap that makes the workers thrash measured 0.33).
     assert ratio >= 0.5
