@@ -185,7 +185,7 @@ def direct(rendered, n: int, count) -> float:
     from service.db import session_scope
     from service.delivery import fanout
     from service.delivery.batch import send_batch
-    from service.delivery.smtp import close_connection
+    from service.delivery.smtp_pool import close_all as close_connection
 
     for prefix, size in (("warm", 20), ("direct", n)):  # warm up like the workers, not counted
         clear_ledger()

@@ -31,7 +31,7 @@ from service.delivery.bounces import MAX_INBOUND_BYTES, handle_inbound
 from service.delivery.compose import one_off_bounce_address
 from service.delivery.one_off import send_transactional
 from service.delivery.planner import plan
-from service.delivery.smtp import close_connection
+from service.delivery.smtp_pool import close_all as close_connection
 from service.models import (
     AuditLog,
     Delivery,

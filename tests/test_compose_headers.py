@@ -31,7 +31,7 @@ from service.delivery.compose import (
     send_composed,
 )
 from service.delivery.one_off import send_transactional
-from service.delivery.smtp import close_connection
+from service.delivery.smtp_pool import close_all as close_connection
 from service.models import Delivery, Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant

@@ -19,7 +19,7 @@ from itsdangerous.timed import TimestampSigner
 from service.config import reset_settings
 from service.db import session_scope
 from service.delivery.one_off import send_transactional
-from service.delivery.smtp import close_connection
+from service.delivery.smtp_pool import close_all as close_connection
 from service.models import Subscriber, SubscriberStatus
 
 HOUR = 3600

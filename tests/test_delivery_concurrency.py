@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import socket
 import threading
 import time
@@ -26,10 +27,18 @@ from service.delivery.batch import STATE_GROUP, SenderRefused, send_batch
 from service.delivery.relays import relay_key
 from service.delivery.smtp import SmtpConnection
 from service.delivery.verdicts import Verdict
-from service.models import Delivery, Edition, EditionStatus, Subscriber, Suppression, utcnow
+from service.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    Suppression,
+    utcnow,
+)
 from tests.support.delivery import ledger, planned_edition, run_all_batches
 from tests.support.pipelining_smtp import PipeliningSmtpServer
-from tests.support.smtp_sink import silent_server
+from tests.support.smtp_sink import SmtpSink, silent_server
 
 
 @pytest.fixture
@@ -263,7 +272,10 @@ def test_a_data_accepted_after_a_refused_rcpt_is_ended_with_a_lone_dot():
 
 
 def test_sender_refused_with_many_in_flight_blames_nobody_and_resume_sends_the_rest_once(pg_env, redis_url, server):
-    server.rcpt_replies["reader30@example.com"] = "554 5.7.1 sending domain blocked by policy"
+    # The relay starts refusing us at reader30: the same 5.7.1 for every reader from there on.
+    blocked = [f"reader{i}@example.com" for i in range(30, 120)]
+    for address in blocked:
+        server.rcpt_replies[address] = "554 5.7.1 sending domain blocked by policy"
     eid = planned_edition(120)
     with pytest.raises(SenderRefused, match="5.7.1"):
         run_all_batches(eid)
@@ -273,7 +285,7 @@ def test_sender_refused_with_many_in_flight_blames_nobody_and_resume_sends_the_r
     assert states["reader30@example.com"] == "queued"
     sent = {e for e, st in states.items() if st == "sent"}
     assert sent == set(server.recipients())
-    del server.rcpt_replies["reader30@example.com"]
+    server.rcpt_replies.clear()
     with session_scope() as s:
         control.resume(s, eid, actor="cli")
     run_all_batches(eid)
@@ -458,12 +470,60 @@ def test_a_relay_that_refuses_us_is_set_aside_and_the_next_carries_the_edition(p
     assert lane.relays.set_aside_for().keys() == {f"127.0.0.1:{refused}"}
 
 
-def test_only_when_every_relay_refuses_is_the_edition_paused(pg_env, redis_url, monkeypatch):
+def test_when_every_relay_is_unavailable_the_rows_wait_and_go_once_one_is_back(pg_env, redis_url, monkeypatch):
+    """Connection refused is a relay away (a restart), not a refusal of us: no pause, no
+    person needed — the rows wait as `retry` until a relay is due back, then go."""
     with closed_port() as first, closed_port() as second:
         monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{first},smtp://127.0.0.1:{second}")
         reset_settings()
         eid = planned_edition(5)
-        with pytest.raises(SenderRefused, match="connection refused"):
+        before = utcnow()
+        run_all_batches(eid)  # nothing raised: nobody has to act
+    assert status(eid) == EditionStatus.sending
+    with session_scope() as s:
+        rows = s.execute(sa.select(Delivery.status, Delivery.next_attempt_at, Delivery.attempts)
+                         .where(Delivery.edition_id == eid)).all()
+    assert {r.status for r in rows} == {DeliveryStatus.retry}
+    # due when the relays' back-off ends (seconds, not the 4xx back-off's minutes); no attempt spent
+    assert all(before < r.next_attempt_at < before + dt.timedelta(seconds=15) and r.attempts == 0 for r in rows)
+    lane = smtp_pool.lane(get_settings(), "digest")
+    assert lane.relays.set_aside_for().keys() == {f"127.0.0.1:{first}", f"127.0.0.1:{second}"}
+
+    with PipeliningSmtpServer(port=second) as back:  # the second relay is back
+        _relays_due_now(lane)  # (its back-off runs out by itself in seconds; the test does not wait)
+        with session_scope() as s:
+            s.execute(sa.update(Delivery).where(Delivery.edition_id == eid)
+                      .values(next_attempt_at=utcnow() - dt.timedelta(seconds=1)))
+        run_all_batches(eid)
+        assert back.copies() == readers(5)
+    assert status(eid) == EditionStatus.done
+
+
+def _relays_due_now(lane) -> None:
+    """End every set-aside now (here and in Redis), as their back-off would in a few seconds."""
+    import redis as redis_lib
+
+    settings = get_settings()
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    for key in client.scan_iter(f"{settings.redis_key_prefix}nashra:relay:*"):
+        client.delete(key)
+    lane.relays._local.until.clear()
+    lane.relays._local.fails.clear()
+
+
+def test_only_when_every_relay_refuses_us_is_the_edition_paused(pg_env, redis_url, monkeypatch):
+    first, second = SmtpSink(auth={"nashra": "right"}), SmtpSink(auth={"nashra": "right"})
+    first.start()
+    second.start()
+    try:
+        monkeypatch.setenv("SMTP_URL", f"smtp://nashra:wrong@127.0.0.1:{first.port},"
+                                       f"smtp://nashra:wrong@127.0.0.1:{second.port}")
+        reset_settings()
+        eid = planned_edition(5)
+        with pytest.raises(SenderRefused, match="535"):
             run_all_batches(eid)
+    finally:
+        first.stop()
+        second.stop()
     assert status(eid) == EditionStatus.paused
     assert set(ledger(eid).values()) == {"queued"}

@@ -33,7 +33,10 @@ def print_status(edition_id: int | None = None, console: Console | None = None) 
         else:
             editions = session.scalars(select(Edition).order_by(Edition.id.desc()).limit(10)).all()
         table = Table(title="editions")
-        for col in ("id", "kind", "status", "recipients", "sent", "failed", "remaining", "rate/s", "ETA", "title"):
+        # "unknown": the dot's answer never came and SMTP_AMBIGUOUS=hold keeps them for a person;
+        # "resent?": sent once more after such an answer (=resend): possible duplicates.
+        for col in ("id", "kind", "status", "recipients", "sent", "failed", "remaining", "unknown", "resent?",
+                    "rate/s", "ETA", "title"):
             table.add_column(col)
         for ed in editions:
             p = progress(session, ed.id)
@@ -45,6 +48,8 @@ def print_status(edition_id: int | None = None, console: Console | None = None) 
                 str(p.get("sent", 0)),
                 str(p.get("failed", 0)),
                 str(p.get("remaining", 0)),
+                str(p.get("unknown", 0)),
+                str(p.get("possible_duplicates", 0)),
                 f"{p.get('rate') or 0:.1f}",
                 _fmt_eta(p.get("eta_seconds")),
                 (ed.title or "")[:40],

@@ -368,6 +368,7 @@ class _Batch:
         self.next_recheck = time.monotonic() + RECHECK_SECONDS
         self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
         self.suspects: list[_Message] = []  # 5.7.x refusals in a row, not written yet (REFUSAL_STREAK)
+        self.fence_ok: set[int] = set()  # the rows the last fence returned (`_fenced`)
         self.error: BaseException | None = None
         self.writer = _Writer(worker, edition_id, db if one_at_a_time else None, settings, lease.deadline)
         self.override_quiet = override_quiet
@@ -418,19 +419,10 @@ class _Batch:
             chunk = self.rows[start:start + self.group]
             if not self._room():
                 return
-            ids = [r.id for r in chunk]
-            asked = time.monotonic()
-            owned = self.db.run(lambda c, ids=ids: ledger.fence(c, self.worker, ids, self.settings.lease_seconds))
-            if len(owned) < len(ids):
-                # The lease ran out (this process froze, or could not renew) and the
-                # sweeper gave rows away: send nothing more of this batch.
-                for row_id in set(ids) - owned:
-                    self.unsent.pop(row_id, None)
-                log.warning("delivery.batch.lease_lost", edition_id=self.edition_id, rows=len(ids) - len(owned))
+            if not self._fenced(start):
                 self._give_room()
                 self._stop("lease_lost")
                 return
-            self.lease.renewed(asked)
             subscriber_ids = [r.subscriber_id for r in chunk]
             status, states = self.db.run(lambda c, sids=subscriber_ids: ledger.recipient_states(c, self.edition_id, sids))
             self.now = utcnow()
@@ -443,6 +435,26 @@ class _Batch:
                 if i and not self._room():
                     return
                 self._one(row, states.get(row.subscriber_id))
+
+    def _fenced(self, start: int) -> bool:
+        """Whether this batch still owns the rows from `start` on: they are fenced
+        STATE_GROUP at a time (whatever the group read for their state), one statement
+        that also extends their lease on the database's clock.  False: the lease ran out
+        (this process froze, or could not renew) and the sweeper gave rows away — send
+        nothing more of this batch."""
+        if self.rows[start].id in self.fence_ok:
+            return True
+        ids = [r.id for r in self.rows[start:start + STATE_GROUP]]
+        asked = time.monotonic()
+        owned = self.db.run(lambda c: ledger.fence(c, self.worker, ids, self.settings.lease_seconds))
+        if len(owned) < len(ids):
+            for row_id in set(ids) - owned:
+                self.unsent.pop(row_id, None)  # another worker's now
+            log.warning("delivery.batch.lease_lost", edition_id=self.edition_id, rows=len(ids) - len(owned))
+            return False
+        self.lease.renewed(asked)
+        self.fence_ok = owned
+        return True
 
     def _one(self, row: ledger.Claimed, state: ledger.RecipientState | None) -> None:
         """Send one row's message, or decide it without sending (its window room given back)."""
@@ -579,8 +591,10 @@ class _Batch:
         if refusal_key(outcome) is not None:
             self._suspect(message)
             return
-        if v == Verdict.sent:
-            self._write_suspects()  # the relay takes our mail: those were each reader's own
+        if v == Verdict.sent and self.suspects and row.id > min(m.row.id for m in self.suspects):
+            # The relay took a message sent after the first refusal (answers come back in
+            # any order; ids are the sending order): those were each reader's own.
+            self._write_suspects()
         common = {"smtp_code": outcome.code, "smtp_reply": outcome.reply}
         D = DeliveryStatus
         counted = row.subscriber_id if message.counted else None
@@ -629,6 +643,9 @@ class _Batch:
         policy answer), unless the same 5.7.x comes for REFUSAL_STREAK readers in a row:
         then the relay refuses *us*, and none of them is blamed."""
         assert message.outcome is not None
+        if self.stop == "sender_refused":  # in flight when the streak was seen: the same refusal
+            self.returned.append(message.row)
+            return
         key = refusal_key(message.outcome)
         if self.suspects and refusal_key(self.suspects[0].outcome) != key:  # type: ignore[arg-type]
             self._write_suspects()
@@ -641,7 +658,10 @@ class _Batch:
     def _write_suspects(self) -> None:
         suspects, self.suspects = self.suspects, []
         for message in suspects:
-            self._fail(message)
+            if self.stop == "sender_refused":  # nobody is blamed for a refusal of us
+                self.returned.append(message.row)
+            else:
+                self._fail(message)
 
     def _relays_back(self) -> dt.datetime:
         """When a relay is usable again (at least a second from now): the time for rows

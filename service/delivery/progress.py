@@ -33,6 +33,11 @@ def progress(session: Session, edition_id: int) -> dict:
             Delivery.sent_at >= now - RATE_WINDOW,
         )
     ) or 0
+    # Messages sent once more after an ambiguous end (SMTP_AMBIGUOUS=resend): each a
+    # possible duplicate in that reader's mailbox (mail clients fold it: same Message-ID).
+    possible_duplicates = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(Delivery.ambiguous), 0)).where(Delivery.edition_id == edition_id)
+    ) or 0
     first_sent = session.scalar(
         sa.select(sa.func.min(Delivery.sent_at)).where(Delivery.edition_id == edition_id, Delivery.sent_at.is_not(None))
     )
@@ -51,6 +56,7 @@ def progress(session: Session, edition_id: int) -> dict:
         "sent": by_status["sent"],
         "failed": by_status["failed"],
         "unknown": by_status["unknown"],
+        "possible_duplicates": int(possible_duplicates),
         "remaining": remaining,
         "by_status": by_status,
         "rate": round(rate, 2),

@@ -11,8 +11,8 @@ answer falls in one class, and each class has one owner:
 |                      |                                                      | left → the rows wait as `retry` (never a pause) |
 | `sender_refused`     | auth, TLS, 5xx at the greeting, EHLO or MAIL         | the batch: the edition pauses with the reason |
 | `retry`              | 4xx to RCPT, DATA or the dot: this reader, later     | the batch: the row retries with back-off |
-| `failed` / `bounced` | 5xx to RCPT, DATA or the dot: this reader, for good  | the batch: the row fails (`bounced`: 5.1.x or a bare |
-|                      | (5.7.1 "blocked" for one address included)           | 550/551/553 at RCPT, also suppressed) |
+| `failed` / `bounced` | 5xx to RCPT, DATA or the dot: this reader, for good  | the batch: the row fails (`bounced`: 5.1.x, or a bare |
+|                      | (5.7.1 "blocked" for one address included)           | 550/551/553, at RCPT or the dot: also suppressed) |
 | `unknown`            | the final dot may have left and no answer came       | the batch: SMTP_AMBIGUOUS (`resend` once with the |
 |                      | (RFC 1047: timeout, reset, write error after it)     | same Message-ID, or `hold` for a person) |
 
@@ -91,7 +91,7 @@ def judge(stage: str, code: int, reply: str | bytes) -> Outcome:
         # A reply outside the protocol (e.g. 250 to DATA): the server is confused.
         # Nothing was accepted; another session or relay takes the message.
         return out(Verdict.unavailable)
-    if stage == "rcpt" and (enh[1] == 1 if enh else code in _HARD_BOUNCE_BARE_CODES):
+    if stage in ("rcpt", "dot") and (enh[1] == 1 if enh else code in _HARD_BOUNCE_BARE_CODES):
         return out(Verdict.bounced)
     return out(Verdict.failed)
 
