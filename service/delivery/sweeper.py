@@ -67,10 +67,16 @@ def sweep(session: Session, now: dt.datetime | None = None, dispatcher: Dispatch
     now = now or utcnow()
     report = SweepReport()
 
-    # 1. expired leases
+    # 1. expired leases.  SKIP LOCKED: a row locked by a transaction that is still open (a
+    # worker frozen mid-write, SIGSTOP) is taken at a later sweep, and the sweeper never
+    # waits for the frozen process — nor do the other editions' rows.
+    expiring = (sa.select(D.c.id)
+                .where(D.c.status == DeliveryStatus.claimed.value, D.c.lease_until < lease_now)
+                .with_for_update(skip_locked=True))
     expired = session.execute(
         sa.update(D)
-        .where(D.c.status == DeliveryStatus.claimed.value, D.c.lease_until < lease_now)
+        .where(D.c.id.in_(expiring.scalar_subquery()), D.c.status == DeliveryStatus.claimed.value,
+               D.c.lease_until < lease_now)
         .values(status=DeliveryStatus.queued.value, claimed_by=None, lease_until=None)
         .returning(D.c.id, D.c.edition_id)
     ).all()
