@@ -527,3 +527,62 @@ def test_only_when_every_relay_refuses_us_is_the_edition_paused(pg_env, redis_ur
         second.stop()
     assert status(eid) == EditionStatus.paused
     assert set(ledger(eid).values()) == {"queued"}
+
+
+def test_the_idle_closer_never_closes_a_session_another_thread_holds(server, monkeypatch):
+    """The keeper takes an idle session out of the pool under the lock before it QUITs it,
+    so `checkout` can never hand that session to a sender thread meanwhile (before, QUIT
+    could land inside another thread's dialogue, two threads read one socket, and the
+    session's cap slot was freed while it was in use)."""
+    monkeypatch.setenv("SMTP_IDLE_SECONDS", "0.001")  # every free session is idle at once
+    monkeypatch.setenv("SMTP_CONNECTIONS", "4")
+    reset_settings()
+    monkeypatch.setattr(smtp_pool, "KEEP_EVERY", 0.0005)  # the keeper runs all the time
+    lane = smtp_pool.Lane(get_settings(), "digest")
+    held: set[int] = set()  # sessions a sender thread has checked out
+    held_lock = threading.Lock()
+    errors: list[str] = []
+    discard = lane.discard
+
+    def keeper_discard(session) -> None:
+        if threading.current_thread() is lane._keeper:
+            time.sleep(0.002)  # a slow close: widens the window between choosing and closing
+            with held_lock:
+                if id(session) in held:
+                    errors.append("the keeper closed a session a sender thread holds")
+        discard(session)
+
+    lane.discard = keeper_discard
+    dialogues = 0
+    stop_at = time.monotonic() + 3
+
+    def use_sessions() -> None:
+        nonlocal dialogues
+        while time.monotonic() < stop_at:
+            session = lane.checkout(wait=1)
+            if session is None:
+                continue
+            with held_lock:
+                held.add(id(session))
+            try:
+                if session.conn.connect() is None:
+                    code, _ = session.conn._smtp.noop()
+                    if code != 250:
+                        errors.append(f"NOOP answered {code}")
+                    dialogues += 1
+            except Exception as exc:  # noqa: BLE001 — what the race looked like: a closed socket mid-dialogue
+                errors.append(type(exc).__name__)
+            time.sleep(0.001)  # a message's worth of holding it
+            with held_lock:
+                held.discard(id(session))
+            lane.checkin(session)
+            time.sleep(0.002)  # between messages: the session sits idle in the pool
+
+    threads = [threading.Thread(target=use_sessions) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lane.close()
+    assert dialogues > 100  # the keeper and the senders really met
+    assert errors == []
