@@ -54,16 +54,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from service.config import Settings
+from service.delivery.shared_redis import SharedRedis
 from service.logs import get_logger
 
 log = get_logger(__name__)
 
 KEY_PREFIX = "nashra:rate:"
 MAX_SLEEP = 0.5  # sleep in short slices so the caller can heartbeat its lease
-REDIS_RETRY_AFTER = 5.0
 
 
 PACING_MARGIN = 0.05  # seconds of arrival jitter a per-second budget allows for (see above)
@@ -242,43 +240,42 @@ class LocalBuckets:
             return 0.0
 
 
-class RedisBuckets:
-    def __init__(self, url: str, prefix: str = ""):
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.script = self.client.register_script(_SCRIPT)
-        self.prefix = prefix + KEY_PREFIX
-
-    def try_take(self, buckets: list[Bucket]) -> float:
-        keys = [self.prefix + b.key for b in buckets]
-        args: list = [uuid.uuid4().hex]
-        for b in buckets:
-            if b.flag:
-                args += ["f", repr(b.flag_ms), "1" if b.yields else "0"]
-            elif b.counts:
-                args += ["n", repr(b.window_ms), str(b.limit)]
-            else:
-                args += ["g", repr(b.interval_ms), repr(b.tolerance_ms)]
-            args.append("1" if b.force else "0")
-        return float(self.script(keys=keys, args=args)) / 1000.0
+def _redis_args(buckets: list[Bucket]) -> list:
+    """The script's ARGV for these buckets."""
+    args: list = [uuid.uuid4().hex]
+    for b in buckets:
+        if b.flag:
+            args += ["f", repr(b.flag_ms), "1" if b.yields else "0"]
+        elif b.counts:
+            args += ["n", repr(b.window_ms), str(b.limit)]
+        else:
+            args += ["g", repr(b.interval_ms), repr(b.tolerance_ms)]
+        args.append("1" if b.force else "0")
+    return args
 
 
 class Limiter:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.local = LocalBuckets()
-        self.shared = RedisBuckets(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else None
-        self._redis_down_until = 0.0
+        # Shared through Redis by every worker; fails open to this process's buckets
+        # (the one Redis helper of the cap and the relays).
+        self.shared = SharedRedis(settings, _SCRIPT, down_event="ratelimit.redis_unavailable",
+                                  back_event="ratelimit.redis_back")
+        self.prefix = settings.redis_key_prefix + KEY_PREFIX
         self.enabled = bool(
             settings.rate_per_second or settings.rate_per_hour or settings.alert_rate_per_second or settings.domain_rates
         )
 
     def _try(self, buckets: list[Bucket]) -> float:
-        if self.shared is not None and time.monotonic() >= self._redis_down_until:
+        if self.shared.usable():
             try:
-                return self.shared.try_take(buckets)
+                wait = float(self.shared.script(keys=[self.prefix + b.key for b in buckets],
+                                                args=_redis_args(buckets))) / 1000.0
+                self.shared.ok()
+                return wait
             except Exception as exc:  # noqa: BLE001 — any Redis trouble: fall back, do not stall
-                self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
-                log.warning("ratelimit.redis_unavailable", error=type(exc).__name__, fallback="process-local")
+                self.shared.failed(exc)
         return self.local.try_take(buckets)
 
     def take(self, kind: str, domain: str, wait: bool = True, on_wait: Callable[[], None] | None = None) -> bool:
