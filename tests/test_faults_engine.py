@@ -421,8 +421,7 @@ def test_two_workers_under_a_cap_of_10_never_exceed_it_and_keep_the_pace(pg_env,
     assert sampler.peak <= cap
     assert exact_max <= cap
     # The reference is plain smtplib (4 round trips a message); the engine pipelines, so a
-    # healthy engine is well above 1 (3.1 measured with the two workers, 3.3 with one).  But
-    # the workers, the latency proxy, the relay and PostgreSQL share this machine's 2 cores
-    # with whatever else runs on it, and 0.8 was not shown to hold across runs: 0.5 is
-    # asserted (a cap that makes the workers thrash measured 0.33).
-    assert ratio >= 0.5
+    # healthy engine is well above 1: 3.02-3.13 measured over three runs with the two
+    # workers (3.3 with one), while the old engine's two workers thrashed at 0.33.  The
+    # issue's bar, 0.8, leaves room for a busy shared machine.
+    assert ratio >= 0.8
