@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from service.config import get_settings, load_settings, reset_settings
 from service.db import session_scope
 from service.delivery import throttle as ratelimit
+from service.delivery.batch import REFUSAL_STREAK
 from service.delivery.compose import compose, prepare
 from service.delivery.progress import progress
 from service.delivery.smtp import data_payload
 from service.delivery.sweeper import sweep
-from service.delivery.batch import REFUSAL_STREAK
 from service.delivery.verdicts import Verdict, judge, scrub
 from service.jobs import names
 from service.models import Delivery, Edition, EditionStatus, utcnow

@@ -14,8 +14,8 @@ import pytest
 from service import dispatch
 from service.config import get_settings, reset_settings
 from service.db import session_scope
-from service.delivery.one_off import send_transactional
 from service.delivery import smtp_pool
+from service.delivery.one_off import send_transactional
 from service.delivery.smtp import SmtpError, SmtpTransientError
 from service.delivery.verdicts import judge
 from service.models import Frequency, Subscriber, SubscriberStatus

@@ -184,7 +184,8 @@ class Relays:
     def back(self, target: SmtpTarget) -> None:
         """A connection to `target` worked: its next unavailability starts the back-off over."""
         key = self.key(target)
-        if self._local.back(key) and self._shared.usable():
+        self._local.back(key)
+        if self._shared.usable():  # (once per new session: another worker may have counted)
             try:
                 self._shared.client.delete(self._fails_prefix + key)
                 self._shared.ok()
