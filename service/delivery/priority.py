@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from service.config import Settings
+from service.config import Settings, on_reset
 from service.delivery.shared_redis import SharedRedis
 
 KEY = "nashra:alert:sending"
@@ -70,3 +70,12 @@ def flag(settings: Settings) -> AlertFlag:
         if found is None:
             found = _flags[key] = AlertFlag(settings)
         return found
+
+
+def forget_flags() -> None:
+    """Drop this process's flags (tests: each starts with no alert sending here)."""
+    with _flags_lock:
+        _flags.clear()
+
+
+on_reset(forget_flags)
