@@ -105,10 +105,8 @@ class SmtpConnection:
         self.pipelining = pipelining  # use PIPELINING when the server offers it
         self._smtp: smtplib.SMTP | None = None
         self.pid = os.getpid()
-        self.messages_on_connection = 0
         self.opened = 0  # how many times a connection was opened (for tests and logs)
         self.pipelined = 0  # messages whose MAIL, RCPT and DATA went in one write
-        self.followed = 0  # ... and of those, the ones whose envelope went with the previous message's end
 
     # ------------------------------------------------------------------ connection
 
@@ -155,7 +153,6 @@ class SmtpConnection:
             return judge("connect", exc.smtp_code, _text(exc.smtp_error, ""))
         except (OSError, smtplib.SMTPException) as exc:  # refused, reset, timeouts, no greeting, DNS
             return Outcome(Verdict.unavailable, None, f"cannot reach {self.target!r}: {_why(exc)}", "connect")
-        self.messages_on_connection = 0
         self.opened += 1
         log.info("smtp.connected", server=repr(self.target))
         return None
@@ -254,7 +251,6 @@ class SmtpConnection:
             cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
             return (Outcome(Verdict.unknown, None, f"DATA sent, no reply (RFC 1047): {_why(cause or exc)}", "dot"),
                     False, None)
-        self.messages_on_connection += 1
         outcome = judge("dot", code, reply)
         if code == 421:
             self._drop()
@@ -262,8 +258,6 @@ class SmtpConnection:
         if follow is None:
             return outcome, False, None
         refusal = self._envelope_replies(smtp)
-        if refusal is None:
-            self.followed += 1
         return outcome, refusal is None, refusal
 
     # ------------------------------------------------------------------ the envelope
