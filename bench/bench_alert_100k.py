@@ -1,7 +1,8 @@
 """A 100,000-reader breaking-news alert across a real round trip: click → 1st / 50 / 90 / 100 %.
 
     .venv/bin/python bench/bench_alert_100k.py [--readers 100000] [--rtt 20] [--workers 2]
-        [--connections C] [--max-seconds 240] [--code REV] [--path auto|netem|proxy]
+        [--connections C] [--max-seconds 240] [--cold] [--target-90 60] [--code REV]
+        [--path auto|netem|proxy]
 
 Everything is real: a scratch PostgreSQL database (created and dropped), a redis-server of
 its own, the web app in this process (uvicorn on loopback, `POST /api/alerts` with an
@@ -14,14 +15,18 @@ between the workers and the sink (PostgreSQL and Redis stay undelayed).
 The audience: READERS active readers with alerts on among 1.25 × READERS subscribers
 (every fifth has alerts off), one INSERT … SELECT generate_series, then VACUUM ANALYZE.
 Before it, one uncounted 1,000-reader alert: long-lived workers have sent alerts before.
+With --cold there is no such alert: the audience is made first, the workers are started
+after it, and the alert is posted as soon as they answer a ping (an editor's first alert
+of the morning, to workers that have just started: no SMTP session open, no database
+connection in the children, nothing imported lazily yet).
 
 Printed, from the start of the POST: the 202, the first message accepted by the sink, the
 times by which 50 %, 90 % and 100 % of the audience had been accepted; workers' and the
-database's CPU µs per message.  Targets (issue 9): first < 0.5 s, 90 % < 120 s.  A run
-that has not finished after --max-seconds is cancelled through `POST
-/api/editions/{id}/cancel` (so each run stays under ~10 minutes); what was not reached is
-then printed as "not reached" with the time projected from the steady rate measured.
-A copy goes to bench/out/alert_100k-<time>.txt.
+database's CPU µs per message.  Targets: first < 0.5 s; 90 % ≤ --target-90 s (60 since
+issue 20; issue 9's was < 120).  A run that has not finished after --max-seconds is
+cancelled through `POST /api/editions/{id}/cancel` (so each run stays under ~10 minutes);
+what was not reached is then printed as "not reached" with the time projected from the
+steady rate measured.  A copy goes to bench/out/alert_100k-<time>.txt.
 """
 
 from __future__ import annotations
@@ -102,6 +107,11 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=240.0,
                     help="cancel the alert if it has not gone out by then (keeps a run under ~10 minutes)")
     ap.add_argument("--warm", type=int, default=1000, help="readers of the uncounted alert before")
+    ap.add_argument("--cold", action="store_true",
+                    help="no warm-up alert: start the workers after the audience is made and post the alert "
+                         "as soon as they answer (workers that have just started)")
+    ap.add_argument("--target-90", type=float, default=60.0,
+                    help="seconds by which 90 %% must be accepted (issue 20: 60; issue 9: 120)")
     ap.add_argument("--code", default=None, metavar="REV",
                     help="run on the code of git revision REV (git archive: workers, planner, web app)")
     ap.add_argument("--path", choices=("auto", "netem", "proxy"), default="auto")
@@ -139,25 +149,39 @@ def main() -> None:
         client = stack.enter_context(httpx.Client(base_url=base, timeout=60))
         wenv = {**env, **engine_env, "SMTP_URL": f"smtp://127.0.0.1:{path.port}", "PYTHONPATH": str(code)}
         log = stack.enter_context(open(args.worker_log, "ab")) if args.worker_log else subprocess.DEVNULL
-        proc = stack.enter_context(celery_worker("alerts", args.workers, "bench100k",
-                                                 {**wenv, "LOG_LEVEL": "INFO" if args.worker_log else "WARNING"},
-                                                 cwd=code, stop_timeout=120, output=log,
-                                                 loglevel="INFO" if args.worker_log else "WARNING"))
 
-        clear()
-        add_audience(args.warm)
-        c0 = sink.count()
-        warm_id, _, _ = post_alert(client, token)
-        if not wait_count(sink, c0 + args.warm, time.monotonic() + 120):
-            raise RuntimeError(f"the warm-up alert did not go out in 120 s: sink got {sink.count() - c0}, "
-                               f"ledger {ledger_counts(warm_id)} (try --worker-log FILE)")
+        def start_workers():
+            return stack.enter_context(celery_worker("alerts", args.workers, "bench100k",
+                                                     {**wenv, "LOG_LEVEL": "INFO" if args.worker_log else "WARNING"},
+                                                     cwd=code, stop_timeout=120, output=log,
+                                                     loglevel="INFO" if args.worker_log else "WARNING"))
 
-        clear()
-        t = time.perf_counter()
-        add_audience(n)
-        out(f"audience: {n:,} readers with alerts on among {n + n // 4:,} subscribers "
-            f"(made in {time.perf_counter() - t:.1f} s)")
-        time.sleep(1.0)
+        if args.cold:
+            clear()
+            t = time.perf_counter()
+            add_audience(n)
+            out(f"audience: {n:,} readers with alerts on among {n + n // 4:,} subscribers "
+                f"(made in {time.perf_counter() - t:.1f} s)")
+            t = time.perf_counter()
+            proc = start_workers()
+            out(f"cold: no warm-up alert; workers started after the audience, up (answering a ping) in "
+                f"{time.perf_counter() - t:.1f} s; the alert is posted right away")
+        else:
+            proc = start_workers()
+            clear()
+            add_audience(args.warm)
+            c0 = sink.count()
+            warm_id, _, _ = post_alert(client, token)
+            if not wait_count(sink, c0 + args.warm, time.monotonic() + 120):
+                raise RuntimeError(f"the warm-up alert did not go out in 120 s: sink got {sink.count() - c0}, "
+                                   f"ledger {ledger_counts(warm_id)} (try --worker-log FILE)")
+
+            clear()
+            t = time.perf_counter()
+            add_audience(n)
+            out(f"audience: {n:,} readers with alerts on among {n + n // 4:,} subscribers "
+                f"(made in {time.perf_counter() - t:.1f} s)")
+            time.sleep(1.0)
         c0 = sink.count()
         cpu0, pg0 = session_cpu_seconds(proc.pid), postgres_cpu_seconds(db_url)
         px0, sk0 = sum(pid_cpu_seconds(p) for p in path.pids), sink.cpu_seconds()
@@ -196,8 +220,8 @@ def main() -> None:
         out(f"  first message accepted      {first:8.3f} s   (target < 0.5 s: {'meets' if first < 0.5 else 'MISSES'})")
         out(f"  50 % accepted               {at(0.5)}")
         p90 = at(0.9)
-        ok90 = len(arr) >= math.ceil(0.9 * n) and arr[math.ceil(0.9 * n) - 1] - t0 < 120
-        out(f"  90 % accepted               {p90}   (target < 120 s: {'meets' if ok90 else 'MISSES'})")
+        ok90 = len(arr) >= math.ceil(0.9 * n) and arr[math.ceil(0.9 * n) - 1] - t0 <= args.target_90
+        out(f"  90 % accepted               {p90}   (target ≤ {args.target_90:g} s: {'meets' if ok90 else 'MISSES'})")
         out(f"  100 % accepted              {at(1.0)}")
         out(f"  accepted {sent:,} of {n:,} in {elapsed:.1f} s; steady rate after the first 10 %: {rate:,.1f} msg/s")
         out(f"  CPU µs per message: workers {cpu / max(sent, 1) * 1e6:,.0f}, PostgreSQL {pg / max(sent, 1) * 1e6:,.0f}"

@@ -21,7 +21,10 @@ and a small digest (uncounted: long-lived workers have).  Then per round:
   during  the 50,000-reader digest (~117 KB a message, planned beforehand as the planner
           does, then its plan_edition task queued) is given --head-start seconds to be in
           full flow, then the same alert is posted; once the alert is out the digest is
-          cancelled (service.delivery.control.cancel, as the admin page does).
+          cancelled (service.delivery.control.cancel, as the admin page does).  Before the
+          digest starts, the bench waits for the alone alert's "alert sending" flag
+          (priority.py: a Redis key that lapses ~LEASE_SECONDS/3 + 2 s after the alert's
+          last batch) to be gone, so the digest is in full flow when the alert comes.
 
 The alert's times are from the start of its POST to the first / 50 / 90 / 100 % of its
 rows `sent` in the ledger (polled every 20 ms; a row is marked sent a few ms after the
@@ -170,6 +173,45 @@ def send_alert(client, token: str, n_expected: int, timeout: float) -> dict:
             "p90": at(0.9), "p100": at(1.0), "end": t0 + at(1.0)}
 
 
+def flag_key(settings) -> str:
+    """The Redis key an alert batch raises while it sends (service/delivery/priority.py,
+    since d273048): digests step down while it exists."""
+    try:
+        from service.delivery.priority import KEY
+    except ImportError:
+        return ""
+    return settings.redis_key_prefix + KEY
+
+
+def wait_alert_flag(settings, timeout: float) -> float:
+    """Seconds waited until no alert flag is up in Redis (0 for an engine without one)."""
+    key = flag_key(settings)
+    if not key:
+        return 0.0
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    t0 = time.monotonic()
+    try:
+        while client.exists(key) and time.monotonic() - t0 < timeout:
+            time.sleep(0.1)
+    finally:
+        client.close()
+    waited = time.monotonic() - t0
+    if waited > 0.05:
+        time.sleep(priority_check_every() * 2)  # a digest batch keeps its answer this long
+        waited = time.monotonic() - t0
+    return waited
+
+
+def priority_check_every() -> float:
+    try:
+        from service.delivery.priority import CHECK_EVERY
+    except ImportError:
+        return 0.0
+    return float(CHECK_EVERY)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alert-readers", type=int, default=10_000)
@@ -180,6 +222,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alone + during pairs")
     ap.add_argument("--head-start", type=float, default=4.0, help="seconds the digest sends before the alert")
     ap.add_argument("--timeout", type=float, default=180.0, help="give the alert this long")
+    ap.add_argument("--flag-timeout", type=float, default=60.0,
+                    help="wait at most this long for the alone alert's 'alert sending' flag to lapse before the "
+                         "digest starts (0: do not wait, the digest then starts stepped down)")
     ap.add_argument("--code", default=None, metavar="REV",
                     help="run on the code of git revision REV (git archive: workers, planner, web app)")
     ap.add_argument("--path", choices=("auto", "netem", "proxy"), default="auto")
@@ -297,7 +342,11 @@ def main() -> None:
                 f"100 % {alone['p100']:.2f} s ({alone['n'] / alone['p100']:.0f} msg/s; the sink's last message at "
                 f"{sink_last:.2f} s) | cores: " + ", ".join(f"{k} {v:.2f}" for k, v in use_alone.items()))
 
-            # during the digest
+            # during the digest: first let the alone alert's "alert sending" flag lapse, or the
+            # digest would start stepped down (priority.py) and never be in full flow
+            waited = wait_alert_flag(settings, args.flag_timeout)
+            if waited:
+                out(f"          waited {waited:.1f} s for the alone alert's flag ({flag_key(settings)}) to lapse")
             t = time.perf_counter()
             digest = start_digest()
             planned_in = time.perf_counter() - t
