@@ -332,6 +332,19 @@ def extend_leases(conn, worker: str, edition_id: int, first_id: int, last_id: in
     ).rowcount
 
 
+# The fence, written once: the rows joined by primary key to the array of ids (as
+# record_many does), so PostgreSQL looks each one up by its key.  Written as a plain
+# `id = ANY(…) AND status = 'claimed'`, the planner went through the status index and
+# walked every claimed entry of the table, dead ones included (~23,000 per fence in a
+# 30,000-reader alert: bench notes in BENCHMARKS.md).
+_FENCE = sa.text("""
+    UPDATE deliveries AS d SET lease_until = now() + make_interval(secs => :lease)
+    FROM unnest(CAST(:ids AS bigint[])) AS v(id)
+    WHERE d.id = v.id AND d.status = 'claimed' AND d.claimed_by = :worker
+    RETURNING d.id
+""")
+
+
 def fence(conn, worker: str, ids: list[int], lease_seconds: int) -> set[int]:
     """The fence before a group of sends: extend the lease of the rows this worker still
     holds, on the database's clock, and return them; only those may be sent.  A process
@@ -339,6 +352,8 @@ def fence(conn, worker: str, ids: list[int], lease_seconds: int) -> set[int]:
     sweeper gave its rows to another worker, and sends none of them."""
     if not ids:
         return set()
+    if conn.dialect.name == "postgresql":
+        return set(conn.execute(_FENCE, {"ids": list(ids), "worker": worker, "lease": float(lease_seconds)}).scalars())
     return set(conn.execute(
         sa.update(D)
         .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.claimed.value, D.c.claimed_by == worker)
