@@ -194,3 +194,22 @@ def test_a_reader_without_a_digest_is_told_no_hour(https_site, smtp_sink, monkey
     html, text = _parts(smtp_sink.messages[-1].message)
     assert check_email(html, text) == []
     assert "المواعيد: من دون نشرة دورية" in _chosen(html) and "الساعة" not in html + text
+
+
+@pytest.mark.parametrize("rule, copies", [("resend", 2), ("hold", 1)])
+def test_a_one_off_whose_dot_got_no_answer_follows_smtp_ambiguous(smtp_sink, monkeypatch, rule, copies):
+    """The one sender's rule after the dot holds for one-offs too: `resend` sends it once
+    more with the same Message-ID (a possible duplicate, never a lost confirmation);
+    `hold` sends it once.  Either way it counts as maybe delivered, not as a failure."""
+    monkeypatch.setenv("SMTP_DATA_TIMEOUT", "1")
+    monkeypatch.setenv("SMTP_AMBIGUOUS", rule)
+    reset_settings()
+    close_connection()
+    smtp_sink.faults["reader@example.com"] = "no_reply"
+    message = MSG.replace(b"Subject: hi", b"Message-ID: <one-off-1@nashra.example>\r\nSubject: hi")
+    outcome = send_one("reader@example.com", message)
+    assert outcome.verdict == "unknown"
+    assert len(smtp_sink.unanswered) == copies
+    assert {m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0] for m in smtp_sink.unanswered} == {
+        b"<one-off-1@nashra.example>"}
+    close_connection()

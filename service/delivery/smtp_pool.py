@@ -597,6 +597,11 @@ class _OneOff(Job):
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
     error: BaseException | None = None
+    wait_until: float = 0.0  # monotonic: how long it may wait for a session (the cap may be full)
+
+    def still_wanted(self) -> None:
+        if time.monotonic() > self.wait_until:
+            raise SmtpTransientError(Outcome(Verdict.unavailable, None, "no SMTP session free in time", "connect"))
 
     def answer(self, outcome: Outcome | None, error: BaseException | None) -> None:
         self.outcome, self.error = outcome, error
@@ -618,7 +623,8 @@ def send_now(settings: Settings, sender: str, recipient: str, data: bytes) -> Ou
     payload = data_payload(data)[:-3]  # CRLF lines, dot-stuffed: what the lane writes as is
     outcome = None
     for attempt in range(2):
-        job = _OneOff(sender=sender, recipient=recipient, data=payload)
+        job = _OneOff(sender=sender, recipient=recipient, data=payload,
+                      wait_until=time.monotonic() + settings.smtp_connect_timeout + settings.smtp_timeout)
         pool.submit(job)
         job.done.wait()
         if job.error is not None:
