@@ -73,11 +73,9 @@ from bench.support import (  # noqa: E402
     CLK_TCK,
     _stat_fields,
     code_label,
-    code_of,
     engine_overrides,
     free_port,
-    redis_server,
-    scratch_database,
+    services,
 )
 
 OUT = REPO / "bench" / "out"
@@ -474,26 +472,10 @@ def main() -> None:
             raise SystemExit(2) from exc
         version = _run("postconf", "-c", mta.conf, "-h", "mail_version").stdout.strip()
 
-        code = stack.enter_context(code_of(args.code))
-        if args.code:  # this process too (planner, migrations): one version of the code
-            sys.path.insert(0, str(code))
+        svc = services(stack, args.code, "chaining", smtp_port=mta.port)
+        code, db_url, env = svc.code, svc.db_url, svc.env
+        from service.config import get_settings
 
-        db_url = stack.enter_context(scratch_database("chaining"))
-        redis_url = stack.enter_context(redis_server())
-        env = {
-            "DATABASE_URL": db_url, "REDIS_URL": redis_url,
-            "NASHRA_VAR_DIR": tempfile.mkdtemp(prefix="nashra-bench-chaining-"),
-            "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
-            "SMTP_URL": f"smtp://127.0.0.1:{mta.port}",
-        }
-        os.environ.update(env)
-        from service.config import get_settings, reset_settings
-        from service.jobs.app import configure
-        from service.logs import setup_logging
-
-        reset_settings()
-        setup_logging()
-        configure()
         settings = get_settings()
         engine_env = engine_overrides(settings, args.workers, args.connections)
         rendered = rendered_alert()

@@ -571,21 +571,22 @@ class Services:
     env: dict[str, str]
 
 
-def services(stack: contextlib.ExitStack, rev: str | None, tag: str) -> Services:
-    """The code under test (`code_of(rev)`, this process included), an SMTP sink, a scratch
-    PostgreSQL database and a redis-server of their own, entered on `stack`; the
-    environment a worker of the run needs (also set in this process, whose settings,
-    logging and Celery app are configured from it)."""
+def services(stack: contextlib.ExitStack, rev: str | None, tag: str, smtp_port: int | None = None) -> Services:
+    """The code under test (`code_of(rev)`, this process included), an SMTP sink (or the
+    server already listening on `smtp_port`: then `sink` is None), a scratch PostgreSQL
+    database and a redis-server of their own, entered on `stack`; the environment a worker
+    of the run needs (also set in this process, whose settings, logging and Celery app are
+    configured from it)."""
     code = stack.enter_context(code_of(rev))
     if rev:  # this process too (planner, web app, migrations): one version of the code
         sys.path.insert(0, str(code))
-    sink = stack.enter_context(smtp_sink())
+    sink = stack.enter_context(smtp_sink()) if smtp_port is None else None
     db_url = stack.enter_context(scratch_database(tag))
     redis_url = stack.enter_context(redis_server())
     env = {
         "DATABASE_URL": db_url, "REDIS_URL": redis_url, "NASHRA_VAR_DIR": tempfile.mkdtemp(prefix=f"nashra-bench-{tag}-"),
         "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
-        "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
+        "SMTP_URL": f"smtp://127.0.0.1:{sink.port if sink is not None else smtp_port}",
     }
     os.environ.update(env)
     from service.config import reset_settings  # noqa: I001 — after sys.path names the code under test
