@@ -369,6 +369,8 @@ class _Batch:
         self.returned: list[ledger.Claimed] = []  # answered, nothing sent, and the batch stops for it
         self.suspects: list[_Message] = []  # 5.7.x refusals in a row, not written yet (REFUSAL_STREAK)
         self.fence_ok: set[int] = set()  # the rows the last fence returned (`_fenced`)
+        # PostgreSQL, groups of STATE_GROUP: each group's fence rides in its state read.
+        self.fence_with_state = not one_at_a_time and self.group == STATE_GROUP
         self.error: BaseException | None = None
         self.writer = _Writer(worker, edition_id, db if one_at_a_time else None, settings, lease.deadline)
         self.override_quiet = override_quiet
@@ -419,12 +421,27 @@ class _Batch:
             chunk = self.rows[start:start + self.group]
             if not self._room():
                 return
-            if not self._fenced(start):
+            subscriber_ids = [r.subscriber_id for r in chunk]
+            if self.fence_with_state:  # one round trip: the fence is a CTE of the state read
+                ids = [r.id for r in chunk]
+                asked = time.monotonic()
+                status, states, owned = self.db.run(lambda c, sids=subscriber_ids, ids=ids: ledger.recipient_states(
+                    c, self.edition_id, sids, fence=(self.worker, ids, self.settings.lease_seconds)))
+                lost = owned is not None and owned < len(ids)
+                if not lost:
+                    self.lease.renewed(asked)
+            else:
+                lost = not self._fenced(start)
+                status, states, _ = self.db.run(
+                    lambda c, sids=subscriber_ids: ledger.recipient_states(c, self.edition_id, sids))
+            if lost:
+                # The lease ran out (this process froze, or could not renew) and the
+                # sweeper gave rows away: send nothing more of this batch.  (Rows still
+                # ours are handed back by the conditional release.)
+                log.warning("delivery.batch.lease_lost", edition_id=self.edition_id)
                 self._give_room()
                 self._stop("lease_lost")
                 return
-            subscriber_ids = [r.subscriber_id for r in chunk]
-            status, states = self.db.run(lambda c, sids=subscriber_ids: ledger.recipient_states(c, self.edition_id, sids))
             self.now = utcnow()
             self.local = self.now.astimezone(self.settings.tz)
             if status in (EditionStatus.paused, EditionStatus.cancelled, None):

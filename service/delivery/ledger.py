@@ -142,19 +142,32 @@ _RECIPIENT_STATES = (
 )
 
 
-def recipient_states(conn, edition_id: int,
-                     subscriber_ids: list[int]) -> tuple[EditionStatus | None, dict[int, RecipientState]]:
+def recipient_states(conn, edition_id: int, subscriber_ids: list[int],
+                     fence: tuple[str, list[int], float] | None = None,
+                     ) -> tuple[EditionStatus | None, dict[int, RecipientState], int | None]:
     """The edition's status and the state of a group of readers, in one query, just before
     their messages go.  A reader missing from the dict was deleted (their rows with them);
-    None for the status: no such edition."""
+    None for the status: no such edition.
+
+    fence (worker, delivery ids, lease seconds; PostgreSQL): the group's fence in the same
+    statement, as a data-modifying CTE — one round trip for both — and the number of those
+    rows this worker still owns as the third value (else None)."""
     status: EditionStatus | None = None
     states: dict[int, RecipientState] = {}
-    for row in conn.execute(_RECIPIENT_STATES, {"edition_id": edition_id, "subscriber_ids": list(subscriber_ids)}):
+    owned: int | None = None
+    params = {"edition_id": edition_id, "subscriber_ids": list(subscriber_ids)}
+    statement = _RECIPIENT_STATES
+    if fence is not None:
+        statement = _FENCED_STATES
+        params |= {"worker": fence[0], "ids": list(fence[1]), "lease": float(fence[2])}
+    for row in conn.execute(statement, params):
+        if fence is not None:
+            owned = row[15]
         status = EditionStatus(row[0])
         if row[1] is not None:
             states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]),
                                             _aware(row[8]), row[9], row[10], row[11], row[12], row[13], row[14] or 0)
-    return status, states
+    return status, states, owned
 
 
 def _reply(text: str | None) -> str | None:
@@ -343,6 +356,14 @@ _FENCE = sa.text("""
     WHERE d.id = v.id AND d.status = 'claimed' AND d.claimed_by = :worker
     RETURNING d.id
 """)
+
+
+_FENCED_STATES = _RECIPIENT_STATES.add_columns(
+    sa.select(sa.func.count())
+    .select_from(sa.text(_FENCE.text).columns(sa.column("id", sa.BigInteger)).cte("fenced"))
+    .scalar_subquery()
+    .label("owned")
+)
 
 
 def fence(conn, worker: str, ids: list[int], lease_seconds: int) -> set[int]:
