@@ -225,12 +225,9 @@ class _Db:
 
     def __init__(self, conn, deadline, edition_id: int):
         self.conn, self._deadline, self._edition_id = conn, deadline, edition_id
-
-    @property
-    def autocommit(self) -> bool:
-        if self.conn is None:
-            self.conn = _connect()
-        return self.conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        # As `_connect` decides: PostgreSQL statements commit by themselves; SQLite's
+        # reads are ended by a commit before anything is written or sent.
+        self.autocommit = get_engine().dialect.name == "postgresql"
 
     def run(self, fn):
         pause = 0.05
@@ -357,7 +354,7 @@ class _Batch:
         self.is_alert = kind == EditionKind.alert.value
         # SQLite (the demo) has one writer at a time: one message at a time, each outcome
         # committed before the next goes.
-        self.one_at_a_time = one_at_a_time = db.conn.dialect.name == "sqlite"
+        self.one_at_a_time = one_at_a_time = not db.autocommit
         self.group = 1 if one_at_a_time else min(STATE_GROUP, self.lane.size)
         self.unsent: dict[int, ledger.Claimed] = {r.id: r for r in rows}  # not handed to SMTP yet
         self.in_flight = 0  # handed to a sender thread, answer not settled (each holds window room)
