@@ -5,12 +5,13 @@
    sweeper.  A heartbeat thread renews the leases of the rows still claimed every
    LEASE_SECONDS/3 while the batch runs, so a slow batch is never taken for a dead one,
    and a dead worker's rows come back after at most LEASE_SECONDS (plus one sweep).
-2. In groups of STATE_GROUP rows, right before they go, *fence* them: one conditional
-   UPDATE … RETURNING extends their lease and returns those this batch still owns
-   (`ledger.fence`, on the database's clock).  A row missing from it was swept and given
-   to another worker — this process froze past its lease (SIGSTOP, a starved host) —
-   and the batch sends nothing more.  Then re-read the edition and the group's readers
-   in one query: unsubscribed or suppressed since planning →
+2. In groups of STATE_GROUP rows, right before they go, *fence* them: check that this
+   batch still holds them with at least half a lease left on the database's clock (a
+   read, in the same query as their state: `ledger._NOT_HELD`); when one is short, one
+   conditional UPDATE … RETURNING extends their lease and returns those this batch still
+   owns (`ledger.fence`).  A row missing from it was swept and given to another worker —
+   this process froze past its lease (SIGSTOP, a starved host) — and the batch sends
+   nothing more.  The same query re-reads the edition and the group's readers: unsubscribed or suppressed since planning →
    `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
    SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
    pause, plus the messages already handed to the lane (its window).  The same row holds the reader's own
@@ -419,14 +420,11 @@ class _Batch:
             if not self._room():
                 return
             subscriber_ids = [r.subscriber_id for r in chunk]
-            if self.fence_with_state:  # one round trip: the fence is a CTE of the state read
+            if self.fence_with_state:  # one round trip: the ownership check rides in the state read
                 ids = [r.id for r in chunk]
-                asked = time.monotonic()
-                status, states, owned = self.db.run(lambda c, sids=subscriber_ids, ids=ids: ledger.recipient_states(
-                    c, self.edition_id, sids, fence=(self.worker, ids, self.settings.lease_seconds)))
-                lost = owned is not None and owned < len(ids)
-                if not lost:
-                    self.lease.renewed(asked)
+                status, states, not_held = self.db.run(lambda c, sids=subscriber_ids, ids=ids: ledger.recipient_states(
+                    c, self.edition_id, sids, held=(self.worker, ids, self.settings.lease_seconds)))
+                lost = bool(not_held) and not self._fence(ids)
             else:
                 lost = not self._fenced(start)
                 status, states, _ = self.db.run(
@@ -451,14 +449,17 @@ class _Batch:
                 self._one(row, states.get(row.subscriber_id))
 
     def _fenced(self, start: int) -> bool:
-        """Whether this batch still owns the rows from `start` on: they are fenced
-        STATE_GROUP at a time (whatever the group read for their state), one statement
-        that also extends their lease on the database's clock.  False: the lease ran out
-        (this process froze, or could not renew) and the sweeper gave rows away — send
-        nothing more of this batch."""
+        """Whether this batch still owns the rows from `start` on, fenced STATE_GROUP at a
+        time whatever the group read for their state (SQLite, or groups of other sizes)."""
         if self.rows[start].id in self.fence_ok:
             return True
-        ids = [r.id for r in self.rows[start:start + STATE_GROUP]]
+        return self._fence([r.id for r in self.rows[start:start + STATE_GROUP]])
+
+    def _fence(self, ids: list[int]) -> bool:
+        """The fence proper: one conditional UPDATE extends the lease of the rows this
+        batch still holds, on the database's clock, and returns them.  False: the lease ran
+        out (this process froze, or could not renew) and the sweeper gave rows away —
+        send nothing more of this batch."""
         asked = time.monotonic()
         owned = self.db.run(lambda c: ledger.fence(c, self.worker, ids, self.settings.lease_seconds))
         if len(owned) < len(ids):

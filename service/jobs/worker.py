@@ -78,8 +78,8 @@ def _prepare_process() -> None:
             ledger.start_sending(session, -1)  # and a batch's: all on an edition that does not exist
             ledger.claim(session, -1, 0, 0, "warm-up", 1)
             ledger.recipient_states(session, -1, [-1])
-            if session.get_bind().dialect.name == "postgresql":  # with the group's fence (batch.py)
-                ledger.recipient_states(session, -1, [-1], fence=("warm-up", [-1], 1))
+            if session.get_bind().dialect.name == "postgresql":  # with the group's ownership check
+                ledger.recipient_states(session, -1, [-1], held=("warm-up", [-1], 1))
             ledger.finish_if_complete(session, -1)
             session.rollback()
         with app.producer_or_acquire() as producer:  # the planner's batch messages: a pooled
