@@ -148,8 +148,8 @@ def main() -> None:
         from aiosmtpd.controller import Controller
 
         from service.db import session_scope
-        from service.delivery.bounce_server import BounceServer
-        from service.delivery.bounces import handle_inbound, parse_report
+        from service.inbound.reports import handle_inbound, parse_report
+        from service.inbound.smtp_server import BounceServer
         from service.logs import setup_logging
         from service.models import (
             Delivery,

@@ -289,12 +289,50 @@ class Settings(BaseSettings):
     # An editor's API token (which is also their login) opens nothing this many days
     # after `nashra editors add` or `rotate` made it.
     editor_token_days: int = Field(default=90, ge=1, le=3650)
+    # Bounces and complaints (service/inbound/).  A bounce mailbox read over IMAP by
+    # `nashra bounces fetch` (and by beat every BOUNCE_IMAP_SECONDS when set):
+    # imaps://user:password@host[:993][/FOLDER]; read messages move to BOUNCE_IMAP_DONE_FOLDER.
+    bounce_imap_url: str | None = None
+    bounce_imap_done_folder: str = "Nashra-processed"
+    bounce_imap_seconds: float = Field(default=300.0, ge=10, le=86_400)
+    # SOFT_BOUNCE_LIMIT soft bounces (mailbox full, over quota…) for different editions
+    # within SOFT_BOUNCE_DAYS suppress the address (reason soft_bounce); a delivery
+    # report for the reader starts the count again.
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)
+    soft_bounce_days: int = Field(default=15, ge=1, le=365)
+    # Provider webhooks (POST /webhooks/{provider}); a provider without its secret set is
+    # refused (404).  SES: the SNS topic ARNs whose notifications are taken, comma-separated.
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mailgun_webhook_signing_key: str | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: str | None = None
+    # SendGrid's "Verification Key" (the base64 ECDSA public key of the signed Event Webhook).
+    sendgrid_webhook_public_key: str | None = None
+    # A signed event older (or further in the future) than this is refused as stale.
+    webhook_max_age_seconds: int = Field(default=300, ge=30, le=3600)
 
     @field_validator("feed_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _split_arns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("bounce_imap_url")
+    @classmethod
+    def _valid_imap_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
+            raise ValueError("must be imaps://user:password@host[:port][/FOLDER] (imap:// only on a trusted network)")
         return value
 
     @field_validator("forwarded_allow_ips", mode="before")

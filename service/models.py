@@ -327,9 +327,30 @@ class Suppression(Base):
     __tablename__ = "suppressions"
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    reason: Mapped[str] = mapped_column(String(50))  # hard_bounce | complaint | manual
+    reason: Mapped[str] = mapped_column(String(50))  # hard_bounce | soft_bounce | complaint | manual
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class FeedbackEvent(Base):
+    """One bounce, complaint or delivery report that changed what we know of a reader,
+    from any source (service/inbound/): what the soft-bounce policy counts, what the
+    metrics show, and — through `event_key`, a hash of a provider's own event id — what
+    makes the same webhook delivered twice change nothing more.  Ids only, no address."""
+
+    __tablename__ = "feedback_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(20))  # smtp | imap | ses | mailgun | postmark | sendgrid
+    kind: Mapped[str] = mapped_column(String(20))  # hard | soft | refusal | complaint | delivered
+    subscriber_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"))
+    edition_id: Mapped[int | None] = mapped_column(Integer)
+    delivery_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str | None] = mapped_column(String(20))  # the enhanced status code, e.g. 5.2.2
+    event_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (Index("ix_feedback_events_subscriber_kind", "subscriber_id", "kind", "received_at"),)
 
 
 # ---------------------------------------------------------------- editions

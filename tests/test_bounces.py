@@ -26,12 +26,12 @@ from structlog.testing import capture_logs
 
 from service.config import get_settings
 from service.db import session_scope
-from service.delivery.bounce_server import BounceServer
-from service.delivery.bounces import MAX_INBOUND_BYTES, handle_inbound
 from service.delivery.compose import one_off_bounce_address
 from service.delivery.one_off import send_transactional
 from service.delivery.planner import plan
 from service.delivery.smtp_pool import close_all as close_connection
+from service.inbound.reports import MAX_INBOUND_BYTES, handle_inbound
+from service.inbound.smtp_server import BounceServer
 from service.models import (
     AuditLog,
     Delivery,
@@ -281,12 +281,15 @@ def test_delayed_dsn_is_noted_on_the_row_without_changing_its_status(sent, bounc
     assert "reader0@example.com" in next_edition_recipients()
 
 
-def test_mailbox_full_fails_the_row_but_does_not_suppress(sent, bounce_server):
+def test_a_full_mailbox_is_a_soft_bounce_noted_on_the_row_and_not_suppressed(sent, bounce_server):
+    # 5.2.2 is "full for now": the soft-bounce policy (test_soft_bounce_policy.py) decides
+    # when it is for good.
     original = sent["reader0@example.com"]
     verp = original.mail_from
     report = dsn(verp, original.data, status="5.2.2", diagnostic="smtp; 552 5.2.2 mailbox full")
-    assert deliver(bounce_server.port, verp, report) == (250, "2.0.0 failed")
-    assert row_of("reader0@example.com").status == DeliveryStatus.failed
+    assert deliver(bounce_server.port, verp, report) == (250, "2.0.0 soft_bounce")
+    row = row_of("reader0@example.com")
+    assert row.status == DeliveryStatus.sent and "5.2.2" in row.smtp_reply
     assert "reader0@example.com" in next_edition_recipients()  # a full mailbox may empty
 
 
@@ -537,7 +540,7 @@ def test_a_welcome_to_a_full_mailbox_or_delayed_does_not_suppress(pg_env, smtp_s
     full = dsn(verp, original.data, status="5.2.2", diagnostic="smtp; 552 5.2.2 mailbox full")
     late = dsn(verp, original.data, action="delayed", status="4.4.7", diagnostic="smtp; 451 4.4.7 try later")
     before = snapshot()
-    assert deliver(bounce_server.port, verp, full) == (250, "2.0.0 failed")
+    assert deliver(bounce_server.port, verp, full) == (250, "2.0.0 soft_bounce")
     assert deliver(bounce_server.port, verp, late) == (250, "2.0.0 soft_bounce")
     assert snapshot() == before and _suppressed("full@example.com") is None
     assert "full@example.com" in next_edition_recipients()

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 
 from service.config import get_settings, reset_settings
 from service.db import session_scope
-from service.delivery.bounces import handle_inbound
 from service.delivery.compose import (
     bounce_address,
     compose,
@@ -32,6 +31,7 @@ from service.delivery.compose import (
 )
 from service.delivery.one_off import send_transactional
 from service.delivery.smtp_pool import close_all as close_connection
+from service.inbound.reports import handle_inbound
 from service.models import Delivery, Section, Subscriber, SubscriberStatus, Suppression
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant

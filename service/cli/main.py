@@ -15,9 +15,9 @@ import uvicorn
 
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
-from service.delivery.bounce_server import BounceServer
 from service.demo.run import run_demo
 from service.editions.alerts import AlertError
+from service.inbound.smtp_server import BounceServer
 from service.jobs import install_dispatcher
 from service.jobs.app import configure
 from service.logs import get_logger, setup_logging

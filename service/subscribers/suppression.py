@@ -15,7 +15,7 @@ from service.models import AUDIT_ORIGIN, AuditLog, Suppression, audit, utcnow
 from service.subscribers import hashes
 
 log = get_logger(__name__)
-REASONS = ("hard_bounce", "complaint", "manual")
+REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual")
 LIFT_REASON_MAX = 500
 
 

@@ -26,8 +26,8 @@ import threading
 from aiosmtpd.controller import Controller
 
 from service.db import session_scope
-from service.delivery.bounces import MAX_INBOUND_BYTES, InboundResult, handle_inbound
 from service.delivery.compose import delivery_for_bounce, one_off_for_bounce
+from service.inbound.reports import MAX_INBOUND_BYTES, InboundResult, handle_inbound
 from service.logs import get_logger, redact
 
 log = get_logger(__name__)

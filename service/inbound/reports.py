@@ -4,30 +4,21 @@ A relay that accepted a message may still fail to deliver it; the failure comes 
 later as a delivery status notification (RFC 3464) to the message's VERP envelope
 sender, `newsletter+b.<delivery id>.<hmac>@domain`.  A reader who presses "spam" at a
 mailbox provider with a feedback loop produces an abuse report (ARF, RFC 5965).  Both
-are `multipart/report` messages; `handle_inbound()` reads one and closes the loop on
-the ledger row it names:
-
-* DSN, Action `failed` with a 5.1.x status (bad address)  → row `failed`, address
-  suppressed (hard_bounce), audit line;
-* DSN, Action `failed` with any other 5.x.x (mailbox full, policy, too big)
-  → row `failed`, not suppressed — the same split as service/delivery/verdicts.py;
-* DSN, Action `delayed`, or a 4.x.x status                → noted on the row's
-  smtp_reply, status unchanged (the relay is still trying);
-* ARF Feedback-Type `abuse` (or `fraud`)                  → address suppressed
-  (complaint) and the reader unsubscribed, audit line;
-* anything else (auto-replies, read receipts, "delivered" DSNs) → ignored.
+are `multipart/report` messages; `handle_inbound()` reads one (from the bounce server,
+source `smtp`, or a bounce mailbox, `imap`), finds the ledger row it names, and hands
+what it says to the rules every source shares (service/inbound/actions.py): the status
+and the receiver's words are judged by service/inbound/classify.py — a bad address is
+`hard`, a delay or a full mailbox `soft`, a refusal of our sender never the reader's
+fault — and an ARF `abuse`/`fraud` report is a complaint, `opt-out` an unsubscribe.
 
 The one-off mails (the confirmation and the welcome; an editor's test copy) have no
 ledger row: they go out from a signed `newsletter+s.<subscriber id>.<hmac>` (`+e.<editor
 id>` for a test copy, service/delivery/compose.py), and a report addressed there acts on
 the reader it names instead of a row:
 
-* DSN, Action `failed` with a 5.1.x status → address suppressed (hard_bounce), audit line
-  (a confirmation that bounces is an address nobody will confirm; a welcome that bounces,
-  one the next digest would bounce from too);
-* any other failure or delay → noted in the log only (there is no row to mark);
-* ARF `abuse`/`fraud` → suppressed (complaint) and unsubscribed, as for a digest;
-* a report about an editor's test copy → ignored (no reader's address to act on).
+the same rules, with no row to mark (a confirmation that bounces is an address nobody
+will confirm; a welcome that bounces, one the next digest would bounce from too); a
+report about an editor's test copy is ignored (no reader's address to act on).
 
 The envelope recipient is the authority: its HMAC proves we minted it, so a report
 can only ever touch the row (or the one-off's reader) it was addressed to.  Addresses printed inside a report
@@ -39,7 +30,7 @@ are HMAC-signed too.
 
 Hostile or broken input changes nothing and leaves one log line saying why.  Running
 the same report twice changes nothing more: every write is conditional.  The caller
-owns the transaction (service/bounce_server.py opens one `session_scope()` per message).
+owns the transaction (service/inbound/smtp_server.py opens one `session_scope()` per message).
 """
 
 from __future__ import annotations
@@ -47,9 +38,8 @@ from __future__ import annotations
 import email
 import email.errors
 import email.policy
-import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
@@ -57,32 +47,22 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
-from service.delivery.compose import delivery_for_bounce, message_id, one_off_for_bounce
+from service.delivery.compose import delivery_for_bounce, one_off_for_bounce
 from service.delivery.verdicts import scrub
+from service.inbound import actions, classify
+from service.inbound.actions import Feedback, InboundResult
 from service.logs import get_logger, redact
-from service.models import Delivery, DeliveryStatus, Subscriber, audit, utcnow
-from service.subscribers.lifecycle import unsubscribe
-from service.subscribers.suppression import suppress
+from service.models import Delivery, Subscriber
 
 log = get_logger(__name__)
 
 # Our messages stay under ~300 KB even base64-encoded, and a DSN returns at most one
 # of them; anything much larger is not a report about our mail.
 MAX_INBOUND_BYTES = 2_000_000
-ACTOR = "bounces"
-
-COMPLAINT_TYPES = frozenset({"abuse", "fraud"})
 ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
-# A bounce can end these rows: the message was (or may have been) handed over, or is
-# waiting to be sent again after a crash.  A `claimed` row belongs to a worker right
-# now; suppression alone stops it at the worker's re-check.
-_ENDABLE = (DeliveryStatus.sent, DeliveryStatus.unknown, DeliveryStatus.queued, DeliveryStatus.retry)
-# A note about a delay only makes sense on a row whose message the relay accepted.
-_NOTABLE = (DeliveryStatus.sent, DeliveryStatus.unknown)
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _DIAG_CODE = re.compile(r"^\s*smtp\s*;\s*([245]\d\d)\b", re.IGNORECASE)
-_OUR_MESSAGE_ID = re.compile(r"^<nashra\.(\d{1,18})\.(\d{1,18})\.[0-9a-f]{10}@[^<>\s]+>$", re.IGNORECASE)
 _VERP_SHAPE = re.compile(r"^<?[^@+<>\s]+\+b\.", re.IGNORECASE)
 _ONE_OFF_SHAPE = re.compile(r"^<?[^@+<>\s]+\+[se]\.", re.IGNORECASE)
 # A one-off's Message-ID (compose.one_off_message_id) says which mail it was, for the audit.
@@ -119,18 +99,6 @@ class Report:
     original_message_ids: tuple[str, ...] = ()
     auto_reply: bool = False
     report_type: str | None = None
-
-
-@dataclass(frozen=True)
-class InboundResult:
-    """What one inbound message did.  `changed` is False for a repeat or a refusal."""
-
-    outcome: str  # hard_bounce | failed | soft_bounce | complaint | ignored | rejected
-    delivery_id: int | None = None
-    changed: bool = False
-    reason: str = ""
-    status: str | None = None
-    details: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- reading a report
@@ -264,19 +232,10 @@ class _Refused(Exception):
 
 
 def _message_id_pair(mid: str, settings: Settings) -> tuple[int, int] | None:
-    """(edition id, subscriber id) from one of our Message-IDs, HMAC-checked; None if not ours."""
-    m = _OUR_MESSAGE_ID.match(mid)
-    if not m:
-        return None
-    pair = int(m[1]), int(m[2])
-    if not hmac.compare_digest(mid.lower(), message_id(settings, *pair).lower()):
-        raise _Refused("forged Message-ID in the original headers")
-    return pair
-
-
-def _locked(session: Session, *where) -> Delivery | None:
-    # Locked: the same report arriving twice at once is applied once.
-    return session.scalar(sa.select(Delivery).where(*where).with_for_update())
+    try:
+        return actions.message_id_pair(mid, settings)
+    except actions.Forged:
+        raise _Refused("forged Message-ID in the original headers") from None
 
 
 def _resolve(session: Session, rcpt_to: str, report: Report, settings: Settings) -> tuple[int | None, Delivery | None]:
@@ -303,13 +262,13 @@ def _resolve(session: Session, rcpt_to: str, report: Report, settings: Settings)
             addressed = path_ids.pop()
         elif pairs:
             edition_id, subscriber_id = pairs.pop()
-            row = _locked(session, Delivery.edition_id == edition_id, Delivery.subscriber_id == subscriber_id)
+            row = actions.locked_row(session, Delivery.edition_id == edition_id, Delivery.subscriber_id == subscriber_id)
             return (row.id if row else None), row
         else:
             raise _Refused("cannot tell which delivery this report is about")
     elif path_ids - {addressed}:
         raise _Refused("the original headers name another delivery")
-    row = _locked(session, Delivery.id == addressed)
+    row = actions.locked_row(session, Delivery.id == addressed)
     if row is not None and pairs - {(row.edition_id, row.subscriber_id)}:
         raise _Refused("the original Message-ID names another delivery")
     return addressed, row
@@ -335,7 +294,7 @@ def _one_off_target(rcpt_to: str, report: Report, settings: Settings) -> tuple[s
             if found is None:
                 raise _Refused("forged one-off Return-Path in the original headers")
             embedded.add(found)
-    names_a_row = names_a_row or any(_OUR_MESSAGE_ID.match(mid) for mid in report.original_message_ids)
+    names_a_row = names_a_row or any(_message_id_pair(mid, settings) for mid in report.original_message_ids)
     if addressed is not None:
         if names_a_row or embedded - {addressed}:
             raise _Refused("the original headers name another message")
@@ -355,59 +314,39 @@ def _one_off_kind(report: Report) -> str | None:
     return None
 
 
-def _handle_one_off(session: Session, target: tuple[str, int], report: Report) -> InboundResult:
-    """A report about a confirmation or welcome (or an editor's test copy): it acts on
-    the reader the signed address names, since there is no ledger row."""
-    who, ident = target
-    kind = _one_off_kind(report)
-    ids: dict = {f"{who}_id": ident, "one_off": kind or "unknown"}
-    if who != "subscriber":
-        return InboundResult("ignored", reason="a report about an editor's test copy", details=ids)
-    sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == ident).with_for_update())
-    if sub is None:
-        return InboundResult("ignored", reason="the reader no longer exists", details=ids)
-    target_name = f"subscriber:{sub.id}"
+# ---------------------------------------------------------------- what it says
+
+
+# The order reports are weighed in when a DSN names several recipients (one of ours):
+# the most final answer wins.
+_WEIGHT = {None: 0, "delivered": 1, "soft": 2, "failed": 3, "refusal": 4, "hard": 5}
+
+
+def feedback_of(report: Report, source: str) -> Feedback | None:
+    """What a parsed report says, as one Feedback (None: nothing to act on)."""
     if report.kind == "arf":
-        if report.feedback_type not in COMPLAINT_TYPES:
-            return InboundResult("ignored", reason=f"feedback type {report.feedback_type}", details=ids)
-        return _complaint(session, None, sub, report.feedback_type, ids, target=target_name)
-    worst = max(report.recipients, key=_severity)
-    level = _severity(worst)
-    if level == 0:
-        return InboundResult("ignored", reason=f"DSN action {worst.action}", status=worst.status, details=ids)
-    if level == 1:
-        return InboundResult("soft_bounce", status=worst.status, details=ids)  # the relay is still trying
-    if level == 2:  # mailbox full, policy, too big: no row to fail, nothing to suppress
-        return InboundResult("failed", status=worst.status, details=ids)
-    what = f"the {kind} mail" if kind else "a one-off mail"
-    added = suppress(session, sub.email, "hard_bounce", detail=f"DSN {worst.status} for {what} to {target_name}",
-                     actor=ACTOR)
-    if added:
-        audit(session, ACTOR, "bounce.hard_bounce", target_name, status=worst.status, suppressed=True, **ids)
-    return InboundResult("hard_bounce", changed=added, status=worst.status, details=ids)
+        if report.feedback_type not in actions.COMPLAINT_TYPES:
+            return None
+        return Feedback("complaint", source, feedback_type=report.feedback_type)
+    judged = [(classify.kind_of(r.action, r.status, r.diagnostic), r) for r in report.recipients]
+    kind, worst = max(judged, key=lambda pair: _WEIGHT[pair[0]])
+    if kind is None:
+        return None
+    m = _DIAG_CODE.match(worst.diagnostic)
+    return Feedback(kind, source, status=worst.status, diagnostic=f"DSN {worst.action} {worst.status} {worst.diagnostic}",
+                    smtp_code=int(m[1]) if m else None)
 
 
-# ---------------------------------------------------------------- what it does
-
-
-def _severity(r: RecipientStatus) -> int:
-    klass = r.status[0]
-    if r.action == "failed" and klass == "5":
-        return 3 if r.status.split(".")[1] == "1" else 2
-    if r.action == "delayed" or klass == "4":
-        return 1
-    return 0
-
-
-def handle_inbound(session: Session, rcpt_to: str, message: bytes, settings: Settings | None = None) -> InboundResult:
+def handle_inbound(session: Session, rcpt_to: str, message: bytes, settings: Settings | None = None, *,
+                   source: str = "smtp") -> InboundResult:
     """Read one inbound report addressed to `rcpt_to` and apply it to the ledger.
 
     Never commits; writes nothing unless the report is genuine and new.  Logs exactly
     one line of its own (ids, never an address).
     """
     settings = settings or get_settings()
-    result = _handle(session, rcpt_to, message, settings)
-    fields = {"delivery_id": result.delivery_id, "changed": result.changed, **result.details}
+    result = _handle(session, rcpt_to, message, settings, source)
+    fields = {"delivery_id": result.delivery_id, "changed": result.changed, "source": source, **result.details}
     if result.status:
         fields["status"] = result.status
     if result.outcome == "rejected":
@@ -419,7 +358,7 @@ def handle_inbound(session: Session, rcpt_to: str, message: bytes, settings: Set
     return result
 
 
-def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) -> InboundResult:
+def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings, source: str) -> InboundResult:
     if len(message) > MAX_INBOUND_BYTES:
         return InboundResult("rejected", reason=f"message of {len(message)} bytes is over {MAX_INBOUND_BYTES}")
     if len(rcpt_to) > 320 or any(c in rcpt_to for c in "\r\n\x00"):
@@ -441,81 +380,44 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings) 
 
     try:
         one_off = _one_off_target(rcpt_to, report, settings)
-        if one_off is not None:
-            return _handle_one_off(session, one_off, report)
-        delivery_id, row = _resolve(session, rcpt_to, report, settings)
+        if one_off is None:
+            delivery_id, row = _resolve(session, rcpt_to, report, settings)
     except _Refused as exc:
         return InboundResult("rejected", reason=str(exc))
+
+    fb = feedback_of(report, source)
+    if one_off is not None:
+        return _one_off(session, one_off, report, fb, settings)
     if row is None:
         return InboundResult("ignored", delivery_id,
                              reason="no such delivery: the reader or the edition no longer exists")
+    ids = {"edition_id": row.edition_id, "subscriber_id": row.subscriber_id}
+    if fb is None:
+        return InboundResult("ignored", row.id, reason=_why_ignored(report), details=ids)
     sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == row.subscriber_id).with_for_update())
     if sub is None:  # cannot happen while the foreign key cascades; kept for clarity
         return InboundResult("ignored", row.id, reason="the reader no longer exists")
-    ids = {"edition_id": row.edition_id, "subscriber_id": row.subscriber_id}
+    return actions.apply(session, fb, sub, row, ids=ids, settings=settings)
 
+
+def _why_ignored(report: Report) -> str:
     if report.kind == "arf":
-        if report.feedback_type not in COMPLAINT_TYPES:
-            return InboundResult("ignored", row.id, reason=f"feedback type {report.feedback_type}", details=ids)
-        return _complaint(session, row, sub, report.feedback_type, ids)
-
-    worst = max(report.recipients, key=_severity)
-    level = _severity(worst)
-    if level == 0:
-        return InboundResult("ignored", row.id, reason=f"DSN action {worst.action}", status=worst.status, details=ids)
-    if level == 1:
-        return _soft(session, row, worst, ids)
-    return _failed(session, row, sub, worst, suppress_address=(level == 3), ids=ids)
+        return f"feedback type {report.feedback_type}"
+    return "DSN action " + ", ".join(sorted({r.action for r in report.recipients}))
 
 
-def _failed(session, row: Delivery, sub: Subscriber, r: RecipientStatus, *, suppress_address: bool,
-            ids: dict) -> InboundResult:
-    m = _DIAG_CODE.match(r.diagnostic)
-    reply = f"bounced after acceptance: DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
-    # Conditional, like every ledger write: a row already ended stays as it is.
-    moved = session.execute(
-        sa.update(Delivery)
-        .where(Delivery.id == row.id, Delivery.status.in_([s.value for s in _ENDABLE]))
-        .values(status=DeliveryStatus.failed, smtp_code=int(m[1]) if m else None, smtp_reply=reply,
-                updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    added = False
-    if suppress_address:
-        added = suppress(session, sub.email, "hard_bounce", detail=f"DSN {r.status} for delivery {row.id}",
-                         actor=ACTOR)
-    changed = bool(moved or added)
-    outcome = "hard_bounce" if suppress_address else "failed"
-    if changed:
-        audit(session, ACTOR, f"bounce.{outcome}", f"delivery:{row.id}", status=r.status,
-              row_failed=bool(moved), suppressed=added, **ids)
-    return InboundResult(outcome, row.id, changed, status=r.status, details=ids)
-
-
-def _soft(session, row: Delivery, r: RecipientStatus, ids: dict) -> InboundResult:
-    before = f"{row.smtp_code} accepted" if row.smtp_code else "handed over"
-    note = f"{before}; later DSN {r.action} {r.status} {r.diagnostic}".strip()[:1000]
-    changed = False
-    if row.status in _NOTABLE and row.smtp_reply != note:
-        changed = bool(session.execute(
-            sa.update(Delivery)
-            .where(Delivery.id == row.id, Delivery.status.in_([s.value for s in _NOTABLE]))
-            .values(smtp_reply=note, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount)
-    return InboundResult("soft_bounce", row.id, changed, status=r.status, details=ids)
-
-
-def _complaint(session, row: Delivery | None, sub: Subscriber, ftype: str, ids: dict, *,
-               target: str | None = None) -> InboundResult:
-    """A complaint about a ledger row's message, or (row None) about a one-off's `target`."""
-    target = target or f"delivery:{row.id}"
-    about = f"delivery {row.id}" if row is not None else f"a one-off mail to {target}"
-    added = suppress(session, sub.email, "complaint", detail=f"ARF {ftype} for {about}", actor=ACTOR)
-    left = unsubscribe(session, sub, actor=ACTOR)
-    changed = bool(added or left)
-    if changed:
-        audit(session, ACTOR, "complaint", target, feedback_type=ftype, suppressed=added,
-              unsubscribed=left, **ids)
-    return InboundResult("complaint", row.id if row is not None else None, changed,
-                         details={**ids, "feedback_type": ftype})
+def _one_off(session: Session, target: tuple[str, int], report: Report, fb: Feedback | None,
+             settings: Settings) -> InboundResult:
+    """A report about a confirmation or welcome (or an editor's test copy): it acts on
+    the reader the signed address names, since there is no ledger row."""
+    who, ident = target
+    kind = _one_off_kind(report)
+    ids: dict = {f"{who}_id": ident, "one_off": kind or "unknown"}
+    if who != "subscriber":
+        return InboundResult("ignored", reason="a report about an editor's test copy", details=ids)
+    if fb is None:
+        return InboundResult("ignored", reason=_why_ignored(report), details=ids)
+    sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == ident).with_for_update())
+    if sub is None:
+        return InboundResult("ignored", reason="the reader no longer exists", details=ids)
+    return actions.apply(session, fb, sub, None, target=f"subscriber:{sub.id}", ids=ids, settings=settings)
