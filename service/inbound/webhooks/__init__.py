@@ -1,0 +1,1 @@
+"""Provider webhooks: each provider's events, verified its own way, as Feedback."""
