@@ -341,8 +341,8 @@ class FeedbackEvent(Base):
     __tablename__ = "feedback_events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    source: Mapped[str] = mapped_column(String(20))  # smtp | imap | ses | mailgun | postmark | sendgrid
-    kind: Mapped[str] = mapped_column(String(20))  # hard | soft | refusal | complaint | delivered
+    source: Mapped[str] = mapped_column(String(20))  # smtp | imap | ses | mailgun | postmark | sendgrid | suppressions (a lift)
+    kind: Mapped[str] = mapped_column(String(20))  # hard | soft | failed | refusal | complaint | delivered | lifted
     subscriber_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"))
     edition_id: Mapped[int | None] = mapped_column(Integer)

@@ -41,7 +41,7 @@ from service.delivery.verdicts import scrub
 from service.logs import get_logger
 from service.models import Delivery, DeliveryStatus, FeedbackEvent, Subscriber, audit, utcnow
 from service.subscribers.lifecycle import unsubscribe
-from service.subscribers.suppression import suppress
+from service.subscribers.suppression import LIFTED, suppress
 
 log = get_logger(__name__)
 
@@ -50,6 +50,9 @@ KINDS = ("hard", "soft", "failed", "refusal", "complaint", "delivered")
 SOURCES = ("smtp", "imap", "ses", "mailgun", "postmark", "sendgrid")
 # Complaints that end the reader's mail and keep the address out; an opt-out report
 # (the mailbox provider's own "unsubscribe" button) only unsubscribes them.
+# What starts the soft-bounce count again: a delivery report, or an admin lifting the
+# address's suppression (service/subscribers/suppression.py records that as an event too).
+RESTARTS = ("delivered", LIFTED[1])
 SUPPRESSING_COMPLAINTS = frozenset({"abuse", "fraud", "virus"})
 COMPLAINT_TYPES = SUPPRESSING_COMPLAINTS | {"opt-out"}
 
@@ -216,12 +219,12 @@ def _failed(session, fb: Feedback, sub: Subscriber, row: Delivery | None, target
 
 def soft_count(session: Session, subscriber_id: int, settings: Settings, now: dt.datetime | None = None) -> int:
     """Different editions that soft-bounced for this reader within SOFT_BOUNCE_DAYS, since
-    their last delivery report."""
+    their last delivery report (or the last lift of their suppression)."""
     now = now or utcnow()
     fe = FeedbackEvent.__table__
     since = now - dt.timedelta(days=settings.soft_bounce_days)
     last_ok = session.scalar(sa.select(sa.func.max(fe.c.received_at))
-                             .where(fe.c.subscriber_id == subscriber_id, fe.c.kind == "delivered"))
+                             .where(fe.c.subscriber_id == subscriber_id, fe.c.kind.in_(RESTARTS)))
     if last_ok is not None:
         if last_ok.tzinfo is None:
             last_ok = last_ok.replace(tzinfo=dt.UTC)

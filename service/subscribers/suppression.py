@@ -11,12 +11,23 @@ from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring
 from service.logs import get_logger
-from service.models import AUDIT_ORIGIN, AuditLog, Suppression, audit, utcnow
+from service.models import (
+    AUDIT_ORIGIN,
+    AuditLog,
+    FeedbackEvent,
+    Subscriber,
+    Suppression,
+    audit,
+    utcnow,
+)
 from service.subscribers import hashes
 
 log = get_logger(__name__)
 REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual")
 LIFT_REASON_MAX = 500
+# The mark a lift leaves among the reader's feedback events: the soft-bounce count
+# (service/inbound/actions.py) starts again after it, as after a delivery report.
+LIFTED = ("suppressions", "lifted")  # (source, kind)
 
 
 def is_suppressed(session: Session, email: str) -> bool:
@@ -78,6 +89,12 @@ def lift(session, suppression_id: int, reason: str, actor: str) -> Suppression |
     if row is None:
         return None
     session.delete(row)
+    reader = session.scalar(sa.select(Subscriber.id).where(Subscriber.email == row.email))
+    if reader is not None:
+        # Lifted, the address starts afresh: the soft bounces that put it on the list
+        # must not put it back at the next one.
+        session.execute(sa.insert(FeedbackEvent.__table__).values(
+            received_at=utcnow(), source=LIFTED[0], kind=LIFTED[1], subscriber_id=reader))
     audit(session, actor, "suppression.lift", f"suppression:{row.id}", was=row.reason, since=row.created_at.isoformat(),
           reason=reason)
     session.flush()
