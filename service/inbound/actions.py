@@ -17,6 +17,8 @@ it is about (or, for a one-off mail, the reader), and goes through `apply`:
 | `complaint` | unchanged                              | abuse/fraud: suppressed (`complaint`)    |
 |             |                                        | and unsubscribed; opt-out: unsubscribed  |
 | `delivered` | unchanged                              | the soft-bounce count starts again       |
+|             |                                        | (as it does when an admin lifts the      |
+|             |                                        | address's suppression)                   |
 
 Every write is conditional, and a provider's event id (hashed into
 `feedback_events.event_key`) is taken once, so the same report twice changes nothing
@@ -48,11 +50,11 @@ log = get_logger(__name__)
 ACTOR = "bounces"
 KINDS = ("hard", "soft", "failed", "refusal", "complaint", "delivered")
 SOURCES = ("smtp", "imap", "ses", "mailgun", "postmark", "sendgrid")
-# Complaints that end the reader's mail and keep the address out; an opt-out report
-# (the mailbox provider's own "unsubscribe" button) only unsubscribes them.
 # What starts the soft-bounce count again: a delivery report, or an admin lifting the
 # address's suppression (service/subscribers/suppression.py records that as an event too).
 RESTARTS = ("delivered", LIFTED[1])
+# Complaints that end the reader's mail and keep the address out; an opt-out report
+# (the mailbox provider's own "unsubscribe" button) only unsubscribes them.
 SUPPRESSING_COMPLAINTS = frozenset({"abuse", "fraud", "virus"})
 COMPLAINT_TYPES = SUPPRESSING_COMPLAINTS | {"opt-out"}
 
