@@ -17,6 +17,7 @@ from service.cli.status import print_status
 from service.config import ConfigError, get_settings
 from service.demo.run import run_demo
 from service.editions.alerts import AlertError
+from service.inbound.mailbox import MailboxError, fetch_bounces
 from service.inbound.smtp_server import BounceServer
 from service.jobs import install_dispatcher
 from service.jobs.app import configure
@@ -450,6 +451,22 @@ def cmd_bounces_serve(args) -> int:
     return 0
 
 
+def cmd_bounces_fetch(args) -> int:
+    settings = _settings()  # the VERP signatures need the production SECRET_KEY
+    try:
+        s = fetch_bounces(settings, limit=args.limit)
+    except MailboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.outcomes.items())) or "none"
+    print(f"bounce mailbox {s.folder}: {s.fetched} fetched ({outcomes}), {s.failed} failed "
+          f"(left flagged $NashraFailed), {s.moved} moved to {settings.bounce_imap_done_folder}, "
+          f"{s.remaining} left for the next run ({s.seconds:.2f} s)")
+    if s.stopped:
+        print(f"error: stopped early: {s.stopped}; the next run takes up the rest", file=sys.stderr)
+    return 1 if s.stopped or s.failed else 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -607,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--feedback-address", action="append", metavar="ADDR",
                     help="also accept complaint reports (ARF) sent to this address (repeatable)")
     bs.set_defaults(func=cmd_bounces_serve)
+    bf = bos.add_parser("fetch", help="read the bounce mailbox of BOUNCE_IMAP_URL (IMAP) once; "
+                        "exit 1 when a message failed, 2 when the mailbox cannot be read")
+    bf.add_argument("--limit", type=int, default=500, help="at most this many messages (default 500)")
+    bf.set_defaults(func=cmd_bounces_fetch)
     return p
 
 

@@ -26,7 +26,7 @@ def _redis_options(settings: Settings) -> dict:
 
 
 def celery_config(settings: Settings) -> dict:
-    return {
+    config = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         # Redis only: kombu's SQLAlchemy transport hands these to create_engine().
@@ -68,6 +68,13 @@ def celery_config(settings: Settings) -> dict:
             "purge-readers": {"task": names.PURGE_READERS, "schedule": crontab(minute=41)},
         },
     }
+    if settings.bounce_imap_url:
+        # The bounce mailbox (service/inbound/mailbox.py), every BOUNCE_IMAP_SECONDS; a run
+        # not started by the next is dropped (the next reads whatever is there).
+        config["beat_schedule"]["bounces-mailbox"] = {
+            "task": names.FETCH_BOUNCES, "schedule": float(settings.bounce_imap_seconds),
+            "options": {"expires": float(settings.bounce_imap_seconds)}}
+    return config
 
 
 app = Celery("nashra", include=["service.jobs.tasks"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from service import dispatch
 from service.db import session_scope
 from service.delivery import batch, fanout, one_off, sweeper
+from service.inbound import mailbox
 from service.jobs import (
     names,
     worker,  # noqa: F401 — connects the worker signals
@@ -70,6 +71,16 @@ def send_due_digests() -> list[int]:
 @app.task(name=names.PURGE_READERS, acks_late=True)
 def purge_readers() -> dict:
     return subscribers.purge().as_dict()
+
+
+@app.task(name=names.FETCH_BOUNCES, acks_late=True)
+def fetch_bounces() -> dict:
+    """Beat's run over the bounce mailbox; safe to run twice (and two at once)."""
+    try:
+        return mailbox.fetch_bounces().as_dict()
+    except mailbox.MailboxError as exc:  # unset since beat queued it, or unreachable: the next tick tries again
+        mailbox.log.warning("mailbox.unavailable", error=str(exc)[:300])
+        return {"error": str(exc)[:300]}
 
 
 @app.task(
