@@ -65,3 +65,12 @@ def lift_self_service(session, email: str) -> bool:
     table = SuppressedHash.__table__
     return session.execute(sa.delete(table).where(table.c.hash == address_hash(email),
                                                   table.c.reason.in_(SELF_SERVICE))).rowcount > 0
+
+
+def unblock(session, email: str) -> bool:
+    """An admin lifted the block of a bounced or complained-about address: its hash stays,
+    as a forgotten reader's (see service/subscribers/suppression.py, `lift_hashed`)."""
+    table = SuppressedHash.__table__
+    return session.execute(sa.update(table).where(table.c.hash == address_hash(email),
+                                                  table.c.reason.not_in(SELF_SERVICE))
+                           .values(reason="forgotten")).rowcount > 0

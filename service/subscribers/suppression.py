@@ -68,26 +68,54 @@ class LiftRefused(ValueError):
     """A suppression is lifted only with a reason someone can read later."""
 
 
-def listing(session, *, search: str | None = None, limit: int = 100) -> list[Suppression]:
-    """The newest suppressions (those whose address contains `search`), for the admins."""
+class AdminOnly(LiftRefused):
+    """A complaint is lifted only by an admin: the reader told their mailbox provider
+    that our mail was unwanted."""
+
+
+def listing(session, *, search: str | None = None, reason: str | None = None, limit: int = 100) -> list[Suppression]:
+    """The newest suppressions (for one reason, those whose address contains `search`),
+    for the admins and operators."""
     query = sa.select(Suppression).order_by(Suppression.id.desc()).limit(max(1, min(limit, 1000)))
+    if reason:
+        if reason not in REASONS:
+            raise ValueError(f"reason must be one of {', '.join(REASONS)}")
+        query = query.where(Suppression.reason == reason)
     if search:
         query = query.where(Suppression.email.contains(search.strip().lower(), autoescape=True))
     return list(session.scalars(query))
 
 
-def lift(session, suppression_id: int, reason: str, actor: str) -> Suppression | None:
-    """Take one address off the list (an admin's decision, e.g. a bounce that was the
-    relay's fault); the reason and what the suppression was are kept in the audit log,
-    never the address.  None when there is no such suppression."""
+def find(session, email: str) -> Suppression | None:
+    """The suppression of this address (as `suppress` stores it), locked, or None."""
+    return session.scalar(sa.select(Suppression).where(Suppression.email == email.strip().lower()).with_for_update())
+
+
+def _why(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
         raise LiftRefused("say why the address may be mailed again")
     if len(reason) > LIFT_REASON_MAX or any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in reason):
         raise LiftRefused(f"the reason must be plain text of at most {LIFT_REASON_MAX} characters")
-    row = session.get(Suppression, suppression_id) if 0 < suppression_id < 2**31 else None
+    return reason
+
+
+def _may_lift(was: str, by_admin: bool) -> None:
+    if was == "complaint" and not by_admin:
+        raise AdminOnly("a complaint can be lifted only by an admin")
+
+
+def lift(session, suppression_id: int, reason: str, actor: str, *, by_admin: bool) -> Suppression | None:
+    """Take one address off the list (an admin's decision, e.g. a bounce that was the
+    relay's fault); the reason and what the suppression was are kept in the audit log,
+    never the address.  None when there is no such suppression.  Raises LiftRefused
+    without a reason, AdminOnly for a complaint when `by_admin` is false."""
+    reason = _why(reason)
+    row = session.scalar(sa.select(Suppression).where(Suppression.id == suppression_id).with_for_update()
+                         ) if 0 < suppression_id < 2**31 else None
     if row is None:
         return None
+    _may_lift(row.reason, by_admin)
     session.delete(row)
     reader = session.scalar(sa.select(Subscriber.id).where(Subscriber.email == row.email))
     if reader is not None:
@@ -100,3 +128,19 @@ def lift(session, suppression_id: int, reason: str, actor: str) -> Suppression |
     session.flush()
     log.info("suppression_lifted", suppression_id=row.id, was=row.reason)
     return row
+
+
+def lift_hashed(session, email: str, reason: str, actor: str, *, by_admin: bool) -> str | None:
+    """The address of a reader since forgotten, kept only as a keyed hash that blocks all
+    mail (it had bounced or complained): the block goes, the hash stays as a forgotten
+    reader's (an old list still cannot import it; the person may sign up again).  Returns
+    what the block was, or None when the address is not blocked that way."""
+    reason = _why(reason)
+    was = hashes.reason_for(session, email)
+    if was is None or was in hashes.SELF_SERVICE:
+        return None
+    _may_lift(was, by_admin)
+    hashes.unblock(session, email)
+    audit(session, actor, "suppression.lift", None, was=was, hashed=True, reason=reason)
+    log.info("suppression_lifted", hashed=True, was=was)
+    return was

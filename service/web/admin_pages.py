@@ -210,8 +210,11 @@ async def feeds_steer(request: Request, feed_id: int, action: str, editor: Edito
 
 def _suppressions_page(request, editor, status_code=200, **ctx):
     search = request.query_params.get("q", "")[:320]
-    return desk(request, editor, "admin_suppressions.html", status_code, rows=suppressions.listing(search or None),
-                search=search, **ctx)
+    reason = request.query_params.get("reason", "")
+    reason = reason if reason in suppressions.REASONS else ""  # anything else: every reason
+    return desk(request, editor, "admin_suppressions.html", status_code,
+                rows=suppressions.listing(search or None, reason=reason or None), search=search, reason=reason,
+                reasons=suppressions.REASONS, **ctx)
 
 
 @router.get("/suppressions")
@@ -223,7 +226,10 @@ def suppressions_page(request: Request, editor: EditorIdentity = ADMIN):
 async def suppressions_lift(request: Request, suppression_id: int, editor: EditorIdentity = ADMIN):
     def work(form):
         try:
-            lifted = suppressions.lift(suppression_id, _text(form, "reason", 1000), actor=editor.actor)
+            lifted = suppressions.lift(suppression_id, _text(form, "reason", 1000), actor=editor.actor,
+                                       by_admin=editor.may(Role.admin))
+        except suppressions.AdminOnly:
+            return _suppressions_page(request, editor, 403, error="لا يرفع الحظر عن شكوى إلا مدير.")
         except suppressions.LiftRefused:
             return _suppressions_page(request, editor, 422, error="اكتب سبب رفع الحظر: يُحفظ في السجل.")
         if not lifted:
