@@ -24,6 +24,7 @@ from service.web import (
     readers,
     security,
     signup_api,
+    webhooks,
 )
 
 log = get_logger(__name__)
@@ -57,6 +58,7 @@ def create_app() -> FastAPI:
     app.include_router(editor_pages.router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)
+    app.include_router(webhooks.router)  # POST /webhooks/{provider}: SES, Mailgun, Postmark, SendGrid
     if settings.demo:
         app.include_router(demo.router)
 

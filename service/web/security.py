@@ -92,6 +92,8 @@ async def send_plain(send, status: int, text: str, headers: list | None = None) 
 
 
 MAX_BODY = 256 * 1024  # our largest form is a few KB; the API caps JSON at 64 KB itself
+# Provider webhooks post batches (SendGrid up to about 768 KB); their route caps at 1 MB.
+WEBHOOK_MAX_BODY = 1024 * 1024
 
 
 class _BodyTooLarge(Exception):
@@ -112,8 +114,9 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = WEBHOOK_MAX_BODY if scope.get("path", "").startswith("/webhooks/") else self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _too_large(send)
         seen = 0
         started = False
@@ -123,7 +126,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _BodyTooLarge
             return message
 
