@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
 from service.demo.run import run_demo
@@ -615,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     sf = sbs.add_parser("forget", help="delete a reader and all their data; keep only a keyed hash of the address")
     sf.add_argument("email")
     sf.set_defaults(func=cmd_subscribers_forget)
+    suppressions_cli.register(sub)  # nashra suppressions list|lift (service/cli/suppressions.py)
 
     bo = sub.add_parser("bounces", help="bounces (DSN) and complaints (ARF) that come back by mail")
     bos = bo.add_subparsers(dest="bounces_command", required=True)
