@@ -17,6 +17,7 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from service.config import get_settings, reset_settings
 from service.db import session_scope
@@ -28,6 +29,7 @@ from service.subscribers import suppression
 from tests.support.delivery import add_subscribers, make_edition, renderer, run_all_batches
 from tests.support.net import free_port
 from tests.test_bounces import bounce_logs, deliver, dsn, next_edition_recipients
+from tests.test_reader_data import prefs, prefs_csrf
 
 READER = "reader0@example.com"  # the one whose mailbox is full
 OTHER = "reader1@example.com"  # the one whose mail arrives
@@ -217,3 +219,30 @@ def test_a_lifted_soft_bounce_suppression_starts_the_count_again(readers, bounce
     assert READER in got
     assert report(bounce_server, got[READER], FULL)[0] == 250
     assert suppressed() is None and soft_bounces() == 1
+
+
+def my_data(email: str) -> dict:
+    """The reader's own export, as «نزّل بياناتي» on their preferences page gives it."""
+    from service.web.app import create_app
+
+    with session_scope() as s:
+        sub = s.scalar(sa.select(Subscriber).where(Subscriber.email == email))
+    client = TestClient(create_app())
+    url = prefs(sub)
+    resp = client.post(url, data={"csrf_token": prefs_csrf(client, url), "action": "export"})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_the_readers_own_export_shows_their_suppression(readers, bounce_server):
+    assert my_data(READER)["suppression"] is None
+    for _ in range(3):
+        _, got = send_edition(readers)
+        assert report(bounce_server, got[READER], FULL)[0] == 250
+    data = my_data(READER)
+    with session_scope() as s:
+        since = s.scalar(sa.select(Suppression.created_at).where(Suppression.email == READER))
+    assert data["suppression"] == {"reason": "soft_bounce", "since": since.isoformat()}
+    assert dt.datetime.fromisoformat(data["suppression"]["since"]).tzinfo is not None
+    assert len(data["sent"]) == 3 and data["profile"]["status"] == "active"
+    assert my_data(OTHER)["suppression"] is None  # theirs only

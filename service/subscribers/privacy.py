@@ -1,7 +1,8 @@
 """A reader's data: what we keep, the copy they may take, and forgetting them.
 
-* `export_data`: their profile, their consent record, and what was sent to them (each
-  edition: kind, title, subject, time, status) — the JSON the preferences page offers.
+* `export_data`: their profile, their consent record, what was sent to them (each
+  edition: kind, title, subject, time, status) and their suppression if any (reason,
+  since) — the JSON the preferences page offers.
 * `forget`: the reader's row goes, and with it (foreign keys, ON DELETE CASCADE) their
   ledger rows and their consent record; the audit log keeps its lines about them (an
   action, a time, `subscriber:<id>`, an id that now names nobody) but loses where they
@@ -59,6 +60,8 @@ def export_data(session: Session, sub: Subscriber) -> dict:
         .where(Delivery.subscriber_id == sub.id)
         .order_by(Delivery.edition_id)
     ).all()
+    suppressed = session.execute(sa.select(Suppression.reason, Suppression.created_at)
+                                 .where(Suppression.email == sub.email.lower())).first()
     return {
         "profile": {
             "email": sub.email,
@@ -83,6 +86,11 @@ def export_data(session: Session, sub: Subscriber) -> dict:
              "at": (sent_at or updated_at or created_at).isoformat() if (sent_at or updated_at or created_at) else None}
             for edition_id, kind, title, subject, status, sent_at, updated_at, created_at in sends
         ],
+        # On the suppression list (a bounce, a complaint, an admin's decision): no mail goes
+        # to the address whatever the profile says.
+        "suppression": ({"reason": suppressed.reason,
+                         "since": suppressed.created_at.isoformat() if suppressed.created_at else None}
+                        if suppressed is not None else None),
     }
 
 
