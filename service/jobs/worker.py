@@ -15,7 +15,7 @@ from celery import signals
 from service.config import get_settings
 from service.db import get_engine, session_factory
 from service.delivery import fanout, ledger, metrics, planner, smtp_pool
-from service.jobs import names
+from service.jobs import heartbeat, names
 from service.jobs.app import app
 from service.logs import get_logger, setup_logging
 from service.rendering import contexts
@@ -46,6 +46,8 @@ def _count_into_files(**_):
 def _log_broker(sender=None, **_):
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else None
     log.info("worker.ready", broker=get_settings().broker_name, queues=queues)
+    if sender is not None and queues:  # the operators' "no worker takes queue Q" alert reads these
+        heartbeat.start(get_settings(), sender.hostname, queues)
 
 
 @signals.worker_process_init.connect
