@@ -1,4 +1,5 @@
-"""/metrics: what the ledger and the subscriber table say, and what the senders measured.
+"""/metrics: what the ledger and the subscriber table say, the reports that came back and
+the suppression list, and what the senders measured.
 
 The ledger's numbers come from the database at scrape time, not from counters in this
 process, so every web replica reports the same truth and a restart loses nothing.  A
@@ -24,8 +25,11 @@ from sqlalchemy import func, select
 from service.config import get_settings
 from service.db import session_scope
 from service.delivery import metrics as delivery_metrics
+from service.inbound.actions import KINDS as FEEDBACK_KINDS
+from service.inbound.actions import SOURCES as FEEDBACK_SOURCES
 from service.logs import get_logger
-from service.models import Delivery, Edition, Feed, Subscriber
+from service.models import Delivery, Edition, Feed, FeedbackEvent, Subscriber, Suppression
+from service.subscribers.suppression import REASONS as SUPPRESSION_REASONS
 
 log = get_logger(__name__)
 
@@ -52,6 +56,15 @@ class LedgerCollector:
                 failing = s.execute(
                     select(Feed.id, Feed.consecutive_failures).where(Feed.consecutive_failures > 0)
                 ).all()
+                # Reports are received by other processes (the bounce server, the mailbox
+                # fetch, the webhooks): the table is what they all wrote.  (A lift's mark
+                # in it, kind `lifted`, is no report.)
+                feedback = s.execute(
+                    select(FeedbackEvent.source, FeedbackEvent.kind, func.count())
+                    .where(FeedbackEvent.kind.in_(FEEDBACK_KINDS))
+                    .group_by(FeedbackEvent.source, FeedbackEvent.kind)
+                ).all()
+                suppressed = s.execute(select(Suppression.reason, func.count()).group_by(Suppression.reason)).all()
         except Exception as exc:  # noqa: BLE001 — report it as a metric, not a 500
             log.warning("metrics_database_error", error=type(exc).__name__)
             up.add_metric([], 0)
@@ -83,6 +96,23 @@ class LedgerCollector:
         )
         for feed_id, n in failing:
             g.add_metric([str(feed_id)], n)
+        yield g
+        # Every known pair, 0 included, so that a rule sees a series before its first report.
+        counts = dict.fromkeys(((src, kind) for src in FEEDBACK_SOURCES for kind in FEEDBACK_KINDS), 0)
+        counts.update({(src, kind): n for src, kind, n in feedback})
+        g = GaugeMetricFamily(
+            "nashra_feedback_events",
+            "Bounce, complaint and delivery reports on record, by source and kind (a gauge: a forgotten "
+            "reader's go with them)", labels=["source", "kind"],
+        )
+        for (src, kind), n in sorted(counts.items()):
+            g.add_metric([src, kind], n)
+        yield g
+        counts = dict.fromkeys(SUPPRESSION_REASONS, 0)
+        counts.update(dict(suppressed))
+        g = GaugeMetricFamily("nashra_suppressions", "Addresses on the suppression list, by reason", labels=["reason"])
+        for reason, n in sorted(counts.items()):
+            g.add_metric([reason], n)
         yield g
 
 
