@@ -25,6 +25,11 @@ except ImportError:  # pragma: no cover — idna comes with httpx/requests
     _idna = None
 
 DEMO_SECRET_KEY = "nashra-demo-secret-change-me"
+# The demo's footer address (a made-up one): production must set its own POSTAL_ADDRESS
+# (Settings.require_postal_address, checked before an edition is made).
+DEMO_POSTAL_ADDRESS = "نشرة، شارع المدينة المنورة، عمّان، الأردن"
+# PUBLIC_URL hosts that mean "this machine" (the demo, a developer's laptop, the tests).
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(RuntimeError):
@@ -202,7 +207,9 @@ class Settings(BaseSettings):
     secret_key: str = DEMO_SECRET_KEY
     feed_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     timezone: str = "Asia/Amman"
-    postal_address: str = "نشرة، شارع المدينة المنورة، عمّان، الأردن"
+    # The footer's postal address: the default is the demo's, refused (with an empty one)
+    # for editions once PUBLIC_URL is not local (require_postal_address).
+    postal_address: str = DEMO_POSTAL_ADDRESS
     feed_allow_private: bool = False
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto `nashra web` believes (IPs or
     # CIDR networks, comma-separated).  Empty: nobody's, so a client cannot pick its
@@ -310,6 +317,9 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None
     # A signed event older (or further in the future) than this is refused as stale.
     webhook_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    # Flower's login, "user:password" (comma-separated for several): not read by Nashra but
+    # by Flower itself (docker-compose.yml's `flower` profile refuses to start without it).
+    flower_basic_auth: str | None = None
 
     @field_validator("feed_urls", mode="before")
     @classmethod
@@ -323,6 +333,17 @@ class Settings(BaseSettings):
     def _split_arns(cls, value: object) -> object:
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _valid_basic_auth(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        for pair in value.split(","):
+            user, sep, password = pair.partition(":")
+            if not (sep and user.strip() and password):
+                raise ValueError("must be user:password (several joined by commas)")
         return value
 
     @field_validator("bounce_imap_url")
@@ -536,6 +557,26 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+    @property
+    def public_url_is_local(self) -> bool:
+        """PUBLIC_URL on this machine (the demo, a laptop, the tests), not a real site."""
+        host = (urlsplit(self.public_url).hostname or "").lower()
+        return host in LOCAL_HOSTS or host.endswith(".localhost")
+
+    def require_postal_address(self) -> None:
+        """Every edition's footer carries a postal address (CAN-SPAM; mailbox providers'
+        bulk-sender rules).  Outside a local PUBLIC_URL an edition needs one set
+        explicitly: empty, or the demo's made-up default, is refused."""
+        if self.public_url_is_local:
+            return
+        address = self.postal_address.strip()
+        if not address or address == DEMO_POSTAL_ADDRESS:
+            raise ConfigError(
+                "POSTAL_ADDRESS: set the postal address every edition's footer must carry (in .env); "
+                + ("it is empty" if not address else "the built-in one is the demo's")
+                + f" and PUBLIC_URL ({self.public_url}) is not local, so no edition is sent"
+            )
 
     def require_production_secret(self) -> None:
         """The demo key is public (it is in this file); refuse it for real service."""

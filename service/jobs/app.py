@@ -7,6 +7,7 @@ is at-least-once, so every task is safe to run twice.  Messages carry ids only.
 from __future__ import annotations
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from kombu import Queue
 from kombu import pools as kombu_pools
@@ -16,6 +17,23 @@ from service.jobs import names
 
 # Longer than any task may run: a task not acked by then is handed to another worker.
 VISIBILITY_TIMEOUT = 3600
+# Beat wakes at least this often (seconds), and touches VAR_DIR/HEARTBEAT_FILE after every
+# tick: docker-compose.yml's health check calls beat wedged when the file is much older.
+BEAT_MAX_LOOP_SECONDS = 30
+HEARTBEAT_FILE = "beat-heartbeat"
+
+
+class HeartbeatScheduler(PersistentScheduler):
+    """Celery's own scheduler, plus a file touched once each tick has run (so a beat stuck
+    sending a due task, on a broker that does not answer, goes stale and unhealthy)."""
+
+    def tick(self, *args, **kwargs):
+        interval = super().tick(*args, **kwargs)
+        try:
+            (get_settings().var_dir / HEARTBEAT_FILE).touch()
+        except OSError:  # a read-only VAR_DIR: the health check says so, beat goes on
+            pass
+        return interval
 
 
 def _redis_options(settings: Settings) -> dict:
@@ -49,6 +67,8 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": {task: {"queue": queue} for task, queue in names.FIXED_ROUTES.items()},
         "timezone": settings.timezone,
         "enable_utc": True,
+        "beat_scheduler": f"{__name__}:HeartbeatScheduler",
+        "beat_max_loop_interval": BEAT_MAX_LOOP_SECONDS,
         "beat_schedule": {
             "ingest-every-minute": {"task": names.POLL_FEEDS, "schedule": 60.0},
             # Every SWEEP_SECONDS (5 s): dead workers' rows back, due retries sent, lost

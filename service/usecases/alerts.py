@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.articles.queries import article_by_id, recent_articles
-from service.config import get_settings
+from service.config import ConfigError, get_settings
 from service.db import session_factory, session_scope
 from service.delivery.compose import Sender, compose_one, send_composed
 from service.delivery.planner import audience_by_variant
@@ -62,8 +62,13 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
 
     `override_quiet_hours`: the editor says this one may not wait — readers in their quiet
     hours get it too (service/subscribers/quiet.py), and the audit log says who decided.
-    Raises AlertError for bad input (nothing is written then).
+    Raises AlertError for bad input, or without a POSTAL_ADDRESS in production
+    (nothing is written then).
     """
+    try:  # no edition leaves without the footer's postal address (production)
+        get_settings().require_postal_address()
+    except ConfigError as exc:
+        raise AlertError(str(exc)) from None
     dispatcher = dispatcher or current()
     with session_scope() as s:
         edition = create_alert(s, editor_id=editor_id, article_url=article_url, headline=headline, url=url,

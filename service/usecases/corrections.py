@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.config import get_settings
 from service.db import session_factory, session_scope
 from service.delivery.planner import audience_by_variant
 from service.dispatch import Dispatcher, current
@@ -53,7 +54,9 @@ def offers() -> list[OfferView]:
 
 def send(article_id: int, version: int | None, *, actor: str, dispatcher: Dispatcher | None = None) -> int:
     """Create the offered correction and ask for its planning after commit; its id.
-    Raises OfferGone when there is nothing (or no longer anything) to send."""
+    Raises OfferGone when there is nothing (or no longer anything) to send, ConfigError
+    without a POSTAL_ADDRESS in production."""
+    get_settings().require_postal_address()
     dispatcher = dispatcher or current()
     with session_scope() as s:
         edition = correction_offers.send_offered(s, article_id, version, actor=actor)

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from service.config import get_settings
+from service.config import ConfigError, get_settings
 from service.db import session_scope
 from service.dispatch import Dispatcher, current
 from service.editions import schedule
@@ -20,8 +20,22 @@ from service.models import Edition, utcnow
 log = get_logger(__name__)
 
 
+def _postal_address_set(what: str) -> bool:
+    """Beat's and the worker's editions: without a POSTAL_ADDRESS in production, none is
+    made, and the log says why (each time: it is a setting to fix, not a passing fault)."""
+    try:
+        get_settings().require_postal_address()
+    except ConfigError as exc:
+        log.error("edition.refused", what=what, reason=str(exc))
+        return False
+    return True
+
+
 def start_digest(frequency: str, *, scheduled: bool, dispatcher: Dispatcher | None = None) -> int | None:
-    """Create the digest edition and ask for its planning once it is committed."""
+    """Create the digest edition and ask for its planning once it is committed.
+
+    Raises ConfigError (nothing made) without a POSTAL_ADDRESS in production."""
+    get_settings().require_postal_address()
     dispatcher = dispatcher or current()
     with session_scope() as session:
         edition, created = create_digest(session, frequency, scheduled=scheduled)
@@ -40,6 +54,8 @@ def make_corrections(dispatcher: Dispatcher | None = None) -> list[int]:
     """Correction editions for recent major updates, each planned after the commit.
 
     A draft whose planning message is lost is planned by the sweeper."""
+    if not _postal_address_set("corrections"):
+        return []
     dispatcher = dispatcher or current()
     with session_scope() as session:
         editions = create_corrections(session)
@@ -57,6 +73,8 @@ def send_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = Non
     edition; a slot due while workers were down is still due when they come back, up to
     DIGEST_MAX_LATE_HOURS.  Returns the ids of the editions it made.
     """
+    if not _postal_address_set("digests-due"):
+        return []  # the slots stay due (up to DIGEST_MAX_LATE_HOURS) until POSTAL_ADDRESS is set
     dispatcher = dispatcher or current()
     now = now or utcnow()
     made: list[int] = []
