@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need from Debian's packages: Chromium (Playwright drives
-# it through executable_path; it cannot download its own browser here) and Arabic fonts.
+# it through executable_path; it cannot download its own browser here) and Arabic fonts;
+# and promtool (Debian ships it in `prometheus`) for the alert rules' test, tests/test_ops_rules.py.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -d /usr/share/fonts/truetype/noto ] && ls /usr/share/fonts/truetype/noto | grep -q NotoNaskhArabic || need+=(fonts-noto-core)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need[*]} (apt-get)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # Only its promtool is wanted: the Prometheus server the package may start is stopped
+    # and kept from starting at boot.
+    if [ -d /run/systemd/system ]; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable prometheus >/dev/null 2>&1 || true; fi
+    service prometheus stop >/dev/null 2>&1 || true
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 else
-  echo "note: ${need[*]} not installed; browser tests will be skipped (install them with apt-get as root)" >&2
+  echo "note: ${need[*]} not installed; browser and promtool tests will be skipped (install them with apt-get as root)" >&2
 fi
