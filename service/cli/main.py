@@ -13,6 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
+from service.cli import dkim as dkim_cli
+from service.cli import doctor as doctor_cli
 from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
@@ -459,6 +461,9 @@ def cmd_bounces_fetch(args) -> int:
     except MailboxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if s.busy:
+        print("another run (beat's or an operator's) is reading the bounce mailbox right now; nothing done")
+        return 0
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.outcomes.items())) or "none"
     print(f"bounce mailbox {s.folder}: {s.fetched} fetched ({outcomes}), {s.failed} failed "
           f"(left flagged $NashraFailed), {s.moved} moved to {settings.bounce_imap_done_folder}, "
@@ -630,6 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "exit 1 when a message failed, 2 when the mailbox cannot be read")
     bf.add_argument("--limit", type=int, default=500, help="at most this many messages (default 500)")
     bf.set_defaults(func=cmd_bounces_fetch)
+    dkim_cli.register(sub)  # nashra dkim keygen (service/cli/dkim.py)
+    doctor_cli.register(sub)  # nashra doctor (service/cli/doctor.py)
     return p
 
 
@@ -651,8 +658,11 @@ def main(argv: list[str] | None = None) -> None:
         install_dispatcher()  # whatever a command asks for later goes out as Celery messages
         code = args.func(args)
     except ConfigError as exc:
-        print(f"nashra: {exc}", file=sys.stderr)
-        code = 2
+        if getattr(args, "on_config_error", None):  # nashra doctor: a finding, not a stop
+            code = args.on_config_error(exc)
+        else:
+            print(f"nashra: {exc}", file=sys.stderr)
+            code = 2
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)

@@ -30,9 +30,12 @@ tried again at every run; removing the flag in a mail client retries it.  A data
 that is away stops the run instead (nothing is flagged; the next run retries all).
 
 Safe to run twice at once and after a crash: `handle_inbound()` is idempotent, so a
-message handled but not yet moved (a crash in between, or a second run that found it
-too) is handled again and changes nothing more; moving a message another run already
-moved is a no-op (UID commands skip UIDs that are gone).
+message handled but not yet moved (a crash in between) is handled again by the next run
+and changes nothing more.  Only one run reads the mailbox at a time (a PostgreSQL
+advisory lock; an flock on SQLite): a second one started meanwhile — beat's next tick
+while a long run goes on, an operator's `nashra bounces fetch` — returns at once,
+`busy`.  Without that it would still be correct, only wasteful (and a server's MOVE is
+not atomic between two sessions: a message could land twice in the done folder).
 
 Log lines carry counts and the folder, never an address or the password.
 """
@@ -40,8 +43,10 @@ Log lines carry counts and the folder, never an address or the password.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.policy
 import email.utils
+import fcntl
 import imaplib
 import re
 import ssl
@@ -51,10 +56,11 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from urllib.parse import unquote, urlsplit
 
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from service.config import Settings, get_settings
-from service.db import session_scope
+from service.db import get_engine, session_scope
 from service.inbound.reports import MAX_INBOUND_BYTES, handle_inbound
 from service.logs import get_logger
 
@@ -75,6 +81,8 @@ _UID = re.compile(rb"\bUID (\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 # Database errors that mean "the database is away", not "this message is bad".
 _DB_AWAY = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# pg_try_advisory_lock's key for "a run is reading the bounce mailbox" (per database).
+_LOCK_KEY = int.from_bytes(b"nashraMB", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class MailboxError(Exception):
@@ -118,10 +126,11 @@ class FetchSummary:
     moved: int = 0
     remaining: int = 0
     stopped: str | None = None  # why the run ended early (the database or the server went away)
+    busy: bool = False  # another run was reading the mailbox: this one did nothing
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"folder": self.folder, "found": self.found, "fetched": self.fetched, "outcomes": dict(self.outcomes),
+        return {"folder": self.folder, "busy": self.busy, "found": self.found, "fetched": self.fetched, "outcomes": dict(self.outcomes),
                 "failed": self.failed, "moved": self.moved, "remaining": self.remaining, "stopped": self.stopped,
                 "seconds": round(self.seconds, 3)}
 
@@ -266,6 +275,50 @@ def _handle(rcpt: str, message: bytes, settings: Settings) -> str:
         return handle_inbound(session, rcpt, message, settings, source="imap").outcome
 
 
+# ---------------------------------------------------------------- one run at a time
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(settings: Settings):
+    """True when this run may read the mailbox, False when another is reading it now.
+
+    Two runs at once would be correct anyway (every message is handled idempotently), but
+    both would download everything, and a server's MOVE is not atomic between sessions
+    (Dovecot's maildir copies, then expunges): both copies can land in the done folder.
+    PostgreSQL: a session advisory lock, released by the server if this process dies.
+    SQLite (one machine): an flock on a file beside it.
+    """
+    engine = get_engine()
+    if engine.dialect.name == "postgresql":
+        conn = engine.connect()
+        got = False
+        try:
+            got = bool(conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}))
+            conn.commit()  # the lock is the session's: no transaction left open meanwhile
+            yield got
+        finally:
+            try:
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                    conn.commit()
+                conn.close()
+            except sa_exc.DBAPIError:  # never hand a connection that may hold the lock back to the pool
+                conn.invalidate()
+                conn.close()
+        return
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.var_dir / "bounce-mailbox.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------- a run
 
 
@@ -373,17 +426,22 @@ def fetch_bounces(settings: Settings | None = None, *, limit: int = MAX_PER_RUN,
         raise MailboxError("BOUNCE_IMAP_DONE_FOLDER must name another folder than the one read")
     started = time.monotonic()
     summary = FetchSummary(folder=config.folder)
-    imap = connect(config, ssl_context=ssl_context, timeout=timeout)
-    try:
-        typ, data = imap.select(quoted(config.folder))
-        if typ != "OK":
-            raise MailboxError(f"the bounce mailbox has no folder {config.folder!r}")
-        _ensure_folder(imap, done)
-        run = _Run(imap, config, done, settings, summary, max_bytes)
-        _read(run, limit)
-    finally:
-        _close(imap)
-        summary.seconds = time.monotonic() - started
+    with _one_run_at_a_time(settings) as mine:
+        if not mine:
+            summary.busy = True
+            log.info("mailbox.busy", folder=config.folder)
+            return summary
+        imap = connect(config, ssl_context=ssl_context, timeout=timeout)
+        try:
+            typ, data = imap.select(quoted(config.folder))
+            if typ != "OK":
+                raise MailboxError(f"the bounce mailbox has no folder {config.folder!r}")
+            _ensure_folder(imap, done)
+            run = _Run(imap, config, done, settings, summary, max_bytes)
+            _read(run, limit)
+        finally:
+            _close(imap)
+            summary.seconds = time.monotonic() - started
     fields = summary.as_dict()
     outcomes = fields.pop("outcomes")
     log.info("mailbox.fetched", **fields, **{f"n_{k}": v for k, v in sorted(outcomes.items())})

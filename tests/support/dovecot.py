@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from service.inbound.mailbox import quoted
 from tests.support.net import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -189,9 +190,9 @@ service anvil {{
         """Deliver messages into a folder (created when missing), as an MTA's LDA would."""
         imap = self.client()
         try:
-            imap.create(f'"{folder}"')
+            imap.create(quoted(folder))
             for message in messages:
-                typ, data = imap.append(f'"{folder}"', flags, None, message)
+                typ, data = imap.append(quoted(folder), flags, None, message)
                 assert typ == "OK", data
         finally:
             imap.logout()
@@ -200,7 +201,7 @@ service anvil {{
         """(uid, flags, message) of every message in a folder; [] when there is no such folder."""
         imap = self.client()
         try:
-            typ, _ = imap.select(f'"{name}"', readonly=True)
+            typ, _ = imap.select(quoted(name), readonly=True)
             if typ != "OK":
                 return []
             typ, data = imap.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
