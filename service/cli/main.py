@@ -13,8 +13,6 @@ from pathlib import Path
 
 import uvicorn
 
-from service.cli import dkim as dkim_cli
-from service.cli import doctor as doctor_cli
 from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
@@ -635,8 +633,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "exit 1 when a message failed, 2 when the mailbox cannot be read")
     bf.add_argument("--limit", type=int, default=500, help="at most this many messages (default 500)")
     bf.set_defaults(func=cmd_bounces_fetch)
-    dkim_cli.register(sub)  # nashra dkim keygen (service/cli/dkim.py)
-    doctor_cli.register(sub)  # nashra doctor (service/cli/doctor.py)
     return p
 
 
@@ -658,11 +654,8 @@ def main(argv: list[str] | None = None) -> None:
         install_dispatcher()  # whatever a command asks for later goes out as Celery messages
         code = args.func(args)
     except ConfigError as exc:
-        if getattr(args, "on_config_error", None):  # nashra doctor: a finding, not a stop
-            code = args.on_config_error(exc)
-        else:
-            print(f"nashra: {exc}", file=sys.stderr)
-            code = 2
+        print(f"nashra: {exc}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
