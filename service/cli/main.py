@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from service.cli import importing as import_cli
 from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
@@ -25,7 +26,6 @@ from service.jobs.app import configure
 from service.logs import get_logger, setup_logging
 from service.migrate import upgrade
 from service.models import AUDIT_ORIGIN
-from service.subscribers.csvio import CsvError
 from service.subscribers.errors import InvalidInput
 from service.usecases import digest_preview, editions, feeds, sections, staff, subscribers
 from service.usecases.alerts import PreviewError, dry_run, send_alert
@@ -405,13 +405,7 @@ def cmd_edition_control(args) -> int:
 
 def cmd_subscribers_import(args) -> int:
     _settings()
-    try:
-        report = subscribers.import_file(args.file)
-    except (CsvError, OSError, UnicodeDecodeError) as exc:
-        print(f"error: {args.file}: {exc} (nothing was imported)", file=sys.stderr)
-        return 2
-    print(report.summary())  # counts, then each skipped row by line (and the known sections)
-    return 1 if report.skipped else 0  # a script must see that rows were left out
+    return import_cli.run(args.file)  # chunk by chunk, a progress bar on a terminal, the summary
 
 
 def cmd_subscribers_export(args) -> int:

@@ -4,6 +4,8 @@ at a time (sign up from any form, take their data, be forgotten), and the hourly
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -13,7 +15,7 @@ from service.db import session_scope
 from service.models import Section
 from service.subscribers import choices, lifecycle, privacy
 from service.subscribers.consent import Evidence
-from service.subscribers.csvio import ImportReport, export_csv, import_csv
+from service.subscribers.csvio import CHUNK, CsvError, CsvImport, ImportReport, export_csv
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import (
     MSG_SECTION_UNKNOWN,
@@ -24,12 +26,37 @@ from service.subscribers.validation import (
 )
 
 
-def import_file(path: str, actor: str = "cli") -> ImportReport:
-    """Import readers from a CSV file: all of it or nothing if the file breaks the contract
-    (CsvError, OSError, UnicodeDecodeError), bad rows reported by line and skipped.
-    Confirmations for `pending` rows are asked for after the commit."""
-    with open(path, encoding="utf-8-sig", newline="") as fh, session_scope() as session:
-        return import_csv(session, fh, actor=actor)
+def import_file(path: str, actor: str = "cli", *, chunk: int = CHUNK,
+                progress: Callable[[ImportReport, int, int], None] | None = None) -> ImportReport:
+    """Import readers from a CSV file, a chunk of rows per transaction: bad rows reported
+    by line and skipped; the whole file refused before anything is written if its header
+    breaks the contract (CsvError, OSError).  A file that cannot be read on later (a bad
+    encoding, a broken quote) raises CsvError with `report` set: the chunks before it are
+    committed, and a second run of the fixed file skips the readers already there.
+    Confirmations for `pending` rows are asked for as each chunk commits.
+    `progress(report, bytes_read, bytes_total)` is called after each chunk."""
+    with open(path, "rb") as raw:
+        total = os.fstat(raw.fileno()).st_size
+        job = CsvImport(raw, chunk=chunk)
+        try:
+            with session_scope() as session:
+                job.prepare(session)
+            try:
+                for rows in job.chunks():
+                    with session_scope(write=True) as session:
+                        job.apply(session, rows)
+                    if progress is not None:
+                        progress(job.report, raw.tell(), total)
+            except CsvError as exc:
+                if job.report.chunks:
+                    with session_scope() as session:
+                        job.finish(session, actor, interrupted=True)
+                    exc.report = job.report
+                raise
+            with session_scope() as session:
+                return job.finish(session, actor)
+        finally:
+            job.close()
 
 
 def export_to(out: IO[str]) -> int:
