@@ -4,7 +4,11 @@ A relay that accepted a message may still fail to deliver it; the failure comes 
 later as a delivery status notification (RFC 3464) to the message's VERP envelope
 sender, `newsletter+b.<delivery id>.<hmac>@domain`.  A reader who presses "spam" at a
 mailbox provider with a feedback loop produces an abuse report (ARF, RFC 5965).  Both
-are `multipart/report` messages; `handle_inbound()` reads one (from the bounce server,
+are `multipart/report` messages.  Many MTAs send neither: Exchange, qmail, old Yahoo and
+AOL, Postfix's plain notices, GroupWise write a bounce of their own, and real MTAs write
+broken MIME.  Such a message (or a report too broken to read field by field) is read by
+service/inbound/plain_bounces.py as plain text — its codes and words, never the returned
+message — and judged by the same classifier.  `handle_inbound()` reads one (from the bounce server,
 source `smtp`, or a bounce mailbox, `imap`), finds the ledger row it names, and hands
 what it says to the rules every source shares (service/inbound/actions.py): the status
 and the receiver's words are judged by service/inbound/classify.py — a bad address is
@@ -28,7 +32,14 @@ embedded Return-Path or Message-ID names another row is refused.  An ARF report 
 to a plain feedback address (no VERP) is mapped through those embedded headers, which
 are HMAC-signed too.
 
-Hostile or broken input changes nothing and leaves one log line saying why.  Running
+Broken structure is tolerated — a missing boundary, a truncated report, a missing or
+malformed Status, no delivery-status part: the message is read as plain text instead.
+What is refused (554) is a report that *contradicts itself*, so that two readers could
+disagree about its verdict or its row: a field given twice, a CR or LF inside a field, an
+Action that is no action, two status parts, embedded headers or quoted Message-IDs that
+name another row; and bytes with no header block at all.
+
+Hostile input changes nothing and leaves one log line saying why.  Running
 the same report twice changes nothing more: every write is conditional.  The caller
 owns the transaction (service/inbound/smtp_server.py opens one `session_scope()` per message).
 """
@@ -49,7 +60,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings, get_settings
 from service.delivery.compose import delivery_for_bounce, one_off_for_bounce
 from service.delivery.verdicts import scrub
-from service.inbound import actions, classify
+from service.inbound import actions, classify, plain_bounces
 from service.inbound.actions import Feedback, InboundResult
 from service.logs import get_logger, redact
 from service.models import Delivery, Subscriber
@@ -69,18 +80,20 @@ _ONE_OFF_SHAPE = re.compile(r"^<?[^@+<>\s]+\+[se]\.", re.IGNORECASE)
 _ONE_OFF_MESSAGE_ID = re.compile(r"^<nashra\.(confirm|welcome|test)\.[0-9a-f]{1,64}@[^<>\s]+>$", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# Structural defects that mean the report cannot be trusted to say what it seems to.
-_FATAL_DEFECTS = (
-    email.errors.NoBoundaryInMultipartDefect,
-    email.errors.StartBoundaryNotFoundDefect,
-    email.errors.CloseBoundaryNotFoundDefect,
-    email.errors.MultipartInvariantViolationDefect,
-    email.errors.MissingHeaderBodySeparatorDefect,
-)
+# Non-standard Action words real MTAs write ("Action: failure", "Action: error").
+_ACTION_SYNONYMS = {"failure": "failed", "fail": "failed", "error": "failed", "delay": "delayed"}
+_BASIC_STATUS = re.compile(r"^([245])\d\d\b")
+# Our own ids quoted anywhere in a plain bounce's text (the returned message inline).
+_OUR_MESSAGE_ID_TEXT = re.compile(r"<nashra\.\d{1,18}\.\d{1,18}\.[0-9a-f]{10}@[^<>\s]{1,255}>", re.IGNORECASE)
+_OUR_VERP_TEXT = re.compile(r"[A-Za-z0-9._%-]{1,64}\+[bse]\.\d{1,18}\.[0-9A-Za-z]{1,64}@[A-Za-z0-9.-]{1,255}")
 
 
 class BadReport(ValueError):
-    """The message claims to be a report but cannot be read as one safely."""
+    """The message contradicts itself (or is no mail at all): it is not read."""
+
+
+class _Broken(Exception):
+    """The report's structure is broken, not contradictory: read it as plain text."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +105,16 @@ class RecipientStatus:
 
 @dataclass(frozen=True)
 class Report:
-    kind: str  # dsn | arf | none
+    kind: str  # dsn | arf | plain (a bounce read as text) | none
     recipients: tuple[RecipientStatus, ...] = ()
     feedback_type: str | None = None
     original_return_paths: tuple[str, ...] = ()
     original_message_ids: tuple[str, ...] = ()
     auto_reply: bool = False
     report_type: str | None = None
+    notice: str = ""  # the MTA's own words beside a DSN's fields (plain_bounces.notice_text)
+    broken: str | None = None  # why a report was read as plain text
+    smtp_code: int | None = None  # a plain bounce's basic reply code
 
 
 # ---------------------------------------------------------------- reading a report
@@ -132,18 +148,34 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 
 def _recipient(block: Message) -> RecipientStatus:
-    action = (_field(block, "Action", required=True) or "").lower()
-    if action not in ACTIONS:
-        raise BadReport(f"unknown Action {scrub(action[:60])!r}")
-    status = _field(block, "Status", required=True) or ""
-    # RFC 3464 allows a trailing comment: "5.1.1 (bad destination mailbox)".
-    status = status.split("(", 1)[0].strip()
-    if not _STATUS.match(status):
-        raise BadReport(f"bad Status {scrub(status[:60])!r}")
+    raw_action = _field(block, "Action")
+    raw_status = _field(block, "Status")
     for name in ("Final-Recipient", "Original-Recipient", "Remote-MTA"):
         _field(block, name)  # validated for repeats and line breaks, never acted upon
     diagnostic = _field(block, "Diagnostic-Code") or ""
-    return RecipientStatus(action, status, _one_line(diagnostic))
+    if raw_action is None:
+        raise _Broken("Action missing")
+    # "failed (Bad destination mailbox address)", "failure": the word, not the comment.
+    action = raw_action.lower().split("(", 1)[0].strip()
+    action = _ACTION_SYNONYMS.get(action, action)
+    if action not in ACTIONS:
+        raise BadReport(f"unknown Action {scrub(action[:60])!r}")
+    if raw_status is None:
+        raise _Broken("Status missing")
+    # RFC 3464 allows a trailing comment: "5.1.1 (bad destination mailbox)"; its words count.
+    status, _, comment = raw_status.partition("(")
+    status, _, rest = status.strip().partition(" ")
+    if re.search(r"\d\.\d", rest):  # "5.1.1 2.0.0": two verdicts in one field
+        raise BadReport(f"Status holds more than one code: {scrub(raw_status[:60])!r}")
+    comment = f"{rest} {comment}"
+    if not _STATUS.match(status):
+        basic = _BASIC_STATUS.match(status)
+        if not basic:
+            raise _Broken(f"bad Status {scrub(status[:60])!r}")
+        comment = f"{status} {comment}"  # "553 Exceeded maximum inbound message size"
+        status = f"{basic[1]}.0.0"
+    words = " ".join(w for w in (diagnostic, comment.rstrip(")")) if w.strip())
+    return RecipientStatus(action, status, _one_line(words))
 
 
 def _original_headers(part: Message) -> Message | None:
@@ -165,63 +197,105 @@ def _embedded_ids(original: Message | None) -> tuple[tuple[str, ...], tuple[str,
     return paths, mids
 
 
-def _no_fatal_defects(msg: Message) -> None:
-    for defect in msg.defects:
-        if isinstance(defect, _FATAL_DEFECTS):
-            raise BadReport(f"malformed MIME: {type(defect).__name__}")
+def _defects(msg: Message) -> str | None:
+    return ", ".join(sorted({type(d).__name__ for d in msg.defects})) or None
 
 
-def parse_report(message: bytes) -> Report:
-    """Read a DSN or an ARF report (no database).  Raises BadReport for a broken one."""
-    msg = email.message_from_bytes(message, policy=email.policy.compat32)
-    _no_fatal_defects(msg)
-    auto = (msg.get("Auto-Submitted") or "no").strip().lower()
-    auto_reply = auto != "no" or msg.get("X-Autoreply") is not None
+def _first_original(msg: Message) -> Message | None:
+    """The returned original's headers, wherever the bounce put them (first one found)."""
+    stack, seen = [msg], 0
+    while stack and seen < 60:
+        part = stack.pop(0)
+        seen += 1
+        if part is not msg:
+            found = _original_headers(part)
+            if found is not None:
+                return found
+        payload = part.get_payload()
+        if isinstance(payload, list) and part.get_content_type() not in ("message/rfc822", "message/delivery-status"):
+            stack[0:0] = [p for p in payload if isinstance(p, Message)]
+    return None
+
+
+def _strict(msg: Message, auto_reply: bool, paths: tuple[str, ...], mids: tuple[str, ...]) -> Report | None:
+    """A DSN or an ARF report read field by field; None when the message claims neither.
+
+    Raises BadReport for a contradiction, _Broken for a structure too broken to read so.
+    """
     if msg.get_content_type() != "multipart/report":
-        return Report("none", auto_reply=auto_reply)
+        return None
     report_type = (msg.get_param("report-type") or "").lower()
+    if report_type not in ("delivery-status", "feedback-report"):
+        return None
     parts = msg.get_payload()
     if not isinstance(parts, list) or not parts:
-        raise BadReport("multipart/report without parts")
-    for part in parts:
-        _no_fatal_defects(part)
-
-    original = None
-    for part in parts:
-        found = _original_headers(part)
-        if found is not None:
-            original = found
-            break
-    paths, mids = _embedded_ids(original)
+        raise _Broken(f"multipart/report without parts ({_defects(msg) or 'no defect reported'})")
 
     if report_type == "delivery-status":
         status_parts = [p for p in parts if p.get_content_type() == "message/delivery-status"]
-        if len(status_parts) != 1:
+        if len(status_parts) > 1:
             raise BadReport(f"{len(status_parts)} message/delivery-status parts (want one)")
+        if not status_parts:
+            raise _Broken("no message/delivery-status part")
         blocks = status_parts[0].get_payload()
         if not isinstance(blocks, list) or len(blocks) < 2:
-            raise BadReport("delivery-status has no per-recipient fields")
-        for block in blocks:
-            _no_fatal_defects(block)
+            raise _Broken("delivery-status has no per-recipient fields")
         recipients = tuple(_recipient(b) for b in blocks[1:] if len(b.keys()))
         if not recipients:
-            raise BadReport("delivery-status has no per-recipient fields")
-        return Report("dsn", recipients, None, paths, mids, auto_reply, report_type)
+            raise _Broken("delivery-status has no per-recipient fields")
+        return Report("dsn", recipients, None, paths, mids, auto_reply, report_type,
+                      notice=plain_bounces.notice_text(msg)[:4000])
 
-    if report_type == "feedback-report":
-        fb_parts = [p for p in parts if p.get_content_type() == "message/feedback-report"]
-        if len(fb_parts) != 1:
-            raise BadReport(f"{len(fb_parts)} message/feedback-report parts (want one)")
-        inner = fb_parts[0].get_payload()
-        if not isinstance(inner, list) or not inner:
-            raise BadReport("feedback-report is empty")
-        _no_fatal_defects(inner[0])
-        ftype = (_field(inner[0], "Feedback-Type", required=True) or "").lower()
-        if not re.fullmatch(r"[a-z0-9-]{1,40}", ftype):
-            raise BadReport(f"bad Feedback-Type {scrub(ftype[:60])!r}")
-        return Report("arf", (), ftype, paths, mids, auto_reply, report_type)
+    fb_parts = [p for p in parts if p.get_content_type() == "message/feedback-report"]
+    if len(fb_parts) > 1:
+        raise BadReport(f"{len(fb_parts)} message/feedback-report parts (want one)")
+    if not fb_parts:
+        raise _Broken("no message/feedback-report part")
+    inner = fb_parts[0].get_payload()
+    if not isinstance(inner, list) or not inner:
+        raise _Broken("feedback-report is empty")
+    ftype = (_field(inner[0], "Feedback-Type") or "").lower()
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", ftype):
+        raise _Broken(f"bad Feedback-Type {scrub(ftype[:60])!r}")
+    return Report("arf", (), ftype, paths, mids, auto_reply, report_type)
 
-    return Report("none", auto_reply=auto_reply, report_type=report_type or None)
+
+def _quoted_ids(message: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Our VERP addresses and Message-IDs anywhere in a plain bounce's text (a returned
+    message quoted inline has no MIME part to find them in)."""
+    text = message[:MAX_INBOUND_BYTES].decode("latin-1")
+    paths = tuple(dict.fromkeys(m.group(0) for m in _OUR_VERP_TEXT.finditer(text)))
+    mids = tuple(dict.fromkeys(m.group(0) for m in _OUR_MESSAGE_ID_TEXT.finditer(text)))
+    return paths[:20], mids[:20]
+
+
+def parse_report(message: bytes) -> Report:
+    """Read a DSN, an ARF report or a plain-text bounce (no database).
+
+    Raises BadReport for a report that contradicts itself, or bytes that are no mail.
+    """
+    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    if not msg.keys() and any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        raise BadReport("no header block: not a mail message")
+    auto = (msg.get("Auto-Submitted") or "no").strip().lower()
+    auto_reply = auto != "no" or msg.get("X-Autoreply") is not None
+    report_type = (msg.get_param("report-type") or "").lower() or None \
+        if msg.get_content_type() == "multipart/report" else None
+    paths, mids = _embedded_ids(_first_original(msg))
+    broken = None
+    try:
+        report = _strict(msg, auto_reply, paths, mids)
+        if report is not None:
+            return report
+    except _Broken as exc:
+        broken = str(exc)
+    bounce = plain_bounces.read(msg)
+    if bounce is None:
+        return Report("none", auto_reply=auto_reply, report_type=report_type, broken=broken)
+    quoted_paths, quoted_mids = _quoted_ids(message)
+    return Report("plain", (RecipientStatus(bounce.action, bounce.status, _one_line(bounce.diagnostic, 1500)),), None,
+                  tuple(dict.fromkeys(paths + quoted_paths)), tuple(dict.fromkeys(mids + quoted_mids)),
+                  auto_reply, report_type, broken=broken, smtp_code=bounce.smtp_code)
 
 
 # ---------------------------------------------------------------- which row
@@ -328,13 +402,23 @@ def feedback_of(report: Report, source: str) -> Feedback | None:
         if report.feedback_type not in actions.COMPLAINT_TYPES:
             return None
         return Feedback("complaint", source, feedback_type=report.feedback_type)
-    judged = [(classify.kind_of(r.action, r.status, r.diagnostic), r) for r in report.recipients]
+    judged = [(_judge(r, report.notice), r) for r in report.recipients]
     kind, worst = max(judged, key=lambda pair: _WEIGHT[pair[0]])
     if kind is None:
         return None
     m = _DIAG_CODE.match(worst.diagnostic)
-    return Feedback(kind, source, status=worst.status, diagnostic=f"DSN {worst.action} {worst.status} {worst.diagnostic}",
-                    smtp_code=int(m[1]) if m else None)
+    code = int(m[1]) if m else report.smtp_code
+    what = "DSN" if report.kind == "dsn" else "bounce"
+    return Feedback(kind, source, status=worst.status, diagnostic=f"{what} {worst.action} {worst.status} {worst.diagnostic}",
+                    smtp_code=code)
+
+
+def _judge(r: RecipientStatus, notice: str) -> str | None:
+    """A DSN's fields first; when they say only "failed, 5.0.0", the MTA's own words."""
+    kind = classify.kind_of(r.action, r.status, r.diagnostic)
+    if kind == "failed" and r.status.endswith(".0.0") and notice:
+        kind = classify.kind_of(r.action, r.status, f"{r.diagnostic} {notice}")
+    return kind
 
 
 def handle_inbound(session: Session, rcpt_to: str, message: bytes, settings: Settings | None = None, *,
@@ -392,6 +476,8 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings, 
         return InboundResult("ignored", delivery_id,
                              reason="no such delivery: the reader or the edition no longer exists")
     ids = {"edition_id": row.edition_id, "subscriber_id": row.subscriber_id}
+    if report.kind == "plain":
+        ids["format"] = "plain"  # not an RFC 3464 report: read as text (plain_bounces.py)
     if fb is None:
         return InboundResult("ignored", row.id, reason=_why_ignored(report), details=ids)
     sub = session.scalar(sa.select(Subscriber).where(Subscriber.id == row.subscriber_id).with_for_update())
@@ -403,7 +489,8 @@ def _handle(session: Session, rcpt_to: str, message: bytes, settings: Settings, 
 def _why_ignored(report: Report) -> str:
     if report.kind == "arf":
         return f"feedback type {report.feedback_type}"
-    return "DSN action " + ", ".join(sorted({r.action for r in report.recipients}))
+    what = "DSN" if report.kind == "dsn" else "bounce"
+    return f"{what} action " + ", ".join(sorted({r.action for r in report.recipients}))
 
 
 def _one_off(session: Session, target: tuple[str, int], report: Report, fb: Feedback | None,

@@ -9,6 +9,8 @@ It accepts only what we could have sent out:
   else, a badly signed VERP address included, is refused with 550 5.1.1 before a byte
   of message is read;
 * a message over `MAX_INBOUND_BYTES` is refused with 552 while it streams in;
+* lines may be as long as the message may be: RFC 5321's 1,000 octets is a limit for
+  senders, and real bounces break it (an HTML notice on one line, a quoted original);
 * each accepted message goes to `handle_inbound()`, once per recipient, each inside
   its own `session_scope()`, in a worker thread — the database never blocks the event
   loop, so one slow transaction does not stall every other connection.
@@ -24,6 +26,7 @@ import signal
 import threading
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from service.db import session_scope
 from service.delivery.compose import delivery_for_bounce, one_off_for_bounce
@@ -71,6 +74,17 @@ class _BounceHandler:
         return "250 2.0.0 " + ", ".join(r.outcome for r in results)
 
 
+class _LongLinesSMTP(SMTP):
+    # aiosmtpd refuses a DATA line over 1,001 octets with "500 Line too long"; the whole
+    # message is already bounded by data_size_limit.
+    line_length_limit = MAX_INBOUND_BYTES
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _LongLinesSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class BounceServer:
     """aiosmtpd on (host, port); `start()`/`stop()`, or `serve_forever()` for the CLI."""
 
@@ -78,7 +92,7 @@ class BounceServer:
                  hostname: str | None = None):
         self.host, self.port = host, port
         handler = _BounceHandler(frozenset(a.strip().lower() for a in feedback_addresses))
-        self._controller = Controller(
+        self._controller = _Controller(
             handler,
             hostname=host,
             port=port,
