@@ -62,12 +62,13 @@ def checked_url(url: object, what: str, *, path_suffix: str | None = None) -> st
 
 class Fetcher:
     """GETs from SNS: a short timeout, a size cap, no redirects, no proxy from the
-    environment.  `resolve` (host → address) and `verify` (an SSLContext) exist for the
-    tests; production uses neither.  httpcore (httpx's own engine) rather than httpx:
+    environment.  `resolve` (host → (address, port)) and `verify` (an SSLContext) exist
+    for the tests; production uses neither.  httpcore (httpx's own engine) rather than httpx:
     it has a public way to choose where a host name connects, with TLS unchanged (SNI
     and the certificate's name are still the URL's host)."""
 
-    def __init__(self, *, verify: ssl.SSLContext | None = None, resolve: Mapping[str, str] | None = None,
+    def __init__(self, *, verify: ssl.SSLContext | None = None,
+                 resolve: Mapping[str, tuple[str, int]] | None = None,
                  timeout: float = 5.0):
         self.verify = verify
         self.resolve = dict(resolve or {})
@@ -96,11 +97,12 @@ class Fetcher:
 
 
 class _Resolving(httpcore.SyncBackend):
-    def __init__(self, resolve: Mapping[str, str]):
+    def __init__(self, resolve: Mapping[str, tuple[str, int]]):
         self.resolve = resolve
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        return super().connect_tcp(self.resolve.get(host, host), port, timeout, local_address, socket_options)
+        host, port = self.resolve.get(host, (host, port))
+        return super().connect_tcp(host, port, timeout, local_address, socket_options)
 
 
 FETCHER = Fetcher()
