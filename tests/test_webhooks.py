@@ -467,11 +467,15 @@ def test_sendgrid_batch_maps_every_event_once(hooks):
         sendgrid_event(h.mids[2], "deferred", response="400 try again later", attempt="5"),
         sendgrid_event(h.mids[2], "delivered", response="250 OK"),
         sendgrid_event(h.mids[2], "open", useragent="Mozilla/5.0", ip="192.0.2.1"),
+        sendgrid_event(h.mids[2], "reader2@example.com"),  # whatever a payload holds, no address is logged
     ]
-    answer = post_sendgrid(h, batch)
+    with capture_logs() as logs:
+        answer = post_sendgrid(h, batch)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["outcomes"] == {"complaint": 1, "delivered": 1, "hard_bounce": 1, "ignored": 2,
+    assert answer.json()["outcomes"] == {"complaint": 1, "delivered": 1, "hard_bounce": 1, "ignored": 3,
                                          "soft_bounce": 1}
+    assert len([e for e in logs if e["event"].startswith("webhook.")]) == len(batch)  # one line per event
+    assert not any("@" in json.dumps(e, default=str) for e in logs)
     assert row_status(h, 0) == "failed" and suppression(h, 0) == "hard_bounce"
     assert suppression(h, 1) == "complaint" and reader_status(h, 1) == "unsubscribed"
     assert feedback_kinds(h, 2) == ["delivered", "soft"] and suppression(h, 2) is None

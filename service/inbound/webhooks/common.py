@@ -21,6 +21,7 @@ from service.inbound.actions import Feedback
 MAX_EVENTS = 5000
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"^\s*([245]\d\d)\b")
+_NAME = re.compile(r"[A-Za-z][A-Za-z_ -]{0,39}")
 
 
 class Refused(Exception):  # noqa: N818 — the name the webhooks' callers read
@@ -41,6 +42,15 @@ class Event:
     message_id: str | None
     feedback: Feedback | None
     note: str = ""  # why there is nothing to do, for the log
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider_event", name(self.provider_event))
+
+
+def name(value: str) -> str:
+    """A provider's name for something (an event type, a bounce type), fit for a log line:
+    letters only, so that no address or token a payload carries there is ever logged."""
+    return value if _NAME.fullmatch(value or "") else "(other)"
 
 
 @dataclass(frozen=True)

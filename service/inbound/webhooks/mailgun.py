@@ -40,6 +40,7 @@ from service.inbound.webhooks.common import (
     from_epoch,
     judge,
     load_json,
+    name,
     obj,
     smtp_code,
     text,
@@ -92,7 +93,7 @@ def _event(data: dict, fallback: str | None) -> Event:
         reply = text(status.get("message"), 400)
         return Event(kind, mid, Feedback("delivered", NAME, diagnostic=reply,
                                          smtp_code=smtp_code(status.get("code")), event_id=eid))
-    return Event(kind or "(unknown)", mid, None, f"Mailgun {kind or 'event'} is not a bounce, complaint or delivery")
+    return Event(kind, mid, None, f"Mailgun {name(kind)} is not a bounce, complaint or delivery")
 
 
 def _failed(data: dict, eid: str | None) -> tuple[Feedback | None, str]:

@@ -41,6 +41,7 @@ from service.inbound.webhooks.common import (
     event_id,
     judge,
     load_json,
+    name,
     obj,
     seq,
     smtp_code,
@@ -107,7 +108,7 @@ def _event(payload: dict) -> Event:
                                            event_id=event_id("delivery", pm_id)))
     if record == "SubscriptionChange":
         return Event(record, mid, *_subscription(payload, pm_id))
-    return Event(record or "(unknown)", mid, None, f"Postmark {record or 'record'} is not a bounce, complaint or delivery")
+    return Event(record, mid, None, f"Postmark {name(record)} is not a bounce, complaint or delivery")
 
 
 def _bounce(payload: dict, eid: str | None) -> tuple[Feedback | None, str]:
@@ -130,7 +131,7 @@ def _bounce(payload: dict, eid: str | None) -> tuple[Feedback | None, str]:
     elif btype in _FAILED:
         kind = "refusal" if judge(status, words, temporary=False, default="failed") == "refusal" else "failed"
     else:
-        return None, f"a Postmark {btype or 'bounce'} is not about the reader's address"
+        return None, f"a Postmark {name(btype)} is not about the reader's address"
     return Feedback(kind, NAME, status=status, diagnostic=f"Postmark {btype} {words}",
                     smtp_code=smtp_code(words), event_id=eid), ""
 

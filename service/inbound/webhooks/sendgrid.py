@@ -50,6 +50,7 @@ from service.inbound.webhooks.common import (
     from_epoch,
     judge,
     load_json,
+    name,
     obj,
     smtp_code,
     text,
@@ -132,7 +133,7 @@ def _event(data: dict) -> Event:
         return Event(kind, mid, Feedback("complaint", NAME, feedback_type="abuse", event_id=eid))
     if kind in ("unsubscribe", "group_unsubscribe"):
         return Event(kind, mid, Feedback("complaint", NAME, feedback_type="opt-out", event_id=eid))
-    return Event(kind or "(unknown)", mid, None, f"SendGrid {kind or 'event'} is not a bounce, complaint or delivery")
+    return Event(kind, mid, None, f"SendGrid {name(kind)} is not a bounce, complaint or delivery")
 
 
 def _dropped(reason: str, eid: str | None) -> Feedback:

@@ -42,6 +42,7 @@ from service.inbound.webhooks.common import (
     event_id,
     judge,
     load_json,
+    name,
     obj,
     seq,
     smtp_code,
@@ -78,7 +79,7 @@ def parse(headers: dict[str, str], body: bytes, settings: Settings, now: dt.date
         ses_event = None
     if not isinstance(ses_event, dict):
         # SES's test message when a topic is attached, or another service's: signed, not ours to read.
-        return Parsed([Event("(not SES)", None, None, "the notification is not an SES event")])
+        return Parsed([Event("", None, None, "the notification is not an SES event")])
     return Parsed([_event(ses_event, message["MessageId"])])
 
 
@@ -105,7 +106,7 @@ def _event(ses: dict, sns_message_id: str) -> Event:
         if ftype == "other":
             ftype = "abuse"  # a spam button without an ARF type: the reader complained
         if ftype not in COMPLAINT_TYPES:
-            return Event(kind, mid, None, f"a {ftype} report is not a reader's complaint")
+            return Event(kind, mid, None, f"a {name(ftype)} report is not a reader's complaint")
         eid = event_id("feedback", text(complaint.get("feedbackId"), 200)) or event_id("sns", sns_message_id)
         return Event(kind, mid, Feedback("complaint", NAME, feedback_type=ftype, event_id=eid))
     if kind == "Delivery":
@@ -125,7 +126,7 @@ def _event(ses: dict, sns_message_id: str) -> Event:
             return Event(kind, mid, None, "a delay caused by our sender, not the reader")
         return Event(kind, mid, Feedback(verdict, NAME, status=status, diagnostic=f"SES delay {words}",
                                          event_id=eid))
-    return Event(kind or "(unknown)", mid, None, f"SES {kind or 'event'} is not a bounce, complaint or delivery")
+    return Event(kind, mid, None, f"SES {name(kind)} is not a bounce, complaint or delivery")
 
 
 def _bounce(bounce: dict, eid: str | None) -> tuple[Feedback | None, str]:

@@ -22,6 +22,7 @@ import datetime as dt
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
@@ -84,15 +85,18 @@ class Fetcher:
                 if response.status != 200:
                     raise Refused(403, f"SNS answered {response.status}")
                 body = b""
+                deadline = time.monotonic() + 2 * self.timeout  # a trickle is no answer either
                 for chunk in response.iter_stream():
                     body += chunk
-                    if len(body) > limit:
-                        raise Refused(403, "SNS's answer is too large")
+                    if len(body) > limit or time.monotonic() > deadline:
+                        raise Refused(403, "SNS's answer is too large or too slow")
                 return body
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
                 httpcore.UnsupportedProtocol, OSError) as exc:
-            # A 4xx, not a 5xx: the URL is what the request sent.  (SNS retries what
-            # fails with 5xx; a real notification lost this way, the next bounce redoes.)
+            # A 4xx, not a 5xx, though the fault may be the network's: the URL is what the
+            # request sent, and nothing a client sends may make us answer 5xx.  The price:
+            # a real notification that meets a failed fetch is dropped (its reader's next
+            # bounce comes back the same way).
             raise Refused(403, f"SNS could not be reached ({type(exc).__name__})") from None
 
 
