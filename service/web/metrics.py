@@ -30,6 +30,7 @@ from service.inbound.actions import SOURCES as FEEDBACK_SOURCES
 from service.logs import get_logger
 from service.models import Delivery, Edition, Feed, FeedbackEvent, Subscriber, Suppression
 from service.subscribers.suppression import REASONS as SUPPRESSION_REASONS
+from service.web import ops_metrics
 
 log = get_logger(__name__)
 
@@ -133,6 +134,7 @@ def make_registry() -> CollectorRegistry:
     GCCollector(registry=registry)
     registry.register(LedgerCollector())
     registry.register(DeliveryCollector())
+    ops_metrics.register(registry)  # sending editions, queues, workers' heartbeats: what the alert rules read
     return registry
 
 
