@@ -203,6 +203,7 @@ def test_doctor_says_what_to_fix_and_exits_1(pg_env, auth_relay, bounce_server, 
         conn.execute(sa.text(f'CREATE DATABASE "{empty}"'))
     try:
         path, _ = keygen(tmp_path)
+        path.chmod(0o640)  # the group may read it: anyone in it could sign as the domain
         _, other_proc = keygen(tmp_path, "s2026", "other.pem")
         _, other_value = printed_record(other_proc.stdout)
         dead = free_port()
@@ -231,6 +232,7 @@ def test_doctor_says_what_to_fix_and_exits_1(pg_env, auth_relay, bounce_server, 
     assert "cannot connect within SMTP_CONNECT_TIMEOUT" in fixes["relay 1 of 2 (smtp+starttls"]
     assert "login refused" in fixes["relay 2 of 2 (smtp+starttls"]
     assert "does not match DKIM_PRIVATE_KEY_PATH" in fixes["DKIM record"]
+    assert "chmod 600" in fixes["DKIM key"]
     assert "https" in fixes["PUBLIC_URL"] and "empty" in fixes["POSTAL_ADDRESS"]
     assert "refuses" in fixes["bounce routing"]
     assert out.startswith("ok   settings")

@@ -37,10 +37,17 @@ def settings_failed(exc: ConfigError) -> int:
     return EXIT_FIX
 
 
+def _dns_server(text: str) -> str:
+    try:
+        return doctor.dns_server_arg(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("an IP address, optionally with :PORT (e.g. 1.1.1.1 or [::1]:5353)") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     dr = sub.add_parser("doctor", help="check settings, database, Redis, each relay, DKIM, SPF, DMARC and "
                         "bounce routing; one line each, exit 1 when something needs fixing")
-    dr.add_argument("--dns-server", metavar="IP[:PORT]",
+    dr.add_argument("--dns-server", metavar="IP[:PORT]", type=_dns_server,
                     help="ask this DNS server (default: the system's resolver)")
     dr.add_argument("--mx-port", type=int, default=25,
                     help="the port to try on the bounce domain's MX (default 25)")

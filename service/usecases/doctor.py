@@ -98,6 +98,15 @@ class Dns:
         return [r.address for t in ("A", "AAAA") for r in self._answer(host, t)]
 
 
+def dns_server_arg(text: str) -> str:
+    """`--dns-server IP[:PORT]`, checked (ValueError naming what is wrong)."""
+    host, port = _host_port(text, 53)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return text
+
+
 def _host_port(text: str, default: int) -> tuple[str, int]:
     text = text.strip()
     if text.startswith("["):  # [::1]:5353
@@ -396,7 +405,13 @@ def check_dkim(settings: Settings, dns: Callable[[], Dns]) -> Iterator[Finding]:
         yield Finding(FIX, "DKIM key", str(exc))
         return
     kind = f"{key.key_size}-bit RSA" if hasattr(key, "key_size") else "Ed25519"
-    yield Finding(OK, "DKIM key", f"{path} readable, a valid {kind} private key")
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o077:
+        yield Finding(FIX, "DKIM key", f"{path} is a valid {kind} private key, but others may read it (mode "
+                      f"{mode:04o}): anyone who can sign as {dkim_keys.mail_domain(settings)}; `chmod 600 {path}` "
+                      "(as the user the workers run as)")
+    else:
+        yield Finding(OK, "DKIM key", f"{path} readable, a valid {kind} private key, mode {mode:04o}")
     domain = dkim_keys.mail_domain(settings)
     name = f"{selector}._domainkey.{domain}"
     wanted = f"{name}. IN TXT {dkim_keys.txt_strings(dkim_keys.record_value(key))}"
