@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Delivery, DeliveryStatus, Edition, utcnow
+from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, utcnow
 
 RATE_WINDOW = dt.timedelta(seconds=60)
 
@@ -15,7 +15,9 @@ RATE_WINDOW = dt.timedelta(seconds=60)
 def progress(session: Session, edition_id: int) -> dict:
     """Counts by status, plus sent/failed/remaining, the recent send rate and an ETA.
 
-    rate = messages per second over the last minute; ETA = remaining / rate.
+    rate = messages per second over the last minute; ETA = remaining / rate, in seconds,
+    only while the edition is sending and has sent in that minute (None otherwise: paused,
+    finished, not started, or waiting for a relay — no rate, no honest guess).
     """
     edition = session.get(Edition, edition_id)
     if edition is None:
@@ -60,7 +62,14 @@ def progress(session: Session, edition_id: int) -> dict:
         "remaining": remaining,
         "by_status": by_status,
         "rate": round(rate, 2),
-        "eta_seconds": round(remaining / rate) if rate and remaining else (0 if not remaining else None),
+        "eta_seconds": eta_seconds(edition.status, remaining, rate),
         "started_at": edition.started_at.isoformat() if edition.started_at else None,
         "finished_at": edition.finished_at.isoformat() if edition.finished_at else None,
     }
+
+
+def eta_seconds(status: EditionStatus, remaining: int, rate: float) -> int | None:
+    """Seconds left at the recent rate, or None when there is no such guess to make."""
+    if status != EditionStatus.sending or not remaining or rate <= 0:
+        return None
+    return max(1, round(remaining / rate))
