@@ -17,8 +17,9 @@ import dkim
 import pytest
 import sqlalchemy as sa
 
-from service.config import reset_settings
+from service.config import get_settings, reset_settings
 from service.inbound.smtp_server import BounceServer
+from service.usecases import dkim as dkim_keys
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
 from tests.support.smtp_sink import SmtpSink
@@ -38,6 +39,12 @@ def keygen(tmp_path: Path, selector: str = "s2026", name: str = "dkim.pem", *ext
     path = tmp_path / name
     proc = nashra("dkim", "keygen", "--selector", selector, "--out", str(path), *extra)
     return path, proc
+
+
+def make_key(tmp_path: Path, name: str = "dkim.pem") -> tuple[Path, str]:
+    """A key for the doctor's tests (keygen itself is tested through the command above)."""
+    key = dkim_keys.generate(get_settings(), "s2026", tmp_path / name)
+    return key.path, key.record_value
 
 
 def printed_record(stdout: str) -> tuple[str, str]:
@@ -165,8 +172,7 @@ def bounce_server(pg_env):
 
 
 def test_doctor_all_ok(pg_env, redis_url, smtp_sink, auth_relay, bounce_server, tmp_path, monkeypatch, mail_env):
-    path, proc = keygen(tmp_path)
-    _, value = printed_record(proc.stdout)
+    path, value = make_key(tmp_path)
     monkeypatch.setenv("DATABASE_URL", pg_env.replace("postgres@", f"postgres:{DB_PASSWORD}@"))  # trust: ignored
     monkeypatch.setenv("SMTP_URL", f"smtp+starttls://nashra:{SMTP_PASSWORD}@127.0.0.1:{auth_relay.port},"
                                    f"smtp://127.0.0.1:{smtp_sink.port}")
@@ -202,10 +208,9 @@ def test_doctor_says_what_to_fix_and_exits_1(pg_env, auth_relay, bounce_server, 
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{empty}"'))
     try:
-        path, _ = keygen(tmp_path)
+        path, _ = make_key(tmp_path)
         path.chmod(0o640)  # the group may read it: anyone in it could sign as the domain
-        _, other_proc = keygen(tmp_path, "s2026", "other.pem")
-        _, other_value = printed_record(other_proc.stdout)
+        _, other_value = make_key(tmp_path, "other.pem")
         dead = free_port()
         db_url = pg_env.rsplit("/", 1)[0].replace("postgres@", f"postgres:{DB_PASSWORD}@") + "/" + empty
         monkeypatch.setenv("DATABASE_URL", db_url)
@@ -240,7 +245,7 @@ def test_doctor_says_what_to_fix_and_exits_1(pg_env, auth_relay, bounce_server, 
 
 
 def test_doctor_without_dns_says_it_could_not_check(pg_env, smtp_sink, tmp_path, monkeypatch, mail_env):
-    path, _ = keygen(tmp_path)
+    path, _ = make_key(tmp_path)
     monkeypatch.setenv("DKIM_SELECTOR", "s2026")
     monkeypatch.setenv("DKIM_PRIVATE_KEY_PATH", str(path))
     nobody = free_port()  # a UDP port nothing answers on: DNS unreachable, as in this sandbox
@@ -273,3 +278,27 @@ def test_doctor_reports_a_key_that_is_not_a_key(pg_env, smtp_sink, tmp_path, mon
     monkeypatch.setenv("DKIM_PRIVATE_KEY_PATH", str(missing))
     run = nashra("doctor", "--dns-server", f"127.0.0.1:{free_port()}")
     assert run.returncode == 1 and "cannot read" in run.stdout
+
+
+def test_each_relay_as_its_url_asks(smtp_sink, tmp_path, monkeypatch, mail_env):
+    from service.config import SmtpTarget
+    from service.usecases.doctor import FIX, OK, check_relay
+
+    settings = get_settings()
+    plain = check_relay(1, 1, SmtpTarget(f"smtp+starttls://127.0.0.1:{smtp_sink.port}"), settings)
+    assert plain.status == FIX and "STARTTLS not offered" in plain.message
+
+    ctx, cert = _server_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    tls = SmtpSink(auth={"nashra": SMTP_PASSWORD}, ssl_context=ctx)
+    tls.start()
+    try:
+        ok = check_relay(2, 2, SmtpTarget(f"smtps://nashra:{SMTP_PASSWORD}@127.0.0.1:{tls.port}"), settings)
+        assert ok.status == OK, ok.message
+        assert "TLS from the first byte" in ok.message and "login works" in ok.message
+        assert ok.check == f"relay 2 of 2 (smtps://127.0.0.1:{tls.port})"
+        monkeypatch.delenv("SSL_CERT_FILE")  # the certificate is no longer trusted
+        untrusted = check_relay(1, 1, SmtpTarget(f"smtps://127.0.0.1:{tls.port}"), settings)
+        assert untrusted.status == FIX and "TLS handshake failed" in untrusted.message
+    finally:
+        tls.stop()
