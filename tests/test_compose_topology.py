@@ -446,14 +446,18 @@ def test_the_compose_topology_sends_an_alert_and_a_digest(tmp_path, scratch_data
         # checks are no formality: each fails once what it watches is gone
         _wait_healthy(topology, LONG_RUNNING, timeout=60)
         topology.assert_running()
-        for name in ("beat", "bounces"):
+        for name in ("beat", "bounces", "worker-alerts"):
             os.killpg(topology.procs[name].pid, signal.SIGKILL)
             topology.procs[name].wait()
-        assert topology.healthcheck("bounces").returncode != 0
-        heartbeat = Path(topology.env("beat")["VAR_DIR"]) / "beat-heartbeat"
-        assert topology.healthcheck("beat").returncode == 0  # the last tick's touch is still fresh
-        os.utime(heartbeat, (time.time() - 121, time.time() - 121))  # a beat wedged for two minutes
-        assert topology.healthcheck("beat").returncode != 0
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # a ping waits out its --timeout
+            gone = {name: pool.submit(topology.healthcheck, name) for name in ("worker-alerts", "bounces")}
+            heartbeat = Path(topology.env("beat")["VAR_DIR"]) / "beat-heartbeat"
+            assert topology.healthcheck("beat").returncode == 0  # the last tick's touch is still fresh
+            os.utime(heartbeat, (time.time() - 121, time.time() - 121))  # as if beat were stuck two minutes
+            assert topology.healthcheck("beat").returncode != 0
+            for name, check in gone.items():
+                assert check.result().returncode != 0, name
+        assert topology.healthcheck("worker-digests").returncode == 0  # the other worker's node still answers
     finally:
         topology.stop()
     print(f"\ncompose topology: {time.monotonic() - started:.1f} s")
