@@ -302,3 +302,16 @@ def test_each_relay_as_its_url_asks(smtp_sink, tmp_path, monkeypatch, mail_env):
         assert untrusted.status == FIX and "TLS handshake failed" in untrusted.message
     finally:
         tls.stop()
+
+
+def test_database_check_on_sqlite_creates_nothing(sqlite_env, tmp_path, monkeypatch):
+    from service.usecases.doctor import FIX, OK, check_database
+
+    [found] = check_database(get_settings())
+    assert found.status == OK and "latest revision" in found.message
+    missing = tmp_path / "elsewhere" / "nashra.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{missing}")
+    reset_settings()
+    [found] = check_database(get_settings())
+    assert found.status == FIX and "no database at" in found.message
+    assert not missing.parent.exists()

@@ -212,6 +212,12 @@ def _heads() -> set[str]:
 def check_database(settings: Settings) -> Iterator[Finding]:
     shown = sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)
     if settings.is_sqlite:
+        database = sa.engine.make_url(settings.database_url).database
+        if database and database != ":memory:" and not Path(database).exists():
+            # Connecting would create an empty file: say so instead.
+            yield Finding(FIX, "database", f"no database at {database}: check DATABASE_URL (or VAR_DIR), "
+                          "or create it with `nashra db upgrade`")
+            return
         engine = make_engine(settings.database_url)
     else:
         engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool,
