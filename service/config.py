@@ -28,8 +28,6 @@ DEMO_SECRET_KEY = "nashra-demo-secret-change-me"
 # The demo's footer address (a made-up one): production must set its own POSTAL_ADDRESS
 # (Settings.require_postal_address, checked before an edition is made).
 DEMO_POSTAL_ADDRESS = "نشرة، شارع المدينة المنورة، عمّان، الأردن"
-# PUBLIC_URL hosts that mean "this machine" (the demo, a developer's laptop, the tests).
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(RuntimeError):
@@ -562,7 +560,12 @@ class Settings(BaseSettings):
     def public_url_is_local(self) -> bool:
         """PUBLIC_URL on this machine (the demo, a laptop, the tests), not a real site."""
         host = (urlsplit(self.public_url).hostname or "").lower()
-        return host in LOCAL_HOSTS or host.endswith(".localhost")
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8, ::1
+        except ValueError:
+            return False
 
     def require_postal_address(self) -> None:
         """Every edition's footer carries a postal address (CAN-SPAM; mailbox providers'

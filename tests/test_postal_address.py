@@ -17,7 +17,7 @@ from service.usecases.digests import send_due, start_digest
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000",
-                                 "http://nashra.localhost"])
+                                 "http://nashra.localhost", "http://127.0.0.2:8000"])
 def test_a_local_public_url_keeps_the_demo_address(url):
     settings = load_settings(public_url=url)
     assert settings.public_url_is_local and settings.postal_address == DEMO_POSTAL_ADDRESS
@@ -28,6 +28,7 @@ def test_a_local_public_url_keeps_the_demo_address(url):
 def test_production_refuses_the_demo_address_or_none(address):
     settings = load_settings(public_url="https://news.example", postal_address=address)
     assert not settings.public_url_is_local
+    assert not load_settings(public_url="http://10.0.0.5:8000").public_url_is_local  # private is not local
     with pytest.raises(ConfigError, match=r"^POSTAL_ADDRESS: .*PUBLIC_URL \(https://news.example\) is not local"):
         settings.require_postal_address()
 
