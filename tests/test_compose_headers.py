@@ -184,6 +184,21 @@ def test_every_kind_gets_its_headers_from_the_one_composer(kind, tmp_path, monke
             "list-unsubscribe-post"} <= signed
 
 
+@pytest.mark.parametrize("relays,carries", [
+    ("smtp://127.0.0.1:1025", False),
+    ("smtp+starttls://token:token@smtp.postmarkapp.com:587", True),
+    ("smtp://127.0.0.1:1025,smtp+starttls://token:token@smtp-broadcasts.postmarkapp.com:587", True),
+])
+def test_only_mail_through_postmark_carries_its_message_id_as_postmark_metadata(relays, carries, monkeypatch):
+    # Postmark replaces our Message-ID with its own; its webhooks find the ledger row
+    # through this metadata header (service/inbound/webhooks/postmark.py).
+    monkeypatch.setenv("SMTP_URL", relays)
+    reset_settings()
+    out = _compose("digest")
+    msg = parse(out.data)
+    assert msg.get("X-PM-Metadata-nashra_message_id") == (out.message_id if carries else None)
+
+
 def test_subscribed_mail_without_a_reader_and_unknown_kinds_are_refused():
     tpl = prepare(None, "welcome", "one-off", "أهلاً", HTML, TEXT)
     with pytest.raises(ValueError, match="subscribed mail"):

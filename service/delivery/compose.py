@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Protocol
 
-from service.config import Settings, ascii_mail_from, get_settings
+from service.config import Settings, ascii_mail_from, get_settings, parse_smtp_urls
 from service.delivery import smtp_pool
 from service.delivery.verdicts import Outcome
 from service.rendering.mime import PreparedVariant
@@ -155,6 +155,14 @@ def _from_header(mail_from: str) -> str:
     """MAIL_FROM with its domain as A-labels.  Settings already hold it so (their
     validator); this also covers settings built without validation."""
     return ascii_mail_from(mail_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _through_postmark(smtp_url: str) -> bool:
+    """Whether a relay of SMTP_URL is Postmark's: Postmark replaces our Message-ID with its
+    own, so its webhooks can find the ledger row only through a metadata header
+    (`X-PM-Metadata-nashra_message_id`, service/inbound/webhooks/postmark.py)."""
+    return any(t.host.lower().rstrip(".").endswith("postmarkapp.com") for t in parse_smtp_urls(smtp_url))
 
 
 @functools.lru_cache(maxsize=8)
@@ -319,6 +327,8 @@ def compose(
             raise ValueError("a ledger row's message needs its edition and its subscriber")
         envelope_from = bounce_address(settings, delivery_id)
         mid = message_id(settings, tpl.edition_id, subscriber_id)
+        if _through_postmark(settings.smtp_url):
+            headers = {**(headers or {}), "X-PM-Metadata-nashra_message_id": mid}
     else:
         envelope_from = one_off_bounce_address(settings, subscriber_id=subscriber_id, editor_id=editor_id)
         mid = one_off_message_id(settings, tpl.kind)
