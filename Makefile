@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test system-deps
 
-# Chromium and Arabic fonts for the browser tests (Debian packages; root only).
+# Chromium and Arabic fonts for the browser tests, promtool for the alert rules (Debian packages; root only).
 system-deps:
 	@scripts/install-system-deps.sh
 
