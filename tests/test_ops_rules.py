@@ -143,6 +143,15 @@ def test_the_dashboard_is_grafana_json_with_the_panels_operators_look_at():
             assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]), p["title"]
 
 
+def test_the_dashboard_queries_are_promql(tmp_path):
+    """promtool parses each panel's query (as a recording rule: it has no other parser)."""
+    rules_file = tmp_path / "dashboard.yml"
+    recorded = [{"record": f"nashra:dashboard:{i}", "expr": expr} for i, expr in enumerate(dashboard_exprs())]
+    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}))
+    run = subprocess.run([promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def _scrape() -> tuple[set[str], dict[tuple[str, tuple], float]]:
     from service.web.app import create_app
 
