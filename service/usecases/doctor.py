@@ -118,17 +118,6 @@ def _host_port(text: str, default: int) -> tuple[str, int]:
     return text, default
 
 
-def is_local_url(url: str) -> bool:
-    """PUBLIC_URL on this machine only (a trial or the demo): production checks relax."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _url_without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -172,7 +161,7 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 
 def check_settings(settings: Settings) -> Iterator[Finding]:
-    local = is_local_url(settings.public_url)
+    local = settings.public_url_is_local
     yield Finding(OK, "settings", "loaded" + (f" (PUBLIC_URL {settings.public_url} is local: "
                                                "the production checks below are relaxed)" if local else ""))
     try:
@@ -181,14 +170,13 @@ def check_settings(settings: Settings) -> Iterator[Finding]:
         yield Finding(FIX, "SECRET_KEY", str(exc).removeprefix("SECRET_KEY: "))
     else:
         yield Finding(OK, "SECRET_KEY", "set, not the demo key")
-    default_postal = Settings.model_fields["postal_address"].default
-    if not settings.postal_address.strip():
-        yield Finding(FIX, "POSTAL_ADDRESS", "empty: set the newsroom's postal address (every mail's "
-                      "footer shows it; bulk-mail law in many countries asks for one)")
-    elif settings.postal_address == default_postal and not local:
-        yield Finding(FIX, "POSTAL_ADDRESS", "is the built-in example: set the newsroom's own postal address")
+    try:
+        settings.require_postal_address()
+    except ConfigError as exc:
+        yield Finding(FIX, "POSTAL_ADDRESS", str(exc).removeprefix("POSTAL_ADDRESS: "))
     else:
-        yield Finding(OK, "POSTAL_ADDRESS", "set")
+        yield Finding(OK, "POSTAL_ADDRESS", "set" if settings.postal_address.strip() else
+                      "empty (fine while PUBLIC_URL is local; required once it is not)")
     if urlsplit(settings.public_url).scheme == "https":
         yield Finding(OK, "PUBLIC_URL", f"{settings.public_url} (https)")
     elif local:
@@ -394,7 +382,7 @@ def check_relays(settings: Settings) -> Iterator[Finding]:
 def check_dkim(settings: Settings, dns: Callable[[], Dns]) -> Iterator[Finding]:
     selector, path = settings.dkim_selector, settings.dkim_private_key_path
     if not selector and not path:
-        if is_local_url(settings.public_url):
+        if settings.public_url_is_local:
             yield Finding(OK, "DKIM", "not configured (fine for a local trial)")
         else:
             yield Finding(FIX, "DKIM", "not configured: Gmail and Yahoo want bulk mail signed — run `nashra dkim "
