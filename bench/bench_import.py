@@ -76,16 +76,24 @@ def child(code: str, path: str, database_url: str, chunk: int) -> None:
     recorder = dispatch.Recorder()
     dispatch.install(recorder)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     if "chunk" in subscribers.import_file.__code__.co_varnames:
         report = subscribers.import_file(path, chunk=chunk)
     else:
         report = subscribers.import_file(path)  # the per-row import of before
     elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    from bench.support import postgres_cpu_seconds
+
+    pg_cpu = postgres_cpu_seconds(database_url) if database_url.startswith("postgresql") else 0.0
     rows = getattr(report, "rows", report.created + report.updated + report.unchanged + report.skipped)
     print(json.dumps({
         "rows": rows, "created": report.created, "already": report.updated + report.unchanged,
-        "skipped": report.skipped, "confirmations": len(recorder.calls), "seconds": elapsed,
+        "skipped": report.skipped, "confirmations": len(recorder.calls), "seconds": elapsed, "cpu": cpu,
+        "pg_cpu": pg_cpu,
         "rss_start_mb": rss_before / 1024, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
@@ -112,9 +120,13 @@ def add_sections(database_url: str) -> None:
 
 
 def show(label: str, result: dict) -> None:
-    print(f"{label:<34} {result['rows']:>9,} rows {result['seconds']:>8.2f} s {result['rows'] / result['seconds']:>9,.0f}"
-          f" rows/s  created {result['created']:>9,}  already {result['already']:>9,}  "
-          f"peak RSS {result['rss_peak_mb']:>6.0f} MB (at start {result['rss_start_mb']:.0f})", flush=True)
+    n = result["rows"]
+    bound = n / max(result["cpu"], result["pg_cpu"], 1e-9)
+    print(f"{label:<32} {n:>9,} rows {result['seconds']:>7.2f} s {n / result['seconds']:>8,.0f} rows/s | "
+          f"CPU µs/row: Nashra {result['cpu'] / n * 1e6:5.1f}, PostgreSQL {result['pg_cpu'] / n * 1e6:5.1f} "
+          f"(each on a core of its own: {bound:,.0f} rows/s) | created {result['created']:,}, "
+          f"already {result['already']:,} | peak RSS {result['rss_peak_mb']:.0f} MB "
+          f"(at start {result['rss_start_mb']:.0f})", flush=True)
 
 
 def main() -> None:
@@ -132,7 +144,8 @@ def main() -> None:
     sizes = [int(n) for n in args.rows.split(",") if n]
 
     tmp = Path(tempfile.mkdtemp(prefix="nashra-bench-import-"))
-    print(f"code: {code_label(args.code)}; chunk {args.chunk}; {os.cpu_count()} CPUs; files in {tmp}")
+    print(f"code: {code_label(args.code)}; chunk {args.chunk}; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start; files in {tmp}")
     results: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
         code = stack.enter_context(code_of(args.code))

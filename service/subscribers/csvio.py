@@ -31,6 +31,7 @@ import datetime as dt
 import io
 import json
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class ImportReport:
     rows: int = 0  # data rows read
     chunks: int = 0  # chunks written
     skipped_count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def skipped(self) -> int:
@@ -193,9 +195,14 @@ class ImportReport:
         return self.updated + self.unchanged
 
     def problem(self, line: int, why: str) -> None:
-        self.skipped_count += 1
-        if len(self.problems) < MAX_LISTED:
-            self.problems.append((line, why))
+        with self._lock:  # the use-case's reader and writer threads both report
+            self.skipped_count += 1
+            if len(self.problems) < MAX_LISTED:
+                self.problems.append((line, why))
+
+    def leave_out(self, note: str) -> None:
+        with self._lock:
+            self.left_out[note] = self.left_out.get(note, 0) + 1
 
     def summary(self) -> str:
         head = (f"{self.created} created, {self.already} already here ({self.updated} updated, "
@@ -399,7 +406,8 @@ class CsvImport:
             header = next(self._reader, None)
         except (UnicodeDecodeError, csv.Error) as exc:
             self.close()
-            raise CsvError(f"cannot read the header row ({exc}); save the file as UTF-8 CSV") from None
+            raise CsvError(f"cannot read the header row or the lines after it ({exc}); save the file as UTF-8 CSV"
+                           ) from None
         if not header or not any(h.strip() for h in header):
             self.close()
             raise CsvError("the file is empty: a header row is required")
@@ -461,8 +469,12 @@ class CsvImport:
                 if len(batch) >= self.chunk:
                     yield batch
                     batch, seen = [], {}
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise CsvError(f"line {reader.line_num + 1}: cannot read the file ({exc}); save it as UTF-8 CSV") from None
+        except UnicodeDecodeError as exc:
+            # The decoder reads ahead by blocks: the bad bytes are at or after this line.
+            raise CsvError(f"after line {reader.line_num}: cannot read the file ({exc}); save it as UTF-8 CSV"
+                           ) from None
+        except csv.Error as exc:
+            raise CsvError(f"line {reader.line_num}: cannot read the file ({exc})") from None
         if batch:
             yield batch
 
@@ -495,7 +507,7 @@ class CsvImport:
                 raise InvalidInput("status", f"{status[:20]!r} is not a status of a {layout.source} export")
             if kind == "skip":
                 note = FOREIGN_NOTES["skip"].format(status=status, source=layout.source)
-                self.report.left_out[note] = self.report.left_out.get(note, 0) + 1
+                self.report.leave_out(note)
                 return None
         freq = values[layout.frequency]
         frequency = _FREQUENCIES.get(freq) or _FREQUENCIES.get(freq.lower())
@@ -640,7 +652,7 @@ class CsvImport:
             note = FOREIGN_NOTES["suppressed"].format(status={"hard_bounce": "cleaned"}.get(row.reason or "",
                                                                                              "blocklisted"),
                                                       source=source)
-        report.left_out[note] = report.left_out.get(note, 0) + 1
+        report.leave_out(note)
 
     def _insert(self, session: Session, new: list[_Row]) -> None:
         if not new:
@@ -706,6 +718,7 @@ class CsvImport:
 
     def finish(self, session: Session, actor: str = "cli", *, interrupted: bool = False) -> ImportReport:
         report = self.report
+        report.problems.sort(key=lambda p: p[0])  # by line, whichever thread found them
         if report.unknown_sections:
             report.known_sections = [f"{sec.name} ({sec.slug})" for sec in
                                      session.scalars(select(Section).order_by(Section.position, Section.id))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
@@ -34,25 +35,41 @@ def import_file(path: str, actor: str = "cli", *, chunk: int = CHUNK,
     encoding, a broken quote) raises CsvError with `report` set: the chunks before it are
     committed, and a second run of the fixed file skips the readers already there.
     Confirmations for `pending` rows are asked for as each chunk commits.
-    `progress(report, bytes_read, bytes_total)` is called after each chunk."""
+    `progress(report, bytes_read, bytes_total)` is called after each chunk.
+
+    One thread writes a chunk while this one reads and checks the next (the database
+    works while Python parses): at most two chunks are in memory, and a chunk is written
+    only once the one before it is committed."""
     with open(path, "rb") as raw:
         total = os.fstat(raw.fileno()).st_size
         job = CsvImport(raw, chunk=chunk)
         try:
             with session_scope() as session:
                 job.prepare(session)
-            try:
-                for rows in job.chunks():
-                    with session_scope(write=True) as session:
-                        job.apply(session, rows)
-                    if progress is not None:
-                        progress(job.report, raw.tell(), total)
-            except CsvError as exc:
-                if job.report.chunks:
-                    with session_scope() as session:
-                        job.finish(session, actor, interrupted=True)
-                    exc.report = job.report
-                raise
+
+            def write(rows) -> None:
+                with session_scope(write=True) as session:
+                    job.apply(session, rows)
+                if progress is not None:
+                    progress(job.report, raw.tell(), total)
+
+            with ThreadPoolExecutor(1, thread_name_prefix="import-writer") as writer:
+                in_flight: Future | None = None
+                try:
+                    for rows in job.chunks():
+                        if in_flight is not None:
+                            in_flight.result()
+                        in_flight = writer.submit(write, rows)
+                    if in_flight is not None:
+                        in_flight.result()
+                except CsvError as exc:
+                    if in_flight is not None:
+                        in_flight.result()  # the chunk before the error is written whole
+                    if job.report.chunks:
+                        with session_scope() as session:
+                            job.finish(session, actor, interrupted=True)
+                        exc.report = job.report
+                    raise
             with session_scope() as session:
                 return job.finish(session, actor)
         finally:
