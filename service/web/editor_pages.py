@@ -23,6 +23,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service import resources
+from service.config import ConfigError
 from service.db import session_scope
 from service.delivery.progress import progress
 from service.editions.alerts import AlertError
@@ -313,6 +314,9 @@ async def send_correction(request: Request, article_id: int, editor: EditorIdent
         except corrections.OfferGone:
             return _page(request, editor, 409, error="لم يعد هناك تصحيح لإرساله لهذا الخبر: أُرسل من قبل، "
                                                      "أو تغيّر الخبر مرة أخرى (أعد تحميل الصفحة).")
+        except ConfigError as exc:  # the deployment, not the editor: say what the operator must set
+            log.warning("editor.correction_refused", article_id=article_id, error=str(exc)[:200])
+            return _page(request, editor, 503, error="لا يمكن إرسال التصحيح قبل أن يضبط المشرف الإعدادات: " + str(exc))
         return RedirectResponse(f"/editor?correction={edition_id}", status_code=303)
 
     return await run_in_threadpool(work)
