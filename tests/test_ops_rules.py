@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -234,3 +235,16 @@ def test_a_heartbeat_a_day_old_is_forgotten(redis_url):
     heartbeat.beat(settings, "celery@here", ["digests"], now=now)
     assert [(q, w) for q, w, _ in heartbeat.read(settings, now=now)] == [("digests", "celery@here")]
     assert [(q, w) for q, w, _ in heartbeat.read(settings, now=now)] == [("digests", "celery@here")]
+
+
+def test_a_paused_feed_is_no_failing_feed(pg_env, redis_url):
+    """`nashra feeds pause` is how the runbook silences a feed gone for good."""
+    with session_scope() as s:
+        s.add(Feed(url="https://news.example/gone.xml", consecutive_failures=7, active=False))
+        s.add(Feed(url="https://news.example/flaky.xml", consecutive_failures=3))
+        s.flush()
+        flaky = s.scalar(sa.select(Feed.id).where(Feed.url.like("%flaky%")))
+    _, samples = _scrape()
+    assert samples[("nashra_feeds_failing", ())] == 1
+    failing = {dict(k[1])["feed_id"] for k in samples if k[0] == "nashra_feed_consecutive_failures"}
+    assert failing == {str(flaky)}

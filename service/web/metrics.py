@@ -55,7 +55,9 @@ class LedgerCollector:
                 ).all()
                 feeds_total = s.scalar(select(func.count()).select_from(Feed).where(Feed.active.is_(True)))
                 failing = s.execute(
-                    select(Feed.id, Feed.consecutive_failures).where(Feed.consecutive_failures > 0)
+                    # A paused feed is not polled: its old failures are no alert.
+                    select(Feed.id, Feed.consecutive_failures).where(Feed.consecutive_failures > 0,
+                                                                     Feed.active.is_(True))
                 ).all()
                 # Reports are received by other processes (the bounce server, the mailbox
                 # fetch, the webhooks): the table is what they all wrote.  (A lift's mark
@@ -89,7 +91,7 @@ class LedgerCollector:
         g = GaugeMetricFamily("nashra_feeds_active", "Active feeds")
         g.add_metric([], feeds_total or 0)
         yield g
-        g = GaugeMetricFamily("nashra_feeds_failing", "Feeds whose last poll failed")
+        g = GaugeMetricFamily("nashra_feeds_failing", "Active feeds whose last poll failed")
         g.add_metric([], len(failing))
         yield g
         g = GaugeMetricFamily(
