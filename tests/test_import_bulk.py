@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service import dispatch
+from service.cli import importing as import_cli
 from service.db import session_scope
 from service.models import (
     AuditLog,
@@ -157,6 +158,23 @@ def test_the_cli_says_what_was_kept_when_a_file_breaks_mid_way(pg_env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1000 created, 5000 already here" in proc.stdout and "rows/s" in proc.stdout
     assert len(_emails()) == 6000
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_cli_shows_progress_and_a_summary(pg_env, tmp_path, recorder, capsys, monkeypatch, tty):
+    src = tmp_path / "in.csv"
+    src.write_text(HEADER + _rows(12) + "bad,,,,,,\n", encoding="utf-8")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    monkeypatch.setattr(import_cli, "PROGRESS_EVERY", 5)
+    assert import_cli.run(str(src)) == 1  # a row was skipped
+    out, err = capsys.readouterr()
+    summary = "12 created, 0 already here (0 updated, 0 unchanged), 1 skipped, 3 confirmation(s) queued\n"
+    assert "\nline 14: email" in out and "13 rows in" in out and "rows/s" in out
+    if tty:  # the bar, drawn and then cleared, before the summary
+        assert "importing" in out and "\x1b[" in out and summary in out
+    else:
+        assert summary in out and "importing" not in out
+        assert err.splitlines() == ["13 rows: 12 created, 0 already here, 1 skipped (100 % of the file)"]
 
 
 def test_duplicates_are_reported_within_and_across_chunks(pg_env, tmp_path, recorder):
@@ -306,6 +324,7 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(pg_env, tmp_path):
     script = textwrap.dedent(f"""
         import json, resource
         from service import dispatch
+from service.cli import importing as import_cli
         from service.usecases.subscribers import import_file
         dispatch.install(dispatch.Recorder())
         import_file({str(tmp_path / 'warm.csv')!r})  # every module loaded, the pool open
