@@ -324,7 +324,6 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(pg_env, tmp_path):
     script = textwrap.dedent(f"""
         import json, resource
         from service import dispatch
-from service.cli import importing as import_cli
         from service.usecases.subscribers import import_file
         dispatch.install(dispatch.Recorder())
         import_file({str(tmp_path / 'warm.csv')!r})  # every module loaded, the pool open
@@ -431,7 +430,8 @@ def test_the_fast_path_for_plain_addresses_gives_the_validators_answer(raw):
 cell = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["", "active", "pending", "ACTIVE", "daily", "weekly", "none", "yes", "no", "world", "sport|world",
-                     "2024-01-01T00:00:00Z", "2999-01-01", "'=1+2", "\x00", "\ud800", "a" * 300]),
+                     "2024-01-01T00:00:00Z", "2999-01-01", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59",
+                     "'=1+2", "\x00", "\ud800", "a" * 300]),
 )
 row = st.fixed_dictionaries({
     "email": st.one_of(st.builds("r{}@example.com".format, st.integers(0, 30)), st.text(max_size=20)),
@@ -467,3 +467,11 @@ def test_any_row_fields_give_a_report_never_a_crash(db_session, rows, chunk):
         assert all(line >= 2 for line, _ in report.problems)
     finally:
         savepoint.rollback()
+
+
+def test_times_outside_what_the_database_stores_are_row_errors(db_session):
+    report = import_csv(db_session, io.StringIO(HEADER + "a@example.com,,,,active,,0001-01-01T00:00:00+23:59\n"
+                                                         "b@example.com,,,,active,,9999-12-31T23:59:59-23:59\n"
+                                                         "c@example.com,,,,active,,2020-01-01T00:00:00+23:59\n"))
+    assert [line for line, _ in report.problems] == [2, 3] and report.created == 1
+    assert "consented_at" in report.problems[0][1]

@@ -275,7 +275,7 @@ def _name_key(value: str) -> str:
 
 class UnknownSection(InvalidInput):
     def __init__(self, value: str):
-        super().__init__("sections", f"unknown section {value!r}")
+        super().__init__("sections", f"unknown section {value[:100]!r}")
         self.value = value
 
 
@@ -301,6 +301,10 @@ def _parse_when(raw: str, now: dt.datetime, column: str = "consented_at") -> dt.
         raise InvalidInput(column, f"not an ISO 8601 time: {raw[:40]!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)  # documented: a time without an offset is UTC
+    try:
+        when = when.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+23:59 is before the year 1 in UTC
+        raise InvalidInput(column, f"not a time we can store: {raw[:40]!r}") from None
     if when > now + dt.timedelta(days=1):
         raise InvalidInput(column, "is in the future")
     return when
@@ -538,7 +542,7 @@ class CsvImport:
         if sections is None:
             ids = _parse_sections(raw, self._lookup)
             sections = (ids, json.dumps(ids))
-            if len(self._sections) < 10_000:  # a file names a few sets of sections, many times over
+            if len(self._sections) < 10_000 and len(raw) < 500:  # a few sets of sections, many times over
                 self._sections[raw] = sections
         return _Row(line, email, sections[0], frequency, alerts, kind, source, when, ip,
                     SUPPRESS_REASON.get(status) if kind == "suppressed" else None, sections[1])
@@ -628,7 +632,7 @@ class CsvImport:
             ids = parsed.get(sections)
             if ids is None:
                 ids = json.loads(sections) if sections else []
-                if len(parsed) < 10_000:
+                if len(parsed) < 10_000 and len(sections) < 500:
                     parsed[sections] = ids
             existing[email] = _Existing(sid, email, status, ids, frequency, alerts, created_at, updated_at)
         suppressed = set(session.scalars(sa.text(PG_SUPPRESSED)).all())
