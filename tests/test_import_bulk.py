@@ -91,7 +91,9 @@ def test_chunks_commit_and_the_report_counts_them(env, request, tmp_path, record
         assert audit.details["created"] == 23
 
 
-def test_an_interrupted_import_resumes_without_doubling_anyone(pg_env, tmp_path, recorder, monkeypatch):
+@pytest.mark.parametrize("env", ["pg_env", "sqlite_env"])
+def test_an_interrupted_import_resumes_without_doubling_anyone(env, request, tmp_path, recorder, monkeypatch):
+    request.getfixturevalue(env)
     src = tmp_path / "in.csv"
     src.write_text(HEADER + _rows(23), encoding="utf-8")
     applied = csvio.CsvImport._update
@@ -235,7 +237,9 @@ def test_a_listmonk_export_reads_as_it_is(pg_env, tmp_path, recorder):
     assert recorder.calls == []  # their consent was taken in listmonk: no confirmation mail
 
 
-def test_a_listmonk_list_export_keeps_the_subscription_status(pg_env, tmp_path, recorder):
+@pytest.mark.parametrize("env", ["pg_env", "sqlite_env"])
+def test_a_listmonk_list_export_keeps_the_subscription_status(env, request, tmp_path, recorder):
+    request.getfixturevalue(env)
     src = tmp_path / "listmonk.csv"
     src.write_text("id,uuid,email,name,status,subscription_status,subscription_created_at\n"
                    f"{2**40},u1,new@example.com,N,enabled,unconfirmed,2024-01-01 00:00:00+00\n"
@@ -255,7 +259,9 @@ MAILCHIMP_HEAD = ('"Email Address","First Name","Last Name",Address,"Phone Numbe
                   'NOTES,TAGS')
 
 
-def test_mailchimp_exports_read_as_they_are(pg_env, tmp_path, recorder):
+@pytest.mark.parametrize("env", ["pg_env", "sqlite_env"])
+def test_mailchimp_exports_read_as_they_are(env, request, tmp_path, recorder):
+    request.getfixturevalue(env)
     subscribed = tmp_path / "subscribed_members_export_1a2b3c.csv"
     subscribed.write_text(
         MAILCHIMP_HEAD + "\n"
