@@ -9,6 +9,7 @@ Against PostgreSQL (the COPY path) and, where it matters, SQLite (the embedded d
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -124,6 +125,27 @@ def test_an_interrupted_import_resumes_without_doubling_anyone(env, request, tmp
     # A third run finds everyone.
     again = import_file(str(src), chunk=5)
     assert (again.created, again.already) == (0, 23) and len(_confirmed_ids(recorder)) == 6
+
+
+def test_ctrl_c_keeps_the_chunks_written_and_says_how_to_go_on(pg_env, tmp_path, recorder, monkeypatch, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text(HEADER + _rows(23), encoding="utf-8")
+    parse = csvio.CsvImport._parse
+
+    def interrupted_at_line_14(self, line, rec):
+        if line == 14:
+            raise KeyboardInterrupt
+        return parse(self, line, rec)
+
+    monkeypatch.setattr(csvio.CsvImport, "_parse", interrupted_at_line_14)
+    monkeypatch.setattr(import_cli.subscribers, "import_file", functools.partial(import_file, chunk=5))
+    assert import_cli.run(str(src)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the chunks written are kept (10 created, 0 already here, 0 skipped)" in err
+    assert len(_emails()) == 10
+    monkeypatch.setattr(csvio.CsvImport, "_parse", parse)
+    assert import_cli.run(str(src)) == 0
+    assert len(_emails()) == 23 and len(_confirmed_ids(recorder)) == 6
 
 
 def test_a_file_that_breaks_mid_way_keeps_its_whole_chunks_and_says_so(pg_env, tmp_path, recorder):

@@ -43,6 +43,13 @@ def run(path: str) -> int:
                           flush=True)
 
             report = subscribers.import_file(path, progress=lines)
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "report", None)
+        kept = (f"{done.created} created, {done.already} already here, {done.skipped} skipped" if done is not None
+                else "nothing")
+        print(f"interrupted: the chunks written are kept ({kept}); run the same import again to go on: the "
+              "readers already here are skipped", file=sys.stderr)
+        return 130
     except (CsvError, OSError, UnicodeDecodeError) as exc:
         done = getattr(exc, "report", None)
         if done is None:

@@ -34,6 +34,7 @@ def import_file(path: str, actor: str = "cli", *, chunk: int = CHUNK,
     breaks the contract (CsvError, OSError).  A file that cannot be read on later (a bad
     encoding, a broken quote) raises CsvError with `report` set: the chunks before it are
     committed, and a second run of the fixed file skips the readers already there.
+    KeyboardInterrupt likewise, once the chunk being written is committed.
     Confirmations for `pending` rows are asked for as each chunk commits.
     `progress(report, bytes_read, bytes_total)` is called after each chunk.
 
@@ -62,13 +63,13 @@ def import_file(path: str, actor: str = "cli", *, chunk: int = CHUNK,
                         in_flight = writer.submit(write, rows)
                     if in_flight is not None:
                         in_flight.result()
-                except CsvError as exc:
+                except (CsvError, KeyboardInterrupt) as exc:  # a file that breaks, or Ctrl-C
                     if in_flight is not None:
-                        in_flight.result()  # the chunk before the error is written whole
+                        in_flight.result()  # the chunk being written is written whole
                     if job.report.chunks:
                         with session_scope() as session:
                             job.finish(session, actor, interrupted=True)
-                        exc.report = job.report
+                        exc.report = job.report  # what is in: the caller says so
                     raise
             with session_scope() as session:
                 return job.finish(session, actor)
