@@ -100,12 +100,15 @@ FOREIGN_NOTES = {
 # PostgreSQL: each chunk goes into temporary tables by COPY (binary: psycopg's C code
 # formats the rows), and every lookup and write is one statement joined to them, so that
 # a statement's text and plan do not grow with the chunk.
+# ON COMMIT DELETE ROWS: no address outlives its chunk's transaction in a pooled connection.
 PG_TEMP = """
-CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_keys (email text, hash text);
+CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_keys (email text, hash text) ON COMMIT DELETE ROWS;
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_new (email text, status text, sections text, frequency text,
-                                                        alerts boolean, source text, consented_at timestamptz, ip text);
+                                                        alerts boolean, source text, consented_at timestamptz, ip text)
+    ON COMMIT DELETE ROWS;
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_changes (id bigint, sections text, frequency text, alerts boolean,
-                                                            activate boolean, source text, consented_at timestamptz);
+                                                            activate boolean, source text, consented_at timestamptz)
+    ON COMMIT DELETE ROWS;
 TRUNCATE nashra_import_keys, nashra_import_new, nashra_import_changes
 """
 PG_KEYS = ("nashra_import_keys", "email, hash", ("text", "text"))
