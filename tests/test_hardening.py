@@ -268,7 +268,7 @@ def test_4_csv_export_neutralises_formulas_and_imports_back_unchanged(env, tmp_p
     with pytest.raises(SystemExit) as done:
         main(["subscribers", "import", str(out)])
     assert done.value.code == 0
-    assert "0 created, 0 updated, 5 unchanged, 0 skipped" in capsys.readouterr().out
+    assert "0 created, 5 already here (0 updated, 5 unchanged), 0 skipped" in capsys.readouterr().out
     assert snapshot()["subscribers"] == readers and queued(env) == [] and env.smtp.messages == []
 
 

@@ -38,7 +38,7 @@ RULE_TESTS = [ROOT / "ops" / "prometheus" / "alerts_test.yml", ROOT / "ops" / "p
 DASHBOARD = ROOT / "ops" / "grafana" / "nashra.json"
 RUNBOOK = ROOT / "docs" / "operations.md"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-NAME = re.compile(r"\bnashra_[a-z0-9_]+\b")
+NAME = re.compile(r"(?<![-\w])nashra_[a-z0-9_]+\b")  # not a header's tail (X-PM-Metadata-nashra_…)
 
 
 def promtool() -> str:
