@@ -30,8 +30,12 @@ system-deps:
 demo: install
 	$(BIN)/nashra demo
 
+# Two processes, a test file each at a time (pytest-xdist): every process has its own
+# PostgreSQL database and Redis key prefix (tests/conftest.py), so files do not meet.
+# PYTEST_WORKERS=0 runs them in this process (e.g. with -x or a debugger).
+PYTEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check service tests bench
