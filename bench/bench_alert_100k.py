@@ -54,8 +54,12 @@ from bench.support import (  # noqa: E402
     engine_overrides,
     pid_cpu_seconds,
     postgres_cpu_seconds,
+    postgres_wal_bytes_since,
+    postgres_wal_lsn,
+    redis_commands,
     services,
     session_cpu_seconds,
+    session_socket_bytes,
     web_server,
 )
 
@@ -185,6 +189,7 @@ def main() -> None:
         c0 = sink.count()
         cpu0, pg0 = session_cpu_seconds(proc.pid), postgres_cpu_seconds(db_url)
         px0, sk0 = sum(pid_cpu_seconds(p) for p in path.pids), sink.cpu_seconds()
+        wal0, rc0, io0 = postgres_wal_lsn(), redis_commands(run.redis_url), session_socket_bytes(proc.pid)
         edition_id, t0, http = post_alert(client, token)
         deadline = t0 + args.max_seconds
 
@@ -196,6 +201,9 @@ def main() -> None:
         elapsed = time.monotonic() - t0
         cpu, pg = session_cpu_seconds(proc.pid) - cpu0, postgres_cpu_seconds(db_url) - pg0
         px, sk = sum(pid_cpu_seconds(p) for p in path.pids) - px0, sink.cpu_seconds() - sk0
+        wal, rcmd = postgres_wal_bytes_since(wal0), redis_commands(run.redis_url) - rc0
+        io1 = session_socket_bytes(proc.pid)
+        io = {k: (io1[k][0] - io0[k][0], io1[k][1] - io0[k][1]) for k in io1}
         if not finished:
             r = client.post(f"/api/editions/{edition_id}/cancel", headers={"Authorization": f"Bearer {token}"})
             out(f"not finished after {args.max_seconds:.0f} s: cancelled through the API ({r.status_code})")
@@ -227,6 +235,10 @@ def main() -> None:
         out(f"  CPU µs per message: workers {cpu / max(sent, 1) * 1e6:,.0f}, PostgreSQL {pg / max(sent, 1) * 1e6:,.0f}"
             + (f", proxy {px / max(sent, 1) * 1e6:,.0f}" if path.kind == "proxy" else "")
             + f", sink {sk / max(sent, 1) * 1e6:,.0f}")
+        per = max(sent, 1)
+        out(f"  per message: PostgreSQL WAL {wal / per:,.0f} bytes, Redis {rcmd / per:.2f} commands, "
+            f"worker traffic {io['other'][0] / per:,.0f} bytes sent / {io['other'][1] / per:,.0f} received "
+            f"to the relay and Redis, {io['postgres'][0] / per:,.0f} / {io['postgres'][1] / per:,.0f} to PostgreSQL")
         time.sleep(1.0)
         counts = ledger_counts(edition_id)
         recorded = counts.get("sent", 0) + counts.get("unknown", 0)

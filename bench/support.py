@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -234,6 +235,71 @@ def session_cpu_seconds(sid: int) -> float:
             if f and int(f[3]) == sid:
                 total += int(f[11]) + int(f[12])
     return total / CLK_TCK
+
+
+def session_socket_bytes(sid: int) -> dict[str, tuple[int, int]]:
+    """Bytes sent and received on the open TCP sockets of session `sid`'s processes, by
+    what is at the other end ("postgres" for port 5432, else "other": the relay, Redis),
+    from the kernel's tcp_info (`ss -tinp`).  A worker's pooled sessions and database
+    connections stay open through a run, so two readings bracket its traffic."""
+    pids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            f = _stat_fields(int(name))
+            if f and int(f[3]) == sid:
+                pids.add(int(name))
+    text = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True, check=False).stdout
+    totals = {"postgres": [0, 0], "other": [0, 0]}
+    owner = peer = None
+    for line in text.splitlines():
+        if not line.startswith(("\t", " ")):
+            fields = line.split()
+            owner = {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids
+            peer = fields[4].rsplit(":", 1)[-1] if len(fields) > 4 else ""
+            continue
+        if owner:
+            sent = re.search(r"bytes_sent:(\d+)", line)
+            received = re.search(r"bytes_received:(\d+)", line)
+            where = totals["postgres" if peer == "5432" else "other"]
+            where[0] += int(sent[1]) if sent else 0
+            where[1] += int(received[1]) if received else 0
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def postgres_wal_lsn() -> str:
+    """The cluster's WAL position now (pg_current_wal_lsn): the difference of two is the
+    WAL written between them, by every database of the cluster (run the bench alone)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            return c.execute(sa.text("SELECT pg_current_wal_lsn()::text")).scalar()
+    finally:
+        admin.dispose()
+
+
+def postgres_wal_bytes_since(lsn: str) -> int:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            return int(c.execute(sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:l AS pg_lsn))"),
+                                 {"l": lsn}).scalar())
+    finally:
+        admin.dispose()
+
+
+def redis_commands(redis_url: str) -> int:
+    """Commands the bench's own redis-server has processed so far (INFO stats)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.info("stats")["total_commands_processed"])
+    finally:
+        client.close()
 
 
 def postgres_cpu_seconds(database_url: str) -> float:
