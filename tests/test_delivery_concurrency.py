@@ -155,10 +155,11 @@ def test_the_next_message_envelope_goes_with_the_previous_dot(pg_env, server, mo
     DATA in the same turn as the current message's final dot — one round trip a message."""
     monkeypatch.setenv("SMTP_CONNECTIONS", "2")
     reset_settings()
-    # A relay that takes 30 ms to answer each end of data, as one across a network does:
+    # A relay that takes 100 ms to answer each end of data, as one across a network does:
     # meanwhile the batch has queued the next messages (on bare loopback it often has not,
-    # and a message then goes on its own, as it must).
-    server.data_delay = 0.03
+    # and a message then goes on its own, as it must; at 30 ms, with another test process
+    # on the other core, the batch was sometimes not there in time).
+    server.data_delay = 0.1
     eid = planned_edition(60)
     run_all_batches(eid)
     assert server.copies() == readers(60) and set(ledger(eid).values()) == {"sent"}
@@ -176,7 +177,7 @@ def test_refusals_in_a_chained_envelope_are_judged_at_their_own_stage_and_never_
         pg_env, server, monkeypatch):
     monkeypatch.setenv("SMTP_CONNECTIONS", "1")  # every message follows the one before it
     reset_settings()
-    server.data_delay = 0.03  # time for the batch to queue the next (see the test above)
+    server.data_delay = 0.1  # time for the batch to queue the next (see the test above)
     server.rcpt_replies["reader3@example.com"] = "550 5.1.1 no such user"
     server.rcpt_replies["reader4@example.com"] = "451 4.3.0 try again later"
     server.data_replies["reader7@example.com"] = "552 5.2.2 mailbox full"
@@ -205,7 +206,7 @@ def test_a_421_to_a_chained_mail_reopens_and_sends_that_message_once(pg_env, ser
     monkeypatch.setenv("SMTP_CONNECTIONS", "1")
     reset_settings()
     server.messages_per_connection = 3  # the next MAIL, chained after the third dot, gets 421
-    server.data_delay = 0.03
+    server.data_delay = 0.1
     eid = planned_edition(20)
     run_all_batches(eid)
     assert server.copies() == readers(20)
