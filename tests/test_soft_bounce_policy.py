@@ -246,3 +246,23 @@ def test_the_readers_own_export_shows_their_suppression(readers, bounce_server):
     assert dt.datetime.fromisoformat(data["suppression"]["since"]).tzinfo is not None
     assert len(data["sent"]) == 3 and data["profile"]["status"] == "active"
     assert my_data(OTHER)["suppression"] is None  # theirs only
+
+
+def test_the_hourly_purge_forgets_delivery_reports_past_the_window_and_keeps_bounces(pg_env):
+    """A provider sends a delivery report per message: past SOFT_BOUNCE_DAYS they restart
+    nothing, so the purge deletes them; bounces and complaints stay on record."""
+    from service.usecases.subscribers import purge
+
+    with session_scope() as s:
+        add_subscribers(s, 1)
+        sub_id = s.scalar(sa.select(Subscriber.id))
+        old = utcnow() - dt.timedelta(days=get_settings().soft_bounce_days + 1)
+        recent = utcnow() - dt.timedelta(days=1)
+        for kind, at in [("delivered", old), ("delivered", old), ("delivered", recent), ("hard", old),
+                         ("complaint", old)]:
+            s.add(FeedbackEvent(source="ses", kind=kind, subscriber_id=sub_id, received_at=at))
+    purge()
+    with session_scope() as s:
+        left = sorted((k, a > utcnow() - dt.timedelta(days=2))
+                      for k, a in s.execute(sa.select(FeedbackEvent.kind, FeedbackEvent.received_at)))
+    assert left == [("complaint", False), ("delivered", True), ("hard", False)]

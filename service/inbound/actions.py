@@ -272,3 +272,19 @@ def _complaint(session, fb: Feedback, sub: Subscriber, row_id: int | None, targe
     if changed:
         audit(session, ACTOR, "complaint", target, feedback_type=ftype, suppressed=added, unsubscribed=left, **ids)
     return InboundResult("complaint", row_id, changed, details={**ids, "feedback_type": ftype})
+
+
+FORGET_BATCH = 10_000
+
+
+def forget_old_reports(session: Session, settings: Settings | None = None, now: dt.datetime | None = None) -> int:
+    """Delete one batch of delivery reports (and lift marks) older than SOFT_BOUNCE_DAYS:
+    they only ever restart a soft-bounce count inside that window, and a provider sends one
+    per message, so kept for ever they would outgrow the ledger.  Bounces and complaints
+    stay.  Returns how many went; the caller commits and calls again while it is a batch."""
+    settings = settings or get_settings()
+    cutoff = (now or utcnow()) - dt.timedelta(days=settings.soft_bounce_days)
+    fe = FeedbackEvent.__table__
+    ids = sa.select(fe.c.id).where(fe.c.kind.in_(RESTARTS), fe.c.received_at < cutoff).limit(FORGET_BATCH)
+    return session.execute(sa.delete(fe).where(fe.c.id.in_(ids.scalar_subquery()))).rowcount or 0
+

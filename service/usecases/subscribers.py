@@ -13,6 +13,7 @@ from typing import IO
 from sqlalchemy import select
 
 from service.db import session_scope
+from service.inbound import actions
 from service.models import Section
 from service.subscribers import choices, lifecycle, privacy
 from service.subscribers.consent import Evidence
@@ -167,4 +168,10 @@ def purge(now: dt.datetime | None = None) -> privacy.PurgeReport:
         total.pending += report.pending
         total.unsubscribed += report.unsubscribed
         if report.pending < privacy.PURGE_BATCH and report.unsubscribed < privacy.PURGE_BATCH:
+            break
+    # Delivery reports past the soft-bounce window restart nothing any more (actions.py).
+    while True:
+        with session_scope() as session:
+            gone = actions.forget_old_reports(session, now=now)
+        if gone < actions.FORGET_BATCH:
             return total
