@@ -37,7 +37,9 @@ def start_digest(frequency: str, *, scheduled: bool, dispatcher: Dispatcher | No
     Raises ConfigError (nothing made) without a POSTAL_ADDRESS in production."""
     get_settings().require_postal_address()
     dispatcher = dispatcher or current()
-    with session_scope() as session:
+    # Reads the articles, then writes the edition: on SQLite (the demo) the write lock is
+    # taken up front, or a worker's commit in between fails it with "database is locked".
+    with session_scope(write=True) as session:
         edition, created = create_digest(session, frequency, scheduled=scheduled)
         if edition is None:
             log.info("digest.empty", frequency=frequency)
@@ -57,7 +59,7 @@ def make_corrections(dispatcher: Dispatcher | None = None) -> list[int]:
     if not _postal_address_set("corrections"):
         return []
     dispatcher = dispatcher or current()
-    with session_scope() as session:
+    with session_scope(write=True) as session:  # reads, then writes (see start_digest)
         editions = create_corrections(session)
         for edition in editions:
             dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
@@ -85,7 +87,7 @@ def send_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = Non
     for slot in slots:
         if slot.key in taken:
             continue
-        with session_scope() as session:
+        with session_scope(write=True) as session:  # reads, then writes (see start_digest)
             if existing(session, slot.key) is not None or not schedule.has_readers(session, slot, now):
                 continue
             due = slot.due()
