@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tests.support.browser import browser, page  # noqa: F401  (fixtures)
 from tests.support.feed_server import FeedServer
+from tests.support.net import free_port
 from tests.support.smtp_sink import SmtpSink
 from tests.support.web import live_server, queue_redis  # noqa: F401  (fixtures)
 
@@ -206,6 +207,18 @@ def smtp_sink(monkeypatch) -> Iterator[SmtpSink]:
     reset_settings()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+def bounce_server(pg_env):
+    """Nashra's own bounce server (`nashra bounces serve`) on a free loopback port.
+    tests/test_bounces.py has its own, with a feedback address."""
+    from service.inbound.smtp_server import BounceServer
+
+    server = BounceServer("127.0.0.1", free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

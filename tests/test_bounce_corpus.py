@@ -28,10 +28,8 @@ from hypothesis import strategies as st
 
 from service.db import session_scope
 from service.inbound import classify, plain_bounces
-from service.inbound.smtp_server import BounceServer
 from service.models import Delivery, Subscriber, SubscriberStatus, Suppression
 from tests.support.delivery import planned_edition, run_all_batches
-from tests.support.net import free_port
 from tests.test_bounces import deliver
 
 CORPUS = Path(__file__).parent / "data" / "bounces"
@@ -45,14 +43,6 @@ OUTCOME = {"hard": "hard_bounce", "soft": "soft_bounce", "refusal": "refused_us"
 # bounces were read: hard 32/116, soft 12/63, refusal 1/8, failed 57/87, 114/289.
 FLOOR = {"hard": 0.95, "soft": 0.95, "refusal": 0.85, "failed": 0.93, "complaint": 1.0, "none": 1.0}
 FLOOR_OVERALL = 0.97
-
-
-@pytest.fixture
-def bounce_server(pg_env):
-    server = BounceServer("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from service.models import (
     Suppression,
 )
 from tests.support.bounce_samples import arf, delivered_to, dsn, out_of_office
-from tests.support.delivery import planned_edition, run_all_batches
+from tests.support.delivery import planned_edition, run_all_batches, snapshot
 from tests.support.dovecot import PASSWORD, running_dovecot
 
 DONE = "Nashra-processed"
@@ -94,19 +94,6 @@ def row_of(address: str) -> Delivery:
 def suppression(address: str) -> str | None:
     with session_scope() as s:
         return s.scalar(sa.select(Suppression.reason).where(Suppression.email == address))
-
-
-def snapshot():
-    """Everything a report could change."""
-    with session_scope() as s:
-        return (
-            s.execute(sa.select(Delivery.id, Delivery.status, Delivery.smtp_code, Delivery.smtp_reply,
-                                Delivery.updated_at).order_by(Delivery.id)).all(),
-            s.execute(sa.select(Suppression.email, Suppression.reason).order_by(Suppression.email)).all(),
-            s.execute(sa.select(Subscriber.id, Subscriber.status, Subscriber.token_version)
-                      .order_by(Subscriber.id)).all(),
-            s.scalar(sa.select(sa.func.count()).select_from(AuditLog)),
-        )
 
 
 def no_secrets_in(logs) -> None:

@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 
 from service.config import get_settings, reset_settings
-from service.inbound.smtp_server import BounceServer
 from service.usecases import dkim as dkim_keys
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
@@ -161,14 +160,6 @@ def auth_relay(tmp_path, monkeypatch):
     sink.start()
     yield sink
     sink.stop()
-
-
-@pytest.fixture
-def bounce_server(pg_env):
-    server = BounceServer("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_doctor_all_ok(pg_env, redis_url, smtp_sink, auth_relay, bounce_server, tmp_path, monkeypatch, mail_env):

@@ -12,29 +12,18 @@ from __future__ import annotations
 
 import urllib.request
 
-import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.db import session_scope
 from service.inbound import actions
 from service.inbound.actions import Feedback
-from service.inbound.smtp_server import BounceServer
 from service.models import Delivery, Subscriber
 from service.subscribers.suppression import REASONS, suppress
 from service.usecases import suppressions
 from tests.support.delivery import add_subscribers
-from tests.support.net import free_port
 from tests.test_bounces import arf, deliver
 from tests.test_soft_bounce_policy import DELIVERED, FULL, report, send_edition
-
-
-@pytest.fixture
-def bounce_server(pg_env):
-    server = BounceServer("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def scrape(base_url: str) -> tuple[str, dict[str, dict[tuple, float]]]:

@@ -23,11 +23,9 @@ from service.config import get_settings, reset_settings
 from service.db import session_scope
 from service.delivery.planner import plan
 from service.inbound import actions
-from service.inbound.smtp_server import BounceServer
 from service.models import AuditLog, FeedbackEvent, Subscriber, Suppression, utcnow
 from service.subscribers import suppression
 from tests.support.delivery import add_subscribers, make_edition, renderer, run_all_batches
-from tests.support.net import free_port
 from tests.test_bounces import bounce_logs, deliver, dsn, next_edition_recipients
 from tests.test_reader_data import prefs, prefs_csrf
 
@@ -39,15 +37,6 @@ QUOTA = {"action": "delayed", "status": "4.2.2",
          "diagnostic": "smtp; 452 4.2.2 The email account that you tried to reach is over quota"}
 TRY_LATER = {"action": "failed", "status": "4.4.7", "diagnostic": "smtp; 451 4.4.7 mailbox temporarily unavailable"}
 DELIVERED = {"action": "delivered", "status": "2.0.0", "diagnostic": "smtp; 250 2.0.0 Ok: queued as 4Tq3xL0f"}
-
-
-@pytest.fixture
-def bounce_server(pg_env):
-    """The real bounce server on a free loopback port (as tests/test_bounces.py runs it)."""
-    server = BounceServer("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

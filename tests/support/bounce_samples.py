@@ -15,8 +15,10 @@ def headers_of(raw: bytes) -> bytes:
 
 def dsn(verp: str, original: bytes, *, action: str = "failed", status: str = "5.1.1",
         diagnostic: str = "smtp; 550 5.1.1 <reader1@example.com>: Recipient address rejected: User unknown",
-        final: str = "reader1@example.com") -> bytes:
-    block = (
+        block: bytes | None = None, final: str = "reader1@example.com") -> bytes:
+    """A DSN as Postfix writes one: human text, delivery-status, the original's headers
+    (`block`: the per-recipient fields as given, for a hostile or broken one)."""
+    block = block or (
         f"Final-Recipient: rfc822; {final}\r\n"
         f"Original-Recipient: rfc822;{final}\r\n"
         f"Action: {action}\r\n"
@@ -48,6 +50,7 @@ def dsn(verp: str, original: bytes, *, action: str = "failed", status: str = "5.
 
 
 def arf(to: str, original: bytes, return_path: str, feedback_type: str = "abuse") -> bytes:
+    """An ARF abuse report as a mailbox provider's feedback loop sends one."""
     return (
         b"From: fbl@isp.example\r\n"
         b"To: " + to.encode() + b"\r\n"

@@ -18,6 +18,7 @@ from service.delivery import fanout
 from service.delivery.batch import send_batch
 from service.delivery.planner import plan
 from service.models import (
+    AuditLog,
     Delivery,
     Edition,
     EditionKind,
@@ -130,3 +131,16 @@ def ledger(eid: int) -> dict[str, str]:
                 .where(Delivery.edition_id == eid)
             )
         }
+
+
+def snapshot():
+    """Everything a report could change."""
+    with session_scope() as s:
+        return (
+            s.execute(sa.select(Delivery.id, Delivery.status, Delivery.smtp_code, Delivery.smtp_reply,
+                                Delivery.updated_at).order_by(Delivery.id)).all(),
+            s.execute(sa.select(Suppression.email, Suppression.reason).order_by(Suppression.email)).all(),
+            s.execute(sa.select(Subscriber.id, Subscriber.status, Subscriber.token_version)
+                      .order_by(Subscriber.id)).all(),
+            s.scalar(sa.select(sa.func.count()).select_from(AuditLog)),
+        )
