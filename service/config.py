@@ -315,6 +315,30 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None
     # A signed event older (or further in the future) than this is refused as stale.
     webhook_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    # Clicks (service/clicks/): links in mail go through GET /r/… and count for the
+    # edition, variant and article — never for a reader.  CLICK_TRACKING=false sends links
+    # straight to the site and counts nothing.  Counts and unique-click sketches older
+    # than CLICK_DAYS are deleted by the hourly purge.
+    click_tracking: bool = True
+    click_days: int = Field(default=90, ge=1, le=3650)
+    # The public archive (GET /archive and its Atom feed): off by default; an edition's
+    # web copy is always reachable from its own mail, but `noindex` unless this is on.
+    archive_public: bool = False
+    # Signing up again with an active (or paused) address mails the reader their
+    # preferences link, at most once per MANAGE_LINK_MINUTES.
+    manage_link_minutes: int = Field(default=60, ge=1, le=10_080)
+    # Confirmation budget against signup floods: beyond this many confirmation mails an
+    # hour to one address domain, or overall, signups are still accepted but their
+    # confirmations wait and go out slower (0 = no budget).
+    confirm_budget_per_domain: int = Field(default=100, ge=0, le=1_000_000)
+    confirm_budget_total: int = Field(default=2000, ge=0, le=10_000_000)
+    # An optional self-hosted proof-of-work on the signup form and POST /api/subscribe
+    # (no third party, no cookie); SIGNUP_CHALLENGE_BITS is its difficulty (leading zero
+    # bits of a SHA-256).
+    signup_challenge: bool = False
+    signup_challenge_bits: int = Field(default=18, ge=8, le=28)
+    # `nashra web` processes (0 = one per core); `nashra web --workers N` overrides it.
+    web_workers: int = Field(default=0, ge=0, le=64)
     # Flower's login, "user:password" (comma-separated for several): not read by Nashra but
     # by Flower itself (docker-compose.yml's `flower` profile refuses to start without it).
     flower_basic_auth: str | None = None

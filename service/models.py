@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -283,9 +284,15 @@ class Subscriber(Base):
     # Alerts mailed on alerts_day (local date), counted as outcomes are written, for the cap.
     alerts_day: Mapped[dt.date | None] = mapped_column(Date)
     alerts_today: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # The reader's own clock (IANA name): digest hours, weekdays and quiet hours are in it.
+    # None: the site's TIMEZONE.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    # A confirmation held back by the signup budget (CONFIRM_BUDGET_*): it goes when due.
+    confirmation_due_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
         Index("ix_subscribers_status_frequency", "status", "frequency"),
+        Index("ix_subscribers_confirmation_due", "confirmation_due_at"),
         Index("ix_subscribers_digest_slot", "frequency", "digest_hour", "digest_weekday"),
     )
 
@@ -379,6 +386,8 @@ class Edition(Base):
     finished_at: Mapped[dt.datetime | None]
     pause_reason: Mapped[str | None] = mapped_column(Text)
     recipients: Mapped[int] = mapped_column(default=0)
+    # Readers who left through this edition's own unsubscribe links (no row says who).
+    unsubscribes: Mapped[int] = mapped_column(default=0, server_default="0")
 
     articles: Mapped[list[EditionArticle]] = relationship(
         order_by="EditionArticle.position", cascade="all, delete-orphan", lazy="selectin"
@@ -414,6 +423,47 @@ class EditionVariant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("edition_id", "variant", name="uq_edition_variants_edition_variant"),)
+
+
+# ---------------------------------------------------------------- clicks
+
+
+class EditionLink(Base):
+    """A link of one variant of an edition, made once when the variant is rendered: the
+    `/r/…` redirect names it, so a click counts for the edition, variant and article."""
+
+    __tablename__ = "edition_links"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(SmallInteger)  # order in the mail
+    url: Mapped[str] = mapped_column(Text)
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("sections.id", ondelete="SET NULL"))
+
+    __table_args__ = (UniqueConstraint("edition_id", "variant", "position", name="uq_edition_links_position"),)
+
+
+class ClickCount(Base):
+    """Clicks on one link in one hour.  Deliberately nothing about who clicked."""
+
+    __tablename__ = "click_counts"
+    link_id: Mapped[int] = mapped_column(BigId, ForeignKey("edition_links.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)  # UTC, truncated to the hour
+    clicks: Mapped[int] = mapped_column(default=0)
+    ignored: Mapped[int] = mapped_column(default=0, server_default="0")  # scanners, prefetches
+
+
+class ClickSketch(Base):
+    """A HyperLogLog of salted per-edition hashes (unique clicks), kept here when there is
+    no Redis.  A sketch cannot be turned back into readers."""
+
+    __tablename__ = "click_sketches"
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)  # edition | article:ID | section:ID
+    sketch: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 # ---------------------------------------------------------------- delivery
