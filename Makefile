@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test system-deps lint bench wheel clean
+.PHONY: demo test install install-test system-deps node-deps lint bench wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -21,11 +21,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test system-deps
+install-test: $(VENV)/.installed-test system-deps node-deps
 
 # Chromium and Arabic fonts for the browser tests, promtool for the alert rules (Debian packages; root only).
 system-deps:
 	@scripts/install-system-deps.sh
+
+# axe-core for the accessibility test (tests/test_web_accessibility.py reads
+# node_modules/axe-core/axe.min.js from disk: nothing downloads while tests run).
+# The version is pinned in package.json and package-lock.json; `npm ci` installs exactly it.
+AXE := node_modules/axe-core/axe.min.js
+$(AXE): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "note: npm not installed; the accessibility test will be skipped (apt-get install npm)" >&2; exit 0; }; \
+	  npm ci --no-audit --no-fund --silent && touch $@
+
+node-deps: $(AXE)
 
 demo: install
 	$(BIN)/nashra demo

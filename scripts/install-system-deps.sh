@@ -2,13 +2,16 @@
 # Installs what the browser tests need from Debian's packages: Chromium (Playwright drives
 # it through executable_path; it cannot download its own browser here) and Arabic fonts;
 # and promtool (Debian ships it in `prometheus`) for the alert rules' test, tests/test_ops_rules.py;
-# and Dovecot (`dovecot-imapd`), the IMAP server tests/test_bounce_mailbox.py starts privately.
+# and Dovecot (`dovecot-imapd`), the IMAP server tests/test_bounce_mailbox.py starts privately;
+# and npm, for axe-core (tests/test_web_accessibility.py).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -d /usr/share/fonts/truetype/noto ] && ls /usr/share/fonts/truetype/noto | grep -q NotoNaskhArabic || need+=(fonts-noto-core)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+# npm installs axe-core (pinned in package.json) for the accessibility test: Makefile's node-deps.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need[*]} (apt-get)"
