@@ -33,7 +33,7 @@ from service.usecases import digest_preview, editions, feeds, sections, staff, s
 from service.usecases.alerts import PreviewError, dry_run, send_alert
 from service.usecases.digests import start_digest
 from service.usecases.ingest import poll_all
-from service.web.server import uvicorn_options
+from service.web import server as web_server
 
 
 def _settings(require_secret: bool = True):
@@ -59,13 +59,20 @@ def cmd_db_upgrade(args) -> int:
 
 def cmd_web(args) -> int:
     settings = _settings()
+    workers, fewer = web_server.worker_count(args.workers, settings)
+    log = get_logger("nashra.web")
+    if fewer == "sqlite":
+        log.warning("web.one_process", asked=args.workers or settings.web_workers or web_server.cores(),
+                    why="SQLite takes one writer at a time: more processes would only wait on its lock")
+    log.info("web.start", workers=workers, host=args.host, port=args.port)
     uvicorn.run(
-        "service.web.app:create_app",
+        web_server.APP_FACTORY,
         factory=True,
         host=args.host,
         port=args.port,
+        workers=workers,
         log_config=None,
-        **uvicorn_options(settings),  # X-Forwarded-For only from FORWARDED_ALLOW_IPS (default: nobody)
+        **web_server.uvicorn_options(settings),  # X-Forwarded-For only from FORWARDED_ALLOW_IPS (default: nobody)
     )
     return 0
 
@@ -467,6 +474,16 @@ def cmd_bounces_fetch(args) -> int:
     return 1 if s.stopped or s.failed else 0
 
 
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {value!r}") from None
+    if not 0 <= n <= 64:
+        raise argparse.ArgumentTypeError("between 0 (one per core) and 64")
+    return n
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -487,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("web", help="the web app (signup, editor, API, health, metrics)")
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--workers", type=_workers, metavar="N",
+                   help="processes serving requests (default: WEB_WORKERS; 0 = one per core; SQLite: always 1)")
     w.set_defaults(func=cmd_web)
 
     wk = sub.add_parser("worker", help="a Celery worker")

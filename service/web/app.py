@@ -5,6 +5,7 @@ Run with `uvicorn service.web.app:create_app --factory` (or `nashra web`).
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import FastAPI, Request, Response
@@ -43,6 +44,7 @@ def _install_request_log(app: FastAPI) -> None:
             route=getattr(route, "path", "(unmatched)"),
             status=response.status_code,
             ms=round((time.perf_counter() - started) * 1000, 1),
+            pid=os.getpid(),  # which of `nashra web --workers N`'s processes answered
         )
         return response
 
