@@ -103,8 +103,9 @@ def _ids(variant: str) -> list[int]:
     return [i for i in ids if isinstance(i, int) and not isinstance(i, bool)] if isinstance(ids, list) else []
 
 
-def render_catchup(session: Session, edition: Edition, variant: str) -> RenderedVariant | None:
-    """One catch-up variant: the alerts its list names (of those the edition named), oldest first."""
+def render_catchup(session: Session, edition: Edition, variant: str, extra: dict | None = None) -> RenderedVariant | None:
+    """One catch-up variant: the alerts its list names (of those the edition named), oldest first.
+    `extra`: more for the template (the variant's web copy link)."""
     wanted = set(_ids(variant)) & set((edition.params or {}).get("alerts", []))
     if not wanted:
         return None
@@ -116,4 +117,5 @@ def render_catchup(session: Session, edition: Edition, variant: str) -> Rendered
              for a in alerts if (a.params or {}).get("headline") and (a.params or {}).get("url")]
     if not items:
         return None
-    return render_variant("catchup", contexts.catchup_context(contexts.site_view(get_settings()), alerts=items))
+    ctx = contexts.catchup_context(contexts.site_view(get_settings()), alerts=items)
+    return render_variant("catchup", ctx | (extra or {}))

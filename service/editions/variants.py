@@ -20,6 +20,7 @@ from service.config import get_settings
 from service.editions.article_view import article_view
 from service.editions.catchup import render_catchup
 from service.editions.digests import alerted_article_ids
+from service.editions.web_copy import url_for as web_copy_url_for
 from service.logs import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
 from service.rendering import contexts
@@ -108,6 +109,9 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
     before the size budget, those kept, the lead and the HTML's size."""
     settings = get_settings()
     site = contexts.site_view(settings)
+    # «اعرض في المتصفح»: one link per variant, nobody's token in it.  A preview's edition
+    # that was never flushed has no id, hence no copy to link to.
+    web: dict = {"web_copy_url": web_copy_url_for(edition.id, variant)} if edition.id is not None else {}
     if edition.kind == EditionKind.digest:
         key, with_alerts = split_variant(variant)
         sections = _digest_sections(session, edition, key)
@@ -122,7 +126,7 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
         offered = sections
         while True:
             ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead,
-                                          alerted=alerted)
+                                          alerted=alerted) | web
             rendered = render_variant("digest", ctx)
             size = len(rendered.html.encode("utf-8"))
             count = sum(len(s.articles) for s in sections)
@@ -155,15 +159,15 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
             summary=p.get("summary", ""),
             article=article,  # an alert of an article carries its caption, times and read-also links
             sent_at=edition.created_at or utcnow(),
-        )
+        ) | web
         return render_variant("alert", ctx)
     if edition.kind == EditionKind.correction:
         if not edition.articles:
             return None
         ctx = contexts.correction_context(
             site, article=article_view(edition.articles[0].article, updated=True), note=edition.params.get("note", "")
-        )
+        ) | web
         return render_variant("correction", ctx)
     if edition.kind == EditionKind.catchup:  # the alerts a reader's quiet hours held
-        return render_catchup(session, edition, variant)
+        return render_catchup(session, edition, variant, extra=web)
     raise ValueError(f"unknown edition kind {edition.kind}")

@@ -25,6 +25,7 @@ from service.web import (
     readers,
     security,
     signup_api,
+    web_copy,
     webhooks,
 )
 
@@ -60,6 +61,7 @@ def create_app() -> FastAPI:
     app.include_router(editor_pages.router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)
+    app.include_router(web_copy.router)  # the web copy of an edition, the public archive and its feed
     app.include_router(webhooks.router)  # POST /webhooks/{provider}: SES, Mailgun, Postmark, SendGrid
     if settings.demo:
         app.include_router(demo.router)

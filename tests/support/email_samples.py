@@ -122,15 +122,20 @@ def sections(n: int = 12, *, with_lead: bool = True) -> list[SectionView]:
     return [SectionView(slug=s, name=names[s], articles=tuple(grouped[s])) for s in SECTION_ORDER if grouped[s]]
 
 
+# What `render_variant_for` adds to an edition's mail: its variant's web copy.
+WEB_COPY_URL = "https://news.example/e/42/uG3kQ0b8yWm1Tz5nR2xV7a"
+
+
 def all_contexts(site: SiteView = SITE, *, digest_articles: int = 12) -> dict[str, dict]:
     """One context per kind, from the fixed inputs above."""
+    web = {"web_copy_url": WEB_COPY_URL}
     return {
         "digest": contexts.digest_context(
             site, sections(digest_articles), edition_date=EDITION_AT, frequency="daily", lead=LEAD
-        ),
+        ) | web,
         "alert": contexts.alert_context(
             site, headline=QUAKE.title, url=QUAKE.url, summary=QUAKE.summary, article=QUAKE, sent_at=EDITION_AT
-        ),
+        ) | web,
         "confirm": contexts.confirm_context(site, confirm_url="https://news.example/confirm/TOKEN-abc.123"),
         "welcome": contexts.welcome_context(
             site, sections=["عربي دولي", "اقتصاد", "تكنولوجيا"], frequency="daily", alerts=True, digest_hour=7
@@ -139,5 +144,5 @@ def all_contexts(site: SiteView = SITE, *, digest_articles: int = 12) -> dict[st
             site,
             article=LEAD,
             note="صُحّح اسم الوزير المغربي المنتدب المكلف بإدارة الدفاع، وأضيفت تفاصيل عن مذكرة التفاهم في مجال الأمن السيبراني.",
-        ),
+        ) | web,
     }
