@@ -33,9 +33,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.config import get_settings
 from service.logs import get_logger
-from service.subscribers import consent
-from service.subscribers.errors import InvalidInput
-from service.usecases import subscribers as readers
+from service.usecases import readers, subscribers
+from service.usecases.readers import InvalidInput
 from service.web import signup_limit
 from service.web.access import ANYONE
 from service.web.auth import client_address
@@ -118,19 +117,19 @@ async def subscribe(request: Request):
         log.info("signup_honeypot", door="api")
         return _answer(202, {"status": "check_your_inbox", "message": MSG_DONE}, origin)
     version = data.get("consent")
-    if not consent.known(version):
-        return _error("consent", MSG_CONSENT_VERSION.format(current=consent.CURRENT), origin)
+    if not readers.consent_version_known(version):
+        return _error("consent", MSG_CONSENT_VERSION.format(current=readers.CONSENT_VERSION), origin)
     sections = data.get("sections")
-    req = readers.SignupRequest(
+    req = subscribers.SignupRequest(
         email=data.get("email"), sections=[] if sections is None else sections,
         frequency=data.get("frequency", "daily"), alerts=data.get("alerts", False), consented=True,
         digest_hour=data.get("digest_hour"), digest_weekday=data.get("digest_weekday"))
-    form_url = data.get("form_url") if consent.clean_url(data.get("form_url")) else request.headers.get("referer")
+    form_url = data.get("form_url") if readers.clean_url(data.get("form_url")) else request.headers.get("referer")
     proof = evidence(request, form_url, version)
 
     def work() -> JSONResponse:
         try:
-            readers.sign_up(req, source="api", evidence=proof, slugs=True)
+            subscribers.sign_up(req, source="api", evidence=proof, slugs=True)
         except InvalidInput as exc:
             log.info("signup_invalid", field=exc.field, door="api")
             return _error(exc.field, exc.message, origin)
