@@ -132,3 +132,71 @@ def count_in(session: Session, bucket: str, tag: str, window: int, number: int, 
     if random.randrange(PURGE_ONE_IN) == 0:
         session.execute(sa.delete(table).where(table.c.expires_at < dt.datetime.now(dt.UTC)))
     return int(count)
+
+
+def hit_many(events: list[tuple[str, str, int]], window: int, *, now: float | None = None,
+             session: Session | None = None) -> list[Verdict]:
+    """Count one event for each (bucket, key, limit) of the same window length, in one
+    round trip (a Redis pipeline, or one upsert statement in the database — in `session`'s
+    transaction when one is given): the signup budget counts an address's domain and the
+    whole site at once, on the signup's path."""
+    if not events:
+        return []
+    now = time.time() if now is None else now
+    number, retry_after = _window(window, now)
+    tags = [(bucket, redact(key), limit) for bucket, key, limit in events]
+    settings = get_settings()
+    if settings.redis_url:
+        try:
+            pipe = _client(settings.redis_url).pipeline()
+            for bucket, tag, _ in tags:
+                assert len(bucket) <= BUCKET_MAX
+                name = f"{settings.redis_key_prefix}nashra:rl:{bucket}:{tag}:{number}"
+                pipe.incrby(name, 1)
+                pipe.expire(name, window + 1, nx=True)
+            counts = pipe.execute()[::2]
+            return [_verdict(int(c), limit, retry_after) for c, (_, _, limit) in zip(counts, tags, strict=True)]
+        except redis.RedisError as exc:
+            log.warning("rate_limit_redis_unavailable", bucket=tags[0][0], error=type(exc).__name__)
+    keys = [(bucket, tag) for bucket, tag, _ in tags]
+    if session is not None:
+        counts = _upsert_many(session, keys, window, number)
+    else:
+        with session_scope() as own:
+            counts = _upsert_many(own, keys, window, number)
+    return [_verdict(counts[(bucket, tag)], limit, retry_after) for bucket, tag, limit in tags]
+
+
+def _upsert_many(session: Session, keys: list[tuple[str, str]], window: int, number: int) -> dict:
+    table = RateCounter.__table__
+    expires = dt.datetime.fromtimestamp((number + 1) * window, dt.UTC)
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).values([dict(bucket=b, key=k, window=number, count=1, expires_at=expires) for b, k in keys])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.bucket, table.c.key, table.c.window],
+        set_={"count": table.c.count + 1},
+    ).returning(table.c.bucket, table.c.key, table.c.count)
+    return {(b, k): int(c) for b, k, c in session.execute(stmt).all()}
+
+
+def claim_once(bucket: str, key: str, ttl: int, *, now: float | None = None) -> bool:
+    """True the first time (bucket, key) is claimed within `ttl` seconds, False after:
+    a proof of work must not be spent twice.  Redis SET NX EX, else (and whenever Redis
+    does not answer) one INSERT … ON CONFLICT DO NOTHING in `rate_counters`."""
+    assert len(bucket) <= BUCKET_MAX
+    now = time.time() if now is None else now
+    tag = redact(key)
+    settings = get_settings()
+    if settings.redis_url:
+        try:
+            name = f"{settings.redis_key_prefix}nashra:once:{bucket}:{tag}"
+            return bool(_client(settings.redis_url).set(name, 1, nx=True, ex=max(1, ttl)))
+        except redis.RedisError as exc:
+            log.warning("rate_limit_redis_unavailable", bucket=bucket, error=type(exc).__name__)
+    table = RateCounter.__table__
+    expires = dt.datetime.fromtimestamp(now + ttl, dt.UTC)
+    with session_scope() as session:
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(table).values(bucket=bucket, key=tag, window=0, count=1, expires_at=expires)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[table.c.bucket, table.c.key, table.c.window])
+        return bool(session.execute(stmt.returning(table.c.count)).first())

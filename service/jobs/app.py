@@ -86,6 +86,9 @@ def celery_config(settings: Settings) -> dict:
                             "options": {"expires": float(settings.digest_check_seconds)}},
             # Unconfirmed signups after PENDING_DAYS, unsubscribed readers after UNSUBSCRIBED_DAYS.
             "purge-readers": {"task": names.PURGE_READERS, "schedule": crontab(minute=41)},
+            # Confirmations held back by the signup budget, sent as the hour's budget allows.
+            "release-held-confirmations": {"task": names.RELEASE_HELD_CONFIRMATIONS, "schedule": 60.0,
+                                           "options": {"expires": 60.0}},
         },
     }
     if settings.bounce_imap_url:

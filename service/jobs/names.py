@@ -16,6 +16,7 @@ SEND_SCHEDULED_DIGEST = "nashra.digest.send_scheduled"  # the default hour's dig
 SEND_DUE_DIGESTS = "nashra.digest.send_due"  # beat, every DIGEST_CHECK_SECONDS: each hour's digests, catch-ups
 SEND_TRANSACTIONAL = "nashra.mail.send_transactional"  # confirmation, welcome
 PURGE_READERS = "nashra.subscribers.purge"  # beat, hourly: unconfirmed and long-unsubscribed readers
+RELEASE_HELD_CONFIRMATIONS = "nashra.subscribers.release_held"  # beat, every minute: the budget's trickle
 FETCH_BOUNCES = "nashra.inbound.fetch_bounces"  # beat, every BOUNCE_IMAP_SECONDS when BOUNCE_IMAP_URL is set
 
 ALERTS, DIGESTS, INGEST, DEFAULT = "alerts", "digests", "ingest", "default"
@@ -30,6 +31,7 @@ FIXED_ROUTES = {
     # the catch-ups must not wait for this one to finish.
     SEND_DUE_DIGESTS: DEFAULT,
     PURGE_READERS: DEFAULT,
+    RELEASE_HELD_CONFIRMATIONS: DEFAULT,
     FETCH_BOUNCES: DEFAULT,
     SWEEP: DEFAULT,
     SEND_TRANSACTIONAL: DEFAULT,

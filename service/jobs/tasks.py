@@ -18,7 +18,7 @@ from service.jobs import (
 )
 from service.jobs.app import app
 from service.jobs.dispatch import install_dispatcher
-from service.usecases import digests, ingest, subscribers
+from service.usecases import confirmations, digests, ingest, subscribers
 
 # A worker is an edge too: whatever its tasks ask for goes out as Celery messages.
 install_dispatcher()
@@ -71,6 +71,12 @@ def send_due_digests() -> list[int]:
 @app.task(name=names.PURGE_READERS, acks_late=True)
 def purge_readers() -> dict:
     return subscribers.purge().as_dict()
+
+
+@app.task(name=names.RELEASE_HELD_CONFIRMATIONS, acks_late=True)
+def release_held_confirmations() -> dict:
+    """Beat's trickle of confirmations the signup budget held; safe to run twice."""
+    return confirmations.release_held()
 
 
 @app.task(name=names.FETCH_BOUNCES, acks_late=True)

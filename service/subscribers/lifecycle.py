@@ -17,7 +17,7 @@ from service import limits
 from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
-from service.subscribers import consent, hashes
+from service.subscribers import confirm_budget, consent, hashes
 from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
 from service.subscribers.suppression import is_suppressed
@@ -37,7 +37,7 @@ CONFIRMATIONS_WINDOW = 24 * 3600
 @dataclass(frozen=True)
 class SignupResult:
     subscriber_id: int | None
-    outcome: str  # created | resent | refreshed | capped | already_active | suppressed
+    outcome: str  # created | resent | refreshed | capped | already_active | suppressed | held
     confirmation_queued: bool
 
 
@@ -83,6 +83,8 @@ def signup(
     sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
     if sub is None:  # pragma: no cover — the row exists: inserted above or by the winner
         raise RuntimeError("subscriber row vanished during signup")
+    # A confirmation held back by the budget keeps its place if they sign up again.
+    was_held = sub.status is SubscriberStatus.pending and sub.confirmation_due_at is not None
     if created_id is not None:
         outcome = "created"
     elif sub.status is SubscriberStatus.active:
@@ -112,9 +114,13 @@ def signup(
     consent.record(session, sub.id, "signup", evidence, source=consent_source, now=now)
     # Counted in this transaction: a signup rolled back has mailed nobody.
     limits.hit_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW, now=now.timestamp())
-    queue_transactional(session, "confirm", sub.id)
+    # Beyond the hour's budget for the domain (or the site) it waits: confirm_budget.py.
+    if confirm_budget.hold(session, sub, was_held=was_held, now=now):
+        outcome = "held"
+    else:
+        queue_transactional(session, "confirm", sub.id)
     log.info("signup_recorded", subscriber_id=sub.id, outcome=outcome)
-    return SignupResult(sub.id, outcome, True)
+    return SignupResult(sub.id, outcome, outcome != "held")
 
 
 def _insert_if_absent(session: Session, **values) -> int | None:

@@ -1,0 +1,148 @@
+"""Issue 22, item 4: a signup flood from many addresses on one domain reaches few inboxes.
+
+Beyond CONFIRM_BUDGET_PER_DOMAIN (or CONFIRM_BUDGET_TOTAL) confirmations an hour, signups
+are accepted with the same answer but their confirmations are held and trickle out with
+beat's job; on a real PostgreSQL, Redis, Celery worker and SMTP sink."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from service import limits
+from service.config import reset_settings
+from service.db import session_scope
+from service.models import Frequency, Subscriber, SubscriberStatus
+from service.subscribers import confirm_budget, consent, lifecycle, privacy
+from service.subscribers.confirm_budget import domain_key
+from service.usecases.confirmations import release_held
+
+T0 = dt.datetime(2026, 12, 7, 10, 5, tzinfo=dt.UTC)  # five minutes into an hour's window
+
+
+@pytest.fixture
+def budget(monkeypatch):
+    def set_budget(per_domain: int, total: int) -> None:
+        monkeypatch.setenv("CONFIRM_BUDGET_PER_DOMAIN", str(per_domain))
+        monkeypatch.setenv("CONFIRM_BUDGET_TOTAL", str(total))
+        reset_settings()
+    return set_budget
+
+
+def sign_up(email: str, now: dt.datetime) -> lifecycle.SignupResult:
+    with session_scope() as s:
+        return lifecycle.signup(s, email=email, sections=[], frequency=Frequency.daily, alerts=False,
+                                consent_source="web:form", now=now)
+
+
+def held() -> dict[str, dt.datetime]:
+    with session_scope() as s:
+        rows = s.execute(sa.select(Subscriber.email, Subscriber.confirmation_due_at)
+                         .where(Subscriber.confirmation_due_at.is_not(None)).order_by(Subscriber.id)).all()
+    return dict(rows)
+
+
+def wait_quiet(sink, count: int) -> list[str]:
+    """The sink's recipients once `count` arrived and nothing more came for a moment."""
+    sink.wait_for(count, timeout=60)
+    time.sleep(1.0)  # a message beyond the budget would arrive in this time
+    return sink.recipients()
+
+
+def test_the_domain_key_groups_subdomains_and_keeps_country_registries():
+    assert domain_key("a@Mail.Victim.COM") == "victim.com"
+    assert domain_key("a@b.c.victim.com") == domain_key("x@victim.com")
+    assert domain_key("a@news.example.co.uk") == "example.co.uk"
+    assert domain_key("a@example.com.jo") == "example.com.jo"
+    assert domain_key("a@example.jo") == "example.jo"
+    assert domain_key("a@localhost") == "localhost"
+
+
+def test_a_flood_of_200_addresses_on_one_domain_is_held_to_the_budget(
+        pg_env, redis_url, smtp_sink, celery_worker_factory, budget):
+    budget(20, 10_000)
+    victims = [f"victim{i:03d}@{'mx.' if i % 3 else ''}victim.example" for i in range(200)]
+    with celery_worker_factory(queues=("default",), concurrency=2):
+        results = [sign_up(email, T0 + dt.timedelta(seconds=i)) for i, email in enumerate(victims)]
+        # A real reader of another domain, in the middle of the flood, is not held.
+        assert sign_up("reader@other.example", T0 + dt.timedelta(minutes=5)).confirmation_queued
+        sent = wait_quiet(smtp_sink, 21)
+        assert sorted(sent) == sorted(victims[:20] + ["reader@other.example"])
+        assert [r.outcome for r in results] == ["created"] * 20 + ["held"] * 180
+        waiting = held()
+        assert list(waiting) == victims[20:]  # in the order they came
+        # From the next hour on, at half the budget's pace: one every 2 × 3600 / 20 s.
+        assert list(waiting.values()) == [dt.datetime(2026, 12, 7, 11, tzinfo=dt.UTC) + dt.timedelta(seconds=360 * k)
+                                          for k in range(180)]
+
+        # Signing up again keeps one's place: nothing is sent, the due time stays.
+        again = sign_up(victims[-1], T0 + dt.timedelta(minutes=30))
+        assert again.outcome == "held" and not again.confirmation_queued
+        assert held()[victims[-1]] == waiting[victims[-1]]
+
+        # Beat's trickle, driven with explicit times: nothing is due within the flood's hour …
+        assert release_held(T0 + dt.timedelta(minutes=50))["sent"] == 0
+        # … half past eleven: the places up to 11:30 (six), then the rest of that hour (four).
+        assert release_held(dt.datetime(2026, 12, 7, 11, 30, tzinfo=dt.UTC))["sent"] == 6
+        assert release_held(dt.datetime(2026, 12, 7, 11, 59, 59, tzinfo=dt.UTC))["sent"] == 4
+        assert sorted(wait_quiet(smtp_sink, 31)) == sorted(victims[:30] + ["reader@other.example"])
+        # The trickle stopped for three hours: 30 are due, but one hour's budget is 20.
+        late = release_held(dt.datetime(2026, 12, 7, 14, 59, tzinfo=dt.UTC))
+        assert (late["sent"], late["deferred"]) == (20, 10)
+        assert sorted(wait_quiet(smtp_sink, 51)) == sorted(victims[:50] + ["reader@other.example"])
+        assert min(held().values()) == dt.datetime(2026, 12, 7, 15, tzinfo=dt.UTC)
+        assert list(held()) == victims[50:]  # still in order
+    assert smtp_sink.copies().most_common(1)[0][1] == 1  # nobody got two
+
+    # Held and never confirmed: gone after PENDING_DAYS like any other pending signup.
+    with session_scope() as s:
+        assert confirm_budget.held_count(s) == 150
+        privacy.purge_batch(s, T0 + dt.timedelta(days=8))
+    with session_scope() as s:
+        assert confirm_budget.held_count(s) == 0
+        assert s.scalar(sa.select(sa.func.count()).select_from(Subscriber)
+                        .where(Subscriber.status == SubscriberStatus.pending)) == 0
+
+
+def test_the_total_budget_holds_every_domain(pg_env, redis_url, budget):
+    budget(0, 3)
+    results = [sign_up(f"r{i}@d{i}.example", T0) for i in range(5)]
+    assert [r.confirmation_queued for r in results] == [True, True, True, False, False]
+    assert list(held()) == ["r3@d3.example", "r4@d4.example"]
+
+
+def test_no_budget_holds_nothing(pg_env, redis_url, budget):
+    budget(0, 0)
+    assert all(sign_up(f"r{i}@same.example", T0).confirmation_queued for i in range(30))
+    assert held() == {}
+
+
+def test_without_redis_the_database_keeps_the_budget(pg_env, budget):
+    budget(2, 0)
+    assert [sign_up(f"r{i}@same.example", T0).confirmation_queued for i in range(4)] == [True, True, False, False]
+    verdicts = limits.hit_many([("confirm-domain", "same.example", 2), ("confirm-total", "*", 10)], 3600,
+                               now=T0.timestamp())
+    assert [(v.allowed, v.count) for v in verdicts] == [(False, 5), (True, 1)]
+
+
+def test_held_and_unheld_signups_get_the_same_answer(live_server, budget):
+    budget(1, 0)
+    site = live_server
+    api = [httpx.post(site + "/api/subscribe", json={"email": f"api{i}@victim.example", "consent": consent.CURRENT})
+           for i in range(3)]
+    assert {a.status_code for a in api} == {202} and len({a.text for a in api}) == 1
+    pages = []
+    for i in range(2):
+        form = httpx.get(site + "/")
+        csrf_token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        pages.append(httpx.post(site + "/subscribe", data={
+            "email": f"form{i}@victim.example", "frequency": "daily", "consent": "yes", "csrf_token": csrf_token}))
+    assert {p.status_code for p in pages} == {200} and pages[0].text == pages[1].text
+    # One confirmation went (the hour's budget of 1), the four others wait: nobody could tell.
+    assert list(held()) == ["api1@victim.example", "api2@victim.example", "form0@victim.example",
+                            "form1@victim.example"]
