@@ -9,7 +9,8 @@ an alert — take the same two steps:
   the MIME boundary and most of both bodies' base64 — through the rendering package's
   `PreparedVariant`, the only code that writes header lines;
 * `compose()`, once per recipient: their two links, To, Date, their Message-ID, their
-  List-Unsubscribe, the VERP envelope sender, and a DKIM signature when configured.
+  List-Unsubscribe, the VERP envelope sender, their click token when the variant's links
+  are tracked (service/clicks), and a DKIM signature when configured.
 
 Which headers each kind carries is the table `KINDS` below, and nowhere else:
 
@@ -59,6 +60,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Protocol
 
+from service.clicks.signing import reader_token
 from service.config import Settings, ascii_mail_from, get_settings, parse_smtp_urls
 from service.delivery import smtp_pool
 from service.delivery.verdicts import Outcome
@@ -332,12 +334,19 @@ def compose(
     else:
         envelope_from = one_off_bounce_address(settings, subscriber_id=subscriber_id, editor_id=editor_id)
         mid = one_off_message_id(settings, tpl.kind)
+    click_token = None
+    if tpl.prepared.tracks_clicks:
+        if tpl.edition_id is None or subscriber_id is None:
+            raise ValueError("tracked links need the edition and the reader (for their click token)")
+        # The one personal value unique clicks need, made here and never stored (clicks/signing.py).
+        click_token = reader_token(tpl.edition_id, subscriber_id, settings)
     data = tpl.prepared.build(
         to_addr=to_addr,
         unsubscribe_url=unsubscribe_url,
         preferences_url=preferences_url,
         message_id=mid,
         headers=headers,
+        click_token=click_token,
     )
     return Composed(envelope_from, mid, dkim_sign(data, settings))
 

@@ -25,9 +25,11 @@ import sqlalchemy.orm
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from service.clicks import links
 from service.db import insert_ignoring
 from service.delivery import held
 from service.delivery.ledger import PLANNING
+from service.editions import schedule
 from service.editions.digests import alerted_article_ids
 from service.editions.variants import ALERTED_PREFIX, render_variant_for
 from service.logs import get_logger
@@ -109,7 +111,7 @@ def _audience(edition: Edition, dialect: str, after: int, through: int, alerted:
             raise PlanError(f"edition {edition.id}: a digest needs a frequency")
         conds.append(Subscriber.frequency == edition.frequency)
         # A scheduled digest is one slot's: the readers of its hour (and day).
-        conds.append(hours.audience_condition((edition.params or {}).get("slot")))
+        conds.append(schedule.audience_condition((edition.params or {}).get("slot")))
     elif edition.kind == EditionKind.alert:
         conds.append(Subscriber.alerts.is_(True))
     elif edition.kind == EditionKind.correction:
@@ -245,6 +247,8 @@ def render_variants(session: Session, edition: Edition, renderer: Renderer | Non
             )
             done[variant] = False
             continue
+        # Links through /r/ (service/clicks), registered once for this variant.
+        rendered = links.track(session, edition, variant, rendered)
         session.add(
             EditionVariant(
                 edition_id=edition.id,

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 # placeholders and filled in by plain string substitution (see personalise.py).
 UNSUBSCRIBE_URL = "__NASHRA_UNSUBSCRIBE_URL__"
 PREFERENCES_URL = "__NASHRA_PREFERENCES_URL__"
+# The reader's click token, at the end of every tracked link (`/r/<link>.<sig>` + token,
+# service/clicks): always exactly CLICK_TOKEN_SIZE ASCII characters, so that the MIME
+# code can place it without per-link work (mime.FixedSlotTemplate).
+CLICK_TOKEN = "__NASHRA_CLICK__"
+CLICK_TOKEN_SIZE = 25
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""One click: from the `/r/` path to the URL to redirect to, counted on the way.
+
+Nothing here writes or logs who clicked: the count goes to (link, hour), the reader's
+keyed hash into a HyperLogLog, and the log line carries the link and edition ids only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.clicks import record, scanners, signing, unique
+from service.config import Settings, get_settings
+from service.logs import get_logger
+from service.models import ClickCount, Edition, EditionLink
+
+log = get_logger(__name__)
+
+
+class Refused(enum.StrEnum):
+    forged = "forged"  # not a path we signed, or a token not ours: 400, redirects nowhere
+    gone = "gone"  # signed by us, but the link is no longer kept: 404
+
+
+@dataclass(frozen=True)
+class Followed:
+    url: str
+    verdict: scanners.Verdict | None  # None: click tracking is off, nothing counted
+    edition_id: int
+    link_id: int
+
+
+def follow(session: Session, ref: str, method: str, headers: Mapping[str, str], now: dt.datetime,
+           settings: Settings | None = None) -> Followed | Refused:
+    settings = settings or get_settings()
+    parsed = signing.parse(ref, settings)
+    if parsed is None:
+        return Refused.forged
+    row = session.execute(
+        sa.select(EditionLink.url, EditionLink.edition_id, EditionLink.article_id, EditionLink.section_id)
+        .where(EditionLink.id == parsed.link_id)
+    ).first()
+    if row is None:
+        return Refused.gone
+    url, edition_id, article_id, section_id = row
+    if not signing.token_valid(parsed, edition_id, settings):
+        return Refused.forged
+    if not settings.click_tracking:
+        # The switch is off: a link already in a mail keeps working, and counts nothing.
+        return Followed(url, None, edition_id, parsed.link_id)
+    verdict = scanners.judge(method, headers, parsed.sent_at, now.timestamp())
+    if verdict is scanners.Verdict.count:
+        record.count(session, parsed.link_id, now)
+        if parsed.uid is not None:
+            unique.add(session, edition_id, unique.scopes(article_id, section_id), parsed.uid, settings)
+    elif verdict is scanners.Verdict.ignore:
+        record.count(session, parsed.link_id, now, ignored=True)
+    log.info("clicks.followed", link_id=parsed.link_id, edition_id=edition_id, verdict=verdict.value)
+    return Followed(url, verdict, edition_id, parsed.link_id)
+
+
+def totals_by_kind(session: Session) -> dict[str, tuple[int, int]]:
+    """Edition kind → (clicks, ignored) on record: what /metrics shows."""
+    C = ClickCount.__table__
+    rows = session.execute(
+        sa.select(Edition.kind, sa.func.sum(C.c.clicks), sa.func.sum(C.c.ignored))
+        .select_from(C)
+        .join(EditionLink, EditionLink.id == C.c.link_id)
+        .join(Edition, Edition.id == EditionLink.edition_id)
+        .group_by(Edition.kind)
+    ).all()
+    return {getattr(kind, "value", str(kind)): (int(c or 0), int(i or 0)) for kind, c, i in rows}
