@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 ATOM = "http://www.w3.org/2005/Atom"
 # Characters XML 1.0 does not allow at all (a stray control character in a headline
-# would make the whole feed unreadable).
-_NOT_XML = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF])
+# would make the whole feed unreadable), and lone surrogates (UTF-8 cannot write them).
+_NOT_XML = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0xD800, 0xE000),
+                          0xFFFE, 0xFFFF])
 
 
 @dataclass(frozen=True)
