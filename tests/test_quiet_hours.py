@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from service import dispatch
-from service.config import get_settings
+from service.config import get_settings, reset_settings
 from service.db import session_scope
 from service.delivery import fanout
 from service.delivery.batch import send_batch
@@ -40,7 +40,10 @@ from tests.support.delivery import ledger
 
 
 @pytest.fixture
-def env(pg_env, smtp_sink):
+def env(pg_env, smtp_sink, monkeypatch):
+    # The mails' links as the site wrote them: links through /r/ are tests/test_clicks.py's.
+    monkeypatch.setenv("CLICK_TRACKING", "false")
+    reset_settings()
     return smtp_sink
 
 

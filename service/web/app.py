@@ -18,6 +18,7 @@ from service.web import (
     access,
     admin_pages,
     api,
+    clicks,
     demo,
     editor_pages,
     health,
@@ -57,6 +58,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     metrics.install(app)
     app.include_router(readers.router)
+    app.include_router(clicks.router)  # GET /r/…: a mail's link, counted for its edition, never for a reader
     app.include_router(signup_api.router)  # POST /api/subscribe, for a site's own form (CORS)
     app.include_router(editor_pages.router)
     app.include_router(admin_pages.router)
