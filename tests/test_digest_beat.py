@@ -94,7 +94,8 @@ def test_a_digest_due_while_workers_were_down_goes_once_when_they_return(pg_env,
     assert sorted(r for m in got for r in m.rcpt_tos) == [f"reader{n}@example.com" for n in range(3)]
     with session_scope() as s:
         [edition] = s.scalars(sa.select(Edition).where(Edition.kind == EditionKind.digest))
-    assert edition.idempotency_key == f"digest:daily:h{due.hour:02d}:{due.date().isoformat()}"
+    at = due.astimezone(dt.UTC)  # slots are keyed by their UTC hour and date (issue 22)
+    assert edition.idempotency_key == f"digest:daily:u{at.hour:02d}:{at.date().isoformat()}"
     assert edition.status.value == "done" and edition.recipients == 3
     assert edition.window_end <= due.astimezone(dt.UTC)  # the slot's own window, however late it went
 

@@ -117,40 +117,45 @@ def test_each_readers_digest_leaves_at_their_local_hour_across_the_spring_dst_ch
 
     made = run_ticks(start, end)
     found = digests()
-    local = {key: made[e.id].astimezone(get_settings().tz) for key, e in found.items()}
+    when = {key: made[e.id] for key, e in found.items()}
 
-    # The 06:00 readers: 04:00 UTC on winter time, 03:00 UTC from the 29th; each made by
-    # the first tick at or after its hour, never before it.
-    dawn = {key: made[e.id] for key, e in found.items() if key.startswith("digest:daily:h06:")}
+    # Slots are keyed by their UTC hour and date (issue 22): the 06:00 readers leave at
+    # 04:00 UTC on winter time, 03:00 UTC from the 29th; each made by the first tick at
+    # or after its hour, never before it.
+    dawn = {key: at for key, at in when.items() if key.startswith("digest:daily:u04:")
+            or key.startswith("digest:daily:u03:")}
     assert dawn == {
-        "digest:daily:h06:2026-03-27": dt.datetime(2026, 3, 27, 4, 0, tzinfo=UTC),
-        "digest:daily:h06:2026-03-28": dt.datetime(2026, 3, 28, 4, 0, tzinfo=UTC),
-        "digest:daily:h06:2026-03-29": dt.datetime(2026, 3, 29, 3, 0, tzinfo=UTC),
-        "digest:daily:h06:2026-03-30": dt.datetime(2026, 3, 30, 3, 0, tzinfo=UTC),
+        "digest:daily:u04:2026-03-27": dt.datetime(2026, 3, 27, 4, 0, tzinfo=UTC),
+        "digest:daily:u04:2026-03-28": dt.datetime(2026, 3, 28, 4, 0, tzinfo=UTC),
+        "digest:daily:u03:2026-03-29": dt.datetime(2026, 3, 29, 3, 0, tzinfo=UTC),
+        "digest:daily:u03:2026-03-30": dt.datetime(2026, 3, 30, 3, 0, tzinfo=UTC),
     }
-    for key, at in local.items():
-        hour = int(key.split(":")[2][-2:])
-        if key == "digest:daily:h00:2026-03-29":
-            # 00:00 never happened that night: it went when the clock jumped to 01:00.
-            assert (at.hour, at.minute) == (1, 0)
-        else:
-            assert (at.hour, at.minute) == (hour, 0), key
-    assert sorted(k for k in found if ":h20:" in k) == [f"digest:daily:h20:2026-03-{d}" for d in (27, 28, 29, 30)]
-    assert sorted(k for k in found if ":h00:" in k) == [f"digest:daily:h00:2026-03-{d}" for d in (28, 29, 30, 31)]
-    # Weekly: Saturday's at 06:00, Sunday's at 20:00; no edition for a day nobody chose.
-    assert sorted(k for k in found if k.startswith("digest:weekly:")) == [
-        "digest:weekly:d5h06:2026-03-28", "digest:weekly:d6h20:2026-03-29"]
+    evening = ["digest:daily:u18:2026-03-27", "digest:daily:u18:2026-03-28",
+               "digest:daily:u17:2026-03-29", "digest:daily:u17:2026-03-30"]
+    # 00:00 on the 29th never happened: it went when the clock jumped to 01:00 (22:00 UTC).
+    midnight = ["digest:daily:u22:2026-03-27", "digest:daily:u22:2026-03-28",
+                "digest:daily:u21:2026-03-29", "digest:daily:u21:2026-03-30"]
+    weekly = ["digest:weekly:d5u04:2026-03-28", "digest:weekly:d6u17:2026-03-29"]
+    assert sorted(found) == sorted([*dawn, *evening, *midnight, *weekly])
+    tz = get_settings().tz
+    for key in evening:
+        assert (when[key].astimezone(tz).hour, when[key].minute) == (20, 0), key
+    assert [when[k].astimezone(tz).strftime("%d %H:%M") for k in midnight] == [
+        "28 00:00", "29 01:00", "30 00:00", "31 00:00"]
     assert len(found) == 4 * 3 + 2  # one edition per slot and date, whatever the number of ticks
 
     # Each slot's edition reaches its own readers, and no one else.
-    assert readers_of(found["digest:daily:h06:2026-03-29"].id) == {"dawn@example.com"}
-    assert readers_of(found["digest:daily:h20:2026-03-29"].id) == {"evening@example.com"}
-    assert readers_of(found["digest:weekly:d6h20:2026-03-29"].id) == {"sunday-night@example.com"}
-    assert readers_of(found["digest:weekly:d5h06:2026-03-28"].id) == {"saturday@example.com"}
-    # The windows chain per slot: a day each, no article between two, none in both.
-    h20 = sorted((e for k, e in found.items() if ":h20:" in k), key=lambda e: e.window_end)
+    assert readers_of(found["digest:daily:u03:2026-03-29"].id) == {"dawn@example.com"}
+    assert readers_of(found["digest:daily:u17:2026-03-29"].id) == {"evening@example.com"}
+    assert readers_of(found["digest:weekly:d6u17:2026-03-29"].id) == {"sunday-night@example.com"}
+    assert readers_of(found["digest:weekly:d5u04:2026-03-28"].id) == {"saturday@example.com"}
+    # The windows chain: a day each, none in both; where the clock change moved the
+    # evening readers an hour earlier in UTC, their next window overlaps (never a gap).
+    h20 = [found[k] for k in evening]
     for before, after in zip(h20, h20[1:], strict=False):
-        assert after.window_start == before.window_end
+        assert after.window_start <= before.window_end
+        assert after.window_start >= before.window_end - dt.timedelta(hours=1)
+    assert h20[3].window_start == h20[2].window_end  # same UTC hour, chained exactly
 
 
 def test_the_evening_that_happens_twice_sends_the_2300_digest_once(beirut):
@@ -159,10 +164,10 @@ def test_the_evening_that_happens_twice_sends_the_2300_digest_once(beirut):
         reader(s, "late@example.com", hour=23)
         news_every_hour(s, start - dt.timedelta(days=2), 3 * 24)
     made = run_ticks(start, start + dt.timedelta(hours=12))
-    found = {k: e for k, e in digests().items() if ":h23:" in k}
-    assert list(found) == ["digest:daily:h23:2026-10-24"]
+    found = {k: e for k, e in digests().items() if readers_of(e.id) == {"late@example.com"}}
+    assert list(found) == ["digest:daily:u20:2026-10-24"]
     # At the first 23:00 (summer time, 20:00 UTC), not at the second one an hour later.
-    assert made[found["digest:daily:h23:2026-10-24"].id] == dt.datetime(2026, 10, 24, 20, 0, tzinfo=UTC)
+    assert made[found["digest:daily:u20:2026-10-24"].id] == dt.datetime(2026, 10, 24, 20, 0, tzinfo=UTC)
 
 
 def test_a_digest_due_while_workers_were_down_goes_once_when_they_return(beirut):
@@ -180,15 +185,16 @@ def test_a_digest_due_while_workers_were_down_goes_once_when_they_return(beirut)
     made = run_ticks(start, dt.datetime(2026, 4, 4, 0, 0, tzinfo=UTC), skip=down)
     found = digests()
     when = {k: made[e.id] for k, e in found.items()}
-    assert when["digest:daily:h06:2026-04-02"] == dt.datetime(2026, 4, 2, 6, 0, tzinfo=UTC)  # the first tick back
-    assert when["digest:daily:h23:2026-04-02"] == dt.datetime(2026, 4, 2, 21, 30, tzinfo=UTC)
-    assert "digest:daily:h20:2026-04-02" not in found  # past the bound: not sent hours late
+    # Beirut is UTC+3 in April: 06:00 is u03, 20:00 is u17, 23:00 is u20.
+    assert when["digest:daily:u03:2026-04-02"] == dt.datetime(2026, 4, 2, 6, 0, tzinfo=UTC)  # the first tick back
+    assert when["digest:daily:u20:2026-04-02"] == dt.datetime(2026, 4, 2, 21, 30, tzinfo=UTC)
+    assert "digest:daily:u17:2026-04-02" not in found  # past the bound: not sent hours late
     # The next evening's digest starts where the last one sent ended: nothing is lost.
-    assert found["digest:daily:h20:2026-04-03"].window_start == found["digest:daily:h20:2026-04-01"].window_end
+    assert found["digest:daily:u17:2026-04-03"].window_start == found["digest:daily:u17:2026-04-01"].window_end
     # Ticks that run again at the same moment (two beats, a redelivered task) make nothing.
     assert send_due(dt.datetime(2026, 4, 2, 21, 30, tzinfo=UTC), dispatcher=dispatch.Recorder()) == []
     assert len(digests()) == len(found)
-    late = made[found["digest:daily:h06:2026-04-02"].id] - schedule.due_at(dt.date(2026, 4, 2), 6)
+    late = made[found["digest:daily:u03:2026-04-02"].id] - schedule.due_at(dt.date(2026, 4, 2), 6)
     assert late == dt.timedelta(hours=3)
 
 

@@ -41,8 +41,8 @@ class DigestError(ValueError):
 
 
 def scheduled_key(frequency: Frequency, now: dt.datetime, slot: Slot | None = None) -> str:
-    """One scheduled digest per slot (frequency, hour[, weekday]) per local day, however
-    often beat fires (service/editions/schedule.py)."""
+    """One scheduled digest per slot (frequency, UTC instant), however often beat fires
+    (service/editions/schedule.py)."""
     return (slot or schedule.default_slot(frequency, now)).key
 
 
@@ -56,7 +56,9 @@ def _window_start(session: Session, frequency: Frequency, now: dt.datetime, slot
 
     The readers of a slot got that one: chaining the windows means no article falls in a
     gap between two of their digests and none is in both.  Without a recent predecessor
-    (first digest of the slot, or a long outage) the window is one period.
+    (first digest of the slot, or a long outage) the window is one period.  Either way it
+    reaches back further for readers a DST change moved into this slot from an earlier
+    one (schedule.catch_back): they see an hour's article twice rather than miss it.
     """
     period = WINDOWS[frequency]
     previous = session.scalar(
@@ -71,9 +73,10 @@ def _window_start(session: Session, frequency: Frequency, now: dt.datetime, slot
         .order_by(Edition.window_end.desc())
         .limit(1)
     )
+    back = schedule.catch_back(session, slot)
     if previous is not None and now - previous <= 2 * period:
-        return previous
-    return now - period
+        return previous - back
+    return now - period - back
 
 
 def select_articles(articles: list, limit: int = MAX_ARTICLES, per_section: int = MAX_PER_SECTION) -> list:
@@ -107,7 +110,7 @@ def create_digest(
 
     Returns (edition, created).  A `scheduled` digest is one slot's (`slot`, by default
     the slot of readers who never chose an hour, on `now`'s local date): keyed on the
-    slot and the date, so a second call returns the existing edition with created=False,
+    slot's UTC hour and date, so a second call returns the existing edition with created=False,
     and sent only to that slot's readers.  An unscheduled one (`nashra digest send
     --now`) is always new and goes to every reader of the frequency.  (None, False) when
     the window holds no article.

@@ -1,19 +1,29 @@
 """When readers hear from us: each reader's digest hour (and weekly day) as *slots*.
 
 A reader picks one of a short list of local hours (DIGEST_HOURS, which always holds
-DIGEST_DAILY_AT's hour, the default) and, for the weekly digest, a day of the week.  A
-slot is one (frequency, local date, hour[, weekday]): the digest of every reader who
-chose that hour (and that day), due at hour:MM on that date in TIMEZONE, MM being
-DIGEST_DAILY_AT's minute.  One edition per slot (its idempotency key names the slot and
-the date), so a slot fired twice — two beats, a tick re-run, `nashra digest send` at the
-same time — is still one digest; its window starts where the previous edition of the
-same slot ended (editions/digests.py), so no article falls between two of a reader's
-digests.
+DIGEST_DAILY_AT's hour, the default) and, for the weekly digest, a day of the week, on
+their own clock (subscribers.time_zone; None = TIMEZONE: service/subscribers/clocks.py).
+Their digest is due at hour:MM on that date in their zone, MM being DIGEST_DAILY_AT's
+minute, turned into an instant with zoneinfo at that date: DST included, so a Berlin
+reader's 07:00 leaves at 06:00 UTC in winter and 05:00 UTC in summer.  A wall time a
+DST change skips (the clock jumps from 00:00 to 01:00) leaves at the jump; one it
+repeats (23:00 twice when the clock falls back) leaves at the first of the two (fold=0).
 
-Local times are turned into instants with zoneinfo at the slot's own date, so a slot
-leaves at its wall-clock hour on both sides of a DST change.  A wall time a DST change
-skips (the clock jumps from 00:00 to 01:00) leaves at the jump; one it repeats (23:00
-twice when the clock falls back) leaves at the first of the two (fold=0).
+A slot is one (frequency, UTC instant at minute MM): the digest of every reader whose
+due instant falls in the hour that starts there, whatever their zone.  Readers in zones
+a whole number of hours from UTC are due exactly at a slot; a reader whose zone is not
+(Asia/Kolkata +5:30, Asia/Tehran, Australia/Adelaide, Asia/Kathmandu +5:45) is in the
+slot that starts before their hour: a Kolkata reader's 07:00 digest leaves at 06:30
+their time, never after the hour they chose.  One edition per slot (its idempotency key
+names the frequency, the UTC hour — and UTC weekday for the weekly digest — and the UTC
+date), so a slot fired twice is still one digest, rendered once per variant.
+
+Its window starts where the previous edition of the same UTC hour (and weekday) ended
+(editions/digests.py), so no article falls between two digests of the readers who stay
+in that slot.  A reader whose clock changed (DST) moves to another UTC slot: moving an
+hour later would leave an hour of articles in neither digest, so such a slot's window
+reaches back by the shift (`catch_back`): those readers may see an hour's article twice,
+never miss one.
 
 `due_slots(now)` is what beat's tick asks: the slots due at or before `now` and at most
 DIGEST_MAX_LATE_HOURS ago.  A slot missed while workers (or beat) were down is still in
@@ -23,50 +33,69 @@ digest starts where its last one ended, so its articles are not lost.
 
 Readers who never chose keep None in the database and follow the defaults; so do readers
 whose hour an operator removed from DIGEST_HOURS (they are in the default hour's slot).
+Editions made before slots were UTC instants carry {"hour", "weekday"} in their params
+and are still planned by that older rule (site-local hours: hours.legacy_condition).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import zoneinfo
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from service.config import Settings, get_settings
 from service.models import Frequency, Subscriber, SubscriberStatus
+from service.subscribers import clocks
 from service.subscribers.hours import (
-    audience_condition,
     default_hour,
+    hour_condition,
+    legacy_condition,
     not_paused,
     offered_hours,
     slot_minute,
+    weekday_condition,
 )
 
+HOUR = dt.timedelta(hours=1)
+SETTLED = dt.timedelta(hours=3)  # longer than any clock change (DST shifts are 1 h, Troll's 2 h)
+PERIOD_DAYS = {Frequency.daily: 1, Frequency.weekly: 7}
 
-def due_at(date: dt.date, hour: int, settings: Settings | None = None) -> dt.datetime:
-    """The instant (UTC) of hour:MM on `date` in TIMEZONE (see the module doc for DST)."""
+
+def due_at(date: dt.date, hour: int, settings: Settings | None = None,
+           tz: dt.tzinfo | None = None) -> dt.datetime:
+    """The instant (UTC) of hour:MM on `date` in `tz` (default TIMEZONE; see the module
+    doc for DST)."""
     settings = settings or get_settings()
-    local = dt.datetime.combine(date, dt.time(hour, slot_minute(settings)), tzinfo=settings.tz)
+    local = dt.datetime.combine(date, dt.time(hour, slot_minute(settings)), tzinfo=tz or settings.tz)
     # A wall time in a gap maps, with fold=0, to the offset before it: the jump's instant.
     return local.astimezone(dt.UTC)
+
+
+def slot_start(instant: dt.datetime, settings: Settings | None = None) -> dt.datetime:
+    """The slot an instant falls in: the last HH:MM UTC at or before it."""
+    minute = slot_minute(settings)
+    at = instant.astimezone(dt.UTC).replace(minute=minute, second=0, microsecond=0)
+    return at - HOUR if at > instant else at
 
 
 @dataclass(frozen=True)
 class Slot:
     frequency: Frequency
-    date: dt.date  # local date in TIMEZONE
-    hour: int
-    weekday: int | None = None  # weekly only: the readers' day (0 = Monday)
+    at: dt.datetime  # UTC, at minute MM: when the slot's digest leaves
 
     @property
     def code(self) -> str:
+        """The slot's name in its key: u06 (daily, 06:MM UTC), d0u06 (weekly, Monday in UTC)."""
         if self.frequency is Frequency.weekly:
-            return f"d{self.weekday}h{self.hour:02d}"
-        return f"h{self.hour:02d}"
+            return f"d{self.at.weekday()}u{self.at.hour:02d}"
+        return f"u{self.at.hour:02d}"
 
     @property
     def key(self) -> str:
-        return f"digest:{self.frequency.value}:{self.code}:{self.date.isoformat()}"
+        return f"digest:{self.frequency.value}:{self.code}:{self.at.date().isoformat()}"
 
     @property
     def chain_pattern(self) -> str:
@@ -74,13 +103,123 @@ class Slot:
         return f"digest:{self.frequency.value}:{self.code}:%"
 
     def due(self, settings: Settings | None = None) -> dt.datetime:
-        return due_at(self.date, self.hour, settings)
+        return self.at
 
     def params(self) -> dict:
-        out: dict = {"hour": self.hour}
-        if self.weekday is not None:
-            out["weekday"] = self.weekday
-        return out
+        return {"at": self.at.isoformat(), "frequency": self.frequency.value}
+
+    # The slot on the newsroom's clock (TIMEZONE): how the editors' preview names it.
+    def site_local(self, settings: Settings | None = None) -> dt.datetime:
+        return self.at.astimezone((settings or get_settings()).tz)
+
+    @property
+    def date(self) -> dt.date:
+        return self.site_local().date()
+
+    @property
+    def hour(self) -> int:
+        return self.site_local().hour
+
+    @property
+    def weekday(self) -> int | None:
+        return self.site_local().weekday() if self.frequency is Frequency.weekly else None
+
+    @property
+    def page_code(self) -> str:
+        """h07 / d5h07: the hour (and day) in TIMEZONE, as the editors' page selects it."""
+        if self.frequency is Frequency.weekly:
+            return f"d{self.weekday}h{self.hour:02d}"
+        return f"h{self.hour:02d}"
+
+
+def slot_of(frequency: Frequency | str, date: dt.date, hour: int, settings: Settings | None = None,
+            tz: dt.tzinfo | None = None) -> Slot:
+    """The slot of the readers of `hour` on local `date` in `tz` (default TIMEZONE)."""
+    return Slot(Frequency(frequency), slot_start(due_at(date, hour, settings, tz), settings))
+
+
+@functools.lru_cache(maxsize=256)
+def _hits(at: dt.datetime, hours: tuple[int, ...], minute: int, site: str) -> tuple[tuple[int, dt.date, str], ...]:
+    """(hour, local date, zone) of every zone and offered hour whose due instant falls in
+    the slot starting at `at` (cached: beat asks about the same few slots every tick)."""
+    end = at + HOUR
+    out = []
+    names = clocks.zone_names() if site in clocks.known_zones() else (*clocks.zone_names(), site)
+    offered = set(hours)
+    for name in names:
+        tz = zoneinfo.ZoneInfo(name)
+        first, last = at.astimezone(tz), (end - dt.timedelta(microseconds=1)).astimezone(tz)
+        if (at - SETTLED).astimezone(tz).utcoffset() == first.utcoffset() == last.utcoffset():
+            # No clock change inside the hour, nor just before it (a wall time the change
+            # skipped leaves right after it): the one local HH:MM in the hour is the only
+            # candidate (checked below: a repeated wall time leaves at its first instance).
+            wall = first.replace(tzinfo=None)
+            start = wall.replace(minute=minute, second=0, microsecond=0)
+            start = start if start >= wall else start + HOUR
+            candidates = [(start.date(), start.hour)] if start.hour in offered else []
+        else:  # the clock changes inside the hour: try both dates and every offered hour
+            candidates = [(date, hour) for date in {first.date(), last.date()} for hour in hours]
+        for date, hour in candidates:
+            due = dt.datetime.combine(date, dt.time(hour, minute), tzinfo=tz).astimezone(dt.UTC)
+            if at <= due < end:
+                out.append((hour, date, name))
+    return tuple(out)
+
+
+def hits(slot_at: dt.datetime, settings: Settings | None = None) -> tuple[tuple[int, dt.date, str], ...]:
+    settings = settings or get_settings()
+    return _hits(slot_at.astimezone(dt.UTC), tuple(offered_hours(settings)), slot_minute(settings),
+                 settings.timezone)
+
+
+def audience_condition(slot_params: dict | None, settings: Settings | None = None) -> sa.ColumnElement[bool]:
+    """The readers of an edition's params["slot"]; None: every reader of the frequency (an
+    unscheduled digest, `nashra digest send --now`)."""
+    return slot_condition(slot_params, settings) if slot_params else sa.true()
+
+
+def slot_condition(slot_params: dict, settings: Settings | None = None) -> sa.ColumnElement[bool]:
+    """The readers of a slot (an edition's params["slot"]), on their own clocks."""
+    settings = settings or get_settings()
+    if "at" not in slot_params:
+        return legacy_condition(slot_params, settings)
+    at = dt.datetime.fromisoformat(slot_params["at"])
+    weekly = slot_params.get("frequency") == Frequency.weekly.value
+    groups: dict[tuple[int, int | None], list[str]] = {}
+    for hour, date, name in hits(at, settings):
+        groups.setdefault((hour, date.weekday() if weekly else None), []).append(name)
+    if not groups:
+        return sa.false()
+    conds = []
+    for (hour, weekday), names in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or 0)):
+        parts = [clocks.in_zones(names, settings), hour_condition(hour, settings)]
+        if weekday is not None:
+            parts.append(weekday_condition(weekday, settings))
+        conds.append(sa.and_(*parts))
+    return sa.or_(*conds)
+
+
+def catch_back(session, slot: Slot, settings: Settings | None = None) -> dt.timedelta:
+    """How far before its chained start this slot's window must reach: readers whose
+    previous digest (a period ago on their clock) left in an earlier UTC slot than this
+    one's predecessor — a DST change moved them an hour later — would miss the hour in
+    between.  Only zones that shifted are looked up, and only when some have readers."""
+    settings = settings or get_settings()
+    period = dt.timedelta(days=PERIOD_DAYS[slot.frequency])
+    shifted: dict[str, dt.timedelta] = {}
+    for hour, date, name in hits(slot.at, settings):
+        before = slot_start(due_at(date - period, hour, settings, zoneinfo.ZoneInfo(name)), settings)
+        gap = (slot.at - period) - before
+        if gap > dt.timedelta(0):
+            shifted[name] = max(gap, shifted.get(name, dt.timedelta(0)))
+    if not shifted:
+        return dt.timedelta(0)
+    used = set(session.scalars(sa.select(Subscriber.time_zone).distinct().where(
+        Subscriber.frequency == slot.frequency, Subscriber.status == SubscriberStatus.active,
+        clocks.in_zones(shifted, settings))))
+    if None in used:
+        used.add(settings.timezone)
+    return max((gap for name, gap in shifted.items() if name in used), default=dt.timedelta(0))
 
 
 def local_date(now: dt.datetime, settings: Settings | None = None) -> dt.date:
@@ -91,28 +230,30 @@ def default_slot(frequency: Frequency | str, now: dt.datetime, settings: Setting
     """The slot of readers who never chose, on `now`'s local date (`nashra digest send`)."""
     settings = settings or get_settings()
     frequency = Frequency(frequency)
-    weekday = settings.digest_weekly_day if frequency is Frequency.weekly else None
-    return Slot(frequency, local_date(now, settings), default_hour(settings), weekday)
+    date = local_date(now, settings)
+    if frequency is Frequency.weekly:  # their day: this week's, as before on the site's calendar
+        date = date + dt.timedelta(days=(settings.digest_weekly_day - date.weekday()) % 7)
+    return slot_of(frequency, date, default_hour(settings), settings)
 
 
 def due_slots(now: dt.datetime, settings: Settings | None = None) -> list[Slot]:
     """Every slot due at or before `now`, at most DIGEST_MAX_LATE_HOURS ago, oldest first."""
     settings = settings or get_settings()
-    late = dt.timedelta(hours=settings.digest_max_late_hours)
-    today = local_date(now, settings)
+    last = slot_start(now, settings)
     found = []
-    for date in (today - dt.timedelta(days=1), today):  # the bound is under a day
-        for hour in offered_hours(settings):
-            at = due_at(date, hour, settings)
-            if not at <= now < at + late:
-                continue
-            found.append((at, Slot(Frequency.daily, date, hour)))
-            found.append((at, Slot(Frequency.weekly, date, hour, date.weekday())))
-    return [slot for _, slot in sorted(found, key=lambda x: (x[0], x[1].frequency.value))]
+    for back in range(settings.digest_max_late_hours, -1, -1):
+        at = last - back * HOUR
+        if not at <= now < at + dt.timedelta(hours=settings.digest_max_late_hours):
+            continue
+        if not hits(at, settings):
+            continue
+        found.append(Slot(Frequency.daily, at))
+        found.append(Slot(Frequency.weekly, at))
+    return found
 
 
 def has_readers(session, slot: Slot, now: dt.datetime, settings: Settings | None = None) -> bool:
-    """Whether anyone would get this slot's digest (one index probe: `ix_subscribers_digest_slot`)."""
+    """Whether anyone would get this slot's digest."""
     return bool(session.scalar(sa.select(sa.exists().where(
         Subscriber.status == SubscriberStatus.active, Subscriber.frequency == slot.frequency,
-        audience_condition(slot.params(), settings), not_paused(now)))))
+        slot_condition(slot.params(), settings), not_paused(now)))))

@@ -1,12 +1,13 @@
 """The next scheduled digests, as they would be made now: what the digest preview shows.
 
-Beat makes one digest per slot (service/editions/schedule.py): a frequency, a local hour
-of DIGEST_HOURS and, for the weekly one, a day.  `upcoming_slots` lists the next
-occurrence of every slot of a frequency, soonest first, with its readers (counted with
-the planner's rule); `slot_digest` makes the edition beat would make at that slot's
-time — the same `create_digest`, its window chained on that slot's last edition,
-holding what has been ingested so far — inside the caller's transaction, which the
-caller rolls back: previewing writes nothing.
+Beat makes one digest per slot (service/editions/schedule.py): a frequency and a UTC
+hour, holding every reader whose own hour (and, weekly, day) on their own clock falls
+there.  `upcoming_slots` lists the next slot of every group of readers (a zone, an hour,
+a day), soonest first, with its readers (counted with the planner's rule), and always
+the slot of readers who never chose; `slot_digest` makes the edition beat would make at
+that slot's time — the same `create_digest`, its window chained on that slot's last
+edition, holding what has been ingested so far — inside the caller's transaction, which
+the caller rolls back: previewing writes nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from sqlalchemy.orm import Session
 from service.config import Settings, get_settings
 from service.editions.digests import create_digest
 from service.editions.keys import existing
-from service.editions.schedule import Slot, local_date
+from service.editions.schedule import Slot, slot_condition, slot_of
 from service.models import Edition, Frequency, Subscriber, SubscriberStatus, Suppression, utcnow
-from service.subscribers.hours import default_hour, not_paused, offered_hours
+from service.subscribers import clocks
+from service.subscribers.hours import default_hour, effective_hour, effective_weekday, not_paused
 
 LOOKAHEAD = 3  # occurrences of a slot tried past one already made (`nashra digest send` ahead of its time)
 
@@ -34,84 +36,90 @@ class UpcomingSlot:
     readers: int  # who planning it now would reach (the planner's rule)
 
 
+def _occurrences(frequency: Frequency, hour: int, weekday: int | None, now: dt.datetime, settings: Settings,
+                 tz: dt.tzinfo):
+    """The slots of local hour (and day) in `tz`, the first one due strictly after `now`."""
+    today = now.astimezone(tz).date() - dt.timedelta(days=1)  # yesterday's hour may still be ahead in UTC terms
+    if frequency is Frequency.weekly:
+        date, step = today + dt.timedelta(days=(weekday - today.weekday()) % 7), dt.timedelta(days=7)
+    else:
+        date, step = today, dt.timedelta(days=1)
+    while True:
+        slot = slot_of(frequency, date, hour, settings, tz)
+        if slot.at > now:
+            yield slot
+        date += step
+
+
 def next_slot(session: Session | None, frequency: Frequency | str, hour: int, weekday: int | None = None,
               now: dt.datetime | None = None, settings: Settings | None = None,
-              taken: set[str] | None = None) -> Slot:
-    """The next occurrence of this slot due strictly after `now` whose edition is not
-    made yet (a slot `nashra digest send` made ahead of its time is followed by the one
-    after; `taken`: the editions' keys already looked up, else asked of `session`)."""
+              taken: set[str] | None = None, zone: str | None = None) -> Slot:
+    """The next slot of local `hour` (and, weekly, `weekday`) in `zone` (default TIMEZONE)
+    due strictly after `now` whose edition is not made yet (a slot `nashra digest send`
+    made ahead of its time is followed by the one after; `taken`: the editions' keys
+    already looked up, else asked of `session`)."""
     settings = settings or get_settings()
     frequency = Frequency(frequency)
     now = now or utcnow()
-    today = local_date(now, settings)
     if frequency is Frequency.weekly:
         weekday = settings.digest_weekly_day if weekday is None else weekday
-        date, step = today + dt.timedelta(days=(weekday - today.weekday()) % 7), dt.timedelta(days=7)
     else:
-        weekday, date, step = None, today, dt.timedelta(days=1)
-    slot = Slot(frequency, date, hour, weekday)
-    while slot.due(settings) <= now:
-        slot = Slot(frequency, slot.date + step, hour, weekday)
+        weekday = None
+    occurrences = _occurrences(frequency, hour, weekday, now, settings, clocks.zone(zone, settings))
+    slot = next(occurrences)
     for _ in range(LOOKAHEAD):
         made = slot.key in taken if taken is not None else session is not None and existing(session, slot.key)
         if not made:
             break
-        slot = Slot(frequency, slot.date + step, hour, weekday)
+        slot = next(occurrences)
     return slot
 
 
-def _in_slot(hour: int | None, weekday: int | None, slot: Slot, settings: Settings) -> bool:
-    """hours.audience_condition, for one (digest_hour, digest_weekday) pair of values."""
-    if slot.hour == default_hour(settings):
-        ok = hour is None or hour == slot.hour or hour not in offered_hours(settings)
-    else:
-        ok = hour == slot.hour
-    if slot.weekday is not None:
-        if slot.weekday == settings.digest_weekly_day:
-            ok = ok and (weekday is None or weekday == slot.weekday)
-        else:
-            ok = ok and weekday == slot.weekday
-    return ok
+def _audience(frequency: Frequency) -> list:
+    """The planner's rule (service/delivery/planner.py): confirmed, not suppressed, not paused."""
+    return [Subscriber.status == SubscriberStatus.active, Subscriber.frequency == frequency,
+            ~sa.exists().where(Suppression.email == Subscriber.email), not_paused(utcnow())]
 
 
-def _reader_groups(session: Session, frequency: Frequency) -> list[tuple[int | None, int | None, int]]:
-    """(digest_hour, digest_weekday, readers) of the frequency's readers the planner would
-    mail now: confirmed, not suppressed, not paused (service/delivery/planner.py)."""
-    stmt = (sa.select(Subscriber.digest_hour, Subscriber.digest_weekday, sa.func.count())
-            .where(Subscriber.status == SubscriberStatus.active, Subscriber.frequency == frequency,
-                   ~sa.exists().where(Suppression.email == Subscriber.email), not_paused(utcnow()))
-            .group_by(Subscriber.digest_hour, Subscriber.digest_weekday))
-    return [(h, w, n) for h, w, n in session.execute(stmt).all()]
+def _reader_groups(session: Session, frequency: Frequency) -> list[tuple[str | None, int | None, int | None, int]]:
+    """(time_zone, digest_hour, digest_weekday, readers) of the readers the planner would mail now."""
+    stmt = (sa.select(Subscriber.time_zone, Subscriber.digest_hour, Subscriber.digest_weekday, sa.func.count())
+            .where(*_audience(frequency))
+            .group_by(Subscriber.time_zone, Subscriber.digest_hour, Subscriber.digest_weekday))
+    return [(z, h, w, n) for z, h, w, n in session.execute(stmt).all()]
 
 
 def readers_of(session: Session, slot: Slot, settings: Settings | None = None) -> int:
-    settings = settings or get_settings()
-    return sum(n for h, w, n in _reader_groups(session, slot.frequency) if _in_slot(h, w, slot, settings))
+    return session.scalar(sa.select(sa.func.count()).select_from(Subscriber).where(
+        *_audience(slot.frequency), slot_condition(slot.params(), settings))) or 0
 
 
 def upcoming_slots(session: Session, frequency: Frequency | str, now: dt.datetime | None = None,
                    settings: Settings | None = None) -> list[UpcomingSlot]:
-    """The next occurrence of every slot of `frequency` (each offered hour; for the weekly
-    digest each day too), soonest first, each with its readers (0 for most weekly ones)."""
+    """The next slot of every group of readers of `frequency` (their zone, hour and day)
+    and of the readers who never chose, soonest first, each with its readers."""
     settings = settings or get_settings()
     frequency = Frequency(frequency)
     now = now or utcnow()
-    groups = _reader_groups(session, frequency)
-    days = range(7) if frequency is Frequency.weekly else (None,)
-    step = dt.timedelta(days=7 if frequency is Frequency.weekly else 1)
-    candidates = [Slot(frequency, first.date + k * step, first.hour, first.weekday)
-                  for weekday in days for hour in offered_hours(settings)
-                  for first in [next_slot(None, frequency, hour, weekday, now, settings)]
-                  for k in range(LOOKAHEAD + 1)]
+    weekly = frequency is Frequency.weekly
+    wanted: dict[tuple[str, int, int | None], int] = {}
+    for zone, hour, weekday, n in _reader_groups(session, frequency):
+        group = (clocks.name_of(zone, settings), effective_hour(hour, settings),
+                 effective_weekday(weekday, settings) if weekly else None)
+        wanted[group] = wanted.get(group, 0) + n
+    default = (settings.timezone, default_hour(settings), settings.digest_weekly_day if weekly else None)
+    wanted.setdefault(default, 0)
+    candidates = [slot for zone, hour, weekday in wanted
+                  for slot, _ in zip(_occurrences(frequency, hour, weekday, now, settings, clocks.zone(zone, settings)),
+                                     range(LOOKAHEAD + 1), strict=False)]
     taken = set(session.scalars(sa.select(Edition.idempotency_key).where(  # one query, not one per slot
-        Edition.idempotency_key.in_([c.key for c in candidates]))))
-    found = []
-    for weekday in days:
-        for hour in offered_hours(settings):
-            slot = next_slot(session, frequency, hour, weekday, now, settings, taken)
-            readers = sum(n for h, w, n in groups if _in_slot(h, w, slot, settings))
-            found.append(UpcomingSlot(slot, slot.due(settings), readers))
-    return sorted(found, key=lambda u: (u.send_at, u.slot.hour, u.slot.weekday or 0))
+        Edition.idempotency_key.in_(sorted({c.key for c in candidates})))))
+    readers: dict[Slot, int] = {}
+    for (zone, hour, weekday), n in wanted.items():
+        slot = next_slot(session, frequency, hour, weekday, now, settings, taken, zone)
+        readers[slot] = readers.get(slot, 0) + n
+    found = [UpcomingSlot(slot, slot.due(settings), n) for slot, n in readers.items()]
+    return sorted(found, key=lambda u: u.send_at)
 
 
 def slot_digest(session: Session, slot: Slot) -> Edition | None:

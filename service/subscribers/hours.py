@@ -1,7 +1,7 @@
 """A reader's hours, as the settings offer them and as SQL picks readers by them.
 
-DIGEST_HOURS is the short list of local hours (TIMEZONE) a reader may choose for their
-digest; DIGEST_DAILY_AT's hour is always among them and is the default; every hour's
+DIGEST_HOURS is the short list of local hours (on the reader's own clock:
+service/subscribers/clocks.py) a reader may choose for their digest; DIGEST_DAILY_AT's hour is always among them and is the default; every hour's
 digest leaves at DIGEST_DAILY_AT's minute.  A reader's hour or weekly day left empty
 (None) follows the default, and so does an hour an operator has since taken off the list.
 The slots beat sends are service/editions/schedule.py.
@@ -33,26 +33,34 @@ def offered_hours(settings: Settings | None = None) -> list[int]:
     return sorted({*settings.digest_hours, default_hour(settings)})
 
 
-def audience_condition(slot_params: dict | None, settings: Settings | None = None) -> sa.ColumnElement[bool]:
-    """The readers of a slot (an edition's params["slot"]); None: every reader of the
-    frequency (an unscheduled digest, `nashra digest send --now`)."""
+def hour_condition(hour: int, settings: Settings | None = None) -> sa.ColumnElement[bool]:
+    """The readers of local `hour`: those who chose it, and for the default hour those who
+    never chose or chose an hour since taken off the list."""
+    settings = settings or get_settings()
+    if hour == default_hour(settings):
+        return sa.or_(Subscriber.digest_hour.is_(None), Subscriber.digest_hour == hour,
+                      Subscriber.digest_hour.not_in(offered_hours(settings)))
+    return Subscriber.digest_hour == hour
+
+
+def weekday_condition(weekday: int, settings: Settings | None = None) -> sa.ColumnElement[bool]:
+    """The weekly readers of local `weekday` (the default day's: those who never chose too)."""
+    settings = settings or get_settings()
+    if weekday == settings.digest_weekly_day:
+        return sa.or_(Subscriber.digest_weekday.is_(None), Subscriber.digest_weekday == weekday)
+    return Subscriber.digest_weekday == weekday
+
+
+def legacy_condition(slot_params: dict | None, settings: Settings | None = None) -> sa.ColumnElement[bool]:
+    """The readers of a slot made before slots were UTC instants ({"hour", "weekday"} in
+    TIMEZONE, every reader on the site's clock); None: every reader of the frequency."""
     if not slot_params:
         return sa.true()
     settings = settings or get_settings()
-    hour = int(slot_params["hour"])
-    conds = []
-    if hour == default_hour(settings):
-        conds.append(sa.or_(Subscriber.digest_hour.is_(None), Subscriber.digest_hour == hour,
-                            Subscriber.digest_hour.not_in(offered_hours(settings))))
-    else:
-        conds.append(Subscriber.digest_hour == hour)
+    conds = [hour_condition(int(slot_params["hour"]), settings)]
     weekday = slot_params.get("weekday")
     if weekday is not None:
-        weekday = int(weekday)
-        if weekday == settings.digest_weekly_day:
-            conds.append(sa.or_(Subscriber.digest_weekday.is_(None), Subscriber.digest_weekday == weekday))
-        else:
-            conds.append(Subscriber.digest_weekday == weekday)
+        conds.append(weekday_condition(int(weekday), settings))
     return sa.and_(*conds)
 
 

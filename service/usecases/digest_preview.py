@@ -30,7 +30,6 @@ from service.config import get_settings
 from service.db import session_factory
 from service.delivery.planner import audience_by_variant
 from service.editions.digests import alerted_article_ids
-from service.editions.schedule import Slot
 from service.editions.upcoming import (
     UpcomingSlot,
     next_slot,
@@ -89,8 +88,9 @@ def _hours_text() -> str:
 
 
 def parse_hour(value) -> int | None:
-    """A digest hour as an editor gives it ("18", "7", "07:00"; None or "" for none): one
-    of DIGEST_HOURS, or PreviewRefused."""
+    """A digest hour as an editor gives it ("18", "7", "07:00"; None or "" for none), on
+    the newsroom's clock (TIMEZONE): 0 to 23, or PreviewRefused.  Whether a digest leaves
+    then (an offered hour, or the slot of readers on another clock) is `_choose_slot`'s."""
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -104,10 +104,14 @@ def parse_hour(value) -> int | None:
     if found.group(2) is not None and int(found.group(2)) != slot_minute():
         raise PreviewRefused(f"digests leave at minute {slot_minute():02d} of the hour",
                              f"تُرسل النشرات في الدقيقة {slot_minute():02d} من الساعة.")
-    if hour not in offered_hours():
-        raise PreviewRefused(f"no digest leaves at {hour}: readers choose one of {_hours_text()} (DIGEST_HOURS)",
-                             f"لا نشرة في الساعة {hour}. الساعات التي يختارها القراء: {_hours_text()}.")
+    if hour > 23:
+        raise _no_digest_at(hour)
     return hour
+
+
+def _no_digest_at(hour: int) -> PreviewRefused:
+    return PreviewRefused(f"no digest leaves at {hour}: readers choose one of {_hours_text()} (DIGEST_HOURS)",
+                          f"لا نشرة في الساعة {hour}. الساعات التي يختارها القراء: {_hours_text()}.")
 
 
 def parse_weekday(value) -> int | None:
@@ -142,19 +146,17 @@ class SlotLine:
     """One digest slot as the preview shows it: when it leaves and to how many."""
 
     frequency: str
-    hour: int
+    hour: int  # on the newsroom's clock (TIMEZONE), like the date and day
     weekday: int | None  # weekly only
     date: dt.date  # local date of its next send
     send_at: dt.datetime  # UTC
     readers: int
+    code: str  # h07 / d5h07: what the editors' page selects it by
 
     @classmethod
     def of(cls, u: UpcomingSlot) -> SlotLine:
-        return cls(u.slot.frequency.value, u.slot.hour, u.slot.weekday, u.slot.date, u.send_at, u.readers)
-
-    @property
-    def code(self) -> str:
-        return Slot(Frequency(self.frequency), self.date, self.hour, self.weekday).code
+        return cls(u.slot.frequency.value, u.slot.hour, u.slot.weekday, u.slot.date, u.send_at, u.readers,
+                   u.slot.page_code)
 
     @property
     def clock(self) -> str:
@@ -286,8 +288,10 @@ def _reader_key(session, edition, subscriber_id: int) -> str:
     if session.scalar(select(Subscriber.id).where(Subscriber.id == sub.id, ~not_paused(utcnow()))) is not None:
         raise PreviewRefused(f"subscriber {subscriber_id} has paused their mail until {sub.paused_until:%Y-%m-%d}")
     slot = (edition.params or {}).get("slot") or {}
+    at = dt.datetime.fromisoformat(slot["at"]).astimezone(get_settings().tz) if "at" in slot else None
+    hour, weekday = (at.hour, at.weekday() if sub.frequency is Frequency.weekly else None) if at else (None, None)
     raise PreviewRefused(f"subscriber {subscriber_id} gets their digest at {_their_slot_text(sub)}, not at "
-                         f"{_slot_text(slot.get('hour'), slot.get('weekday'))}")
+                         f"{_slot_text(hour, weekday)}")
 
 
 def _slot_text(hour, weekday) -> str:
@@ -297,7 +301,8 @@ def _slot_text(hour, weekday) -> str:
 
 def _their_slot_text(sub: Subscriber) -> str:
     weekly = sub.frequency is Frequency.weekly
-    return _slot_text(effective_hour(sub.digest_hour), effective_weekday(sub.digest_weekday) if weekly else None)
+    text = _slot_text(effective_hour(sub.digest_hour), effective_weekday(sub.digest_weekday) if weekly else None)
+    return text + (f" ({sub.time_zone})" if sub.time_zone else "")
 
 
 def _choose_slot(session, frequency: Frequency, hour: int | None, weekday: int | None,
@@ -312,7 +317,9 @@ def _choose_slot(session, frequency: Frequency, hour: int | None, weekday: int |
         default_day = get_settings().digest_weekly_day if frequency is Frequency.weekly else None
         chosen = next((u for u in matching if (hour is not None or u.slot.hour == default_hour())
                        and (weekday is not None or u.slot.weekday == default_day)), None)
-    if chosen is None:  # not reached: every offered hour (and day) has its upcoming slot
+    if chosen is None:
+        if hour is not None and hour not in offered_hours():  # no reader's slot at this hour, nor could be
+            raise _no_digest_at(hour)
         slot = next_slot(session, frequency, hour if hour is not None else default_hour(), weekday, now)
         chosen = UpcomingSlot(slot, slot.due(), readers_of(session, slot))
     return chosen, upcoming
@@ -354,11 +361,20 @@ def preview(frequency: str | None = None, *, sections: list[str] | None = None, 
             raise PreviewRefused("a day is for the weekly digest (--frequency weekly)",
                                  "اليوم للنشرة الأسبوعية وحدها.")
         picked = hour is not None or weekday is not None
-        if sub is not None and sub.frequency.value == frequency:  # their own slot, unless one was asked
+        own = None
+        if sub is not None and sub.frequency.value == frequency and hour is None and weekday is None:
+            # Their own slot, on their own clock (unless one was asked).
+            own = next_slot(session, frequency, effective_hour(sub.digest_hour),
+                            effective_weekday(sub.digest_weekday) if frequency == "weekly" else None, now,
+                            zone=sub.time_zone)
+            hour, weekday = own.hour, own.weekday
+        elif sub is not None and sub.frequency.value == frequency:
             hour = effective_hour(sub.digest_hour) if hour is None else hour
             if frequency == "weekly" and weekday is None:
                 weekday = effective_weekday(sub.digest_weekday)
         chosen, upcoming = _choose_slot(session, Frequency(frequency), hour, weekday, now)
+        if own is not None and chosen.slot != own:
+            chosen = UpcomingSlot(own, own.due(), readers_of(session, own))
         shown = SlotLine.of(chosen)
         listed = [SlotLine.of(u) for u in upcoming if u.readers or u.slot == chosen.slot]
         if shown not in listed:
