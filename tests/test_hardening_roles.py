@@ -80,6 +80,8 @@ def _request(client, route, method: str, setup, headers: dict, csrf: str):
         if path.startswith(f"/{purpose}/"):
             path = path.replace("{token}", token(purpose))
     path = path.replace("{name}", "missing")
+    if path.startswith("/e/"):  # a web copy's address that names no copy: its 404 page
+        path = path.replace("{ref}", "A" * 22)
     # Rows the walk must not touch (revoking or rotating a walker would end its session):
     # ids of nothing, which every admin route answers with its page and a 404 or a 409.
     for name in ("{editor_id}", "{section_id}", "{category_id}", "{feed_id}", "{suppression_id}", "{article_id}"):
