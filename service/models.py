@@ -289,6 +289,9 @@ class Subscriber(Base):
     time_zone: Mapped[str | None] = mapped_column(String(64))
     # A confirmation held back by the signup budget (CONFIRM_BUDGET_*): it goes when due.
     confirmation_due_at: Mapped[dt.datetime | None]
+    # When «إدارة اشتراكك» (their preferences link, asked for by signing up again) last
+    # went: at most one per MANAGE_LINK_MINUTES (subscribers/manage_link.py).
+    manage_link_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
         Index("ix_subscribers_status_frequency", "status", "frequency"),

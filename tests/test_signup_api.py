@@ -84,7 +84,9 @@ def test_the_same_answer_for_every_address_the_same_double_opt_in_and_limits(api
     assert new.status is SubscriberStatus.pending and new.consent_source == "api"
     assert new.frequency.value == "weekly" and new.alerts is True and len(new.sections) == 1
     assert subs["active@example.com"].status is SubscriberStatus.active and "bounced@example.com" not in subs
-    assert queued() == [(names.SEND_TRANSACTIONAL, ["confirm", new.id])]  # double opt-in: only the new address
+    # Double opt-in for the new address; the active one is sent its preferences link (issue 22).
+    assert sorted(queued()) == [(names.SEND_TRANSACTIONAL, ["confirm", new.id]),
+                                (names.SEND_TRANSACTIONAL, ["manage", subs["active@example.com"].id])]
     with session_scope() as s:
         record = s.scalars(sa.select(Consent).where(Consent.subscriber_id == new.id)).one()
     assert (record.form_url, record.user_agent, record.text_version) == (

@@ -122,8 +122,10 @@ def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(clien
     assert strip(first.text) == strip(second.text)
     active = [x for x in subscribers() if x.email == "reader@example.com"][0]
     assert active.status is SubscriberStatus.active and active.frequency.value == "daily" and active.alerts is False
-    # Only the new address gets a confirmation; the active one is mailed nothing.
-    assert [t for t, _ in queued_tasks(env)] == [names.SEND_TRANSACTIONAL]
+    # The new address gets a confirmation; the active one only its preferences link (issue 22).
+    new = [x for x in subscribers() if x.email == "new@example.com"][0]
+    assert sorted(queued_tasks(env)) == [(names.SEND_TRANSACTIONAL, ["confirm", new.id]),
+                                         (names.SEND_TRANSACTIONAL, ["manage", active.id])]
 
 
 def confirm_by_button(client, token: str):

@@ -2,7 +2,7 @@
 
 Digests, alerts and corrections (one ledger row each, thousands per variant), and the
 one-off mails — the double-opt-in confirmation, the welcome, an editor's test copy of
-an alert — take the same two steps:
+an alert, «إدارة اشتراكك» — take the same two steps:
 
 * `prepare()`, once per edition variant (once per message for a one-off): everything
   the audience shares — From, Subject, List-Id, List-Unsubscribe-Post, Feedback-ID,
@@ -18,7 +18,7 @@ Which headers each kind carries is the table `KINDS` below, and nowhere else:
 | --------------------------- | -------------------------- | ---------- | ------------------------- |
 | digest, alert, correction,  | yes                        | bulk       | `+b.<delivery id>` (row)  |
 | catchup                     |                            |            |                           |
-| welcome                     | yes                        | —          | `+s.<subscriber id>`      |
+| welcome, manage             | yes                        | —          | `+s.<subscriber id>`      |
 | confirm                     | no (see below)             | —          | `+s.<subscriber id>`      |
 | test (an editor's copy)     | no; `X-Nashra-Test`, and   | —          | `+e.<editor id>`          |
 |                             | the subject marked         |            |                           |
@@ -28,6 +28,9 @@ Feedback-ID, and DKIM-Signature when DKIM_SELECTOR and DKIM_PRIVATE_KEY_PATH are
 
 * The welcome is subscribed mail (the reader has just confirmed), so it carries the
   RFC 8058 one-click pair, as Gmail and Yahoo require of subscribed mail.
+* «إدارة اشتراكك» (manage: the preferences link, sent when someone signs up with the
+  address of a reader already subscribed) goes to a subscribed reader too, so it carries
+  the same pair: the reader it reaches can leave in one click.
 * The confirmation carries no List-Unsubscribe: the reader is not subscribed to
   anything yet — this message asks whether they want to be — so there is nothing to
   unsubscribe from, and a mailbox provider's "unsubscribe" button on it would promise
@@ -95,6 +98,7 @@ KINDS: dict[str, Kind] = {
     "correction": Kind(subscribed=True, bulk=True, list_of="digest"),
     "catchup": Kind(subscribed=True, bulk=True, list_of="alert"),  # the alerts quiet hours held
     "welcome": Kind(subscribed=True, bulk=False, list_of="digest"),
+    "manage": Kind(subscribed=True, bulk=False, list_of="digest"),  # the preferences link, asked for again
     "confirm": Kind(subscribed=False, bulk=False, list_of="digest"),
     "test": Kind(subscribed=False, bulk=False, list_of="alert", test=True),
 }

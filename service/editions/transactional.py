@@ -1,9 +1,11 @@
-"""One-off mails to one reader: the double-opt-in confirmation and the welcome.
+"""One-off mails to one reader: the double-opt-in confirmation, the welcome, and
+«إدارة اشتراكك» (the preferences link of a reader already subscribed, when their address
+is typed into a signup form again).
 
 They skip the ledger's fan-out (there is one recipient and the reader is waiting for
-it), but not its rules: a confirmation only goes to a pending reader, a welcome only
-to an active one, and nothing goes to a suppressed address.  Nor do they skip the
-composer: this module decides and renders (`build_transactional`, the domain's part),
+it), but not its rules: a confirmation only goes to a pending reader, a welcome (or a
+preferences link) only to an active one, and nothing goes to a suppressed address.  Nor
+do they skip the composer: this module decides and renders (`build_transactional`, the domain's part),
 and `service.delivery.compose` builds the message like every digest's (its headers, its
 VERP envelope sender, its DKIM signature; the welcome with its one-click
 List-Unsubscribe) and `service.delivery.one_off` hands it to a `Sender`.
@@ -26,7 +28,7 @@ from service.subscribers import hours
 from service.subscribers.tokens import link
 
 log = get_logger(__name__)
-KINDS = ("confirm", "welcome")
+KINDS = ("confirm", "welcome", "manage")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
     site = contexts.site_view(settings)
     if kind == "confirm":
         ctx = contexts.confirm_context(site, confirm_url=link("confirm", sub.id, sub.token_version))
+    elif kind == "manage":  # the link itself is the composer's, from the reader's tokens
+        ctx = contexts.manage_context(site)
     else:
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}

@@ -386,6 +386,16 @@ def welcome_context(
     return ctx
 
 
+def manage_context(site: SiteView) -> dict:
+    """«إدارة اشتراكك»: someone signed up with the address of a reader who is already
+    subscribed (active or paused).  The answer on the page is the same for every address
+    (no enumeration), so the reader gets their preferences link here instead, and is told
+    that nothing changed."""
+    ctx = _base(site, "manage", "لم يتغيّر شيء في اشتراكك. هذا رابط صفحة اشتراكك إن أردت تعديله.")
+    ctx.update(reason=f"تصلك هذه الرسالة لأن عنوان بريدك أُدخل في نموذج الاشتراك في {site.name}، وأنت مشترك فيها.")
+    return ctx
+
+
 def _unlabelled(text: str) -> str:
     """`text` without the site's labels at the start of its sentences ("تصحيح: …")."""
     sentences = _SENTENCE_END.split(" ".join((text or "").split()))

@@ -17,7 +17,7 @@ from service import limits
 from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
-from service.subscribers import confirm_budget, consent, hashes
+from service.subscribers import confirm_budget, consent, hashes, manage_link
 from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
 from service.subscribers.suppression import is_suppressed
@@ -58,7 +58,8 @@ def signup(
 
     Arguments are already validated (see validation.py, choices.py).  Whatever the
     outcome, the caller shows the same page: the form must not tell a stranger who is
-    subscribed.  An active reader is left exactly as they are and is sent nothing.  A
+    subscribed.  An active reader is left exactly as they are and is sent only their
+    preferences link («إدارة اشتراكك», at most once per MANAGE_LINK_MINUTES).  A
     signup that changes the row also adds to the reader's consent record (`evidence`:
     IP, user agent, form URL, consent text version — consent.py).
     """
@@ -88,7 +89,9 @@ def signup(
     if created_id is not None:
         outcome = "created"
     elif sub.status is SubscriberStatus.active:
+        # Left exactly as they are; their preferences link goes to them (manage_link.py).
         log.info("signup_already_active", subscriber_id=sub.id)
+        manage_link.offer(session, sub, now)
         return SignupResult(sub.id, "already_active", False)
     else:
         if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:

@@ -21,6 +21,8 @@ def upgrade() -> None:
     with op.batch_alter_table('subscribers') as batch:
         batch.add_column(sa.Column('time_zone', sa.String(length=64), nullable=True))
         batch.add_column(sa.Column('confirmation_due_at', sa.DateTime(timezone=True), nullable=True))
+        # The last «إدارة اشتراكك» mail (a reader's preferences link, asked for again).
+        batch.add_column(sa.Column('manage_link_at', sa.DateTime(timezone=True), nullable=True))
     op.create_index('ix_subscribers_confirmation_due', 'subscribers', ['confirmation_due_at'])
     with op.batch_alter_table('editions') as batch:
         batch.add_column(sa.Column('unsubscribes', sa.Integer(), nullable=False, server_default='0'))
@@ -73,5 +75,6 @@ def downgrade() -> None:
         batch.drop_column('unsubscribes')
     op.drop_index('ix_subscribers_confirmation_due', table_name='subscribers')
     with op.batch_alter_table('subscribers') as batch:
+        batch.drop_column('manage_link_at')
         batch.drop_column('confirmation_due_at')
         batch.drop_column('time_zone')
