@@ -55,6 +55,11 @@ def editor_live_js() -> str:
     return (web_templates_dir() / "editor_live.js").read_text(encoding="utf-8")
 
 
+def signup_challenge_js() -> str:
+    """The signup form's proof-of-work script (served at /signup-challenge.js)."""
+    return (web_templates_dir() / "signup_challenge.js").read_text(encoding="utf-8")
+
+
 def migrations_dir() -> Path:
     """The Alembic script directory (env.py, versions/)."""
     return package_dir() / "migrations"

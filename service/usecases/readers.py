@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.db import session_scope
+from service.editions import unsubscribes
 from service.logs import get_logger
 from service.models import Subscriber, SubscriberStatus, utcnow
 from service.subscribers import choices, consent, lifecycle
@@ -88,6 +89,7 @@ def signup_form() -> dict:
         "default_weekday": effective_weekday(None),
         "consent_text": consent.text_of(consent.CURRENT),
         "consent_version": consent.CURRENT,
+        "challenge": subscribers.new_challenge(),  # None unless SIGNUP_CHALLENGE is on
     }
 
 
@@ -297,7 +299,16 @@ def unsubscribe_state(token: str) -> str:
     raise BadToken("this link is no longer valid")
 
 
-def unsubscribe(token: str) -> None:
-    """The page's button or RFC 8058 one-click: idempotent (raises BadToken)."""
+# The edition an unsubscribe link names (`e=`): an id, or None for anything else.
+edition_ref = unsubscribes.edition_ref
+
+
+def unsubscribe(token: str, edition: object = None) -> bool:
+    """The page's button or RFC 8058 one-click: idempotent (raises BadToken).  `edition`:
+    the link's raw `e=`; the edition it names counts this reader's departure once, when
+    this call is the one that moved them out (and only if they were sent it).  True if
+    counted."""
+    edition_id = unsubscribes.edition_ref(edition)
     with session_scope() as s:
-        lifecycle.unsubscribe_by_token(s, token)
+        sub, left = lifecycle.leave_by_token(s, token)
+        return left and edition_id is not None and unsubscribes.count(s, edition_id, sub.id)

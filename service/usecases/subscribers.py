@@ -12,10 +12,12 @@ from typing import IO
 
 from sqlalchemy import select
 
+from service.clicks import retention
+from service.config import get_settings
 from service.db import session_scope
 from service.inbound import actions
 from service.models import Section
-from service.subscribers import choices, lifecycle, privacy
+from service.subscribers import challenge, choices, lifecycle, privacy
 from service.subscribers.consent import Evidence
 from service.subscribers.csvio import CHUNK, CsvError, CsvImport, ImportReport, export_csv
 from service.subscribers.errors import InvalidInput
@@ -101,6 +103,16 @@ class SignupRequest:
     consented: bool
     digest_hour: object = None
     digest_weekday: object = None
+    challenge: object = None  # the proof of work, when SIGNUP_CHALLENGE is on
+    solution: object = None
+
+
+def new_challenge() -> dict | None:
+    """A proof-of-work challenge for a signup form (None when SIGNUP_CHALLENGE is off)."""
+    if not get_settings().signup_challenge:
+        return None
+    c = challenge.issue()
+    return {"challenge": c.value, "bits": c.bits, "issued": c.issued, "expires_in": c.expires_in}
 
 
 def _by_slug(session, raw: list) -> list[str]:
@@ -132,6 +144,8 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
     if not req.consented:
         raise InvalidInput("consent", MSG_CONSENT)
     hour, weekday = choices.digest_hour(req.digest_hour), choices.digest_weekday(req.digest_weekday)
+    if get_settings().signup_challenge:  # last, so that a typo in the form does not spend the proof
+        challenge.verify(req.challenge, req.solution)
     with session_scope() as session:
         chosen = section_ids(session, _by_slug(session, req.sections) if slugs else req.sections)
         return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
@@ -169,6 +183,9 @@ def purge(now: dt.datetime | None = None) -> privacy.PurgeReport:
         total.unsubscribed += report.unsubscribed
         if report.pending < privacy.PURGE_BATCH and report.unsubscribed < privacy.PURGE_BATCH:
             break
+    # Click counts and unique-click sketches past CLICK_DAYS (service/clicks/retention.py).
+    with session_scope() as session:
+        retention.forget_old(session, now=now)
     # Delivery reports past the soft-bounce window restart nothing any more (actions.py).
     while True:
         with session_scope() as session:

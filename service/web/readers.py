@@ -16,8 +16,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from service import resources
 from service.config import get_settings
 from service.logs import get_logger
 from service.usecases import readers, subscribers
@@ -73,6 +74,13 @@ async def signup_form(request: Request, embed: str | None = None):
     return await run_in_threadpool(_signup_page, request, embed=embed == "1")
 
 
+@router.get("/signup-challenge.js")
+def challenge_js():
+    """The signup form's proof-of-work script (SIGNUP_CHALLENGE): the CSP allows our own files only."""
+    return Response(resources.signup_challenge_js(), media_type="text/javascript",
+                    headers={"Cache-Control": "max-age=300"})
+
+
 def _form_values(form: FormData) -> dict:
     email = form.get("email")
     return {
@@ -121,7 +129,8 @@ async def subscribe(request: Request):
                 subscribers.SignupRequest(
                     email=form.get("email"), sections=form.getlist("sections"), frequency=form.get("frequency"),
                     alerts=form.get("alerts") or "no", consented=form.get("consent") == "yes",
-                    digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday")),
+                    digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday"),
+                    challenge=form.get("challenge"), solution=form.get("solution")),
                 source="web:embed" if embed else "web:form",
                 evidence=evidence(request, readers.clean_url(form.get("form_url")) or form_page(embed),
                                   form.get("consent_version")),
@@ -281,7 +290,8 @@ def unsubscribe_form(request: Request, token: str):
         return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
     if state == "unsubscribed":
         return render(request, "unsubscribed.html")
-    return render(request, "unsubscribe.html", token=token)
+    # The button posts to the same link, edition included (its unsubscribe count).
+    return render(request, "unsubscribe.html", token=token, edition=readers.edition_ref(request.query_params.get("e")))
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
@@ -289,7 +299,7 @@ def unsubscribe_now(request: Request, token: str):
     # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" with no
     # cookie and no CSRF token; the signed link is the authority.  The body is not read.
     try:
-        readers.unsubscribe(token)
+        readers.unsubscribe(token, request.query_params.get("e"))
     except BadToken:
         log.info("unsubscribe_bad_token")
         return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)

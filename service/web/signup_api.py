@@ -13,6 +13,10 @@ JSON `{email, sections, frequency, alerts, consent, form_url}` (+ optional `dige
   credentials are never allowed;
 * the same limits as the form (the same per-client bucket, 5 per 10 minutes; at most 3
   confirmation mails a day to one address), the same honeypot, the same double opt-in;
+* with SIGNUP_CHALLENGE on, a proof of work: `GET /api/challenge` gives a challenge,
+  and the body carries it back as `challenge` with the counter found as `solution`
+  (service/subscribers/challenge.py); missing, forged, expired or spent → 422
+  `{"error": "challenge"}`;
 * the same answer for every address — new, pending, already subscribed, suppressed —
   `202 {"status": "check_your_inbox"}`; only bad input (422, naming the field, in Arabic),
   a bad body (400, 413) or the limit (429 with Retry-After) answer otherwise.
@@ -44,6 +48,7 @@ log = get_logger(__name__)
 router = APIRouter(dependencies=[ANYONE])  # anyone may sign up; the limits and double opt-in guard it
 
 PATH = "/api/subscribe"
+CHALLENGE_PATH = "/api/challenge"
 MAX_BODY = 16 * 1024
 PREFLIGHT_MAX_AGE = 600
 MSG_DONE = "تحقّق من بريدك: أرسلنا إليك رابطاً لتأكيد الاشتراك."
@@ -123,7 +128,8 @@ async def subscribe(request: Request):
     req = subscribers.SignupRequest(
         email=data.get("email"), sections=[] if sections is None else sections,
         frequency=data.get("frequency", "daily"), alerts=data.get("alerts", False), consented=True,
-        digest_hour=data.get("digest_hour"), digest_weekday=data.get("digest_weekday"))
+        digest_hour=data.get("digest_hour"), digest_weekday=data.get("digest_weekday"),
+        challenge=data.get("challenge"), solution=data.get("solution"))
     form_url = data.get("form_url") if readers.clean_url(data.get("form_url")) else request.headers.get("referer")
     proof = evidence(request, form_url, version)
 
@@ -136,3 +142,15 @@ async def subscribe(request: Request):
         return _answer(202, {"status": "check_your_inbox", "message": MSG_DONE}, origin)
 
     return await run_in_threadpool(work)
+
+
+@router.get(CHALLENGE_PATH)
+def challenge(request: Request):
+    """A proof-of-work challenge for the next POST /api/subscribe (SIGNUP_CHALLENGE):
+    `{"required": true, "challenge", "bits", "issued", "expires_in"}`, or
+    `{"required": false}` when it is off.  Stateless: nothing is stored until it is spent."""
+    origin = request.headers.get("origin")
+    if origin is not None and not allowed(origin):
+        return JSONResponse({"error": "origin", "message": MSG_ORIGIN}, status_code=403, headers={"Vary": "Origin"})
+    issued = subscribers.new_challenge()
+    return _answer(200, {"required": False} if issued is None else {"required": True, **issued}, origin)
