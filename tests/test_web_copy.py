@@ -230,3 +230,18 @@ def test_any_path_is_a_404_never_a_5xx(fuzz_client, edition_id, ref):
 def fuzz_client(client):
     sent_digest()
     return client
+
+
+def test_the_api_gives_an_editor_the_link_to_share(client):
+    from service.staff.editors import create_editor
+
+    eid, _ = sent_digest()
+    with session_scope() as s:
+        _, token = create_editor(s, "منى", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    body = client.get(f"/api/editions/{eid}", headers=auth).json()
+    assert body["web_copy_url"] == f"https://news.example{web_copy.path_for(eid, 'all')}"
+    assert client.get(_path(body["web_copy_url"])).status_code == 200
+    with session_scope() as s:
+        s.get(Edition, eid).status = EditionStatus.cancelled
+    assert client.get(f"/api/editions/{eid}", headers=auth).json()["web_copy_url"] is None

@@ -32,7 +32,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
-from service.models import Edition, EditionStatus, EditionVariant
+from service.models import Edition, EditionKind, EditionStatus, EditionVariant
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 REF_BYTES = 16
@@ -62,6 +62,14 @@ def path_for(edition_id: int, variant: str) -> str:
 
 def url_for(edition_id: int, variant: str) -> str:
     return get_settings().public_url + path_for(edition_id, variant)
+
+
+def share_url(edition: Edition) -> str | None:
+    """The copy an editor shares: the "all" variant (every section), for an edition that
+    may be shown; a catch-up has no such variant (each reader's lists their own alerts)."""
+    if edition.status in HIDDEN or edition.kind == EditionKind.catchup:
+        return None
+    return url_for(edition.id, ALL)
 
 
 @dataclass(frozen=True)

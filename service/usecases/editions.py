@@ -6,6 +6,7 @@ from service.db import session_scope
 from service.delivery import control
 from service.delivery.progress import progress as ledger_progress
 from service.dispatch import Dispatcher, current
+from service.editions import web_copy
 from service.logs import get_logger
 from service.models import Edition, EditionKind, fits_id
 from service.staff.editors import has_role
@@ -40,11 +41,13 @@ def _edition(session, edition_id: int) -> Edition | None:
 
 
 def progress(edition_id: int) -> dict | None:
-    """Counts, rate and ETA from the ledger; None if there is no such edition."""
+    """Counts, rate and ETA from the ledger, and the web copy to share; None if there is
+    no such edition."""
     with session_scope() as s:
-        if _edition(s, edition_id) is None:
+        edition = _edition(s, edition_id)
+        if edition is None:
             return None
-        return ledger_progress(s, edition_id)
+        return {**ledger_progress(s, edition_id), "web_copy_url": web_copy.share_url(edition)}
 
 
 def steer(edition_id: int, action: str, actor: str, dispatcher: Dispatcher | None = None, *,
