@@ -83,7 +83,7 @@ def parse(ref: str, settings: Settings | None = None) -> Ref | None:
     """The link id (and reader token) of a `/r/` path, or None when it is not one we signed."""
     if len(ref) > MAX_REF or not ref.isascii():
         return None
-    m = _REF.match(ref)
+    m = _REF.fullmatch(ref)  # not match(): "$" would let a trailing newline through
     if m is None:
         return None
     settings = settings or get_settings()

@@ -80,7 +80,7 @@ def add(session: Session, edition_id: int, scope_names: list[str], uid: bytes,
         current = session.scalar(sa.select(table.c.sketch).where(
             table.c.edition_id == edition_id, table.c.scope == scope).with_for_update())
         sketch = _sketch(current)
-        sketch.update(uid)
+        sketch.update(uid.hex())  # (DataSketches takes str, int or float)
         session.execute(sa.update(table).where(table.c.edition_id == edition_id, table.c.scope == scope)
                         .values(sketch=sketch.serialize_compact(), updated_at=utcnow()))
 

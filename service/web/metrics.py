@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -28,8 +28,17 @@ from service.delivery import metrics as delivery_metrics
 from service.inbound.actions import KINDS as FEEDBACK_KINDS
 from service.inbound.actions import SOURCES as FEEDBACK_SOURCES
 from service.logs import get_logger
-from service.models import Delivery, Edition, Feed, FeedbackEvent, Subscriber, Suppression
+from service.models import (
+    Delivery,
+    Edition,
+    EditionKind,
+    Feed,
+    FeedbackEvent,
+    Subscriber,
+    Suppression,
+)
 from service.subscribers.suppression import REASONS as SUPPRESSION_REASONS
+from service.usecases import clicks
 from service.web import ops_metrics
 
 log = get_logger(__name__)
@@ -129,6 +138,31 @@ class DeliveryCollector:
             log.warning("metrics_delivery_files_unreadable", error=type(exc).__name__)
 
 
+class ClicksCollector:
+    """Clicks on mails' links by edition kind, from the database (every replica says the
+    same): `nashra_clicks_total` counts readers' clicks, `nashra_clicks_ignored_total`
+    the scanners' and prefetches' (service/clicks/scanners.py).  Both drop when the hourly
+    purge forgets counts older than CLICK_DAYS, which Prometheus reads as a reset."""
+
+    def collect(self):
+        try:
+            totals = clicks.totals_by_kind()
+        except Exception as exc:  # noqa: BLE001 — reported by nashra_database_up, not a 500
+            log.warning("metrics_clicks_unreadable", error=type(exc).__name__)
+            return
+        counted = CounterMetricFamily("nashra_clicks", "Readers' clicks on links in mail, by edition kind",
+                                      labels=["kind"])
+        ignored = CounterMetricFamily("nashra_clicks_ignored",
+                                      "Link scanners' and prefetches' requests, not counted as clicks, by edition kind",
+                                      labels=["kind"])
+        for kind in EditionKind:
+            n, i = totals.get(kind.value, (0, 0))
+            counted.add_metric([kind.value], n)
+            ignored.add_metric([kind.value], i)
+        yield counted
+        yield ignored
+
+
 def make_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
@@ -136,6 +170,7 @@ def make_registry() -> CollectorRegistry:
     GCCollector(registry=registry)
     registry.register(LedgerCollector())
     registry.register(DeliveryCollector())
+    registry.register(ClicksCollector())
     ops_metrics.register(registry)  # sending editions, queues, workers' heartbeats: what the alert rules read
     return registry
 
