@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from service import limits
 from service.config import reset_settings
@@ -114,6 +115,15 @@ def test_the_total_budget_holds_every_domain(pg_env, redis_url, budget):
     results = [sign_up(f"r{i}@d{i}.example", T0) for i in range(5)]
     assert [r.confirmation_queued for r in results] == [True, True, True, False, False]
     assert list(held()) == ["r3@d3.example", "r4@d4.example"]
+    # Operators see them on /metrics; overdue (the trickle not running) once long past due.
+    from service.web.app import create_app
+
+    with TestClient(create_app()) as client:
+        body = client.get("/metrics").text
+    assert "nashra_confirmations_held 2.0" in body and "nashra_confirmations_held_overdue " in body
+    with session_scope() as s:  # due from 11:00: overdue ten minutes later
+        assert confirm_budget.held_counts(s, T0) == (2, 0)
+        assert confirm_budget.held_counts(s, T0 + dt.timedelta(hours=2)) == (2, 2)
 
 
 def test_no_budget_holds_nothing(pg_env, redis_url, budget):

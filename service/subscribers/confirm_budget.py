@@ -40,6 +40,7 @@ HELD_PACE = 2
 DOMAIN_BUCKET, TOTAL_BUCKET = "confirm-domain", "confirm-total"
 TOTAL_KEY = "*"
 RELEASE_BATCH = 500
+OVERDUE = dt.timedelta(minutes=10)
 
 # Second-level labels under which a country registry sells names (example.co.uk,
 # example.com.sa, example.gov.jo): there the registrable domain is three labels.
@@ -166,6 +167,16 @@ def release_due(session: Session, now: dt.datetime, *, batch: int = RELEASE_BATC
 
 
 def held_count(session: Session) -> int:
-    """Confirmations waiting for the budget (the /metrics gauge)."""
-    return session.scalar(sa.select(sa.func.count()).select_from(Subscriber).where(
-        Subscriber.status == SubscriberStatus.pending, Subscriber.confirmation_due_at.is_not(None))) or 0
+    return held_counts(session, dt.datetime.now(dt.UTC))[0]
+
+
+def held_counts(session: Session, now: dt.datetime) -> tuple[int, int]:
+    """(confirmations waiting for the budget, those of them overdue by more than
+    OVERDUE): the /metrics gauges.  The trickle moves every due one each minute, sent or
+    to the next hour, so an overdue one means beat's trickle is not running."""
+    held = (Subscriber.status == SubscriberStatus.pending) & Subscriber.confirmation_due_at.is_not(None)
+    row = session.execute(sa.select(
+        sa.func.count().filter(held),
+        sa.func.count().filter(held & (Subscriber.confirmation_due_at < now - OVERDUE)),
+    ).select_from(Subscriber).where(Subscriber.confirmation_due_at.is_not(None))).one()
+    return int(row[0] or 0), int(row[1] or 0)

@@ -11,6 +11,10 @@ are sending, the broker's queues, the workers' heartbeats.
   (absent when the broker cannot be asked: ``nashra_broker_up`` 0).
 * ``nashra_worker_heartbeat_timestamp_seconds{queue, worker}`` — each worker's last beat
   per queue it consumes (service/jobs/heartbeat.py; Redis only).
+* ``nashra_confirmations_held`` — signups whose confirmation waits for the signup budget
+  (CONFIRM_BUDGET_*: a flood, or a budget too small for a promotion);
+  ``nashra_confirmations_held_overdue`` — those of them due more than ten minutes ago
+  (beat's trickle is not running).
 
 Read at scrape time, like the ledger's numbers (service/web/metrics.py).
 """
@@ -26,6 +30,7 @@ from service.jobs import heartbeat, names
 from service.jobs.dispatch import queue_depth
 from service.logs import get_logger
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus, utcnow
+from service.subscribers import confirm_budget
 
 log = get_logger(__name__)
 
@@ -104,6 +109,22 @@ class BrokerCollector:
         yield beats
 
 
+class HeldConfirmationsCollector:
+    def collect(self):
+        try:
+            with session_scope() as s:
+                held, overdue = confirm_budget.held_counts(s, utcnow())
+        except Exception as exc:  # noqa: BLE001 — nashra_database_up already says so
+            log.warning("metrics_held_confirmations_error", error=type(exc).__name__)
+            return
+        yield GaugeMetricFamily("nashra_confirmations_held",
+                                "Signups whose confirmation waits for the signup budget (CONFIRM_BUDGET_*)", value=held)
+        yield GaugeMetricFamily("nashra_confirmations_held_overdue",
+                                "Held confirmations due more than ten minutes ago (the trickle is not running)",
+                                value=overdue)
+
+
 def register(registry) -> None:
     registry.register(EditionCollector())
     registry.register(BrokerCollector())
+    registry.register(HeldConfirmationsCollector())
