@@ -287,3 +287,220 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         context.close()
     print("\naxe-core violations (WCAG 2.1 A/AA nodes) per page and colour scheme:\n" + audit.report())
     assert not audit.problems, "\n".join(audit.problems)
+
+
+# ------------------------------------------------------------------ by keyboard alone
+
+MARK = "() => { let i = 0; for (const el of document.querySelectorAll('*')) el.dataset.walk = String(i++); }"
+
+# Where the focus is and whether anyone can see it: a ring (outline of 2 px or more, or a
+# shadow) drawn because of :focus-visible, on screen.
+FOCUSED = """() => {
+  const el = document.activeElement;
+  if (!el || el === document.body || el === document.documentElement) return null;
+  const s = getComputedStyle(el), r = el.getBoundingClientRect();
+  const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2;
+  const label = (el.labels && el.labels.length ? el.labels[0].innerText : el.getAttribute('aria-label') || el.innerText || '')
+    .trim().replace(/\\s+/g, ' ').slice(0, 60);
+  return {key: el.type === 'radio' ? 'radio:' + el.name : el.dataset.walk, tag: el.tagName.toLowerCase(),
+          type: el.type || '', name: el.name || '', id: el.id || '', label, value: el.value === undefined ? null : el.value,
+          visible: el.matches(':focus-visible') && (outline || s.boxShadow !== 'none'),
+          ring: outline ? s.outlineColor : null, page: getComputedStyle(document.body).backgroundColor,
+          on_screen: r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.left < innerWidth && r.top < innerHeight};
+}"""
+
+# Every control a keyboard should reach, in document order (a radio group is one stop).
+STOPS = """() => {
+  const out = [];
+  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]')) {
+    if (el.disabled || el.type === 'hidden' || el.tabIndex < 0) continue;
+    if (!el.checkVisibility({visibilityProperty: true, checkVisibilityCSS: true}) || el.closest('[inert]')) continue;
+    const key = el.type === 'radio' ? 'radio:' + el.name : el.dataset.walk;
+    if (!out.includes(key)) out.push(key);
+  }
+  return {stops: out, positive: [...document.querySelectorAll('[tabindex]')].filter(el => el.tabIndex > 0).length};
+}"""
+
+
+def _rgb(css: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in re.findall(r"[\d.]+", css)[:3])
+
+
+def _contrast(a: str, b: str) -> float:
+    def luminance(rgb):
+        c = [x / 255 for x in rgb]
+        c = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    hi, lo = sorted((luminance(_rgb(a)), luminance(_rgb(b))), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def walk(page, act=lambda stop: None, limit: int = 150) -> list[dict]:
+    """Tab through the whole page from its top, as a keyboard user does, calling act() at
+    each stop; checks that every control is reached, in document order, with a focus ring
+    one can see (3:1 against the page, WCAG 1.4.11)."""
+    page.evaluate(MARK)
+    stops: list[dict] = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUSED)
+        if stop is None or (stops and stop["key"] == stops[0]["key"]):
+            if stops:
+                break  # past the last control: the walk went round the page
+            continue
+        stops.append(stop)
+        act(stop)
+    else:
+        pytest.fail(f"the focus never left the page after {limit} Tabs")
+    expected = page.evaluate(STOPS)
+    assert expected["positive"] == 0, "a positive tabindex breaks the reading order"
+    assert [s["key"] for s in stops] == expected["stops"], (
+        "Tab missed or reordered controls: " + " | ".join(f"{s['tag']} {s['label']}" for s in stops))
+    for s in stops:
+        where = f"{s['tag']} {s['name'] or s['id']} «{s['label']}»"
+        assert s["visible"] and s["on_screen"], f"no visible focus on {where}"
+        if s["ring"]:
+            assert _contrast(s["ring"], s["page"]) >= 3, f"the focus ring of {where} is faint: {s['ring']} on {s['page']}"
+    return stops
+
+
+def back_to(page, label: str, limit: int = 60) -> None:
+    """Shift+Tab until the control called `label` has the focus."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab")
+        stop = page.evaluate(FOCUSED)
+        if stop and stop["label"] == label:
+            return
+    pytest.fail(f"Shift+Tab never reached «{label}»")
+
+
+def forward_to(page, label: str, limit: int = 60) -> None:
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUSED)
+        if stop and stop["label"] == label:
+            return
+    pytest.fail(f"Tab never reached «{label}»")
+
+
+def _reader(email: str) -> Subscriber:
+    with session_scope() as s:
+        return s.scalars(sa.select(Subscriber).where(Subscriber.email == email)).one_or_none()
+
+
+def _section_ids() -> dict[str, int]:
+    with session_scope() as s:
+        return {x.slug: x.id for x in s.scalars(sa.select(Section))}
+
+
+def test_signing_up_by_keyboard_alone(live_server, browser):
+    context = _context(browser, "light")
+    page = context.new_page()
+    chosen: dict[str, str] = {}
+
+    def act(stop: dict) -> None:
+        if stop["name"] == "email":
+            page.keyboard.type("kbd@example.com")
+        elif stop["type"] == "checkbox" and stop["label"] == "رياضة":
+            page.keyboard.press("Space")
+        elif stop["key"] == "radio:frequency":
+            page.keyboard.press("ArrowDown")  # daily → weekly
+            chosen["frequency"] = page.evaluate("() => document.activeElement.value")
+        elif stop["tag"] == "summary":
+            page.keyboard.press("Enter")  # opens «more options»: the walk goes on inside it
+        elif stop["id"] == "digest_hour":
+            page.keyboard.press("ArrowDown")
+            chosen["digest_hour"] = page.evaluate("() => document.activeElement.value")
+        elif stop["name"] == "consent":
+            page.keyboard.press("Space")
+
+    try:
+        page.goto(live_server + "/")
+        stops = walk(page, act)
+        assert stops[0]["label"] == "انتقل إلى المحتوى"  # the skip link comes first, and shows when focused
+        assert {"email", "consent"} <= {s["name"] for s in stops} and "digest_hour" in {s["id"] for s in stops}
+        back_to(page, "اشترك")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="تحقّق من بريدك الإلكتروني").wait_for()
+    finally:
+        context.close()
+    reader = _reader("kbd@example.com")
+    assert reader is not None and reader.status is SubscriberStatus.pending
+    assert reader.sections == [_section_ids()["sport"]]
+    assert chosen["frequency"] == "weekly" and reader.frequency is Frequency.weekly
+    assert str(reader.digest_hour) == chosen["digest_hour"]
+
+
+def test_a_form_error_is_announced_takes_the_focus_and_changes_nothing(live_server, browser):
+    context = _context(browser, "dark")
+    page = context.new_page()
+    try:
+        page.goto(live_server + "/")
+        forward_to(page, "البريد الإلكتروني")
+        page.keyboard.type("not-an-address")
+        page.keyboard.press("Enter")  # a text field's Enter sends its form
+        page.locator("#form-error").wait_for()
+        error = page.evaluate(FOCUSED)
+        assert error["id"] == "form-error" and error["label"], "the error did not take the focus"
+        region = page.locator("#form-error")
+        assert region.get_attribute("role") == "alert" and region.get_attribute("aria-live") == "assertive"
+        assert page.title().startswith("خطأ: ")
+        email = page.locator("#email")
+        assert email.get_attribute("aria-invalid") == "true" and email.get_attribute("aria-describedby") == "form-error"
+        page.keyboard.press("Tab")
+        assert page.evaluate(FOCUSED)["name"] == "email"  # the next Tab lands on the field to fix
+        page.keyboard.press("Control+a")
+        page.keyboard.type("fixed@example.com")
+        page.keyboard.press("Enter")  # without the consent box
+        page.locator("#form-error").wait_for()
+        assert page.evaluate(FOCUSED)["id"] == "form-error"
+        consent = page.locator("input[name=consent]")
+        assert consent.get_attribute("aria-invalid") == "true" and consent.get_attribute("aria-describedby") == "form-error"
+    finally:
+        context.close()
+    with session_scope() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Subscriber)) == 0
+
+
+def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, browser):
+    with session_scope() as s:
+        reader = Subscriber(email="prefs@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
+                            alerts=True)
+        s.add(reader)
+        s.flush()
+        prefs = link("preferences", reader.id, reader.token_version)
+    ids = _section_ids()
+    context = _context(browser, "dark")
+    page = context.new_page()
+
+    def act(stop: dict) -> None:
+        if stop["type"] == "checkbox" and stop["label"] in ("عربي دولي", "رياضة"):
+            page.keyboard.press("Space")
+        elif stop["label"] in ("ترتيب قسم عربي دولي", "ترتيب قسم رياضة"):
+            page.keyboard.press("Control+a")
+            page.keyboard.type("1" if "عربي" in stop["label"] else "2")
+        elif stop["key"] in ("radio:frequency", "radio:alerts"):
+            page.keyboard.press("ArrowDown")  # daily → weekly; yes → no
+
+    try:
+        page.goto(prefs)
+        walk(page, act)
+        back_to(page, "احفظ التفضيلات")
+        page.keyboard.press("Enter")
+        page.get_by_text("حُفظت تفضيلاتك.").wait_for()
+        saved = _reader("prefs@example.com")
+        assert saved.sections == [ids["world"], ids["sport"]]
+        assert saved.frequency is Frequency.weekly and saved.alerts is False
+
+        forward_to(page, "إلغاء الاشتراك في كل الرسائل")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="إلغاء الاشتراك").wait_for()
+        assert _reader("prefs@example.com").status is SubscriberStatus.active  # opening the page changed nothing
+        walk(page)
+        forward_to(page, "ألغِ اشتراكي")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="أُلغي اشتراكك").wait_for()
+    finally:
+        context.close()
+    assert _reader("prefs@example.com").status is SubscriberStatus.unsubscribed
