@@ -16,6 +16,7 @@ import uvicorn
 from service.cli import dkim as dkim_cli
 from service.cli import doctor as doctor_cli
 from service.cli import importing as import_cli
+from service.cli import report as report_cli
 from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
 from service.config import ConfigError, get_settings
@@ -394,6 +395,11 @@ def cmd_status(args) -> int:
         time.sleep(args.interval)
 
 
+def cmd_report(args) -> int:
+    _settings(require_secret=False)
+    return report_cli.run(args.edition, as_csv=args.csv)
+
+
 def cmd_edition_control(args) -> int:
     _settings(require_secret=False)
     action = args.action.replace("-", "_")
@@ -617,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--watch", action="store_true")
     st.add_argument("--interval", type=float, default=2.0)
     st.set_defaults(func=cmd_status)
+
+    rp = sub.add_parser("report", help="what an edition did: delivered, bounces, complaints, unsubscribes, clicks")
+    rp.add_argument("edition", type=int)
+    rp.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    rp.set_defaults(func=cmd_report)
 
     ec = sub.add_parser("edition", help="pause, resume or cancel an edition; re-send its unknown messages")
     ec.add_argument("action", choices=["pause", "resume", "cancel", "resend-unknown"])

@@ -29,7 +29,15 @@ from service.delivery.progress import progress
 from service.editions.alerts import AlertError
 from service.logs import get_logger
 from service.models import Edition
-from service.usecases import alerts, audience, corrections, digest_preview, editions, sessions
+from service.usecases import (
+    alerts,
+    audience,
+    corrections,
+    digest_preview,
+    edition_report,
+    editions,
+    sessions,
+)
 from service.usecases.alerts import PreviewError, preview_alert, send_test_alert
 from service.web import csrf
 from service.web.access import ANYONE, Role, login_form, page
@@ -320,6 +328,29 @@ async def send_correction(request: Request, article_id: int, editor: EditorIdent
         return RedirectResponse(f"/editor?correction={edition_id}", status_code=303)
 
     return await run_in_threadpool(work)
+
+
+@router.get("/editions/{edition_id}/report")
+def edition_report_page(request: Request, edition_id: str, editor: EditorIdentity = EDITOR):
+    """What one edition did: delivery, bounces, complaints, unsubscribes, clicks per story
+    and section, and its first 24 hours of clicks as a chart drawn here (SVG, no script)."""
+    if not (edition_id.isascii() and edition_id.isdigit() and len(edition_id) < 10):
+        return desk(request, editor, "editor_report.html", 404, report=None)
+    try:
+        found = edition_report.report(int(edition_id))
+    except edition_report.ReportError:
+        return desk(request, editor, "editor_report.html", 404, report=None)
+    return desk(request, editor, "editor_report.html", report=found, chart=chart_bars(found.hours))
+
+
+def chart_bars(hours: list[int], height: int = 160) -> list[dict]:
+    """The chart's bars: x, y and height in the SVG's own units (24 bars of 30 units)."""
+    peak = max(hours) if hours and max(hours) > 0 else 1
+    bars = []
+    for h, n in enumerate(hours):
+        tall = round(n / peak * height) if n else 0
+        bars.append({"hour": h, "clicks": n, "x": 30 * h + 4, "y": 10 + height - tall, "height": tall})
+    return bars
 
 
 @router.get("/digest")
