@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 
 from service import __version__
 from service.config import get_settings
@@ -33,22 +33,42 @@ from service.web import (
 log = get_logger(__name__)
 
 
-def _install_request_log(app: FastAPI) -> None:
-    # Logs the route *template* (/confirm/{token}), never the path: paths carry tokens.
-    @app.middleware("http")
-    async def _log(request: Request, call_next):
+class RequestLog:
+    """Pure ASGI: one `http_request` line per answer, with the route *template*
+    (/confirm/{token}), never the path: paths carry tokens.
+
+    Not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the rest of the
+    app in a task group of its own and streams the body through memory channels, a cost
+    every request paid for one log line (measured in bench/bench_signup_load.py)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        log.info(
-            "http_request",
-            method=request.method,
-            route=getattr(route, "path", "(unmatched)"),
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-            pid=os.getpid(),  # which of `nashra web --workers N`'s processes answered
-        )
-        return response
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "http_request",
+                method=scope["method"],
+                route=getattr(route, "path", "(unmatched)"),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+                pid=os.getpid(),  # which of `nashra web --workers N`'s processes answered
+            )
 
 
 def create_app() -> FastAPI:
@@ -76,7 +96,7 @@ def create_app() -> FastAPI:
         return Response(status_code=204)
 
     access.install(app)  # 401/403 answers; refuses to start if a route states no role
-    _install_request_log(app)
+    app.add_middleware(RequestLog)
     app.add_middleware(access.AuditOrigin)  # the audit log's "from where" for this request
     app.add_middleware(security.BodyLimit)  # before anything reads the body
     app.add_middleware(security.SecurityHeaders)  # outermost: its headers on every answer, 413 and 500 too
