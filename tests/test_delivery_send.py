@@ -77,7 +77,8 @@ def test_message_headers_links_and_rtl_body(pg_env, smtp_sink):
     lu = str(msg["List-Unsubscribe"])
     https_url = lu.split("<", 1)[1].split(">", 1)[0]
     assert https_url.startswith("http") and "/unsubscribe/" in https_url
-    assert read_token("unsubscribe", https_url.rsplit("/", 1)[1]) == (sub.id, sub.token_version)
+    token, edition = https_url.rsplit("/", 1)[1].split("?e=")  # the link names its edition (issue 18)
+    assert read_token("unsubscribe", token) == (sub.id, sub.token_version) and edition == str(eid)
     assert "<mailto:unsubscribe@nashra.example?subject=unsubscribe%20" in lu
     assert msg["List-Id"].endswith("<digest.nashra.example>")
     assert msg["Feedback-ID"].startswith(f"{eid}:digest:")

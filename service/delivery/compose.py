@@ -8,8 +8,9 @@ an alert, «إدارة اشتراكك» — take the same two steps:
   the audience shares — From, Subject, List-Id, List-Unsubscribe-Post, Feedback-ID,
   the MIME boundary and most of both bodies' base64 — through the rendering package's
   `PreparedVariant`, the only code that writes header lines;
-* `compose()`, once per recipient: their two links, To, Date, their Message-ID, their
-  List-Unsubscribe, the VERP envelope sender, their click token when the variant's links
+* `compose()`, once per recipient: their two links (a ledger mail's unsubscribe link
+  names its edition, `?e=<id>`, for the edition's unsubscribe count), To, Date, their
+  Message-ID, their List-Unsubscribe, the VERP envelope sender, their click token when the variant's links
   are tracked (service/clicks), and a DKIM signature when configured.
 
 Which headers each kind carries is the table `KINDS` below, and nowhere else:
@@ -321,6 +322,10 @@ def compose(
         preferences_url = link("preferences", subscriber_id, token_version, settings)
         if tpl.subscribed:
             token = unsubscribe_url.rsplit("/", 1)[1]
+            if tpl.edition_id is not None:
+                # The edition the reader leaves from, for its unsubscribe count (issue 18):
+                # unsigned, and why that is enough, in service/editions/unsubscribes.py.
+                unsubscribe_url += f"?e={tpl.edition_id}"
             headers = {
                 "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
             }

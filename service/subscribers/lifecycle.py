@@ -239,13 +239,18 @@ def unsubscribe_by_token(session: Session, token: str) -> Subscriber:
     The first POST bumps token_version, so the link no longer matches; it is still
     honoured as "already unsubscribed" as long as the reader has not come back since.
     """
+    return leave_by_token(session, token)[0]
+
+
+def leave_by_token(session: Session, token: str) -> tuple[Subscriber, bool]:
+    """`unsubscribe_by_token`, and whether this call is the one that moved the reader out
+    (False for the repeats): what the edition's unsubscribe count counts."""
     sub_id, version = read_token("unsubscribe", token)
     sub = session.scalar(select(Subscriber).where(Subscriber.id == sub_id).with_for_update())
     if sub is None:
         raise BadToken("this link is no longer valid")
     if sub.token_version == version:
-        unsubscribe(session, sub, actor=f"subscriber:{sub.id}")
-        return sub
+        return sub, unsubscribe(session, sub, actor=f"subscriber:{sub.id}")
     if sub.status is SubscriberStatus.unsubscribed and version < sub.token_version:
-        return sub
+        return sub, False
     raise BadToken("this link is no longer valid")

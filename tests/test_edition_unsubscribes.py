@@ -1,0 +1,103 @@
+"""Unsubscribes an edition caused (issue 18's report reads `editions.unsubscribes`): the
+unsubscribe links of a ledger mail name their edition, and a reader who leaves through
+one counts once for it — however often they click, and never who they were."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+
+import httpx
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.db import session_scope
+from service.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from service.subscribers.tokens import make_token
+from service.usecases import readers
+from tests.support.delivery import make_edition, planned_edition, run_all_batches
+from tests.test_hardening_fuzz import FUZZ
+
+ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
+             "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+
+
+def _unsubscribes(edition_id: int) -> int:
+    with session_scope() as s:
+        return s.get(Edition, edition_id).unsubscribes
+
+
+def _status(email: str) -> SubscriberStatus:
+    with session_scope() as s:
+        return s.scalars(sa.select(Subscriber.status).where(Subscriber.email == email)).one()
+
+
+def _header_link(message) -> str:
+    https, _mailto = re.fullmatch(r"<([^>]+)>, <([^>]+)>", message["List-Unsubscribe"]).groups()
+    return https
+
+
+def test_one_click_from_a_real_mail_counts_once_for_its_edition(live_server, smtp_sink):
+    eid = planned_edition(3)
+    run_all_batches(eid)  # the real send path: batch → composer → SMTP
+    mails = {m.rcpt_tos[0]: m.message for m in smtp_sink.wait_for(3, timeout=30)}
+    assert len(mails) == 3
+    link = _header_link(mails["reader0@example.com"])
+    assert link.endswith(f"?e={eid}")
+    body = htmllib.unescape(mails["reader0@example.com"].get_body(("html",)).get_content())
+    assert link in body  # the body's link and the header's: one link, edition included
+
+    # RFC 8058 one-click, twice (a mail client retrying, a double click): counted once.
+    for _ in range(2):
+        assert httpx.post(link, **ONE_CLICK).status_code == 200
+    assert _status("reader0@example.com") is SubscriberStatus.unsubscribed
+    assert _unsubscribes(eid) == 1
+
+    # The page's button posts to the same link, edition included.
+    link1 = _header_link(mails["reader1@example.com"])
+    page = httpx.get(link1)
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
+    assert htmllib.unescape(action).endswith(f"?e={eid}")
+    assert httpx.post(live_server + htmllib.unescape(action), data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert _unsubscribes(eid) == 2
+
+    # A changed e= never errors: the reader leaves, and only an edition they were sent counts.
+    with session_scope() as s:
+        other = make_edition(s)
+    link2 = _header_link(mails["reader2@example.com"]).replace(f"?e={eid}", f"?e={other}")
+    assert httpx.post(link2, **ONE_CLICK).status_code == 200
+    assert _status("reader2@example.com") is SubscriberStatus.unsubscribed
+    assert (_unsubscribes(eid), _unsubscribes(other)) == (2, 0)
+    with session_scope() as s:  # nothing says who
+        assert s.scalar(sa.select(sa.func.count()).select_from(Edition).where(Edition.unsubscribes > 0)) == 1
+
+
+def _sent_reader(s, edition_id: int, n: int) -> str:
+    sub = Subscriber(email=f"fuzz{n}@example.com", status=SubscriberStatus.active, sections=[])
+    s.add(sub)
+    s.flush()
+    s.add(Delivery(edition_id=edition_id, subscriber_id=sub.id, variant="v", status=DeliveryStatus.sent))
+    return make_token("unsubscribe", sub.id, sub.token_version)
+
+
+def test_any_e_value_unsubscribes_and_counts_only_a_real_edition(pg_env):
+    with session_scope() as s:
+        eid = make_edition(s)
+    seen = iter(range(10**6))
+    values = st.one_of(st.text(max_size=30), st.just(str(eid)), st.integers().map(str), st.none(),
+                       st.sampled_from([f"{eid}.0", f" {eid}", f"0{eid}", "٣", "9" * 40, "-1", "0"]))
+
+    @FUZZ
+    @given(raw=values)
+    def check(raw):
+        with session_scope() as s:
+            token = _sent_reader(s, eid, next(seen))
+        before = _unsubscribes(eid)
+        counted = readers.unsubscribe(token, raw)
+        assert counted == (readers.edition_ref(raw) == eid)
+        assert _unsubscribes(eid) == before + counted
+        assert readers.unsubscribe(token, raw) is False  # the second click: already out, not counted
+        assert _unsubscribes(eid) == before + counted
+
+    check()
