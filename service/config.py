@@ -334,10 +334,11 @@ class Settings(BaseSettings):
     confirm_budget_total: int = Field(default=2000, ge=0, le=10_000_000)
     # An optional self-hosted proof-of-work on the signup form and POST /api/subscribe
     # (no third party, no cookie); SIGNUP_CHALLENGE_BITS is its difficulty (leading zero
-    # bits of a SHA-256): 17 is about 131,000 hashes, a median of 0.3-0.5 s in Chromium
-    # with the CPU throttled 6× (bench/bench_signup_challenge.py; 18 was over 1 s there).
+    # bits of a SHA-256): 16 is about 65,000 hashes, a median of 0.2-0.5 s in Chromium
+    # with the CPU throttled 6× (bench/bench_signup_challenge.py); 17 came to 1 s there
+    # when the machine was busy, 18 over it.
     signup_challenge: bool = False
-    signup_challenge_bits: int = Field(default=17, ge=8, le=28)
+    signup_challenge_bits: int = Field(default=16, ge=8, le=28)
     # `nashra web` processes (0 = one per core); `nashra web --workers N` overrides it.
     web_workers: int = Field(default=0, ge=0, le=64)
     # Flower's login, "user:password" (comma-separated for several): not read by Nashra but
