@@ -156,3 +156,13 @@ def test_held_and_unheld_signups_get_the_same_answer(live_server, budget):
     # One confirmation went (the hour's budget of 1), the four others wait: nobody could tell.
     assert list(held()) == ["api1@victim.example", "api2@victim.example", "form0@victim.example",
                             "form1@victim.example"]
+
+
+def test_beat_runs_the_trickle_every_minute_on_the_default_queue():
+    from service.config import load_settings
+    from service.jobs import names
+    from service.jobs.app import celery_config
+
+    entry = celery_config(load_settings())["beat_schedule"]["release-held-confirmations"]
+    assert entry["task"] == names.RELEASE_HELD_CONFIRMATIONS and entry["schedule"] == 60.0
+    assert names.FIXED_ROUTES[names.RELEASE_HELD_CONFIRMATIONS] == names.DEFAULT
