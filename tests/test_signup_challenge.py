@@ -142,7 +142,7 @@ def _form(site: str, email: str, *, solution: str | None = None, value: str | No
     return httpx.post(site + "/subscribe", data=fields)
 
 
-def test_the_form_refuses_a_missing_forged_or_replayed_solution(live_server, challenge_on):
+def test_the_form_refuses_a_missing_forged_expired_or_replayed_solution(live_server, challenge_on):
     missing = _form(live_server, "missing@example.com")
     assert missing.status_code == 400 and challenge.MSG_MISSING in missing.text
     assert FIELD.search(missing.text)  # the page comes back with a fresh challenge to solve
@@ -150,6 +150,9 @@ def test_the_form_refuses_a_missing_forged_or_replayed_solution(live_server, cha
     answer = solve(c.value)
     forged = _form(live_server, "forged@example.com", value=c.value.replace(f".{BITS}.", ".8.", 1), solution=answer)
     assert forged.status_code == 400 and challenge.MSG_BAD in forged.text
+    stale = challenge.issue(now=time.time() - challenge.TTL - 5)
+    expired = _form(live_server, "expired@example.com", value=stale.value, solution=solve(stale.value))
+    assert expired.status_code == 400 and challenge.MSG_EXPIRED in expired.text
     assert _form(live_server, "first@example.com", value=c.value, solution=answer).status_code == 200
     replayed = _form(live_server, "second@example.com", value=c.value, solution=answer)
     assert replayed.status_code == 400 and challenge.MSG_BAD in replayed.text
