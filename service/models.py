@@ -113,6 +113,9 @@ class EditionKind(enum.StrEnum):
     # The alerts a reader's quiet hours held, in one short mail when they end
     # («بينما كنت نائماً»: service/editions/catchup.py).
     catchup = "catchup"
+    # An edition an editor put together by hand (election night, a year in review):
+    # chosen stories in order and an introduction (service/editions/special.py).
+    special = "special"
 
 
 class EditionStatus(enum.StrEnum):
@@ -391,12 +394,18 @@ class Edition(Base):
     recipients: Mapped[int] = mapped_column(default=0)
     # Readers who left through this edition's own unsubscribe links (no row says who).
     unsubscribes: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A draft with send_at is scheduled: beat plans it once this (UTC) instant has come
+    # (service/editions/scheduled.py); before then it can be cancelled or moved.
+    send_at: Mapped[dt.datetime | None]
 
     articles: Mapped[list[EditionArticle]] = relationship(
         order_by="EditionArticle.position", cascade="all, delete-orphan", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_editions_kind_status", "kind", "status"),)
+    __table_args__ = (
+        Index("ix_editions_kind_status", "kind", "status"),
+        Index("ix_editions_status_send_at", "status", "send_at"),
+    )
 
 
 class EditionArticle(Base):

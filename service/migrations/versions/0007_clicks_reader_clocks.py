@@ -26,6 +26,10 @@ def upgrade() -> None:
     op.create_index('ix_subscribers_confirmation_due', 'subscribers', ['confirmation_due_at'])
     with op.batch_alter_table('editions') as batch:
         batch.add_column(sa.Column('unsubscribes', sa.Integer(), nullable=False, server_default='0'))
+        # A draft with send_at is scheduled (UTC); EditionKind gains 'special', which needs no
+        # DDL: kinds are stored as plain strings (models._enum, native_enum=False, no CHECK).
+        batch.add_column(sa.Column('send_at', sa.DateTime(timezone=True), nullable=True))
+    op.create_index('ix_editions_status_send_at', 'editions', ['status', 'send_at'])
 
     op.create_table(
         'edition_links',
@@ -71,7 +75,9 @@ def downgrade() -> None:
     op.drop_table('click_sketches')
     op.drop_table('click_counts')
     op.drop_table('edition_links')
+    op.drop_index('ix_editions_status_send_at', table_name='editions')
     with op.batch_alter_table('editions') as batch:
+        batch.drop_column('send_at')
         batch.drop_column('unsubscribes')
     op.drop_index('ix_subscribers_confirmation_due', table_name='subscribers')
     with op.batch_alter_table('subscribers') as batch:
