@@ -103,6 +103,15 @@ CLIPPED = """() => [...document.body.querySelectorAll('*')].filter(el => {
 }).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''))"""
 
 
+# Text that does not grow with the reader's text size (a size fixed in px): what is
+# measured before the text is set to 200 % and not at least 1.9 times as large after.
+TEXT_SIZES = """() => { window.__sizes = [...document.body.querySelectorAll('*')]
+  .filter(el => [...el.childNodes].some(n => n.nodeType === 3 && n.nodeValue.trim()) && el.checkVisibility())
+  .map(el => [el, parseFloat(getComputedStyle(el).fontSize)]); }"""
+FIXED_TEXT = """() => window.__sizes.filter(([el, size]) => parseFloat(getComputedStyle(el).fontSize) < 1.9 * size)
+  .slice(0, 5).map(([el, size]) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + ' ' + size + 'px')"""
+
+
 class Audit:
     """Everything found on every page: axe per scheme, and the reflow checks."""
 
@@ -128,7 +137,10 @@ class Audit:
             page.set_viewport_size({"width": 320, "height": 640})
             self._reflow(page, name, "320 px")
             page.set_viewport_size({"width": 640, "height": 800})
+            page.evaluate(TEXT_SIZES)
             page.evaluate("() => { document.documentElement.style.fontSize = '200%'; }")
+            if fixed := page.evaluate(FIXED_TEXT):
+                self.problems.append(f"{name} [text 200 %] text that does not grow: {fixed}")
             self._reflow(page, name, "text 200 %")
             if clipped := page.evaluate(CLIPPED):
                 self.problems.append(f"{name} [text 200 %] text cut off in {clipped}")
