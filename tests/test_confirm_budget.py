@@ -14,6 +14,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from service import limits
 from service.config import reset_settings
@@ -62,6 +65,15 @@ def test_the_domain_key_groups_subdomains_and_keeps_country_registries():
     assert domain_key("a@example.com.jo") == "example.com.jo"
     assert domain_key("a@example.jo") == "example.jo"
     assert domain_key("a@localhost") == "localhost"
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.emails())
+def test_every_address_has_a_registrable_domain_key(address):
+    key = domain_key(address)
+    assert key and key == key.lower() and address.lower().endswith(key)
+    if key.split(".")[0] not in confirm_budget._SECOND_LEVEL:  # not an address at a registry (x@co.uk)
+        assert domain_key("x@a.b." + address.rpartition("@")[2]) == key  # its subdomains share its budget
 
 
 def test_a_flood_of_200_addresses_on_one_domain_is_held_to_the_budget(

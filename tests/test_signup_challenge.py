@@ -102,6 +102,7 @@ def test_a_solution_is_accepted_once_and_every_bad_one_refused(request, pg_env, 
 
 def test_the_api_gives_a_challenge_and_wants_it_solved_once(live_server, challenge_on):
     api = live_server + "/api/subscribe"
+    assert httpx.get(live_server + "/api/challenge", headers={"Origin": "https://evil.example"}).status_code == 403
     given_ = httpx.get(live_server + "/api/challenge").json()
     assert given_["required"] is True and given_["bits"] == BITS and given_["expires_in"] == challenge.TTL
     value, answer = given_["challenge"], solve(given_["challenge"])
