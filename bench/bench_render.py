@@ -6,6 +6,8 @@ For a 40-article digest it prints:
   * render + inline time per edition (Jinja2 + premailer, once per audience variant);
   * per-recipient cost of personalise() + build_message(), and of PreparedVariant.build();
   * messages per second on one core, amortising the one render over the recipients;
+  * per-recipient cost with click tracking off and on (every link through /r/, one
+    reader token per message), and their ratio (issue 18's target: at most 1.5x);
   * the naive way (render + premailer + email.message.EmailMessage for every recipient),
     measured in the same run, and the ratio.
 The process pins itself to one CPU so the figure is per core.
@@ -14,9 +16,11 @@ The process pins itself to one CPU so the figure is per core.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import email.message
 import gc
 import os
+import re
 import statistics
 import sys
 import time
@@ -24,12 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.clicks.signing import link_url, reader_token  # noqa: E402
+from service.config import get_settings  # noqa: E402
 from service.rendering.bidi import rtl_text  # noqa: E402
 from service.rendering.environment import html_env, text_env  # noqa: E402
 from service.rendering.inline import inline_css  # noqa: E402
 from service.rendering.mime import PreparedVariant, build_message  # noqa: E402
 from service.rendering.personalise import personalise  # noqa: E402
 from service.rendering.render import render_variant  # noqa: E402
+from service.rendering.viewmodels import CLICK_TOKEN  # noqa: E402
 from tests.support import email_samples as samples  # noqa: E402
 
 FROM = "نشرة <newsletter@nashra.example>"
@@ -39,6 +46,24 @@ def links(i: int) -> tuple[str, str]:
     # the shape of a real signed token (itsdangerous, ~60 characters)
     tok = f"WzEyMzQ1LCAxXQ.ZXhhbXBsZS10b2tlbi0{i:06d}.aBcDeFgHiJkLmNoPqRsTuVwXyZ"
     return f"https://news.example/unsubscribe/{tok}", f"https://news.example/preferences/{tok}"
+
+
+def tracked(variant):
+    """The variant's links as service/clicks/links.py writes them (without a database: ids
+    counted here), each followed by the reader's token placeholder."""
+    settings = get_settings()
+    urls: dict[str, str] = {}
+
+    def link(url: str) -> str:
+        if url.startswith(settings.public_url) or "__NASHRA_" in url:
+            return url
+        if url not in urls:
+            urls[url] = link_url(1000 + len(urls), settings) + "." + CLICK_TOKEN
+        return urls[url]
+
+    html = re.sub(r'(href=")(https?://[^"]*)(")', lambda m: m[1] + link(m[2]) + m[3], variant.html)
+    text = re.sub(r"https?://[^\s\u200e\u200f<>\"]+", lambda m: link(m[0]), variant.text)
+    return dataclasses.replace(variant, html=html, text=text)
 
 
 def per_call(fn, n: int) -> float:
@@ -93,9 +118,29 @@ def main() -> None:
         msg.add_alternative(html, subtype="html", cte="base64")
         return msg.as_bytes()
 
+    # Clicks counted (service/clicks): every outgoing link of the variant through /r/,
+    # rewritten once per variant; per recipient one click token (two HMACs) filled into
+    # every link by PreparedVariant's fixed-length hole.
+    tracked_variant = tracked(variant)
+    tracked_prepared = PreparedVariant(tracked_variant, from_addr=FROM, headers={"List-Id": "digest.nashra.example"})
+    settings = get_settings()
+
+    def fast_tracked(i: int) -> bytes:
+        unsub, prefs = links(i)
+        return tracked_prepared.build(to_addr=f"reader{i}@example.com", unsubscribe_url=unsub,
+                                      preferences_url=prefs, headers={"List-Unsubscribe": f"<{unsub}>"},
+                                      click_token=reader_token(7, i, settings))
+
     prepare_s = per_call(lambda _: PreparedVariant(variant, from_addr=FROM), 20)
     simple_s = per_call(simple, args.recipients)
     fast_s = per_call(fast, args.recipients)
+    # Off and on measured in turns, three times each, the median kept: a busy machine
+    # moves both the same way.
+    off_runs, on_runs = [], []
+    for _ in range(3):
+        off_runs.append(per_call(fast, args.recipients))
+        on_runs.append(per_call(fast_tracked, args.recipients))
+    off_s, on_s = statistics.median(off_runs), statistics.median(on_runs)
     naive_s = per_call(naive, args.naive)
 
     r = args.recipients
@@ -109,6 +154,10 @@ def main() -> None:
     print(f"per recipient, personalise + build_message: {simple_s * 1e6:8.1f} µs")
     print(f"per recipient, PreparedVariant.build      : {fast_s * 1e6:8.1f} µs")
     print(f"per recipient, naive (render+premailer+EmailMessage): {naive_s * 1e3:8.2f} ms")
+    n_links = tracked_variant.html.count(CLICK_TOKEN) + tracked_variant.text.count(CLICK_TOKEN)
+    print(f"per recipient, clicks off (links straight to the site): {off_s * 1e6:8.1f} µs")
+    print(f"per recipient, clicks on ({n_links} tracked links, one token): {on_s * 1e6:8.1f} µs")
+    print(f"ratio clicks on / off: {on_s / off_s:.2f}x   (target: at most 1.5x)")
     print(f"messages/s on one core, {r} recipients, prepared : {r / fast_total:10.0f}")
     print(f"messages/s on one core, {r} recipients, simple   : {r / simple_total:10.0f}")
     print(f"messages/s on one core, naive                    : {r / naive_total:10.1f}")

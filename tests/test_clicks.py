@@ -146,8 +146,9 @@ def test_a_mails_links_redirect_to_the_article_and_count_once_per_click(sent, we
     assert not any(f'href="{story}"' in bodies(mail)["text/html"] for story, _ in STORIES)
     url = story_link(mail, STORIES[0][0])
     assert url.startswith(get_settings().public_url + "/r/")
-    # The text part's link to the story is the same link (the same id and token).
-    assert url in links["text/plain"]
+    # The text part's link to the story is the same link (the same id and token; the "~"
+    # fillers that align the token in base64 may differ).
+    assert url.replace("~", "") in [u.replace("~", "") for u in links["text/plain"]]
 
     r = web.get(ref_path(url), headers=BROWSER)
     assert r.status_code == 302 and r.headers["location"] == STORIES[0][0]
@@ -282,7 +283,7 @@ def test_unique_clicks_of_10000_readers_are_estimated_within_5_percent(pg_env, r
     with session_scope() as s:
         for subscriber_id in range(1, n + 1):
             token = signing.reader_token(eid, subscriber_id, settings_)
-            uid = signing.parse(f"1.{signing.link_sig(1)}{token}").uid
+            uid = signing.parse(f"1.{signing.link_sig(1)}.{token}").uid
             unique.add(s, eid, ["edition"], uid)
             if subscriber_id % 3 == 0:  # a third of them click twice
                 unique.add(s, eid, ["edition"], uid)
@@ -307,7 +308,7 @@ def test_without_redis_the_sketch_lives_in_the_database(sqlite_env, smtp_sink, w
     with session_scope() as s:
         for n in range(500):
             token = signing.reader_token(eid, 1000 + n)
-            unique.add(s, eid, ["edition"], signing.parse(f"1.{signing.link_sig(1)}{token}").uid)
+            unique.add(s, eid, ["edition"], signing.parse(f"1.{signing.link_sig(1)}.{token}").uid)
     assert abs(uniques(eid) - 504) / 504 < 0.05
 
 

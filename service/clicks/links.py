@@ -3,7 +3,7 @@
 Runs once per edition × audience variant, when the planner stores the rendered variant
 (delivery/planner.py), never per recipient: each distinct outgoing URL of the variant
 becomes one `edition_links` row (its position is the order of first appearance), and
-every href and plain-text URL of it becomes `{PUBLIC_URL}/r/<id>.<sig>` followed by the
+every href and plain-text URL of it becomes `{PUBLIC_URL}/r/<id>.<sig>.` followed by the
 CLICK_TOKEN placeholder, which the composer fills with the reader's token.
 
 Not rewritten: links to the web app itself (PUBLIC_URL: the unsubscribe and preferences
@@ -92,7 +92,7 @@ def track(session: Session, edition: Edition, variant: str, rendered: RenderedVa
     if not urls:
         return rendered
     ids = register(session, edition, variant, urls)
-    tracked = {url: link_url(lid, settings) + CLICK_TOKEN for url, lid in ids.items()}
+    tracked = {url: link_url(lid, settings) + "." + CLICK_TOKEN for url, lid in ids.items()}
 
     def in_html(m: re.Match[str]) -> str:
         new = tracked.get(html_lib.unescape(m[2]))

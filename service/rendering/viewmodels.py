@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 # placeholders and filled in by plain string substitution (see personalise.py).
 UNSUBSCRIBE_URL = "__NASHRA_UNSUBSCRIBE_URL__"
 PREFERENCES_URL = "__NASHRA_PREFERENCES_URL__"
-# The reader's click token, at the end of every tracked link (`/r/<link>.<sig>` + token,
-# service/clicks): always exactly CLICK_TOKEN_SIZE ASCII characters, so that the MIME
-# code can place it without per-link work (mime.FixedSlotTemplate).
+# The reader's click token, at the end of every tracked link (`/r/<link>.<sig>.` + token,
+# service/clicks): always exactly CLICK_TOKEN_SIZE URL-safe characters (a multiple of 3),
+# and the MIME code may put up to two CLICK_FILLERs before it, which the link's reader
+# skips: so placed, the token encodes the same in every link and a recipient's message
+# costs one base64 call for all of them (mime.FixedSlotTemplate).
 CLICK_TOKEN = "__NASHRA_CLICK__"
-CLICK_TOKEN_SIZE = 25
+CLICK_TOKEN_SIZE = 24
+CLICK_FILLER = b"~"
 
 
 @dataclass(frozen=True)
