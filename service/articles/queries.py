@@ -94,3 +94,25 @@ def recent_articles(session: Session, limit: int = 15, since: dt.datetime | None
 
 def article_by_id(session: Session, article_id: int) -> Article | None:
     return session.get(Article, article_id) if 0 < article_id < 2**31 else None
+
+
+SEARCH_MAX = 50
+
+
+def _like_escape(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_articles(session: Session, *, words: str = "", section_id: int | None = None,
+                    since: dt.datetime | None = None, limit: int = SEARCH_MAX) -> list[Article]:
+    """Articles whose headline holds every word of `words` (any case), of one section,
+    news since `since` (new or given a major update), freshest first: what an editor
+    picks a special edition's stories from."""
+    stmt = sa.select(Article).order_by(Article.last_major_at.desc(), Article.id.desc()).limit(limit)
+    for word in words.split()[:8]:
+        stmt = stmt.where(Article.title.ilike(f"%{_like_escape(word)}%", escape="\\"))
+    if section_id is not None:
+        stmt = stmt.where(Article.section_id == section_id)
+    if since is not None:
+        stmt = stmt.where(Article.last_major_at >= since)
+    return list(session.scalars(stmt).unique())

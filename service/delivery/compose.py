@@ -18,7 +18,7 @@ Which headers each kind carries is the table `KINDS` below, and nowhere else:
 | kind                        | List-Unsubscribe (+ -Post) | Precedence | envelope sender (VERP)    |
 | --------------------------- | -------------------------- | ---------- | ------------------------- |
 | digest, alert, correction,  | yes                        | bulk       | `+b.<delivery id>` (row)  |
-| catchup                     |                            |            |                           |
+| catchup, special            |                            |            |                           |
 | welcome, manage             | yes                        | —          | `+s.<subscriber id>`      |
 | confirm                     | no (see below)             | —          | `+s.<subscriber id>`      |
 | test (an editor's copy)     | no; `X-Nashra-Test`, and   | —          | `+e.<editor id>`          |
@@ -98,6 +98,7 @@ KINDS: dict[str, Kind] = {
     "alert": Kind(subscribed=True, bulk=True, list_of="alert"),
     "correction": Kind(subscribed=True, bulk=True, list_of="digest"),
     "catchup": Kind(subscribed=True, bulk=True, list_of="alert"),  # the alerts quiet hours held
+    "special": Kind(subscribed=True, bulk=True, list_of="digest"),  # an editor's own edition, to the digest's readers
     "welcome": Kind(subscribed=True, bulk=False, list_of="digest"),
     "manage": Kind(subscribed=True, bulk=False, list_of="digest"),  # the preferences link, asked for again
     "confirm": Kind(subscribed=False, bulk=False, list_of="digest"),

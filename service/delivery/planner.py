@@ -29,7 +29,7 @@ from service.clicks import links
 from service.db import insert_ignoring
 from service.delivery import held
 from service.delivery.ledger import PLANNING
-from service.editions import schedule
+from service.editions import schedule, scheduled, special
 from service.editions.digests import alerted_article_ids
 from service.editions.variants import ALERTED_PREFIX, render_variant_for
 from service.logs import get_logger
@@ -116,7 +116,9 @@ def _audience(edition: Edition, dialect: str, after: int, through: int, alerted:
         conds.append(Subscriber.alerts.is_(True))
     elif edition.kind == EditionKind.correction:
         conds.append(_received_corrected_article(edition, dialect))
-    else:  # pragma: no cover - the enum has three members
+    elif edition.kind == EditionKind.special:
+        conds.append(special.audience_condition(edition, dialect))
+    else:  # pragma: no cover - every kind is above
         raise PlanError(f"edition {edition.id}: unknown kind {edition.kind}")
     return sa.select(
         sa.literal(edition.id),
@@ -275,6 +277,8 @@ class Chunk:
 
 
 def _may_plan(edition: Edition) -> bool:
+    if scheduled.not_yet(edition):
+        return False  # its time has not come (a lost message, the sweeper, a stray retry)
     if edition.status in (EditionStatus.draft, EditionStatus.planned):
         return True
     # Batches of the first chunks are already out (sending) or held (paused): the

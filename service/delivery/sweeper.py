@@ -168,6 +168,8 @@ def stalled_drafts(session: Session, now: dt.datetime | None = None) -> list[tup
             Edition.status == EditionStatus.draft,
             Edition.created_at >= now - DRAFT_LOOKBACK,
             Edition.created_at < now - STALLED_DRAFT_AFTER,
+            # A scheduled draft waits for its time; beat starts it (editions/scheduled.py).
+            Edition.send_at.is_(None),
         )
         .order_by(Edition.id)
     ).all()

@@ -159,7 +159,10 @@ def create_alert(
     summary: str | None = None,
     idempotency_key: str | None = None,
     actor: str | None = None,
+    send_at: dt.datetime | None = None,
 ) -> Edition:
+    """`send_at` (UTC, checked by the caller): a scheduled alert, a draft until then
+    (service/editions/scheduled.py)."""
 
     key = None
     if idempotency_key is not None:
@@ -200,7 +203,8 @@ def create_alert(
             .limit(50)
         ).all()
         for edition in recent:
-            if edition.params.get("url") == url:
+            # The same send time only: "send now" must not return the one scheduled for 06:30.
+            if edition.params.get("url") == url and edition.send_at == send_at:
                 return edition
 
     edition = Edition(
@@ -210,12 +214,14 @@ def create_alert(
         idempotency_key=key,
         params={"headline": headline, "url": url, "summary": summary},
         created_by=editor_id,
+        send_at=send_at,
     )
     edition, created = keys.add_keyed(session, edition)
     if not created:
         return edition
     if article is not None:
         session.add(EditionArticle(edition_id=edition.id, article_id=article.id, version=article.version))
-    audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.create", f"edition:{edition.id}")
+    audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.create", f"edition:{edition.id}",
+          **({"send_at": send_at.isoformat()} if send_at else {}))
     session.flush()
     return edition

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from service.editions.web_copy import ALL, url_for
 from service.models import Edition, EditionKind, EditionStatus, EditionVariant
 
-ARCHIVED_KINDS = (EditionKind.digest, EditionKind.alert)
+ARCHIVED_KINDS = (EditionKind.digest, EditionKind.alert, EditionKind.special)
 LISTED = (EditionStatus.sending, EditionStatus.done)
 PER_PAGE = 30
 FEED_ENTRIES = 50
-KIND_LABELS = {EditionKind.digest: "نشرة", EditionKind.alert: "عاجل"}
+KIND_LABELS = {EditionKind.digest: "نشرة", EditionKind.alert: "عاجل", EditionKind.special: "عدد خاص"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from service.config import get_settings
 from service.editions.article_view import article_view
 from service.editions.catchup import render_catchup
 from service.editions.digests import alerted_article_ids
+from service.editions.special import render_special
 from service.editions.web_copy import url_for as web_copy_url_for
 from service.logs import get_logger
 from service.models import Edition, EditionKind, Section, utcnow
@@ -170,4 +171,6 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
         return render_variant("correction", ctx)
     if edition.kind == EditionKind.catchup:  # the alerts a reader's quiet hours held
         return render_catchup(session, edition, variant, extra=web)
+    if edition.kind == EditionKind.special:  # an editor's own edition: one copy for every reader
+        return render_special(edition, extra=web)
     raise ValueError(f"unknown edition kind {edition.kind}")

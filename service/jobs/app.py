@@ -84,6 +84,9 @@ def celery_config(settings: Settings) -> dict:
             # A tick not started by the next is dropped: after an outage one tick catches up.
             "digests-due": {"task": names.SEND_DUE_DIGESTS, "schedule": float(settings.digest_check_seconds),
                             "options": {"expires": float(settings.digest_check_seconds)}},
+            # Scheduled sends (send_at) leave within DIGEST_CHECK_SECONDS of their time.
+            "scheduled-sends": {"task": names.START_SCHEDULED, "schedule": float(settings.digest_check_seconds),
+                                "options": {"expires": float(settings.digest_check_seconds)}},
             # Unconfirmed signups after PENDING_DAYS, unsubscribed readers after UNSUBSCRIBED_DAYS.
             "purge-readers": {"task": names.PURGE_READERS, "schedule": crontab(minute=41)},
             # Confirmations held back by the signup budget, sent as the hour's budget allows.

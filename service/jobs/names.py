@@ -17,6 +17,7 @@ SEND_DUE_DIGESTS = "nashra.digest.send_due"  # beat, every DIGEST_CHECK_SECONDS:
 SEND_TRANSACTIONAL = "nashra.mail.send_transactional"  # confirmation, welcome
 PURGE_READERS = "nashra.subscribers.purge"  # beat, hourly: unconfirmed and long-unsubscribed readers
 RELEASE_HELD_CONFIRMATIONS = "nashra.subscribers.release_held"  # beat, every minute: the budget's trickle
+START_SCHEDULED = "nashra.editions.start_scheduled"  # beat, every DIGEST_CHECK_SECONDS: editions whose send_at came
 FETCH_BOUNCES = "nashra.inbound.fetch_bounces"  # beat, every BOUNCE_IMAP_SECONDS when BOUNCE_IMAP_URL is set
 
 ALERTS, DIGESTS, INGEST, DEFAULT = "alerts", "digests", "ingest", "default"
@@ -30,6 +31,9 @@ FIXED_ROUTES = {
     # Not behind a big digest's batches on the digests queue: the next hour's digest and
     # the catch-ups must not wait for this one to finish.
     SEND_DUE_DIGESTS: DEFAULT,
+    # Not on the alerts queue: it only asks for planning, and each edition's planning
+    # goes on its own kind's queue (edition_queue), an alert's on the alerts queue.
+    START_SCHEDULED: DEFAULT,
     PURGE_READERS: DEFAULT,
     RELEASE_HELD_CONFIRMATIONS: DEFAULT,
     FETCH_BOUNCES: DEFAULT,

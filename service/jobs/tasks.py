@@ -18,7 +18,7 @@ from service.jobs import (
 )
 from service.jobs.app import app
 from service.jobs.dispatch import install_dispatcher
-from service.usecases import confirmations, digests, ingest, subscribers
+from service.usecases import confirmations, digests, ingest, scheduled, subscribers
 
 # A worker is an edge too: whatever its tasks ask for goes out as Celery messages.
 install_dispatcher()
@@ -66,6 +66,12 @@ def send_scheduled_digest(frequency: str) -> int | None:
 def send_due_digests() -> list[int]:
     """Beat's tick: each slot's digest when it is due, and the catch-ups; safe to run twice."""
     return digests.send_due()
+
+
+@app.task(name=names.START_SCHEDULED, acks_late=True)
+def start_scheduled() -> list[int]:
+    """Beat's tick: the scheduled alerts and special editions whose send_at has come."""
+    return scheduled.start_due()
 
 
 @app.task(name=names.PURGE_READERS, acks_late=True)

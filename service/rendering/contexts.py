@@ -512,3 +512,34 @@ def catchup_context(site: SiteView, *, alerts: Sequence[tuple[str, str, str, dt.
                 "وطلبت أن نؤجّل ما يصل منها في ساعات الهدوء إلى نهايتها."),
     )
     return ctx
+
+
+def special_context(
+    site: SiteView,
+    *,
+    title: str,
+    intro: Sequence[str],
+    articles: Sequence[ArticleView],
+    edition_date: dt.datetime,
+) -> dict:
+    """A special edition an editor put together: their title, their introduction (plain
+    paragraphs), then the stories in their order — the first leads, the others follow,
+    each under its section's name.  Nothing is reordered or dropped: the editor chose."""
+    title = _require_text(title, "a special edition's title")
+    if not articles:
+        raise ValueError("a special edition needs at least one article")
+    lead, rest = articles[0], articles[1:]
+    ctx = _base(site, "special", " ".join(intro)[:PREHEADER_MAX] if intro else " · ".join(a.title for a in rest[:2])
+                or lead.title)
+    ctx.update(
+        title=title,
+        subject_title=_shorten(title, SUBJECT_HEADLINE_MAX),
+        intro=tuple(p for p in intro if p.strip()),
+        edition_date=_site_date(site, edition_date),
+        lead=_item(site, lead),
+        lead_section=lead.section_name or "",
+        items=tuple(_item(site, a) for a in rest),
+        article_count=len(articles),
+        reason=f"تصلك هذه الرسالة لأنك مشترك في نشرة {site.name}: هذا عدد خاص أعدّه المحررون.",
+    )
+    return ctx

@@ -15,7 +15,7 @@ from service.rendering.article_html import article_html
 from service.rendering.bidi import wrap_ltr
 
 TEMPLATES_DIR = resources.email_templates_dir()
-KINDS = ("digest", "alert", "confirm", "welcome", "correction", "catchup", "manage")
+KINDS = ("digest", "alert", "confirm", "welcome", "correction", "catchup", "manage", "special")
 
 
 def _finalize(value: object) -> object:

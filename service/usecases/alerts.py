@@ -15,6 +15,7 @@ alert reaches now, counted by the planner's own rule (`audience_by_variant`).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from service.articles.queries import article_by_id, recent_articles
@@ -57,8 +58,11 @@ class Preview:
 def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: str | None = None,
                headline: str | None = None, url: str | None = None, summary: str | None = None,
                idempotency_key: str | None = None, dispatcher: Dispatcher | None = None,
-               override_quiet_hours: bool = False) -> int:
+               override_quiet_hours: bool = False, send_at: dt.datetime | None = None) -> int:
     """Create the alert edition and ask for its planning after commit; returns its id.
+
+    `send_at` (UTC, from `usecases.scheduled.parse_send_at`): the alert waits as a
+    scheduled draft and beat starts it then; it can be cancelled until it leaves.
 
     `override_quiet_hours`: the editor says this one may not wait — readers in their quiet
     hours get it too (service/subscribers/quiet.py), and the audit log says who decided.
@@ -72,7 +76,7 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
     dispatcher = dispatcher or current()
     with session_scope() as s:
         edition = create_alert(s, editor_id=editor_id, article_url=article_url, headline=headline, url=url,
-                               summary=summary, idempotency_key=idempotency_key, actor=actor)
+                               summary=summary, idempotency_key=idempotency_key, actor=actor, send_at=send_at)
         s.flush()
         edition_id = edition.id
         if override_quiet_hours and edition.status is EditionStatus.draft \
@@ -82,9 +86,9 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
                   f"edition:{edition_id}")
         # A retry with the same key returns the existing edition: plan it only if it
         # has not been planned yet (planning is idempotent, but there is no need).
-        if edition.status is EditionStatus.draft:
+        if edition.status is EditionStatus.draft and edition.send_at is None:
             dispatcher.plan_edition(edition_id, edition.kind.value, session=s)
-    log.info("alert_requested", edition_id=edition_id, editor_id=editor_id)
+    log.info("alert_requested", edition_id=edition_id, editor_id=editor_id, scheduled=send_at is not None)
     return edition_id
 
 

@@ -6,7 +6,7 @@ from service.db import session_scope
 from service.delivery import control
 from service.delivery.progress import progress as ledger_progress
 from service.dispatch import Dispatcher, current
-from service.editions import web_copy
+from service.editions import scheduled, web_copy
 from service.logs import get_logger
 from service.models import Edition, EditionKind, fits_id
 from service.staff.editors import has_role
@@ -29,10 +29,10 @@ class NotAllowed(PermissionError):
 
 
 # Who may steer what (the newsroom's roles): an editor any alert or correction (one
-# story) and a catch-up (the alerts quiet hours held); a digest (every reader's morning
-# mail) only an admin.
+# story), a catch-up (the alerts quiet hours held) and a special edition (editors put
+# it together on their page); a digest (every reader's morning mail) only an admin.
 STEER_ROLE = {EditionKind.alert: "editor", EditionKind.correction: "editor", EditionKind.catchup: "editor",
-              EditionKind.digest: "admin"}
+              EditionKind.special: "editor", EditionKind.digest: "admin"}
 
 
 def _edition(session, edition_id: int) -> Edition | None:
@@ -47,7 +47,10 @@ def progress(edition_id: int) -> dict | None:
         edition = _edition(s, edition_id)
         if edition is None:
             return None
-        return {**ledger_progress(s, edition_id), "web_copy_url": web_copy.share_url(edition)}
+        # send_at: when a scheduled edition leaves (UTC; null once it is not waiting for a time).
+        waiting = edition.send_at if scheduled.is_scheduled(edition) else None
+        return {**ledger_progress(s, edition_id), "web_copy_url": web_copy.share_url(edition),
+                "send_at": waiting.isoformat() if waiting else None}
 
 
 def steer(edition_id: int, action: str, actor: str, dispatcher: Dispatcher | None = None, *,

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.editions.alerts import AlertError
 from service.logs import get_logger
-from service.usecases import alerts, editions
+from service.usecases import alerts, editions, scheduled
 from service.web.access import Role, api
 from service.web.auth import EditorIdentity
 
@@ -31,12 +31,15 @@ class AlertRequest(BaseModel):
     idempotency_key: str | None = None
     dry_run: bool = False  # true: the audience and the rendered subject, nothing queued
     override_quiet_hours: bool = False  # true: readers in their quiet hours get it now too (audited)
+    # ISO 8601; without an offset on the site's TIMEZONE.  The alert waits until then
+    # (cancel it with POST /api/editions/{id}/cancel); gone or >30 days ahead → 422.
+    send_at: str | None = None
 
 
-def send_alert(editor: EditorIdentity, req: AlertRequest) -> int:
+def send_alert(editor: EditorIdentity, req: AlertRequest, send_at) -> int:
     return alerts.send_alert(editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
                              summary=req.summary, idempotency_key=req.idempotency_key,
-                             override_quiet_hours=req.override_quiet_hours)
+                             override_quiet_hours=req.override_quiet_hours, send_at=send_at)
 
 
 @router.post("/alerts")
@@ -50,6 +53,11 @@ async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
+    try:
+        send_at = scheduled.parse_send_at(req.send_at)
+    except scheduled.ScheduleError as exc:
+        return JSONResponse({"error": f"send_at: {exc}"}, status_code=422)
+    when = {"send_at": send_at.isoformat()} if send_at else {}
 
     if req.dry_run:
         try:
@@ -58,12 +66,12 @@ async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
                 summary=req.summary))
         except (AlertError, alerts.PreviewError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
-        return JSONResponse({"audience": preview.audience, "subject": preview.subject}, status_code=200)
+        return JSONResponse({"audience": preview.audience, "subject": preview.subject, **when}, status_code=200)
     try:
-        edition_id = await run_in_threadpool(send_alert, editor, req)
+        edition_id = await run_in_threadpool(send_alert, editor, req, send_at)
     except AlertError as exc:
         return JSONResponse({"error": str(exc)}, status_code=422)
-    return JSONResponse({"edition_id": edition_id}, status_code=202)
+    return JSONResponse({"edition_id": edition_id, **when}, status_code=202)
 
 
 CONTROL_ACTIONS = ("cancel", "pause", "resume")

@@ -1,0 +1,82 @@
+"""Scheduled sends, once for every door (API, editor's pages, CLI): read a send time,
+start what is due (beat's tick), move a scheduled edition or send it now.
+
+Cancelling one is `usecases.editions.steer(…, "cancel")`, as for any edition: a draft
+that is cancelled is never planned, so nothing goes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from service.config import get_settings
+from service.db import session_scope
+from service.dispatch import Dispatcher, current
+from service.editions import scheduled
+from service.editions.scheduled import NotScheduled, ScheduleError
+from service.logs import get_logger
+from service.models import utcnow
+from service.rendering import dates
+from service.staff.editors import has_role
+from service.usecases.editions import STEER_ROLE, NoSuchEdition, NotAllowed, _edition
+
+log = get_logger(__name__)
+
+__all__ = ["NotScheduled", "ScheduleError", "local_text", "parse_send_at", "reschedule", "start_due"]
+
+
+def parse_send_at(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """A send time as typed (ISO 8601; without an offset on the site's TIMEZONE) → UTC,
+    checked (not gone, at most 30 days ahead).  None or blank: send now."""
+    if text is None or not str(text).strip():
+        return None
+    return scheduled.check(scheduled.parse(str(text), get_settings().tz), now)
+
+
+def local_text(when: dt.datetime | None) -> str:
+    """`2027-03-28 07:00 (Europe/Berlin)`: how the pages and the CLI show a send time."""
+    if when is None:
+        return ""
+    settings = get_settings()
+    return dates.local_time(when, settings.tz).strftime("%Y-%m-%d %H:%M") + f" ({settings.timezone})"
+
+
+def start_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = None) -> list[int]:
+    """Beat's tick (every DIGEST_CHECK_SECONDS): ask for the planning of every scheduled
+    edition whose time has come.  The edition stays a draft until the planner takes it,
+    so a lost message is asked for again at the next tick; planning twice is harmless."""
+    dispatcher = dispatcher or current()
+    now = now or utcnow()
+    with session_scope() as session:
+        due = scheduled.due(session, now)
+        for edition in due:
+            scheduled.release(edition, now)
+            dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
+            log.info("scheduled.start", edition_id=edition.id, kind=edition.kind.value,
+                     late_seconds=round((now - edition.send_at).total_seconds()))
+        missed = scheduled.missed(session, now)
+        if missed:
+            log.warning("scheduled.missed", edition_ids=missed, max_late_hours=scheduled.MAX_LATE.seconds // 3600)
+        return [e.id for e in due]
+
+
+def reschedule(edition_id: int, send_at: str | None, *, actor: str, role: str,
+               dispatcher: Dispatcher | None = None, now: dt.datetime | None = None) -> dt.datetime:
+    """Move a scheduled edition to `send_at` (as typed), or send it now (None or blank).
+
+    Raises NoSuchEdition, NotAllowed, ScheduleError (a bad time), NotScheduled (it already
+    left, or was cancelled)."""
+    when = parse_send_at(send_at, now)
+    dispatcher = dispatcher or current()
+    with session_scope() as session:
+        edition = _edition(session, edition_id)
+        if edition is None:
+            raise NoSuchEdition(edition_id)
+        if not has_role(role, STEER_ROLE[edition.kind]):
+            raise NotAllowed(f"a {edition.kind.value} is steered by an {STEER_ROLE[edition.kind]}")
+        edition = scheduled.reschedule(session, edition_id, when, actor)
+        if when is None:
+            dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
+        result = edition.send_at
+    log.info("scheduled.moved", edition_id=edition_id, now=when is None, actor=actor)
+    return result

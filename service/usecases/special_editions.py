@@ -1,0 +1,172 @@
+"""Special editions, once for every door (the editor's page, `nashra edition compose`):
+find stories, preview, count the audience, send a test copy, send now or at a time.
+
+The preview goes through the same path as the real send (as an alert's does): the
+edition is made and rendered by the edition code inside a transaction that is then
+rolled back, so what the editor sees is what readers get and previewing writes nothing.
+The audience is counted by the planner's own rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from service.articles.queries import search_articles
+from service.config import ConfigError, get_settings
+from service.db import session_factory, session_scope
+from service.delivery.compose import Sender, compose_one, send_composed
+from service.delivery.planner import audience_by_variant
+from service.delivery.smtp import SmtpError
+from service.dispatch import Dispatcher, current
+from service.editions.special import SpecialError, create_special
+from service.editions.variants import render_variant_for
+from service.logs import get_logger, redact
+from service.models import Article, Section, audit, fits_id, utcnow
+from service.rendering.personalise import personalise
+from service.rendering.viewmodels import RenderedVariant
+from service.subscribers.errors import InvalidInput
+from service.subscribers.validation import normalise_email
+from service.usecases import audience
+
+log = get_logger(__name__)
+
+SEARCH_DAYS = (1, 3, 7, 30, 365)  # what the page offers; a year for "the year in review"
+__all__ = ["SpecialError"]
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What the editor put together (not yet an edition)."""
+
+    title: str = ""
+    intro: str = ""
+    article_ids: tuple[int, ...] = ()
+    section_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A story as the page lists it."""
+
+    id: int
+    title: str
+    url: str
+    section: str
+    when: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    subject: str
+    html: str
+    text: str
+    audience: int = 0
+    variants: tuple[str, ...] = field(default=("all",))
+
+    @property
+    def reach(self) -> str:
+        return audience.reach(self.audience)
+
+
+def _choice(article: Article) -> Choice:
+    return Choice(article.id, article.title, article.url, article.section.name if article.section else "",
+                  article.published_at or article.first_seen_at)
+
+
+def sections() -> list[tuple[int, str]]:
+    """(id, name) of every section, in the site's order (hidden ones too: old stories)."""
+    with session_scope() as s:
+        return [(sec.id, sec.name) for sec in s.scalars(select(Section).order_by(Section.position, Section.id))]
+
+
+def search(words: str = "", section_id: int | None = None, days: int = 3) -> list[Choice]:
+    """Stories of the last `days` whose headline holds every word, of one section or all."""
+    days = days if days in SEARCH_DAYS else 3
+    with session_scope() as s:
+        found = search_articles(s, words=words[:200], section_id=section_id,
+                                since=utcnow() - dt.timedelta(days=days))
+        return [_choice(a) for a in found]
+
+
+def chosen(article_ids) -> list[Choice]:
+    """The chosen stories in the editor's order (unknown ids left out)."""
+    ids = [i for i in article_ids if isinstance(i, int) and fits_id(Article, i)]
+    if not ids:
+        return []
+    with session_scope() as s:
+        found = {a.id: a for a in s.scalars(select(Article).where(Article.id.in_(ids))).unique()}
+        return [_choice(found[i]) for i in ids if i in found]
+
+
+def preview(comp: Composition, editor_id: int | None = None) -> Preview:
+    """The edition as readers would get it, and how many would get it; nothing kept.
+
+    Raises SpecialError for what the editor must fix."""
+    settings = get_settings()
+    session = session_factory()()
+    try:
+        edition = create_special(session, title=comp.title, article_ids=list(comp.article_ids), intro=comp.intro,
+                                 section_ids=list(comp.section_ids), editor_id=editor_id)
+        try:
+            variant = render_variant_for(session, edition, "all")
+        except ValueError as exc:
+            raise SpecialError(str(exc)) from None
+        counts = audience_by_variant(session, edition)
+    finally:
+        session.rollback()  # a preview leaves no edition behind
+        session.close()
+    if variant is None:
+        raise SpecialError("لا شيء يُعرض: الأخبار المختارة لم تعد موجودة.")
+    home = settings.public_url + "/"
+    html, text = personalise(variant, unsubscribe_url=home, preferences_url=home)
+    return Preview(variant.subject, html, text, sum(counts.values()), tuple(sorted(counts)) or ("all",))
+
+
+def send_test(comp: Composition, to: str, editor, sender: Sender | None = None) -> Preview:
+    """The preview, sent now to one address as a test copy (the alerts' kind "test": marked,
+    no List-Unsubscribe)."""
+    try:
+        address = normalise_email(to)
+    except InvalidInput as exc:
+        raise SpecialError(exc.message) from None
+    shown = preview(comp, editor.id)
+    try:
+        message = compose_one("test", RenderedVariant(subject=shown.subject, html=shown.html, text=shown.text),
+                              to_addr=address, editor_id=editor.id)
+    except ValueError:
+        raise SpecialError("لا يمكن إرسال بريد إلى هذا العنوان.") from None
+    try:
+        send_composed(message, address, sender)
+    except (SmtpError, OSError) as exc:
+        log.warning("special_test_failed", editor_id=editor.id, to=redact(address), error=type(exc).__name__)
+        raise SpecialError("تعذّر إرسال النسخة التجريبية: خادم البريد لم يقبلها. حاول بعد قليل.") from None
+    with session_factory().begin() as s:
+        audit(s, editor.actor, "special.test", None, to=redact(address))
+    log.info("special_test_sent", editor_id=editor.id, to=redact(address))
+    return shown
+
+
+def compose(comp: Composition, *, editor_id: int | None, actor: str | None = None,
+            send_at: dt.datetime | None = None, idempotency_key: str | None = None,
+            dispatcher: Dispatcher | None = None) -> int:
+    """Make the special edition; plan it now (after commit), or leave it scheduled for
+    `send_at` (UTC, from usecases.scheduled.parse_send_at).  Returns its id.
+
+    Raises SpecialError (nothing written), or for a missing POSTAL_ADDRESS in production."""
+    try:
+        get_settings().require_postal_address()
+    except ConfigError as exc:
+        raise SpecialError(str(exc)) from None
+    dispatcher = dispatcher or current()
+    with session_scope(write=True) as s:  # reads the articles, then writes (see usecases.digests)
+        edition = create_special(s, title=comp.title, article_ids=list(comp.article_ids), intro=comp.intro,
+                                 section_ids=list(comp.section_ids), editor_id=editor_id, send_at=send_at,
+                                 idempotency_key=idempotency_key, actor=actor)
+        edition_id = edition.id
+        if edition.status.value == "draft" and edition.send_at is None:
+            dispatcher.plan_edition(edition_id, edition.kind.value, session=s)
+    log.info("special_composed", edition_id=edition_id, editor_id=editor_id, scheduled=send_at is not None)
+    return edition_id

@@ -1,0 +1,200 @@
+"""Special editions (issue 17 item 4): an editor's chosen stories in order with an
+introduction, previewed (nothing kept), counted, scheduled on the site's clock across a
+DST change (TIMEZONE=Europe/Berlin), cancelled, scheduled again, and sent by beat's tick
+through a real Celery worker to the SMTP sink — the introduction first, the stories in
+the editor's order, in the ledger like any edition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import time
+from email import message_from_bytes
+
+import pytest
+import sqlalchemy as sa
+
+from service.articles.sections import ensure_sections
+from service.config import reset_settings
+from service.db import session_scope
+from service.delivery.planner import plan
+from service.dispatch import Recorder
+from service.editions.special import SpecialError
+from service.models import (
+    Article,
+    ArticleVersion,
+    AuditLog,
+    Delivery,
+    Edition,
+    EditionKind,
+    EditionStatus,
+    Section,
+    VersionKind,
+    utcnow,
+)
+from service.usecases import editions, scheduled, special_editions
+from service.usecases.special_editions import Composition
+from tests.support.delivery import add_subscribers
+
+INTRO = "ليلة انتخابية طويلة في المغرب.\n\nنتابع هنا النتائج الأولى ساعة بساعة."
+
+
+def _article(s, title: str, slug: str = "arab-world", hours_ago: float = 2) -> int:
+    seen = utcnow() - dt.timedelta(hours=hours_ago)
+    section_id = s.scalar(sa.select(Section.id).where(Section.slug == slug))
+    url = f"https://news.example/{slug}/{abs(hash(title))}"
+    article = Article(guid=url, url=url, title=title, summary=f"موجز: {title}", body_html=f"<p>{title}</p>",
+                      section_id=section_id, published_at=seen, first_seen_at=seen, last_major_at=seen,
+                      version=1, content_hash="h" * 64)
+    s.add(article)
+    s.flush()
+    s.add(ArticleVersion(article_id=article.id, version=1, kind=VersionKind.new, content_hash="h" * 64,
+                         title=title, summary="", created_at=seen))
+    s.flush()
+    return article.id
+
+
+def _section(slug: str) -> int:
+    with session_scope() as s:
+        return s.scalar(sa.select(Section.id).where(Section.slug == slug))
+
+
+@pytest.fixture
+def newsroom(pg_env):
+    """Three stories (two sections) and readers: 3 daily of every section, 2 weekly of
+    sports only, 1 with no digest (alerts only), 1 unconfirmed."""
+    with session_scope() as s:
+        ensure_sections(s)
+        ids = [_article(s, "فرز الأصوات يبدأ في الرباط"), _article(s, "نسبة المشاركة 50 بالمئة"),
+               _article(s, "المنتخب يفوز في الرباط", slug="sports")]
+        sports = s.scalar(sa.select(Section.id).where(Section.slug == "sports"))
+        add_subscribers(s, 3, prefix="daily")
+        add_subscribers(s, 2, prefix="sport", frequency="weekly", sections=[sports])
+        add_subscribers(s, 1, prefix="alertsonly", frequency="none")
+        add_subscribers(s, 1, prefix="pending", status="pending")
+    return ids
+
+
+def _editions() -> int:
+    with session_scope() as s:
+        return s.scalar(sa.select(sa.func.count()).select_from(Edition)) or 0
+
+
+def test_search_finds_headline_words_by_section_and_age(newsroom):
+    found = special_editions.search("الرباط")
+    assert {c.title for c in found} == {"فرز الأصوات يبدأ في الرباط", "المنتخب يفوز في الرباط"}
+    assert [c.title for c in special_editions.search("الرباط", section_id=_section("sports"))] == [
+        "المنتخب يفوز في الرباط"]
+    assert special_editions.search("%") == [] and special_editions.search("_") == []  # LIKE's wildcards are words
+    with session_scope() as s:
+        _article(s, "فرز قديم في الرباط", hours_ago=24 * 5)
+    assert "فرز قديم في الرباط" not in {c.title for c in special_editions.search("فرز", days=3)}
+    assert "فرز قديم في الرباط" in {c.title for c in special_editions.search("فرز", days=7)}
+
+
+def test_preview_shows_intro_then_stories_in_the_editors_order_counts_and_keeps_nothing(newsroom):
+    a, b, c = newsroom
+    comp = Composition(title="ليلة الانتخابات", intro=INTRO, article_ids=(c, a, b))
+    shown = special_editions.preview(comp)
+    assert shown.subject.strip("\u200f").startswith("ليلة الانتخابات")
+    assert shown.audience == 5 and shown.reach == "سيصل إلى 5 مشتركين" and shown.variants == ("all",)
+    text = shown.text
+    places = [text.index(x) for x in ("ليلة انتخابية طويلة", "نتابع هنا النتائج", "المنتخب يفوز",
+                                      "فرز الأصوات", "نسبة المشاركة")]
+    assert places == sorted(places)
+    assert "<p class=\"summary\"" in shown.html or "ليلة انتخابية طويلة" in shown.html
+    assert _editions() == 0  # a preview leaves nothing behind
+    # Only the sports section: its two weekly readers and the readers of every section.
+    narrowed = special_editions.preview(Composition(title="رياضة", article_ids=(c,), section_ids=(_section("sports"),)))
+    assert narrowed.audience == 5
+    only_world = special_editions.preview(Composition(title="عالم", article_ids=(a,), section_ids=(_section("arab-world"),)))
+    assert only_world.audience == 3
+
+
+@pytest.mark.parametrize("comp,why", [
+    (Composition(title="", article_ids=(1,)), "عنوان"),
+    (Composition(title="ع", article_ids=()), "خبراً واحداً"),
+    (Composition(title="ع", article_ids=(2**40,)), "غير صالح"),
+    (Composition(title="ع", article_ids=(999_999,)), "لا يوجد خبر"),
+    (Composition(title="ع\x00", article_ids=(1,)), "محرف تحكّم"),
+    (Composition(title="ع", intro="x" * 5000, article_ids=(1,)), "المقدمة أطول"),
+    (Composition(title="ع", article_ids=(1,), section_ids=(999_999,)), "لا يوجد قسم"),
+])
+def test_bad_compositions_are_refused_with_the_reason_and_nothing_is_made(newsroom, comp, why):
+    comp = Composition(comp.title, comp.intro, tuple(newsroom[0] if i == 1 else i for i in comp.article_ids),
+                       comp.section_ids)
+    with pytest.raises(SpecialError, match=why):
+        special_editions.compose(comp, editor_id=None, dispatcher=Recorder())
+    assert _editions() == 0
+
+
+def test_scheduled_across_dst_cancelled_rescheduled_then_sent_by_beat_through_a_worker(
+        newsroom, monkeypatch, redis_url, smtp_sink, celery_worker_factory):
+    monkeypatch.setenv("TIMEZONE", "Europe/Berlin")
+    reset_settings()
+    a, b, c = newsroom
+    comp = Composition(title="ليلة الانتخابات", intro=INTRO, article_ids=(b, c, a))
+    # Saturday noon, the day before Berlin's clocks go forward (2027-03-28 02:00 → 03:00).
+    saturday = dt.datetime(2027, 3, 27, 12, 0, tzinfo=dt.UTC)
+    at = scheduled.parse_send_at("2027-03-28 07:00", now=saturday)
+    assert at == dt.datetime(2027, 3, 28, 5, 0, tzinfo=dt.UTC)  # 07:00 CEST (UTC+2), not 24 h of CET later
+    assert scheduled.local_text(at) == "2027-03-28 07:00 (Europe/Berlin)"
+    with pytest.raises(scheduled.ScheduleError, match="does not exist"):
+        scheduled.parse_send_at("2027-03-28 02:30", now=saturday)  # the hour the clocks skip
+    with pytest.raises(scheduled.ScheduleError, match="past"):
+        scheduled.parse_send_at("2027-03-27 12:00", now=saturday)
+    with pytest.raises(scheduled.ScheduleError, match="30 days"):
+        scheduled.parse_send_at("2027-05-01 07:00", now=saturday)
+
+    rec = Recorder()
+    eid = special_editions.compose(comp, editor_id=None, send_at=at, dispatcher=rec)
+    assert rec.calls == []  # nothing is planned before its time
+    assert editions.progress(eid)["send_at"] == "2027-03-28T05:00:00+00:00"
+    assert scheduled.start_due(now=at - dt.timedelta(seconds=1), dispatcher=rec) == []
+    # Nobody plans it early, not even a stray message or the sweeper.
+    with session_scope() as s:
+        assert plan(s, eid) == 0 and s.get(Edition, eid).status is EditionStatus.draft
+
+    # Cancelled before its time: beat's tick after it finds nothing, nothing goes.
+    editions.steer(eid, "cancel", "editor:1", role="editor")
+    assert scheduled.start_due(now=at + dt.timedelta(seconds=30), dispatcher=rec) == []
+    with pytest.raises(scheduled.NotScheduled):
+        scheduled.reschedule(eid, "2027-03-28 08:00", actor="editor:1", role="editor", now=saturday)
+
+    # Again, then moved by an hour (08:00 local), then beat at 06:00:30 UTC starts it.
+    eid = special_editions.compose(comp, editor_id=None, send_at=at, dispatcher=rec)
+    moved = scheduled.reschedule(eid, "2027-03-28 08:00", actor="editor:1", role="editor", now=saturday,
+                                 dispatcher=rec)
+    assert moved == dt.datetime(2027, 3, 28, 6, 0, tzinfo=dt.UTC)
+    assert scheduled.start_due(now=at + dt.timedelta(seconds=30), dispatcher=rec) == []  # 07:00 is no longer it
+    with session_scope() as s:
+        assert s.scalar(sa.select(AuditLog.details).where(AuditLog.action == "edition.reschedule"))["after"] \
+            .startswith("2027-03-28T06:00")
+    with celery_worker_factory(queues=("digests", "default"), concurrency=2):
+        assert scheduled.start_due(now=moved + dt.timedelta(seconds=30)) == [eid]  # the real dispatcher
+        messages = smtp_sink.wait_for(5, timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and editions.progress(eid)["status"] != "done":
+            time.sleep(0.2)
+    assert sorted(r for m in messages for r in m.rcpt_tos) == sorted(
+        [f"daily{i}@example.com" for i in range(3)] + [f"sport{i}@example.com" for i in range(2)])
+    msg = message_from_bytes(messages[0].data, policy=email.policy.default)
+    assert "ليلة الانتخابات" in msg["Subject"] and msg["List-Id"].endswith("<digest.nashra.example>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = msg.get_body(("plain",)).get_content()
+    places = [text.index(x) for x in ("ليلة انتخابية طويلة", "نسبة المشاركة", "المنتخب يفوز", "فرز الأصوات")]
+    assert places == sorted(places)
+    with session_scope() as s:
+        edition = s.get(Edition, eid)
+        assert edition.kind is EditionKind.special and edition.status is EditionStatus.done
+        assert edition.recipients == 5
+        assert s.scalar(sa.select(sa.func.count()).select_from(Delivery).where(Delivery.edition_id == eid)) == 5
+    assert editions.progress(eid)["send_at"] is None  # it left
+
+
+def test_a_double_click_is_one_special_edition(newsroom):
+    comp = Composition(title="عدد خاص", article_ids=tuple(newsroom))
+    rec = Recorder()
+    first = special_editions.compose(comp, editor_id=None, idempotency_key="k1", dispatcher=rec)
+    again = special_editions.compose(comp, editor_id=None, idempotency_key="k1", dispatcher=rec)
+    assert first == again and _editions() == 1
