@@ -100,8 +100,9 @@ def newsroom() -> dict[str, int]:
             ids[f"evening{n}"] = reader(s, f"evening{n}@example.com", hour=18)
         ids["weekly"] = reader(s, "weekly@example.com", frequency="weekly")
         s.add(Edition(kind=EditionKind.digest, frequency=Frequency.daily, status=EditionStatus.done,
-                      idempotency_key="digest:daily:h18:2026-03-27", window_start=local(26, 17, 58),
-                      window_end=local(27, 17, 58), params={"slot": {"hour": 18}}))
+                      idempotency_key="digest:daily:u15:2026-03-27", window_start=local(26, 17, 58),
+                      window_end=local(27, 17, 58), params={"slot": {"at": local(27, 18).isoformat(),
+                                                                     "frequency": "daily"}}))
         article(s, EVENING_BEFORE, local(27, 12), 1)
         article(s, NIGHT, local(27, 22), 2)
         article(s, NOON, local(28, 12), 3)
@@ -155,8 +156,9 @@ def test_a_slot_made_ahead_of_its_time_is_followed_by_the_next_one(slots_env):
     newsroom()
     with session_scope() as s:  # `nashra digest send` made today's 07:00 digest already
         s.add(Edition(kind=EditionKind.digest, frequency=Frequency.daily, status=EditionStatus.done,
-                      idempotency_key="digest:daily:h07:2026-03-28", window_start=local(27, 4, 58),
-                      window_end=local(28, 4, 58), params={"slot": {"hour": 7}}))
+                      idempotency_key="digest:daily:u04:2026-03-28", window_start=local(27, 4, 58),
+                      window_end=local(28, 4, 58), params={"slot": {"at": local(28, 7).isoformat(),
+                                                                     "frequency": "daily"}}))
     result = preview("daily", now=NOW)
     assert (result.slot.hour, result.slot.date) == (18, dt.date(2026, 3, 28))
     assert [(s.clock, s.date.day) for s in result.slots] == [("18:00", 28), ("07:00", 29)]

@@ -97,7 +97,7 @@ from service.models import (
     EditionVariant,
     utcnow,
 )
-from service.subscribers import quiet, suppression
+from service.subscribers import clocks, quiet, suppression
 
 log = get_logger(__name__)
 
@@ -515,7 +515,10 @@ class _Batch:
             self._put(write)
 
     def _withheld(self, state: ledger.RecipientState) -> quiet.Withheld | None:
-        return quiet.decide(self.kind, now=self.now, local=self.local, paused_until=state.paused_until,
+        # Quiet hours on the reader's clock; the cap counts the site's day (ledger.count_alerts).
+        local = self.local if state.time_zone is None else clocks.local(self.now, state.time_zone, self.settings)
+        return quiet.decide(self.kind, now=self.now, local=local, day=self.local.date(),
+                            paused_until=state.paused_until,
                             quiet_start=state.quiet_start, quiet_end=state.quiet_end, quiet_mode=state.quiet_mode,
                             alert_cap=state.alert_cap, alerts_day=state.alerts_day, alerts_today=state.alerts_today,
                             override_quiet=self.override_quiet)

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from service.config import get_settings
 from service.db import insert_ignoring
 from service.models import (
     Delivery,
@@ -32,7 +31,7 @@ from service.models import (
     utcnow,
 )
 from service.subscribers.hours import not_paused
-from service.subscribers.quiet import quiet_now
+from service.subscribers.quiet import quiet_at
 
 D = Delivery.__table__
 
@@ -50,7 +49,6 @@ def insert_catchup_audience(session: Session, edition: Edition, after: int, thro
     if not alerts:
         return 0
     now = utcnow()
-    hour = now.astimezone(get_settings().tz).hour
     dialect = session.get_bind().dialect.name
     as_text = sa.cast(Delivery.edition_id, sa.Text)
     if dialect == "postgresql":
@@ -76,7 +74,7 @@ def insert_catchup_audience(session: Session, edition: Edition, after: int, thro
             Subscriber.alerts.is_(True),
             ~sa.exists().where(Suppression.email == Subscriber.email),
             not_paused(now),
-            ~quiet_now(hour),
+            ~quiet_at(now),
             Subscriber.id > after,
             Subscriber.id <= through,
         )

@@ -108,6 +108,7 @@ class RecipientState:
     alert_cap: int | None = None
     alerts_day: dt.date | None = None
     alerts_today: int = 0
+    time_zone: str | None = None  # their clock for quiet hours (None: TIMEZONE)
 
 
 _S = Subscriber.__table__
@@ -136,6 +137,7 @@ _RECIPIENT_STATES = (
         _S.c.alert_cap,
         _S.c.alerts_day,
         _S.c.alerts_today,
+        _S.c.time_zone,
     )
     .select_from(_E.outerjoin(_S, _S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True))))
     .where(_E.c.id == sa.bindparam("edition_id"))
@@ -169,7 +171,8 @@ def recipient_states(conn, edition_id: int, subscriber_ids: list[int],
         status = EditionStatus(row[0])
         if row[1] is not None:
             states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]),
-                                            _aware(row[8]), row[9], row[10], row[11], row[12], row[13], row[14] or 0)
+                                            _aware(row[8]), row[9], row[10], row[11], row[12], row[13], row[14] or 0,
+                                            row[15])
     return status, states, not_held
 
 

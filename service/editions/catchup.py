@@ -35,7 +35,7 @@ from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.hours import not_paused
-from service.subscribers.quiet import quiet_now
+from service.subscribers.quiet import quiet_at
 
 log = get_logger(__name__)
 
@@ -61,7 +61,6 @@ def expire_old(session: Session, now: dt.datetime) -> int:
 
 def due_alerts(session: Session, now: dt.datetime) -> list[int]:
     """The newest alerts (ids, at most CATCHUP_MAX) held for a reader who is awake now."""
-    hour = now.astimezone(get_settings().tz).hour
     rows = session.scalars(
         sa.select(Delivery.edition_id)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -69,7 +68,7 @@ def due_alerts(session: Session, now: dt.datetime) -> list[int]:
         .where(Delivery.status == DeliveryStatus.held, Delivery.updated_at >= now - HELD_MAX_AGE,
                Edition.kind == EditionKind.alert, Edition.status != EditionStatus.cancelled,
                Subscriber.status == SubscriberStatus.active, Subscriber.alerts.is_(True),
-               not_paused(now), ~quiet_now(hour))
+               not_paused(now), ~quiet_at(now))
         .distinct()
         .order_by(Delivery.edition_id.desc())
         .limit(CATCHUP_MAX)

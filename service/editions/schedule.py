@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import zoneinfo
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -125,6 +124,12 @@ class Slot:
         return self.site_local().weekday() if self.frequency is Frequency.weekly else None
 
     @property
+    def legacy_key(self) -> str:
+        """The key this slot's digest had when slots were hours on the site's clock: a
+        digest made under it before an upgrade is this one (not sent twice that day)."""
+        return f"digest:{self.frequency.value}:{self.page_code}:{self.date.isoformat()}"
+
+    @property
     def page_code(self) -> str:
         """h07 / d5h07: the hour (and day) in TIMEZONE, as the editors' page selects it."""
         if self.frequency is Frequency.weekly:
@@ -147,7 +152,7 @@ def _hits(at: dt.datetime, hours: tuple[int, ...], minute: int, site: str) -> tu
     names = clocks.zone_names() if site in clocks.known_zones() else (*clocks.zone_names(), site)
     offered = set(hours)
     for name in names:
-        tz = zoneinfo.ZoneInfo(name)
+        tz = clocks.zone_object(name)
         first, last = at.astimezone(tz), (end - dt.timedelta(microseconds=1)).astimezone(tz)
         if (at - SETTLED).astimezone(tz).utcoffset() == first.utcoffset() == last.utcoffset():
             # No clock change inside the hour, nor just before it (a wall time the change
@@ -180,11 +185,20 @@ def audience_condition(slot_params: dict | None, settings: Settings | None = Non
 
 def slot_condition(slot_params: dict, settings: Settings | None = None) -> sa.ColumnElement[bool]:
     """The readers of a slot (an edition's params["slot"]), on their own clocks."""
-    settings = settings or get_settings()
     if "at" not in slot_params:
         return legacy_condition(slot_params, settings)
-    at = dt.datetime.fromisoformat(slot_params["at"])
     weekly = slot_params.get("frequency") == Frequency.weekly.value
+    if settings is None or settings is get_settings():  # the usual case, built once per slot (a clause is immutable)
+        return _slot_condition(str(slot_params["at"]), weekly, id(get_settings()))
+    return _build_slot_condition(dt.datetime.fromisoformat(slot_params["at"]), weekly, settings)
+
+
+@functools.lru_cache(maxsize=64)
+def _slot_condition(at: str, weekly: bool, settings_id: int) -> sa.ColumnElement[bool]:
+    return _build_slot_condition(dt.datetime.fromisoformat(at), weekly, get_settings())
+
+
+def _build_slot_condition(at: dt.datetime, weekly: bool, settings: Settings) -> sa.ColumnElement[bool]:
     groups: dict[tuple[int, int | None], list[str]] = {}
     for hour, date, name in hits(at, settings):
         groups.setdefault((hour, date.weekday() if weekly else None), []).append(name)
@@ -208,7 +222,7 @@ def catch_back(session, slot: Slot, settings: Settings | None = None) -> dt.time
     period = dt.timedelta(days=PERIOD_DAYS[slot.frequency])
     shifted: dict[str, dt.timedelta] = {}
     for hour, date, name in hits(slot.at, settings):
-        before = slot_start(due_at(date - period, hour, settings, zoneinfo.ZoneInfo(name)), settings)
+        before = slot_start(due_at(date - period, hour, settings, clocks.zone_object(name)), settings)
         gap = (slot.at - period) - before
         if gap > dt.timedelta(0):
             shifted[name] = max(gap, shifted.get(name, dt.timedelta(0)))
@@ -257,3 +271,15 @@ def has_readers(session, slot: Slot, now: dt.datetime, settings: Settings | None
     return bool(session.scalar(sa.select(sa.exists().where(
         Subscriber.status == SubscriberStatus.active, Subscriber.frequency == slot.frequency,
         slot_condition(slot.params(), settings), not_paused(now)))))
+
+
+def with_readers(session, slots: list[Slot], now: dt.datetime, settings: Settings | None = None) -> list[Slot]:
+    """The slots someone would get, in one query (beat asks about several every tick, and
+    most UTC hours are some zone's offered hour while few have readers)."""
+    if not slots:
+        return []
+    probes = [sa.exists().where(
+        Subscriber.status == SubscriberStatus.active, Subscriber.frequency == slot.frequency,
+        slot_condition(slot.params(), settings), not_paused(now)) for slot in slots]
+    found = session.execute(sa.select(*probes)).one()
+    return [slot for slot, yes in zip(slots, found, strict=True) if yes]

@@ -42,6 +42,18 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(known_zones()))
 
 
+@functools.lru_cache(maxsize=1)
+def _zone_objects() -> dict[str, zoneinfo.ZoneInfo]:
+    # Held here: ZoneInfo's own cache keeps only a few strongly, and reading a zone's file
+    # again for each of ~600 zones at every tick was most of beat's CPU.
+    return {name: zoneinfo.ZoneInfo(name) for name in zone_names()}
+
+
+def zone_object(name: str) -> zoneinfo.ZoneInfo:
+    found = _zone_objects().get(name)
+    return found if found is not None else zoneinfo.ZoneInfo(name)
+
+
 def check(raw: object) -> str | None:
     """A reader's zone as a form, a JSON body or a CSV cell gives it: a known IANA name,
     None for empty (the site's TIMEZONE), or InvalidInput("time_zone")."""
@@ -59,7 +71,7 @@ def zone(name: str | None, settings: Settings | None = None) -> zoneinfo.ZoneInf
     """The reader's zone (the site's for None or, defensively, a name this machine lacks)."""
     settings = settings or get_settings()
     if name and name in known_zones():
-        return zoneinfo.ZoneInfo(name)
+        return zone_object(name)
     return settings.tz
 
 
@@ -85,7 +97,7 @@ def zones_by(now: dt.datetime, key: Callable[[dt.datetime], Hashable],
     settings = settings or get_settings()
     out: dict[Hashable, list[str]] = {}
     for name in _all_zone_names(settings):
-        out.setdefault(key(now.astimezone(zoneinfo.ZoneInfo(name))), []).append(name)
+        out.setdefault(key(now.astimezone(zone_object(name))), []).append(name)
     return out
 
 
@@ -95,7 +107,7 @@ def in_zones(names: Iterable[str], settings: Settings | None = None) -> sa.Colum
     names = sorted(set(names))
     if not names:
         return sa.false()
-    cond = Subscriber.time_zone.in_(names)
     if settings.timezone in names:
-        cond = sa.or_(Subscriber.time_zone.is_(None), cond)
-    return cond
+        return sa.or_(Subscriber.time_zone.is_(None), Subscriber.time_zone.in_(names))
+    # Never NULL (a NULL zone IN (…) is NULL in SQL): the rule may be negated (`~quiet_at`).
+    return sa.and_(Subscriber.time_zone.is_not(None), Subscriber.time_zone.in_(names))

@@ -82,11 +82,12 @@ def send_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = Non
     made: list[int] = []
     slots = schedule.due_slots(now)
     with session_scope() as session:
+        # A slot's digest made under its site-clock key before slots were UTC instants counts.
         taken = set(session.scalars(select(Edition.idempotency_key).where(
-            Edition.idempotency_key.in_([slot.key for slot in slots])))) if slots else set()
+            Edition.idempotency_key.in_([k for slot in slots for k in (slot.key, slot.legacy_key)])))) if slots else set()
+        slots = schedule.with_readers(session, [s for s in slots if s.key not in taken and s.legacy_key not in taken],
+                                      now)
     for slot in slots:
-        if slot.key in taken:
-            continue
         with session_scope(write=True) as session:  # reads, then writes (see start_digest)
             if existing(session, slot.key) is not None or not schedule.has_readers(session, slot, now):
                 continue
