@@ -25,10 +25,11 @@ log = get_logger(__name__)
 __all__ = ["NotScheduled", "ScheduleError", "local_text", "parse_send_at", "reschedule", "start_due"]
 
 
-def parse_send_at(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+def parse_send_at(text: str | None, now: dt.datetime | None = None, *, blank_is_now: bool = True) -> dt.datetime | None:
     """A send time as typed (ISO 8601; without an offset on the site's TIMEZONE) → UTC,
-    checked (not gone, at most 30 days ahead).  None or blank: send now."""
-    if text is None or not str(text).strip():
+    checked (not gone, at most 30 days ahead).  None, or blank from a form: send now (the
+    API says `blank_is_now=False`: a JSON "send_at": "" is a mistake, not "now")."""
+    if text is None or (blank_is_now and not str(text).strip()):
         return None
     return scheduled.check(scheduled.parse(str(text), get_settings().tz), now)
 

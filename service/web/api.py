@@ -54,7 +54,7 @@ async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
     try:
-        send_at = scheduled.parse_send_at(req.send_at)
+        send_at = scheduled.parse_send_at(req.send_at, blank_is_now=False)
     except scheduled.ScheduleError as exc:
         return JSONResponse({"error": f"send_at: {exc}"}, status_code=422)
     when = {"send_at": send_at.isoformat()} if send_at else {}
