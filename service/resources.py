@@ -60,6 +60,11 @@ def signup_challenge_js() -> str:
     return (web_templates_dir() / "signup_challenge.js").read_text(encoding="utf-8")
 
 
+def time_zone_js() -> str:
+    """The readers' pages' time-zone script (served at /time-zone.js): the browser's zone."""
+    return (web_templates_dir() / "time_zone.js").read_text(encoding="utf-8")
+
+
 def migrations_dir() -> Path:
     """The Alembic script directory (env.py, versions/)."""
     return package_dir() / "migrations"

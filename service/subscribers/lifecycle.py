@@ -53,6 +53,7 @@ def signup(
     digest_hour: int | None = None,
     digest_weekday: int | None = None,
     evidence: Evidence | None = None,
+    time_zone: str | None = None,
 ) -> SignupResult:
     """Record a signup and queue the double-opt-in mail.
 
@@ -79,6 +80,7 @@ def signup(
         consented_at=now,
         digest_hour=digest_hour,
         digest_weekday=digest_weekday,
+        time_zone=time_zone,
     )
     # Ours or a concurrent request's row, now committed (or inserted by us): lock it.
     sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
@@ -112,6 +114,7 @@ def signup(
         sub.confirmed_at = None
         sub.unsubscribed_at = None
         sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
+        sub.time_zone = time_zone
         session.flush()
     audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=consent_source)
     consent.record(session, sub.id, "signup", evidence, source=consent_source, now=now)
@@ -199,20 +202,22 @@ def update_preferences(
 
 def update_schedule(session: Session, sub: Subscriber, *, digest_hour: int | None, digest_weekday: int | None,
                     quiet_start: int | None, quiet_end: int | None, quiet_mode: str, alert_cap: int | None,
-                    paused_until: dt.datetime | None) -> Subscriber:
-    """When the reader hears from us: their digest hour and day, quiet hours, cap, pause
-    (validated by choices.py; None is the site's default, no quiet hours, no cap, no pause)."""
+                    paused_until: dt.datetime | None, time_zone: str | None = None) -> Subscriber:
+    """When the reader hears from us: their digest hour and day, quiet hours, cap, pause,
+    and the clock they are on (validated by choices.py and clocks.py; None is the site's
+    default, no quiet hours, no cap, no pause, TIMEZONE)."""
     before = (sub.digest_hour, sub.digest_weekday, sub.quiet_start, sub.quiet_end, sub.quiet_mode, sub.alert_cap,
-              sub.paused_until)
+              sub.paused_until, sub.time_zone)
     sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
     sub.quiet_start, sub.quiet_end, sub.quiet_mode = quiet_start, quiet_end, quiet_mode
     sub.alert_cap, sub.paused_until = alert_cap, paused_until
-    after = (digest_hour, digest_weekday, quiet_start, quiet_end, quiet_mode, alert_cap, paused_until)
+    sub.time_zone = time_zone
+    after = (digest_hour, digest_weekday, quiet_start, quiet_end, quiet_mode, alert_cap, paused_until, time_zone)
     if after != before:
         session.flush()
         audit(session, f"subscriber:{sub.id}", "schedule", f"subscriber:{sub.id}", digest_hour=digest_hour,
               digest_weekday=digest_weekday, quiet=[quiet_start, quiet_end, quiet_mode], alert_cap=alert_cap,
-              paused_until=paused_until.isoformat() if paused_until else None)
+              paused_until=paused_until.isoformat() if paused_until else None, time_zone=time_zone)
         log.info("schedule_updated", subscriber_id=sub.id)
     return sub
 

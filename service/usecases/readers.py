@@ -27,7 +27,7 @@ from service.db import session_scope
 from service.editions import unsubscribes
 from service.logs import get_logger
 from service.models import Subscriber, SubscriberStatus, utcnow
-from service.subscribers import choices, consent, lifecycle
+from service.subscribers import choices, clocks, consent, lifecycle
 from service.subscribers.consent import Evidence
 from service.subscribers.errors import InvalidInput
 from service.subscribers.hours import WEEKDAYS_AR, effective_hour, effective_weekday, offered_hours
@@ -89,6 +89,9 @@ def signup_form() -> dict:
         "default_weekday": effective_weekday(None),
         "consent_text": consent.text_of(consent.CURRENT),
         "consent_version": consent.CURRENT,
+        # Their clock: the browser's zone fills it (a script in the page); without it, ours.
+        "time_zone": get_settings().timezone,
+        "zones": clocks.zone_names(),
         "challenge": subscribers.new_challenge(),  # None unless SIGNUP_CHALLENGE is on
     }
 
@@ -150,6 +153,7 @@ class PreferencesForm:
     quiet_mode: object = None
     alert_cap: object = None
     pause: object = None
+    time_zone: object = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,9 @@ def _schedule_values(s: Session, sub: Subscriber) -> dict:
     for entry in record:  # shown in local time; the export keeps UTC
         entry["at_local"] = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
     return {
+        "time_zone": clocks.name_of(sub.time_zone),
+        "time_zone_chosen": sub.time_zone is not None,  # else the page offers the browser's zone
+        "zones": clocks.zone_names(),
         "hours": _hour_options(),
         "digest_hour": effective_hour(sub.digest_hour),
         "weekdays": _weekday_options(),
@@ -232,13 +239,16 @@ def save_preferences(token: str, form: PreferencesForm, *, authorised: Authorise
                                                                      form.quiet_mode)
             cap = choices.alert_cap(form.alert_cap)
             paused_until = choices.pause(form.pause, sub.paused_until, utcnow())
+            zone = clocks.check(form.time_zone)
+            if zone == get_settings().timezone and sub.time_zone is None:
+                zone = None  # the site's clock, as shown: they keep following TIMEZONE
         except InvalidInput as exc:
             log.info("preferences_invalid", subscriber_id=sub.id, field=exc.field)
             return PreferencesPage(sub.id, _preferences_values(s, sub), error=exc)
         lifecycle.update_preferences(s, sub, sections=chosen, frequency=frequency, alerts=alerts)
         lifecycle.update_schedule(s, sub, digest_hour=hour, digest_weekday=weekday, quiet_start=quiet_start,
                                   quiet_end=quiet_end, quiet_mode=quiet_mode, alert_cap=cap,
-                                  paused_until=paused_until)
+                                  paused_until=paused_until, time_zone=zone)
         return PreferencesPage(sub.id, _preferences_values(s, sub), saved=True)
 
 

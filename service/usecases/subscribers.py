@@ -17,7 +17,7 @@ from service.config import get_settings
 from service.db import session_scope
 from service.inbound import actions
 from service.models import Section
-from service.subscribers import challenge, choices, lifecycle, privacy
+from service.subscribers import challenge, choices, clocks, lifecycle, privacy
 from service.subscribers.consent import Evidence
 from service.subscribers.csvio import CHUNK, CsvError, CsvImport, ImportReport, export_csv
 from service.subscribers.errors import InvalidInput
@@ -103,6 +103,7 @@ class SignupRequest:
     consented: bool
     digest_hour: object = None
     digest_weekday: object = None
+    time_zone: object = None  # the reader's IANA zone (the browser's); empty: TIMEZONE
     challenge: object = None  # the proof of work, when SIGNUP_CHALLENGE is on
     solution: object = None
 
@@ -144,12 +145,14 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
     if not req.consented:
         raise InvalidInput("consent", MSG_CONSENT)
     hour, weekday = choices.digest_hour(req.digest_hour), choices.digest_weekday(req.digest_weekday)
+    zone = clocks.check(req.time_zone)
     if get_settings().signup_challenge:  # last, so that a typo in the form does not spend the proof
         challenge.verify(req.challenge, req.solution)
     with session_scope() as session:
         chosen = section_ids(session, _by_slug(session, req.sections) if slugs else req.sections)
         return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
-                                consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence)
+                                consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence,
+                                time_zone=zone)
 
 
 def export_for(token: str) -> tuple[int, dict]:

@@ -74,6 +74,12 @@ async def signup_form(request: Request, embed: str | None = None):
     return await run_in_threadpool(_signup_page, request, embed=embed == "1")
 
 
+@router.get("/time-zone.js")
+def time_zone_js():
+    """Fills the signup and preferences forms' zone with the browser's (the CSP allows our own files only)."""
+    return Response(resources.time_zone_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=300"})
+
+
 @router.get("/signup-challenge.js")
 def challenge_js():
     """The signup form's proof-of-work script (SIGNUP_CHALLENGE): the CSP allows our own files only."""
@@ -92,6 +98,7 @@ def _form_values(form: FormData) -> dict:
         "consent": form.get("consent") == "yes",
         "digest_hour": str(form.get("digest_hour") or "")[:2],
         "digest_weekday": str(form.get("digest_weekday") or "")[:1],
+        "time_zone": str(form.get("time_zone") or "")[:64],
         "form_url": readers.clean_url(form.get("form_url")),
     }
 
@@ -130,6 +137,7 @@ async def subscribe(request: Request):
                     email=form.get("email"), sections=form.getlist("sections"), frequency=form.get("frequency"),
                     alerts=form.get("alerts") or "no", consented=form.get("consent") == "yes",
                     digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday"),
+                    time_zone=form.get("time_zone"),
                     challenge=form.get("challenge"), solution=form.get("solution")),
                 source="web:embed" if embed else "web:form",
                 evidence=evidence(request, readers.clean_url(form.get("form_url")) or form_page(embed),
@@ -258,7 +266,7 @@ def preferences_form_values(form: FormData) -> readers.PreferencesForm:
         sections=ordered_sections(form), frequency=form.get("frequency"), alerts=form.get("alerts"),
         digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday"),
         quiet_start=form.get("quiet_start"), quiet_end=form.get("quiet_end"), quiet_mode=form.get("quiet_mode"),
-        alert_cap=form.get("alert_cap"), pause=form.get("pause"))
+        alert_cap=form.get("alert_cap"), pause=form.get("pause"), time_zone=form.get("time_zone"))
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)

@@ -1,7 +1,8 @@
 """`POST /api/subscribe`: the signup of a site's own form, called from the reader's browser.
 
 JSON `{email, sections, frequency, alerts, consent, form_url}` (+ optional `digest_hour`,
-`digest_weekday`, and the honeypot `website`, which a person leaves empty):
+`digest_weekday`, `time_zone` — an IANA name, absent: TIMEZONE — and the honeypot
+`website`, which a person leaves empty):
 
 * `consent` is the version of the consent sentence the form showed
   (service/subscribers/consent.py: the README prints the current one); `sections` are
@@ -129,6 +130,7 @@ async def subscribe(request: Request):
         email=data.get("email"), sections=[] if sections is None else sections,
         frequency=data.get("frequency", "daily"), alerts=data.get("alerts", False), consented=True,
         digest_hour=data.get("digest_hour"), digest_weekday=data.get("digest_weekday"),
+        time_zone=data.get("time_zone"),
         challenge=data.get("challenge"), solution=data.get("solution"))
     form_url = data.get("form_url") if readers.clean_url(data.get("form_url")) else request.headers.get("referer")
     proof = evidence(request, form_url, version)
