@@ -16,6 +16,7 @@ from service.models import (
     AuditLog,
     FeedbackEvent,
     Subscriber,
+    SuppressedHash,
     Suppression,
     audit,
     utcnow,
@@ -30,13 +31,19 @@ LIFT_REASON_MAX = 500
 LIFTED = ("suppressions", "lifted")  # (source, kind)
 
 
+# Both questions in one statement, built once: every signup asks it, and on that path
+# a second round trip and building the statement anew cost more than the lookups.
+_SUPPRESSED = sa.select(
+    sa.exists().where(Suppression.email == sa.bindparam("email"))
+    | sa.exists().where(SuppressedHash.hash == sa.bindparam("digest"),
+                        SuppressedHash.reason.not_in(hashes.SELF_SERVICE))
+)
+
+
 def is_suppressed(session: Session, email: str) -> bool:
     """On the list, or kept as a keyed hash for a reason that blocks every mail (a bounce
     or a complaint of a reader since forgotten: service/subscribers/hashes.py)."""
-    if session.scalar(sa.select(Suppression.id).where(Suppression.email == email.lower())) is not None:
-        return True
-    reason = hashes.reason_for(session, email)
-    return reason is not None and reason not in hashes.SELF_SERVICE
+    return bool(session.scalar(_SUPPRESSED, {"email": email.lower(), "digest": hashes.address_hash(email)}))
 
 
 def suppress(session, email: str, reason: str, detail: str | None = None, actor: str = "system") -> bool:
