@@ -198,3 +198,40 @@ def test_a_double_click_is_one_special_edition(newsroom):
     first = special_editions.compose(comp, editor_id=None, idempotency_key="k1", dispatcher=rec)
     again = special_editions.compose(comp, editor_id=None, idempotency_key="k1", dispatcher=rec)
     assert first == again and _editions() == 1
+
+
+def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_path, redis_url):
+    from tests.test_cli import nashra
+
+    a, b, c = newsroom
+    intro = tmp_path / "intro.txt"
+    intro.write_text(INTRO, encoding="utf-8")
+    with session_scope() as s:
+        url_c = s.get(Article, c).url
+    at = (utcnow() + dt.timedelta(days=1)).astimezone(dt.UTC)
+    local = scheduled.local_text(at).split(" (")[0]
+    look = nashra("edition", "compose", "--title", "ليلة الانتخابات", "--article", str(b), "--article", url_c,
+                  "--intro-file", str(intro), "--sections", "sports,arab-world", "--preview", str(tmp_path / "p"))
+    assert look.returncode == 0, look.stderr
+    assert "سيصل إلى 5 مشتركين" in look.stdout and _editions() == 0  # a look only: nothing made without --yes
+    html = (tmp_path / "p" / "special-all.html").read_text(encoding="utf-8")
+    assert html.index("ليلة انتخابية طويلة") < html.index("نسبة المشاركة") < html.index("المنتخب يفوز")
+    made = nashra("edition", "compose", "--title", "ليلة الانتخابات", "--article", str(b), "--article", url_c,
+                  "--send-at", local, "--yes")
+    assert made.returncode == 0, made.stderr
+    assert "scheduled for" in made.stdout
+    with session_scope() as s:
+        edition = s.scalars(sa.select(Edition)).one()
+        assert edition.kind is EditionKind.special and edition.status is EditionStatus.draft
+        assert abs((edition.send_at - at).total_seconds()) < 60
+        assert [ea.article_id for ea in edition.articles] == [b, c]
+    bad = nashra("edition", "compose", "--title", "x", "--article", "https://nowhere.example/x", "--yes")
+    assert bad.returncode == 2 and "no ingested article" in bad.stderr
+    late = nashra("edition", "reschedule", str(edition.id), "--send-at", "2020-01-01 07:00")
+    assert late.returncode == 2 and "past" in late.stderr
+    assert nashra("edition", "cancel", str(edition.id)).returncode == 0
+    gone = nashra("edition", "reschedule", str(edition.id), "--now")
+    assert gone.returncode == 2 and "not scheduled" in gone.stderr
+    alert = nashra("alert", "send", "--headline", "خبر", "--link", "https://news.example/a", "--send-at", local,
+                   "--yes")
+    assert alert.returncode == 0 and "alert scheduled for" in alert.stdout, alert.stderr

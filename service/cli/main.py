@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from service.cli import compose as compose_cli
 from service.cli import dkim as dkim_cli
 from service.cli import doctor as doctor_cli
 from service.cli import importing as import_cli
@@ -30,7 +31,15 @@ from service.logs import get_logger, setup_logging
 from service.migrate import upgrade
 from service.models import AUDIT_ORIGIN
 from service.subscribers.errors import InvalidInput
-from service.usecases import digest_preview, editions, feeds, sections, staff, subscribers
+from service.usecases import (
+    digest_preview,
+    editions,
+    feeds,
+    scheduled,
+    sections,
+    staff,
+    subscribers,
+)
 from service.usecases.alerts import PreviewError, dry_run, send_alert
 from service.usecases.digests import start_digest
 from service.usecases.ingest import poll_all
@@ -287,25 +296,32 @@ def cmd_alert_send(args) -> int:
         print("error: --headline needs --link (or give --article URL)", file=sys.stderr)
         return 2
     try:  # what readers would get, and how many: nothing is queued yet
+        send_at = scheduled.parse_send_at(args.send_at)
         preview = dry_run(editor_id=None, article_url=args.article, headline=args.headline, url=args.link,
                           summary=args.summary)
-    except (AlertError, PreviewError) as exc:
+    except (AlertError, PreviewError, scheduled.ScheduleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"subject: {preview.subject}")
     print(f"{preview.reach} ({preview.audience:,} reader(s): alerts on, confirmed, not suppressed)")
+    when = f" at {scheduled.local_text(send_at)}" if send_at else ""
     if not args.yes:
-        answer = input(f"Send this alert? {preview.reach} [y/N] ")
+        answer = input(f"Send this alert{when}? {preview.reach} [y/N] ")
         if answer.strip().lower() not in ("y", "yes", "نعم"):
             print("not sent")
             return 1
     try:
         edition_id = send_alert(editor_id=None, actor="cli", article_url=args.article, headline=args.headline,
-                                url=args.link, summary=args.summary, override_quiet_hours=args.override_quiet_hours)
+                                url=args.link, summary=args.summary, override_quiet_hours=args.override_quiet_hours,
+                                send_at=send_at)
     except AlertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"edition {edition_id}: alert queued; follow it with `nashra status {edition_id}`")
+    if send_at:
+        print(f"edition {edition_id}: alert scheduled for {scheduled.local_text(send_at)}; "
+              f"`nashra edition cancel {edition_id}` stops it before then")
+    else:
+        print(f"edition {edition_id}: alert queued; follow it with `nashra status {edition_id}`")
     return 0
 
 
@@ -401,7 +417,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_edition_control(args) -> int:
+    if args.action == "compose":
+        _settings()
+        return compose_cli.compose(args)
     _settings(require_secret=False)
+    if args.action == "reschedule":
+        return compose_cli.reschedule(args)
+    if args.edition is None:
+        print(f"error: which edition? `nashra edition {args.action} EDITION`", file=sys.stderr)
+        return 2
     action = args.action.replace("-", "_")
     try:
         result = editions.steer(args.edition, action, "cli", role="admin")  # an operator at the console
@@ -595,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     a.add_argument("--override-quiet-hours", action="store_true",
                    help="readers in their quiet hours get it now too (written to the audit log)")
+    a.add_argument("--send-at", metavar="'YYYY-MM-DD HH:MM'", help="send it then, on TIMEZONE's clock (or ISO 8601 "
+                   "with an offset), within 30 days; `nashra edition cancel ID` stops it before then")
     a.set_defaults(func=cmd_alert_send)
 
     ed = sub.add_parser("editors", help="editors and their API tokens")
@@ -629,9 +655,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
     rp.set_defaults(func=cmd_report)
 
-    ec = sub.add_parser("edition", help="pause, resume or cancel an edition; re-send its unknown messages")
-    ec.add_argument("action", choices=["pause", "resume", "cancel", "resend-unknown"])
-    ec.add_argument("edition", type=int)
+    ec = sub.add_parser("edition", help="pause, resume or cancel an edition; re-send its unknown messages; "
+                        "compose a special edition; move a scheduled one")
+    ec.add_argument("action", choices=["pause", "resume", "cancel", "resend-unknown", "compose", "reschedule"])
+    ec.add_argument("edition", type=int, nargs="?")
+    ec.add_argument("--article", action="append", metavar="URL|ID",
+                    help="compose: a story (an ingested article's URL or id); repeat it, in the edition's order")
+    ec.add_argument("--title", metavar="TEXT", help="compose: the edition's title (its subject)")
+    ec.add_argument("--intro-file", metavar="FILE", help="compose: the introduction, plain UTF-8 text; "
+                    "a blank line starts a paragraph")
+    ec.add_argument("--sections", metavar="A,B", help="compose: only readers who follow one of these sections "
+                    "(names or slugs; readers of every section too)")
+    ec.add_argument("--send-at", metavar="'YYYY-MM-DD HH:MM'", help="compose, reschedule: when, on TIMEZONE's "
+                    "clock (or ISO 8601 with an offset); default: now")
+    ec.add_argument("--now", action="store_true", help="reschedule: send it now")
+    ec.add_argument("--preview", metavar="DIR", help="compose: write its HTML and text there (send only with --yes)")
+    ec.add_argument("--test-to", metavar="EMAIL", help="compose: send a test copy there (send only with --yes)")
+    ec.add_argument("--yes", action="store_true", help="compose: do not ask for confirmation")
     ec.set_defaults(func=cmd_edition_control)
 
     sb = sub.add_parser("subscribers", help="import and export subscribers (CSV)")

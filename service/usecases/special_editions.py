@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from service.articles.queries import search_articles
+from service.articles.queries import article_by_url, search_articles
+from service.articles.sections import section_by_slug_or_name
 from service.config import ConfigError, get_settings
 from service.db import session_factory, session_scope
 from service.delivery.compose import Sender, compose_one, send_composed
@@ -99,6 +100,29 @@ def chosen(article_ids) -> list[Choice]:
     with session_scope() as s:
         found = {a.id: a for a in s.scalars(select(Article).where(Article.id.in_(ids))).unique()}
         return [_choice(found[i]) for i in ids if i in found]
+
+
+def composition_from(*, title: str, intro: str = "", articles: list[str], sections: list[str] = ()) -> Composition:
+    """The CLI's words → a Composition: each article an id or an ingested article's URL
+    (in order), each section a name or a slug.  Raises SpecialError naming what is unknown."""
+    ids: list[int] = []
+    section_ids: list[int] = []
+    with session_scope() as s:
+        for value in articles:
+            value = value.strip()
+            if value.isascii() and value.isdigit() and len(value) < 10:
+                ids.append(int(value))
+                continue
+            article = article_by_url(s, value)
+            if article is None:
+                raise SpecialError(f"no ingested article has the URL {value[:200]!r} (give its id or URL)")
+            ids.append(article.id)
+        for value in sections:
+            section = section_by_slug_or_name(s, value.strip())
+            if section is None:
+                raise SpecialError(f"no section {value.strip()[:100]!r} (see `nashra sections list`)")
+            section_ids.append(section.id)
+    return Composition(title=title, intro=intro, article_ids=tuple(ids), section_ids=tuple(section_ids))
 
 
 def preview(comp: Composition, editor_id: int | None = None) -> Preview:
