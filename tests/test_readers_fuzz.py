@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from service import limits
 from service.db import session_scope
 from service.delivery.planner import plan
-from service.editions.schedule import Slot, has_readers
+from service.editions.schedule import has_readers, slot_of
 from service.models import (
     Edition,
     EditionKind,
@@ -82,8 +82,9 @@ def still_plannable() -> None:
         for frequency, hour, weekday in set(rows):
             if frequency is Frequency.none:
                 continue
-            slot = Slot(frequency, today, hour if hour is not None else 7,
-                        (weekday if weekday is not None else 5) if frequency is Frequency.weekly else None)
+            day = weekday if weekday is not None else 5
+            date = today + dt.timedelta(days=(day - today.weekday()) % 7) if frequency is Frequency.weekly else today
+            slot = slot_of(frequency, date, hour if hour is not None else 7)
             has_readers(s, slot, dt.datetime.now(dt.UTC))
             edition = Edition(kind=EditionKind.digest, frequency=frequency, status=EditionStatus.draft,
                               params={"slot": slot.params()})

@@ -13,18 +13,20 @@ List-Unsubscribe) and `service.delivery.one_off` hands it to a `Sender`.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
+from service.editions import schedule
 from service.logs import get_logger
-from service.models import Section, Subscriber, SubscriberStatus, Suppression
+from service.models import Section, Subscriber, SubscriberStatus, Suppression, utcnow
 from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import RenderedVariant
-from service.subscribers import hours
+from service.subscribers import clocks, hours
 from service.subscribers.tokens import link
 
 log = get_logger(__name__)
@@ -65,9 +67,21 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
     else:
         ids = [i for i in (sub.sections or []) if isinstance(i, int)]
         names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
+        leaves = _digest_leaves(sub, settings)
         ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names],
                                        frequency=sub.frequency.value, alerts=sub.alerts,
-                                       digest_hour=hours.effective_hour(sub.digest_hour, settings),
-                                       digest_weekday=hours.effective_weekday(sub.digest_weekday, settings),
-                                       digest_minute=hours.slot_minute(settings))
+                                       digest_hour=leaves.hour, digest_weekday=leaves.weekday(),
+                                       digest_minute=leaves.minute, time_zone=clocks.name_of(sub.time_zone, settings))
     return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))
+
+
+def _digest_leaves(sub: Subscriber, settings) -> dt.datetime:
+    """When the reader's digest really arrives, on their clock: their hour (and day), but
+    in a zone not a whole number of hours from UTC it leaves in the slot before (Kolkata's
+    07:00 at 06:30: service/editions/schedule.py), and the welcome mail says so."""
+    tz = clocks.zone(sub.time_zone, settings)
+    hour = hours.effective_hour(sub.digest_hour, settings)
+    weekday = hours.effective_weekday(sub.digest_weekday, settings)
+    today = utcnow().astimezone(tz).date() + dt.timedelta(days=1)  # a day away from any DST change today
+    date = today + dt.timedelta(days=(weekday - today.weekday()) % 7)
+    return schedule.slot_of("daily", date, hour, settings, tz).at.astimezone(tz)

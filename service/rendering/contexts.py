@@ -320,10 +320,10 @@ def confirm_context(site: SiteView, *, confirm_url: str) -> dict:
 
 
 def _digest_time_line(
-    site: SiteView, frequency: str, hour: int | None, weekday: int | None, minute: int
+    site: SiteView, frequency: str, hour: int | None, weekday: int | None, minute: int, time_zone: str | None = None
 ) -> str:
     """«كل يوم الساعة 07:00 بتوقيت الأردن», or «كل يوم السبت الساعة 07:00 …» for a weekly
-    reader: when their digest arrives, on the site's clock.  "" without a digest (or
+    reader: when their digest arrives, on their clock (`time_zone`; None: the site's).  "" without a digest (or
     when the caller does not know the hour)."""
     if frequency == "none" or hour is None:
         return ""
@@ -337,7 +337,7 @@ def _digest_time_line(
         if not (isinstance(weekday, int) and 0 <= weekday <= 6):
             raise ValueError(f"a weekly digest needs its weekday 0-6 (Monday = 0), got {weekday!r}")
         day = f"كل يوم {WEEKDAYS[weekday]}"
-    return f"{day} الساعة {clock} ب{dates.zone_label(site.timezone)}"
+    return f"{day} الساعة {clock} ب{dates.zone_label(time_zone or site.timezone)}"
 
 
 def welcome_context(
@@ -349,6 +349,7 @@ def welcome_context(
     digest_hour: int | None = None,
     digest_weekday: int | None = None,
     digest_minute: int = 0,
+    time_zone: str | None = None,
 ) -> dict:
     """Welcome after confirmation: what the reader chose and how to change it.
 
@@ -357,14 +358,14 @@ def welcome_context(
     breaking news reaches them (None: not known to the caller, and then not stated).
     `digest_hour` (local, 0–23), `digest_weekday` (Monday = 0, for a weekly reader) and
     `digest_minute` (DIGEST_DAILY_AT's) say when the digest arrives — the reader's
-    effective hour and day (`subscribers.hours`); without an hour, or with no digest,
-    no time is stated.
+    effective hour and day (`subscribers.hours`), on their clock (`time_zone`, an IANA
+    name; None: the site's); without an hour, or with no digest, no time is stated.
     """
     names = _section_names(sections)
     label = "" if frequency == "none" else _frequency_label(frequency)
     sections_line = "، ".join(names) if names else "كل الأقسام"
     schedule_line = f"النشرة {label}" if label else "من دون نشرة دورية"
-    digest_time_line = _digest_time_line(site, frequency, digest_hour, digest_weekday, digest_minute)
+    digest_time_line = _digest_time_line(site, frequency, digest_hour, digest_weekday, digest_minute, time_zone)
     alerts_line = ""
     if alerts is not None:
         alerts_line = "تصلك فور نشرها" if alerts else "لا تصلك"

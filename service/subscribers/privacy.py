@@ -40,7 +40,7 @@ from service.models import (
     audit,
     utcnow,
 )
-from service.subscribers import consent, hashes
+from service.subscribers import clocks, consent, hashes
 from service.subscribers.hours import WEEKDAYS_AR, effective_hour, effective_weekday
 
 log = get_logger(__name__)
@@ -78,7 +78,9 @@ def export_data(session: Session, sub: Subscriber) -> dict:
             "subscribed_at": sub.created_at.isoformat() if sub.created_at else None,
             "confirmed_at": sub.confirmed_at.isoformat() if sub.confirmed_at else None,
             "unsubscribed_at": sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else None,
-            "timezone": get_settings().timezone,
+            # The clock their hours are on: theirs, or the site's when they never chose.
+            "time_zone": sub.time_zone,
+            "timezone": clocks.name_of(sub.time_zone),
         },
         "consent": consent.history(session, sub),
         "sent": [
