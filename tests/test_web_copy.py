@@ -59,15 +59,21 @@ def add_article(session, n: int, section: Section | None, *, seen: dt.datetime) 
     return a
 
 
+def _section(session, slug: str, name: str, position: int) -> Section:
+    found = session.scalar(sa.select(Section).where(Section.slug == slug))  # live_server makes these two
+    if found is None:
+        found = Section(slug=slug, name=name, position=position)
+        session.add(found)
+        session.flush()
+    return found
+
+
 def sent_digest() -> tuple[int, dict[int, str]]:
     """A daily digest of two sections sent for real to three readers: two chose one section
     (one variant), one chose everything ("all").  (edition id, sections by id)."""
     now = utcnow()
     with session_scope() as s:
-        world = Section(slug="world", name="عربي دولي", position=1)
-        sport = Section(slug="sport", name="رياضة", position=2)
-        s.add_all([world, sport])
-        s.flush()
+        world, sport = (_section(s, "world", "عربي دولي", 1), _section(s, "sport", "رياضة", 2))
         for n in range(4):
             add_article(s, n, world if n % 2 else sport, seen=now - dt.timedelta(hours=2 + n))
         add_subscribers(s, 2, sections=[world.id])
@@ -245,3 +251,32 @@ def test_the_api_gives_an_editor_the_link_to_share(client):
     with session_scope() as s:
         s.get(Edition, eid).status = EditionStatus.cancelled
     assert client.get(f"/api/editions/{eid}", headers=auth).json()["web_copy_url"] is None
+
+
+@pytest.mark.browser
+def test_a_mails_link_opens_its_copy_in_chromium_on_a_phone(live_server, browser, smtp_sink):
+    from pathlib import Path
+
+    sent_digest()
+    mail = next(m for m in smtp_sink.wait_for(3) if m.rcpt_tos == ["reader0@example.com"])
+    link = _copy_link(mail)
+    assert link.startswith(live_server + "/e/")
+    context = browser.new_context(viewport={"width": 320, "height": 640})
+    page = context.new_page()
+    try:
+        answer = page.goto(link)
+        assert answer.status == 200 and answer.headers["x-robots-tag"] == "noindex"
+        assert page.locator("html").get_attribute("dir") == "rtl"
+        assert page.locator("meta[name=robots]").get_attribute("content") == "noindex"
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        assert page.get_by_role("link", name="خبر رقم 1 عن الأمن").is_visible()
+        assert page.get_by_role("link", name="إلغاء الاشتراك").count() == 0
+        page.get_by_role("link", name="اشترك في النشرة").click()
+        page.wait_for_load_state("load")
+        assert page.url == live_server + "/"  # the signup form
+        artifacts = Path(__file__).resolve().parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.goto(link)
+        page.screenshot(path=str(artifacts / "web-copy-320.png"), full_page=True)
+    finally:
+        context.close()
