@@ -50,6 +50,7 @@ import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from bench.support import (  # noqa: E402
+    PG_ADMIN,
     free_port,
     postgres_cpu_seconds,
     redis_server,
@@ -70,6 +71,7 @@ class Phase:
     server_cpu: float = 0.0
     db_cpu: float = 0.0
     client_cpu: float = 0.0
+    db_sessions: int = 0  # PostgreSQL connections opened during the phase
 
     @property
     def done(self) -> int:
@@ -84,7 +86,7 @@ class Phase:
         return (f"{self.name:<8} n={self.done:<6} {rate:8.1f} req/s   p50 {self.pct(0.50) * 1000:7.1f} ms   "
                 f"p99 {self.pct(0.99) * 1000:7.1f} ms   CPU/req: server {self.server_cpu / self.done * 1000:5.2f} ms, "
                 f"PostgreSQL {self.db_cpu / self.done * 1000:5.2f} ms, client {self.client_cpu / self.done * 1000:5.2f} ms"
-                f"   statuses {dict(self.statuses)}")
+                f"   new PostgreSQL sessions {self.db_sessions}   statuses {dict(self.statuses)}")
 
 
 # ------------------------------------------------------------------ a small HTTP/1.1 client
@@ -140,8 +142,22 @@ def _cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def postgres_sessions(db_url: str) -> int:
+    """Sessions PostgreSQL has opened on this database so far (pg_stat_database, 14+): a
+    pool that closes and reopens connections under load shows here (backends that came
+    and went are also missing from the CPU figure, which reads the live ones)."""
+    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            return int(c.execute(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :n"),
+                                 {"n": db_url.rsplit("/", 1)[1]}).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def run_phase(name: str, port: int, make, clients: int, seconds: float, server_sid: int, db_url: str) -> Phase:
     phase = Phase(name)
+    sessions0 = postgres_sessions(db_url)
     cpu0, db0, me0 = session_cpu_seconds(server_sid), postgres_cpu_seconds(db_url), _cpu_self()
     started = time.monotonic()
 
@@ -154,6 +170,7 @@ def run_phase(name: str, port: int, make, clients: int, seconds: float, server_s
     phase.server_cpu = session_cpu_seconds(server_sid) - cpu0
     phase.db_cpu = postgres_cpu_seconds(db_url) - db0
     phase.client_cpu = _cpu_self() - me0
+    phase.db_sessions = postgres_sessions(db_url) - sessions0  # (counted as sessions end: approximate)
     return phase
 
 
