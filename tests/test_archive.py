@@ -7,6 +7,7 @@ Off by default (404).  The page and the feed are opened in headless Chromium on 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import feedparser
 import pytest
@@ -18,12 +19,14 @@ from service.db import session_scope
 from service.editions import archive, web_copy
 from service.editions.alerts import create_alert
 from service.editions.digests import create_digest
+from service.editions.special import create_special
 from service.editions.variants import render_variant_for
 from service.models import Edition, EditionKind, EditionStatus, EditionVariant, Section, utcnow
 from service.rendering.atom import AtomEntry, atom_feed
 from service.web.app import create_app
 from tests.test_web_copy import add_article
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 NOW = dt.datetime(2026, 3, 28, 9, 0, tzinfo=dt.UTC)
 HOSTILE = 'عاجل: <script>alert("x")</script> & "اقتباس" \x0b ]]>'
 
@@ -48,14 +51,16 @@ def make_archive() -> dict[str, int]:
             world = Section(slug="world", name="عربي دولي", position=1)
             s.add(world)
             s.flush()
-        for n in range(3):
-            add_article(s, n, world, seen=utcnow() - dt.timedelta(hours=1 + n))
+        arts = [add_article(s, n, world, seen=utcnow() - dt.timedelta(hours=1 + n)) for n in range(3)]
         ids = {}
         ids["old_alert"] = _sent(s, create_alert(s, editor_id=None, headline="زلزال في العقبة",
                                                  url="https://news.example/q1"), NOW - dt.timedelta(days=2))
         digest, _ = create_digest(s, "daily", scheduled=False)
         # Nobody chose every section: its "all" copy is rendered when first opened.
         ids["digest"] = _sent(s, digest, NOW - dt.timedelta(days=1), store=False)
+        special = create_special(s, title="عام في الأخبار", article_ids=[a.id for a in arts[:2]],
+                                 intro="مختارات المحررين.", editor_id=None)
+        ids["special"] = _sent(s, special, NOW - dt.timedelta(hours=12))
         ids["new_alert"] = _sent(s, create_alert(s, editor_id=None, headline=HOSTILE, url="https://news.example/q2"),
                                  NOW - dt.timedelta(hours=1), status=EditionStatus.sending)
         ids["cancelled"] = _sent(s, create_alert(s, editor_id=None, headline="خبر أُلغي",
@@ -103,7 +108,7 @@ def test_the_public_archive_lists_what_went_out_newest_first(client, public_arch
     assert page.status_code == 200 and 'dir="rtl"' in page.text
     assert 'name="robots"' not in page.text and "x-robots-tag" not in page.headers
     assert '<link rel="alternate" type="application/atom+xml"' in page.text
-    listed = [ids[k] for k in ("new_alert", "digest", "old_alert")]
+    listed = [ids[k] for k in ("new_alert", "special", "digest", "old_alert")]
     positions = [page.text.index(f'id="edition-{eid}"') for eid in listed]
     assert positions == sorted(positions)
     for key in ("cancelled", "draft", "correction"):
@@ -137,11 +142,13 @@ def test_the_feed_is_atom_that_feedparser_reads(client, public_archive):
     assert not feed.bozo, feed.bozo_exception
     assert feed.version == "atom10" and feed.feed.language == "ar"
     assert [e.link for e in feed.entries] == [
-        f"https://news.example{web_copy.path_for(ids[k], 'all')}" for k in ("new_alert", "digest", "old_alert")]
+        f"https://news.example{web_copy.path_for(ids[k], 'all')}"
+        for k in ("new_alert", "special", "digest", "old_alert")]
     # The headline's markup arrives as text (escaped, never parsed).
     assert _unmarked(feed.entries[0].title) == " ".join(HOSTILE.split())  # the subject is one line
     assert feed.entries[0].published_parsed[:4] == (2026, 3, 28, 8)
-    assert [e.tags[0].term for e in feed.entries] == ["عاجل", "نشرة", "عاجل"]
+    assert [e.tags[0].term for e in feed.entries] == ["عاجل", "عدد خاص", "نشرة", "عاجل"]
+    assert feed.entries[1].title == "عام في الأخبار"  # the entry's label says «عدد خاص»
 
 
 @pytest.mark.browser
@@ -159,7 +166,9 @@ def test_archive_page_feed_and_a_copy_in_chromium_on_a_phone(public_archive, liv
             return page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
         assert no_sideways_scroll()
-        assert page.locator("ol.archive li").count() == 3
+        assert page.locator("ol.archive li").count() == 4
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "archive-320.png"), full_page=True)
         page.get_by_role("link", name="زلزال في العقبة").click()
         page.wait_for_load_state("load")
         assert "/e/" in page.url and page.locator("html").get_attribute("dir") == "rtl"
@@ -171,8 +180,8 @@ def test_archive_page_feed_and_a_copy_in_chromium_on_a_phone(public_archive, liv
         feed = page.goto(live_server + "/archive/feed.atom")
         assert feed.status == 200 and feed.headers["content-type"].startswith("application/atom+xml")
         parsed = feedparser.parse(feed.body())
-        assert not parsed.bozo and len(parsed.entries) == 3
-        page.goto(parsed.entries[1].link)  # the digest's copy, rendered on first view
+        assert not parsed.bozo and len(parsed.entries) == 4
+        page.goto(parsed.entries[2].link)  # the digest's copy, rendered on first view
         assert page.locator("html").get_attribute("dir") == "rtl" and no_sideways_scroll()
         assert page.get_by_text("خبر رقم 0 عن الأمن").first.is_visible()
     finally:

@@ -1,6 +1,7 @@
 """The public archive: past editions by date, each with its web copy (ARCHIVE_PUBLIC).
 
-What is listed: digests and alerts that went out (sending or done), newest first.
+What is listed: digests, special editions and alerts that went out (sending or done),
+newest first.
 Corrections are left out (each answers one mail its readers got, and the article it
 points to already carries the fix) and so are catch-ups (they repeat alerts that are
 listed themselves).  Each entry links to the copy of the "all" variant: every section,
@@ -38,6 +39,16 @@ class ArchiveEntry:
         return KIND_LABELS.get(self.kind, "")
 
 
+def _title(kind: EditionKind, title: str | None, subject: str | None) -> str:
+    # A digest's subject names its lead story ("… | النشرة اليومية"), more than its title
+    # does (none when no reader got the "all" variant).  An alert's or a special edition's
+    # own title is its headline, without the subject's «عاجل |» or «| عدد خاص» that the
+    # entry's label already says.
+    if kind == EditionKind.digest and subject:
+        return subject.strip()
+    return (title or subject or KIND_LABELS.get(kind, "")).strip()
+
+
 def _sent_at():
     return sa.func.coalesce(Edition.started_at, Edition.planned_at, Edition.created_at)
 
@@ -57,9 +68,7 @@ def entries(session: Session, *, offset: int = 0, limit: int = PER_PAGE) -> list
         ArchiveEntry(
             edition_id=eid,
             kind=kind,
-            # The subject its readers saw (a digest's names its lead story); the edition's
-            # own title when no reader got the "all" variant.
-            title=(subject or title or KIND_LABELS.get(kind, "")).strip(),
+            title=_title(kind, title, subject),
             sent_at=when if when.tzinfo else when.replace(tzinfo=dt.UTC),
             url=url_for(eid, ALL),
         )
