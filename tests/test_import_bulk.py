@@ -34,7 +34,7 @@ from service.models import (
     SuppressedHash,
     Suppression,
 )
-from service.subscribers import csvio, hashes
+from service.subscribers import clocks, csvio, hashes
 from service.subscribers.csvio import CsvError, import_csv
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import normalise_email
@@ -464,7 +464,7 @@ cell = st.one_of(
 row = st.fixed_dictionaries({
     "email": st.one_of(st.builds("r{}@example.com".format, st.integers(0, 30)), st.text(max_size=20)),
     "sections": cell, "frequency": cell, "alerts": cell, "status": cell, "consent_source": cell,
-    "consented_at": cell,
+    "consented_at": cell, "time_zone": st.one_of(cell, st.sampled_from(["Europe/Berlin", "Asia/Kolkata", "Mars/Base"])),
 })
 
 
@@ -492,6 +492,7 @@ def test_any_row_fields_give_a_report_never_a_crash(db_session, rows, chunk):
         for sub in stored.values():
             assert sub.status in (SubscriberStatus.active, SubscriberStatus.pending)
             assert sub.email == sub.email.strip().lower() and "\x00" not in (sub.consent_source or "")
+            assert sub.time_zone is None or sub.time_zone in clocks.known_zones()  # only a name zoneinfo knows
         assert all(line >= 2 for line, _ in report.problems)
     finally:
         savepoint.rollback()

@@ -107,18 +107,49 @@ def test_import_updates_existing_and_activates_pending(db_session, sections):
 def test_export_then_import_round_trips(db_session, sections):
     db_session.add_all([
         Subscriber(email="a@example.com", status=SubscriberStatus.active, frequency="weekly", alerts=False,
-                   sections=[sections["sport"], sections["world"]], consent_source="=HYPERLINK(1)"),
+                   sections=[sections["sport"], sections["world"]], consent_source="=HYPERLINK(1)",
+                   time_zone="Europe/Berlin"),
         Subscriber(email="gone@example.com", status=SubscriberStatus.unsubscribed),
     ])
     db_session.flush()
     out = io.StringIO()
     assert export_csv(db_session, out) == 1
     text = out.getvalue()
-    assert text.splitlines()[0] == "email,sections,frequency,alerts,status,consent_source,consented_at"
+    assert text.splitlines()[0] == "email,sections,frequency,alerts,status,consent_source,consented_at,time_zone"
     assert "a@example.com,sport|world,weekly,no,active,'=HYPERLINK(1)," in text
+    assert text.splitlines()[1].endswith(",Europe/Berlin")
     assert "gone@example.com" not in text
     db_session.query(Subscriber).delete()
     report = import_csv(db_session, io.StringIO(text))
     assert report.created == 1 and report.skipped == 0
     back = _all(db_session)["a@example.com"]
     assert back.sections == [sections["sport"], sections["world"]] and back.alerts is False
+    assert back.time_zone == "Europe/Berlin"  # the reader's clock goes with them
+
+
+def test_the_time_zone_column(db_session, sections):
+    """A reader's clock by CSV (issue 22): a known IANA name is stored, an unknown one is
+    the row's error (by line), an empty cell is the site's for a new reader and leaves an
+    existing reader's own zone as it is; a file without the column changes no zone."""
+    db_session.add(Subscriber(email="here@example.com", status=SubscriberStatus.active, sections=[],
+                              time_zone="Asia/Tokyo"))
+    db_session.flush()
+    text = ("email,frequency,alerts,status,time_zone\r\n"
+            "berlin@example.com,daily,yes,active,Europe/Berlin\r\n"
+            "nowhere@example.com,daily,yes,active,Europe/Atlantis\r\n"
+            "plain@example.com,daily,yes,active,\r\n"
+            "here@example.com,weekly,yes,active,\r\n")
+    report = import_csv(db_session, io.StringIO(text))
+    assert (report.created, report.updated, report.skipped) == (2, 1, 1)
+    assert report.problems[0][0] == 3 and "time zone" in report.problems[0][1]
+    db_session.expire_all()  # the import wrote with SQL: read the rows again
+    subs = _all(db_session)
+    assert subs["here@example.com"].frequency.value == "weekly"
+    assert subs["berlin@example.com"].time_zone == "Europe/Berlin"
+    assert subs["plain@example.com"].time_zone is None  # the site's TIMEZONE
+    assert "nowhere@example.com" not in subs
+    assert subs["here@example.com"].time_zone == "Asia/Tokyo"  # an empty cell keeps theirs
+    report = import_csv(db_session, io.StringIO("email,frequency,alerts,status,time_zone\r\n"
+                                                "here@example.com,weekly,yes,active,America/Sao_Paulo\r\n"))
+    db_session.expire_all()  # the import wrote with SQL: read the rows again
+    assert report.updated == 1 and _all(db_session)["here@example.com"].time_zone == "America/Sao_Paulo"

@@ -2,7 +2,9 @@
 
 Columns: email (required), sections (names or slugs joined by "|"; empty = all),
 frequency (daily|weekly|none), alerts (yes|no), status (active: consented elsewhere;
-pending: we send a confirmation), consent_source, consented_at (ISO 8601).
+pending: we send a confirmation), consent_source, consented_at (ISO 8601), time_zone (the
+reader's IANA zone, service/subscribers/clocks.py; empty: TIMEZONE for a new reader, left
+as it is for one already here).
 
 An unknown column refuses the whole file before anything is written.  A bad row is
 reported by its line number and skipped; the good rows go in.  A reader who left us
@@ -56,14 +58,14 @@ from service.models import (
     audit,
     utcnow,
 )
-from service.subscribers import hashes
+from service.subscribers import clocks, hashes
 from service.subscribers.consent import ip_for_record
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import MAX_EMAIL_LENGTH, MAX_LOCAL_PART, normalise_email
 
 log = get_logger(__name__)
 
-COLUMNS = ("email", "sections", "frequency", "alerts", "status", "consent_source", "consented_at")
+COLUMNS = ("email", "sections", "frequency", "alerts", "status", "consent_source", "consented_at", "time_zone")
 CHUNK = 5000  # rows per chunk: one lookup and one INSERT per table, one commit (use-case)
 MAX_CONSENT_SOURCE = 200
 MAX_LISTED = 1000  # bad rows listed by line in the report; the rest are counted
@@ -104,21 +106,23 @@ FOREIGN_NOTES = {
 PG_TEMP = """
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_keys (email text, hash text) ON COMMIT DELETE ROWS;
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_new (email text, status text, sections text, frequency text,
-                                                        alerts boolean, source text, consented_at timestamptz, ip text)
+                                                        alerts boolean, source text, consented_at timestamptz, ip text,
+                                                        time_zone text)
     ON COMMIT DELETE ROWS;
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_changes (id bigint, sections text, frequency text, alerts boolean,
-                                                            activate boolean, source text, consented_at timestamptz)
+                                                            activate boolean, source text, consented_at timestamptz,
+                                                            time_zone text)
     ON COMMIT DELETE ROWS;
 TRUNCATE nashra_import_keys, nashra_import_new, nashra_import_changes
 """
 PG_KEYS = ("nashra_import_keys", "email, hash", ("text", "text"))
-PG_NEW = ("nashra_import_new", "email, status, sections, frequency, alerts, source, consented_at, ip",
-          ("text", "text", "text", "text", "bool", "text", "timestamptz", "text"))
-PG_CHANGES = ("nashra_import_changes", "id, sections, frequency, alerts, activate, source, consented_at",
-              ("int8", "text", "text", "bool", "bool", "text", "timestamptz"))
+PG_NEW = ("nashra_import_new", "email, status, sections, frequency, alerts, source, consented_at, ip, time_zone",
+          ("text", "text", "text", "text", "bool", "text", "timestamptz", "text", "text"))
+PG_CHANGES = ("nashra_import_changes", "id, sections, frequency, alerts, activate, source, consented_at, time_zone",
+              ("int8", "text", "text", "bool", "bool", "text", "timestamptz", "text"))
 PG_EXISTING = """
 SELECT s.id, s.email, s.status, CAST(s.sections AS text) AS sections, s.frequency, s.alerts, s.created_at,
-       s.updated_at
+       s.updated_at, s.time_zone
 FROM subscribers AS s WHERE s.email = ANY(ARRAY(SELECT email FROM nashra_import_keys))
 """
 # "= ANY(ARRAY(SELECT …))", not a join: with a join the planner may pick a hash join over
@@ -130,9 +134,9 @@ PG_HASHED = "SELECT h.hash FROM suppressed_hashes AS h WHERE h.hash = ANY(ARRAY(
 PG_INSERT = """
 WITH created AS (
     INSERT INTO subscribers (email, status, sections, frequency, alerts, consent_source, consented_at, confirmed_at,
-                             token_version, created_at, updated_at, quiet_mode, alerts_today)
+                             token_version, created_at, updated_at, quiet_mode, alerts_today, time_zone)
     SELECT v.email, v.status, CAST(v.sections AS json), v.frequency, v.alerts, v.source, v.consented_at,
-           CASE WHEN v.status = 'active' THEN CAST(:now AS timestamptz) END, 1, :now, :now, 'hold', 0
+           CASE WHEN v.status = 'active' THEN CAST(:now AS timestamptz) END, 1, :now, :now, 'hold', 0, v.time_zone
     FROM nashra_import_new AS v
     ON CONFLICT (email) DO NOTHING
     RETURNING id, email, status
@@ -145,6 +149,7 @@ SELECT id, status FROM created
 PG_UPDATE = """
 UPDATE subscribers AS s
 SET sections = CAST(v.sections AS json), frequency = v.frequency, alerts = v.alerts, updated_at = :now,
+    time_zone = v.time_zone,
     status = CASE WHEN v.activate THEN 'active' ELSE s.status END,
     confirmed_at = CASE WHEN v.activate THEN CAST(:now AS timestamptz) ELSE s.confirmed_at END,
     consent_source = CASE WHEN v.activate THEN v.source ELSE s.consent_source END,
@@ -239,6 +244,7 @@ class _Row:
     ip: str | None = None
     reason: str | None = None  # the suppression's, for kind == "suppressed"
     sections_json: str = "[]"
+    time_zone: str | None = None  # None: TIMEZONE for a new reader; unchanged for one already here
 
 
 class _Existing(NamedTuple):
@@ -250,6 +256,7 @@ class _Existing(NamedTuple):
     alerts: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    time_zone: str | None = None
 
 
 def _text_stream(fileobj: IO) -> IO[str]:
@@ -383,6 +390,7 @@ class _Layout:
         self.frequency = where.get("frequency", blank)
         self.alerts = where.get("alerts", blank)
         self.consent_source = where.get("consent_source", blank)
+        self.time_zone = where.get("time_zone", blank)
         self.default_source = "import" if self.source == "nashra" else self.source
         self.list_status = where.get("subscription_status") if self.source == "listmonk" else None
         if self.source == "listmonk":
@@ -547,8 +555,13 @@ class CsvImport:
             sections = (ids, json.dumps(ids))
             if len(self._sections) < 10_000 and len(raw) < 500:  # a few sets of sections, many times over
                 self._sections[raw] = sections
+        try:
+            zone = clocks.check(values[layout.time_zone])
+        except InvalidInput:
+            raise InvalidInput("time_zone", f"{values[layout.time_zone][:40]!r} is not a time zone: an IANA name "
+                                            "such as Europe/Berlin, or empty for the site's") from None
         return _Row(line, email, sections[0], frequency, alerts, kind, source, when, ip,
-                    SUPPRESS_REASON.get(status) if kind == "suppressed" else None, sections[1])
+                    SUPPRESS_REASON.get(status) if kind == "suppressed" else None, sections[1], zone)
 
     # ------------------------------------------------------------ writing
 
@@ -564,7 +577,7 @@ class CsvImport:
             emails = [r.email for r in rows]
             existing = {r.email: r for r in session.execute(
                 select(subs.c.id, subs.c.email, subs.c.status, subs.c.sections, subs.c.frequency, subs.c.alerts,
-                       subs.c.created_at, subs.c.updated_at).where(subs.c.email.in_(emails))).all()}
+                       subs.c.created_at, subs.c.updated_at, subs.c.time_zone).where(subs.c.email.in_(emails))).all()}
             suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
             # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
             by_hash = {self._hash(e): e for e in emails if e not in existing}
@@ -596,13 +609,15 @@ class CsvImport:
             if sub.status == SubscriberStatus.unsubscribed:
                 report.problem(row.line, "this reader unsubscribed; an import does not re-add them")
                 continue
+            zone = row.time_zone if row.time_zone is not None else sub.time_zone  # an empty cell keeps theirs
             changes = {"b_id": sub.id, "b_sections": row.sections, "b_frequency": row.frequency,
-                       "b_alerts": row.alerts, "b_now": now}
+                       "b_alerts": row.alerts, "b_now": now, "b_time_zone": zone}
             if sub.status == SubscriberStatus.pending and row.kind == "active":
                 changes.update(b_source=row.consent_source, b_consented=row.consented_at)
                 activations.append(changes)
                 report.updated += 1
-            elif ((sub.sections or []), sub.frequency, sub.alerts) != (row.sections, row.frequency, row.alerts):
+            elif (((sub.sections or []), sub.frequency, sub.alerts, sub.time_zone)
+                  != (row.sections, row.frequency, row.alerts, zone)):
                 updates.append(changes)
                 report.updated += 1
             else:
@@ -630,14 +645,14 @@ class CsvImport:
         # Sections as their JSON text, parsed once per distinct value (a few, many times over).
         parsed = self._stored_sections
         existing = {}
-        for sid, email, status, sections, frequency, alerts, created_at, updated_at in session.execute(
+        for sid, email, status, sections, frequency, alerts, created_at, updated_at, zone in session.execute(
                 sa.text(PG_EXISTING)).all():
             ids = parsed.get(sections)
             if ids is None:
                 ids = json.loads(sections) if sections else []
                 if len(parsed) < 10_000 and len(sections) < 500:
                     parsed[sections] = ids
-            existing[email] = _Existing(sid, email, status, ids, frequency, alerts, created_at, updated_at)
+            existing[email] = _Existing(sid, email, status, ids, frequency, alerts, created_at, updated_at, zone)
         suppressed = set(session.scalars(sa.text(PG_SUPPRESSED)).all())
         # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
         forgotten = {by_hash[h] for h in session.scalars(sa.text(PG_HASHED)).all()} - set(existing)
@@ -675,7 +690,7 @@ class CsvImport:
             "email": r.email, "status": SubscriberStatus(r.kind), "sections": r.sections, "frequency": r.frequency,
             "alerts": r.alerts, "consent_source": r.consent_source, "consented_at": r.consented_at,
             "confirmed_at": now if r.kind == "active" else None, "token_version": 1, "created_at": now,
-            "updated_at": now, "quiet_mode": "hold", "alerts_today": 0,
+            "updated_at": now, "quiet_mode": "hold", "alerts_today": 0, "time_zone": r.time_zone,
         } for r in new]
         # ON CONFLICT DO NOTHING: a reader who signed up since the lookup keeps their row
         # (and counts as already here).
@@ -691,7 +706,7 @@ class CsvImport:
 
     def _insert_pg(self, session: Session, new: list[_Row]) -> None:
         _copy(session, PG_NEW, [(r.email, r.kind, r.sections_json, r.frequency.value, r.alerts, r.consent_source,
-                                 r.consented_at, r.ip) for r in new])
+                                 r.consented_at, r.ip, r.time_zone) for r in new])
         created = session.execute(sa.text(PG_INSERT), {"now": self.now}).all()
         self._count_created(session, len(new), [sid for sid, status in created if status == "pending"], len(created))
 
@@ -709,14 +724,15 @@ class CsvImport:
         subs = Subscriber.__table__
         if self._pg:
             changes = [(u["b_id"], json.dumps(u["b_sections"]), u["b_frequency"].value, u["b_alerts"], "b_source" in u,
-                        u.get("b_source"), u.get("b_consented")) for u in (*updates, *activations)]
+                        u.get("b_source"), u.get("b_consented"), u["b_time_zone"]) for u in (*updates, *activations)]
             if changes:
                 _copy(session, PG_CHANGES, changes)
                 session.execute(sa.text(PG_UPDATE), {"now": self.now})
             return
         common = {"sections": sa.bindparam("b_sections", type_=subs.c.sections.type),
                   "frequency": sa.bindparam("b_frequency", type_=subs.c.frequency.type),
-                  "alerts": sa.bindparam("b_alerts"), "updated_at": sa.bindparam("b_now", type_=subs.c.updated_at.type)}
+                  "alerts": sa.bindparam("b_alerts"), "updated_at": sa.bindparam("b_now", type_=subs.c.updated_at.type),
+                  "time_zone": sa.bindparam("b_time_zone")}
         where = subs.c.id == sa.bindparam("b_id")
         if updates:
             session.execute(sa.update(subs).where(where).values(**common), updates)
@@ -805,6 +821,7 @@ def export_csv(session: Session, fileobj: IO[str], *, include_unsubscribed: bool
             sub.status.value,
             sub.consent_source or "",
             sub.consented_at.isoformat() if sub.consented_at else "",
+            sub.time_zone or "",
         )])
         count += 1
     log.info("subscribers_exported", rows=count)
