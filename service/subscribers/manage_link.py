@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.logs import get_logger
-from service.models import Subscriber, SubscriberStatus
+from service.models import Subscriber, SubscriberStatus, audit
 from service.subscribers.mail import queue_transactional
 
 log = get_logger(__name__)
@@ -38,6 +38,9 @@ def offer(session: Session, sub: Subscriber, now: dt.datetime) -> bool:
         return False
     sub.manage_link_at = now
     session.flush()
+    # On the audit log like a signup is: the reader's history says their link was asked
+    # for (and a new address's signup writes as much, so the two answers cost alike).
+    audit(session, f"subscriber:{sub.id}", "manage_link", f"subscriber:{sub.id}")
     queue_transactional(session, "manage", sub.id)
     log.info("manage_link_queued", subscriber_id=sub.id)
     return True
