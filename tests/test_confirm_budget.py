@@ -178,3 +178,13 @@ def test_beat_runs_the_trickle_every_minute_on_the_default_queue():
     entry = celery_config(load_settings())["beat_schedule"]["release-held-confirmations"]
     assert entry["task"] == names.RELEASE_HELD_CONFIRMATIONS and entry["schedule"] == 60.0
     assert names.FIXED_ROUTES[names.RELEASE_HELD_CONFIRMATIONS] == names.DEFAULT
+
+
+def test_the_embedded_defaults_keep_the_budget_too(sqlite_env, budget):
+    """SQLite and no Redis (`nashra demo`): the counts are upserts in the signup's own
+    transaction, and the trickle's query works on SQLite's dates."""
+    budget(1, 0)
+    assert [sign_up(f"r{i}@same.example", T0).confirmation_queued for i in range(3)] == [True, False, False]
+    assert release_held(T0 + dt.timedelta(minutes=30))["sent"] == 0
+    assert release_held(dt.datetime(2026, 12, 7, 13, 59, tzinfo=dt.UTC)) == {"sent": 1, "deferred": 1, "domains": 1}
+    assert list(held()) == ["r2@same.example"]
