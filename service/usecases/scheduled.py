@@ -13,7 +13,7 @@ from service.config import get_settings
 from service.db import session_scope
 from service.dispatch import Dispatcher, current
 from service.editions import scheduled
-from service.editions.scheduled import NotScheduled, ScheduleError
+from service.editions.scheduled import NotScheduled, ScheduleError, is_scheduled
 from service.logs import get_logger
 from service.models import utcnow
 from service.rendering import dates
@@ -22,7 +22,7 @@ from service.usecases.editions import STEER_ROLE, NoSuchEdition, NotAllowed, _ed
 
 log = get_logger(__name__)
 
-__all__ = ["NotScheduled", "ScheduleError", "local_text", "parse_send_at", "reschedule", "start_due"]
+__all__ = ["NotScheduled", "ScheduleError", "is_scheduled", "local_text", "parse_send_at", "reschedule", "start_due"]
 
 
 def parse_send_at(text: str | None, now: dt.datetime | None = None, *, blank_is_now: bool = True) -> dt.datetime | None:

@@ -26,6 +26,7 @@ from service.web import (
     readers,
     security,
     signup_api,
+    special_pages,
     web_copy,
     webhooks,
 )
@@ -81,6 +82,7 @@ def create_app() -> FastAPI:
     app.include_router(clicks.router)  # GET /r/…: a mail's link, counted for its edition, never for a reader
     app.include_router(signup_api.router)  # POST /api/subscribe, for a site's own form (CORS)
     app.include_router(editor_pages.router)
+    app.include_router(special_pages.router)  # /editor/special: special editions, scheduled sends
     app.include_router(admin_pages.router)
     app.include_router(api.router)
     app.include_router(web_copy.router)  # the web copy of an edition, the public archive and its feed

@@ -36,6 +36,7 @@ from service.usecases import (
     digest_preview,
     edition_report,
     editions,
+    scheduled,
     sessions,
 )
 from service.usecases.alerts import PreviewError, preview_alert, send_test_alert
@@ -56,7 +57,7 @@ RECENT = 20
 MSG_CSRF = "انتهت صلاحية الصفحة. أعد تحميلها وحاول مرة أخرى."
 MSG_LOGIN = "الاسم أو رمز الدخول غير صحيح، أو الحساب موقوف."
 MSG_THROTTLED = "محاولات دخول خاطئة كثيرة. انتظر {minutes} دقيقة ثم حاول مرة أخرى."
-FORM_FIELDS = ("article_url", "headline", "url", "summary", "test_to")
+FORM_FIELDS = ("article_url", "headline", "url", "summary", "test_to", "send_at")
 OVERRIDE_FIELD = "override_quiet_hours"  # the checkbox: readers in their quiet hours get it now too (audited)
 EDITOR = page(Role.editor)
 
@@ -74,6 +75,8 @@ def recent_editions(limit: int = RECENT) -> list[dict]:
                 "created_at": ed.created_at.isoformat(sep=" ", timespec="minutes"),
                 "recipients": ed.recipients,
                 "progress": None,
+                # A scheduled draft: when it leaves, on the site's clock.
+                "send_at": scheduled.local_text(ed.send_at) if scheduled.is_scheduled(ed) else "",
             }
             try:
                 row["progress"] = progress(s, ed.id)
@@ -121,7 +124,7 @@ def editor_home(request: Request, editor: EditorIdentity | None = page(Role.edit
     if editor is None:
         return login_form(request)
     query = request.query_params
-    ctx = {k: query.get(k) for k in ("sent", "cancelled", "paused", "resumed", "correction")}
+    ctx = {k: query.get(k) for k in ("sent", "cancelled", "paused", "resumed", "correction", "scheduled")}
     article = None
     wanted = query.get("article", "")
     if wanted.isascii() and wanted.isdigit() and len(wanted) < 10:
@@ -185,12 +188,12 @@ def _alert_form(form) -> dict:
     return values
 
 
-def _send_alert(editor: EditorIdentity, values: dict, key: str | None) -> int:
+def _send_alert(editor: EditorIdentity, values: dict, key: str | None, send_at=None) -> int:
     # An article's alert may be worded by the editor (the form is filled from the article).
     return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"] or None,
                              headline=values["headline"] or None, url=values["url"] or None,
                              summary=values["summary"] or None, idempotency_key=key,
-                             override_quiet_hours=values[OVERRIDE_FIELD])
+                             override_quiet_hours=values[OVERRIDE_FIELD], send_at=send_at)
 
 
 def _article_of(values: dict):
@@ -235,9 +238,19 @@ async def _preview_action(request: Request, editor: EditorIdentity, action) -> R
     return await run_in_threadpool(work)
 
 
+def _send_at_text(values: dict) -> str:
+    """The form's send time as the page shows it ("" for now); PreviewError when it cannot be one."""
+    try:
+        when = scheduled.parse_send_at(values.get("send_at"))
+    except scheduled.ScheduleError as exc:
+        raise PreviewError(exc.arabic) from None
+    return scheduled.local_text(when)
+
+
 @router.post("/preview")
 async def preview(request: Request, editor: EditorIdentity = EDITOR):
-    return await _preview_action(request, editor, lambda values, who: {"preview": preview_alert(values, who.id)})
+    return await _preview_action(request, editor, lambda values, who: {
+        "send_at_text": _send_at_text(values), "preview": preview_alert(values, who.id)})
 
 
 @router.post("/test")
@@ -259,10 +272,13 @@ async def send(request: Request, editor: EditorIdentity = EDITOR):
 
     def work():
         try:
-            edition_id = _send_alert(editor, values, key)
+            send_at = scheduled.parse_send_at(values["send_at"])
+            edition_id = _send_alert(editor, values, key, send_at)
+        except scheduled.ScheduleError as exc:
+            return _page(request, editor, 422, error=exc.arabic, form=values, idempotency_key=key)
         except AlertError as exc:
             return _page(request, editor, 422, error=str(exc), form=values, idempotency_key=key)
-        return RedirectResponse(f"/editor?sent={edition_id}", status_code=303)
+        return RedirectResponse(f"/editor?{'scheduled' if send_at else 'sent'}={edition_id}", status_code=303)
 
     return await run_in_threadpool(work)
 
