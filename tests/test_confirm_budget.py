@@ -7,6 +7,7 @@ beat's job; on a real PostgreSQL, Redis, Celery worker and SMTP sink."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 
@@ -25,6 +26,7 @@ from service.models import Frequency, Subscriber, SubscriberStatus
 from service.subscribers import confirm_budget, consent, lifecycle, privacy
 from service.subscribers.confirm_budget import domain_key
 from service.usecases.confirmations import release_held
+from tests.support.logs import json_log_lines
 
 T0 = dt.datetime(2026, 12, 7, 10, 5, tzinfo=dt.UTC)  # five minutes into an hour's window
 
@@ -124,18 +126,24 @@ def test_a_flood_of_200_addresses_on_one_domain_is_held_to_the_budget(
 
 def test_the_total_budget_holds_every_domain(pg_env, redis_url, budget):
     budget(0, 3)
-    results = [sign_up(f"r{i}@d{i}.example", T0) for i in range(5)]
+    with json_log_lines() as lines:
+        results = [sign_up(f"r{i}@d{i}.example", T0) for i in range(5)]
+        release_held(T0 + dt.timedelta(hours=1))
+    held_lines = [x for x in lines if x["event"] == "confirmation_held"]
+    assert [x["subscriber_id"] for x in held_lines] == [results[3].subscriber_id, results[4].subscriber_id]
+    assert "held_confirmations_released" in {x["event"] for x in lines}
+    assert "d3.example" not in json.dumps(lines)  # ids in the logs, never an address or its domain
     assert [r.confirmation_queued for r in results] == [True, True, True, False, False]
-    assert list(held()) == ["r3@d3.example", "r4@d4.example"]
+    assert list(held()) == ["r4@d4.example"]  # the next hour's trickle sent the first one
     # Operators see them on /metrics; overdue (the trickle not running) once long past due.
     from service.web.app import create_app
 
     with TestClient(create_app()) as client:
         body = client.get("/metrics").text
-    assert "nashra_confirmations_held 2.0" in body and "nashra_confirmations_held_overdue " in body
-    with session_scope() as s:  # due from 11:00: overdue ten minutes later
-        assert confirm_budget.held_counts(s, T0) == (2, 0)
-        assert confirm_budget.held_counts(s, T0 + dt.timedelta(hours=2)) == (2, 2)
+    assert "nashra_confirmations_held 1.0" in body and "nashra_confirmations_held_overdue " in body
+    with session_scope() as s:  # due at 11:40 (the total's pace: 2 × 3600 / 3 s): overdue ten minutes later
+        assert confirm_budget.held_counts(s, T0) == (1, 0)
+        assert confirm_budget.held_counts(s, T0 + dt.timedelta(hours=2)) == (1, 1)
 
 
 def test_no_budget_holds_nothing(pg_env, redis_url, budget):
