@@ -23,7 +23,9 @@ from service.staff.editors import create_editor
 from service.usecases import special_editions
 from tests.support.browser import log_in_editor
 from tests.test_special_editions import _article
+from tests.test_web_accessibility import Audit, _context, axe_source  # noqa: F401 — axe_source is the fixture
 
+__all__ = ["axe_source"]  # the fixture, shared with tests/test_web_accessibility.py
 TITLES = ("فرز الأصوات يبدأ في الرباط", "نسبة المشاركة في الرباط 50 بالمئة", "المنتخب يفوز في طنجة")
 
 
@@ -127,3 +129,38 @@ def test_an_editor_composes_schedules_moves_sends_and_cancels_a_special_edition(
                             .where(Edition.status == EditionStatus.cancelled)) == 1
     finally:
         ctx.close()
+
+
+@pytest.mark.browser
+def test_the_special_edition_page_passes_axe_and_reflows(live_server, browser, axe_source):
+    with session_scope() as s:
+        ensure_sections(s)
+        _, token = create_editor(s, "ريم", "editor")
+        ids = [_article(s, t) for t in TITLES[:2]]
+        s.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active))
+    special_editions.compose(special_editions.Composition(title="عدد مجدول", article_ids=(ids[0],)),
+                             editor_id=None, send_at=utcnow() + dt.timedelta(days=2), dispatcher=Recorder())
+    audit = Audit(axe_source)
+    context = _context(browser)
+    page = context.new_page()
+    try:
+        log_in_editor(page, live_server, "ريم", token)
+        page.goto(f"{live_server}/editor/special")
+        audit.page(page, "special")
+        page.get_by_label("العنوان", exact=True).fill("ليلة الانتخابات")
+        page.get_by_label("المقدمة").fill("مقدمة قصيرة.")
+        page.get_by_label("كلمات من العنوان").fill("الرباط")
+        page.get_by_role("button", name="ابحث", exact=True).click()
+        page.get_by_role("button", name=f"أضف «{TITLES[0]}»").click()
+        page.get_by_role("button", name=f"أضف «{TITLES[1]}»").click()
+        page.get_by_role("button", name="معاينة").click()
+        page.locator("#audience").wait_for()
+        audit.page(page, "special, preview")
+        page.get_by_label("أرسل في").fill("2020-01-01T07:00")
+        page.get_by_role("button", name="معاينة").click()
+        page.get_by_text("هذا الوقت مضى").wait_for()
+        audit.page(page, "special, error")
+    finally:
+        context.close()
+    print(audit.report())
+    assert not audit.problems, "\n".join(audit.problems)
