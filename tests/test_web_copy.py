@@ -48,7 +48,7 @@ PERSONAL = re.compile(r"https?://[^\s\"<>\u200e\u200f]+/(?:unsubscribe|preferenc
 
 
 def add_article(session, n: int, section: Section | None, *, seen: dt.datetime) -> Article:
-    a = Article(guid=f"urn:web-copy:{n}", url=f"https://news.example/a/{n}", title=f"خبر رقم {n} عن الأمن",
+    a = Article(guid=f"urn:web-copy:{n}", url=f"https://site.example/a/{n}", title=f"خبر رقم {n} عن الأمن",
                 summary="ملخص الخبر", content_hash=f"{n:064d}", first_seen_at=seen, last_major_at=seen,
                 version=1, section_id=section.id if section else None)
     session.add(a)
@@ -144,6 +144,15 @@ def test_each_mail_links_to_its_variants_copy_which_holds_nothing_of_any_reader(
         assert re.findall(r"خبر رقم \d", page.text) == re.findall(r"خبر رقم \d", mail_html)
     one_section, everything = client.get(_path(links["reader0@example.com"])), client.get(_path(links["reader2@example.com"]))
     assert one_section.text.count("خبر رقم") < everything.text.count("خبر رقم")
+    # Its story links still reach the stories (through /r/ with no reader's token in it,
+    # when clicks are counted).
+    hrefs = set(re.findall(r'href="(https://(?:news\.example/r/[^"]+|site\.example/a/\d+))"', everything.text))
+    assert hrefs and all("/r/" in h for h in hrefs)  # CLICK_TRACKING is on by default
+    for href in hrefs:
+        if "/r/" in href:
+            answer = client.get(_path(href), follow_redirects=False)
+            assert answer.status_code in (302, 303, 307) and re.fullmatch(
+                r"https://site\.example/a/\d+", answer.headers["location"]), (href, answer.status_code)
 
 
 def test_alerts_corrections_and_catchups_carry_the_link_too(db_session, monkeypatch):
