@@ -235,3 +235,28 @@ def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_pat
     alert = nashra("alert", "send", "--headline", "خبر", "--link", "https://news.example/a", "--send-at", local,
                    "--yes")
     assert alert.returncode == 0 and "alert scheduled for" in alert.stdout, alert.stderr
+
+
+@pytest.mark.parametrize("hijri", [False, True])
+def test_the_special_mail_passes_the_rtl_rules_with_forty_stories_under_gmails_clip(hijri):
+    import dataclasses
+
+    from service.rendering import contexts
+    from service.rendering.personalise import personalise
+    from service.rendering.render import render_variant
+    from tests.support import email_samples as samples
+    from tests.support.email_checks import check_email
+
+    site = dataclasses.replace(samples.SITE, hijri_dates=hijri, arabic_digits=hijri)
+    stories = samples.articles(40)
+    ctx = contexts.special_context(site, title="ليلة الانتخابات 2026", intro=[
+        "ليلة انتخابية طويلة في المغرب.", "BBC وAFP تنقلان النتائج الأولى بعد 10 مساءً.",
+    ], articles=stories, edition_date=samples.EDITION_AT)
+    variant = render_variant("special", ctx)
+    assert check_email(variant.html, variant.text) == []
+    html, text = personalise(variant, unsubscribe_url="https://news.example/unsubscribe/abc.def",
+                             preferences_url="https://news.example/preferences/abc.def")
+    assert check_email(html, text) == []
+    assert len(variant.html.encode()) < 100 * 1024
+    order = [text.index(a.url) for a in stories[:5]]
+    assert order == sorted(order) and text.index("ليلة انتخابية") < order[0]
