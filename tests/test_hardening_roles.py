@@ -82,6 +82,8 @@ def _request(client, route, method: str, setup, headers: dict, csrf: str):
     path = path.replace("{name}", "missing")
     if path.startswith("/e/"):  # a web copy's address that names no copy: its 404 page
         path = path.replace("{ref}", "A" * 22)
+    if path.startswith("/r/"):  # a mail's link that nobody signed: its 400 page
+        path = path.replace("{ref}", "1.AAAAAAAAAAA")
     # Rows the walk must not touch (revoking or rotating a walker would end its session):
     # ids of nothing, which every admin route answers with its page and a 404 or a 409.
     for name in ("{editor_id}", "{section_id}", "{category_id}", "{feed_id}", "{suppression_id}", "{article_id}"):
