@@ -139,6 +139,7 @@ def test_each_mail_links_to_its_variants_copy_which_holds_nothing_of_any_reader(
         for _, address in readers:
             assert address not in page.text
         assert 'href="https://news.example/"' in page.text and "اشترك في النشرة" in page.text
+        assert "تصلك هذه الرسالة" not in page.text and web_copy.web_copy_note("نشرة") in page.text
         mail_html, _ = _parts(by_reader[reader])
         # It is that reader's copy: the stories of their mail, in its order.
         assert re.findall(r"خبر رقم \d", page.text) == re.findall(r"خبر رقم \d", mail_html)

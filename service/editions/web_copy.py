@@ -14,9 +14,10 @@ of each variant the edition has (a digest has a few dozen at most).
 
 The page is the stored, inlined HTML of that variant with the reader's own links taken
 out: the footer's preferences/unsubscribe line (between `<!--nashra:personal-->`
-markers in templates/emails/_base/layout.html) becomes a signup link, the «اعرض في
-المتصفح» row goes, and any per-recipient placeholder still left is dropped, so no
-reader's token can appear in it.
+markers in templates/emails/_base/layout.html) becomes a signup link, the line that
+tells a reader why they get the mail says what the page is, the «اعرض في المتصفح» row
+goes, and any per-recipient placeholder still left is dropped, so no reader's token can
+appear in it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ HIDDEN = (EditionStatus.draft, EditionStatus.cancelled)
 _WEB_COPY_ROW = re.compile(r"<!--nashra:web-copy-->.*?<!--/nashra:web-copy-->", re.S)
 _PERSONAL = re.compile(r"<!--nashra:personal-->(.*?)<!--/nashra:personal-->", re.S)
 _PERSONAL_LINE = re.compile(r"^\s*(<p\b[^>]*>)\s*(<a\b[^>]*>)", re.S)
+_REASON = re.compile(r"<!--nashra:reason-->\s*(<p\b[^>]*>).*?<!--/nashra:reason-->", re.S)
 _HREF = re.compile(r'href="[^"]*"')
 _PLACEHOLDER = re.compile(r"__NASHRA_[A-Z0-9_]+__")
 _HEAD = re.compile(r"<head\b[^>]*>", re.I)
@@ -107,9 +109,19 @@ def _signup_line(region: str, signup_url: str) -> str:
     return f"{p}{a}{SIGNUP_LABEL}</a></p>"
 
 
-def public_html(html: str, *, signup_url: str, indexable: bool, canonical_url: str | None = None) -> str:
+def web_copy_note(site_name: str) -> str:
+    return f"هذه نسخة الويب من رسالة أرسلتها {site_name} إلى قرّائها."
+
+
+def public_html(html: str, *, signup_url: str, indexable: bool, canonical_url: str | None = None,
+                site_name: str | None = None) -> str:
     """A variant's stored HTML as a web page anyone may see: nothing of any reader in it."""
     html = _WEB_COPY_ROW.sub("", html)
+    if site_name:
+        # "You get this mail because you chose…" speaks to a reader; whoever opens the
+        # page may be none.
+        note = str(escape(web_copy_note(site_name)))
+        html = _REASON.sub(lambda m: f"{m.group(1)}{note}</p>", html)
     html = _PERSONAL.sub(lambda m: _signup_line(m.group(1), signup_url), html)
     # The reader's links outside the marked line (an older template), then any other
     # per-recipient placeholder: gone, whatever it was for.

@@ -77,7 +77,7 @@ def web_copy_page(edition_id: int, ref: str) -> WebCopy | None:
         # A reader's own variant of an archived edition points engines at the archive's copy.
         canonical = web_copy.url_for(edition_id, web_copy.ALL) if public and not indexable else None
         page = web_copy.public_html(html, signup_url=settings.public_url + "/", indexable=indexable,
-                                    canonical_url=canonical)
+                                    canonical_url=canonical, site_name=settings.site_name)
         log.info("web_copy_shown", edition_id=edition_id, kind=found.edition.kind.value)
         return WebCopy(html=page, indexable=indexable)
 
