@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.config import get_settings
+from service.config import get_settings, reset_settings
 from service.db import session_scope
 from service.delivery.planner import plan
 from service.editions import web_copy
@@ -452,7 +452,11 @@ def _section_ids() -> dict[str, int]:
         return {x.slug: x.id for x in s.scalars(sa.select(Section))}
 
 
-def test_signing_up_by_keyboard_alone(live_server, browser):
+@pytest.mark.parametrize("challenge", [False, True], ids=["plain", "proof-of-work"])
+def test_signing_up_by_keyboard_alone(live_server, browser, monkeypatch, challenge):
+    if challenge:  # the page's script solves it when the form is sent, and says so in a live region
+        monkeypatch.setenv("SIGNUP_CHALLENGE", "true")
+        reset_settings()
     context = _context(browser, "light")
     page = context.new_page()
     chosen: dict[str, str] = {}
@@ -478,6 +482,7 @@ def test_signing_up_by_keyboard_alone(live_server, browser):
         stops = walk(page, act)
         assert stops[0]["label"] == "انتقل إلى المحتوى"  # the skip link comes first, and shows when focused
         assert {"email", "consent"} <= {s["name"] for s in stops} and "digest_hour" in {s["id"] for s in stops}
+        assert (page.locator("#challenge-status[role=status]").count() == 1) is challenge
         back_to(page, "اشترك")
         page.keyboard.press("Enter")
         page.get_by_role("heading", name="تحقّق من بريدك الإلكتروني").wait_for()
