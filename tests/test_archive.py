@@ -13,6 +13,8 @@ import feedparser
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.config import reset_settings
 from service.db import session_scope
@@ -24,6 +26,7 @@ from service.editions.variants import render_variant_for
 from service.models import Edition, EditionKind, EditionStatus, EditionVariant, Section, utcnow
 from service.rendering.atom import AtomEntry, atom_feed
 from service.web.app import create_app
+from tests.test_hardening_fuzz import FUZZ
 from tests.test_web_copy import add_article
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -195,3 +198,11 @@ def test_a_title_xml_cannot_hold_still_makes_a_feed():
                                       self_url="https://news.example/archive/feed.atom",
                                       page_url="https://news.example/archive", updated=NOW))
     assert not feed.bozo and feed.entries[0].title == "خبر <b> & ]]> ."
+
+
+@FUZZ
+@given(page=st.text(max_size=30))
+def test_any_page_number_is_answered_without_a_5xx(client, public_archive, page):
+    answer = client.get("/archive", params={"page": page})
+    assert answer.status_code in (200, 400, 404), (page, answer.status_code)
+    assert (answer.status_code == 200) == (page == "1")  # an empty archive has its page 1 only
