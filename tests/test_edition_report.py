@@ -127,3 +127,28 @@ def test_the_report_page_with_its_chart(live_server, browser, smtp_sink):
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     finally:
         page.close()
+
+
+def test_a_digests_copies_by_readers_sections(pg_env, redis_url, smtp_sink):
+    from fastapi.testclient import TestClient
+
+    from service.articles.sections import ensure_sections
+    from service.models import Section
+    from service.web.app import create_app
+    from tests.support.delivery import add_subscribers
+
+    with session_scope() as s:
+        ensure_sections(s)
+        first, second = s.execute(sa.select(Section.id, Section.name).order_by(Section.position).limit(2)).all()
+        add_subscribers(s, 2, start=100, sections=[first[0]])  # only the first story's section
+        add_subscribers(s, 1, start=200, sections=[second[0]])
+    eid, _ = make_digest(0)
+    run_all_batches(eid)
+    mails = {m.rcpt_tos[0]: m for m in smtp_sink.wait_for(3)}
+    with TestClient(create_app(), follow_redirects=False) as web:
+        for who in ("reader100@example.com", "reader101@example.com"):
+            web.get(ref_path(story_link(mails[who], STORIES[0][0])), headers=BROWSER)
+        web.get(ref_path(story_link(mails["reader200@example.com"], STORIES[1][0])), headers=BROWSER)
+    r = edition_report.report(eid)
+    assert [(v.label, v.clicks) for v in r.variants] == [(first[1], 2), (second[1], 1)]
+    assert ["variant", first[1], "2", ""] in list(csv.reader(io.StringIO(edition_report.to_csv(r))))

@@ -34,5 +34,9 @@ def run(edition_id: int, as_csv: bool = False) -> int:
         print("sections                                                  clicks   unique")
         for line in r.sections:
             print(f"  {line.label[:54]:<54} {line.clicks:>8} {line.unique:>8}")
+    if r.variants:
+        print("copies (readers' sections)                                clicks")
+        for line in r.variants:
+            print(f"  {line.label[:54]:<54} {line.clicks:>8}")
     print("first 24 hours (clicks per hour from the start): " + " ".join(str(n) for n in r.hours))
     return 0

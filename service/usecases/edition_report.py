@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from service.clicks import unique
 from service.config import get_settings
 from service.db import session_scope
+from service.editions.variants import parse_variant, split_variant
 from service.models import (
     Article,
     ClickCount,
@@ -75,6 +76,7 @@ class Report:
     tracking: bool = True
     stories: list[Line] = field(default_factory=list)
     sections: list[Line] = field(default_factory=list)
+    variants: list[Line] = field(default_factory=list)  # a digest's copies by readers' sections
     hours: list[int] = field(default_factory=lambda: [0] * HOURS)  # clicks in hour h after the start
 
     @property
@@ -134,7 +136,8 @@ def report(edition_id: int) -> Report:
 
         C = ClickCount.__table__
         links = s.execute(
-            sa.select(EditionLink.id, EditionLink.url, EditionLink.article_id, EditionLink.section_id)
+            sa.select(EditionLink.id, EditionLink.url, EditionLink.article_id, EditionLink.section_id,
+                      EditionLink.variant)
             .where(EditionLink.edition_id == edition_id)).all()
         per_link = {lid: (c, i) for lid, c, i in s.execute(
             sa.select(C.c.link_id, sa.func.sum(C.c.clicks), sa.func.sum(C.c.ignored))
@@ -152,15 +155,20 @@ def report(edition_id: int) -> Report:
         # Stories: the edition's articles (in the edition's order), then any other link.
         article_ids = [a for a in dict.fromkeys(link.article_id for link in links) if a is not None]
         section_ids = [x for x in dict.fromkeys(link.section_id for link in links) if x is not None]
+        named = set(section_ids)  # the sections' names: those of the links, and those readers chose
+        for variant in variant_keys(links):
+            named.update(parse_variant(split_variant(variant)[0]) or [])
         scopes = ["edition"] + [f"article:{a}" for a in article_ids] + [f"section:{x}" for x in section_ids]
         estimates = unique.estimate(s, edition_id, scopes)
         out.unique_clicks = estimates["edition"]
         titles = dict(s.execute(sa.select(Article.id, Article.title).where(Article.id.in_(article_ids))).all())
-        names = dict(s.execute(sa.select(Section.id, Section.name).where(Section.id.in_(section_ids))).all())
+        names = dict(s.execute(sa.select(Section.id, Section.name).where(Section.id.in_(named))).all())
         story_clicks: dict[object, list] = {}
         section_clicks: dict[int, int] = {}
-        for lid, url, article_id, section_id in links:
+        variant_clicks: dict[str, int] = {}
+        for lid, url, article_id, section_id, variant in links:
             clicks = int((per_link.get(lid) or (0, 0))[0] or 0)
+            variant_clicks[variant] = variant_clicks.get(variant, 0) + clicks
             key = article_id if article_id is not None else url
             entry = story_clicks.setdefault(key, [url, 0])
             entry[1] += clicks
@@ -172,11 +180,26 @@ def report(edition_id: int) -> Report:
             elif clicks:  # other links only once they were followed: the list stays about stories
                 out.stories.append(Line(url, url, clicks, None))
         out.stories.sort(key=lambda line: (-line.clicks, line.unique is None))
+        if len(variant_clicks) > 1:  # one copy for everybody says nothing more than the total
+            out.variants = sorted((Line(_variant_label(v, names), None, n, None) for v, n in variant_clicks.items()),
+                                  key=lambda line: -line.clicks)
         out.sections = sorted(
             (Line(names.get(sid, str(sid)), None, clicks, estimates.get(f"section:{sid}", 0))
              for sid, clicks in section_clicks.items()),
             key=lambda line: -line.clicks)
     return out
+
+
+def variant_keys(links) -> list[str]:
+    return list(dict.fromkeys(link.variant for link in links))
+
+
+def _variant_label(key: str, names: dict[int, str]) -> str:
+    """A digest variant as an editor reads it: its readers' sections (and the «فاتك؟» copy)."""
+    sections_key, alerted = split_variant(key)
+    ids = parse_variant(sections_key)
+    label = "كل الأقسام" if ids is None else "، ".join(names.get(i, f"قسم {i}") for i in ids)
+    return label + (" · لمن يتلقّى التنبيهات" if alerted else "")
 
 
 def as_rows(r: Report) -> list[list[object]]:
@@ -193,6 +216,8 @@ def as_rows(r: Report) -> list[list[object]]:
         rows.append(["story", line.label, line.clicks, "" if line.unique is None else line.unique])
     for line in r.sections:
         rows.append(["section", line.label, line.clicks, line.unique])
+    for line in r.variants:
+        rows.append(["variant", line.label, line.clicks, ""])
     for h, n in enumerate(r.hours):
         rows.append(["hour", f"+{h}", n, ""])
     return rows
