@@ -59,7 +59,11 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,  # for Flower
-        "task_send_sent_event": True,
+        # No "task-sent" event: it made every publish a second Redis command (a PUBLISH
+        # beside the LPUSH), 0.3 ms of CPU on each signup's confirmation in the web
+        # process (bench/bench_signup_load.py).  Flower still sees every task from the
+        # moment a worker receives it.
+        "task_send_sent_event": False,
         "task_default_queue": names.DEFAULT,
         "task_queues": [Queue(q, routing_key=q) for q in names.QUEUES],
         # Edition tasks (planning, batches) are sent with the edition's queue
