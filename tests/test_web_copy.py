@@ -290,3 +290,16 @@ def test_a_mails_link_opens_its_copy_in_chromium_on_a_phone(live_server, browser
         page.screenshot(path=str(artifacts / "web-copy-320.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_nashra_status_of_an_edition_prints_the_link_to_share(client):
+    import io
+
+    from rich.console import Console
+
+    from service.cli.status import print_status
+
+    eid, _ = sent_digest()
+    out = io.StringIO()
+    assert print_status(eid, Console(file=out, width=100)) == 0
+    assert f"web copy: https://news.example{web_copy.path_for(eid, 'all')}\n" in out.getvalue()

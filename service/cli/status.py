@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.delivery.progress import progress
+from service.editions import web_copy
 from service.models import Edition, Feed, fits_id
 
 
@@ -57,6 +58,9 @@ def print_status(edition_id: int | None = None, console: Console | None = None) 
             if edition_id is not None and ed.pause_reason:
                 console.print(f"paused: {ed.pause_reason}")
         console.print(table)
+        shared = web_copy.share_url(editions[0]) if edition_id is not None else None
+        if shared:
+            console.print(f"web copy: {shared}", soft_wrap=True)  # one line, for copying
         if edition_id is None:
             feeds = Table(title="feeds")
             for col in ("id", "url", "last success", "failures", "last error"):
