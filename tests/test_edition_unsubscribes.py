@@ -101,3 +101,30 @@ def test_any_e_value_unsubscribes_and_counts_only_a_real_edition(pg_env):
         assert _unsubscribes(eid) == before + counted
 
     check()
+
+
+def test_any_e_in_the_link_over_http_unsubscribes_and_never_errors(pg_env, redis_url):
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+
+    from service.web.app import create_app
+
+    with session_scope() as s:
+        eid = make_edition(s)
+    seen = iter(range(10**6))
+    with TestClient(create_app()) as web:
+
+        @FUZZ
+        @given(raw=st.one_of(st.text(max_size=40), st.just(str(eid))))
+        def check(raw):
+            with session_scope() as s:
+                token = _sent_reader(s, eid, next(seen))
+            before = _unsubscribes(eid)
+            page = web.get(f"/unsubscribe/{token}?e={quote(raw)}")
+            assert page.status_code == 200
+            answer = web.post(f"/unsubscribe/{token}?e={quote(raw)}", **ONE_CLICK)
+            assert answer.status_code == 200 and "أُلغي اشتراكك" in answer.text
+            assert _unsubscribes(eid) == before + (readers.edition_ref(raw) == eid)
+
+        check()
