@@ -1,0 +1,162 @@
+"""Where a signup's CPU goes: the use-case piece by piece, and by library.
+
+Runs in one process, no HTTP (bench/bench_signup_load.py measures the whole server):
+
+  1. each step of `usecases.subscribers.sign_up` on its own, CPU ms per call (best and
+     median of rounds), a database step as "+ over a bare transaction";
+  2. the whole `sign_up`, and the statements it sends;
+  3. a cProfile of 300 signups (CPU clock), its own time summed by library.
+
+    .venv/bin/python bench/profile_signup.py [--rounds 6]
+
+Needs PostgreSQL (BENCH_PG_ADMIN_URL) and redis-server on PATH.  On a shared machine
+the absolute figures move with the load; compare lines of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import os
+import pstats
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import sqlalchemy as sa  # noqa: E402
+
+from bench.support import redis_server, scratch_database  # noqa: E402
+
+
+def measure(body, rounds: int, n: int = 150) -> tuple[float, float]:
+    """(best, median) CPU ms per call of body(i)."""
+    out = []
+    for r in range(rounds):
+        for i in range(10):
+            body(-(r * 10 + i) - 1)
+        started = time.process_time()
+        for i in range(n):
+            body(r * n + i)
+        out.append((time.process_time() - started) / n * 1000)
+    out.sort()
+    return out[0], out[len(out) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+
+    with scratch_database("profile_signup") as url, redis_server() as redis_url:
+        with sa.create_engine(url).begin() as c:
+            c.execute(sa.text("INSERT INTO sections (slug, name, position) "
+                              "VALUES ('world', 'عربي دولي', 1), ('sport', 'رياضة', 2)"))
+        os.environ.update(DATABASE_URL=url, REDIS_URL=redis_url, SECRET_KEY="bench-secret-key-0123456789",
+                          LOG_LEVEL="WARNING", LOG_FORMAT="json",
+                          CONFIRM_BUDGET_PER_DOMAIN="0", CONFIRM_BUDGET_TOTAL="0")
+        from service.config import reset_settings
+
+        reset_settings()
+        from service.logs import setup_logging
+
+        setup_logging()
+        from service import limits
+        from service.db import get_engine, session_scope
+        from service.jobs import install_dispatcher, names
+        from service.jobs.dispatch import _send
+        from service.models import Frequency, Subscriber, SubscriberStatus, audit
+        from service.subscribers import consent, lifecycle, suppression
+        from service.subscribers.consent import Evidence
+        from service.subscribers.validation import normalise_email, section_ids
+        from service.usecases import subscribers as readers
+
+        install_dispatcher()
+        evidence = Evidence(ip="10.0.0.1", user_agent="bench", form_url="https://news.example/",
+                            text_version=consent.CURRENT)
+        with session_scope() as s:
+            s.add(Subscriber(email="fixed@example.com", status=SubscriberStatus.pending, sections=[],
+                             frequency=Frequency.daily, alerts=True))
+        with session_scope() as s:
+            fixed = s.scalar(sa.select(Subscriber.id))
+
+        def in_tx(step):
+            def body(i):
+                with session_scope() as s:
+                    s.execute(sa.text("SELECT 1"))
+                    step(s, i)
+            return body
+
+        steps = {
+            "bare transaction (SELECT 1)": in_tx(lambda s, i: None),
+            "section_ids": in_tx(lambda s, i: section_ids(s, ["1", "2"])),
+            "is_suppressed": in_tx(lambda s, i: suppression.is_suppressed(s, f"s{i}@example.com")),
+            "insert the reader": in_tx(lambda s, i: lifecycle._insert_if_absent(
+                s, email=f"p{i}@example.com", status=SubscriberStatus.pending, sections=[1],
+                frequency=Frequency.daily, alerts=True, consent_source="web:form", consented_at=None,
+                digest_hour=None, digest_weekday=None)),
+            "SELECT … FOR UPDATE (ORM)": in_tx(lambda s, i: s.scalar(
+                sa.select(Subscriber).where(Subscriber.email == "fixed@example.com").with_for_update())),
+            "audit row (ORM, flushed)": in_tx(lambda s, i: (audit(s, "subscriber:1", "signup", "subscriber:1"),
+                                                             s.flush())),
+            "consent row (ORM, flushed)": in_tx(lambda s, i: (consent.record(s, fixed, "signup", evidence),
+                                                               s.flush())),
+            "confirm-mail counter (DB)": in_tx(lambda s, i: limits.hit_in(s, "confirm-mail", f"c{i}@example.com",
+                                                                        3, 86400)),
+            "client limit (Redis)": lambda i: limits.hit("subscribe", f"10.9.{i >> 8 & 255}.{i & 255}", 5, 600),
+            "confirmation queued (Celery)": lambda i: _send(names.SEND_TRANSACTIONAL, ("confirm", 10**9 + i)),
+            "normalise_email": lambda i: normalise_email(f"Reader{i}@Example.com"),
+        }
+        count = [0]
+
+        def sign_up(_i):
+            count[0] += 1
+            readers.sign_up(readers.SignupRequest(email=f"r{count[0]}@example.com", sections=["1", "2"],
+                                                  frequency="daily", alerts="yes", consented=True),
+                            source="web:form", evidence=evidence)
+
+        bare = None
+        print(f"CPU ms per call, best / median of {args.rounds} rounds")
+        for name, body in steps.items():
+            best, median = measure(body, args.rounds)
+            extra = ""
+            if bare is None:
+                bare = best
+            elif name != "bare transaction (SELECT 1)" and body.__name__ == "body":
+                extra = f"   (+{best - bare:.3f} over a bare transaction)"
+            print(f"  {name:<32} {best:7.3f} / {median:7.3f}{extra}")
+
+        statements = [0]
+        sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
+        before = statements[0]
+        best, median = measure(sign_up, args.rounds)
+        per = (statements[0] - before) / (args.rounds * 160)
+        print(f"  {'sign_up, whole':<32} {best:7.3f} / {median:7.3f}   ({per:.1f} statements + BEGIN/COMMIT)")
+
+        profile = cProfile.Profile(time.process_time)
+        profile.enable()
+        for i in range(300):
+            sign_up(i)
+        profile.disable()
+        by_lib: collections.Counter = collections.Counter()
+        for (path, _line, _name), (_cc, _nc, own, _cum, _callers) in pstats.Stats(profile).stats.items():
+            found = re.search(r"site-packages/(\w+)(?:/(\w+))?", path)
+            if found:
+                lib = found[1] + (f".{found[2]}" if found[1] == "sqlalchemy" and found[2] else "")
+            elif "/service/" in path:
+                lib = "service (ours)"
+            else:
+                lib = "python (builtins, stdlib)"
+            by_lib[lib] += own
+        total = sum(by_lib.values())
+        print("\nown CPU time of 300 signups under cProfile, by library:")
+        for lib, own in by_lib.most_common(12):
+            print(f"  {own / total * 100:5.1f} %  {lib}")
+
+
+if __name__ == "__main__":
+    main()
