@@ -29,6 +29,7 @@ from service.models import (
     EditionKind,
     EditionStatus,
     Section,
+    Subscriber,
     VersionKind,
     utcnow,
 )
@@ -260,3 +261,31 @@ def test_the_special_mail_passes_the_rtl_rules_with_forty_stories_under_gmails_c
     assert len(variant.html.encode()) < 100 * 1024
     order = [text.index(a.url) for a in stories[:5]]
     assert order == sorted(order) and text.index("ليلة انتخابية") < order[0]
+
+
+def test_a_reader_who_turned_the_digest_off_after_planning_is_skipped(newsroom, smtp_sink):
+    from tests.support.delivery import ledger, run_all_batches
+
+    eid = special_editions.compose(Composition(title="عدد خاص", article_ids=(newsroom[0],)), editor_id=None,
+                                   dispatcher=Recorder())
+    with session_scope() as s:
+        assert plan(s, eid) == 5
+        s.execute(sa.update(Subscriber).where(Subscriber.email == "daily0@example.com").values(frequency="none"))
+    run_all_batches(eid)
+    states = ledger(eid)
+    assert states["daily0@example.com"] == "skipped" and list(states.values()).count("sent") == 4
+    assert "daily0@example.com" not in smtp_sink.recipients()
+
+
+def test_the_audience_on_sqlite_too(sqlite_env):
+    with session_scope() as s:
+        ensure_sections(s)
+        sports = s.scalar(sa.select(Section.id).where(Section.slug == "sports"))
+        world = s.scalar(sa.select(Section.id).where(Section.slug == "arab-world"))
+        a = _article(s, "المنتخب يفوز", slug="sports")
+        add_subscribers(s, 2, prefix="all")
+        add_subscribers(s, 1, prefix="sport", sections=[sports])
+        add_subscribers(s, 1, prefix="world", sections=[world])
+        add_subscribers(s, 1, prefix="none", frequency="none")
+    assert special_editions.preview(Composition(title="ع", article_ids=(a,))).audience == 4
+    assert special_editions.preview(Composition(title="ع", article_ids=(a,), section_ids=(sports,))).audience == 3

@@ -181,7 +181,9 @@ def _eligible(kind: str, state: ledger.RecipientState) -> bool:
         return False
     if kind in (EditionKind.alert.value, EditionKind.catchup.value) and not state.alerts:
         return False
-    if kind == EditionKind.digest.value and state.frequency == "none":
+    # A special edition goes to the digest's readers: one who turned their digest off since
+    # it was planned has left its audience too.
+    if kind in (EditionKind.digest.value, EditionKind.special.value) and state.frequency == "none":
         return False
     return True
 
