@@ -244,3 +244,24 @@ def test_an_alert_is_held_for_the_reader_whose_night_it_is(amman, smtp_sink):
     with session_scope() as s:  # two hours on, both nights are over: one catch-up
         edition, created = create_catchup(s, now + dt.timedelta(hours=2, minutes=1))
         assert created and edition.params["alerts"] == [edition_id]
+
+
+def test_the_editors_preview_lists_each_zones_slot_on_the_newsrooms_clock(amman, monkeypatch):
+    from service.usecases import digest_preview
+
+    now = dt.datetime(2026, 12, 7, 2, 0, tzinfo=UTC)  # 05:00 in Amman, 03:00 in Berlin
+    monkeypatch.setattr(digest_preview, "utcnow", lambda: now)
+    monkeypatch.setattr("service.editions.upcoming.utcnow", lambda: now)
+    with session_scope() as s:
+        reader(s, "amman@example.com")
+        berlin = reader(s, "berlin@example.com", zone="Europe/Berlin", hour=7)
+    result = digest_preview.preview("daily", now=now)
+    # Amman's 07:00 (04:00 UTC), then Berlin's 07:00: 06:00 UTC, 09:00 on the newsroom's clock.
+    assert [(line.clock, line.readers, line.code) for line in result.slots] == [("07:00", 1, "h07"), ("09:00", 1, "h09")]
+    assert result.slot.clock == "07:00" and result.send_at == dt.datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+    theirs = digest_preview.preview(subscriber_id=berlin, now=now)
+    assert theirs.slot.clock == "09:00" and theirs.send_at == dt.datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    picked = digest_preview.preview("daily", hour="9", now=now)  # the page's selector sends h09
+    assert picked.slot.readers == 1 and picked.slot.code == "h09" and picked.picked
+    with pytest.raises(digest_preview.PreviewRefused):
+        digest_preview.preview("daily", hour="13", now=now)  # nobody's slot, not an offered hour
