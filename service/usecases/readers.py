@@ -189,7 +189,7 @@ def _preferences_values(s: Session, sub: Subscriber) -> dict:
 def _schedule_values(s: Session, sub: Subscriber) -> dict:
     """The preferences page's «when» and «your data» parts."""
     now = utcnow()
-    tz = get_settings().tz
+    tz = clocks.zone(sub.time_zone)  # their times on their clock
     paused = sub.paused_until if sub.paused_until is not None and sub.paused_until > now else None
     record = consent.history(s, sub)
     for entry in record:  # shown in local time; the export keeps UTC
