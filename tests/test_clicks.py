@@ -231,6 +231,20 @@ def test_a_head_a_scanner_and_a_prefetch_are_not_counted(sent, web):
     assert clicks_on_record() == (1, len(scanners)) and uniques(eid) == 1
 
 
+def test_the_web_copy_links_through_r_with_no_readers_token(sent, web):
+    eid, _, mails = sent
+    html = bodies(mails["reader0@example.com"])["text/html"]
+    copy = re.search(r'href="https?://[^/"]+(/e/\d+/[A-Za-z0-9_-]+)"', html)[1]
+    page = web.get(copy).text
+    tokens = {ref_of(u).split(".")[2].lstrip("~") for m in mails.values() for u in tracked_links(m)["text/html"]}
+    assert tokens and not any(t in page for t in tokens)
+    in_page = re.findall(r'href="https?://[^/"]+(/r/[^"]+)"', page)
+    assert in_page and all(re.fullmatch(r"/r/\d+\.[A-Za-z0-9_-]{11}\.", p) for p in in_page)
+    r = web.get(in_page[0], headers=BROWSER)
+    assert r.status_code == 302 and r.headers["location"].startswith("https://")
+    assert clicks_on_record() == (1, 0) and uniques(eid) == 0  # a click, and nobody's
+
+
 def _snapshot(engine) -> dict[str, set[tuple]]:
     with engine.connect() as conn:
         return {t.name: {repr(tuple(row)) for row in conn.execute(sa.select(t)).all()}
