@@ -226,6 +226,7 @@ def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_pat
         assert edition.kind is EditionKind.special and edition.status is EditionStatus.draft
         assert abs((edition.send_at - at).total_seconds()) < 60
         assert [ea.article_id for ea in edition.articles] == [b, c]
+    assert f"scheduled {local}" in nashra("status", str(edition.id)).stdout
     bad = nashra("edition", "compose", "--title", "x", "--article", "https://nowhere.example/x", "--yes")
     assert bad.returncode == 2 and "no ingested article" in bad.stderr
     late = nashra("edition", "reschedule", str(edition.id), "--send-at", "2020-01-01 07:00")

@@ -12,6 +12,7 @@ from service.db import session_scope
 from service.delivery.progress import progress
 from service.editions import web_copy
 from service.models import Edition, Feed, fits_id
+from service.usecases import scheduled
 
 
 def _fmt_eta(seconds) -> str:
@@ -44,7 +45,8 @@ def print_status(edition_id: int | None = None, console: Console | None = None) 
             table.add_row(
                 str(ed.id),
                 ed.kind.value,
-                ed.status.value,
+                # A scheduled draft says when it leaves (TIMEZONE's clock).
+                f"scheduled {scheduled.local_text(ed.send_at)}" if scheduled.is_scheduled(ed) else ed.status.value,
                 str(p.get("total", ed.recipients)),
                 str(p.get("sent", 0)),
                 str(p.get("failed", 0)),
