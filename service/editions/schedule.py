@@ -245,7 +245,9 @@ def default_slot(frequency: Frequency | str, now: dt.datetime, settings: Setting
     settings = settings or get_settings()
     frequency = Frequency(frequency)
     date = local_date(now, settings)
-    if frequency is Frequency.weekly:  # their day: this week's, as before on the site's calendar
+    if frequency is Frequency.weekly:
+        # Their day (DIGEST_WEEKLY_DAY), today or the next one: made ahead of its time, the
+        # slot's beat edition is then the week after's (its window chains on this one).
         date = date + dt.timedelta(days=(settings.digest_weekly_day - date.weekday()) % 7)
     return slot_of(frequency, date, default_hour(settings), settings)
 
