@@ -125,6 +125,14 @@ OVERFLOW = """() => {
   return {scroll: root.scrollWidth, client: width, culprits};
 }"""
 
+# A box that scrolls sideways (a data table's at 320 px) must be reachable by keyboard, to
+# scroll it with the arrow keys: focusable itself, or holding something focusable.
+UNREACHABLE_SCROLLERS = """() => [...document.body.querySelectorAll('*')].filter(el => {
+  const s = getComputedStyle(el);
+  if (!['auto', 'scroll'].includes(s.overflowX) || el.scrollWidth <= el.clientWidth + 1) return false;
+  return el.tabIndex < 0 && !el.querySelector('a[href], button, input, select, textarea, [tabindex]:not([tabindex="-1"])');
+}).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + '.' + el.className)"""
+
 # Text cut off by a box that hides its overflow (form fields scroll their own text).
 CLIPPED = """() => [...document.body.querySelectorAll('*')].filter(el => {
   if (el.closest('.skip, .hp') || el.matches('input, select, textarea, iframe, option')) return false;
@@ -170,6 +178,8 @@ class Audit:
         try:
             page.set_viewport_size({"width": 320, "height": 640})
             self._reflow(page, name, "320 px")
+            if stuck := page.evaluate(UNREACHABLE_SCROLLERS):
+                self.problems.append(f"{name} [320 px] scrolls where a keyboard cannot reach: {stuck}")
             page.set_viewport_size({"width": 640, "height": 800})
             page.evaluate(TEXT_SIZES)
             page.evaluate("() => { document.documentElement.style.fontSize = '200%'; }")
