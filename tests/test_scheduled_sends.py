@@ -123,3 +123,23 @@ def test_a_scheduled_alert_leaves_on_time_through_beat_and_a_worker(pg_env, redi
     with session_scope() as s:
         assert s.get(Edition, kept).status is EditionStatus.cancelled
         assert not s.scalar(sa.select(sa.func.count()).select_from(Delivery).where(Delivery.edition_id == kept))
+
+
+def test_one_beat_could_not_start_for_hours_is_left_for_an_editor_and_said_once(pg_env):
+    from service.editions import scheduled as domain
+    from service.models import Edition as E
+    from service.models import EditionKind
+
+    now = utcnow()
+    with session_scope() as s:
+        s.add(E(kind=EditionKind.alert, status=EditionStatus.draft, title="قديم", send_at=now - dt.timedelta(hours=7),
+                params={"headline": "قديم", "url": "https://news.example/old", "summary": ""}))
+    rec = Recorder()
+    assert scheduled.start_due(now=now, dispatcher=rec) == [] and rec.calls == []
+    with session_scope() as s:
+        edition = s.scalars(sa.select(E)).one()
+        assert edition.status is EditionStatus.draft  # still there to move or cancel
+        tick = dt.timedelta(seconds=120)
+        gone_past = edition.send_at + domain.MAX_LATE
+        assert domain.missed(s, gone_past + dt.timedelta(seconds=30), within=tick) == [edition.id]  # said once
+        assert domain.missed(s, now, within=tick) == []  # not at every tick after

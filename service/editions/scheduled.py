@@ -102,23 +102,24 @@ def release(edition: Edition, now: dt.datetime) -> None:
     edition.params = {**(edition.params or {}), RELEASED: now.isoformat()}  # a new dict: JSON tracks no change in place
 
 
-def due(session: Session, now: dt.datetime | None = None) -> list[Edition]:
-    """Scheduled drafts whose time has come, at most MAX_LATE ago (oldest first)."""
+def due(session: Session, now: dt.datetime | None = None, *, lock: bool = False) -> list[Edition]:
+    """Scheduled drafts whose time has come, at most MAX_LATE ago (oldest first).
+    `lock`: their rows locked, so a cancel or a move waits for the caller's commit."""
     now = now or utcnow()
-    return list(session.scalars(
-        sa.select(Edition)
-        .where(Edition.status == EditionStatus.draft, Edition.send_at.is_not(None),
-               Edition.send_at <= now, Edition.send_at > now - MAX_LATE)
-        .order_by(Edition.send_at, Edition.id)
-    ))
+    stmt = (sa.select(Edition)
+            .where(Edition.status == EditionStatus.draft, Edition.send_at.is_not(None),
+                   Edition.send_at <= now, Edition.send_at > now - MAX_LATE)
+            .order_by(Edition.send_at, Edition.id))
+    return list(session.scalars(stmt.with_for_update() if lock else stmt))
 
 
-def missed(session: Session, now: dt.datetime | None = None) -> list[int]:
-    """Ids of scheduled drafts past MAX_LATE (left for an editor; logged by the caller)."""
+def missed(session: Session, now: dt.datetime | None = None, within: dt.timedelta = MAX_LATE) -> list[int]:
+    """Ids of scheduled drafts that went past MAX_LATE in the last `within` (left for an
+    editor to move or cancel; the caller logs them)."""
     now = now or utcnow()
     return list(session.scalars(
         sa.select(Edition.id).where(Edition.status == EditionStatus.draft, Edition.send_at.is_not(None),
-                                    Edition.send_at <= now - MAX_LATE, Edition.send_at > now - 2 * MAX_LATE)
+                                    Edition.send_at <= now - MAX_LATE, Edition.send_at > now - MAX_LATE - within)
     ))
 
 

@@ -48,17 +48,23 @@ def start_due(now: dt.datetime | None = None, dispatcher: Dispatcher | None = No
     so a lost message is asked for again at the next tick; planning twice is harmless."""
     dispatcher = dispatcher or current()
     now = now or utcnow()
-    with session_scope() as session:
-        due = scheduled.due(session, now)
-        for edition in due:
+    tick = dt.timedelta(seconds=2 * get_settings().digest_check_seconds)
+    with session_scope() as session:  # a read first: most ticks find nothing to write
+        due_ids = [e.id for e in scheduled.due(session, now)]
+        missed = scheduled.missed(session, now, within=tick)
+    if missed:  # said once, as it goes past MAX_LATE, not at every tick after
+        log.warning("scheduled.missed", edition_ids=missed, max_late_hours=scheduled.MAX_LATE.seconds // 3600)
+    started: list[int] = []
+    if not due_ids:
+        return started
+    with session_scope(write=True) as session:  # SQLite: the write lock up front (see usecases.digests)
+        for edition in scheduled.due(session, now, lock=True):  # again, locked: a cancel may have come between
             scheduled.release(edition, now)
             dispatcher.plan_edition(edition.id, edition.kind.value, session=session)
+            started.append(edition.id)
             log.info("scheduled.start", edition_id=edition.id, kind=edition.kind.value,
                      late_seconds=round((now - edition.send_at).total_seconds()))
-        missed = scheduled.missed(session, now)
-        if missed:
-            log.warning("scheduled.missed", edition_ids=missed, max_late_hours=scheduled.MAX_LATE.seconds // 3600)
-        return [e.id for e in due]
+    return started
 
 
 def reschedule(edition_id: int, send_at: str | None, *, actor: str, role: str,
