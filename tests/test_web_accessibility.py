@@ -286,6 +286,12 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         page.add_style_tag(content="button { color: #ffffff !important; }")
         assert "color-contrast" in {v["id"] for v in page.evaluate(AXE_RUN, WCAG_TAGS)}
         page.emulate_media(color_scheme="light")
+        # A Windows contrast theme drops the button's colour: its border keeps it a button.
+        page.reload()
+        page.emulate_media(forced_colors="active")
+        assert page.evaluate("() => { const s = getComputedStyle(document.querySelector('button[type=submit]'));"
+                             " return s.borderTopStyle === 'solid' && parseFloat(s.borderTopWidth) >= 1; }")
+        page.emulate_media(forced_colors="none")
         page.get_by_label("البريد الإلكتروني", exact=True).fill("not an address")
         page.get_by_role("button", name="اشترك").click()
         audit.page(page, "signup, error")
@@ -331,6 +337,8 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         page.fill("input[name=name]", "منى")
         page.fill("input[name=token]", "nse_wrong")
         page.click("button[type=submit]")
+        page.locator("p.error").wait_for()
+        assert page.evaluate("() => document.activeElement.matches('p.error[role=alert]')")  # read out at once
         audit.page(page, "editor login, error")
         log_in_editor(page, base, "منى", data["admin"])
         audit.page(page, "editor")
