@@ -7,7 +7,8 @@ accept on it (and starts a new one if one dies), so nothing is shared between th
 fork: each builds its own database pool, Redis client and Celery producer on first use.
 What must be common to all — the signup and login limits, CSRF tokens, editors'
 sessions, /metrics — already lives in Redis, the database or a signature, never in a
-process's memory.  On SQLite (the embedded demo) it is always one process: SQLite lets
+process's memory.  (/metrics reads the ledger and the workers' files at scrape time; only
+its process_* and python_* series describe the one process that answered the scrape.)  On SQLite (the embedded demo) it is always one process: SQLite lets
 one writer in at a time, so more processes would only queue on its lock (and each adds
 a writer that can meet "database is locked").
 
