@@ -120,6 +120,9 @@ def test_a_scheduled_alert_leaves_on_time_through_beat_and_a_worker(pg_env, redi
         time.sleep(0.5)  # anything extra (the cancelled one) would have come by now
     assert sorted(r for m in got for r in m.rcpt_tos) == [f"r{i}@example.com" for i in range(3)]
     assert len(smtp_sink.messages) == 3 and all(ALERT["headline"] in m.message["Subject"] for m in got)
+    # A typed alert says when it went: its scheduled time, not when it was made.
+    text = got[0].message.get_body(("plain",)).get_content()
+    assert at.astimezone(get_settings().tz).strftime("%H:%M") in text
     with session_scope() as s:
         assert s.get(Edition, kept).status is EditionStatus.cancelled
         assert not s.scalar(sa.select(sa.func.count()).select_from(Delivery).where(Delivery.edition_id == kept))

@@ -159,7 +159,7 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
             url=p["url"],
             summary=p.get("summary", ""),
             article=article,  # an alert of an article carries its caption, times and read-also links
-            sent_at=edition.created_at or utcnow(),
+            sent_at=edition.send_at or edition.created_at or utcnow(),  # a scheduled alert: its time, not its making
         ) | web
         return render_variant("alert", ctx)
     if edition.kind == EditionKind.correction:
