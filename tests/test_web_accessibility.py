@@ -4,12 +4,15 @@ real app, PostgreSQL and Redis:
 - axe-core (pinned in package.json, read from node_modules: nothing downloads at test time)
   finds no WCAG 2.1 A/AA violation on any reader or editor page, in Arabic RTL, in the
   light and in the dark colour scheme; the test prints the counts per page and scheme;
+  (what axe leaves undecided in colour contrast is decided here from the CSS);
 - no page scrolls sideways at 320 CSS px wide, nor with its text at 200 % in a 640 px
-  window (data tables scroll inside their own box, which the keyboard can reach);
-- signup, preferences and unsubscribe work by keyboard alone: every control is reached
-  in document order, each shows a focus ring that stands out from the page, and the form
-  is sent and does what the reader asked;
-- a form's error is announced (a live region), marks its field and takes the focus there.
+  window, and all its text grows (data tables scroll inside their own box, which the
+  keyboard can reach); buttons stay buttons in forced colours;
+- signup (with and without the proof of work), preferences and unsubscribe work by
+  keyboard alone: every control is reached in document order, each shows a focus ring
+  that stands out from the page (3:1), and the form is sent and does what the reader asked;
+- a form's error is announced (an assertive live region), marks its field and takes the
+  focus, and nothing is stored.
 """
 
 from __future__ import annotations
