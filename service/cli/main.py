@@ -72,8 +72,10 @@ def cmd_web(args) -> int:
     workers, fewer = web_server.worker_count(args.workers, settings)
     log = get_logger("nashra.web")
     if fewer == "sqlite":
-        log.warning("web.one_process", asked=args.workers or settings.web_workers or web_server.cores(),
-                    why="SQLite takes one writer at a time: more processes would only wait on its lock")
+        asked = args.workers or settings.web_workers  # 0: "one per core", not a request for more
+        (log.warning if asked else log.info)(
+            "web.one_process", asked=asked or web_server.cores(),
+            why="SQLite takes one writer at a time: more processes would only wait on its lock")
     log.info("web.start", workers=workers, host=args.host, port=args.port)
     uvicorn.run(
         web_server.APP_FACTORY,
