@@ -85,10 +85,8 @@ def track(session: Session, edition: Edition, variant: str, rendered: RenderedVa
         url = html_lib.unescape(m[2])
         if not _own(url, settings) and url not in urls:
             urls.append(url)
-    for m in _TEXT_URL.finditer(rendered.text):
-        url = m[0]
-        if not _own(url, settings) and url not in urls:
-            urls.append(url)
+    # The text part's URLs are rewritten only where the HTML has the same link: a URL in
+    # running text may end in punctuation, which must not become a link of its own.
     if not urls:
         return rendered
     ids = register(session, edition, variant, urls)
