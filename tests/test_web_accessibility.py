@@ -428,6 +428,8 @@ def walk(page, act=lambda stop: None, limit: int = 150) -> list[dict]:
             if stops:
                 break  # past the last control: the walk went round the page
             continue
+        if stops and stop["key"] == stops[-1]["key"]:
+            continue  # Tab between the parts of one control (a date and time field's day, month…)
         stops.append(stop)
         act(stop)
     else:
@@ -591,3 +593,23 @@ def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, 
     finally:
         context.close()
     assert _reader("prefs@example.com").status is SubscriberStatus.unsubscribed
+
+
+def test_the_editors_log_in_and_reach_every_control_of_the_alert_page_by_keyboard(live_server, browser):
+    with session_scope() as s:
+        _, token = create_editor(s, "سلمى", "editor")
+    context = _context(browser, "dark")
+    page = context.new_page()
+    try:
+        page.goto(live_server + "/editor")
+        forward_to(page, "الاسم")
+        page.keyboard.type("سلمى")
+        page.keyboard.press("Tab")
+        page.keyboard.type(token)
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="إرسال تنبيه عاجل").wait_for()
+        stops = walk(page)
+        assert {"article_url", "headline", "url", "summary", "test_to"} <= {s["name"] for s in stops}
+        assert "خروج" in {s["label"] for s in stops}
+    finally:
+        context.close()
