@@ -298,6 +298,12 @@ class _FixedRun:
         self.fast = (size % 3 == 0 and bool(t_regions) and lead_ok and not self.dynamic_tail
                      and all(b - a == size and a % 3 == 0 for a, b in t_regions)
                      and all(mids[2 if h else 1 : -1]) and len(cuts) == len(regions))
+        # A run with no fixed hole (after the unsubscribe link, say): as Base64Template
+        # does it, the pending group completed, then the middle encoded here.
+        self.plain = len(statics) == 1 and n >= 3 and not self.dynamic_tail
+        if self.plain:
+            self.lead = seps[0] if h else b""
+            self.plain_mid = b64_lines(static_bytes(3 if h else 0, n3)) if n3 > (3 if h else 0) else b""
         if self.fast:
             self.lead = seps[0] if h else b""  # the static bytes completing the pending group
             self.fast_mids = mids[1:] if h else mids
@@ -313,6 +319,12 @@ class _FixedRun:
 
     def emit(self, out: list[bytes], pending: bytes, value: bytes) -> bytes:
         """Append this run's base64 pieces to `out`; return the bytes left pending."""
+        if self.plain:
+            if self.h:
+                out.append(binascii.b2a_base64(pending + self.lead, newline=False))
+            if self.plain_mid:
+                out.append(self.plain_mid)
+            return self.static_tail
         if self.fast:
             if self.h:
                 out.append(binascii.b2a_base64(pending + self.lead, newline=False))
