@@ -201,7 +201,7 @@ def test_a_double_click_is_one_special_edition(newsroom):
     assert first == again and _editions() == 1
 
 
-def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_path, redis_url):
+def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_path, redis_url, smtp_sink):
     from tests.test_cli import nashra
 
     a, b, c = newsroom
@@ -212,8 +212,11 @@ def test_the_cli_composes_previews_schedules_moves_and_cancels(newsroom, tmp_pat
     at = (utcnow() + dt.timedelta(days=1)).astimezone(dt.UTC)
     local = scheduled.local_text(at).split(" (")[0]
     look = nashra("edition", "compose", "--title", "ليلة الانتخابات", "--article", str(b), "--article", url_c,
-                  "--intro-file", str(intro), "--sections", "sports,arab-world", "--preview", str(tmp_path / "p"))
+                  "--intro-file", str(intro), "--sections", "sports,arab-world", "--preview", str(tmp_path / "p"),
+                  "--test-to", "desk@example.com")
     assert look.returncode == 0, look.stderr
+    [copy] = smtp_sink.wait_for(1, timeout=20)
+    assert copy.rcpt_tos == ["desk@example.com"] and copy.message["Subject"].startswith("[تجربة]")
     assert "سيصل إلى 5 مشتركين" in look.stdout and _editions() == 0  # a look only: nothing made without --yes
     html = (tmp_path / "p" / "special-all.html").read_text(encoding="utf-8")
     assert html.index("ليلة انتخابية طويلة") < html.index("نسبة المشاركة") < html.index("المنتخب يفوز")

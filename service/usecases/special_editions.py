@@ -156,7 +156,7 @@ def send_test(comp: Composition, to: str, editor, sender: Sender | None = None) 
         address = normalise_email(to)
     except InvalidInput as exc:
         raise SpecialError(exc.message) from None
-    shown = preview(comp, editor.id)
+    shown = preview(comp)  # who asks changes nothing in the copy (and the console is no editor row)
     try:
         message = compose_one("test", RenderedVariant(subject=shown.subject, html=shown.html, text=shown.text),
                               to_addr=address, editor_id=editor.id)
