@@ -351,6 +351,13 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         page.get_by_role("button", name="معاينة").click()
         page.locator("#audience").wait_for()
         audit.page(page, "editor, preview")
+        page.goto(base + "/editor/special")
+        audit.page(page, "special edition")
+        page.get_by_label("كلمات من العنوان").fill("المغرب")
+        page.get_by_role("button", name="ابحث", exact=True).click()
+        page.get_by_role("button", name="أضف «تفكيك خلية إرهابية شمال المغرب»").click()
+        page.get_by_role("button", name="احذف «تفكيك خلية إرهابية شمال المغرب» من العدد").wait_for()
+        audit.page(page, "special edition, chosen")
         for path, name in (("/editor/digest", "digest"), ("/editor/editors", "editors"),
                            ("/editor/sections", "sections"), ("/editor/feeds", "feeds"),
                            ("/editor/suppressions", "suppressions"), ("/editor/settings", "settings"),
