@@ -23,6 +23,7 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -351,7 +352,14 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         page.get_by_role("button", name="معاينة").click()
         page.locator("#audience").wait_for()
         audit.page(page, "editor, preview")
+        # An alert scheduled for tomorrow: the special edition page lists what waits.
+        later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+        scheduled = httpx.post(base + "/api/alerts", headers={"Authorization": f"Bearer {data['admin']}"},
+                               json={"headline": "موعد إعلان نتائج الانتخابات", "url": "https://news.example/vote",
+                                     "send_at": later})
+        assert scheduled.status_code == 202, scheduled.text
         page.goto(base + "/editor/special")
+        page.locator("#waiting").wait_for()
         audit.page(page, "special edition")
         page.get_by_label("كلمات من العنوان").fill("المغرب")
         page.get_by_role("button", name="ابحث", exact=True).click()
