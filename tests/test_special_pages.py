@@ -115,3 +115,12 @@ def test_hypothesis_over_the_compose_form_never_a_5xx(desk, title, intro, articl
     resp = client.post("/editor/special", data=data)
     assert resp.status_code < 500, resp.text[:500]
     assert _count() == 0  # nothing is made unless the form says send
+
+
+def test_a_search_with_a_nul_or_a_control_is_no_500(desk):
+    _setup()
+    client = log_in(desk, "editor")
+    for q in ("\x00", "الرباط\x00", "\x1b[31m"):
+        resp = client.post("/editor/special", data={"csrf_token": csrf_of(client, "/editor/special"), "q": q,
+                                                    "action": "search"})
+        assert resp.status_code == 200

@@ -86,8 +86,10 @@ def sections() -> list[tuple[int, str]]:
 def search(words: str = "", section_id: int | None = None, days: int = 3) -> list[Choice]:
     """Stories of the last `days` whose headline holds every word, of one section or all."""
     days = days if days in SEARCH_DAYS else 3
+    # Controls (a NUL PostgreSQL text cannot hold) and lone surrogates are no part of a headline.
+    words = "".join(ch if ch.isprintable() and not "\ud800" <= ch <= "\udfff" else " " for ch in words[:200])
     with session_scope() as s:
-        found = search_articles(s, words=words[:200], section_id=section_id,
+        found = search_articles(s, words=words, section_id=section_id,
                                 since=utcnow() - dt.timedelta(days=days))
         return [_choice(a) for a in found]
 
