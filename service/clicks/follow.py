@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -33,6 +33,14 @@ class Followed:
     verdict: scanners.Verdict | None  # None: click tracking is off, nothing counted
     edition_id: int
     link_id: int
+    # With Redis: the HyperLogLogs to add the reader's keyed hash to, after the commit
+    # (`unique.add_to_redis`), so the (link, hour) row is not locked during a round trip.
+    # In memory only, for that one call.
+    unique: tuple[list[str], bytes] | None = field(default=None, repr=False)
+
+    def count_unique(self) -> None:
+        if self.unique is not None:
+            unique.add_to_redis(self.edition_id, *self.unique)
 
 
 def follow(session: Session, ref: str, method: str, headers: Mapping[str, str], now: dt.datetime,
@@ -59,14 +67,19 @@ def follow(session: Session, ref: str, method: str, headers: Mapping[str, str], 
         # reach the disk the redirect answers at once, and a database crash may lose the
         # last moment's clicks, never anything else (PostgreSQL's own trade-off).
         session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+    later = None
     if verdict is scanners.Verdict.count:
         record.count(session, parsed.link_id, now)
         if parsed.uid is not None:
-            unique.add(session, edition_id, unique.scopes(article_id, section_id), parsed.uid, settings)
+            scopes = unique.scopes(article_id, section_id)
+            if settings.redis_url:
+                later = (scopes, parsed.uid)
+            else:
+                unique.add_to_database(session, edition_id, scopes, parsed.uid)
     elif verdict is scanners.Verdict.ignore:
         record.count(session, parsed.link_id, now, ignored=True)
     log.info("clicks.followed", link_id=parsed.link_id, edition_id=edition_id, verdict=verdict.value)
-    return Followed(url, verdict, edition_id, parsed.link_id)
+    return Followed(url, verdict, edition_id, parsed.link_id, later)
 
 
 def totals_by_kind(session: Session) -> dict[str, tuple[int, int]]:

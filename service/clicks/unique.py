@@ -63,6 +63,16 @@ def add(session: Session, edition_id: int, scope_names: list[str], uid: bytes,
         settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     if settings.redis_url:
+        add_to_redis(edition_id, scope_names, uid, settings)
+        return
+    add_to_database(session, edition_id, scope_names, uid)
+
+
+def add_to_redis(edition_id: int, scope_names: list[str], uid: bytes, settings: Settings | None = None) -> None:
+    """PFADD to each scope's key (and its expiry), in one round trip; called after the
+    click's transaction, so that no row lock waits on Redis."""
+    settings = settings or get_settings()
+    if settings.redis_url:
         try:
             pipe = _client(settings.redis_url).pipeline(transaction=False)
             for scope in scope_names:
@@ -72,7 +82,10 @@ def add(session: Session, edition_id: int, scope_names: list[str], uid: bytes,
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("clicks.unique_unavailable", edition_id=edition_id, error=type(exc).__name__)
-        return
+
+
+def add_to_database(session: Session, edition_id: int, scope_names: list[str], uid: bytes) -> None:
+    """The sketches in `click_sketches`, each locked while it is read, updated and written."""
     table = ClickSketch.__table__
     for scope in scope_names:
         session.execute(insert_ignoring(session, table, ["edition_id", "scope"]).values(

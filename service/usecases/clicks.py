@@ -16,7 +16,10 @@ __all__ = ["Followed", "Refused", "follow", "totals_by_kind"]
 def follow(ref: str, method: str, headers: Mapping[str, str]) -> Followed | Refused:
     # A HEAD writes nothing; a GET may count, so on SQLite it takes the write lock at once.
     with session_scope(write=method.upper() == "GET") as session:
-        return following.follow(session, ref, method, headers, utcnow())
+        result = following.follow(session, ref, method, headers, utcnow())
+    if isinstance(result, Followed):
+        result.count_unique()  # Redis, after the commit: no lock held during the round trip
+    return result
 
 
 def totals_by_kind() -> dict[str, tuple[int, int]]:
