@@ -53,6 +53,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 AXE_JS = REPO / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 SCHEMES = ("light", "dark")
 LONG_URL = "https://news.example/feeds/" + "very-long-feed-path-without-any-break-" * 4 + "rss.xml"
@@ -379,7 +380,10 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         audit.page(page, "outbox, message")
     finally:
         context.close()
-    print("\naxe-core violations (WCAG 2.1 A/AA nodes) per page and colour scheme:\n" + audit.report())
+    table = "axe-core violations (WCAG 2.1 A/AA nodes) per page and colour scheme:\n" + audit.report()
+    print("\n" + table)  # shown with -s; kept beside the screenshots of the other browser tests
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "accessibility.txt").write_text(table + "\n" + "\n".join(audit.problems) + "\n", encoding="utf-8")
     assert not audit.problems, "\n".join(audit.problems)
 
 
