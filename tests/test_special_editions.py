@@ -13,6 +13,8 @@ from email import message_from_bytes
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.articles.sections import ensure_sections
 from service.config import reset_settings
@@ -293,3 +295,18 @@ def test_the_audience_on_sqlite_too(sqlite_env):
         add_subscribers(s, 1, prefix="none", frequency="none")
     assert special_editions.preview(Composition(title="ع", article_ids=(a,))).audience == 4
     assert special_editions.preview(Composition(title="ع", article_ids=(a,), section_ids=(sports,))).audience == 3
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=st.text(max_size=250), intro=st.text(max_size=300),
+       extra=st.lists(st.integers(min_value=-5, max_value=2**33), max_size=3))
+def test_hypothesis_over_compose_a_clear_refusal_or_an_edition(newsroom, title, intro, extra):
+    comp = Composition(title=title, intro=intro, article_ids=(newsroom[0], *extra))
+    try:
+        eid = special_editions.compose(comp, editor_id=None, dispatcher=Recorder())
+    except SpecialError as exc:
+        assert str(exc)
+        return
+    with session_scope() as s:
+        edition = s.get(Edition, eid)
+        assert edition.title and "\x00" not in edition.title + "".join(edition.params["intro"])
