@@ -310,3 +310,14 @@ def test_hypothesis_over_compose_a_clear_refusal_or_an_edition(newsroom, title, 
     with session_scope() as s:
         edition = s.get(Edition, eid)
         assert edition.title and "\x00" not in edition.title + "".join(edition.params["intro"])
+
+
+def test_the_autumn_hour_that_happens_twice_is_its_first_pass():
+    import zoneinfo
+
+    from service.editions import scheduled as domain
+
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    assert domain.parse("2027-10-31 02:30", berlin) == dt.datetime(2027, 10, 31, 0, 30, tzinfo=dt.UTC)  # CEST
+    assert domain.parse("2027-10-31 03:30", berlin) == dt.datetime(2027, 10, 31, 2, 30, tzinfo=dt.UTC)  # CET
+    assert domain.parse("2027-10-31T02:30+01:00", berlin) == dt.datetime(2027, 10, 31, 1, 30, tzinfo=dt.UTC)
