@@ -7,7 +7,7 @@ Runs in one process, no HTTP (bench/bench_signup_load.py measures the whole serv
   2. the whole `sign_up`, and the statements it sends;
   3. a cProfile of 300 signups (CPU clock), its own time summed by library.
 
-    .venv/bin/python bench/profile_signup.py [--rounds 6]
+    .venv/bin/python bench/profile_signup.py [--rounds 6] [--before REV]
 
 Needs PostgreSQL (BENCH_PG_ADMIN_URL) and redis-server on PATH.  On a shared machine
 the absolute figures move with the load; compare lines of the same run.
@@ -21,8 +21,10 @@ import cProfile
 import os
 import pstats
 import re
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +49,21 @@ def measure(body, rounds: int, n: int = 150) -> tuple[float, float]:
     return out[0], out[len(out) // 2]
 
 
+def load_lifecycle(rev: str):
+    """service/subscribers/lifecycle.py as it was at git revision `rev`, as a module."""
+    source = subprocess.run(["git", "show", f"{rev}:service/subscribers/lifecycle.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType("service.subscribers.lifecycle_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    exec(compile(source, f"{rev[:10]}:lifecycle.py", "exec"), module.__dict__)
+    return module
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--before", metavar="REV",
+                        help="also time sign_up with lifecycle.py of this git revision, in turns with today's")
     args = parser.parse_args()
 
     with scratch_database("profile_signup") as url, redis_server() as redis_url:
@@ -66,11 +80,11 @@ def main() -> None:
 
         setup_logging()
         from service import limits
-        from service.db import get_engine, session_scope
+        from service.db import get_engine, insert_ignoring, session_scope
         from service.jobs import install_dispatcher, names
         from service.jobs.dispatch import _send
-        from service.models import Frequency, Subscriber, SubscriberStatus, audit
-        from service.subscribers import consent, lifecycle, suppression
+        from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
+        from service.subscribers import consent, signup_rows, suppression
         from service.subscribers.consent import Evidence
         from service.subscribers.validation import normalise_email, section_ids
         from service.usecases import subscribers as readers
@@ -95,10 +109,13 @@ def main() -> None:
             "bare transaction (SELECT 1)": in_tx(lambda s, i: None),
             "section_ids": in_tx(lambda s, i: section_ids(s, ["1", "2"])),
             "is_suppressed": in_tx(lambda s, i: suppression.is_suppressed(s, f"s{i}@example.com")),
-            "insert the reader": in_tx(lambda s, i: lifecycle._insert_if_absent(
-                s, email=f"p{i}@example.com", status=SubscriberStatus.pending, sections=[1],
+            "insert the reader (Table)": in_tx(lambda s, i: s.execute(insert_ignoring(s, Subscriber, ["email"]).values(
+                email=f"p{i}@example.com", status=SubscriberStatus.pending, sections=[1],
                 frequency=Frequency.daily, alerts=True, consent_source="web:form", consented_at=None,
-                digest_hour=None, digest_weekday=None)),
+                digest_hour=None, digest_weekday=None).returning(Subscriber.id)).scalar()),
+            "new reader: 4 rows, 1 statement": in_tx(lambda s, i: signup_rows.insert_new(
+                s, signup_rows.NewReader(f"n{i}@example.com", [1], "daily", True, "web:form", None, None, None),
+                evidence, now=utcnow(), counter=("confirm-mail", 86400))),
             "SELECT … FOR UPDATE (ORM)": in_tx(lambda s, i: s.scalar(
                 sa.select(Subscriber).where(Subscriber.email == "fixed@example.com").with_for_update())),
             "audit row (ORM, flushed)": in_tx(lambda s, i: (audit(s, "subscriber:1", "signup", "subscriber:1"),
@@ -132,6 +149,23 @@ def main() -> None:
 
         statements = [0]
         sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
+        if args.before:
+            # A/B in turns: the same sign_up with lifecycle.py as it was at `--before`
+            # (git show), so that a busy machine's swings fall on both alike.
+            current = readers.lifecycle
+            before_module = load_lifecycle(args.before)
+            figures = {"before": [], "now": []}
+            for _ in range(args.rounds):
+                for label, module in (("before", before_module), ("now", current)):
+                    readers.lifecycle = module
+                    figures[label].append(measure(sign_up, 1)[0])
+            readers.lifecycle = current
+            for label in ("before", "now"):
+                rounds = sorted(figures[label])
+                print(f"  {'sign_up, lifecycle ' + label:<32} {rounds[0]:7.3f} / {rounds[len(rounds) // 2]:7.3f}"
+                      + (f"   (at {args.before[:10]})" if label == "before" else ""))
+            print(f"  ratio now / before: best {min(figures['now']) / min(figures['before']):.2f}x, "
+                  f"median {sorted(figures['now'])[args.rounds // 2] / sorted(figures['before'])[args.rounds // 2]:.2f}x")
         before = statements[0]
         best, median = measure(sign_up, args.rounds)
         per = (statements[0] - before) / (args.rounds * 160)

@@ -130,8 +130,15 @@ def count_in(session: Session, bucket: str, tag: str, window: int, number: int, 
     ).returning(table.c.count)
     count = session.execute(stmt).scalar_one()
     if random.randrange(PURGE_ONE_IN) == 0:
-        session.execute(sa.delete(table).where(table.c.expires_at < dt.datetime.now(dt.UTC)))
+        purge_expired(session)
     return int(count)
+
+
+def purge_expired(session: Session) -> None:
+    """Delete the counters of every bucket whose window has ended (done now and then by a
+    request that counts, so that the table keeps only the live windows)."""
+    table = RateCounter.__table__
+    session.execute(sa.delete(table).where(table.c.expires_at < dt.datetime.now(dt.UTC)))
 
 
 def hit_many(events: list[tuple[str, str, int]], window: int, *, now: float | None = None,

@@ -108,6 +108,21 @@ def hold(session: Session, sub: Subscriber, *, was_held: bool, now: dt.datetime)
     return True
 
 
+_SET_DUE = (sa.update(Subscriber.__table__).where(Subscriber.__table__.c.id == sa.bindparam("sub_id"))
+            .values(confirmation_due_at=sa.bindparam("due", type_=Subscriber.__table__.c.confirmation_due_at.type)))
+
+
+def hold_new(session: Session, subscriber_id: int, email: str, *, now: dt.datetime) -> bool:
+    """`hold` for a reader just inserted (signup_rows.py: no ORM object is loaded): True,
+    and their due time set by one UPDATE, if their confirmation must wait."""
+    due = due_time(email, now, session=session)
+    if due is None:
+        return False
+    session.connection().execute(_SET_DUE, {"sub_id": subscriber_id, "due": due})
+    log.info("confirmation_held", subscriber_id=subscriber_id, due_at=due.isoformat())
+    return True
+
+
 @dataclass
 class Release:
     sent: int = 0

@@ -14,10 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import limits
-from service.db import insert_ignoring
 from service.logs import get_logger
 from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
-from service.subscribers import confirm_budget, consent, hashes, manage_link
+from service.subscribers import confirm_budget, consent, hashes, manage_link, signup_rows
 from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
 from service.subscribers.suppression import is_suppressed
@@ -32,6 +31,7 @@ RESEND_AFTER = dt.timedelta(minutes=10)
 # signups are spread over the hours (or over unsubscribe and sign up again).
 CONFIRMATIONS_PER_DAY = 3
 CONFIRMATIONS_WINDOW = 24 * 3600
+CONFIRM_MAIL = "confirm-mail"  # the limits bucket of that count
 
 
 @dataclass(frozen=True)
@@ -69,57 +69,67 @@ def signup(
     if is_suppressed(session, email):
         log.info("signup_suppressed_address")
         return SignupResult(None, "suppressed", False)
-    created_id = _insert_if_absent(
-        session,
-        email=email,
-        status=SubscriberStatus.pending,
-        sections=list(sections),
-        frequency=frequency,
-        alerts=alerts,
-        consent_source=consent_source,
-        consented_at=now,
-        digest_hour=digest_hour,
-        digest_weekday=digest_weekday,
-        time_zone=time_zone,
-    )
-    # Ours or a concurrent request's row, now committed (or inserted by us): lock it.
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == email).with_for_update())
-    if sub is None:  # pragma: no cover — the row exists: inserted above or by the winner
+    reader = signup_rows.NewReader(
+        email=email, sections=list(sections), frequency=frequency.value, alerts=alerts, consent_source=consent_source,
+        digest_hour=digest_hour, digest_weekday=digest_weekday, time_zone=time_zone)
+    # A new address (most signups): the reader, audit, consent and the per-address count
+    # in one round trip, nothing loaded back.  An address already here: its row, locked.
+    written = signup_rows.insert_new(session, reader, evidence, now=now,
+                                     counter=(CONFIRM_MAIL, CONFIRMATIONS_WINDOW))
+    if written is not None:
+        sub_id = written[0]
+        # Beyond the hour's budget for the domain (or the site) it waits: confirm_budget.py.
+        if confirm_budget.hold_new(session, sub_id, email, now=now):
+            outcome = "held"
+        else:
+            outcome = "created"
+            queue_transactional(session, "confirm", sub_id)
+        log.info("signup_recorded", subscriber_id=sub_id, outcome=outcome)
+        return SignupResult(sub_id, outcome, outcome != "held")
+    return _signup_again(session, reader, evidence, now)
+
+
+def _signup_again(session: Session, reader: signup_rows.NewReader, evidence: Evidence | None,
+                  now: dt.datetime) -> SignupResult:
+    """The signup of an address already here: a pending reader (a fresh confirmation, at
+    most every RESEND_AFTER and CONFIRMATIONS_PER_DAY), an active one (left as they are,
+    sent their preferences link), one who left (pending again, as if new)."""
+    # Ours or a concurrent request's row, committed (ON CONFLICT waited for it): lock it.
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == reader.email).with_for_update())
+    if sub is None:  # pragma: no cover — the row exists: ON CONFLICT found it
         raise RuntimeError("subscriber row vanished during signup")
     # A confirmation held back by the budget keeps its place if they sign up again.
     was_held = sub.status is SubscriberStatus.pending and sub.confirmation_due_at is not None
-    if created_id is not None:
-        outcome = "created"
-    elif sub.status is SubscriberStatus.active:
+    if sub.status is SubscriberStatus.active:
         # Left exactly as they are; their preferences link goes to them (manage_link.py).
         log.info("signup_already_active", subscriber_id=sub.id)
         manage_link.offer(session, sub, now)
         return SignupResult(sub.id, "already_active", False)
-    else:
-        if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:
-            log.info("signup_resend_throttled", subscriber_id=sub.id)
-            return SignupResult(sub.id, "refreshed", False)
-        if not limits.peek_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW,
-                              now=now.timestamp()).allowed:
-            # Checked before the row changes: a capped signup writes nothing at all.
-            log.info("signup_confirmations_capped", subscriber_id=sub.id)
-            return SignupResult(sub.id, "capped", False)
-        outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
-        sub.status = SubscriberStatus.pending
-        sub.sections = list(sections)
-        sub.frequency = frequency
-        sub.alerts = alerts
-        sub.consent_source = consent_source
-        sub.consented_at = now
-        sub.confirmed_at = None
-        sub.unsubscribed_at = None
-        sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
-        sub.time_zone = time_zone
-        session.flush()
-    audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=consent_source)
-    consent.record(session, sub.id, "signup", evidence, source=consent_source, now=now)
+    if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:
+        log.info("signup_resend_throttled", subscriber_id=sub.id)
+        return SignupResult(sub.id, "refreshed", False)
+    if not limits.peek_in(session, CONFIRM_MAIL, reader.email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW,
+                          now=now.timestamp()).allowed:
+        # Checked before the row changes: a capped signup writes nothing at all.
+        log.info("signup_confirmations_capped", subscriber_id=sub.id)
+        return SignupResult(sub.id, "capped", False)
+    outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
+    sub.status = SubscriberStatus.pending
+    sub.sections = list(reader.sections)
+    sub.frequency = Frequency(reader.frequency)
+    sub.alerts = reader.alerts
+    sub.consent_source = reader.consent_source
+    sub.consented_at = now
+    sub.confirmed_at = None
+    sub.unsubscribed_at = None
+    sub.digest_hour, sub.digest_weekday = reader.digest_hour, reader.digest_weekday
+    sub.time_zone = reader.time_zone
+    session.flush()
+    audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=reader.consent_source)
+    consent.record(session, sub.id, "signup", evidence, source=reader.consent_source, now=now)
     # Counted in this transaction: a signup rolled back has mailed nobody.
-    limits.hit_in(session, "confirm-mail", email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW, now=now.timestamp())
+    limits.hit_in(session, CONFIRM_MAIL, reader.email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW,
+                  now=now.timestamp())
     # Beyond the hour's budget for the domain (or the site) it waits: confirm_budget.py.
     if confirm_budget.hold(session, sub, was_held=was_held, now=now):
         outcome = "held"
@@ -127,18 +137,6 @@ def signup(
         queue_transactional(session, "confirm", sub.id)
     log.info("signup_recorded", subscriber_id=sub.id, outcome=outcome)
     return SignupResult(sub.id, outcome, outcome != "held")
-
-
-def _insert_if_absent(session: Session, **values) -> int | None:
-    """INSERT the subscriber unless the address exists; the new id, or None.
-
-    A plain SELECT … FOR UPDATE on a missing row locks nothing, so two submits of the
-    same form would both INSERT and one would fail on the unique address (a 500 whose
-    error detail carries the address).  ON CONFLICT DO NOTHING instead waits for the
-    other transaction on PostgreSQL and then does nothing; SQLite has one writer.
-    """
-    stmt = insert_ignoring(session, Subscriber, [Subscriber.email]).values(**values).returning(Subscriber.id)
-    return session.execute(stmt).scalar()
 
 
 def subscriber_for_token(session: Session, purpose: str, token: str, *, lock: bool = False) -> Subscriber:
