@@ -171,3 +171,18 @@ def test_any_evidence_is_recorded_as_the_orm_records_it(store, ip, user_agent, f
         fields = [(c.source, c.ip, c.user_agent, c.form_url, c.text_version, c.text) for c in rows]
         assert [c.event for c in rows] == ["signup", "confirm"]
         assert fields[0] == fields[1]
+
+
+def test_now_and_then_a_signup_purges_expired_counters_only(store, monkeypatch):
+    """The purge a counting request does now and then goes by that request's time: a
+    counter whose window ended goes, a live one (of any bucket) stays."""
+    with session_scope() as s:
+        s.add_all([RateCounter(bucket="subscribe", key="h:old", window=1, count=4,
+                               expires_at=NOW - dt.timedelta(seconds=1)),
+                   RateCounter(bucket="subscribe", key="h:live", window=2, count=4,
+                               expires_at=NOW + dt.timedelta(seconds=60))])
+    monkeypatch.setattr("service.subscribers.signup_rows.random.randrange", lambda n: 0)
+    sign_up("purge@example.com")
+    with session_scope() as s:
+        keys = set(s.scalars(sa.select(RateCounter.key)))
+    assert "h:old" not in keys and "h:live" in keys and len(keys) == 2

@@ -66,7 +66,7 @@ def signup(
     """
     now = now or utcnow()
     consent_source = consent_source[:200]
-    if is_suppressed(session, email):
+    if is_suppressed(session.connection(), email):  # a Core lookup: no ORM execute path
         log.info("signup_suppressed_address")
         return SignupResult(None, "suppressed", False)
     reader = signup_rows.NewReader(

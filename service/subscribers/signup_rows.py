@@ -148,5 +148,5 @@ def insert_new(session: Session, reader: NewReader, evidence: Evidence | None, *
         count = int(conn.execute(_SQLITE_COUNT, dict(bucket=bucket, key=key, window=number, count=1,
                                                      expires_at=expires)).scalar_one())
     if random.randrange(limits.PURGE_ONE_IN) == 0:  # as limits.count_in does: expired counters go now and then
-        limits.purge_expired(session)
+        limits.purge_expired(session, now)
     return new_id, count

@@ -148,8 +148,12 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
     zone = clocks.check(req.time_zone)
     if get_settings().signup_challenge:  # last, so that a typo in the form does not spend the proof
         challenge.verify(req.challenge, req.solution)
-    with session_scope() as session:
-        chosen = section_ids(session, _by_slug(session, req.sections) if slugs else req.sections)
+    # write=True: a signup reads, then writes (on SQLite its transaction takes the write
+    # lock first, so a concurrent signup's commit cannot fail it; PostgreSQL: no change).
+    with session_scope(write=True) as session:
+        # The lookups go on the session's Connection: the same transaction, without the
+        # ORM's execute path (nothing here is an ORM object; half of a lookup's CPU).
+        chosen = section_ids(session.connection(), _by_slug(session, req.sections) if slugs else req.sections)
         return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
                                 consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence,
                                 time_zone=zone)
