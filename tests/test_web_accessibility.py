@@ -590,6 +590,9 @@ def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, 
             page.keyboard.type("1" if "عربي" in stop["label"] else "2")
         elif stop["key"] in ("radio:frequency", "radio:alerts"):
             page.keyboard.press("ArrowDown")  # daily → weekly; yes → no
+        elif stop["id"] == "time_zone":
+            page.keyboard.press("Control+a")
+            page.keyboard.type("Asia/Qatar")
 
     try:
         page.goto(prefs)
@@ -599,7 +602,7 @@ def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, 
         page.get_by_text("حُفظت تفضيلاتك.").wait_for()
         saved = _reader("prefs@example.com")
         assert saved.sections == [ids["world"], ids["sport"]]
-        assert saved.frequency is Frequency.weekly and saved.alerts is False
+        assert saved.frequency is Frequency.weekly and saved.alerts is False and saved.time_zone == "Asia/Qatar"
 
         forward_to(page, "إلغاء الاشتراك في كل الرسائل")
         page.keyboard.press("Enter")
