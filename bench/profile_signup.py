@@ -51,7 +51,8 @@ def measure(body, rounds: int, n: int = 150) -> tuple[float, float]:
 
 def load_before(rev: str):
     """The signup's own modules as they were at git revision `rev` — limits.py,
-    subscribers/lifecycle.py, usecases/subscribers.py, wired to each other — beside
+    subscribers/manage_link.py, subscribers/lifecycle.py, usecases/subscribers.py,
+    wired to each other — beside
     today's: returns that revision's `usecases.subscribers` module."""
     def load(path: str, name: str, **wiring):
         source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
@@ -63,7 +64,9 @@ def load_before(rev: str):
         return module
 
     limits = load("service/limits.py", "service.limits")
-    lifecycle = load("service/subscribers/lifecycle.py", "service.subscribers.lifecycle", limits=limits)
+    manage_link = load("service/subscribers/manage_link.py", "service.subscribers.manage_link")
+    lifecycle = load("service/subscribers/lifecycle.py", "service.subscribers.lifecycle", limits=limits,
+                     manage_link=manage_link)
     return load("service/usecases/subscribers.py", "service.usecases.subscribers", lifecycle=lifecycle)
 
 
@@ -187,6 +190,37 @@ def main() -> None:
         best, median = measure(sign_up, args.rounds)
         per = (statements[0] - before) / (args.rounds * 160)
         print(f"  {'sign_up, whole':<32} {best:7.3f} / {median:7.3f}   ({per:.1f} statements + BEGIN/COMMIT)")
+
+        # The answer must not tell a stranger who is subscribed: what a signup costs for
+        # each kind of address (CPU, not the wire: the closer together, the less a
+        # stranger timing the answers can learn).
+        with get_engine().begin() as c:
+            c.execute(sa.text(
+                "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at,"
+                " updated_at, quiet_mode, alerts_today) SELECT 'a' || g || '@example.com', 'active', 'daily', true,"
+                " '[]', 1, now(), now(), 'hold', 0 FROM generate_series(1, :n) g"), {"n": args.rounds * 2 * 160})
+        kinds = {"new address": lambda k: f"k{k}@example.com",
+                 "active, link sent": lambda k: f"a{k}@example.com",
+                 "active, link throttled": lambda k: f"a{k % 100 + 1}@example.com"}
+        codes = [("now", readers)] + ([("before", load_before(args.before))] if args.before else [])
+        used = collections.Counter()
+        by_kind = collections.defaultdict(list)
+        for _ in range(args.rounds):
+            for code, module in codes:
+                for kind, address in kinds.items():
+                    def body(_i, module=module, address=address, kind=kind):
+                        used[kind] += 1
+                        module.sign_up(module.SignupRequest(email=address(used[kind]), sections=["1", "2"],
+                                                            frequency="daily", alerts="yes", consented=True),
+                                       source="web:form", evidence=evidence)
+                    by_kind[(code, kind)].append(measure(body, 1)[0])
+        print("\nsign_up by kind of address, CPU ms, best / median (in turns):")
+        for code, _ in codes:
+            for kind in kinds:
+                rounds = sorted(by_kind[(code, kind)])
+                print(f"  {code:<7} {kind:<24} {rounds[0]:7.3f} / {rounds[len(rounds) // 2]:7.3f}")
+            medians = [sorted(by_kind[(code, kind)])[args.rounds // 2] for kind in kinds]
+            print(f"  {code:<7} {'spread of the medians':<24} {max(medians) - min(medians):7.3f}")
 
         profile = cProfile.Profile(time.process_time)
         profile.enable()

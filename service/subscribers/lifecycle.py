@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service import limits
@@ -89,30 +89,37 @@ def signup(
     return _signup_again(session, reader, evidence, now)
 
 
+_EXISTING = (select(Subscriber.id, Subscriber.status, Subscriber.consented_at, Subscriber.confirmation_due_at,
+                    Subscriber.manage_link_at)
+             .where(Subscriber.email == bindparam("email")).with_for_update())
+
+
 def _signup_again(session: Session, reader: signup_rows.NewReader, evidence: Evidence | None,
                   now: dt.datetime) -> SignupResult:
     """The signup of an address already here: a pending reader (a fresh confirmation, at
     most every RESEND_AFTER and CONFIRMATIONS_PER_DAY), an active one (left as they are,
     sent their preferences link), one who left (pending again, as if new)."""
-    # Ours or a concurrent request's row, committed (ON CONFLICT waited for it): lock it.
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == reader.email).with_for_update())
-    if sub is None:  # pragma: no cover — the row exists: ON CONFLICT found it
+    # Ours or a concurrent request's row, committed (ON CONFLICT waited for it): lock it,
+    # reading only what decides the answer (the whole ORM row only if it is to change).
+    row = session.connection().execute(_EXISTING, {"email": reader.email}).first()
+    if row is None:  # pragma: no cover — the row exists: ON CONFLICT found it
         raise RuntimeError("subscriber row vanished during signup")
-    # A confirmation held back by the budget keeps its place if they sign up again.
-    was_held = sub.status is SubscriberStatus.pending and sub.confirmation_due_at is not None
-    if sub.status is SubscriberStatus.active:
+    if row.status is SubscriberStatus.active:
         # Left exactly as they are; their preferences link goes to them (manage_link.py).
-        log.info("signup_already_active", subscriber_id=sub.id)
-        manage_link.offer(session, sub, now)
-        return SignupResult(sub.id, "already_active", False)
-    if sub.status is SubscriberStatus.pending and sub.consented_at and now - sub.consented_at < RESEND_AFTER:
-        log.info("signup_resend_throttled", subscriber_id=sub.id)
-        return SignupResult(sub.id, "refreshed", False)
+        log.info("signup_already_active", subscriber_id=row.id)
+        manage_link.offer(session, row.id, row.manage_link_at, now)
+        return SignupResult(row.id, "already_active", False)
+    if row.status is SubscriberStatus.pending and row.consented_at and now - row.consented_at < RESEND_AFTER:
+        log.info("signup_resend_throttled", subscriber_id=row.id)
+        return SignupResult(row.id, "refreshed", False)
     if not limits.peek_in(session, CONFIRM_MAIL, reader.email, CONFIRMATIONS_PER_DAY, CONFIRMATIONS_WINDOW,
                           now=now.timestamp()).allowed:
         # Checked before the row changes: a capped signup writes nothing at all.
-        log.info("signup_confirmations_capped", subscriber_id=sub.id)
-        return SignupResult(sub.id, "capped", False)
+        log.info("signup_confirmations_capped", subscriber_id=row.id)
+        return SignupResult(row.id, "capped", False)
+    # A confirmation held back by the budget keeps its place if they sign up again.
+    was_held = row.status is SubscriberStatus.pending and row.confirmation_due_at is not None
+    sub = session.get(Subscriber, row.id)  # locked above
     outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
     sub.status = SubscriberStatus.pending
     sub.sections = list(reader.sections)
