@@ -426,7 +426,8 @@ class _Batch:
                 ids = [r.id for r in chunk]
                 status, states, not_held = self.db.run(lambda c, sids=subscriber_ids, ids=ids: ledger.recipient_states(
                     c, self.edition_id, sids, held=(self.worker, ids, self.settings.lease_seconds)))
-                lost = bool(not_held) and not self._fence(ids)
+                # Only a definite 0 skips the fence: anything else (rows short, or no answer) fences.
+                lost = not_held != 0 and not self._fence(ids)
             else:
                 lost = not self._fenced(start)
                 status, states, _ = self.db.run(

@@ -167,7 +167,7 @@ def recipient_states(conn, edition_id: int, subscriber_ids: list[int],
         params |= {"worker": held[0], "ids": ids, "half_lease": float(held[2]) / 2}
     for row in conn.execute(statement, params):
         if held is not None:
-            not_held = row[15]
+            not_held = row[_NOT_HELD_AT]
         status = EditionStatus(row[0])
         if row[1] is not None:
             states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]),
@@ -389,6 +389,9 @@ _HELD_STATES = _RECIPIENT_STATES.add_columns(
     sa.select(sa.text("n")).select_from(_NOT_HELD.columns(sa.column("n", sa.Integer)).subquery())
     .scalar_subquery().label("not_held")
 )
+# Its place in a row, after every column of _RECIPIENT_STATES (a column added there moves
+# it: read by name of position, not by a number that a new column silently shifts).
+_NOT_HELD_AT = len(_RECIPIENT_STATES.selected_columns)
 
 
 def fence(conn, worker: str, ids: list[int], lease_seconds: int) -> set[int]:
