@@ -116,9 +116,14 @@ def new_challenge() -> dict | None:
     return {"challenge": c.value, "bits": c.bits, "issued": c.issued, "expires_in": c.expires_in}
 
 
+_SLUGS = select(Section.slug, Section.id)  # built once: the JSON API asks it on every signup
+
+
 def _by_slug(session, raw: list) -> list[str]:
     """Section ids or slugs (a site's own form knows its slugs) → ids, as text."""
-    slugs = dict(session.execute(select(Section.slug, Section.id)).all())
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
+        return [str(item) for item in raw]  # ids only: nothing to look up
+    slugs = dict(session.connection().execute(_SLUGS).all())
     out = []
     for item in raw:
         if isinstance(item, int) and not isinstance(item, bool):
