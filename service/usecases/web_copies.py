@@ -64,6 +64,8 @@ def _archived(edition: Edition) -> bool:
 def web_copy_page(edition_id: int, ref: str) -> WebCopy | None:
     """The page at /e/{edition_id}/{ref}; None when there is none to show (unknown,
     forged, a draft or a cancelled edition)."""
+    if not 0 < edition_id < 2**31:  # editions.id is an INTEGER: no copy, not a database error
+        return None
     settings = get_settings()
     with session_scope() as session:
         found = web_copy.find(session, edition_id, ref)
