@@ -75,11 +75,12 @@ def parse_yes_no(raw: object, field: str = "alerts") -> bool:
 _KNOWN_SECTIONS = select(Section.id).where(Section.id.in_(bindparam("ids", expanding=True)))
 
 
-def section_ids(session: Session, raw: Iterable[object]) -> list[int]:
+def section_ids(session: Session, raw: Iterable[object], known: set[int] | None = None) -> list[int]:
     """Known section ids, in the order given, without repeats.
 
     Anything that is not the id of a row in `sections` is an error, not silently
-    dropped: a reader who ticked a box must get what they ticked.
+    dropped: a reader who ticked a box must get what they ticked.  `known`: every
+    section id, when the caller has just read them (no second query).
     """
     wanted: list[int] = []
     for item in raw:
@@ -91,8 +92,9 @@ def section_ids(session: Session, raw: Iterable[object]) -> list[int]:
             wanted.append(value)
     if not wanted:
         return []
-    known = set(session.scalars(_KNOWN_SECTIONS, {"ids": wanted}))
-    if len(known) != len(wanted):
+    if known is None:
+        known = set(session.scalars(_KNOWN_SECTIONS, {"ids": wanted}))
+    if any(value not in known for value in wanted):
         raise InvalidInput("sections", MSG_SECTION_UNKNOWN)
     return wanted
 

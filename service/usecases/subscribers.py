@@ -119,10 +119,11 @@ def new_challenge() -> dict | None:
 _SLUGS = select(Section.slug, Section.id)  # built once: the JSON API asks it on every signup
 
 
-def _by_slug(session, raw: list) -> list[str]:
-    """Section ids or slugs (a site's own form knows its slugs) → ids, as text."""
+def _by_slug(session, raw: list) -> tuple[list[str], set[int] | None]:
+    """Section ids or slugs (a site's own form knows its slugs) → ids, as text, and every
+    section id when they were read (so the ids need no second query)."""
     if all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
-        return [str(item) for item in raw]  # ids only: nothing to look up
+        return [str(item) for item in raw], None  # ids only: nothing to look up
     slugs = dict(session.connection().execute(_SLUGS).all())
     out = []
     for item in raw:
@@ -134,7 +135,7 @@ def _by_slug(session, raw: list) -> list[str]:
             out.append(str(slugs[item.strip().lower()]))
         else:
             raise InvalidInput("sections", MSG_SECTION_UNKNOWN)
-    return out
+    return out, set(slugs.values())
 
 
 def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool = False) -> lifecycle.SignupResult:
@@ -158,7 +159,8 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
     with session_scope(write=True) as session:
         # The lookups go on the session's Connection: the same transaction, without the
         # ORM's execute path (nothing here is an ORM object; half of a lookup's CPU).
-        chosen = section_ids(session.connection(), _by_slug(session, req.sections) if slugs else req.sections)
+        raw, known = _by_slug(session, req.sections) if slugs else (req.sections, None)
+        chosen = section_ids(session.connection(), raw, known)
         return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
                                 consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence,
                                 time_zone=zone)
