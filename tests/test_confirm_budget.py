@@ -146,6 +146,33 @@ def test_the_total_budget_holds_every_domain(pg_env, redis_url, budget):
         assert confirm_budget.held_counts(s, T0 + dt.timedelta(hours=2)) == (1, 1)
 
 
+def test_a_flood_naming_readers_already_here_mails_their_links_within_the_budget(pg_env, redis_url, budget):
+    """«إدارة اشتراكك» for readers already subscribed counts against the same budget: a flood
+    that names 6 readers of one domain with a budget of 3 mails 3 of them this hour."""
+    budget(3, 0)
+    ids = []
+    with session_scope() as s:
+        for i in range(6):
+            sub = Subscriber(email=f"r{i}@known.example", status=SubscriberStatus.active, confirmed_at=T0)
+            s.add(sub)
+            s.flush()
+            ids.append(sub.id)
+
+    def mailed() -> list[int]:  # the readers whose link was queued (their row is marked)
+        with session_scope() as s:
+            return list(s.scalars(sa.select(Subscriber.id).where(Subscriber.manage_link_at.is_not(None))
+                                  .order_by(Subscriber.id)))
+
+    with json_log_lines() as lines:
+        results = [sign_up(f"r{i}@known.example", T0) for i in range(6)]
+    assert {r.outcome for r in results} == {"already_active"}  # the same answer for all six
+    assert mailed() == ids[:3]
+    assert [x["subscriber_id"] for x in lines if x["event"] == "manage_link_over_budget"] == ids[3:]
+    # The next hour has room again for the one who asks again.
+    sign_up("r5@known.example", T0 + dt.timedelta(hours=1))
+    assert mailed() == ids[:3] + [ids[5]]
+
+
 def test_no_budget_holds_nothing(pg_env, redis_url, budget):
     budget(0, 0)
     assert all(sign_up(f"r{i}@same.example", T0).confirmation_queued for i in range(30))

@@ -107,7 +107,7 @@ def _signup_again(session: Session, reader: signup_rows.NewReader, evidence: Evi
     if row.status is SubscriberStatus.active:
         # Left exactly as they are; their preferences link goes to them (manage_link.py).
         log.info("signup_already_active", subscriber_id=row.id)
-        manage_link.offer(session, row.id, row.manage_link_at, now)
+        manage_link.offer(session, row.id, row.manage_link_at, now, reader.email)
         return SignupResult(row.id, "already_active", False)
     if row.status is SubscriberStatus.pending and row.consented_at and now - row.consented_at < RESEND_AFTER:
         log.info("signup_resend_throttled", subscriber_id=row.id)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from service.config import get_settings
 from service.logs import get_logger
 from service.models import AUDIT_ORIGIN, AuditLog, Subscriber, utcnow
+from service.subscribers import confirm_budget
 from service.subscribers.mail import queue_transactional
 
 log = get_logger(__name__)
@@ -35,13 +36,21 @@ _MARK = (sa.update(_SUB).where(_SUB.c.id == sa.bindparam("sub_id"))
 _AUDIT = sa.insert(AuditLog.__table__)
 
 
-def offer(session: Session, subscriber_id: int, last_sent: dt.datetime | None, now: dt.datetime) -> bool:
+def offer(session: Session, subscriber_id: int, last_sent: dt.datetime | None, now: dt.datetime,
+          email: str | None = None) -> bool:
     """Queue an active reader's preferences link unless one went within
     MANAGE_LINK_MINUTES (`last_sent`: their row's manage_link_at, read under the lock the
-    signup holds on the row).  True if queued."""
+    signup holds on the row), or the confirmation budget of their domain (or the site) is
+    spent this hour (`email` given: confirm_budget.py).  True if queued."""
     every = dt.timedelta(minutes=get_settings().manage_link_minutes)
     if last_sent is not None and now - last_sent < every:
         log.info("manage_link_throttled", subscriber_id=subscriber_id)
+        return False
+    # A flood that names readers already here must not mail them faster than it could mail
+    # new addresses: the link counts against the same budget.  Beyond it, it is dropped, not
+    # held (the reader asked for a convenience and may ask again), and nothing is marked.
+    if email is not None and confirm_budget.due_time(email, now, session=session) is not None:
+        log.info("manage_link_over_budget", subscriber_id=subscriber_id)
         return False
     conn = session.connection()
     conn.execute(_MARK, {"sub_id": subscriber_id, "now": now})
