@@ -21,20 +21,16 @@ from dataclasses import dataclass
 from service.articles.queries import article_by_id, recent_articles
 from service.config import ConfigError, get_settings
 from service.db import session_factory, session_scope
-from service.delivery.compose import Sender, compose_one, send_composed
+from service.delivery.compose import Sender
 from service.delivery.planner import audience_by_variant
-from service.delivery.smtp import SmtpError
 from service.dispatch import Dispatcher, current
 from service.editions.alerts import AlertError, Prefill, create_alert, prefill
 from service.editions.variants import render_variant_for
-from service.logs import get_logger, redact
+from service.logs import get_logger
 from service.models import EditionStatus, audit
 from service.rendering.personalise import personalise
-from service.rendering.viewmodels import RenderedVariant
-from service.subscribers.errors import InvalidInput
 from service.subscribers.quiet import OVERRIDE
-from service.subscribers.validation import normalise_email
-from service.usecases import audience
+from service.usecases import audience, test_copies
 
 log = get_logger(__name__)
 
@@ -156,22 +152,7 @@ def send_test_alert(values: dict, to: str, editor, sender: Sender | None = None)
     VERP envelope sender naming the editor, `X-Nashra-Test` and the `[تجربة]` subject
     prefix, no List-Unsubscribe: it goes to an editor, not to a subscriber).
     """
-    try:
-        address = normalise_email(to)
-    except InvalidInput as exc:
-        raise PreviewError(exc.message) from None
+    address = test_copies.address(to, PreviewError)
     preview = preview_alert(values, editor.id)
-    try:
-        message = compose_one("test", RenderedVariant(subject=preview.subject, html=preview.html, text=preview.text),
-                              to_addr=address, editor_id=editor.id)
-    except ValueError:  # an address no header can carry (a non-ASCII local part)
-        raise PreviewError("لا يمكن إرسال بريد إلى هذا العنوان.") from None
-    try:
-        send_composed(message, address, sender)
-    except (SmtpError, OSError) as exc:
-        log.warning("alert_test_failed", editor_id=editor.id, to=redact(address), error=type(exc).__name__)
-        raise PreviewError("تعذّر إرسال النسخة التجريبية: خادم البريد لم يقبلها. حاول بعد قليل.") from None
-    with session_factory().begin() as s:
-        audit(s, editor.actor, "alert.test", None, to=redact(address))
-    log.info("alert_test_sent", editor_id=editor.id, to=redact(address))
+    test_copies.send(preview, address, editor, sender, what="alert", error=PreviewError)
     return preview

@@ -18,19 +18,15 @@ from service.articles.queries import article_by_url, search_articles
 from service.articles.sections import section_by_slug_or_name
 from service.config import ConfigError, get_settings
 from service.db import session_factory, session_scope
-from service.delivery.compose import Sender, compose_one, send_composed
+from service.delivery.compose import Sender
 from service.delivery.planner import audience_by_variant
-from service.delivery.smtp import SmtpError
 from service.dispatch import Dispatcher, current
 from service.editions.special import SpecialError, create_special
 from service.editions.variants import render_variant_for
-from service.logs import get_logger, redact
-from service.models import Article, Section, audit, fits_id, utcnow
+from service.logs import get_logger
+from service.models import Article, Section, fits_id, utcnow
 from service.rendering.personalise import personalise
-from service.rendering.viewmodels import RenderedVariant
-from service.subscribers.errors import InvalidInput
-from service.subscribers.validation import normalise_email
-from service.usecases import audience
+from service.usecases import audience, test_copies
 
 log = get_logger(__name__)
 
@@ -154,24 +150,9 @@ def preview(comp: Composition, editor_id: int | None = None) -> Preview:
 def send_test(comp: Composition, to: str, editor, sender: Sender | None = None) -> Preview:
     """The preview, sent now to one address as a test copy (the alerts' kind "test": marked,
     no List-Unsubscribe)."""
-    try:
-        address = normalise_email(to)
-    except InvalidInput as exc:
-        raise SpecialError(exc.message) from None
+    address = test_copies.address(to, SpecialError)
     shown = preview(comp)  # who asks changes nothing in the copy (and the console is no editor row)
-    try:
-        message = compose_one("test", RenderedVariant(subject=shown.subject, html=shown.html, text=shown.text),
-                              to_addr=address, editor_id=editor.id)
-    except ValueError:
-        raise SpecialError("لا يمكن إرسال بريد إلى هذا العنوان.") from None
-    try:
-        send_composed(message, address, sender)
-    except (SmtpError, OSError) as exc:
-        log.warning("special_test_failed", editor_id=editor.id, to=redact(address), error=type(exc).__name__)
-        raise SpecialError("تعذّر إرسال النسخة التجريبية: خادم البريد لم يقبلها. حاول بعد قليل.") from None
-    with session_factory().begin() as s:
-        audit(s, editor.actor, "special.test", None, to=redact(address))
-    log.info("special_test_sent", editor_id=editor.id, to=redact(address))
+    test_copies.send(shown, address, editor, sender, what="special", error=SpecialError)
     return shown
 
 
