@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from service.cli import ask
 from service.usecases import scheduled, special_editions
 from service.usecases.editions import NoSuchEdition, NotAllowed
 
@@ -53,8 +54,7 @@ def compose(args) -> int:
             return 0  # a look first; send with --yes
     when = f"at {scheduled.local_text(send_at)}" if send_at else "now"
     if not args.yes:
-        answer = input(f"Send this special edition {when}? {shown.reach} [y/N] ")
-        if answer.strip().lower() not in ("y", "yes", "نعم"):
+        if not ask.confirmed(f"Send this special edition {when}? {shown.reach}"):
             print("not sent")
             return 1
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from service.cli import ask
 from service.cli import compose as compose_cli
 from service.cli import dkim as dkim_cli
 from service.cli import doctor as doctor_cli
@@ -308,8 +309,7 @@ def cmd_alert_send(args) -> int:
     print(f"{preview.reach} ({preview.audience:,} reader(s): alerts on, confirmed, not suppressed)")
     when = f" at {scheduled.local_text(send_at)}" if send_at else ""
     if not args.yes:
-        answer = input(f"Send this alert{when}? {preview.reach} [y/N] ")
-        if answer.strip().lower() not in ("y", "yes", "نعم"):
+        if not ask.confirmed(f"Send this alert{when}? {preview.reach}"):
             print("not sent")
             return 1
     try:
