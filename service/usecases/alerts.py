@@ -20,17 +20,14 @@ from dataclasses import dataclass
 
 from service.articles.queries import article_by_id, recent_articles
 from service.config import ConfigError, get_settings
-from service.db import session_factory, session_scope
+from service.db import session_scope
 from service.delivery.compose import Sender
-from service.delivery.planner import audience_by_variant
 from service.dispatch import Dispatcher, current
 from service.editions.alerts import AlertError, Prefill, create_alert, prefill
-from service.editions.variants import render_variant_for
 from service.logs import get_logger
 from service.models import EditionStatus, audit
-from service.rendering.personalise import personalise
 from service.subscribers.quiet import OVERRIDE
-from service.usecases import audience, test_copies
+from service.usecases import audience, previews, test_copies
 
 log = get_logger(__name__)
 
@@ -95,24 +92,11 @@ def dry_run(*, editor_id: int | None, article_url: str | None = None, headline: 
 
     Raises AlertError for bad input, PreviewError when it cannot be rendered.
     """
-    settings = get_settings()
-    session = session_factory()()
-    try:
-        edition = create_alert(session, editor_id=editor_id, article_url=article_url, headline=headline, url=url,
-                               summary=summary)
-        try:
-            variant = render_variant_for(session, edition, "all")
-        except ValueError as exc:
-            raise PreviewError(str(exc)) from None
-        reached = sum(audience_by_variant(session, edition).values())
-    finally:
-        session.rollback()  # a preview leaves no edition behind
-        session.close()
-    if variant is None:
-        raise PreviewError("nothing to render for this alert")
-    home = settings.public_url + "/"
-    html, text = personalise(variant, unsubscribe_url=home, preferences_url=home)
-    return Preview(subject=variant.subject, html=html, text=text, audience=reached)
+    shown = previews.unsaved(
+        lambda session: create_alert(session, editor_id=editor_id, article_url=article_url, headline=headline,
+                                     url=url, summary=summary),
+        PreviewError, "nothing to render for this alert")
+    return Preview(subject=shown.subject, html=shown.html, text=shown.text, audience=sum(shown.audience.values()))
 
 
 def preview_alert(values: dict, editor_id: int | None = None) -> Preview:

@@ -40,6 +40,17 @@ def _edition(session, edition_id: int) -> Edition | None:
     return session.get(Edition, edition_id) if fits_id(Edition, edition_id) else None
 
 
+def steerable(session, edition_id: int, role: str) -> Edition:
+    """The edition `role` may steer (pause, cancel, move…): raises NoSuchEdition, or
+    NotAllowed for a role below its kind's STEER_ROLE."""
+    edition = _edition(session, edition_id)
+    if edition is None:
+        raise NoSuchEdition(edition_id)
+    if not has_role(role, STEER_ROLE[edition.kind]):
+        raise NotAllowed(f"a {edition.kind.value} is steered by an {STEER_ROLE[edition.kind]}")
+    return edition
+
+
 def progress(edition_id: int) -> dict | None:
     """Counts, rate and ETA from the ledger, and the web copy to share; None if there is
     no such edition."""
@@ -67,11 +78,7 @@ def steer(edition_id: int, action: str, actor: str, dispatcher: Dispatcher | Non
         raise ValueError(action)
     dispatcher = dispatcher or current()
     with session_scope() as s:
-        edition = _edition(s, edition_id)
-        if edition is None:
-            raise NoSuchEdition(edition_id)
-        if not has_role(role, STEER_ROLE[edition.kind]):
-            raise NotAllowed(f"a {edition.kind.value} is steered by an {STEER_ROLE[edition.kind]}")
+        steerable(s, edition_id, role)
         try:
             if action in ("resume", "resend_unknown"):
                 result = getattr(control, action)(s, edition_id, actor, dispatcher=dispatcher)

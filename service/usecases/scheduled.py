@@ -17,8 +17,7 @@ from service.editions.scheduled import NotScheduled, ScheduleError, is_scheduled
 from service.logs import get_logger
 from service.models import utcnow
 from service.rendering import dates
-from service.staff.editors import has_role
-from service.usecases.editions import STEER_ROLE, NoSuchEdition, NotAllowed, _edition
+from service.usecases.editions import steerable
 
 log = get_logger(__name__)
 
@@ -76,11 +75,7 @@ def reschedule(edition_id: int, send_at: str | None, *, actor: str, role: str,
     when = parse_send_at(send_at, now)
     dispatcher = dispatcher or current()
     with session_scope() as session:
-        edition = _edition(session, edition_id)
-        if edition is None:
-            raise NoSuchEdition(edition_id)
-        if not has_role(role, STEER_ROLE[edition.kind]):
-            raise NotAllowed(f"a {edition.kind.value} is steered by an {STEER_ROLE[edition.kind]}")
+        steerable(session, edition_id, role)
         edition = scheduled.reschedule(session, edition_id, when, actor)
         if when is None:
             dispatcher.plan_edition(edition.id, edition.kind.value, session=session)

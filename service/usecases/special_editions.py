@@ -17,16 +17,13 @@ from sqlalchemy import select
 from service.articles.queries import article_by_url, search_articles
 from service.articles.sections import section_by_slug_or_name
 from service.config import ConfigError, get_settings
-from service.db import session_factory, session_scope
+from service.db import session_scope
 from service.delivery.compose import Sender
-from service.delivery.planner import audience_by_variant
 from service.dispatch import Dispatcher, current
 from service.editions.special import SpecialError, create_special
-from service.editions.variants import render_variant_for
 from service.logs import get_logger
 from service.models import Article, Section, fits_id, utcnow
-from service.rendering.personalise import personalise
-from service.usecases import audience, test_copies
+from service.usecases import audience, previews, test_copies
 
 log = get_logger(__name__)
 
@@ -127,24 +124,12 @@ def preview(comp: Composition, editor_id: int | None = None) -> Preview:
     """The edition as readers would get it, and how many would get it; nothing kept.
 
     Raises SpecialError for what the editor must fix."""
-    settings = get_settings()
-    session = session_factory()()
-    try:
-        edition = create_special(session, title=comp.title, article_ids=list(comp.article_ids), intro=comp.intro,
-                                 section_ids=list(comp.section_ids), editor_id=editor_id)
-        try:
-            variant = render_variant_for(session, edition, "all")
-        except ValueError as exc:
-            raise SpecialError(str(exc)) from None
-        counts = audience_by_variant(session, edition)
-    finally:
-        session.rollback()  # a preview leaves no edition behind
-        session.close()
-    if variant is None:
-        raise SpecialError("لا شيء يُعرض: الأخبار المختارة لم تعد موجودة.")
-    home = settings.public_url + "/"
-    html, text = personalise(variant, unsubscribe_url=home, preferences_url=home)
-    return Preview(variant.subject, html, text, sum(counts.values()), tuple(sorted(counts)) or ("all",))
+    shown = previews.unsaved(
+        lambda session: create_special(session, title=comp.title, article_ids=list(comp.article_ids),
+                                       intro=comp.intro, section_ids=list(comp.section_ids), editor_id=editor_id),
+        SpecialError, "لا شيء يُعرض: الأخبار المختارة لم تعد موجودة.")
+    counts = shown.audience
+    return Preview(shown.subject, shown.html, shown.text, sum(counts.values()), tuple(sorted(counts)) or ("all",))
 
 
 def send_test(comp: Composition, to: str, editor, sender: Sender | None = None) -> Preview:
