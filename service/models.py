@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -147,6 +148,11 @@ class VersionKind(enum.StrEnum):
     major = "major"
 
 
+class NewsletterKind(enum.StrEnum):
+    digest = "digest"  # the stories of its sections, at each reader's hour (and day)
+    alerts = "alerts"  # breaking news, the moment an editor sends it
+
+
 class EditorRole(enum.StrEnum):
     editor = "editor"
     admin = "admin"
@@ -260,10 +266,6 @@ class Subscriber(Base):
     status: Mapped[SubscriberStatus] = mapped_column(
         _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.pending
     )
-    frequency: Mapped[Frequency] = mapped_column(_enum(Frequency, "frequency"), default=Frequency.daily)
-    alerts: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Section ids in the reader's order; empty means every section.
-    sections: Mapped[list] = mapped_column(JSON, default=list)
     consent_source: Mapped[str | None] = mapped_column(String(200))
     consented_at: Mapped[dt.datetime | None]
     confirmed_at: Mapped[dt.datetime | None]
@@ -272,21 +274,7 @@ class Subscriber(Base):
     token_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    # When they hear from us (service/editions/schedule.py), local hours in TIMEZONE.
-    # None: the site's default (DIGEST_DAILY_AT's hour, DIGEST_WEEKLY_DAY), so readers who
-    # never chose follow it when it changes.
-    digest_hour: Mapped[int | None] = mapped_column(SmallInteger)
-    digest_weekday: Mapped[int | None] = mapped_column(SmallInteger)  # 0 = Monday
     paused_until: Mapped[dt.datetime | None]  # nothing is sent before this; then it resumes by itself
-    # Quiet hours: alerts between quiet_start and quiet_end (local hours, may span midnight)
-    # are held for one catch-up mail when they end ("hold") or not sent ("drop").
-    quiet_start: Mapped[int | None] = mapped_column(SmallInteger)
-    quiet_end: Mapped[int | None] = mapped_column(SmallInteger)
-    quiet_mode: Mapped[str] = mapped_column(String(10), default="hold", server_default="hold")
-    alert_cap: Mapped[int | None] = mapped_column(SmallInteger)  # alerts per local day; None: no cap
-    # Alerts mailed on alerts_day (local date), counted as outcomes are written, for the cap.
-    alerts_day: Mapped[dt.date | None] = mapped_column(Date)
-    alerts_today: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     # The reader's own clock (IANA name): digest hours, weekdays and quiet hours are in it.
     # None: the site's TIMEZONE.
     time_zone: Mapped[str | None] = mapped_column(String(64))
@@ -297,9 +285,76 @@ class Subscriber(Base):
     manage_link_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
-        Index("ix_subscribers_status_frequency", "status", "frequency"),
         Index("ix_subscribers_confirmation_due", "confirmation_due_at"),
-        Index("ix_subscribers_digest_slot", "frequency", "digest_hour", "digest_weekday"),
+    )
+
+
+# ---------------------------------------------------------------- newsletters
+
+
+class Newsletter(Base):
+    """One list a reader can be on and leave on its own: the daily briefing, a Friday
+    sports round-up, breaking alerts (service/newsletters/).  Migration 0008 made the
+    site's first three — `daily`, `weekly` and `alerts` — from the one subscription there
+    was before."""
+
+    __tablename__ = "newsletters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    kind: Mapped[NewsletterKind] = mapped_column(_enum(NewsletterKind, "newsletter_kind"))
+    # A digest's cadence; None for alerts.
+    frequency: Mapped[Frequency | None] = mapped_column(_enum(Frequency, "newsletter_frequency"))
+    # Local hour (reader's clock) and weekday a reader who never chose gets it at;
+    # None: the site's DIGEST_DAILY_AT hour and DIGEST_WEEKLY_DAY.
+    default_hour: Mapped[int | None] = mapped_column(SmallInteger)
+    default_weekday: Mapped[int | None] = mapped_column(SmallInteger)  # 0 = Monday
+    # Section ids it draws from; empty means every section.
+    sections: Mapped[list] = mapped_column(JSON, default=list)
+    # The From display name its mail carries (the address stays MAIL_FROM's); None: MAIL_FROM's.
+    from_name: Mapped[str | None] = mapped_column(String(128))
+    # Its List-Id (RFC 2919) without the brackets; None: `<slug>.` + LIST_ID's domain.
+    list_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    offered: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # on the signup form
+    # Hidden: retired.  Not offered, nothing new is made for it; its readers keep their
+    # subscription (and their choices) should it come back.
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    position: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Subscription(Base):
+    """A reader on one newsletter, with their choices for it.  The row *is* the
+    subscription: leaving a newsletter deletes it (one click, RFC 8058), and a message
+    of that newsletter still queued finds no row when claimed and is skipped."""
+
+    __tablename__ = "subscriptions"
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"),
+                                               primary_key=True)
+    # Section ids in the reader's order, among the newsletter's; empty means all of them.
+    sections: Mapped[list] = mapped_column(JSON, default=list)
+    # A digest's hour and weekly day on the reader's clock (service/editions/schedule.py);
+    # None: the newsletter's default, so readers who never chose follow it when it changes.
+    digest_hour: Mapped[int | None] = mapped_column(SmallInteger)
+    digest_weekday: Mapped[int | None] = mapped_column(SmallInteger)  # 0 = Monday
+    # Alerts: quiet hours (local, may span midnight) hold them for one catch-up mail
+    # ("hold") or drop them ("drop"); a cap per local day (None: none).
+    quiet_start: Mapped[int | None] = mapped_column(SmallInteger)
+    quiet_end: Mapped[int | None] = mapped_column(SmallInteger)
+    quiet_mode: Mapped[str] = mapped_column(String(10), default="hold", server_default="hold")
+    alert_cap: Mapped[int | None] = mapped_column(SmallInteger)
+    # Alerts of this newsletter mailed on alerts_day (local date), counted as outcomes are written.
+    alerts_day: Mapped[dt.date | None] = mapped_column(Date)
+    alerts_today: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    newsletter: Mapped[Newsletter] = relationship(lazy="joined")
+
+    __table_args__ = (
+        Index("ix_subscriptions_subscriber_id", "subscriber_id"),
+        Index("ix_subscriptions_slot", "newsletter_id", "digest_hour", "digest_weekday"),
     )
 
 
@@ -397,6 +452,9 @@ class Edition(Base):
     # A draft with send_at is scheduled: beat plans it once this (UTC) instant has come
     # (service/editions/scheduled.py); before then it can be cancelled or moved.
     send_at: Mapped[dt.datetime | None]
+    # Whose readers get it and whose List-Id, From name and one-click leave it carries;
+    # None: a correction (it follows the editions it corrects) or a catch-up.
+    newsletter_id: Mapped[int | None] = mapped_column(ForeignKey("newsletters.id", ondelete="SET NULL"))
 
     articles: Mapped[list[EditionArticle]] = relationship(
         order_by="EditionArticle.position", cascade="all, delete-orphan", lazy="selectin"

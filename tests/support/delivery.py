@@ -28,7 +28,9 @@ from service.models import (
     Suppression,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.rendering.viewmodels import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedVariant
+from tests.support.readers import subscribe_all
 
 ARABIC_TITLE = "نشرة الصباح: المغرب يعزّز الأمن"
 
@@ -45,9 +47,6 @@ def add_subscribers(conn, n: int, *, start: int = 0, prefix: str = "reader", sta
         {
             "email": email_for(i, prefix),
             "status": status,
-            "frequency": frequency,
-            "alerts": alerts,
-            "sections": sections or [],
             "token_version": 1,
             "created_at": now,
             "updated_at": now,
@@ -56,6 +55,9 @@ def add_subscribers(conn, n: int, *, start: int = 0, prefix: str = "reader", sta
     ]
     if rows:
         conn.execute(sa.insert(Subscriber.__table__), rows)
+        ids = list(conn.execute(sa.select(Subscriber.id).where(Subscriber.email.in_([r["email"] for r in rows])))
+                   .scalars())
+        subscribe_all(conn, ids, frequency=frequency, alerts=alerts, sections=sections)
 
 
 def add_suppression(conn, email: str, reason: str = "manual") -> None:
@@ -63,7 +65,15 @@ def add_suppression(conn, email: str, reason: str = "manual") -> None:
 
 
 def make_edition(session, kind: str = "digest", frequency: str | None = "daily", **params) -> int:
+    """A draft of the site's own newsletters: a digest of `frequency`'s, an alert `alerts`'."""
+    if kind in ("digest", "special"):
+        newsletter = catalogue.digest_for(session, frequency or "daily")
+    elif kind == "alert":
+        newsletter = catalogue.default_alerts(session)
+    else:
+        newsletter = None
     edition = Edition(
+        newsletter_id=newsletter.id if newsletter else None,
         kind=EditionKind(kind),
         frequency=Frequency(frequency) if frequency else None,
         status=EditionStatus.draft,
