@@ -1,4 +1,11 @@
-"""A reader's life: sign up (pending) → confirm (active) → change preferences → leave.
+"""A reader's life: sign up (pending) → confirm (active) → change preferences → leave
+one newsletter, or all of them.
+
+A reader is on newsletters through `subscriptions` rows (one per newsletter, with the
+choices they made for it); the row is the subscription, so leaving one deletes it, and
+leaving the last one is leaving: the reader's status goes to unsubscribed and every link
+already sent stops working.  The newsletters themselves are looked up by the use-cases
+(service.newsletters sits beside this package): what comes here is their ids.
 
 Plain functions over a Session that the caller commits.  Mails are queued with
 the dispatcher after the commit (`service.dispatch`), so a rolled-back request sends nothing.  Log lines carry the
@@ -10,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from service import limits
 from service.logs import get_logger
-from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
+from service.models import Subscriber, SubscriberStatus, Subscription, audit, utcnow
 from service.subscribers import confirm_budget, consent, hashes, manage_link, signup_rows
 from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
@@ -45,9 +52,7 @@ def signup(
     session: Session,
     *,
     email: str,
-    sections: list[int],
-    frequency: Frequency,
-    alerts: bool,
+    picks: list[signup_rows.Pick],
     consent_source: str,
     now: dt.datetime | None = None,
     digest_hour: int | None = None,
@@ -57,7 +62,9 @@ def signup(
 ) -> SignupResult:
     """Record a signup and queue the double-opt-in mail.
 
-    Arguments are already validated (see validation.py, choices.py).  Whatever the
+    Arguments are already validated (see validation.py, choices.py); `picks` are the
+    newsletters chosen (the use-case resolved them), each written as a subscription row
+    now — a pending reader has them, and is sent nothing of them until confirmed.  Whatever the
     outcome, the caller shows the same page: the form must not tell a stranger who is
     subscribed.  An active reader is left exactly as they are and is sent only their
     preferences link («إدارة اشتراكك», at most once per MANAGE_LINK_MINUTES).  A
@@ -70,8 +77,7 @@ def signup(
         log.info("signup_suppressed_address")
         return SignupResult(None, "suppressed", False)
     reader = signup_rows.NewReader(
-        email=email, sections=list(sections), frequency=frequency.value, alerts=alerts, consent_source=consent_source,
-        digest_hour=digest_hour, digest_weekday=digest_weekday, time_zone=time_zone)
+        email=email, picks=tuple(picks), consent_source=consent_source, digest_hour=digest_hour, digest_weekday=digest_weekday, time_zone=time_zone)
     # A new address (most signups): the reader, audit, consent and the per-address count
     # in one round trip, nothing loaded back.  An address already here: its row, locked.
     written = signup_rows.insert_new(session, reader, evidence, now=now,
@@ -122,16 +128,14 @@ def _signup_again(session: Session, reader: signup_rows.NewReader, evidence: Evi
     sub = session.get(Subscriber, row.id)  # locked above
     outcome = "resent" if sub.status is SubscriberStatus.pending else "created"
     sub.status = SubscriberStatus.pending
-    sub.sections = list(reader.sections)
-    sub.frequency = Frequency(reader.frequency)
-    sub.alerts = reader.alerts
     sub.consent_source = reader.consent_source
     sub.consented_at = now
     sub.confirmed_at = None
     sub.unsubscribed_at = None
-    sub.digest_hour, sub.digest_weekday = reader.digest_hour, reader.digest_weekday
     sub.time_zone = reader.time_zone
     session.flush()
+    # What they chose this time replaces what they chose before (not yet confirmed, or gone).
+    _replace_subscriptions(session, reader, sub.id)
     audit(session, f"subscriber:{sub.id}", "signup", f"subscriber:{sub.id}", source=reader.consent_source)
     consent.record(session, sub.id, "signup", evidence, source=reader.consent_source, now=now)
     # Counted in this transaction: a signup rolled back has mailed nobody.
@@ -185,55 +189,90 @@ def confirm(session: Session, token: str, now: dt.datetime | None = None, eviden
     return sub
 
 
-def update_preferences(
-    session: Session, sub: Subscriber, *, sections: list[int], frequency: Frequency, alerts: bool
-) -> Subscriber:
-    sub.sections = list(sections)
-    sub.frequency = frequency
-    sub.alerts = alerts
+def _replace_subscriptions(session: Session, reader: signup_rows.NewReader, subscriber_id: int) -> None:
+    conn = session.connection()
+    conn.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
+    rows = signup_rows.subscription_rows(reader, subscriber_id, utcnow())
+    if rows:
+        conn.execute(signup_rows.INSERT_SUBSCRIPTIONS, rows)  # a plain INSERT: both databases
+    session.expire_all()  # the ORM's view of their subscriptions is stale now
+
+
+def subscriptions_of(session: Session, subscriber_id: int) -> list[Subscription]:
+    """Their subscription rows (the caller orders them by the site's newsletters)."""
+    return list(session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id)))
+
+
+def update_subscription(session: Session, sub: Subscriber, subscription: Subscription, changes: dict) -> bool:
+    """Their choices for one newsletter (validated by choices.py and validation.py: only
+    the fields its kind has).  True if anything changed; audited then."""
+    changed = {k: v for k, v in changes.items() if getattr(subscription, k) != v}
+    if not changed:
+        return False
+    for name, value in changed.items():
+        setattr(subscription, name, value)
     session.flush()
-    audit(
-        session,
-        f"subscriber:{sub.id}",
-        "preferences",
-        f"subscriber:{sub.id}",
-        sections=list(sections),
-        frequency=frequency.value,
-        alerts=alerts,
-    )
-    log.info("preferences_updated", subscriber_id=sub.id)
-    return sub
+    audit(session, f"subscriber:{sub.id}", "preferences", f"subscriber:{sub.id}",
+          newsletter_id=subscription.newsletter_id, **changed)
+    log.info("preferences_updated", subscriber_id=sub.id, newsletter_id=subscription.newsletter_id)
+    return True
 
 
-def update_schedule(session: Session, sub: Subscriber, *, digest_hour: int | None, digest_weekday: int | None,
-                    quiet_start: int | None, quiet_end: int | None, quiet_mode: str, alert_cap: int | None,
-                    paused_until: dt.datetime | None, time_zone: str | None = None) -> Subscriber:
-    """When the reader hears from us: their digest hour and day, quiet hours, cap, pause,
-    and the clock they are on (validated by choices.py and clocks.py; None is the site's
-    default, no quiet hours, no cap, no pause, TIMEZONE)."""
-    before = (sub.digest_hour, sub.digest_weekday, sub.quiet_start, sub.quiet_end, sub.quiet_mode, sub.alert_cap,
-              sub.paused_until, sub.time_zone)
-    sub.digest_hour, sub.digest_weekday = digest_hour, digest_weekday
-    sub.quiet_start, sub.quiet_end, sub.quiet_mode = quiet_start, quiet_end, quiet_mode
-    sub.alert_cap, sub.paused_until = alert_cap, paused_until
-    sub.time_zone = time_zone
-    after = (digest_hour, digest_weekday, quiet_start, quiet_end, quiet_mode, alert_cap, paused_until, time_zone)
-    if after != before:
+def join(session: Session, sub: Subscriber, newsletter_id: int) -> bool:
+    """Put the reader on one more newsletter with its defaults.  False if already on it."""
+    if session.get(Subscription, (newsletter_id, sub.id)) is not None:
+        return False
+    session.add(Subscription(newsletter_id=newsletter_id, subscriber_id=sub.id, sections=[], quiet_mode="hold",
+                             alerts_today=0))
+    session.flush()
+    audit(session, f"subscriber:{sub.id}", "join", f"subscriber:{sub.id}", newsletter_id=newsletter_id)
+    log.info("newsletter_joined", subscriber_id=sub.id, newsletter_id=newsletter_id)
+    return True
+
+
+def update_reader(session: Session, sub: Subscriber, *, paused_until: dt.datetime | None,
+                  time_zone: str | None) -> Subscriber:
+    """What is the reader's whatever they read: their pause and their clock (validated by
+    choices.py and clocks.py; None: no pause, TIMEZONE)."""
+    before = (sub.paused_until, sub.time_zone)
+    sub.paused_until, sub.time_zone = paused_until, time_zone
+    if (paused_until, time_zone) != before:
         session.flush()
-        audit(session, f"subscriber:{sub.id}", "schedule", f"subscriber:{sub.id}", digest_hour=digest_hour,
-              digest_weekday=digest_weekday, quiet=[quiet_start, quiet_end, quiet_mode], alert_cap=alert_cap,
+        audit(session, f"subscriber:{sub.id}", "schedule", f"subscriber:{sub.id}",
               paused_until=paused_until.isoformat() if paused_until else None, time_zone=time_zone)
         log.info("schedule_updated", subscriber_id=sub.id)
     return sub
 
 
+def leave_newsletter(session: Session, sub: Subscriber, newsletter_id: int, *, actor: str,
+                     now: dt.datetime | None = None) -> bool:
+    """Take the reader off one newsletter; off the last one, they have left (`unsubscribe`).
+    False if they were not on it (a second click changes nothing)."""
+    gone = session.execute(delete(Subscription).where(
+        Subscription.subscriber_id == sub.id, Subscription.newsletter_id == newsletter_id)
+        .execution_options(synchronize_session=False)).rowcount
+    if not gone:
+        return False
+    session.expire_all()
+    audit(session, actor, "leave", f"subscriber:{sub.id}", newsletter_id=newsletter_id)
+    log.info("newsletter_left", subscriber_id=sub.id, newsletter_id=newsletter_id)
+    left = session.scalar(select(func.count()).select_from(Subscription)
+                          .where(Subscription.subscriber_id == sub.id)) or 0
+    if not left:
+        unsubscribe(session, sub, actor=actor, now=now)
+    return True
+
+
 def unsubscribe(session: Session, sub: Subscriber, *, actor: str, now: dt.datetime | None = None) -> bool:
-    """Stop all mail to this reader and kill every link already sent.
+    """Stop all mail to this reader and kill every link already sent: they leave every
+    newsletter (their subscription rows go).
 
     Returns False if they had already left (nothing changes then).
     """
     if sub.status is SubscriberStatus.unsubscribed:
         return False
+    session.execute(delete(Subscription).where(Subscription.subscriber_id == sub.id)
+                    .execution_options(synchronize_session=False))
     sub.status = SubscriberStatus.unsubscribed
     sub.unsubscribed_at = now or utcnow()
     sub.token_version = sub.token_version + 1
@@ -252,15 +291,20 @@ def unsubscribe_by_token(session: Session, token: str) -> Subscriber:
     return leave_by_token(session, token)[0]
 
 
-def leave_by_token(session: Session, token: str) -> tuple[Subscriber, bool]:
+def leave_by_token(session: Session, token: str, newsletter_id: int | None = None) -> tuple[Subscriber, bool]:
     """`unsubscribe_by_token`, and whether this call is the one that moved the reader out
-    (False for the repeats): what the edition's unsubscribe count counts."""
+    (False for the repeats): what the edition's unsubscribe count counts.  With
+    `newsletter_id` (the link of one newsletter's mail, validated by the caller) only that
+    one is left — all of them if it was their last."""
     sub_id, version = read_token("unsubscribe", token)
     sub = session.scalar(select(Subscriber).where(Subscriber.id == sub_id).with_for_update())
     if sub is None:
         raise BadToken("this link is no longer valid")
     if sub.token_version == version:
-        return sub, unsubscribe(session, sub, actor=f"subscriber:{sub.id}")
+        actor = f"subscriber:{sub.id}"
+        if newsletter_id is not None:
+            return sub, leave_newsletter(session, sub, newsletter_id, actor=actor)
+        return sub, unsubscribe(session, sub, actor=actor)
     if sub.status is SubscriberStatus.unsubscribed and version < sub.token_version:
         return sub, False
     raise BadToken("this link is no longer valid")

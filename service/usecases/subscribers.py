@@ -24,10 +24,9 @@ from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import (
     MSG_SECTION_UNKNOWN,
     normalise_email,
-    parse_frequency,
-    parse_yes_no,
     section_ids,
 )
+from service.usecases import signups
 
 
 def import_file(path: str, actor: str = "cli", *, chunk: int = CHUNK,
@@ -106,6 +105,7 @@ class SignupRequest:
     time_zone: object = None  # the reader's IANA zone (the browser's); empty: TIMEZONE
     challenge: object = None  # the proof of work, when SIGNUP_CHALLENGE is on
     solution: object = None
+    newsletters: object = None  # slugs; None: `frequency` and `alerts` say (usecases/signups.py)
 
 
 def new_challenge() -> dict | None:
@@ -146,8 +146,7 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
     if not isinstance(req.sections, list) or len(req.sections) > MAX_SECTIONS:
         raise InvalidInput("sections", MSG_SECTION_UNKNOWN)
     email = normalise_email(req.email)
-    frequency = parse_frequency(req.frequency, allow_none=False)
-    alerts = parse_yes_no(req.alerts)
+    asked = signups.wanted(req.newsletters, req.frequency, req.alerts)
     if not req.consented:
         raise InvalidInput("consent", MSG_CONSENT)
     hour, weekday = choices.digest_hour(req.digest_hour), choices.digest_weekday(req.digest_weekday)
@@ -161,7 +160,9 @@ def sign_up(req: SignupRequest, *, source: str, evidence: Evidence, slugs: bool 
         # ORM's execute path (nothing here is an ORM object; half of a lookup's CPU).
         raw, known = _by_slug(session, req.sections) if slugs else (req.sections, None)
         chosen = section_ids(session.connection(), raw, known)
-        return lifecycle.signup(session, email=email, sections=chosen, frequency=frequency, alerts=alerts,
+        newsletters = (signups.choose(session, asked) if asked is not None
+                       else signups.choose(session, signups.legacy(req.frequency, req.alerts), legacy_words=True))
+        return lifecycle.signup(session, email=email, picks=signups.picks(newsletters, chosen),
                                 consent_source=source, digest_hour=hour, digest_weekday=weekday, evidence=evidence,
                                 time_zone=zone)
 
