@@ -14,6 +14,7 @@ from service.models import (
     EditionStatus,
     EditionVariant,
     Subscriber,
+    Subscription,
 )
 from tests.support.delivery import add_subscribers, add_suppression, make_edition, renderer
 
@@ -91,7 +92,9 @@ def test_variant_with_nothing_to_send_is_skipped(db_session):
     db_session.flush()
     eid = make_edition(db_session)
     culture_variant = db_session.scalar(
-        sa.select(sa.cast(Subscriber.sections, sa.Text)).where(Subscriber.email == "culture0@example.com")
+        sa.select(sa.cast(Subscription.sections, sa.Text)).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscriber.email == "culture0@example.com")
+        .where(Subscription.newsletter_id == db_session.get(Edition, eid).newsletter_id)
     )
     plan(db_session, eid, renderer=renderer(empty=frozenset({culture_variant})))
     status = {e: s for e, _, s in _rows(db_session, eid)}

@@ -176,16 +176,10 @@ def forget_prepared_variants() -> None:
         _templates.clear()
 
 
-def _eligible(kind: str, state: ledger.RecipientState) -> bool:
-    if state.subscriber_status != "active":
-        return False
-    if kind in (EditionKind.alert.value, EditionKind.catchup.value) and not state.alerts:
-        return False
-    # A special edition goes to the digest's readers: one who turned their digest off since
-    # it was planned has left its audience too.
-    if kind in (EditionKind.digest.value, EditionKind.special.value) and state.frequency == "none":
-        return False
-    return True
+def _eligible(state: ledger.RecipientState) -> bool:
+    # A reader who left the edition's newsletter since it was planned (their subscription
+    # row is gone) has left its audience; their other newsletters' mail still goes.
+    return state.subscriber_status == "active" and state.subscribed
 
 
 def _connect():
@@ -482,7 +476,7 @@ class _Batch:
         elif state.suppressed:
             write = _Write(ledger.Record(row.id, DeliveryStatus.suppressed, smtp_reply="on the suppression list",
                                          attempted=False))
-        elif not _eligible(self.kind, state):
+        elif not _eligible(state):
             write = _Write(ledger.Record(row.id, DeliveryStatus.skipped, attempted=False,
                                          smtp_reply="unsubscribed or opted out since planning"))
         elif (withheld := self._withheld(state)) is not None:
@@ -879,7 +873,7 @@ class _Writer:
                     if w.bounced_email:
                         suppression.suppress(conn, w.bounced_email, "hard_bounce", w.bounce_detail)
                 counted = [w.counted for w in group if w.counted is not None and w.record.delivery_id in written]
-                ledger.count_alerts(conn, counted, utcnow().astimezone(self.tz).date())
+                ledger.count_alerts(conn, self.edition_id, counted, utcnow().astimezone(self.tz).date())
                 conn.commit()
             except BaseException:
                 with contextlib.suppress(Exception):

@@ -4,8 +4,11 @@ An alert a reader's quiet hours held is a `held` ledger row of that alert (the b
 decided it: service/subscribers/quiet.py).  When their window ends, beat's tick makes a
 catch-up edition (service/editions/catchup.py) naming the alerts held lately; planning it
 writes, like every plan, one INSERT … SELECT per chunk of subscriber ids: one row per
-reader who has held rows of those alerts, is out of their quiet hours now, active, with
-alerts on, not paused and not suppressed.  The row's variant is the list of *their*
+reader who has held rows of those alerts, active, not paused and not suppressed, still
+on the alert's newsletter and out of their quiet hours for it now (each held row is
+looked at with the reader's subscription to its own alert's newsletter: quiet hours are
+per newsletter).  The catch-up names no newsletter itself: it carries the alerts of
+whichever alerts newsletters held them.  The row's variant is the list of *their*
 held alerts ("[12,15]"), so the mail is rendered once per distinct list, and the batch
 sends it like any other edition (claims, re-checks, grouped outcomes).
 
@@ -17,6 +20,7 @@ still going out) is not in its reader's list and stays `held` for the next catch
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -27,6 +31,7 @@ from service.models import (
     Edition,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     Suppression,
     utcnow,
 )
@@ -57,6 +62,7 @@ def insert_catchup_audience(session: Session, edition: Edition, after: int, thro
     else:
         joined = sa.func.group_concat(as_text, ",", type_=sa.Text)
     variant = sa.literal("[") + joined + sa.literal("]")
+    alert = sa.orm.aliased(Edition, name="held_alert")
     audience = (
         sa.select(
             sa.literal(edition.id),
@@ -67,11 +73,15 @@ def insert_catchup_audience(session: Session, edition: Edition, after: int, thro
             sa.literal(now, type_=D.c.updated_at.type),
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        # The held row's alert, and the reader's subscription to its newsletter (gone: they
+        # left it, and the held alert with it).
+        .join(alert, alert.id == Delivery.edition_id)
+        .join(Subscription, sa.and_(Subscription.subscriber_id == Delivery.subscriber_id,
+                                    Subscription.newsletter_id == alert.newsletter_id))
         .where(
             Delivery.status == DeliveryStatus.held,
             Delivery.edition_id.in_(alerts),
             Subscriber.status == SubscriberStatus.active,
-            Subscriber.alerts.is_(True),
             ~sa.exists().where(Suppression.email == Subscriber.email),
             not_paused(now),
             ~quiet_at(now),

@@ -24,8 +24,12 @@ from service.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionKind,
     EditionStatus,
+    Newsletter,
+    NewsletterKind,
     Subscriber,
+    Subscription,
     Suppression,
     utcnow,
 )
@@ -97,10 +101,12 @@ class RecipientState:
     subscriber_status: str
     email: str
     token_version: int
-    alerts: bool
-    frequency: str
+    # Still on what the edition is for: its newsletter (a Subscription row); a catch-up,
+    # some alerts newsletter; a correction (no newsletter), always.
+    subscribed: bool
     suppressed: bool
-    # The reader's own rules (service/subscribers/quiet.py), decided by the batch.
+    # The reader's own rules (service/subscribers/quiet.py), decided by the batch: the
+    # pause is theirs, quiet hours and cap their subscription's to the edition's newsletter.
     paused_until: dt.datetime | None = None
     quiet_start: int | None = None
     quiet_end: int | None = None
@@ -114,12 +120,27 @@ class RecipientState:
 _S = Subscriber.__table__
 _E = Edition.__table__
 _X = Suppression.__table__
+_SUB = Subscription.__table__
+_N = Newsletter.__table__
+_ON_ALERTS = _SUB.alias("on_alerts")
+
+# Whether the reader is still on what the edition is for (RecipientState.subscribed).  A
+# CASE, so that PostgreSQL runs the catch-up's EXISTS only for a catch-up.
+_SUBSCRIBED = sa.case(
+    (_E.c.newsletter_id.is_not(None), _SUB.c.subscriber_id.is_not(None)),
+    (_E.c.kind == EditionKind.catchup.value, sa.exists().where(
+        _ON_ALERTS.c.subscriber_id == _S.c.id, _ON_ALERTS.c.newsletter_id == _N.c.id,
+        _N.c.kind == NewsletterKind.alerts.value)),
+    else_=sa.true(),
+).label("subscribed")
 
 
 # The statements of the hot path are built once: building a SQLAlchemy statement
 # costs about as much CPU as executing it (see bench/bench_alert_latency.py).  Here the
 # edition, outer-joined to a group's readers: the edition's status comes back even when
-# every reader of the group has been deleted meanwhile.
+# every reader of the group has been deleted meanwhile; and each reader outer-joined to
+# their subscription to the edition's newsletter (by its primary key): no row = they
+# left it since planning.
 _RECIPIENT_STATES = (
     sa.select(
         _E.c.status,
@@ -127,19 +148,20 @@ _RECIPIENT_STATES = (
         _S.c.status,
         _S.c.email,
         _S.c.token_version,
-        _S.c.alerts,
-        _S.c.frequency,
+        _SUBSCRIBED,
         sa.exists().where(_X.c.email == _S.c.email).label("suppressed"),
         _S.c.paused_until,
-        _S.c.quiet_start,
-        _S.c.quiet_end,
-        _S.c.quiet_mode,
-        _S.c.alert_cap,
-        _S.c.alerts_day,
-        _S.c.alerts_today,
+        _SUB.c.quiet_start,
+        _SUB.c.quiet_end,
+        _SUB.c.quiet_mode,
+        _SUB.c.alert_cap,
+        _SUB.c.alerts_day,
+        _SUB.c.alerts_today,
         _S.c.time_zone,
     )
-    .select_from(_E.outerjoin(_S, _S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True))))
+    .select_from(
+        _E.outerjoin(_S, _S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True)))
+        .outerjoin(_SUB, sa.and_(_SUB.c.newsletter_id == _E.c.newsletter_id, _SUB.c.subscriber_id == _S.c.id)))
     .where(_E.c.id == sa.bindparam("edition_id"))
 )
 
@@ -170,9 +192,9 @@ def recipient_states(conn, edition_id: int, subscriber_ids: list[int],
             not_held = row[_NOT_HELD_AT]
         status = EditionStatus(row[0])
         if row[1] is not None:
-            states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), row[6], bool(row[7]),
-                                            _aware(row[8]), row[9], row[10], row[11], row[12], row[13], row[14] or 0,
-                                            row[15])
+            states[row[1]] = RecipientState(status, row[2], row[3], row[4], bool(row[5]), bool(row[6]),
+                                            _aware(row[7]), row[8], row[9], row[10], row[11], row[12], row[13] or 0,
+                                            row[14])
     return status, states, not_held
 
 
@@ -306,21 +328,25 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
+# The cap is per subscription: the alert's newsletter's rows of these readers.
 _COUNT_ALERTS = (
-    sa.update(_S)
-    .where(_S.c.id.in_(sa.bindparam("subscriber_ids", expanding=True)))
+    sa.update(_SUB)
+    .where(_SUB.c.subscriber_id.in_(sa.bindparam("subscriber_ids", expanding=True)),
+           _SUB.c.newsletter_id == sa.select(_E.c.newsletter_id).where(_E.c.id == sa.bindparam("edition_id"))
+           .scalar_subquery())
     .values(
-        alerts_today=sa.case((_S.c.alerts_day == sa.bindparam("day"), _S.c.alerts_today + 1), else_=1),
+        alerts_today=sa.case((_SUB.c.alerts_day == sa.bindparam("day"), _SUB.c.alerts_today + 1), else_=1),
         alerts_day=sa.bindparam("day"),
     )
 )
 
 
-def count_alerts(conn, subscriber_ids: list[int], day: dt.date) -> None:
-    """One more alert mailed today (`day`, local) to each of these readers, for their cap:
-    one statement per group of outcomes, in the same transaction as the outcomes."""
+def count_alerts(conn, edition_id: int, subscriber_ids: list[int], day: dt.date) -> None:
+    """One more alert of this edition's newsletter mailed today (`day`, local) to each of
+    these readers, for their cap on it: one statement per group of outcomes, in the same
+    transaction as the outcomes."""
     if subscriber_ids:
-        conn.execute(_COUNT_ALERTS, {"subscriber_ids": list(subscriber_ids), "day": day})
+        conn.execute(_COUNT_ALERTS, {"edition_id": edition_id, "subscriber_ids": list(subscriber_ids), "day": day})
 
 
 def release(conn, worker: str, ids: list[int], to: DeliveryStatus, next_attempt_at: dt.datetime | None = None,

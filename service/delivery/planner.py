@@ -43,8 +43,11 @@ from service.models import (
     EditionKind,
     EditionStatus,
     EditionVariant,
+    Newsletter,
+    NewsletterKind,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     Suppression,
     utcnow,
 )
@@ -74,19 +77,20 @@ def _default_renderer() -> Renderer:
 def _variant_expr(edition: Edition, alerted: bool = False) -> sa.ColumnElement[str]:
     """The reader's audience variant: what makes their copy of the edition differ.
 
-    A digest's is the reader's section list as stored ('all' when empty); when the
-    digest carries stories a breaking alert already mailed (`alerted`), readers with
-    alerts on get ALERTED_PREFIX before it — their copy lists those stories in a short
-    «فاتك؟» block instead of in full.  One bit more, so at most twice the renders, and
-    only on days when an alert went out.
+    A digest's is the reader's section list for its newsletter as stored (their
+    Subscription's; 'all' when empty); when the digest carries stories a breaking alert
+    already mailed (`alerted`), readers on an alerts newsletter (any: the alert may have
+    been another newsletter's) get ALERTED_PREFIX before it — their copy lists those
+    stories in a short «فاتك؟» block instead of in full.  One bit more, so at most twice
+    the renders, and only on days when an alert went out.
     """
     if edition.kind != EditionKind.digest:
         # An alert or a correction is one story, the same for every reader.
         return sa.literal(ALL)
-    as_text = sa.cast(Subscriber.sections, sa.Text)
+    as_text = sa.cast(Subscription.sections, sa.Text)
     room = VARIANT_MAX - (len(ALERTED_PREFIX) if alerted else 0)
     sections = sa.case(
-        (Subscriber.sections.is_(None), ALL),
+        (Subscription.sections.is_(None), ALL),
         (as_text.in_(["[]", "null", ""]), ALL),
         # Longer than the column: better every section than a failed plan (logged below).
         (sa.func.length(as_text) > room, ALL),
@@ -95,30 +99,51 @@ def _variant_expr(edition: Edition, alerted: bool = False) -> sa.ColumnElement[s
     if not alerted:
         return sections
     return sa.case(
-        (Subscriber.alerts.is_(True), sa.literal(ALERTED_PREFIX, sa.Text).op("||")(sections)),
+        (_on_alerts(), sa.literal(ALERTED_PREFIX, sa.Text).op("||")(sections)),
         else_=sections,
     )
 
 
-def _audience(edition: Edition, dialect: str, after: int, through: int, alerted: bool = False) -> sa.Select:
+def _on_alerts() -> sa.ColumnElement[bool]:
+    """SQL: the reader (Subscriber) is on some alerts newsletter."""
+    theirs = sa.orm.aliased(Subscription)
+    return sa.exists().where(theirs.subscriber_id == Subscriber.id, theirs.newsletter_id == Newsletter.id,
+                             Newsletter.kind == NewsletterKind.alerts)
+
+
+# The kinds whose audience is one newsletter's readers (a correction follows the editions
+# it corrects; a catch-up, the held rows: service/delivery/held.py).
+_OF_A_NEWSLETTER = (EditionKind.digest, EditionKind.alert, EditionKind.special)
+
+
+def _audience(edition: Edition, dialect: str, after: int, through: int, alerted: bool = False,
+              newsletter: Newsletter | None = None) -> sa.Select:
+    """The audience as a SELECT of ledger rows.  `newsletter`: the edition's (a digest's
+    slot needs its default hour and day; the caller loads it)."""
     not_suppressed = ~sa.exists().where(Suppression.email == Subscriber.email)
     now = utcnow()
     # A paused reader is left out (the batch re-checks a pause that starts later).
     conds = [Subscriber.status == SubscriberStatus.active, not_suppressed, hours.not_paused(now),
              Subscriber.id > after, Subscriber.id <= through]
+    source = Subscriber.__table__
+    if edition.kind in _OF_A_NEWSLETTER:
+        if edition.newsletter_id is None:
+            raise PlanError(f"edition {edition.id}: a {edition.kind.value} names the newsletter it is for")
+        # Its readers are those with a subscription to it: one join, by the subscriptions'
+        # primary key (newsletter, subscriber) over the chunk's range of ids.
+        source = source.join(Subscription.__table__, sa.and_(
+            Subscription.subscriber_id == Subscriber.id, Subscription.newsletter_id == edition.newsletter_id))
+        conds += [Subscription.subscriber_id > after, Subscription.subscriber_id <= through]
     if edition.kind == EditionKind.digest:
         if edition.frequency is None:
             raise PlanError(f"edition {edition.id}: a digest needs a frequency")
-        conds.append(Subscriber.frequency == edition.frequency)
         # A scheduled digest is one slot's: the readers of its hour (and day).
-        conds.append(schedule.audience_condition((edition.params or {}).get("slot")))
-    elif edition.kind == EditionKind.alert:
-        conds.append(Subscriber.alerts.is_(True))
+        conds.append(_slot_condition(edition, newsletter))
     elif edition.kind == EditionKind.correction:
         conds.append(_received_corrected_article(edition, dialect))
     elif edition.kind == EditionKind.special:
         conds.append(special.audience_condition(edition, dialect))
-    else:  # pragma: no cover - every kind is above
+    elif edition.kind != EditionKind.alert:  # pragma: no cover - every kind is above (an alert: all its readers)
         raise PlanError(f"edition {edition.id}: unknown kind {edition.kind}")
     return sa.select(
         sa.literal(edition.id),
@@ -127,7 +152,19 @@ def _audience(edition: Edition, dialect: str, after: int, through: int, alerted:
         sa.literal(DeliveryStatus.queued.value),
         sa.literal(0),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
-    ).where(*conds)
+    ).select_from(source).where(*conds)
+
+
+def _slot_condition(edition: Edition, newsletter: Newsletter | None) -> sa.ColumnElement[bool]:
+    """The readers of the digest's slot, by their subscription's hour and day."""
+    return schedule.audience_condition((edition.params or {}).get("slot"))
+
+
+def _newsletter(session: Session, edition: Edition) -> Newsletter | None:
+    """A digest's newsletter (its slot's default hour and day); other kinds need only its id."""
+    if edition.kind != EditionKind.digest or edition.newsletter_id is None:
+        return None
+    return session.get(Newsletter, edition.newsletter_id)
 
 
 def _variant_shows(variant: sa.ColumnElement, section_id: sa.ColumnElement, dialect: str) -> sa.ColumnElement[bool]:
@@ -186,7 +223,7 @@ def _insert_audience(session: Session, edition: Edition, after: int, through: in
     # One query per chunk: does this digest carry stories an alert already mailed?
     alerted = edition.kind == EditionKind.digest and bool(alerted_article_ids(session, edition))
     stmt = insert_ignoring(session, table, ["edition_id", "subscriber_id"]).from_select(
-        cols, _audience(edition, dialect, after, through, alerted))
+        cols, _audience(edition, dialect, after, through, alerted, _newsletter(session, edition)))
     # SQLAlchemy reports an INSERT's row count only when asked to keep it.
     inserted = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
     if inserted is None or inserted < 0:  # without it a chunk could not tell "complete" from "added rows"
@@ -357,7 +394,8 @@ def warm_up(session: Session) -> None:
     caller rolls back."""
     session.scalar(sa.select(Edition).where(Edition.id == -1).with_for_update())
     _chunk_end(session, 0, CHUNK_FIRST)
-    probe = Edition(id=-1, kind=EditionKind.alert, status=EditionStatus.draft, params={})  # never added
+    probe = Edition(id=-1, kind=EditionKind.alert, status=EditionStatus.draft, params={},
+                    newsletter_id=-1)  # never added
     _insert_audience(session, probe, 0, 0)
     render_variants(session, probe, subscribers=(0, 0))
     count_rows(session, -1)
@@ -373,7 +411,8 @@ def audience_by_variant(session: Session, edition: Edition, subscriber_id: int |
     alerted = edition.kind == EditionKind.digest and bool(alerted_article_ids(session, edition))
     after, through = (subscriber_id - 1, subscriber_id) if subscriber_id is not None else (-1, INT64_MAX)
     variant = _variant_expr(edition, alerted)
-    stmt = _audience(edition, dialect, after, through, alerted).with_only_columns(variant, sa.func.count())
+    stmt = _audience(edition, dialect, after, through, alerted, _newsletter(session, edition)).with_only_columns(
+        variant, sa.func.count())
     return {v: n for v, n in session.execute(stmt.group_by(variant)).all()}
 
 

@@ -8,6 +8,9 @@ band and subject say it once already, so a typed «عاجل: عاجل: …» or 
 as «عاجل: …», the one form both leave alone.  A retried request with the same idempotency key, or the same
 article alerted twice within ten minutes (a double click from two editors), returns the
 edition that already exists instead of mailing everyone again.
+
+An alert is one alerts newsletter's (`alerts` unless the editor names another:
+`alerts_newsletter`); its readers are that newsletter's.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from service.models import (
     EditionArticle,
     EditionKind,
     EditionStatus,
+    Newsletter,
+    NewsletterKind,
     audit,
     utcnow,
 )
+from service.newsletters import catalogue
 
 HEADLINE_MAX = 200
 SUMMARY_MAX = 400
@@ -142,6 +148,25 @@ def prefill(article: Article) -> Prefill:
                    article.section.name if article.section else None, article.published_at)
 
 
+def alerts_newsletter(session: Session, slug: str | None = None) -> Newsletter:
+    """The alerts newsletter an alert goes to: the one `slug` names, else the site's
+    default (catalogue.default_alerts).  AlertError for a slug that names no newsletter,
+    a hidden (retired) one, or a digest."""
+    if slug is None:
+        found = catalogue.default_alerts(session)
+        if found is None:
+            raise AlertError("there is no alerts newsletter to send to (see `nashra newsletters list`)")
+        return found
+    found = catalogue.by_slug(session, slug.strip().lower()) if isinstance(slug, str) else None
+    if found is None:
+        raise AlertError(f"newsletter: no newsletter {str(slug)[:64]!r}")
+    if found.hidden:
+        raise AlertError(f"newsletter: {found.slug!r} is hidden (retired); nothing new is sent to it")
+    if found.kind is not NewsletterKind.alerts:
+        raise AlertError(f"newsletter: {found.slug!r} is a digest, not an alerts newsletter")
+    return found
+
+
 def key_for(idempotency_key: str, editor_id: int | None) -> str:
     """The stored key: an editor's keys are theirs alone (another editor sending the
     same key makes their own alert, and never sees this one); the CLI's are the operator's."""
@@ -160,9 +185,11 @@ def create_alert(
     idempotency_key: str | None = None,
     actor: str | None = None,
     send_at: dt.datetime | None = None,
+    newsletter: str | None = None,
 ) -> Edition:
     """`send_at` (UTC, checked by the caller): a scheduled alert, a draft until then
-    (service/editions/scheduled.py)."""
+    (service/editions/scheduled.py).  `newsletter`: the slug of the alerts newsletter whose
+    readers get it (None: the site's default, `alerts`)."""
 
     key = None
     if idempotency_key is not None:
@@ -192,6 +219,7 @@ def create_alert(
         url = _check_url(url, "url")
     headline = breaking_once(_clean_line(headline, "headline", HEADLINE_MAX, True))
     summary = _clean_line(summary, "summary", SUMMARY_MAX, False)
+    target = alerts_newsletter(session, newsletter)
 
     if idempotency_key is None:
         # Two editors clicking "send" on the same story within minutes: one alert.
@@ -199,6 +227,8 @@ def create_alert(
             select(Edition)
             .where(Edition.kind == EditionKind.alert, Edition.created_at >= utcnow() - DUPLICATE_WINDOW)
             .where(Edition.status != EditionStatus.cancelled)
+            # The same story to another alerts newsletter is that newsletter's own alert.
+            .where(Edition.newsletter_id == target.id)
             .order_by(Edition.id.desc())
             .limit(50)
         ).all()
@@ -215,6 +245,7 @@ def create_alert(
         params={"headline": headline, "url": url, "summary": summary},
         created_by=editor_id,
         send_at=send_at,
+        newsletter_id=target.id,
     )
     edition, created = keys.add_keyed(session, edition)
     if not created:
@@ -222,6 +253,6 @@ def create_alert(
     if article is not None:
         session.add(EditionArticle(edition_id=edition.id, article_id=article.id, version=article.version))
     audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "alert.create", f"edition:{edition.id}",
-          **({"send_at": send_at.isoformat()} if send_at else {}))
+          newsletter=target.slug, **({"send_at": send_at.isoformat()} if send_at else {}))
     session.flush()
     return edition

@@ -29,6 +29,7 @@ from service.models import (
     EditionStatus,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     utcnow,
 )
 from service.rendering import contexts
@@ -60,14 +61,17 @@ def expire_old(session: Session, now: dt.datetime) -> int:
 
 
 def due_alerts(session: Session, now: dt.datetime) -> list[int]:
-    """The newest alerts (ids, at most CATCHUP_MAX) held for a reader who is awake now."""
+    """The newest alerts (ids, at most CATCHUP_MAX) held for a reader who is awake now: out
+    of their quiet hours for the alert's newsletter, and still on it."""
     rows = session.scalars(
         sa.select(Delivery.edition_id)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .join(Edition, Edition.id == Delivery.edition_id)
+        .join(Subscription, sa.and_(Subscription.subscriber_id == Delivery.subscriber_id,
+                                    Subscription.newsletter_id == Edition.newsletter_id))
         .where(Delivery.status == DeliveryStatus.held, Delivery.updated_at >= now - HELD_MAX_AGE,
                Edition.kind == EditionKind.alert, Edition.status != EditionStatus.cancelled,
-               Subscriber.status == SubscriberStatus.active, Subscriber.alerts.is_(True),
+               Subscriber.status == SubscriberStatus.active,
                not_paused(now), ~quiet_at(now))
         .distinct()
         .order_by(Delivery.edition_id.desc())

@@ -2,10 +2,11 @@
 review) — chosen stories in the editor's order, a title, an introduction in plain text
 (paragraphs split on blank lines), and optionally only the readers of some sections.
 
-Who gets one is `audience_condition`, one small function: until several newsletters
-exist it is the digest's readers (a daily or weekly digest, confirmed, not paused),
-narrowed to those who follow one of the chosen sections (a reader of every section
-follows them all).  The planner calls it; the newsletters work swaps it.
+A special edition is one newsletter's (the `daily` digest's unless the editor names
+another): its readers — those with a subscription to it, confirmed, not paused — get
+it, narrowed by `audience_condition` to those whose subscription follows one of the
+chosen sections (a reader of every section follows them all).  The planner joins the
+subscription and calls it.
 
 Every reader gets the same copy (one variant, "all"): the editor chose the stories and
 their order, so a reader's own section order does not reshuffle them.  It is rendered
@@ -31,13 +32,14 @@ from service.models import (
     EditionArticle,
     EditionKind,
     EditionStatus,
-    Frequency,
+    Newsletter,
     Section,
-    Subscriber,
+    Subscription,
     audit,
     fits_id,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import RenderedVariant
@@ -115,11 +117,29 @@ def chosen_articles(session: Session, article_ids) -> list[Article]:
     return [found[i] for i in ids]
 
 
+def newsletter_for(session: Session, newsletter: Newsletter | str | None) -> Newsletter:
+    """The newsletter a special edition goes to: the one given (a row or a slug), else the
+    site's `daily` digest; a hidden (retired) or unknown one is refused."""
+    if newsletter is None:
+        found = catalogue.by_slug(session, catalogue.DAILY)
+    elif isinstance(newsletter, Newsletter):
+        found = newsletter
+    else:
+        found = catalogue.by_slug(session, newsletter.strip().lower()) if isinstance(newsletter, str) else None
+    if found is None:
+        raise SpecialError("لا توجد نشرة بهذا الاسم.")
+    if found.hidden:
+        raise SpecialError(f"النشرة «{found.name}» موقوفة: لا يُرسل إليها عدد جديد.")
+    return found
+
+
 def create_special(session: Session, *, title: str | None, article_ids, intro: str | None = "",
                    section_ids=(), editor_id: int | None = None, send_at: dt.datetime | None = None,
-                   idempotency_key: str | None = None, actor: str | None = None) -> Edition:
+                   idempotency_key: str | None = None, actor: str | None = None,
+                   newsletter: Newsletter | str | None = None) -> Edition:
     """The special edition as a draft (scheduled when `send_at` is given; checked by the
-    caller).  A retried request with the same key returns the edition it made."""
+    caller), for the readers of `newsletter` (a Newsletter or its slug; None: `daily`).
+    A retried request with the same key returns the edition it made."""
     key = None
     if idempotency_key:
         prefix = f"{KEY_PREFIX}e{editor_id}:" if editor_id is not None else KEY_PREFIX
@@ -127,13 +147,14 @@ def create_special(session: Session, *, title: str | None, article_ids, intro: s
         found = keys.existing(session, key)
         if found is not None:
             return found
+    target = newsletter_for(session, newsletter)
     title = clean_title(title)
     intro_paragraphs = paragraphs(intro)
     sections = check_sections(session, section_ids)
     articles = chosen_articles(session, article_ids)
     edition = Edition(kind=EditionKind.special, status=EditionStatus.draft, title=title, idempotency_key=key,
                       params={"intro": intro_paragraphs, "sections": sections}, created_by=editor_id,
-                      send_at=send_at)
+                      send_at=send_at, newsletter_id=target.id)
     edition, created = keys.add_keyed(session, edition)
     if not created:
         return edition
@@ -141,7 +162,7 @@ def create_special(session: Session, *, title: str | None, article_ids, intro: s
         session.add(EditionArticle(edition_id=edition.id, article_id=article.id, version=article.version,
                                    position=position))
     audit(session, actor or (f"editor:{editor_id}" if editor_id else "cli"), "special.create",
-          f"edition:{edition.id}", articles=len(articles), sections=sections,
+          f"edition:{edition.id}", articles=len(articles), sections=sections, newsletter=target.slug,
           send_at=send_at.isoformat() if send_at else None)
     session.flush()
     session.refresh(edition)
@@ -149,21 +170,21 @@ def create_special(session: Session, *, title: str | None, article_ids, intro: s
 
 
 def audience_condition(edition: Edition, dialect: str) -> sa.ColumnElement[bool]:
-    """Who gets it: the digest's readers (daily or weekly), and with chosen sections only
-    those who follow one of them (an empty list on a reader means every section)."""
-    digest_readers = Subscriber.frequency.in_([Frequency.daily, Frequency.weekly])
+    """Who of the newsletter's readers gets it (the planner joins their Subscription to
+    the edition's newsletter): all of them, or with chosen sections only those whose
+    subscription follows one of them (an empty list means every section)."""
     wanted = [i for i in (edition.params or {}).get("sections") or () if isinstance(i, int)]
     if not wanted:
-        return digest_readers
-    as_text = sa.cast(Subscriber.sections, sa.Text)
-    every = sa.or_(Subscriber.sections.is_(None), as_text.in_(["[]", "null", ""]))
+        return sa.true()
+    as_text = sa.cast(Subscription.sections, sa.Text)
+    every = sa.or_(Subscription.sections.is_(None), as_text.in_(["[]", "null", ""]))
     if dialect == "postgresql":
         doc = sa.cast(as_text, postgresql.JSONB)
         follows = sa.or_(*(doc.op("@>")(sa.literal([i], postgresql.JSONB)) for i in wanted))
     else:
-        items = sa.func.json_each(Subscriber.sections).table_valued("value")
+        items = sa.func.json_each(Subscription.sections).table_valued("value")
         follows = sa.exists(sa.select(sa.literal(1)).select_from(items).where(items.c.value.in_(wanted)))
-    return sa.and_(digest_readers, sa.or_(every, follows))
+    return sa.or_(every, follows)
 
 
 def render_special(edition: Edition, extra: dict | None = None) -> RenderedVariant | None:

@@ -1,8 +1,10 @@
 """A reader's quiet night, their daily cap and their pause, as rules on plain values.
 
-Quiet hours are two local hours, on the reader's own clock (subscribers.time_zone, None =
-TIMEZONE: service/subscribers/clocks.py): alerts from quiet_start up to quiet_end are
-not sent then.  The window may span midnight (22 → 7 is ten hours); start == end is no
+Quiet hours and the cap are a reader's choices for one alerts newsletter (their
+Subscription to it: service/newsletters/membership.py); the pause is the reader's own,
+whatever they read.  Quiet hours are two local hours, on the reader's own clock
+(subscribers.time_zone, None = TIMEZONE: service/subscribers/clocks.py): alerts from
+quiet_start up to quiet_end are not sent then.  The window may span midnight (22 → 7 is ten hours); start == end is no
 window.  `quiet_mode` says what becomes of such an alert: "hold" (kept, and sent with the
 others in one short catch-up mail when the window ends: service/editions/catchup.py) or
 "drop" (not sent).  An editor may mark an alert as overriding quiet hours.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from service.config import get_settings
-from service.models import Subscriber
+from service.models import Subscription
 from service.subscribers import clocks
 
 MODES = ("hold", "drop")
@@ -44,8 +46,9 @@ def in_window(start: int | None, end: int | None, hour: int) -> bool:
 
 
 def quiet_now(hour: int) -> sa.ColumnElement[bool]:
-    """SQL: the reader is in their quiet hours at local `hour` (the same rule as in_window)."""
-    s, e = Subscriber.quiet_start, Subscriber.quiet_end
+    """SQL: the subscription (joined by the caller) is in its quiet hours at local `hour`
+    (the same rule as in_window)."""
+    s, e = Subscription.quiet_start, Subscription.quiet_end
     return sa.and_(
         s.is_not(None), e.is_not(None), s != e,
         sa.or_(sa.and_(s < e, s <= hour, e > hour), sa.and_(s > e, sa.or_(s <= hour, e > hour))),
@@ -59,7 +62,8 @@ def _quiet_in(groups: tuple[tuple[int, tuple[str, ...]], ...], settings_id: int)
 
 
 def quiet_at(now: dt.datetime) -> sa.ColumnElement[bool]:
-    """SQL: the reader is in their quiet hours at `now`, on their own clock (zones grouped
+    """SQL: the subscription (joined by the caller, with its Subscriber) is in its quiet
+    hours at `now`, on the reader's own clock (zones grouped
     by the hour their clocks show; the same rule as in_window).  The clause is built again
     only when some zone's hour has turned."""
     groups = clocks.zones_by(now, lambda t: t.hour)

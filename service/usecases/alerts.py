@@ -41,7 +41,7 @@ class Preview:
     subject: str
     html: str
     text: str
-    audience: int = 0  # readers it would reach now: alerts on, confirmed, not suppressed (the planner's rule)
+    audience: int = 0  # readers it would reach now: on its newsletter, confirmed, not suppressed (the planner's rule)
 
     @property
     def reach(self) -> str:
@@ -51,7 +51,8 @@ class Preview:
 def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: str | None = None,
                headline: str | None = None, url: str | None = None, summary: str | None = None,
                idempotency_key: str | None = None, dispatcher: Dispatcher | None = None,
-               override_quiet_hours: bool = False, send_at: dt.datetime | None = None) -> int:
+               override_quiet_hours: bool = False, send_at: dt.datetime | None = None,
+               newsletter: str | None = None) -> int:
     """Create the alert edition and ask for its planning after commit; returns its id.
 
     `send_at` (UTC, from `usecases.scheduled.parse_send_at`): the alert waits as a
@@ -59,6 +60,7 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
 
     `override_quiet_hours`: the editor says this one may not wait — readers in their quiet
     hours get it too (service/subscribers/quiet.py), and the audit log says who decided.
+    `newsletter`: the slug of the alerts newsletter whose readers get it (None: `alerts`).
     Raises AlertError for bad input, or without a POSTAL_ADDRESS in production
     (nothing is written then).
     """
@@ -69,7 +71,8 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
     dispatcher = dispatcher or current()
     with session_scope() as s:
         edition = create_alert(s, editor_id=editor_id, article_url=article_url, headline=headline, url=url,
-                               summary=summary, idempotency_key=idempotency_key, actor=actor, send_at=send_at)
+                               summary=summary, idempotency_key=idempotency_key, actor=actor, send_at=send_at,
+                               newsletter=newsletter)
         s.flush()
         edition_id = edition.id
         if override_quiet_hours and edition.status is EditionStatus.draft \
@@ -86,21 +89,23 @@ def send_alert(*, editor_id: int | None, actor: str | None = None, article_url: 
 
 
 def dry_run(*, editor_id: int | None, article_url: str | None = None, headline: str | None = None,
-            url: str | None = None, summary: str | None = None) -> Preview:
+            url: str | None = None, summary: str | None = None, newsletter: str | None = None) -> Preview:
     """The alert as readers would get it, and how many would get it, with nothing queued
     or kept (the API's `"dry_run": true`, the CLI's confirmation, the page's preview).
+    The count is of `newsletter`'s readers (None: the default alerts newsletter's).
 
     Raises AlertError for bad input, PreviewError when it cannot be rendered.
     """
     shown = previews.unsaved(
         lambda session: create_alert(session, editor_id=editor_id, article_url=article_url, headline=headline,
-                                     url=url, summary=summary),
+                                     url=url, summary=summary, newsletter=newsletter),
         PreviewError, "nothing to render for this alert")
     return Preview(subject=shown.subject, html=shown.html, text=shown.text, audience=sum(shown.audience.values()))
 
 
 def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
-    """The editor's form (`article_url` and/or `headline`, `url`, `summary`) as a preview."""
+    """The editor's form (`article_url` and/or `headline`, `url`, `summary`, `newsletter`)
+    as a preview."""
     try:
         return dry_run(
             editor_id=editor_id,
@@ -108,6 +113,7 @@ def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
             headline=values.get("headline") or None,
             url=values.get("url") or None,
             summary=values.get("summary") or None,
+            newsletter=values.get("newsletter") or None,
         )
     except AlertError as exc:
         raise PreviewError(str(exc)) from None

@@ -29,6 +29,9 @@ class AlertRequest(BaseModel):
     url: str | None = None
     summary: str | None = None
     idempotency_key: str | None = None
+    # The slug of the alerts newsletter whose readers get it; absent: the site's `alerts`.
+    # Unknown, hidden or a digest → 422, nothing made.
+    newsletter: str | None = None
     dry_run: bool = False  # true: the audience and the rendered subject, nothing queued
     override_quiet_hours: bool = False  # true: readers in their quiet hours get it now too (audited)
     # ISO 8601; without an offset on the site's TIMEZONE.  The alert waits until then
@@ -39,7 +42,8 @@ class AlertRequest(BaseModel):
 def send_alert(editor: EditorIdentity, req: AlertRequest, send_at) -> int:
     return alerts.send_alert(editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
                              summary=req.summary, idempotency_key=req.idempotency_key,
-                             override_quiet_hours=req.override_quiet_hours, send_at=send_at)
+                             override_quiet_hours=req.override_quiet_hours, send_at=send_at,
+                             newsletter=req.newsletter)
 
 
 @router.post("/alerts")
@@ -63,7 +67,7 @@ async def post_alert(request: Request, editor: EditorIdentity = EDITOR):
         try:
             preview = await run_in_threadpool(lambda: alerts.dry_run(
                 editor_id=editor.id, article_url=req.article_url, headline=req.headline, url=req.url,
-                summary=req.summary))
+                summary=req.summary, newsletter=req.newsletter))
         except (AlertError, alerts.PreviewError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         return JSONResponse({"audience": preview.audience, "subject": preview.subject, **when}, status_code=200)
