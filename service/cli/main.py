@@ -18,6 +18,7 @@ from service.cli import compose as compose_cli
 from service.cli import dkim as dkim_cli
 from service.cli import doctor as doctor_cli
 from service.cli import importing as import_cli
+from service.cli import newsletters as newsletters_cli
 from service.cli import report as report_cli
 from service.cli import suppressions as suppressions_cli
 from service.cli.status import print_status
@@ -301,7 +302,7 @@ def cmd_alert_send(args) -> int:
     try:  # what readers would get, and how many: nothing is queued yet
         send_at = scheduled.parse_send_at(args.send_at)
         preview = dry_run(editor_id=None, article_url=args.article, headline=args.headline, url=args.link,
-                          summary=args.summary)
+                          summary=args.summary, **_to_newsletter(args))
     except (AlertError, PreviewError, scheduled.ScheduleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -315,7 +316,7 @@ def cmd_alert_send(args) -> int:
     try:
         edition_id = send_alert(editor_id=None, actor="cli", article_url=args.article, headline=args.headline,
                                 url=args.link, summary=args.summary, override_quiet_hours=args.override_quiet_hours,
-                                send_at=send_at)
+                                send_at=send_at, **_to_newsletter(args))
     except AlertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -325,6 +326,12 @@ def cmd_alert_send(args) -> int:
     else:
         print(f"edition {edition_id}: alert queued; follow it with `nashra status {edition_id}`")
     return 0
+
+
+def _to_newsletter(args) -> dict:
+    """`newsletter=SLUG` for the alert's use-case when --newsletter is given (else its default
+    alerts newsletter)."""
+    return {"newsletter": args.newsletter} if getattr(args, "newsletter", None) else {}
 
 
 def cmd_editors_add(args) -> int:
@@ -623,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="readers in their quiet hours get it now too (written to the audit log)")
     a.add_argument("--send-at", metavar="'YYYY-MM-DD HH:MM'", help="send it then, on TIMEZONE's clock (or ISO 8601 "
                    "with an offset), within 30 days; `nashra edition cancel ID` stops it before then")
+    a.add_argument("--newsletter", metavar="SLUG", help="the alerts newsletter whose readers get it "
+                   "(default: `alerts`; see `nashra newsletters list`)")
     a.set_defaults(func=cmd_alert_send)
 
     ed = sub.add_parser("editors", help="editors and their API tokens")
@@ -668,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "a blank line starts a paragraph")
     ec.add_argument("--sections", metavar="A,B", help="compose: only readers who follow one of these sections "
                     "(names or slugs; readers of every section too)")
+    ec.add_argument("--newsletter", metavar="SLUG", help="compose: the digest newsletter whose readers get it "
+                    "(default: daily; see `nashra newsletters list`)")
     ec.add_argument("--send-at", metavar="'YYYY-MM-DD HH:MM'", help="compose, reschedule: when, on TIMEZONE's "
                     "clock (or ISO 8601 with an offset); default: now")
     ec.add_argument("--now", action="store_true", help="reschedule: send it now")
@@ -688,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("email")
     sf.set_defaults(func=cmd_subscribers_forget)
     suppressions_cli.register(sub)  # nashra suppressions list|lift (service/cli/suppressions.py)
+    newsletters_cli.register(sub)  # nashra newsletters list|add|edit|hide (service/cli/newsletters.py)
 
     bo = sub.add_parser("bounces", help="bounces (DSN) and complaints (ARF) that come back by mail")
     bos = bo.add_subparsers(dest="bounces_command", required=True)

@@ -27,6 +27,14 @@ Which headers each kind carries is the table `KINDS` below, and nowhere else:
 All of them: From, To, Subject, Date, Message-ID on our domain, MIME-Version, List-Id,
 Feedback-ID, and DKIM-Signature when DKIM_SELECTOR and DKIM_PRIVATE_KEY_PATH are set.
 
+An edition of a newsletter (every edition but corrections, catch-ups and the one-offs) is
+prepared with its `Newsletter`: then the List-Id is the newsletter's own
+(`catalogue.list_id`: readers filter each list apart), the From display name its own
+(`catalogue.from_header`; the address stays MAIL_FROM's: one domain, one DKIM key), and a
+reader's List-Unsubscribe URL names it beside the edition (`?e=<edition>&n=<newsletter>`),
+so the one-click POST takes them off that newsletter only, not off everything.  Without
+one (transactional mail, corrections) the table's List-Id and MAIL_FROM are used as before.
+
 * The welcome is subscribed mail (the reader has just confirmed), so it carries the
   RFC 8058 one-click pair, as Gmail and Yahoo require of subscribed mail.
 * «إدارة اشتراكك» (manage: the preferences link, sent when someone signs up with the
@@ -68,6 +76,8 @@ from service.clicks.signing import reader_token
 from service.config import Settings, ascii_mail_from, get_settings, parse_smtp_urls
 from service.delivery import smtp_pool
 from service.delivery.verdicts import Outcome
+from service.models import Newsletter
+from service.newsletters import catalogue
 from service.rendering.mime import PreparedVariant
 from service.rendering.viewmodels import RenderedVariant
 from service.subscribers.tokens import link
@@ -115,6 +125,7 @@ class VariantTemplate:
     variant: str
     prepared: PreparedVariant
     subscribed: bool = True
+    newsletter_id: int | None = None  # whose one-click leave the List-Unsubscribe URL asks for
 
 
 @dataclass(frozen=True)
@@ -133,15 +144,17 @@ def _kind(kind: str) -> Kind:
 
 
 def prepare(edition_id: int | None, kind: str, variant: str, subject: str, html: str, text: str,
-            settings: Settings | None = None) -> VariantTemplate:
-    """Everything the whole audience of a variant shares, computed once."""
+            settings: Settings | None = None, newsletter: Newsletter | None = None) -> VariantTemplate:
+    """Everything the whole audience of a variant shares, computed once; with the edition's
+    `newsletter`, its List-Id and From name (and its id for the one-click leave)."""
     settings = settings or get_settings()
     spec = _kind(kind)
     domain = _from_address(settings.mail_from).rpartition("@")[2]
     subject = " ".join(subject.split())  # no CR/LF can reach a header
     if spec.test and not subject.startswith(TEST_SUBJECT_PREFIX.strip()):
         subject = TEST_SUBJECT_PREFIX + subject
-    static_headers = {"List-Id": list_id(settings, kind)}
+    static_headers = {"List-Id": catalogue.list_id(newsletter, settings) if newsletter is not None
+                      else list_id(settings, kind)}
     if spec.subscribed:
         static_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     campaign = edition_id if edition_id is not None else "tx"
@@ -152,10 +165,12 @@ def prepare(edition_id: int | None, kind: str, variant: str, subject: str, html:
         static_headers["X-Nashra-Test"] = "editor-copy"
     prepared = PreparedVariant(
         RenderedVariant(subject=subject, html=html, text=text),
-        from_addr=_from_header(settings.mail_from),
+        from_addr=_from_header(catalogue.from_header(newsletter, settings) if newsletter is not None
+                               else settings.mail_from),
         headers=static_headers,
     )
-    return VariantTemplate(edition_id, kind, variant, prepared, spec.subscribed)
+    return VariantTemplate(edition_id, kind, variant, prepared, spec.subscribed,
+                           newsletter.id if newsletter is not None else None)
 
 
 @functools.lru_cache(maxsize=8)
@@ -299,6 +314,17 @@ def dkim_sign(data: bytes, settings: Settings) -> bytes:
     return signature + data
 
 
+def _leave_query(tpl: VariantTemplate) -> str:
+    """`?e=<edition>&n=<newsletter>` (either may be missing): the edition the reader leaves
+    from, for its unsubscribe count (issue 18), and the newsletter the one-click POST takes
+    them off.  Unsigned, and why that is enough, in service/editions/unsubscribes.py: the
+    token alone says who; these only narrow what is counted and what is left."""
+    params = [f"e={tpl.edition_id}"] if tpl.edition_id is not None else []
+    if tpl.newsletter_id is not None:
+        params.append(f"n={tpl.newsletter_id}")
+    return "?" + "&".join(params) if params else ""
+
+
 def compose(
     tpl: VariantTemplate,
     *,
@@ -323,10 +349,7 @@ def compose(
         preferences_url = link("preferences", subscriber_id, token_version, settings)
         if tpl.subscribed:
             token = unsubscribe_url.rsplit("/", 1)[1]
-            if tpl.edition_id is not None:
-                # The edition the reader leaves from, for its unsubscribe count (issue 18):
-                # unsigned, and why that is enough, in service/editions/unsubscribes.py.
-                unsubscribe_url += f"?e={tpl.edition_id}"
+            unsubscribe_url += _leave_query(tpl)
             headers = {
                 "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}>",
             }
@@ -363,11 +386,13 @@ def compose(
 
 def compose_one(kind: str, variant: RenderedVariant, *, to_addr: str, subscriber_id: int | None = None,
                 token_version: int | None = None, editor_id: int | None = None,
-                settings: Settings | None = None) -> Composed:
+                settings: Settings | None = None, newsletter: Newsletter | None = None) -> Composed:
     """A one-off message (confirm, welcome, test): `prepare()` and `compose()` for an
-    audience of one, the same path a digest takes."""
+    audience of one, the same path a digest takes (a test copy of a newsletter's edition
+    with that newsletter's List-Id and From name)."""
     settings = settings or get_settings()
-    tpl = prepare(None, kind, "one-off", variant.subject, variant.html, variant.text, settings=settings)
+    tpl = prepare(None, kind, "one-off", variant.subject, variant.html, variant.text, settings=settings,
+                  newsletter=newsletter)
     return compose(tpl, to_addr=to_addr, subscriber_id=subscriber_id, token_version=token_version,
                    editor_id=editor_id, settings=settings)
 

@@ -1,5 +1,6 @@
 """The admins' pages: editors (add, revoke, rotate a token), sections (add, rename, hide,
-order; file a feed's category under one), feeds (add, pause, resume, remove, with their
+order; file a feed's category under one), newsletters (add, change, hide; on the sections
+page too, «النشرات»), feeds (add, pause, resume, remove, with their
 health), suppressions (lift one, with a reason), the settings (read only) and the audit
 log.  Each route calls one use-case (service/usecases/) and states `page(Role.admin)`:
 an editor is refused (403), nobody without a session gets the login form (401).
@@ -14,7 +15,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.logs import get_logger
-from service.usecases import feeds, sections, settings_view, staff, suppressions
+from service.subscribers.hours import WEEKDAYS_AR, offered_hours
+from service.usecases import feeds, newsletters, sections, settings_view, staff, suppressions
 from service.web import csrf
 from service.web.access import Role, page
 from service.web.auth import EditorIdentity
@@ -103,7 +105,8 @@ async def editors_rotate(request: Request, editor_id: int, editor: EditorIdentit
 
 
 def _sections_page(request, editor, status_code=200, **ctx):
-    return desk(request, editor, "admin_sections.html", status_code, view=sections.overview(), **ctx)
+    return desk(request, editor, "admin_sections.html", status_code, view=sections.overview(),
+                **_newsletters_ctx(), **ctx)
 
 
 @router.get("/sections")
@@ -163,6 +166,76 @@ async def category_map(request: Request, category_id: int, editor: EditorIdentit
             return _sections_page(request, editor, status, error=str(exc))
         return _sections_page(request, editor, notice=f"ضُمّ تصنيف {category} إلى {name}، ومعه {moved} مقال.")
     return await _checked(request, editor, _sections_page, work)
+
+
+# ---------------------------------------------------------------- newsletters
+
+
+def _newsletters_ctx() -> dict:
+    """What the «النشرات» block needs (the sections page and its own page show it)."""
+    return {"newsletters": newsletters.listing(), "all_sections": newsletters.section_choices(), "hours": offered_hours(),
+            "weekdays": list(enumerate(WEEKDAYS_AR))}
+
+
+def _newsletters_page(request, editor, status_code=200, **ctx):
+    return desk(request, editor, "admin_newsletters.html", status_code, **_newsletters_ctx(), **ctx)
+
+
+@router.get("/newsletters")
+def newsletters_page(request: Request, editor: EditorIdentity = ADMIN):
+    return _newsletters_page(request, editor)
+
+
+def _shape(form, kind: str) -> dict:
+    """The form's fields as usecases.newsletters takes them (it checks every one)."""
+    values = {"name": _text(form, "name", 300), "description": _text(form, "description", 2000),
+              "from_name": _text(form, "from_name", 300), "list_id": _text(form, "list_id", 300),
+              "offered": _text(form, "offered") == "yes"}
+    if kind == "digest":
+        values |= {"frequency": _text(form, "frequency", 20) or "daily", "hour": _text(form, "hour", 20),
+                   "day": _text(form, "day", 20) if _text(form, "frequency", 20) == "weekly" else None,
+                   "sections": [v for v in form.getlist("section")[:200] if isinstance(v, str)]}
+    return values
+
+
+@router.post("/newsletters")
+async def newsletters_add(request: Request, editor: EditorIdentity = ADMIN):
+    def work(form):
+        kind = _text(form, "kind", 20)
+        try:
+            row = newsletters.add(slug=_text(form, "slug", 100), kind=kind, actor=editor.actor, **_shape(form, kind))
+        except newsletters.NewsletterError as exc:
+            return _newsletters_page(request, editor, 422, error=f"لم تُضف النشرة: {exc}")
+        return _newsletters_page(request, editor, notice=f"أُضيفت نشرة {row.name} ({row.slug}).")
+    return await _checked(request, editor, _newsletters_page, work)
+
+
+NEWSLETTER_ACTIONS = ("edit", "hide", "show")
+
+
+@router.post("/newsletters/{newsletter_id}")
+async def newsletters_change(request: Request, newsletter_id: int, editor: EditorIdentity = ADMIN):
+    def work(form):
+        action = _text(form, "action")
+        if action not in NEWSLETTER_ACTIONS:
+            return _newsletters_page(request, editor, 422, error="اختر ما تريد فعله بالنشرة.")
+        if not 0 < newsletter_id < 2**31:
+            return _newsletters_page(request, editor, 404, error="لا توجد نشرة بهذا الرقم.")
+        try:
+            if action == "edit":
+                current = newsletters.get(newsletter_id)
+                row, changed = newsletters.edit(newsletter_id, actor=editor.actor, slug=_text(form, "slug", 100),
+                                                **_shape(form, current.kind))
+                notice = f"حُفظت نشرة {row.name}." if changed else "لا تغيير."
+            else:
+                row, changed = newsletters.hide(newsletter_id, action == "hide", actor=editor.actor)
+                notice = (f"أُخفيت {row.name}: لا تُعرض ولا يُصنع لها جديد، ومن عليها يبقى عليها." if action == "hide"
+                          else f"عادت {row.name}.") if changed else "لا تغيير."
+        except newsletters.NewsletterError as exc:
+            status = 404 if str(exc).startswith("لا توجد نشرة") else 422
+            return _newsletters_page(request, editor, status, error=str(exc))
+        return _newsletters_page(request, editor, notice=notice)
+    return await _checked(request, editor, _newsletters_page, work)
 
 
 # ---------------------------------------------------------------- feeds
