@@ -38,6 +38,7 @@ from service.models import (
     SubscriberStatus,
     utcnow,
 )
+from service.newsletters import catalogue, membership
 from service.staff.editors import create_editor
 from service.usecases.digests import start_digest
 
@@ -201,20 +202,22 @@ def _prepare_database() -> None:
         ensure_sections(session)
         sub = session.scalar(select(Subscriber).where(Subscriber.email == DEMO_READER))
         if sub is None:
-            session.add(
-                Subscriber(
-                    email=DEMO_READER,
-                    status=SubscriberStatus.active,
-                    frequency=Frequency.daily,
-                    alerts=True,
-                    sections=[],
-                    consent_source="nashra demo",
-                    consented_at=utcnow(),
-                    confirmed_at=utcnow(),
-                )
-            )
-        else:  # a second run: make sure the demo reader still gets the digest
-            sub.status, sub.frequency = SubscriberStatus.active, Frequency.daily
+            sub = Subscriber(email=DEMO_READER, status=SubscriberStatus.active, consent_source="nashra demo",
+                             consented_at=utcnow(), confirmed_at=utcnow())
+            session.add(sub)
+            session.flush()
+        else:  # a second run: the demo reader may have left or unsubscribed in the browser
+            sub.status = SubscriberStatus.active
+        _demo_newsletters(session, sub.id)
+
+
+def _demo_newsletters(session, subscriber_id: int) -> None:
+    """The demo reader is on the daily digest (all sections) and the breaking alerts, so
+    the digest and an alert sent from the editor's page both land in the outbox; joining
+    again keeps whatever they chose since."""
+    for newsletter in (catalogue.digest_for(session, Frequency.daily), catalogue.default_alerts(session)):
+        if newsletter is not None:
+            membership.join(session, subscriber_id, newsletter)
 
 
 def _demo_editor_token() -> str:
