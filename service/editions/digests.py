@@ -1,6 +1,9 @@
-"""Digest editions: which articles a daily or weekly digest carries.
+"""Digest editions: which articles a digest newsletter's edition carries.
 
-A digest carries the articles that were new, or got a major update, in its window
+Each digest newsletter (the site's `daily` and `weekly`, a Friday sports round-up…) makes
+its own editions: titled with its name, drawing only on its sections (none listed:
+every section), keyed and chained per newsletter (service/editions/schedule.py).  A
+hidden newsletter makes none.  A digest carries the articles that were new, or got a major update, in its window
 (the last day or week before it is made).  Windows are measured on our own clock
 (when ingestion saw the article or its major version), not on the feed's published
 time, so a late-arriving feed item is still sent once and a republished old story is
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from service.articles.queries import articles_for_window
 from service.config import get_settings
 from service.editions import keys, schedule
-from service.editions.schedule import Slot
+from service.editions.schedule import DigestRef, Slot
 from service.models import (
     Delivery,
     DeliveryStatus,
@@ -27,8 +30,11 @@ from service.models import (
     EditionKind,
     EditionStatus,
     Frequency,
+    Newsletter,
+    NewsletterKind,
     utcnow,
 )
+from service.newsletters import catalogue
 
 MAILED = (DeliveryStatus.sent, DeliveryStatus.unknown)  # unknown: maybe delivered (RFC 1047)
 WINDOWS = {Frequency.daily: dt.timedelta(days=1), Frequency.weekly: dt.timedelta(days=7)}
@@ -40,10 +46,44 @@ class DigestError(ValueError):
     pass
 
 
-def scheduled_key(frequency: Frequency, now: dt.datetime, slot: Slot | None = None) -> str:
-    """One scheduled digest per slot (frequency, UTC instant), however often beat fires
+def scheduled_key(newsletter: DigestRef | Newsletter | Frequency | str, now: dt.datetime,
+                  slot: Slot | None = None) -> str:
+    """One scheduled digest per slot (newsletter, UTC instant), however often beat fires
     (service/editions/schedule.py)."""
-    return (slot or schedule.default_slot(frequency, now)).key
+    return (slot or schedule.default_slot(newsletter, now)).key
+
+
+def digest_newsletter(session: Session, newsletter: Newsletter | DigestRef | Frequency | str) -> Newsletter:
+    """The digest newsletter a caller names: the row itself, a slot's newsletter, a slug,
+    or a frequency (`daily` / `weekly`: the site's own digest of it, catalogue.digest_for).
+    DigestError for none, an alerts newsletter or a hidden one (it makes nothing new)."""
+    if isinstance(newsletter, Newsletter):
+        found = newsletter
+    elif isinstance(newsletter, DigestRef):
+        found = session.get(Newsletter, newsletter.id) if newsletter.id is not None else None
+        found = found or catalogue.by_slug(session, newsletter.slug)
+    elif isinstance(newsletter, Frequency) or newsletter in {f.value for f in Frequency}:
+        if Frequency(newsletter) not in WINDOWS:
+            raise DigestError(f"no digest for frequency {Frequency(newsletter).value!r}")
+        found = catalogue.digest_for(session, newsletter)
+    else:
+        found = catalogue.by_slug(session, newsletter) if isinstance(newsletter, str) else None
+    name = getattr(newsletter, "slug", newsletter)
+    if found is None:
+        raise DigestError(f"no digest newsletter {str(getattr(name, 'value', name))[:64]!r}")
+    if found.kind is not NewsletterKind.digest or found.frequency not in WINDOWS:
+        raise DigestError(f"newsletter {found.slug!r} is not a daily or weekly digest")
+    if found.hidden:
+        raise DigestError(f"newsletter {found.slug!r} is hidden: nothing new is made for it")
+    return found
+
+
+def of_sections(articles: list, sections: list | None) -> list:
+    """The articles of a newsletter's sections (none listed: all of them)."""
+    if not sections:
+        return articles
+    wanted = set(sections)
+    return [a for a in articles if a.section_id in wanted]
 
 
 def ingest_lag() -> dt.timedelta:
@@ -51,8 +91,8 @@ def ingest_lag() -> dt.timedelta:
     return dt.timedelta(seconds=get_settings().feed_timeout + 60)
 
 
-def _window_start(session: Session, frequency: Frequency, now: dt.datetime, slot: Slot) -> dt.datetime:
-    """A scheduled digest starts where the previous one of the same slot ended.
+def _window_start(session: Session, newsletter: Newsletter, now: dt.datetime, slot: Slot) -> dt.datetime:
+    """A scheduled digest starts where the previous one of the same newsletter and slot ended.
 
     The readers of a slot got that one: chaining the windows means no article falls in a
     gap between two of their digests and none is in both.  Without a recent predecessor
@@ -60,12 +100,13 @@ def _window_start(session: Session, frequency: Frequency, now: dt.datetime, slot
     reaches back further for readers a DST change moved into this slot from an earlier
     one (schedule.catch_back): they see an hour's article twice rather than miss it.
     """
-    period = WINDOWS[frequency]
+    period = WINDOWS[slot.frequency]
     previous = session.scalar(
         select(Edition.window_end)
         .where(
             Edition.kind == EditionKind.digest,
-            Edition.frequency == frequency,
+            Edition.newsletter_id == newsletter.id,
+            Edition.frequency == slot.frequency,
             Edition.idempotency_key.like(slot.chain_pattern),
             Edition.window_end.is_not(None),
             Edition.window_end <= now,
@@ -100,29 +141,31 @@ def select_articles(articles: list, limit: int = MAX_ARTICLES, per_section: int 
 
 def create_digest(
     session: Session,
-    frequency: Frequency | str,
+    newsletter: Newsletter | DigestRef | Frequency | str,
     *,
     now: dt.datetime | None = None,
     scheduled: bool = True,
     slot: Slot | None = None,
 ) -> tuple[Edition | None, bool]:
-    """Create the digest edition for `frequency`.
+    """Create the digest edition of `newsletter` (a Newsletter, a slug, or a frequency:
+    the site's own `daily` / `weekly`, as callers from before several newsletters say).
 
     Returns (edition, created).  A `scheduled` digest is one slot's (`slot`, by default
     the slot of readers who never chose an hour, on `now`'s local date): keyed on the
-    slot's UTC hour and date, so a second call returns the existing edition with created=False,
-    and sent only to that slot's readers.  An unscheduled one (`nashra digest send
-    --now`) is always new and goes to every reader of the frequency.  (None, False) when
-    the window holds no article.
+    newsletter, the slot's UTC hour and date, so a second call returns the existing
+    edition with created=False, and sent only to that slot's readers.  An unscheduled
+    one (`nashra digest send --now`) is always new and goes to every reader of the
+    newsletter.  (None, False) when the window holds no article of its sections.
+    Raises DigestError for a newsletter that is no digest, or is hidden.
     """
-    frequency = Frequency(frequency)
-    if frequency not in WINDOWS:
-        raise DigestError(f"no digest for frequency {frequency.value!r}")
+    newsletter = digest_newsletter(session, newsletter)
+    ref = schedule.DigestRef.of(newsletter)
+    frequency = ref.frequency
     now = now or utcnow()
     if scheduled:
-        slot = slot or schedule.default_slot(frequency, now)
-        if slot.frequency is not frequency:
-            raise DigestError(f"slot {slot.key} is not a {frequency.value} slot")
+        slot = slot or schedule.default_slot(ref, now)
+        if slot.newsletter.slug != ref.slug or slot.frequency is not frequency:
+            raise DigestError(f"slot {slot.key} is not one of the {ref.slug} digest's")
     key = slot.key if scheduled else None
     found = keys.existing(session, key)
     if found is not None:
@@ -132,17 +175,18 @@ def create_digest(
         # commit only after we read: end the window a poll's length back, so such an
         # article is in the next digest rather than in neither.
         end = now - ingest_lag()
-        start = _window_start(session, frequency, end, slot)
+        start = _window_start(session, newsletter, end, slot)
     else:
         end, start = now, now - WINDOWS[frequency]
-    articles = select_articles(articles_for_window(session, start, end))
+    articles = select_articles(of_sections(articles_for_window(session, start, end), newsletter.sections))
     if not articles:
         return None, False
     edition = Edition(
         kind=EditionKind.digest,
+        newsletter_id=newsletter.id,
         frequency=frequency,
         status=EditionStatus.draft,
-        title={Frequency.daily: "النشرة اليومية", Frequency.weekly: "النشرة الأسبوعية"}[frequency],
+        title=newsletter.name,
         idempotency_key=key,
         window_start=start,
         window_end=end,

@@ -1,7 +1,9 @@
-"""Tomorrow's digest, today: what the next scheduled digest holds, per audience variant,
-with nothing written (`nashra digest preview`, the editors' digest page).
+"""Tomorrow's digest, today: what a digest newsletter's next scheduled edition holds, per
+audience variant, with nothing written (`nashra digest preview`, the editors' digest page).
 
-Readers choose their hour (and weekly day), and beat makes one edition per slot
+Each digest newsletter (`daily`, `weekly`, a Friday sports round-up…) is previewed on its
+own: named by its slug, or by a frequency for the site's own two.  Readers choose their
+hour (and weekly day) for each, and beat makes one edition per newsletter and slot
 (service/editions/schedule.py).  The preview shows one slot: by default the next one
 that has readers, whatever its hour; or the one the editor picks (`hour`, `weekday`);
 or, for one subscriber, theirs.  It lists the upcoming slots that have readers, each
@@ -30,6 +32,7 @@ from service.config import get_settings
 from service.db import session_factory
 from service.delivery.planner import audience_by_variant
 from service.editions.digests import alerted_article_ids
+from service.editions.schedule import DigestRef, digest_ref
 from service.editions.upcoming import (
     UpcomingSlot,
     next_slot,
@@ -46,6 +49,8 @@ from service.editions.variants import (
 )
 from service.models import (
     Frequency,
+    Newsletter,
+    NewsletterKind,
     Section,
     Subscriber,
     SubscriberStatus,
@@ -53,10 +58,10 @@ from service.models import (
     fits_id,
     utcnow,
 )
+from service.newsletters import catalogue, membership
 from service.rendering.personalise import personalise
 from service.subscribers.hours import (
     WEEKDAYS_AR,
-    default_hour,
     effective_hour,
     effective_weekday,
     not_paused,
@@ -83,8 +88,8 @@ class PreviewRefused(ValueError):
         self.arabic = arabic or "لا يمكن عرض هذه المعاينة: " + message
 
 
-def _hours_text() -> str:
-    return ", ".join(f"{h:02d}" for h in offered_hours())
+def _hours_text(newsletter=None) -> str:
+    return ", ".join(f"{h:02d}" for h in offered_hours(newsletter=newsletter))
 
 
 def parse_hour(value) -> int | None:
@@ -109,9 +114,10 @@ def parse_hour(value) -> int | None:
     return hour
 
 
-def _no_digest_at(hour: int) -> PreviewRefused:
-    return PreviewRefused(f"no digest leaves at {hour}: readers choose one of {_hours_text()} (DIGEST_HOURS)",
-                          f"لا نشرة في الساعة {hour}. الساعات التي يختارها القراء: {_hours_text()}.")
+def _no_digest_at(hour: int, newsletter=None) -> PreviewRefused:
+    hours = _hours_text(newsletter)
+    return PreviewRefused(f"no digest leaves at {hour}: readers choose one of {hours} (DIGEST_HOURS)",
+                          f"لا نشرة في الساعة {hour}. الساعات التي يختارها القراء: {hours}.")
 
 
 def parse_weekday(value) -> int | None:
@@ -221,6 +227,8 @@ class VariantPreview:
 class DigestPreview:
     frequency: str
     send_at: dt.datetime
+    newsletter: str = catalogue.DAILY  # its slug
+    newsletter_name: str = ""
     slot: SlotLine | None = None  # the slot shown
     slots: list[SlotLine] = field(default_factory=list)  # the upcoming slots that have readers (and the one shown)
     picked: bool = False  # the editor chose the slot (else: the next one with readers, or the reader's own)
@@ -283,15 +291,19 @@ def _reader_key(session, edition, subscriber_id: int) -> str:
         raise PreviewRefused(f"subscriber {subscriber_id} is {sub.status.value}: they get no digest")
     if session.scalar(select(Suppression.id).where(Suppression.email == sub.email)) is not None:
         raise PreviewRefused(f"subscriber {subscriber_id}'s address is suppressed: they get no mail")
-    if edition.frequency is not None and sub.frequency is not edition.frequency:
-        raise PreviewRefused(f"subscriber {subscriber_id} gets the {sub.frequency.value} digest, not this one")
+    newsletter = session.get(Newsletter, edition.newsletter_id) if edition.newsletter_id is not None else None
+    subscription = membership.find(session, sub.id, newsletter.id) if newsletter is not None else None
+    if subscription is None:
+        name = newsletter.slug if newsletter is not None else "this"
+        raise PreviewRefused(f"subscriber {subscriber_id} is not on the {name} newsletter")
     if session.scalar(select(Subscriber.id).where(Subscriber.id == sub.id, ~not_paused(utcnow()))) is not None:
         raise PreviewRefused(f"subscriber {subscriber_id} has paused their mail until {sub.paused_until:%Y-%m-%d}")
     slot = (edition.params or {}).get("slot") or {}
     at = dt.datetime.fromisoformat(slot["at"]).astimezone(get_settings().tz) if "at" in slot else None
-    hour, weekday = (at.hour, at.weekday() if sub.frequency is Frequency.weekly else None) if at else (None, None)
-    raise PreviewRefused(f"subscriber {subscriber_id} gets their digest at {_their_slot_text(sub)}, not at "
-                         f"{_slot_text(hour, weekday)}")
+    weekly = newsletter.frequency is Frequency.weekly
+    hour, weekday = (at.hour, at.weekday() if weekly else None) if at else (None, None)
+    raise PreviewRefused(f"subscriber {subscriber_id} gets their digest at "
+                         f"{_their_slot_text(sub, subscription, newsletter)}, not at {_slot_text(hour, weekday)}")
 
 
 def _slot_text(hour, weekday) -> str:
@@ -299,38 +311,71 @@ def _slot_text(hour, weekday) -> str:
     return clock + (f" on {WEEKDAYS_EN[int(weekday)]}s" if weekday is not None else "")
 
 
-def _their_slot_text(sub: Subscriber) -> str:
-    weekly = sub.frequency is Frequency.weekly
-    text = _slot_text(effective_hour(sub.digest_hour), effective_weekday(sub.digest_weekday) if weekly else None)
+def _their_slot_text(sub: Subscriber, subscription, newsletter: Newsletter) -> str:
+    weekly = newsletter.frequency is Frequency.weekly
+    text = _slot_text(effective_hour(subscription.digest_hour, newsletter=newsletter),
+                      effective_weekday(subscription.digest_weekday, newsletter=newsletter) if weekly else None)
     return text + (f" ({sub.time_zone})" if sub.time_zone else "")
 
 
-def _choose_slot(session, frequency: Frequency, hour: int | None, weekday: int | None,
+def _choose_slot(session, ref: DigestRef, hour: int | None, weekday: int | None,
                  now: dt.datetime) -> tuple[UpcomingSlot, list[UpcomingSlot]]:
     """(the slot to show, every upcoming slot): the soonest one matching what was asked
-    that has readers; else the default hour's (and day's) among those matching."""
-    upcoming = upcoming_slots(session, frequency, now)
+    that has readers; else the newsletter's default hour's (and day's) among those matching."""
+    upcoming = upcoming_slots(session, ref, now)
     matching = [u for u in upcoming if (hour is None or u.slot.hour == hour)
                 and (weekday is None or u.slot.weekday == weekday)]
     chosen = next((u for u in matching if u.readers), None)
     if chosen is None:
-        default_day = get_settings().digest_weekly_day if frequency is Frequency.weekly else None
-        chosen = next((u for u in matching if (hour is not None or u.slot.hour == default_hour())
-                       and (weekday is not None or u.slot.weekday == default_day)), None)
+        chosen = next((u for u in matching if (hour is not None or u.slot.hour == ref.hour())
+                       and (weekday is not None or u.slot.weekday == ref.weekday())), None)
     if chosen is None:
-        if hour is not None and hour not in offered_hours():  # no reader's slot at this hour, nor could be
-            raise _no_digest_at(hour)
-        slot = next_slot(session, frequency, hour if hour is not None else default_hour(), weekday, now)
+        if hour is not None and hour not in offered_hours(newsletter=ref):  # no reader's slot here, nor could be
+            raise _no_digest_at(hour, ref)
+        slot = next_slot(session, ref, hour if hour is not None else ref.hour(), weekday, now)
         chosen = UpcomingSlot(slot, slot.due(), readers_of(session, slot))
     return chosen, upcoming
 
 
-def preview(frequency: str | None = None, *, sections: list[str] | None = None, subscriber_id: int | None = None,
-            every_section: bool = False, variant: str | None = None, hour: int | str | None = None,
-            weekday: int | str | None = None, now: dt.datetime | None = None,
+def _newsletter(session, frequency: str | None, slug: str | None, sub: Subscriber | None,
+                subscriber_id: int | None) -> Newsletter:
+    """The digest newsletter to preview: the one named (slug), the site's own of a
+    frequency, a subscriber's first digest, else `daily`.  PreviewRefused otherwise."""
+    if frequency is not None and frequency not in ("daily", "weekly"):
+        raise PreviewRefused("a digest is daily or weekly", "النشرة يومية أو أسبوعية.")
+    if slug:
+        found = catalogue.by_slug(session, slug.strip().lower()) if isinstance(slug, str) else None
+        if found is None:
+            raise PreviewRefused(f"no newsletter {str(slug)[:64]!r}", "لا توجد نشرة بهذا الاسم.")
+        if frequency is not None and found.frequency is not Frequency(frequency):
+            raise PreviewRefused(f"the {found.slug} newsletter is not a {frequency} digest",
+                                 "هذه النشرة ليست بهذا التواتر.")
+    elif frequency is None and subscriber_id is not None:
+        if sub is None:
+            raise PreviewRefused(f"no subscriber {subscriber_id}")
+        found = next((s.newsletter for s in membership.of(session, sub.id)
+                      if s.newsletter.kind is NewsletterKind.digest and not s.newsletter.hidden), None)
+        if found is None:
+            raise PreviewRefused(f"subscriber {subscriber_id} is on no digest (breaking alerts only)")
+    else:
+        found = catalogue.digest_for(session, frequency or "daily")
+        if found is None:
+            raise PreviewRefused(f"the site has no {frequency or 'daily'} digest newsletter",
+                                 "لا توجد نشرة بهذا التواتر.")
+    if found.kind is not NewsletterKind.digest or found.frequency not in (Frequency.daily, Frequency.weekly):
+        raise PreviewRefused(f"the {found.slug} newsletter is not a digest", "هذه النشرة ليست نشرة أخبار دورية.")
+    if found.hidden:
+        raise PreviewRefused(f"the {found.slug} newsletter is hidden: nothing new is made for it",
+                             "هذه النشرة موقوفة: لا يُعدّ لها جديد.")
+    return found
+
+
+def preview(frequency: str | None = None, *, newsletter: str | None = None, sections: list[str] | None = None,
+            subscriber_id: int | None = None, every_section: bool = False, variant: str | None = None,
+            hour: int | str | None = None, weekday: int | str | None = None, now: dt.datetime | None = None,
             max_rendered: int = MAX_RENDERED) -> DigestPreview:
-    """The next `frequency` digest of one slot (for a subscriber: theirs, default their
-    frequency and their hour).
+    """The next digest of one slot of `newsletter` (a slug; or the site's own of
+    `frequency`; for a subscriber without either: their first digest, at their hour).
 
     The slot: `hour` (one of DIGEST_HOURS) and, weekly, `weekday` (0 = Monday) when
     given, else the soonest slot that has readers (the default hour's when none has).
@@ -348,38 +393,35 @@ def preview(frequency: str | None = None, *, sections: list[str] | None = None, 
         sub = None
         if subscriber_id is not None:
             sub = session.get(Subscriber, subscriber_id) if fits_id(Subscriber, subscriber_id) else None
-        if subscriber_id is not None and frequency is None:
-            if sub is None:
-                raise PreviewRefused(f"no subscriber {subscriber_id}")
-            if sub.frequency is Frequency.none:
-                raise PreviewRefused(f"subscriber {subscriber_id} chose no digest (breaking alerts only)")
-            frequency = sub.frequency.value
-        frequency = frequency or "daily"
-        if frequency not in ("daily", "weekly"):
-            raise PreviewRefused("a digest is daily or weekly", "النشرة يومية أو أسبوعية.")
-        if weekday is not None and frequency != "weekly":
-            raise PreviewRefused("a day is for the weekly digest (--frequency weekly)",
+        letter = _newsletter(session, frequency, newsletter, sub, subscriber_id)
+        ref = digest_ref(session, letter)
+        frequency = ref.frequency.value
+        weekly = ref.frequency is Frequency.weekly
+        if weekday is not None and not weekly:
+            raise PreviewRefused("a day is for a weekly digest (--frequency weekly)",
                                  "اليوم للنشرة الأسبوعية وحدها.")
         picked = hour is not None or weekday is not None
         own = None
-        if sub is not None and sub.frequency.value == frequency and hour is None and weekday is None:
+        mine = membership.find(session, sub.id, letter.id) if sub is not None else None
+        if mine is not None and hour is None and weekday is None:
             # Their own slot, on their own clock (unless one was asked).
-            own = next_slot(session, frequency, effective_hour(sub.digest_hour),
-                            effective_weekday(sub.digest_weekday) if frequency == "weekly" else None, now,
+            own = next_slot(session, ref, effective_hour(mine.digest_hour, newsletter=ref),
+                            effective_weekday(mine.digest_weekday, newsletter=ref) if weekly else None, now,
                             zone=sub.time_zone)
             hour, weekday = own.hour, own.weekday
-        elif sub is not None and sub.frequency.value == frequency:
-            hour = effective_hour(sub.digest_hour) if hour is None else hour
-            if frequency == "weekly" and weekday is None:
-                weekday = effective_weekday(sub.digest_weekday)
-        chosen, upcoming = _choose_slot(session, Frequency(frequency), hour, weekday, now)
+        elif mine is not None:
+            hour = effective_hour(mine.digest_hour, newsletter=ref) if hour is None else hour
+            if weekly and weekday is None:
+                weekday = effective_weekday(mine.digest_weekday, newsletter=ref)
+        chosen, upcoming = _choose_slot(session, ref, hour, weekday, now)
         if own is not None and chosen.slot != own:
             chosen = UpcomingSlot(own, own.due(), readers_of(session, own))
         shown = SlotLine.of(chosen)
         listed = [SlotLine.of(u) for u in upcoming if u.readers or u.slot == chosen.slot]
         if shown not in listed:
             listed = sorted([*listed, shown], key=lambda x: x.send_at)
-        out = DigestPreview(frequency=frequency, send_at=chosen.send_at, slot=shown, picked=picked, slots=listed,
+        out = DigestPreview(frequency=frequency, send_at=chosen.send_at, newsletter=letter.slug,
+                            newsletter_name=letter.name, slot=shown, picked=picked, slots=listed,
                             audience=chosen.readers)
         edition = slot_digest(session, chosen.slot)
         if edition is None:
@@ -426,6 +468,17 @@ def preview(frequency: str | None = None, *, sections: list[str] | None = None, 
         session.close()
 
 
+def digest_newsletters() -> list[tuple[str, str]]:
+    """(slug, name) of every digest newsletter a preview can show, in the site's order
+    (the editors' page's selector)."""
+    session = session_factory()()
+    try:
+        return [(n.slug, n.name) for n in catalogue.every(session)
+                if n.kind is NewsletterKind.digest and n.frequency in (Frequency.daily, Frequency.weekly)]
+    finally:
+        session.close()
+
+
 def _count_for(counts: dict[str, int], key: str, plain: str) -> int:
     """Readers of this exact key; a sections list is stored as its readers' JSON, which
     may be spaced differently from the one a preview builds ("[3,1]" / "[3, 1]")."""
@@ -437,13 +490,14 @@ def _count_for(counts: dict[str, int], key: str, plain: str) -> int:
                and parse_variant(split_variant(k)[0]) == wanted)
 
 
-def file_stem(frequency: str, v: VariantPreview, *, subscriber_id: int | None = None) -> str:
-    """digest-daily-all, digest-daily-sports-economy-alerts, digest-weekly-subscriber-7."""
+def file_stem(newsletter: str, v: VariantPreview, *, subscriber_id: int | None = None) -> str:
+    """digest-daily-all, digest-daily-sports-economy-alerts, digest-weekly-subscriber-7
+    (`newsletter`: its slug; the site's own two are named by their frequency)."""
     if subscriber_id is not None:
         what = f"subscriber-{subscriber_id}"
     else:
         what = "-".join(v.slugs)[:120] or "all"
-    return f"digest-{frequency}-{what}" + ("-alerts" if v.alerts else "")
+    return f"digest-{newsletter}-{what}" + ("-alerts" if v.alerts else "")
 
 
 def write_files(result: DigestPreview, out_dir: Path, *,
@@ -454,7 +508,7 @@ def write_files(result: DigestPreview, out_dir: Path, *,
     for v in result.variants:
         if not v.rendered or v.empty:
             continue
-        stem = file_stem(result.frequency, v, subscriber_id=subscriber_id)
+        stem = file_stem(result.newsletter, v, subscriber_id=subscriber_id)
         html, text = out_dir / f"{stem}.html", out_dir / f"{stem}.txt"
         html.write_text(v.html, encoding="utf-8")
         text.write_text(v.text, encoding="utf-8")
