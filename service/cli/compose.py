@@ -30,12 +30,13 @@ def compose(args) -> int:
     try:
         send_at = scheduled.parse_send_at(args.send_at)
         comp = special_editions.composition_from(title=args.title, intro=intro, articles=args.article,
-                                                 sections=sections)
+                                                 sections=sections, newsletter=getattr(args, "newsletter", None))
         shown = special_editions.preview(comp)
     except (scheduled.ScheduleError, special_editions.SpecialError) as exc:
         return _fail(str(exc))
     print(f"subject: {shown.subject}")
-    print(f"{shown.reach} ({shown.audience:,} reader(s): a daily or weekly digest, confirmed, not suppressed"
+    whose = f"on {shown.newsletter.name} [{shown.newsletter.slug}]" if shown.newsletter else "on the daily digest"
+    print(f"{shown.reach} ({shown.audience:,} reader(s) {whose}, confirmed, not suppressed"
           f"{', following ' + ', '.join(sections) if sections else ''})")
     if args.preview:
         out = Path(args.preview)

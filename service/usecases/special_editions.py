@@ -1,5 +1,7 @@
 """Special editions, once for every door (the editor's page, `nashra edition compose`):
-find stories, preview, count the audience, send a test copy, send now or at a time.
+find stories, choose the digest newsletter whose readers get it (the `daily` one unless
+the editor names another) and maybe some sections, preview, count the audience, send a
+test copy (with that newsletter's List-Id and From name), send now or at a time.
 
 The preview goes through the same path as the real send (as an alert's does): the
 edition is made and rendered by the edition code inside a transaction that is then
@@ -12,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.articles.queries import article_by_url, search_articles
 from service.articles.sections import section_by_slug_or_name
@@ -22,7 +24,18 @@ from service.delivery.compose import Sender
 from service.dispatch import Dispatcher, current
 from service.editions.special import SpecialError, create_special
 from service.logs import get_logger
-from service.models import Article, Section, fits_id, utcnow
+from service.models import (
+    Article,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    fits_id,
+    utcnow,
+)
+from service.newsletters import catalogue
 from service.usecases import audience, previews, test_copies
 
 log = get_logger(__name__)
@@ -39,6 +52,7 @@ class Composition:
     intro: str = ""
     article_ids: tuple[int, ...] = ()
     section_ids: tuple[int, ...] = ()
+    newsletter: str | None = None  # a digest newsletter's slug; None: the site's daily digest
 
 
 @dataclass(frozen=True)
@@ -53,12 +67,20 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class NewsletterChoice:
+    slug: str
+    name: str
+    readers: int  # confirmed readers on it (the sections chosen may narrow them)
+
+
+@dataclass(frozen=True)
 class Preview:
     subject: str
     html: str
     text: str
     audience: int = 0
     variants: tuple[str, ...] = field(default=("all",))
+    newsletter: Newsletter | None = None  # whose readers, List-Id and From name (a detached copy)
 
     @property
     def reach(self) -> str:
@@ -74,6 +96,27 @@ def sections() -> list[tuple[int, str]]:
     """(id, name) of every section, in the site's order (hidden ones too: old stories)."""
     with session_scope() as s:
         return [(sec.id, sec.name) for sec in s.scalars(select(Section).order_by(Section.position, Section.id))]
+
+
+def newsletters() -> list[NewsletterChoice]:
+    """The digest newsletters a special edition may go to (not hidden), with their readers."""
+    with session_scope() as s:
+        readers = dict(s.execute(
+            select(Subscription.newsletter_id, func.count())
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscriber.status == SubscriberStatus.active).group_by(Subscription.newsletter_id)).all())
+        return [NewsletterChoice(n.slug, n.name, readers.get(n.id, 0)) for n in catalogue.every(s)
+                if n.kind is NewsletterKind.digest]
+
+
+def _digest_newsletter(session, slug: str | None) -> str | None:
+    """The slug, checked: a digest newsletter that is not hidden (None: the default)."""
+    if slug is None or slug == "":
+        return None
+    found = catalogue.by_slug(session, slug.strip().lower()) if isinstance(slug, str) else None
+    if found is None or found.hidden or found.kind is not NewsletterKind.digest:
+        raise SpecialError(f"لا توجد نشرة موجز {str(slug)[:64]!r} (النشرات: `nashra newsletters list`).")
+    return found.slug
 
 
 def search(words: str = "", section_id: int | None = None, days: int = 3) -> list[Choice]:
@@ -97,9 +140,11 @@ def chosen(article_ids) -> list[Choice]:
         return [_choice(found[i]) for i in ids if i in found]
 
 
-def composition_from(*, title: str, intro: str = "", articles: list[str], sections: list[str] = ()) -> Composition:
+def composition_from(*, title: str, intro: str = "", articles: list[str], sections: list[str] = (),
+                     newsletter: str | None = None) -> Composition:
     """The CLI's words → a Composition: each article an id or an ingested article's URL
-    (in order), each section a name or a slug.  Raises SpecialError naming what is unknown."""
+    (in order), each section a name or a slug, the newsletter a digest newsletter's slug.
+    Raises SpecialError naming what is unknown."""
     ids: list[int] = []
     section_ids: list[int] = []
     with session_scope() as s:
@@ -117,19 +162,27 @@ def composition_from(*, title: str, intro: str = "", articles: list[str], sectio
             if section is None:
                 raise SpecialError(f"no section {value.strip()[:100]!r} (see `nashra sections list`)")
             section_ids.append(section.id)
-    return Composition(title=title, intro=intro, article_ids=tuple(ids), section_ids=tuple(section_ids))
+        slug = _digest_newsletter(s, newsletter)
+    return Composition(title=title, intro=intro, article_ids=tuple(ids), section_ids=tuple(section_ids),
+                       newsletter=slug)
+
+
+def _create(session, comp: Composition, **kwargs):
+    """create_special for this composition, to its newsletter (checked: a digest one)."""
+    return create_special(session, title=comp.title, article_ids=list(comp.article_ids), intro=comp.intro,
+                          section_ids=list(comp.section_ids), newsletter=_digest_newsletter(session, comp.newsletter),
+                          **kwargs)
 
 
 def preview(comp: Composition, editor_id: int | None = None) -> Preview:
     """The edition as readers would get it, and how many would get it; nothing kept.
 
     Raises SpecialError for what the editor must fix."""
-    shown = previews.unsaved(
-        lambda session: create_special(session, title=comp.title, article_ids=list(comp.article_ids),
-                                       intro=comp.intro, section_ids=list(comp.section_ids), editor_id=editor_id),
-        SpecialError, "لا شيء يُعرض: الأخبار المختارة لم تعد موجودة.")
+    shown = previews.unsaved(lambda session: _create(session, comp, editor_id=editor_id),
+                             SpecialError, "لا شيء يُعرض: الأخبار المختارة لم تعد موجودة.")
     counts = shown.audience
-    return Preview(shown.subject, shown.html, shown.text, sum(counts.values()), tuple(sorted(counts)) or ("all",))
+    return Preview(shown.subject, shown.html, shown.text, sum(counts.values()), tuple(sorted(counts)) or ("all",),
+                   shown.newsletter)
 
 
 def send_test(comp: Composition, to: str, editor, sender: Sender | None = None) -> Preview:
@@ -154,11 +207,11 @@ def compose(comp: Composition, *, editor_id: int | None, actor: str | None = Non
         raise SpecialError(str(exc)) from None
     dispatcher = dispatcher or current()
     with session_scope(write=True) as s:  # reads the articles, then writes (see usecases.digests)
-        edition = create_special(s, title=comp.title, article_ids=list(comp.article_ids), intro=comp.intro,
-                                 section_ids=list(comp.section_ids), editor_id=editor_id, send_at=send_at,
-                                 idempotency_key=idempotency_key, actor=actor)
+        edition = _create(s, comp, editor_id=editor_id, send_at=send_at, idempotency_key=idempotency_key,
+                          actor=actor)
         edition_id = edition.id
         if edition.status.value == "draft" and edition.send_at is None:
             dispatcher.plan_edition(edition_id, edition.kind.value, session=s)
-    log.info("special_composed", edition_id=edition_id, editor_id=editor_id, scheduled=send_at is not None)
+    log.info("special_composed", edition_id=edition_id, editor_id=editor_id, newsletter=comp.newsletter,
+             scheduled=send_at is not None)
     return edition_id

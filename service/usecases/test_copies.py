@@ -1,7 +1,8 @@
 """An editor's test copy of what readers will get (an alert, a special edition): sent now to
-one address, composed like every other message as kind "test" (the alerts' List-Id, DKIM,
-a VERP envelope sender naming the editor, `X-Nashra-Test` and the `[تجربة]` subject
-prefix, no List-Unsubscribe: it goes to an editor, not to a subscriber)."""
+one address, composed like every other message as kind "test" (the List-Id and From name
+of the edition's newsletter — the alerts' List-Id when it names none —, DKIM, a VERP
+envelope sender naming the editor, `X-Nashra-Test` and the `[تجربة]` subject prefix, no
+List-Unsubscribe: it goes to an editor, not to a subscriber)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def address(to: str, error: type[Exception]) -> str:
 
 
 def send(shown, to_addr: str, editor, sender: Sender | None, *, what: str, error: type[Exception]) -> None:
-    """Send `shown` (its subject, html and text) to `to_addr`, audit it as `{what}.test`.
-    Raises `error` with a reason an editor can act on."""
+    """Send `shown` (its subject, html and text; its `newsletter`'s headers, if it has one)
+    to `to_addr`, audit it as `{what}.test`.  Raises `error` with a reason an editor can act on."""
     try:
         message = compose_one("test", RenderedVariant(subject=shown.subject, html=shown.html, text=shown.text),
-                              to_addr=to_addr, editor_id=editor.id)
+                              to_addr=to_addr, editor_id=editor.id, newsletter=getattr(shown, "newsletter", None))
     except ValueError:  # an address no header can carry (a non-ASCII local part)
         raise error(MSG_BAD_ADDRESS) from None
     try:

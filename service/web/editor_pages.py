@@ -36,6 +36,7 @@ from service.usecases import (
     digest_preview,
     edition_report,
     editions,
+    newsletters,
     scheduled,
     sessions,
 )
@@ -57,7 +58,7 @@ RECENT = 20
 MSG_CSRF = "انتهت صلاحية الصفحة. أعد تحميلها وحاول مرة أخرى."
 MSG_LOGIN = "الاسم أو رمز الدخول غير صحيح، أو الحساب موقوف."
 MSG_THROTTLED = "محاولات دخول خاطئة كثيرة. انتظر {minutes} دقيقة ثم حاول مرة أخرى."
-FORM_FIELDS = ("article_url", "headline", "url", "summary", "test_to", "send_at")
+FORM_FIELDS = ("article_url", "headline", "url", "summary", "test_to", "send_at", "newsletter")
 OVERRIDE_FIELD = "override_quiet_hours"  # the checkbox: readers in their quiet hours get it now too (audited)
 EDITOR = page(Role.editor)
 
@@ -110,8 +111,9 @@ def _page(request: Request, editor: EditorIdentity, status_code: int = 200, **ct
     ctx.setdefault("form", {})
     ctx.setdefault("idempotency_key", uuid.uuid4().hex)
     ctx.setdefault("article", None)
+    # The alerts newsletters to choose from: the form offers a choice only when there are several.
     return desk(request, editor, "editor.html", status_code, editions=recent_editions(), recent=alerts.recent(),
-                offers=_offers(), **ctx)
+                offers=_offers(), alert_newsletters=newsletters.alerts_choices(), **ctx)
 
 
 def _text(form, key: str) -> str:
@@ -193,7 +195,8 @@ def _send_alert(editor: EditorIdentity, values: dict, key: str | None, send_at=N
     return alerts.send_alert(editor_id=editor.id, article_url=values["article_url"] or None,
                              headline=values["headline"] or None, url=values["url"] or None,
                              summary=values["summary"] or None, idempotency_key=key,
-                             override_quiet_hours=values[OVERRIDE_FIELD], send_at=send_at)
+                             override_quiet_hours=values[OVERRIDE_FIELD], send_at=send_at,
+                             newsletter=values["newsletter"] or None)  # None: the default alerts newsletter
 
 
 def _article_of(values: dict):
@@ -376,20 +379,28 @@ def digest_page(request: Request, editor: EditorIdentity = EDITOR):
     has readers; `slot` (a code the page's selector sends: h18, d5h07) picks another.
     Bad input is a 400 with the reason, in Arabic."""
     query = request.query_params
-    frequency = query.get("frequency") or "daily"
+    # `newsletter` (a slug: the page's selector) names any digest; `frequency` (older links)
+    # the site's own daily or weekly.
+    newsletter = query.get("newsletter") or None
+    frequency = query.get("frequency") or (None if newsletter else "daily")
     wanted = query.get("variant") or None
     if wanted is not None and len(wanted) > 200:
         wanted = None
     code = query.get("slot") or ""
+    letters = digest_preview.digest_newsletters()
     try:
-        if frequency not in ("daily", "weekly"):
+        if frequency is not None and frequency not in ("daily", "weekly"):
             frequency = "daily"
             raise digest_preview.PreviewRefused("bad frequency", "النشرة يومية أو أسبوعية.")
+        if newsletter is not None and newsletter not in {slug for slug, _ in letters}:
+            raise digest_preview.PreviewRefused("no such digest", "لا توجد نشرة بهذا الاسم.")
         hour, weekday = digest_preview.parse_slot_code(code)
-        result = digest_preview.preview(frequency, variant=wanted, hour=hour, weekday=weekday)
+        result = digest_preview.preview(frequency if newsletter is None else None, newsletter=newsletter,
+                                        variant=wanted, hour=hour, weekday=weekday)
     except digest_preview.PreviewRefused as exc:
         return desk(request, editor, "editor_digest.html", 400, error={"message": exc.arabic}, result=None,
-                    shown=None, frequency=frequency)
+                    shown=None, frequency=frequency or "daily", newsletters=letters)
     shown = result.variant(wanted) if wanted else next((v for v in result.variants if v.rendered and not v.empty),
                                                        None)
-    return desk(request, editor, "editor_digest.html", result=result, shown=shown, frequency=frequency)
+    return desk(request, editor, "editor_digest.html", result=result, shown=shown, frequency=result.frequency,
+                newsletters=letters)

@@ -1,7 +1,8 @@
 """The editors' special edition page (/editor/special) and the scheduled sends' controls.
 
 One plain form holds the whole composition — title, introduction, the chosen stories in
-order (hidden inputs), the audience's sections, the search, the send time — and every
+order (hidden inputs), the audience (a digest newsletter, with its readers, and maybe
+some sections), the search, the send time — and every
 button posts it back with `action` saying what to do: search, add/remove/move a story,
 preview (with the audience count), test copy, send now or at the time.  No script is
 needed; nothing is kept before "send".  Scheduled alerts and special editions are listed
@@ -71,6 +72,7 @@ def _state(form) -> dict:
         "days": days if days in special_editions.SEARCH_DAYS else 3,
         "send_at": _text(form, "send_at", 40),
         "test_to": _text(form, "test_to", 320),
+        "newsletter": _text(form, "newsletter", 100) or None,  # checked by the use-case
     }
 
 
@@ -95,7 +97,7 @@ def _move(chosen: list[int], action: str) -> list[int]:
 
 def _composition(state: dict) -> Composition:
     return Composition(title=state["title"], intro=state["intro"], article_ids=tuple(state["chosen"]),
-                       section_ids=tuple(state["sections"]))
+                       section_ids=tuple(state["sections"]), newsletter=state["newsletter"])
 
 
 def scheduled_editions() -> list[dict]:
@@ -115,6 +117,7 @@ def _page(request: Request, editor: EditorIdentity, state: dict | None = None, s
         results = special_editions.search(state["q"], state["in_section"], state["days"])
     return desk(request, editor, "editor_special.html", status_code, state=state, results=results,
                 chosen=special_editions.chosen(state["chosen"]), sections=special_editions.sections(),
+                newsletters=special_editions.newsletters(),
                 days_choices=special_editions.SEARCH_DAYS, waiting=scheduled_editions(),
                 zone=get_settings().timezone, **ctx)
 
