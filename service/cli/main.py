@@ -25,6 +25,7 @@ from service.cli.status import print_status
 from service.config import ConfigError, get_settings
 from service.demo.run import run_demo
 from service.editions.alerts import AlertError
+from service.editions.digests import DigestError
 from service.inbound.mailbox import MailboxError, fetch_bounces
 from service.inbound.smtp_server import BounceServer
 from service.jobs import install_dispatcher
@@ -242,11 +243,17 @@ def cmd_ingest(args) -> int:
 
 def cmd_digest_send(args) -> int:
     _settings()
-    edition_id = start_digest(args.frequency, scheduled=not args.now)
+    # --newsletter names any digest newsletter; --frequency the site's own daily or weekly.
+    which = args.newsletter or args.frequency or "daily"
+    try:
+        edition_id = start_digest(which, scheduled=not args.now)
+    except DigestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if edition_id is None:
-        print(f"no articles for a {args.frequency} digest: nothing sent")
+        print(f"no articles for a {which} digest: nothing sent")
         return 0
-    print(f"edition {edition_id}: {args.frequency} digest queued; follow it with `nashra status {edition_id}`")
+    print(f"edition {edition_id}: {which} digest queued; follow it with `nashra status {edition_id}`")
     return 0
 
 
@@ -254,14 +261,15 @@ def cmd_digest_preview(args) -> int:
     _settings(require_secret=False)
     wanted = [x.strip() for x in (args.sections or "").split(",") if x.strip()] or None
     try:
-        result = digest_preview.preview(args.frequency, sections=wanted, subscriber_id=args.subscriber,
+        result = digest_preview.preview(args.frequency, newsletter=args.newsletter, sections=wanted,
+                                        subscriber_id=args.subscriber,
                                         every_section=not wanted and args.subscriber is None,
                                         hour=args.hour, weekday=args.weekday)
     except digest_preview.PreviewRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     slot = result.slot
-    print(f"the {result.frequency} digest of {_when(result.send_at)} (the {slot.clock} slot"
+    print(f"the {result.newsletter} digest of {_when(result.send_at)} (the {slot.clock} slot"
           f"{f' of {digest_preview.WEEKDAYS_EN[slot.weekday]}s' if slot.weekday is not None else ''}"
           f"{'' if result.picked else ', the next one with readers'}): {len(result.articles)} article(s) in its "
           f"window so far; {result.reach} in all ({result.audience:,} reader(s))")
@@ -602,12 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     dg = sub.add_parser("digest", help="digests")
     dgs = dg.add_subparsers(dest="digest_command", required=True)
     ds = dgs.add_parser("send", help="send the digest")
-    ds.add_argument("--frequency", choices=["daily", "weekly"], default="daily")
+    ds.add_argument("--frequency", choices=["daily", "weekly"], help="the site's own daily (default) or weekly digest")
+    ds.add_argument("--newsletter", metavar="SLUG", help="any digest newsletter (`nashra newsletters list`)")
     ds.add_argument("--now", action="store_true", help="send a new edition now, even if today's was sent")
     ds.set_defaults(func=cmd_digest_send)
     dp = dgs.add_parser("preview", help="write the next digest's HTML and text as a reader would get it (opens nothing)")
     dp.add_argument("--frequency", choices=["daily", "weekly"],
                     help="default daily, or the subscriber's own with --subscriber")
+    dp.add_argument("--newsletter", metavar="SLUG", help="any digest newsletter, instead of --frequency")
     who = dp.add_mutually_exclusive_group()
     who.add_argument("--sections", metavar="A,B", help="the copy of a reader of these sections (names or slugs, in order)")
     who.add_argument("--subscriber", type=int, metavar="ID", help="the copy this subscriber would get")
