@@ -22,7 +22,17 @@ from sqlalchemy.orm import Session
 from service.config import get_settings
 from service.editions import schedule
 from service.logs import get_logger
-from service.models import Section, Subscriber, SubscriberStatus, Suppression, utcnow
+from service.models import (
+    Frequency,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    Suppression,
+    utcnow,
+)
 from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import RenderedVariant
@@ -65,23 +75,42 @@ def build_transactional(session: Session, kind: str, subscriber_id: int) -> OneO
     elif kind == "manage":  # the link itself is the composer's, from the reader's tokens
         ctx = contexts.manage_context(site)
     else:
-        ids = [i for i in (sub.sections or []) if isinstance(i, int)]
-        names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
-        leaves = _digest_leaves(sub, settings)
-        ctx = contexts.welcome_context(site, sections=[names[i] for i in ids if i in names],
-                                       frequency=sub.frequency.value, alerts=sub.alerts,
-                                       digest_hour=leaves.hour, digest_weekday=leaves.weekday(),
-                                       digest_minute=leaves.minute, time_zone=clocks.name_of(sub.time_zone, settings))
+        # Each newsletter with its own choices (the one-subscription arguments are unused).
+        zone = clocks.name_of(sub.time_zone, settings)
+        ctx = contexts.welcome_context(site, sections=[], frequency="none", time_zone=zone,
+                                       newsletters=_chosen(session, sub, settings))
     return OneOff(kind, sub.email, sub.id, sub.token_version, render_variant(kind, ctx))
 
 
-def _digest_leaves(sub: Subscriber, settings) -> dt.datetime:
+def _chosen(session: Session, sub: Subscriber, settings) -> list[dict]:
+    """The newsletters the reader is on, in the site's order, as welcome_context lists them."""
+    mine = session.execute(
+        select(Subscription, Newsletter).join(Newsletter, Newsletter.id == Subscription.newsletter_id)
+        .where(Subscription.subscriber_id == sub.id).order_by(Newsletter.position, Newsletter.id)).all()
+    ids = {i for subscription, _ in mine for i in (subscription.sections or []) if isinstance(i, int)}
+    names = dict(session.execute(select(Section.id, Section.name).where(Section.id.in_(ids))).all()) if ids else {}
+    out = []
+    for subscription, newsletter in mine:
+        if newsletter.kind is not NewsletterKind.digest:
+            out.append({"name": newsletter.name, "kind": "alerts"})
+            continue
+        leaves = _digest_leaves(sub, subscription, newsletter, settings)
+        weekly = newsletter.frequency is Frequency.weekly
+        out.append({"name": newsletter.name, "kind": "digest", "frequency": "weekly" if weekly else "daily",
+                    "sections": [names[i] for i in subscription.sections or [] if i in names],
+                    "digest_hour": leaves.hour, "digest_weekday": leaves.weekday(), "digest_minute": leaves.minute})
+    return out
+
+
+def _digest_leaves(sub: Subscriber, subscription: Subscription, newsletter: Newsletter, settings) -> dt.datetime:
     """When the reader's digest really arrives, on their clock: their hour (and day), but
     in a zone not a whole number of hours from UTC it leaves in the slot before (Kolkata's
     07:00 at 06:30: service/editions/schedule.py), and the welcome mail says so."""
     tz = clocks.zone(sub.time_zone, settings)
-    hour = hours.effective_hour(sub.digest_hour, settings)
-    weekday = hours.effective_weekday(sub.digest_weekday, settings)
+    hour = hours.effective_hour(subscription.digest_hour if subscription.digest_hour is not None
+                                else newsletter.default_hour, settings)
+    weekday = hours.effective_weekday(subscription.digest_weekday if subscription.digest_weekday is not None
+                                      else newsletter.default_weekday, settings)
     today = utcnow().astimezone(tz).date() + dt.timedelta(days=1)  # a day away from any DST change today
     date = today + dt.timedelta(days=(weekday - today.weekday()) % 7)
     return schedule.slot_of("daily", date, hour, settings, tz).at.astimezone(tz)

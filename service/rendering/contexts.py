@@ -350,8 +350,14 @@ def welcome_context(
     digest_weekday: int | None = None,
     digest_minute: int = 0,
     time_zone: str | None = None,
+    newsletters: Sequence[dict] | None = None,
 ) -> dict:
     """Welcome after confirmation: what the reader chose and how to change it.
+
+    `newsletters`: the newsletters they are on, in the site's order, each a dict with its
+    `name`, `kind` (digest|alerts) and, for a digest, `frequency`, `sections` (names; empty:
+    all), `digest_hour`, `digest_weekday`, `digest_minute` — the mail then lists them, one
+    line each, and the single-subscription arguments above are not shown.
 
     `sections` are names (or SectionView) in the reader's order; empty means all.
     `frequency` may be "none" for a reader who wants no digest; `alerts` says whether
@@ -372,8 +378,12 @@ def welcome_context(
     # The inbox snippet: the choices themselves, not the greeting the subject already says.
     schedule = f"{schedule_line} {digest_time_line}" if digest_time_line else schedule_line
     chosen = [schedule, sections_line] + ([f"الأخبار العاجلة {alerts_line}"] if alerts_line else [])
+    lines = [_newsletter_line(site, n, time_zone) for n in newsletters] if newsletters is not None else None
+    if lines is not None:
+        chosen = [name for name, _ in lines]
     ctx = _base(site, "welcome", "اخترت: " + " · ".join(chosen) + ".")
     ctx.update(
+        newsletter_lines=lines,
         section_names=names,
         sections_line=sections_line,
         frequency=frequency,
@@ -385,6 +395,19 @@ def welcome_context(
         reason=f"تصلك هذه الرسالة لأنك أكّدت اشتراكك في {site.name}.",
     )
     return ctx
+
+
+def _newsletter_line(site: SiteView, newsletter: dict, time_zone: str | None) -> tuple[str, str]:
+    """(name, what it brings and when): «كل يوم الساعة 07:00 بتوقيت …، كل الأقسام» for a
+    digest, «الأخبار العاجلة فور نشرها» for alerts."""
+    name = _require_text(newsletter.get("name") or "", "newsletter name")
+    if newsletter.get("kind") != "digest":
+        return name, "الأخبار العاجلة فور نشرها"
+    names = _section_names(newsletter.get("sections") or [])
+    when = _digest_time_line(site, newsletter.get("frequency") or "daily", newsletter.get("digest_hour"),
+                             newsletter.get("digest_weekday"), newsletter.get("digest_minute", 0), time_zone)
+    what = "، ".join(names) if names else "كل الأقسام"
+    return name, f"{when}، {what}" if when else what
 
 
 def manage_context(site: SiteView) -> dict:

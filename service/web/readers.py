@@ -62,11 +62,20 @@ def _signup_page(request: Request, *, embed: bool, status_code: int = 200, error
         embed=embed,
         csrf_token=csrf.issue("signup"),
         error=error,
-        values=values or {"frequency": "daily", "alerts": "yes", "sections": []},
+        values=values or {"frequency": "daily", "alerts": "yes", "sections": [], "newsletters": None},
         response_headers=security.embeddable() if embed else None,
         form_url=readers.clean_url(form_url) or "",
         **readers.signup_form(),
     )
+
+
+def newsletters_field(form: FormData) -> list[str] | None:
+    """The newsletters ticked; None for a form that did not offer them (an older embedded
+    form: its `frequency` and `alerts` say).  Our form marks that it offered them, so that
+    ticking none is an answer («choose one»), not the older form's silence."""
+    if form.get("newsletters_shown") != "1" and "newsletters" not in form:
+        return None
+    return [str(v) for v in form.getlist("newsletters")[:MAX_SECTIONS_FIELDS + 1]]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -93,6 +102,7 @@ def _form_values(form: FormData) -> dict:
         # Echoed back into the form: only the first line, never beyond an address's length.
         "email": (email.splitlines() or [""])[0][:readers.MAX_EMAIL_LENGTH] if isinstance(email, str) else "",
         "sections": [str(v) for v in form.getlist("sections")[:MAX_SECTIONS_FIELDS]],
+        "newsletters": newsletters_field(form),
         "frequency": form.get("frequency") or "",
         "alerts": form.get("alerts") or "",
         "consent": form.get("consent") == "yes",
@@ -137,7 +147,7 @@ async def subscribe(request: Request):
                     email=form.get("email"), sections=form.getlist("sections"), frequency=form.get("frequency"),
                     alerts=form.get("alerts") or "no", consented=form.get("consent") == "yes",
                     digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday"),
-                    time_zone=form.get("time_zone"),
+                    time_zone=form.get("time_zone"), newsletters=newsletters_field(form),
                     challenge=form.get("challenge"), solution=form.get("solution")),
                 source="web:embed" if embed else "web:form",
                 evidence=evidence(request, readers.clean_url(form.get("form_url")) or form_page(embed),
@@ -155,11 +165,11 @@ async def subscribe(request: Request):
 def _confirm_page(request: Request, token: str, reader: readers.Reader, *, status_code: int = 200,
                   error: InvalidInput | None = None) -> HTMLResponse:
     return render(request, "confirm.html", status_code=status_code, token=token,
-                  csrf_token=csrf.issue(f"confirm:{reader.id}"), error=error)
+                  csrf_token=csrf.issue(f"confirm:{reader.id}"), error=error, newsletters=reader.newsletters)
 
 
 def _confirmed_page(request: Request, reader: readers.Reader) -> HTMLResponse:
-    return render(request, "confirmed.html", preferences_url=reader.preferences_url)
+    return render(request, "confirmed.html", preferences_url=reader.preferences_url, newsletters=reader.newsletters)
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
@@ -195,6 +205,8 @@ async def confirm_now(request: Request, token: str):
 
 
 def _preferences_page(request: Request, token: str, page: readers.PreferencesPage) -> HTMLResponse:
+    if page.left_all:
+        return render(request, "unsubscribed.html")
     error = InvalidInput("form", MSG_CSRF) if page.refused else page.error
     return render(
         request,
@@ -243,17 +255,18 @@ def preferences_form(request: Request, token: str):
     return _preferences_page(request, token, page)
 
 
-def ordered_sections(form: FormData) -> list[str]:
-    """The ticked sections, ordered by the rank the reader typed next to each.
+def ordered_sections(form: FormData, prefix: str = "") -> list[str]:
+    """The ticked sections (`<prefix>sections`), ordered by the rank the reader typed next
+    to each (`<prefix>rank_<id>`).
 
     A section without a usable rank goes after the ranked ones, in page order.  (Too
     many is the use-case's refusal.)
     """
-    ticked = [str(v) for v in form.getlist("sections")]
+    ticked = [str(v) for v in form.getlist(f"{prefix}sections")]
 
     def key(item: tuple[int, str]) -> tuple[int, int]:
         pos, sid = item
-        rank = str(form.get(f"rank_{sid}") or "").strip()
+        rank = str(form.get(f"{prefix}rank_{sid}") or "").strip()
         return (int(rank), pos) if rank.isascii() and rank.isdigit() and len(rank) < 4 else (1000, pos)
 
     if len(ticked) > MAX_SECTIONS_FIELDS:
@@ -261,12 +274,30 @@ def ordered_sections(form: FormData) -> list[str]:
     return [sid for _, sid in sorted(enumerate(ticked), key=key)]
 
 
+# Each newsletter's fields are `n<id>_<field>` (n12_digest_hour, n12_sections, n12_rank_3…);
+# `n<id>_shown` says the page had its part, so an unticked box is an answer.
+_FIELDS = ("digest_hour", "digest_weekday", "quiet_start", "quiet_end", "quiet_mode", "alert_cap")
+MAX_NEWSLETTER_PARTS = 100
+
+
+def newsletter_parts(form: FormData) -> dict[str, readers.NewsletterChoices]:
+    parts = {}
+    for key in form:
+        if not (key.startswith("n") and key.endswith("_shown")):
+            continue
+        ident = key[1:-len("_shown")]
+        if not (ident.isascii() and ident.isdigit() and len(ident) <= 9) or len(parts) >= MAX_NEWSLETTER_PARTS:
+            continue
+        prefix = f"n{ident}_"
+        parts[str(int(ident))] = readers.NewsletterChoices(
+            sections=ordered_sections(form, prefix), **{f: form.get(prefix + f) for f in _FIELDS})
+    return parts
+
+
 def preferences_form_values(form: FormData) -> readers.PreferencesForm:
     return readers.PreferencesForm(
-        sections=ordered_sections(form), frequency=form.get("frequency"), alerts=form.get("alerts"),
-        digest_hour=form.get("digest_hour"), digest_weekday=form.get("digest_weekday"),
-        quiet_start=form.get("quiet_start"), quiet_end=form.get("quiet_end"), quiet_mode=form.get("quiet_mode"),
-        alert_cap=form.get("alert_cap"), pause=form.get("pause"), time_zone=form.get("time_zone"))
+        newsletters=newsletter_parts(form), pause=form.get("pause"), time_zone=form.get("time_zone"),
+        join=form.get("join"), leave=form.get("leave"), leave_all=form.get("action") == "leave_all")
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
@@ -289,26 +320,41 @@ async def preferences_save(request: Request, token: str):
     return await run_in_threadpool(work)
 
 
+MSG_BAD_UNSUBSCRIBE = "تعذّر إلغاء الاشتراك"
+
+
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_form(request: Request, token: str):
     # No state change here: mail scanners and link previews follow GET links.
     try:
-        state = readers.unsubscribe_state(token)
+        page = readers.unsubscribe_state(token, request.query_params.get("n"))
     except BadToken:
-        return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
-    if state == "unsubscribed":
+        return error_page(request, MSG_BAD_UNSUBSCRIBE, MSG_BAD_LINK, status_code=400)
+    except InvalidInput as exc:
+        log.info("unsubscribe_bad_newsletter")
+        return error_page(request, MSG_BAD_UNSUBSCRIBE, exc.message, status_code=400)
+    if page.state == "unsubscribed":
         return render(request, "unsubscribed.html")
-    # The button posts to the same link, edition included (its unsubscribe count).
-    return render(request, "unsubscribe.html", token=token, edition=readers.edition_ref(request.query_params.get("e")))
+    # The buttons post to the same link, edition included (its unsubscribe count): one
+    # with the newsletter (`n`), one without (all of them).
+    return render(request, "unsubscribe.html", token=token, edition=readers.edition_ref(request.query_params.get("e")),
+                  newsletter=page)
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_now(request: Request, token: str):
     # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" with no
-    # cookie and no CSRF token; the signed link is the authority.  The body is not read.
+    # cookie and no CSRF token; the signed link is the authority.  The body is not read:
+    # what to leave is in the link (`n`: one newsletter; none: all).
     try:
-        readers.unsubscribe(token, request.query_params.get("e"))
+        left = readers.unsubscribe(token, request.query_params.get("e"), request.query_params.get("n"))
     except BadToken:
         log.info("unsubscribe_bad_token")
-        return error_page(request, "تعذّر إلغاء الاشتراك", MSG_BAD_LINK, status_code=400)
-    return render(request, "unsubscribed.html")
+        return error_page(request, MSG_BAD_UNSUBSCRIBE, MSG_BAD_LINK, status_code=400)
+    except InvalidInput as exc:
+        log.info("unsubscribe_bad_newsletter")
+        return error_page(request, MSG_BAD_UNSUBSCRIBE, exc.message, status_code=400)
+    if left.everything:
+        return render(request, "unsubscribed.html")
+    return render(request, "unsubscribed.html", newsletter_name=left.newsletter_name,
+                  preferences_url=left.preferences_url)

@@ -1,13 +1,16 @@
 """`POST /api/subscribe`: the signup of a site's own form, called from the reader's browser.
 
-JSON `{email, sections, frequency, alerts, consent, form_url}` (+ optional `digest_hour`,
+JSON `{email, newsletters, sections, consent, form_url}` (+ optional `digest_hour`,
 `digest_weekday`, `time_zone` — an IANA name, absent: TIMEZONE — and the honeypot
 `website`, which a person leaves empty):
 
+* `newsletters` are slugs of the newsletters the form offers (an unknown, hidden or
+  unoffered one → 422 naming it, nothing written); absent, the older one-subscription
+  words say: `frequency` daily (default) or weekly, `alerts` true/false (default false),
+  mapped onto `daily`/`weekly` and `alerts`;
 * `consent` is the version of the consent sentence the form showed
   (service/subscribers/consent.py: the README prints the current one); `sections` are
-  section ids or slugs (empty or absent: every section); `frequency` daily (default) or
-  weekly; `alerts` true/false (default false);
+  section ids or slugs (empty or absent: every section), for the digests chosen;
 * CORS for SIGNUP_ALLOWED_ORIGINS only (and our own PUBLIC_URL): a preflight from another
   origin gets 403 and no Access-Control-Allow-Origin, and a POST that names another
   Origin is refused before anything is read.  No cookie is read or set, and
@@ -53,7 +56,7 @@ CHALLENGE_PATH = "/api/challenge"
 MAX_BODY = 16 * 1024
 PREFLIGHT_MAX_AGE = 600
 MSG_DONE = "تحقّق من بريدك: أرسلنا إليك رابطاً لتأكيد الاشتراك."
-MSG_BODY = "أرسل كائن JSON بالحقول email وconsent (وsections وfrequency وalerts إن شئت)."
+MSG_BODY = "أرسل كائن JSON بالحقول email وconsent (وnewsletters وsections إن شئت)."
 MSG_CONSENT_VERSION = "أرسل في consent إصدار نص الموافقة الذي عرضه النموذج ({current})."
 MSG_ORIGIN = "هذا الموقع غير مأذون له بالاشتراك عبر واجهتنا."
 
@@ -130,7 +133,7 @@ async def subscribe(request: Request):
         email=data.get("email"), sections=[] if sections is None else sections,
         frequency=data.get("frequency", "daily"), alerts=data.get("alerts", False), consented=True,
         digest_hour=data.get("digest_hour"), digest_weekday=data.get("digest_weekday"),
-        time_zone=data.get("time_zone"),
+        time_zone=data.get("time_zone"), newsletters=data.get("newsletters"),
         challenge=data.get("challenge"), solution=data.get("solution"))
     form_url = data.get("form_url") if readers.clean_url(data.get("form_url")) else request.headers.get("referer")
     proof = evidence(request, form_url, version)
