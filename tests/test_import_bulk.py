@@ -34,11 +34,13 @@ from service.models import (
     SuppressedHash,
     Suppression,
 )
+from service.newsletters import membership
 from service.subscribers import clocks, csvio, hashes
 from service.subscribers.csvio import CsvError, import_csv
 from service.subscribers.errors import InvalidInput
 from service.subscribers.validation import normalise_email
 from service.usecases.subscribers import import_file
+from tests.support.readers import reader
 
 HEADER = "email,sections,frequency,alerts,status,consent_source,consented_at\n"
 
@@ -64,6 +66,11 @@ def _emails() -> list[str]:
 def _count(model) -> int:
     with session_scope() as s:
         return s.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def _slugs(session, sub: Subscriber) -> list[str]:
+    """The reader's newsletters, in the site's order."""
+    return [n.newsletter.slug for n in membership.of(session, sub.id)]
 
 
 def _confirmed_ids(rec: dispatch.Recorder) -> list[int]:
@@ -212,8 +219,8 @@ def test_duplicates_are_reported_within_and_across_chunks(pg_env, tmp_path, reco
 
 def test_pending_readers_already_there_are_not_asked_again_and_pending_become_active(pg_env, tmp_path, recorder):
     with session_scope() as s:
-        s.add_all([Subscriber(email="p@example.com", status=SubscriberStatus.pending),
-                   Subscriber(email="a@example.com", status=SubscriberStatus.active, frequency="daily")])
+        reader(s, "p@example.com", status=SubscriberStatus.pending)
+        reader(s, "a@example.com", frequency="daily")
     src = tmp_path / "in.csv"
     src.write_text(HEADER + "p@example.com,,weekly,no,active,desk,2024-05-01T10:00:00Z\n"
                             "a@example.com,,weekly,yes,pending,,\n", encoding="utf-8")
@@ -223,8 +230,8 @@ def test_pending_readers_already_there_are_not_asked_again_and_pending_become_ac
         p = s.scalar(sa.select(Subscriber).where(Subscriber.email == "p@example.com"))
         a = s.scalar(sa.select(Subscriber).where(Subscriber.email == "a@example.com"))
         assert p.status is SubscriberStatus.active and p.confirmed_at is not None and p.consent_source == "desk"
-        assert p.consented_at.year == 2024 and p.alerts is False
-        assert a.status is SubscriberStatus.active and a.frequency.value == "weekly"  # never demoted
+        assert p.consented_at.year == 2024 and _slugs(s, p) == ["weekly"]  # alerts: no
+        assert a.status is SubscriberStatus.active and _slugs(s, a) == ["weekly", "alerts"]  # never demoted
     assert recorder.calls == []
 
 
@@ -465,6 +472,8 @@ row = st.fixed_dictionaries({
     "email": st.one_of(st.builds("r{}@example.com".format, st.integers(0, 30)), st.text(max_size=20)),
     "sections": cell, "frequency": cell, "alerts": cell, "status": cell, "consent_source": cell,
     "consented_at": cell, "time_zone": st.one_of(cell, st.sampled_from(["Europe/Berlin", "Asia/Kolkata", "Mars/Base"])),
+    "newsletters": st.one_of(cell, st.sampled_from(["daily", "weekly|alerts", "alerts|nope", " DAILY | weekly ", "|||",
+                                                    "a" * 70, "|".join(["daily"] * 101)])),
 })
 
 
@@ -493,6 +502,7 @@ def test_any_row_fields_give_a_report_never_a_crash(db_session, rows, chunk):
             assert sub.status in (SubscriberStatus.active, SubscriberStatus.pending)
             assert sub.email == sub.email.strip().lower() and "\x00" not in (sub.consent_source or "")
             assert sub.time_zone is None or sub.time_zone in clocks.known_zones()  # only a name zoneinfo knows
+            assert {n.newsletter.slug for n in membership.of(db_session, sub.id)} <= {"daily", "weekly", "alerts"}
         assert all(line >= 2 for line, _ in report.problems)
     finally:
         savepoint.rollback()

@@ -4,7 +4,18 @@ Columns: email (required), sections (names or slugs joined by "|"; empty = all),
 frequency (daily|weekly|none), alerts (yes|no), status (active: consented elsewhere;
 pending: we send a confirmation), consent_source, consented_at (ISO 8601), time_zone (the
 reader's IANA zone, service/subscribers/clocks.py; empty: TIMEZONE for a new reader, left
-as it is for one already here).
+as it is for one already here), newsletters (slugs joined by "|").
+
+Which newsletters a row puts its reader on (service/newsletters/): those its
+`newsletters` cell names — an unknown or retired (hidden) one makes the row an error —
+or, when the cell is empty or the column absent, what `frequency` and `alerts` meant
+before there were several: `daily` or `weekly`, and `alerts` (catalogue.legacy_slugs).
+`sections` go to the digest newsletters of the row (among a newsletter's own sections,
+when it has some).  A reader already here is put on exactly the newsletters the row
+speaks of, among those it may speak of: every visible newsletter for a `newsletters`
+cell, the first three for `frequency`/`alerts`; their other subscriptions (a retired
+newsletter's, one a legacy row cannot name) are left as they are, and the choices of
+those they keep (digest hour, quiet hours…) too, but their sections, which the row sets.
 
 An unknown column refuses the whole file before anything is written.  A bad row is
 reported by its line number and skipped; the good rows go in.  A reader who left us
@@ -42,6 +53,7 @@ from typing import IO, NamedTuple
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service import dispatch
@@ -50,14 +62,17 @@ from service.logs import get_logger
 from service.models import (
     Consent,
     Frequency,
+    NewsletterKind,
     Section,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     SuppressedHash,
     Suppression,
     audit,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.subscribers import clocks, hashes
 from service.subscribers.consent import ip_for_record
 from service.subscribers.errors import InvalidInput
@@ -65,11 +80,14 @@ from service.subscribers.validation import MAX_EMAIL_LENGTH, MAX_LOCAL_PART, nor
 
 log = get_logger(__name__)
 
-COLUMNS = ("email", "sections", "frequency", "alerts", "status", "consent_source", "consented_at", "time_zone")
+# `newsletters` last: a consumer of the older export that reads columns by place still can.
+COLUMNS = ("email", "sections", "frequency", "alerts", "status", "consent_source", "consented_at", "time_zone",
+           "newsletters")
 CHUNK = 5000  # rows per chunk: one lookup and one INSERT per table, one commit (use-case)
 MAX_CONSENT_SOURCE = 200
 MAX_LISTED = 1000  # bad rows listed by line in the report; the rest are counted
 MAX_UNKNOWN_SECTIONS = 50
+MAX_NEWSLETTERS = 100  # slugs in one cell: no site has more; a longer cell is a broken file
 
 # listmonk's export: uuid, email, name, attributes, status (enabled|disabled|blocklisted),
 # created_at, updated_at — and, from a list's view, the subscription's status and time.
@@ -105,25 +123,30 @@ FOREIGN_NOTES = {
 # ON COMMIT DELETE ROWS: no address outlives its chunk's transaction in a pooled connection.
 PG_TEMP = """
 CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_keys (email text, hash text) ON COMMIT DELETE ROWS;
-CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_new (email text, status text, sections text, frequency text,
-                                                        alerts boolean, source text, consented_at timestamptz, ip text,
-                                                        time_zone text)
+CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_new_readers (email text, status text, source text,
+                                                                consented_at timestamptz, ip text, time_zone text)
     ON COMMIT DELETE ROWS;
-CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_changes (id bigint, sections text, frequency text, alerts boolean,
-                                                            activate boolean, source text, consented_at timestamptz,
-                                                            time_zone text)
+CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_new_subscriptions (email text, newsletter_id integer, sections text)
     ON COMMIT DELETE ROWS;
-TRUNCATE nashra_import_keys, nashra_import_new, nashra_import_changes
+CREATE TEMPORARY TABLE IF NOT EXISTS nashra_import_reader_changes (id bigint, activate boolean, source text,
+                                                                   consented_at timestamptz, time_zone text)
+    ON COMMIT DELETE ROWS;
+TRUNCATE nashra_import_keys, nashra_import_new_readers, nashra_import_new_subscriptions, nashra_import_reader_changes
 """
 PG_KEYS = ("nashra_import_keys", "email, hash", ("text", "text"))
-PG_NEW = ("nashra_import_new", "email, status, sections, frequency, alerts, source, consented_at, ip, time_zone",
-          ("text", "text", "text", "text", "bool", "text", "timestamptz", "text", "text"))
-PG_CHANGES = ("nashra_import_changes", "id, sections, frequency, alerts, activate, source, consented_at, time_zone",
-              ("int8", "text", "text", "bool", "bool", "text", "timestamptz", "text"))
+PG_NEW = ("nashra_import_new_readers", "email, status, source, consented_at, ip, time_zone",
+          ("text", "text", "text", "timestamptz", "text", "text"))
+PG_NEW_SUBSCRIPTIONS = ("nashra_import_new_subscriptions", "email, newsletter_id, sections", ("text", "int4", "text"))
+PG_CHANGES = ("nashra_import_reader_changes", "id, activate, source, consented_at, time_zone",
+              ("int8", "bool", "text", "timestamptz", "text"))
 PG_EXISTING = """
-SELECT s.id, s.email, s.status, CAST(s.sections AS text) AS sections, s.frequency, s.alerts, s.created_at,
-       s.updated_at, s.time_zone
+SELECT s.id, s.email, s.status, s.created_at, s.updated_at, s.time_zone
 FROM subscribers AS s WHERE s.email = ANY(ARRAY(SELECT email FROM nashra_import_keys))
+"""
+# The subscriptions of the readers of the chunk already here (their ids: one array).
+PG_EXISTING_SUBSCRIPTIONS = """
+SELECT p.subscriber_id, p.newsletter_id, CAST(p.sections AS text) FROM subscriptions AS p
+WHERE p.subscriber_id = ANY(CAST(:ids AS bigint[]))
 """
 # "= ANY(ARRAY(SELECT …))", not a join: with a join the planner may pick a hash join over
 # a scan of the whole table (250 ms a chunk against a million readers, 9 ms this way).
@@ -133,29 +156,47 @@ PG_HASHED = "SELECT h.hash FROM suppressed_hashes AS h WHERE h.hash = ANY(ARRAY(
 # counts as already here); the consent rows go with the readers this statement created.
 PG_INSERT = """
 WITH created AS (
-    INSERT INTO subscribers (email, status, sections, frequency, alerts, consent_source, consented_at, confirmed_at,
-                             token_version, created_at, updated_at, quiet_mode, alerts_today, time_zone)
-    SELECT v.email, v.status, CAST(v.sections AS json), v.frequency, v.alerts, v.source, v.consented_at,
-           CASE WHEN v.status = 'active' THEN CAST(:now AS timestamptz) END, 1, :now, :now, 'hold', 0, v.time_zone
-    FROM nashra_import_new AS v
+    INSERT INTO subscribers (email, status, consent_source, consented_at, confirmed_at, token_version, created_at,
+                             updated_at, time_zone)
+    SELECT v.email, v.status, v.source, v.consented_at,
+           CASE WHEN v.status = 'active' THEN CAST(:now AS timestamptz) END, 1, :now, :now, v.time_zone
+    FROM nashra_import_new_readers AS v
     ON CONFLICT (email) DO NOTHING
     RETURNING id, email, status
 ), consent AS (
     INSERT INTO consents (subscriber_id, event, at, source, ip)
-    SELECT c.id, 'import', v.consented_at, v.source, v.ip FROM created AS c JOIN nashra_import_new AS v USING (email)
+    SELECT c.id, 'import', v.consented_at, v.source, v.ip FROM created AS c
+    JOIN nashra_import_new_readers AS v USING (email)
+), subscribed AS (
+    INSERT INTO subscriptions (newsletter_id, subscriber_id, sections, quiet_mode, alerts_today, created_at)
+    SELECT w.newsletter_id, c.id, CAST(w.sections AS json), 'hold', 0, :now FROM created AS c
+    JOIN nashra_import_new_subscriptions AS w USING (email)
 )
 SELECT id, status FROM created
 """
 PG_UPDATE = """
 UPDATE subscribers AS s
-SET sections = CAST(v.sections AS json), frequency = v.frequency, alerts = v.alerts, updated_at = :now,
-    time_zone = v.time_zone,
+SET updated_at = :now, time_zone = v.time_zone,
     status = CASE WHEN v.activate THEN 'active' ELSE s.status END,
     confirmed_at = CASE WHEN v.activate THEN CAST(:now AS timestamptz) ELSE s.confirmed_at END,
     consent_source = CASE WHEN v.activate THEN v.source ELSE s.consent_source END,
     consented_at = CASE WHEN v.activate THEN v.consented_at ELSE s.consented_at END
-FROM nashra_import_changes AS v
-WHERE s.id = v.id AND s.id = ANY(ARRAY(SELECT id FROM nashra_import_changes))
+FROM nashra_import_reader_changes AS v
+WHERE s.id = v.id AND s.id = ANY(ARRAY(SELECT id FROM nashra_import_reader_changes))
+"""
+# The subscriptions of readers already here, changed as a whole chunk: one statement each
+# for those they leave and for those they join or whose sections change (arrays: the
+# statement's text does not grow with the chunk).
+PG_LEAVE = """
+DELETE FROM subscriptions AS p
+USING unnest(CAST(:sids AS bigint[]), CAST(:nids AS integer[])) AS v(sid, nid)
+WHERE p.subscriber_id = v.sid AND p.newsletter_id = v.nid
+"""
+PG_JOIN = """
+INSERT INTO subscriptions (newsletter_id, subscriber_id, sections, quiet_mode, alerts_today, created_at)
+SELECT v.nid, v.sid, CAST(v.sections AS json), 'hold', 0, :now
+FROM unnest(CAST(:nids AS integer[]), CAST(:sids AS bigint[]), CAST(:sections AS text[])) AS v(nid, sid, sections)
+ON CONFLICT (newsletter_id, subscriber_id) DO UPDATE SET sections = EXCLUDED.sections
 """
 PG_HASHES = """
 INSERT INTO suppressed_hashes (hash, reason, created_at)
@@ -187,6 +228,8 @@ class ImportReport:
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line, why), skipped; the first MAX_LISTED
     unknown_sections: list[str] = field(default_factory=list)  # as the file wrote them, once each
     known_sections: list[str] = field(default_factory=list)  # "name (slug)", in the site's order
+    unknown_newsletters: list[str] = field(default_factory=list)  # slugs no newsletter has, or retired ones
+    known_newsletters: list[str] = field(default_factory=list)  # the slugs a file may name, in the site's order
     source: str = "nashra"  # the file's layout: nashra, listmonk or mailchimp
     ignored_columns: list[str] = field(default_factory=list)  # as the header wrote them
     left_out: dict[str, int] = field(default_factory=dict)  # note → rows (foreign statuses)
@@ -228,22 +271,30 @@ class ImportReport:
             known = ", ".join(self.known_sections) or "none yet (add them with `nashra sections add NAME`)"
             lines.append(f"unknown section(s): {', '.join(repr(u) for u in self.unknown_sections)}; "
                          f"the sections are: {known}")
+        if self.unknown_newsletters:
+            lines.append(f"unknown or retired newsletter(s): {', '.join(repr(u) for u in self.unknown_newsletters)}; "
+                         f"the newsletters are: {', '.join(self.known_newsletters) or 'none'}")
         return "\n".join(lines)
+
+
+class _Plan(NamedTuple):
+    """The newsletters one row puts its reader on, and what it may change."""
+
+    wanted: dict[int, list[int]]  # newsletter id → the reader's sections for it ([] for alerts)
+    scope: frozenset[int]  # the newsletters the row speaks of: others the reader is on are left alone
+    as_json: tuple[tuple[int, str], ...]  # (newsletter id, sections as JSON), for the writes
 
 
 @dataclass(slots=True)
 class _Row:
     line: int
     email: str
-    sections: list[int]
-    frequency: Frequency
-    alerts: bool
+    plan: _Plan
     kind: str  # active | pending | unsubscribed | suppressed
     consent_source: str
     consented_at: dt.datetime
     ip: str | None = None
     reason: str | None = None  # the suppression's, for kind == "suppressed"
-    sections_json: str = "[]"
     time_zone: str | None = None  # None: TIMEZONE for a new reader; unchanged for one already here
 
 
@@ -251,12 +302,31 @@ class _Existing(NamedTuple):
     id: int
     email: str
     status: str
-    sections: list[int]
-    frequency: str
-    alerts: bool
     created_at: dt.datetime
     updated_at: dt.datetime
-    time_zone: str | None = None
+    time_zone: str | None
+    subscriptions: dict[int, list[int]]  # newsletter id → their sections there
+
+
+class _Catalogue:
+    """The site's newsletters as an import reads them: by slug, and the scopes of a row."""
+
+    def __init__(self, session: Session):
+        rows = catalogue.every(session, hidden=True)
+        # Plain values, not the rows: the session that read them is gone when rows are parsed.
+        self.by_slug = {n.slug: (n.id, n.hidden) for n in rows}
+        self.kind = {n.id: n.kind for n in rows}
+        self.own_sections = {n.id: set(n.sections or []) for n in rows}
+        self.visible = frozenset(n.id for n in rows if not n.hidden)
+        self.legacy = frozenset(n.id for n in rows if n.slug in (catalogue.DAILY, catalogue.WEEKLY, catalogue.ALERTS))
+        self.order = {n.id: i for i, n in enumerate(rows)}
+        self.slugs = [n.slug for n in rows if not n.hidden]
+
+
+class UnknownNewsletter(InvalidInput):
+    def __init__(self, value: str, why: str):
+        super().__init__("newsletters", why)
+        self.value = value
 
 
 def _text_stream(fileobj: IO) -> IO[str]:
@@ -391,6 +461,7 @@ class _Layout:
         self.alerts = where.get("alerts", blank)
         self.consent_source = where.get("consent_source", blank)
         self.time_zone = where.get("time_zone", blank)
+        self.newsletters = where.get("newsletters", blank)
         self.default_source = "import" if self.source == "nashra" else self.source
         self.list_status = where.get("subscription_status") if self.source == "listmonk" else None
         if self.source == "listmonk":
@@ -438,6 +509,8 @@ class CsvImport:
         self._lookup: dict[str, int] = {}
         self._sections: dict[str, tuple[list[int], str]] = {}
         self._stored_sections: dict[str, list[int]] = {}
+        self._plans: dict[tuple, _Plan] = {}
+        self._catalogue: _Catalogue | None = None
         self._pg = False
         self._hash = hashes.address_hash
 
@@ -448,6 +521,7 @@ class CsvImport:
 
     def prepare(self, session: Session) -> None:
         self._lookup = _section_lookup(session)
+        self._catalogue = _Catalogue(session)
         self._hash = hashes.address_hasher()
 
     # ------------------------------------------------------------ reading
@@ -475,6 +549,9 @@ class CsvImport:
                     if (isinstance(exc, UnknownSection) and exc.value[:100] not in report.unknown_sections
                             and len(report.unknown_sections) < MAX_UNKNOWN_SECTIONS):
                         report.unknown_sections.append(exc.value[:100])
+                    if (isinstance(exc, UnknownNewsletter) and exc.value not in report.unknown_newsletters
+                            and len(report.unknown_newsletters) < MAX_UNKNOWN_SECTIONS):
+                        report.unknown_newsletters.append(exc.value)
                     continue
                 if row is None:
                     continue
@@ -555,13 +632,53 @@ class CsvImport:
             sections = (ids, json.dumps(ids))
             if len(self._sections) < 10_000 and len(raw) < 500:  # a few sets of sections, many times over
                 self._sections[raw] = sections
+        named = values[layout.newsletters]
+        key = (named, frequency, alerts, raw)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(named, frequency, alerts, sections[0])
+            if len(self._plans) < 10_000 and len(named) + len(raw) < 500:  # like the sections: a few, many times
+                self._plans[key] = plan
         try:
             zone = clocks.check(values[layout.time_zone])
         except InvalidInput:
             raise InvalidInput("time_zone", f"{values[layout.time_zone][:40]!r} is not a time zone: an IANA name "
                                             "such as Europe/Berlin, or empty for the site's") from None
-        return _Row(line, email, sections[0], frequency, alerts, kind, source, when, ip,
-                    SUPPRESS_REASON.get(status) if kind == "suppressed" else None, sections[1], zone)
+        return _Row(line, email, plan, kind, source, when, ip,
+                    SUPPRESS_REASON.get(status) if kind == "suppressed" else None, zone)
+
+    def _plan(self, named: str, frequency: Frequency, alerts: bool, sections: list[int]) -> _Plan:
+        """The newsletters a row names (its `newsletters` cell, else its `frequency` and
+        `alerts`), with the row's sections on each digest; UnknownNewsletter when one is
+        not there or is retired."""
+        known = self._catalogue
+        if named:
+            slugs = [part.strip().lower() for part in named.split("|") if part.strip()]
+            if len(slugs) > MAX_NEWSLETTERS:
+                raise InvalidInput("newsletters", f"more than {MAX_NEWSLETTERS} newsletters")
+            scope = known.visible
+        else:
+            slugs = catalogue.legacy_slugs(frequency, alerts)
+            scope = known.legacy
+        wanted: dict[int, list[int]] = {}
+        for slug in slugs:
+            found, shown = known.by_slug.get(slug), slug[:64]
+            if found is None:
+                raise UnknownNewsletter(shown, f"no newsletter {shown!r}")
+            newsletter_id, hidden = found
+            if hidden:
+                raise UnknownNewsletter(shown, f"the newsletter {shown!r} is retired (hidden): no one joins it")
+            wanted[newsletter_id] = self._sections_for(newsletter_id, sections)
+        ordered = dict(sorted(wanted.items(), key=lambda item: known.order[item[0]]))
+        return _Plan(ordered, scope, tuple((nid, json.dumps(ids)) for nid, ids in ordered.items()))
+
+    def _sections_for(self, newsletter_id: int, sections: list[int]) -> list[int]:
+        """The row's sections on a digest — those among its own, when it draws from only
+        some (none left: all of its own) — and none on alerts."""
+        if self._catalogue.kind[newsletter_id] is not NewsletterKind.digest:
+            return []
+        own = self._catalogue.own_sections[newsletter_id]
+        return [i for i in sections if i in own] if own else list(sections)
 
     # ------------------------------------------------------------ writing
 
@@ -569,25 +686,17 @@ class CsvImport:
         """Write one chunk: a lookup per table, one INSERT per table, the updates; the
         confirmations of its pending readers are asked for once `session` commits."""
         report, now = self.report, self.now
-        subs = Subscriber.__table__
         self._pg = session.get_bind().dialect.name == "postgresql"
         if self._pg:
             existing, suppressed, forgotten = self._lookup_pg(session, rows)
         else:
-            emails = [r.email for r in rows]
-            existing = {r.email: r for r in session.execute(
-                select(subs.c.id, subs.c.email, subs.c.status, subs.c.sections, subs.c.frequency, subs.c.alerts,
-                       subs.c.created_at, subs.c.updated_at, subs.c.time_zone).where(subs.c.email.in_(emails))).all()}
-            suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
-            # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
-            by_hash = {self._hash(e): e for e in emails if e not in existing}
-            forgotten = {by_hash[h] for h in session.scalars(
-                select(SuppressedHash.hash).where(SuppressedHash.hash.in_(list(by_hash))))} if by_hash else set()
+            existing, suppressed, forgotten = self._lookup_sqlite(session, rows)
         new: list[_Row] = []
         updates: list[dict] = []
         activations: list[dict] = []
         to_hash: list[dict] = []
         to_suppress: list[dict] = []
+        moves = _Moves()
         for row in rows:
             if row.kind in ("unsubscribed", "suppressed"):
                 self._foreign_gone(row, existing, suppressed, forgotten, to_hash, to_suppress)
@@ -610,20 +719,20 @@ class CsvImport:
                 report.problem(row.line, "this reader unsubscribed; an import does not re-add them")
                 continue
             zone = row.time_zone if row.time_zone is not None else sub.time_zone  # an empty cell keeps theirs
-            changes = {"b_id": sub.id, "b_sections": row.sections, "b_frequency": row.frequency,
-                       "b_alerts": row.alerts, "b_now": now, "b_time_zone": zone}
+            changes = {"b_id": sub.id, "b_now": now, "b_time_zone": zone}
+            moved = moves.add(sub, row.plan)
             if sub.status == SubscriberStatus.pending and row.kind == "active":
                 changes.update(b_source=row.consent_source, b_consented=row.consented_at)
                 activations.append(changes)
                 report.updated += 1
-            elif (((sub.sections or []), sub.frequency, sub.alerts, sub.time_zone)
-                  != (row.sections, row.frequency, row.alerts, zone)):
+            elif moved or sub.time_zone != zone:
                 updates.append(changes)
                 report.updated += 1
             else:
                 report.unchanged += 1
         self._insert(session, new)
         self._update(session, updates, activations)
+        self._move(session, moves)
         if to_hash:
             if self._pg:
                 session.execute(sa.text(PG_HASHES), {"hashes": [v["hash"] for v in to_hash], "now": now})
@@ -642,21 +751,51 @@ class CsvImport:
         session.execute(sa.text(PG_TEMP))
         by_hash = {self._hash(r.email): r.email for r in rows}
         _copy(session, PG_KEYS, [(email, digest) for digest, email in by_hash.items()])
-        # Sections as their JSON text, parsed once per distinct value (a few, many times over).
-        parsed = self._stored_sections
-        existing = {}
-        for sid, email, status, sections, frequency, alerts, created_at, updated_at, zone in session.execute(
-                sa.text(PG_EXISTING)).all():
-            ids = parsed.get(sections)
-            if ids is None:
-                ids = json.loads(sections) if sections else []
-                if len(parsed) < 10_000 and len(sections) < 500:
-                    parsed[sections] = ids
-            existing[email] = _Existing(sid, email, status, ids, frequency, alerts, created_at, updated_at, zone)
+        found = session.execute(sa.text(PG_EXISTING)).all()
+        held: dict[int, dict[int, list[int]]] = {sid: {} for sid, *_ in found}
+        if held:
+            for sid, nid, sections in session.execute(sa.text(PG_EXISTING_SUBSCRIPTIONS), {"ids": list(held)}):
+                held[sid][nid] = self._stored(sections)
+        existing = {email: _Existing(sid, email, status, created_at, updated_at, zone, held[sid])
+                    for sid, email, status, created_at, updated_at, zone in found}
         suppressed = set(session.scalars(sa.text(PG_SUPPRESSED)).all())
         # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
         forgotten = {by_hash[h] for h in session.scalars(sa.text(PG_HASHED)).all()} - set(existing)
         return existing, suppressed, forgotten
+
+    def _lookup_sqlite(self, session: Session, rows: list[_Row]) -> tuple[dict, set[str], set[str]]:
+        """SQLite's lookups (the embedded default): a query per table with the chunk's addresses."""
+        subs = Subscriber.__table__
+        emails = [r.email for r in rows]
+        found = session.execute(
+            select(subs.c.id, subs.c.email, subs.c.status, subs.c.created_at, subs.c.updated_at, subs.c.time_zone)
+            .where(subs.c.email.in_(emails))).all()
+        held: dict[int, dict[int, list[int]]] = {row.id: {} for row in found}
+        if held:
+            table = Subscription.__table__
+            for sid, nid, sections in session.execute(
+                    select(table.c.subscriber_id, table.c.newsletter_id, table.c.sections)
+                    .where(table.c.subscriber_id.in_(list(held)))):
+                held[sid][nid] = list(sections or [])
+        existing = {r.email: _Existing(r.id, r.email, r.status, r.created_at, r.updated_at, r.time_zone, held[r.id])
+                    for r in found}
+        suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+        # A reader who asked to be forgotten, or left long ago, is kept only as a keyed hash.
+        by_hash = {self._hash(e): e for e in emails if e not in existing}
+        forgotten = {by_hash[h] for h in session.scalars(
+            select(SuppressedHash.hash).where(SuppressedHash.hash.in_(list(by_hash))))} if by_hash else set()
+        return existing, suppressed, forgotten
+
+    def _stored(self, sections: str | None) -> list[int]:
+        """Sections as the database's JSON text, parsed once per distinct value (a few, many
+        times over)."""
+        parsed = self._stored_sections
+        ids = parsed.get(sections)
+        if ids is None:
+            ids = json.loads(sections) if sections else []
+            if len(parsed) < 10_000 and len(sections or "") < 500:
+                parsed[sections] = ids
+        return ids
 
     def _foreign_gone(self, row: _Row, existing, suppressed, forgotten, to_hash, to_suppress) -> None:
         """An address the other tool's export says left (unsubscribed) or must not be
@@ -687,10 +826,9 @@ class CsvImport:
         if self._pg:
             return self._insert_pg(session, new)
         values = [{
-            "email": r.email, "status": SubscriberStatus(r.kind), "sections": r.sections, "frequency": r.frequency,
-            "alerts": r.alerts, "consent_source": r.consent_source, "consented_at": r.consented_at,
-            "confirmed_at": now if r.kind == "active" else None, "token_version": 1, "created_at": now,
-            "updated_at": now, "quiet_mode": "hold", "alerts_today": 0, "time_zone": r.time_zone,
+            "email": r.email, "status": SubscriberStatus(r.kind), "consent_source": r.consent_source,
+            "consented_at": r.consented_at, "confirmed_at": now if r.kind == "active" else None, "token_version": 1,
+            "created_at": now, "updated_at": now, "time_zone": r.time_zone,
         } for r in new]
         # ON CONFLICT DO NOTHING: a reader who signed up since the lookup keeps their row
         # (and counts as already here).
@@ -701,12 +839,16 @@ class CsvImport:
             session.execute(sa.insert(Consent.__table__), [
                 {"subscriber_id": sid, "event": "import", "at": r.consented_at, "source": r.consent_source,
                  "ip": r.ip} for r, sid in created])
+            joined = [{"newsletter_id": nid, "subscriber_id": sid, "sections": ids, "quiet_mode": "hold",
+                       "alerts_today": 0, "created_at": now} for r, sid in created for nid, ids in r.plan.wanted.items()]
+            if joined:
+                session.execute(sa.insert(Subscription.__table__), joined)
         self._count_created(session, len(new), [sid for r, sid in created if r.kind == "pending"],
                             len(created))
 
     def _insert_pg(self, session: Session, new: list[_Row]) -> None:
-        _copy(session, PG_NEW, [(r.email, r.kind, r.sections_json, r.frequency.value, r.alerts, r.consent_source,
-                                 r.consented_at, r.ip, r.time_zone) for r in new])
+        _copy(session, PG_NEW, [(r.email, r.kind, r.consent_source, r.consented_at, r.ip, r.time_zone) for r in new])
+        _copy(session, PG_NEW_SUBSCRIPTIONS, [(r.email, nid, ids) for r in new for nid, ids in r.plan.as_json])
         created = session.execute(sa.text(PG_INSERT), {"now": self.now}).all()
         self._count_created(session, len(new), [sid for sid, status in created if status == "pending"], len(created))
 
@@ -723,15 +865,13 @@ class CsvImport:
     def _update(self, session: Session, updates: list[dict], activations: list[dict]) -> None:
         subs = Subscriber.__table__
         if self._pg:
-            changes = [(u["b_id"], json.dumps(u["b_sections"]), u["b_frequency"].value, u["b_alerts"], "b_source" in u,
-                        u.get("b_source"), u.get("b_consented"), u["b_time_zone"]) for u in (*updates, *activations)]
+            changes = [(u["b_id"], "b_source" in u, u.get("b_source"), u.get("b_consented"), u["b_time_zone"])
+                       for u in (*updates, *activations)]
             if changes:
                 _copy(session, PG_CHANGES, changes)
                 session.execute(sa.text(PG_UPDATE), {"now": self.now})
             return
-        common = {"sections": sa.bindparam("b_sections", type_=subs.c.sections.type),
-                  "frequency": sa.bindparam("b_frequency", type_=subs.c.frequency.type),
-                  "alerts": sa.bindparam("b_alerts"), "updated_at": sa.bindparam("b_now", type_=subs.c.updated_at.type),
+        common = {"updated_at": sa.bindparam("b_now", type_=subs.c.updated_at.type),
                   "time_zone": sa.bindparam("b_time_zone")}
         where = subs.c.id == sa.bindparam("b_id")
         if updates:
@@ -742,12 +882,38 @@ class CsvImport:
                 consent_source=sa.bindparam("b_source"),
                 consented_at=sa.bindparam("b_consented", type_=subs.c.consented_at.type)), activations)
 
+    def _move(self, session: Session, moves: _Moves) -> None:
+        """Readers already here leave the newsletters of their rows' scope the rows do not
+        name, join those they name, and take the rows' sections."""
+        if self._pg:
+            if moves.leave:
+                session.execute(sa.text(PG_LEAVE), {"sids": [sid for sid, _ in moves.leave],
+                                                    "nids": [nid for _, nid in moves.leave]})
+            if moves.join:
+                session.execute(sa.text(PG_JOIN), {"nids": [nid for nid, _, _ in moves.join],
+                                                   "sids": [sid for _, sid, _ in moves.join],
+                                                   "sections": [ids for _, _, ids in moves.join], "now": self.now})
+            return
+        table = Subscription.__table__
+        if moves.leave:
+            session.execute(sa.delete(table).where(table.c.subscriber_id == sa.bindparam("b_sid"),
+                                                   table.c.newsletter_id == sa.bindparam("b_nid")),
+                            [{"b_sid": sid, "b_nid": nid} for sid, nid in moves.leave])
+        if moves.join:
+            stmt = sqlite_insert(table)  # SQLite here: PostgreSQL took the branch above
+            values = [{"newsletter_id": nid, "subscriber_id": sid, "sections": json.loads(ids), "quiet_mode": "hold",
+                       "alerts_today": 0, "created_at": self.now} for nid, sid, ids in moves.join]
+            session.execute(stmt.on_conflict_do_update(index_elements=["newsletter_id", "subscriber_id"],
+                                                       set_={"sections": stmt.excluded.sections}), values)
+
     def finish(self, session: Session, actor: str = "cli", *, interrupted: bool = False) -> ImportReport:
         report = self.report
         report.problems.sort(key=lambda p: p[0])  # by line, whichever thread found them
         if report.unknown_sections:
             report.known_sections = [f"{sec.name} ({sec.slug})" for sec in
                                      session.scalars(select(Section).order_by(Section.position, Section.id))]
+        if report.unknown_newsletters:
+            report.known_newsletters = [n.slug for n in catalogue.every(session)]
         details = {"created": report.created, "updated": report.updated, "skipped": report.skipped}
         if report.source != "nashra":
             details["source"] = report.source
@@ -758,6 +924,22 @@ class CsvImport:
                  unchanged=report.unchanged, skipped=report.skipped, confirmations=report.confirmations,
                  source=report.source, rows=report.rows, interrupted=interrupted)
         return report
+
+
+@dataclass(slots=True)
+class _Moves:
+    """What a chunk changes in the subscriptions of readers already here."""
+
+    leave: list[tuple[int, int]] = field(default_factory=list)  # (subscriber id, newsletter id)
+    join: list[tuple[int, int, str]] = field(default_factory=list)  # (newsletter id, subscriber id, sections JSON)
+
+    def add(self, sub: _Existing, plan: _Plan) -> bool:
+        """The reader's moves to the row's newsletters; whether there were any."""
+        before = len(self.leave) + len(self.join)
+        held = sub.subscriptions
+        self.leave += [(sub.id, nid) for nid in held if nid in plan.scope and nid not in plan.wanted]
+        self.join += [(nid, sub.id, ids) for nid, ids in plan.as_json if held.get(nid) != plan.wanted[nid]]
+        return len(self.leave) + len(self.join) > before
 
 
 def _copy(session: Session, target: tuple[str, str, tuple[str, ...]], rows: list[tuple]) -> None:
@@ -804,28 +986,53 @@ def export_csv(session: Session, fileobj: IO[str], *, include_unsubscribed: bool
 
     Unsubscribed readers are left out by default, so that an export can be imported
     again (the contract's status column knows only active and pending).
+
+    `newsletters` lists the reader's newsletters (not the retired ones: an import could
+    not name them, and leaves them as they are).  `frequency`, `alerts` and `sections`
+    say what an older consumer understands: the daily (else the weekly) digest and its
+    sections, and whether they are on `alerts`.
     """
     slugs = {s.id: s.slug for s in session.scalars(select(Section))}
+    visible = {n.id: n.slug for n in catalogue.every(session)}  # in the site's order
     writer = csv.writer(fileobj, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     query = select(Subscriber).order_by(Subscriber.id)
     if not include_unsubscribed:
         query = query.where(Subscriber.status != SubscriberStatus.unsubscribed)
     count = 0
-    for sub in session.scalars(query.execution_options(yield_per=1000)):
-        writer.writerow([defuse(cell) for cell in (
-            sub.email,
-            "|".join(slugs[i] for i in (sub.sections or []) if i in slugs),
-            sub.frequency.value,
-            "yes" if sub.alerts else "no",
-            sub.status.value,
-            sub.consent_source or "",
-            sub.consented_at.isoformat() if sub.consented_at else "",
-            sub.time_zone or "",
-        )])
-        count += 1
+    for batch in session.scalars(query.execution_options(yield_per=EXPORT_BATCH)).partitions():
+        held = _subscriptions_of(session, [sub.id for sub in batch])
+        for sub in batch:
+            mine = held.get(sub.id, {})
+            on = {visible[nid]: ids for nid, ids in mine.items() if nid in visible}
+            digest = catalogue.DAILY if catalogue.DAILY in on else catalogue.WEEKLY if catalogue.WEEKLY in on else None
+            writer.writerow([defuse(cell) for cell in (
+                sub.email,
+                "|".join(slugs[i] for i in (on[digest] if digest else []) if i in slugs),
+                digest or Frequency.none.value,
+                "yes" if catalogue.ALERTS in on else "no",
+                sub.status.value,
+                sub.consent_source or "",
+                sub.consented_at.isoformat() if sub.consented_at else "",
+                sub.time_zone or "",
+                "|".join(slug for nid, slug in visible.items() if nid in mine),
+            )])
+            count += 1
     log.info("subscribers_exported", rows=count)
     return count
+
+
+EXPORT_BATCH = 1000  # readers read at once, and their subscriptions in one query
+
+
+def _subscriptions_of(session: Session, ids: list[int]) -> dict[int, dict[int, list[int]]]:
+    """subscriber id → newsletter id → their sections there."""
+    table = Subscription.__table__
+    held: dict[int, dict[int, list[int]]] = {}
+    for sid, nid, sections in session.execute(select(table.c.subscriber_id, table.c.newsletter_id, table.c.sections)
+                                              .where(table.c.subscriber_id.in_(ids))):
+        held.setdefault(sid, {})[nid] = list(sections or [])
+    return held
 
 
 # A cell a spreadsheet would run as a formula (CSV injection): = + - @, and tab or CR,
