@@ -20,12 +20,17 @@ from service.models import (
     AuditLog,
     Consent,
     Frequency,
+    Newsletter,
+    NewsletterKind,
     RateCounter,
     Subscriber,
     SubscriberStatus,
+    Subscription,
 )
+from service.newsletters import catalogue, membership
 from service.subscribers import consent, lifecycle
 from service.subscribers.consent import Evidence
+from service.usecases import signups
 from tests.support.logs import json_log_lines
 
 NOW = dt.datetime(2026, 12, 7, 10, 5, tzinfo=dt.UTC)
@@ -48,12 +53,19 @@ def store(request, monkeypatch):
     dispatch.install(previous)
 
 
-def sign_up(email: str, now: dt.datetime = NOW, evidence: Evidence | None = EVIDENCE, **kw):
-    args = dict(sections=[2, 1], frequency=Frequency.weekly, alerts=False, consent_source="web:embed",
-                digest_hour=7, digest_weekday=3, time_zone="Asia/Riyadh")
+def sign_up(email: str, now: dt.datetime = NOW, evidence: Evidence | None = EVIDENCE, *,
+            newsletters=("weekly",), sections=(2, 1), **kw):
+    args = dict(consent_source="web:embed", digest_hour=7, digest_weekday=3, time_zone="Asia/Riyadh")
     args.update(kw)
     with session_scope(write=True) as s:
-        return lifecycle.signup(s, email=email, now=now, evidence=evidence, **args)
+        picks = signups.picks(catalogue.resolve(s, list(newsletters)), list(sections))
+        return lifecycle.signup(s, email=email, now=now, evidence=evidence, picks=picks, **args)
+
+
+def subscriptions(s, subscriber_id: int) -> dict:
+    """slug → (sections, digest hour, digest weekday, quiet mode, alerts today)."""
+    return {x.newsletter.slug: (x.sections, x.digest_hour, x.digest_weekday, x.quiet_mode, x.alerts_today)
+            for x in membership.of(s, subscriber_id)}
 
 
 def test_new_address_rows(store):
@@ -66,12 +78,11 @@ def test_new_address_rows(store):
     assert store.calls == [("send_transactional", "confirm", result.subscriber_id)]
     with session_scope() as s:
         sub = s.scalar(sa.select(Subscriber))
-        assert (sub.id, sub.email, sub.status, sub.sections, sub.frequency, sub.alerts) == (
-            result.subscriber_id, "new@example.com", SubscriberStatus.pending, [2, 1], Frequency.weekly, False)
+        assert (sub.id, sub.email, sub.status) == (result.subscriber_id, "new@example.com", SubscriberStatus.pending)
+        assert subscriptions(s, sub.id) == {"weekly": ([2, 1], 7, 3, "hold", 0)}
         assert (sub.consent_source, sub.consented_at, sub.confirmed_at, sub.token_version) == (
             "web:embed", NOW, None, 1)
-        assert (sub.digest_hour, sub.digest_weekday, sub.time_zone, sub.quiet_mode, sub.alerts_today) == (
-            7, 3, "Asia/Riyadh", "hold", 0)
+        assert sub.time_zone == "Asia/Riyadh"
         assert sub.created_at is not None and sub.updated_at is not None and sub.confirmation_due_at is None
         line = s.scalar(sa.select(AuditLog))
         target = f"subscriber:{sub.id}"
@@ -91,12 +102,13 @@ def test_new_address_rows(store):
 
 def test_rolled_back_signup_writes_and_sends_nothing(store):
     with pytest.raises(RuntimeError), session_scope() as s:
-        lifecycle.signup(s, email="gone@example.com", sections=[], frequency=Frequency.daily, alerts=True,
-                         consent_source="web:form", now=NOW, evidence=EVIDENCE)
+        picks = signups.picks(catalogue.resolve(s, ["daily", "alerts"]), [])
+        lifecycle.signup(s, email="gone@example.com", picks=picks, consent_source="web:form", now=NOW,
+                         evidence=EVIDENCE)
         raise RuntimeError("the request failed after the signup")
     assert store.calls == []
     with session_scope() as s:
-        for model in (Subscriber, AuditLog, Consent, RateCounter):
+        for model in (Subscriber, Subscription, AuditLog, Consent, RateCounter):
             assert s.scalar(sa.select(sa.func.count()).select_from(model)) == 0
 
 
@@ -120,14 +132,39 @@ def test_the_per_address_cap_counts_the_first_signup(store):
 def test_existing_addresses_take_the_locked_path(store):
     first = sign_up("twice@example.com")
     again = sign_up("twice@example.com", now=NOW + dt.timedelta(minutes=1))
-    later = sign_up("twice@example.com", now=NOW + dt.timedelta(minutes=11), sections=[1], time_zone=None)
+    later = sign_up("twice@example.com", now=NOW + dt.timedelta(minutes=11), sections=[1], time_zone=None,
+                    newsletters=["daily", "alerts"], digest_weekday=None)
     assert [r.outcome for r in (first, again, later)] == ["created", "refreshed", "resent"]
     assert first.subscriber_id == again.subscriber_id == later.subscriber_id
     with session_scope() as s:
         sub = s.scalar(sa.select(Subscriber))
-        assert (sub.sections, sub.time_zone, sub.consented_at) == ([1], None, NOW + dt.timedelta(minutes=11))
+        assert (sub.time_zone, sub.consented_at) == (None, NOW + dt.timedelta(minutes=11))
+        # The newer signup's newsletters replace the older's, with its choices.
+        assert subscriptions(s, sub.id) == {"daily": ([1], 7, None, "hold", 0), "alerts": ([], None, None, "hold", 0)}
         assert s.scalar(sa.select(sa.func.count()).select_from(Consent)) == 2
         assert s.scalar(sa.select(RateCounter.count)) == 2
+
+
+def test_several_newsletters_in_the_one_statement(store):
+    """Every newsletter chosen is a subscription row written with the reader: digests with
+    the sections, hour and day, alerts with their defaults; none chosen, none written."""
+    result = sign_up("many@example.com", newsletters=["alerts", "daily", "weekly"])
+    nothing = sign_up("none@example.com", newsletters=[])
+    with session_scope() as s:
+        assert subscriptions(s, result.subscriber_id) == {
+            "daily": ([2, 1], 7, 3, "hold", 0), "weekly": ([2, 1], 7, 3, "hold", 0),
+            "alerts": ([], None, None, "hold", 0)}
+        assert subscriptions(s, nothing.subscriber_id) == {}
+
+
+def test_a_digest_of_some_sections_keeps_the_readers_among_them(store):
+    with session_scope() as s:
+        s.add(Newsletter(slug="sport", name="الرياضة", kind=NewsletterKind.digest, frequency=Frequency.weekly,
+                         sections=[2, 5], position=5))
+    result = sign_up("sport@example.com", newsletters=["sport", "daily"], sections=[1, 2])
+    with session_scope() as s:
+        rows = subscriptions(s, result.subscriber_id)
+        assert (rows["daily"][0], rows["sport"][0]) == ([1, 2], [2])
 
 
 def test_held_confirmation_on_the_new_path(store, monkeypatch):
@@ -162,6 +199,7 @@ def test_any_evidence_is_recorded_as_the_orm_records_it(store, ip, user_agent, f
     evidence = Evidence(ip=ip, user_agent=user_agent, form_url=form_url, text_version=version)
     with session_scope() as s:
         s.execute(sa.delete(Consent))
+        s.execute(sa.delete(Subscription))
         s.execute(sa.delete(Subscriber))
     result = sign_up("fuzz@example.com", evidence=evidence)
     with session_scope() as s:

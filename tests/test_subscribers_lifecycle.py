@@ -10,13 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from service.models import AuditLog, Editor, Frequency, Subscriber, SubscriberStatus
+from service.models import AuditLog, Editor, Subscriber, SubscriberStatus
+from service.newsletters import catalogue, membership
 from service.staff.editors import authenticate, create_editor, hash_token
 from service.subscribers import lifecycle
 from service.subscribers.errors import InvalidInput
 from service.subscribers.suppression import is_suppressed, suppress
 from service.subscribers.tokens import BadToken, make_token
 from service.subscribers.validation import normalise_email
+from service.usecases import signups
 from tests.support.logs import json_log_lines
 
 
@@ -27,6 +29,7 @@ def _empty_tables(db_session):
 
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     db_session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    catalogue.seed_first(db_session)  # daily, weekly, alerts, as after migration 0008
 
 
 @pytest.fixture
@@ -38,10 +41,15 @@ def no_broker(monkeypatch):
     return sent
 
 
-def _signup(s, email="reader@example.com", **kw):
-    args = dict(email=email, sections=[], frequency=Frequency.daily, alerts=True, consent_source="web:form")
+def _signup(s, email="reader@example.com", newsletters=("daily", "alerts"), sections=(), **kw):
+    picks = signups.picks(catalogue.resolve(s, list(newsletters)), list(sections))
+    args = dict(email=email, picks=picks, consent_source="web:form")
     args.update(kw)
     return lifecycle.signup(s, **args)
+
+
+def _on(s, subscriber_id) -> list[str]:
+    return [x.newsletter.slug for x in membership.of(s, subscriber_id)]
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -66,13 +74,13 @@ def test_signup_then_confirm_then_unsubscribe(db_session, no_broker):
     sub = db_session.get(Subscriber, result.subscriber_id)
     token = make_token("confirm", sub.id, sub.token_version)
     lifecycle.confirm(db_session, token)
-    assert sub.status is SubscriberStatus.active
+    assert sub.status is SubscriberStatus.active and _on(db_session, sub.id) == ["daily", "alerts"]
     assert no_broker == [("confirm", sub.id), ("welcome", sub.id)]
     lifecycle.confirm(db_session, token)  # again: no second welcome
     assert len(no_broker) == 2
     assert lifecycle.unsubscribe(db_session, sub, actor="test") is True
     assert lifecycle.unsubscribe(db_session, sub, actor="test") is False
-    assert sub.token_version == 2
+    assert sub.token_version == 2 and _on(db_session, sub.id) == []  # leaving all: every subscription goes
     with pytest.raises(BadToken):
         lifecycle.confirm(db_session, token)  # old links die with the unsubscribe
     actions = list(db_session.scalars(select(AuditLog.action).order_by(AuditLog.id)))
@@ -81,13 +89,16 @@ def test_signup_then_confirm_then_unsubscribe(db_session, no_broker):
 
 def test_repeat_signup_of_pending_is_throttled_then_resent(db_session, no_broker):
     first = _signup(db_session)
-    again = _signup(db_session, frequency=Frequency.weekly)
+    assert _on(db_session, first.subscriber_id) == ["daily", "alerts"]
+    again = _signup(db_session, newsletters=["weekly"])
     assert again.outcome == "refreshed" and not again.confirmation_queued
     later = _signup(db_session, now=dt.datetime.now(dt.UTC) + lifecycle.RESEND_AFTER + dt.timedelta(seconds=1),
-                    frequency=Frequency.weekly)
+                    newsletters=["weekly"], sections=[], digest_hour=9)
     assert later.outcome == "resent" and later.subscriber_id == first.subscriber_id
     assert no_broker == [("confirm", first.subscriber_id)] * 2
-    assert db_session.get(Subscriber, first.subscriber_id).frequency is Frequency.weekly
+    # The newer choice replaces the older: only weekly now, at their hour.
+    assert _on(db_session, first.subscriber_id) == ["weekly"]
+    assert membership.of(db_session, first.subscriber_id)[0].digest_hour == 9
 
 
 def test_suppressed_address_gets_no_row_and_no_mail(db_session, no_broker):
@@ -111,6 +122,32 @@ def test_unsubscribe_by_token_is_idempotent(db_session, no_broker):
         lifecycle.unsubscribe_by_token(db_session, make_token("unsubscribe", sub.id, 7))
     with pytest.raises(BadToken):
         lifecycle.unsubscribe_by_token(db_session, make_token("unsubscribe", sub.id + 1000, 1))
+
+
+def test_pending_reader_has_their_subscriptions_with_their_choices(db_session, no_broker):
+    result = _signup(db_session, newsletters=["alerts", "weekly", "daily"], sections=[], digest_hour=8,
+                     digest_weekday=4)
+    rows = {x.newsletter.slug: x for x in membership.of(db_session, result.subscriber_id)}
+    assert list(rows) == ["daily", "weekly", "alerts"]  # the site's order
+    assert (rows["daily"].digest_hour, rows["weekly"].digest_weekday) == (8, 4)
+    assert (rows["alerts"].digest_hour, rows["alerts"].quiet_mode, rows["alerts"].alerts_today) == (None, "hold", 0)
+    assert db_session.get(Subscriber, result.subscriber_id).status is SubscriberStatus.pending
+
+
+def test_leaving_one_newsletter_keeps_the_others_and_the_last_one_leaves_all(db_session, no_broker):
+    sub = db_session.get(Subscriber, _signup(db_session).subscriber_id)
+    sub.status = SubscriberStatus.active
+    daily, alerts = catalogue.by_slug(db_session, "daily"), catalogue.by_slug(db_session, "alerts")
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    assert lifecycle.leave_by_token(db_session, token, daily.id) == (sub, True)
+    assert _on(db_session, sub.id) == ["alerts"] and sub.status is SubscriberStatus.active
+    assert lifecycle.leave_by_token(db_session, token, daily.id) == (sub, False)  # a second click: nothing
+    assert sub.token_version == 1  # the reader's links still work: they are still on alerts
+    assert lifecycle.leave_by_token(db_session, token, alerts.id) == (sub, True)
+    assert sub.status is SubscriberStatus.unsubscribed and sub.token_version == 2 and _on(db_session, sub.id) == []
+    assert lifecycle.leave_by_token(db_session, token, alerts.id) == (sub, False)  # gone: still a fine click
+    actions = list(db_session.scalars(select(AuditLog.action).order_by(AuditLog.id)))
+    assert actions == ["signup", "leave", "leave", "unsubscribe"]
 
 
 def test_editor_tokens_are_stored_hashed_and_authenticate(db_session):
