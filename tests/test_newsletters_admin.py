@@ -1,0 +1,266 @@
+"""Managing newsletters (issue 17): `nashra newsletters list|add|edit|hide` as operators run
+it (real processes on PostgreSQL), the checks of usecases.newsletters (bad input → a clear
+Arabic error, nothing changed), the admins' «النشرات» on the pages (CSRF, admins only), and
+the headers a newsletter's mail carries (its List-Id, its From name, n=<id> to leave it)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.cli.main import main as cli_main
+from service.db import session_scope
+from service.delivery.compose import compose, prepare
+from service.models import AuditLog, Newsletter, NewsletterKind, Section, SubscriberStatus
+from service.newsletters import catalogue
+from service.staff.editors import create_editor
+from service.usecases import newsletters
+from tests.support.readers import reader
+from tests.test_cli import nashra
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def snapshot() -> list[tuple]:
+    """Every newsletter as stored, and how many audit lines there are: "nothing changed"."""
+    with session_scope() as s:
+        rows = s.execute(sa.select(Newsletter.id, Newsletter.slug, Newsletter.name, Newsletter.kind,
+                                   Newsletter.frequency, Newsletter.default_hour, Newsletter.default_weekday,
+                                   Newsletter.sections, Newsletter.from_name, Newsletter.list_id,
+                                   Newsletter.description, Newsletter.offered, Newsletter.hidden)
+                         .order_by(Newsletter.id)).all()
+        audits = s.scalar(sa.select(sa.func.count()).select_from(AuditLog))
+    return [tuple(r) for r in rows] + [("audit", audits)]
+
+
+@pytest.fixture
+def site(pg_env):
+    with session_scope() as s:
+        s.add_all([Section(slug="sports", name="رياضة", position=1), Section(slug="world", name="عربي دولي", position=2)])
+        s.flush()
+        reader(s, "a@example.com")  # daily + alerts
+        reader(s, "b@example.com", frequency="weekly", alerts=False)
+        reader(s, "c@example.com", status=SubscriberStatus.pending)  # not counted: unconfirmed
+    return pg_env
+
+
+# ---------------------------------------------------------------- the console
+
+
+def test_cli_add_edit_hide_list_round_trip(site):
+    added = nashra("newsletters", "add", "رياضة الجمعة", "--slug", "sports-friday", "--kind", "digest",
+                   "--frequency", "weekly", "--hour", "18", "--day", "4", "--sections", "sports",
+                   "--from-name", "نشرة الرياضة", "--list-id", "friday.sports.example",
+                   "--description", "مباريات الأسبوع")
+    assert added.returncode == 0, added.stderr
+    assert "sports-friday" in added.stdout and "<friday.sports.example>" in added.stdout
+    with session_scope() as s:
+        n = catalogue.by_slug(s, "sports-friday")
+        sports = s.scalar(sa.select(Section.id).where(Section.slug == "sports"))
+        assert (n.kind, n.frequency.value, n.default_hour, n.default_weekday, n.sections, n.from_name, n.list_id) \
+            == (NewsletterKind.digest, "weekly", 18, 4, [sports], "نشرة الرياضة", "friday.sports.example")
+        assert n.offered and not n.hidden and n.position > 2
+
+    edited = nashra("newsletters", "edit", "sports-friday", "--name", "رياضة نهاية الأسبوع", "--hour", "default",
+                    "--list-id", "", "--not-offered")
+    assert edited.returncode == 0, edited.stderr
+    with session_scope() as s:
+        n = catalogue.by_slug(s, "sports-friday")
+        assert (n.name, n.default_hour, n.list_id, n.offered) == ("رياضة نهاية الأسبوع", None, None, False)
+
+    hidden = nashra("newsletters", "hide", "sports-friday")
+    assert hidden.returncode == 0 and "hidden" in hidden.stdout
+    again = nashra("newsletters", "hide", "sports-friday")
+    assert again.returncode == 0 and "already" in again.stdout
+    listed = nashra("newsletters", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(lines) == {"daily", "weekly", "alerts", "sports-friday"}
+    assert listed.stdout.splitlines()[0].split() == ["slug", "name", "kind", "schedule", "sections", "offered",
+                                                    "hidden", "readers"]
+    assert lines["daily"].split()[-1] == "1" and lines["weekly"].split()[-1] == "1"  # confirmed readers only
+    assert lines["sports-friday"].split()[-2:] == ["yes", "0"] and "رياضة" in lines["sports-friday"]
+    shown = nashra("newsletters", "hide", "sports-friday", "--show")
+    assert shown.returncode == 0
+    with session_scope() as s:
+        assert not catalogue.by_slug(s, "sports-friday").hidden
+        actions = s.scalars(sa.select(AuditLog.action).where(AuditLog.action.startswith("newsletter."))
+                            .order_by(AuditLog.id)).all()
+    assert actions == ["newsletter.add", "newsletter.edit", "newsletter.hide", "newsletter.show"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--sections", "cooking"), "cooking"),
+    (("add", "أخرى", "--slug", "daily", "--kind", "digest"), "daily"),  # a taken slug
+    (("add", "النشرة اليومية", "--slug", "other", "--kind", "digest"), "النشرة اليومية"),  # a taken name
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--list-id", "no dots here"), "List-Id"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--list-id", "a..b"), "List-Id"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--list-id", "x" * 199 + ".b"), "List-Id"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--list-id", "daily.nashra.example"), "List-Id"),
+    (("add", "رياضة", "--slug", "Sports Friday", "--kind", "digest"), "Sports Friday".lower()),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--hour", "3"), "3"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--hour", "24"), "24"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--frequency", "weekly", "--day", "7"), "6"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--day", "2"), "اليومي"),  # a day on a daily digest
+    (("add", "عاجل رياضي", "--slug", "sports-alerts", "--kind", "alerts", "--hour", "7"), "العاجلة"),
+    (("add", "رياضة\u0000", "--slug", "sports", "--kind", "digest"), "U+0000"),
+    (("add", "رياضة", "--slug", "sports", "--kind", "digest", "--from-name", "a\nBcc: x@evil.example"), "سطر"),
+    (("edit", "daily", "--slug", "every-day"), "daily"),  # the first three keep their slugs
+    (("edit", "daily", "--kind", "alerts"), "قراء"),  # readers are on it
+    (("edit", "nope", "--name", "x"), "nope"),
+    (("hide", "nope"), "nope"),
+])
+def test_cli_bad_input_is_refused_clearly_and_changes_nothing(site, args, words, capsys):
+    before = snapshot()
+    if "\x00" in "".join(args):
+        # No process takes a NUL in its argv (execve ends the string there): the command
+        # itself runs here, on what its parser was handed.
+        with pytest.raises(SystemExit) as code:
+            cli_main(["newsletters", *args])
+        assert code.value.code != 0
+        err = capsys.readouterr().err
+    else:
+        proc = nashra("newsletters", *args)
+        assert proc.returncode != 0
+        err = proc.stderr
+    assert "Traceback" not in err and "error:" in err and "nothing was changed" in err
+    assert words in err, err
+    assert snapshot() == before
+
+
+def test_use_case_refuses_nul_and_controls_anywhere(site):
+    before = snapshot()
+    for fields in ({"description": "وصف\x00"}, {"from_name": "اسم\x00"}, {"list_id": "a.b\x00"},
+                   {"sections": ["sports\x00"]}, {"hour": "7\x00"}):
+        with pytest.raises(newsletters.NewsletterError):
+            newsletters.add("رياضة", slug="sports", kind="digest", actor="test", **fields)
+    with pytest.raises(newsletters.NewsletterError):
+        newsletters.edit("daily\x00", name="x", actor="test")
+    assert snapshot() == before
+
+
+def test_kind_changes_only_while_nobody_is_on_it(site):
+    newsletters.add("تجربة", slug="trial", kind="digest", actor="test")
+    row, changed = newsletters.edit("trial", kind="alerts", actor="test")
+    assert (row.kind, row.frequency, changed) == ("alerts", None, ["kind"])
+    with session_scope() as s:
+        reader(s, "d@example.com", newsletters=["trial"])
+    with pytest.raises(newsletters.NewsletterError, match="قراء"):
+        newsletters.edit("trial", kind="digest", actor="test")
+
+
+def test_hidden_newsletters_are_not_offered(site):
+    newsletters.add("ثقافة", slug="culture", kind="digest", actor="test")
+    with session_scope() as s:
+        assert "culture" in [n.slug for n in catalogue.offered(s)]
+    newsletters.hide("culture", actor="test")
+    with session_scope() as s:
+        assert "culture" not in [n.slug for n in catalogue.offered(s)]
+    row = newsletters.get("culture")
+    assert row.hidden and not row.offered
+
+
+# ---------------------------------------------------------------- the headers
+
+
+def test_a_newsletters_mail_carries_its_list_id_from_name_and_leave_link(site):
+    newsletters.add("رياضة الجمعة", slug="sports-friday", kind="digest", from_name="نشرة الرياضة", actor="test")
+    with session_scope() as s:
+        n = catalogue.by_slug(s, "sports-friday")
+        s.expunge(n)
+    tpl = prepare(41, "special", "all", "عدد خاص", "<p>x</p>", "x", newsletter=n)
+    data = compose(tpl, to_addr="r@example.com", subscriber_id=3, token_version=1, delivery_id=9).data
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["List-Id"] == "<sports-friday.nashra.example>"
+    assert msg["From"].addresses[0].display_name == "نشرة الرياضة"
+    assert msg["From"].addresses[0].addr_spec == "newsletter@nashra.example"
+    assert f"?e=41&n={n.id}>" in msg["List-Unsubscribe"]
+    plain = compose(prepare(41, "special", "all", "عدد خاص", "<p>x</p>", "x"), to_addr="r@example.com",
+                    subscriber_id=3, token_version=1, delivery_id=9).data
+    msg = email.message_from_bytes(plain, policy=email.policy.default)  # none given: as before
+    assert msg["List-Id"] == "<digest.nashra.example>" and "&n=" not in msg["List-Unsubscribe"]
+
+
+# ---------------------------------------------------------------- the admins' page
+
+
+@pytest.fixture
+def desk(site, queue_redis):
+    with session_scope() as s:
+        _, editor = create_editor(s, "سلمى", "editor")
+        _, admin = create_editor(s, "منى", "admin")
+    from service.web.app import create_app
+
+    with TestClient(create_app()) as client:
+        yield {"app": client.app, "editor": ("سلمى", editor), "admin": ("منى", admin)}
+
+
+def log_in(desk, who: str) -> TestClient:
+    client = TestClient(desk["app"])
+    name, token = desk[who]
+    form = client.get("/editor").text
+    resp = client.post("/editor/login", data={"csrf_token": CSRF.search(form).group(1), "name": name, "token": token},
+                       follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    return client
+
+
+def csrf_of(client, path: str = "/editor/newsletters") -> str:
+    return CSRF.search(client.get(path).text).group(1)
+
+
+def test_an_admin_adds_edits_and_hides_newsletters_on_the_page(desk):
+    admin = log_in(desk, "admin")
+    page = admin.get("/editor/newsletters")
+    assert page.status_code == 200 and "النشرات" in page.text and "النشرة اليومية" in page.text
+    with session_scope() as s:
+        sports = s.scalar(sa.select(Section.id).where(Section.slug == "sports"))
+    resp = admin.post("/editor/newsletters", data={
+        "csrf_token": csrf_of(admin), "kind": "digest", "name": "رياضة الجمعة", "slug": "sports-friday",
+        "frequency": "weekly", "hour": "18", "day": "4", "section": [str(sports)], "from_name": "نشرة الرياضة",
+        "list_id": "", "description": "", "offered": "yes"})
+    assert resp.status_code == 200 and "أُضيفت" in resp.text, resp.text
+    assert 'id="newsletter-sports-friday"' in resp.text
+    with session_scope() as s:
+        n = catalogue.by_slug(s, "sports-friday")
+        assert (n.frequency.value, n.default_hour, n.default_weekday, n.sections) == ("weekly", 18, 4, [sports])
+        nid = n.id
+
+    before = snapshot()
+    bad = admin.post("/editor/newsletters", data={"csrf_token": csrf_of(admin), "kind": "digest", "name": "x",
+                                                  "slug": "sports-friday"})
+    assert bad.status_code == 422 and "لم تُضف النشرة" in bad.text
+    forged = admin.post("/editor/newsletters", data={"csrf_token": "nope", "kind": "digest", "name": "y",
+                                                     "slug": "yy"})
+    assert forged.status_code == 400
+    assert snapshot() == before
+
+    edited = admin.post(f"/editor/newsletters/{nid}", data={
+        "csrf_token": csrf_of(admin), "action": "edit", "name": "رياضة", "slug": "sports-friday",
+        "frequency": "daily", "hour": "", "from_name": "", "list_id": "sports.nashra.example", "offered": "yes"})
+    assert edited.status_code == 200 and "حُفظت" in edited.text, edited.text
+    hidden = admin.post(f"/editor/newsletters/{nid}", data={"csrf_token": csrf_of(admin), "action": "hide"})
+    assert hidden.status_code == 200 and "أُخفيت" in hidden.text
+    with session_scope() as s:
+        n = catalogue.by_slug(s, "sports-friday")
+        assert (n.name, n.frequency.value, n.default_hour, n.default_weekday, n.sections, n.from_name, n.list_id,
+                n.hidden) == ("رياضة", "daily", None, None, [], None, "sports.nashra.example", True)
+    missing = admin.post("/editor/newsletters/999999", data={"csrf_token": csrf_of(admin), "action": "hide"})
+    assert missing.status_code == 404
+
+
+def test_an_editor_is_refused_the_newsletters_page(desk):
+    editor = log_in(desk, "editor")
+    assert editor.get("/editor/newsletters").status_code == 403
+    token = CSRF.search(editor.get("/editor").text).group(1)
+    before = snapshot()
+    resp = editor.post("/editor/newsletters", data={"csrf_token": token, "kind": "digest", "name": "x", "slug": "x"})
+    assert resp.status_code == 403
+    assert editor.post("/editor/newsletters/1", data={"csrf_token": token, "action": "hide"}).status_code == 403
+    assert snapshot() == before
+    assert TestClient(desk["app"]).get("/editor/newsletters").status_code == 401
