@@ -58,6 +58,8 @@ from bench.support import (  # noqa: E402
     celery_worker,
     code_label,
     engine_overrides,
+    has_newsletters,
+    insert_readers,
     pid_cpu_seconds,
     postgres_cpu_seconds,
     services,
@@ -76,12 +78,12 @@ def add_audience(digest_readers: int, alert_readers: int) -> None:
 
     every = max(1, digest_readers // alert_readers)
     with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT 'reader' || i || '@example.com', 'active', 'daily', (i % :k = 0 AND i / :k <= :a), '[]', 1, "
-            "now(), now() FROM generate_series(1, :n) AS i"), {"n": digest_readers, "k": every, "a": alert_readers})
+        insert_readers(s, digest_readers, email="'reader' || i || '@example.com'",
+                       alerts="i % :k = 0 AND i / :k <= :a", params={"k": every, "a": alert_readers})
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(sa.text("VACUUM ANALYZE subscribers"))
+        if has_newsletters(c):
+            c.execute(sa.text("VACUUM ANALYZE subscriptions"))
 
 
 def counts(edition_id: int) -> tuple[int, int, str]:

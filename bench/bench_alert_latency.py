@@ -51,6 +51,8 @@ sys.path.insert(0, str(REPO))
 from bench.support import (  # noqa: E402
     ceiling,
     celery_worker,
+    has_newsletters,
+    insert_readers,
     scratch_database,
     serve_smtp,
     sink_process,
@@ -154,13 +156,11 @@ def add_audience(n: int) -> None:
 
     total = n + n // 4
     with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT 'reader' || i || '@example.com', 'active', 'daily', i % 5 <> 0, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) AS i"
-        ), {"n": total})
+        insert_readers(s, total, email="'reader' || i || '@example.com'", alerts="i % 5 <> 0")
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(sa.text("VACUUM ANALYZE subscribers"))
+        if has_newsletters(c):
+            c.execute(sa.text("VACUUM ANALYZE subscriptions"))
 
 
 def bare_insert_select(n: int) -> float:
@@ -173,12 +173,15 @@ def bare_insert_select(n: int) -> float:
         eid = c.execute(sa.text(
             "INSERT INTO editions (kind, status, title, params, created_at, recipients) "
             "VALUES ('alert', 'draft', 'reference', '{}', now(), 0) RETURNING id")).scalar()
+        # The alerts' readers: on the `alerts` newsletter (0008 on), or alerts on their row before.
+        audience = ("JOIN subscriptions m ON m.subscriber_id = s.id AND m.newsletter_id ="
+                    " (SELECT id FROM newsletters WHERE slug = 'alerts') WHERE s.status = 'active' "
+                    if has_newsletters(c) else "WHERE s.status = 'active' AND s.alerts ")
         t = time.perf_counter()
         got = c.execute(sa.text(
             "INSERT INTO deliveries (edition_id, subscriber_id, variant, status, attempts, updated_at) "
-            "SELECT :e, s.id, 'all', 'queued', 0, now() FROM subscribers s "
-            "WHERE s.status = 'active' AND s.alerts "
-            "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email) "
+            "SELECT :e, s.id, 'all', 'queued', 0, now() FROM subscribers s " + audience
+            + "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email) "
             "ON CONFLICT (edition_id, subscriber_id) DO NOTHING"), {"e": eid}).rowcount
         elapsed = time.perf_counter() - t
         c.rollback()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-from bench.support import free_port, scratch_database  # noqa: E402
+from bench.support import free_port, insert_readers, scratch_database  # noqa: E402
 
 ORIGINAL_BODY = (
     "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -91,9 +91,7 @@ def build(n: int):
     settings = get_settings()
     now = utcnow()
     with session_scope() as s:
-        s.execute(sa.insert(Subscriber.__table__), [
-            {"email": f"reader{i}@example.com", "status": "active", "frequency": "daily", "alerts": True,
-             "sections": [], "token_version": 1, "created_at": now, "updated_at": now} for i in range(n)])
+        insert_readers(s, n, email="'reader' || (i - 1) || '@example.com'")  # reader0 … reader{n-1}
         edition = Edition(kind=EditionKind.digest, status=EditionStatus.done, title="bench", params={})
         s.add(edition)
         s.flush()

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.support import scratch_database  # noqa: E402
+from bench.support import insert_readers, scratch_database  # noqa: E402
 
 
 def fill(url: str, readers: int, n_articles: int, updates: int, now: dt.datetime) -> None:
@@ -59,17 +59,14 @@ def fill(url: str, readers: int, n_articles: int, updates: int, now: dt.datetime
             INSERT INTO article_versions (article_id, version, kind, content_hash, title, summary, body_html,
                                           created_at)
             SELECT id, 1, 'new', content_hash, title, summary, body_html, first_seen_at FROM articles"""))
-        c.execute(sa.text("""
-            INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at,
-                                     updated_at)
-            SELECT 'r' || i || '@example.com', 'active', 'daily', true, '[]', 1, :week, :week
-            FROM generate_series(1, :n) i"""), {"n": readers, "week": week})
+        insert_readers(c, readers, email="'r' || i || '@example.com'", created=":week", params={"week": week})
         per_day = n_articles // 7 + 1
         for day in range(7):  # seven daily digests, each carrying that day's articles at version 1
             at = week + dt.timedelta(days=day + 1)
             eid = c.execute(sa.text("""
-                INSERT INTO editions (kind, frequency, status, title, params, created_at, recipients)
-                VALUES ('digest', 'daily', 'done', 'digest', '{}', :at, :r) RETURNING id"""),
+                INSERT INTO editions (newsletter_id, kind, frequency, status, title, params, created_at, recipients)
+                VALUES ((SELECT id FROM newsletters WHERE slug = 'daily'), 'digest', 'daily', 'done', 'digest', '{}',
+                        :at, :r) RETURNING id"""),
                 {"at": at, "r": readers}).scalar()
             c.execute(sa.text("""
                 INSERT INTO edition_articles (edition_id, article_id, version, position, updated)
@@ -79,8 +76,9 @@ def fill(url: str, readers: int, n_articles: int, updates: int, now: dt.datetime
         for k in range(10):  # ten alerts, one article each, to everyone
             at = week + dt.timedelta(hours=12 + 15 * k)
             eid = c.execute(sa.text("""
-                INSERT INTO editions (kind, status, title, params, created_at, recipients)
-                VALUES ('alert', 'done', 'alert', '{"headline": "h", "url": "https://news.example/x"}', :at, :r)
+                INSERT INTO editions (newsletter_id, kind, status, title, params, created_at, recipients)
+                VALUES ((SELECT id FROM newsletters WHERE slug = 'alerts'), 'alert', 'done', 'alert',
+                        '{"headline": "h", "url": "https://news.example/x"}', :at, :r)
                 RETURNING id"""), {"at": at, "r": readers}).scalar()
             c.execute(sa.text("INSERT INTO edition_articles (edition_id, article_id, version, position, updated) "
                               "VALUES (:e, :a, 1, 0, false)"), {"e": eid, "a": 1 + (k * 37) % n_articles})

@@ -37,6 +37,8 @@ from bench.support import (  # noqa: E402
     ceiling,
     celery_worker,
     free_port,
+    insert_readers,
+    newsletter_fields,
     scratch_database,
     serve_smtp,
     sink_process,
@@ -116,7 +118,8 @@ def new_edition(rendered) -> int:
     from service.models import Edition, EditionKind, Frequency
 
     with session_scope() as s:
-        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="bench", params={})
+        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="bench", params={},
+                     **newsletter_fields(s, "daily"))
         s.add(ed)
         s.flush()
         plan(s, ed.id, renderer=fixed_renderer(rendered))
@@ -233,22 +236,19 @@ def plan_million(rows: int, env: dict) -> dict:
     clear_ledger()
     with session_scope() as s:
         # 8 section sets (so 8 variants) and 1 % of readers suppressed
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT 'm' || i || '@example.com', 'active', 'daily', true, "
-            "CAST(CASE i % 8 WHEN 0 THEN '[]' ELSE '[' || (i % 8) || ', ' || (i % 5 + 10) || ']' END AS json), "
-            "1, now(), now() FROM generate_series(1, :n) AS i"
-        ), {"n": rows})
+        insert_readers(s, rows, email="'m' || i || '@example.com'",
+                       sections="CASE i % 8 WHEN 0 THEN '[]' ELSE '[' || (i % 8) || ', ' || (i % 5 + 10) || ']' END")
         s.execute(sa.text(
             "INSERT INTO suppressions (email, reason, created_at) "
             "SELECT email, 'hard_bounce', now() FROM subscribers WHERE id % 100 = 0"
         ))
-        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="million", params={})
+        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="million", params={},
+                     **newsletter_fields(s, "daily"))
         s.add(ed)
         s.flush()
         eid = ed.id
     with session_scope() as s:
-        s.execute(sa.text("ANALYZE subscribers; ANALYZE suppressions"))
+        s.execute(sa.text("ANALYZE subscribers; ANALYZE subscriptions; ANALYZE suppressions"))
     out = subprocess.run([sys.executable, "-c", PLANNER % (DIGEST_ARTICLES, eid)], cwd=REPO,
                          env={**os.environ, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -262,14 +262,16 @@ def naive_plan_rate(sample: int) -> float:
     from service.models import Edition, EditionKind, Frequency
 
     with session_scope() as s:
-        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="naive", params={})
+        ed = Edition(kind=EditionKind.digest, frequency=Frequency.daily, title="naive", params={},
+                     **newsletter_fields(s, "daily"))
         s.add(ed)
         s.flush()
         eid = ed.id
     t = time.perf_counter()
     with session_scope() as s:
         subs = s.execute(sa.text(
-            "SELECT s.id, CAST(s.sections AS text) FROM subscribers s WHERE s.status = 'active' AND s.frequency = 'daily' "
+            "SELECT s.id, CAST(m.sections AS text) FROM subscribers s JOIN subscriptions m ON m.subscriber_id = s.id "
+            "AND m.newsletter_id = (SELECT id FROM newsletters WHERE slug = 'daily') WHERE s.status = 'active' "
             "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email) ORDER BY s.id LIMIT :n"
         ), {"n": sample}).all()
         rows = [{"e": eid, "s": sid, "v": "all" if v == "[]" else v} for sid, v in subs]

@@ -59,6 +59,7 @@ from bench.support import (  # noqa: E402
     celery_worker,
     code_label,
     engine_overrides,
+    newsletter_fields,
     pid_cpu_seconds,
     postgres_cpu_seconds,
     services,
@@ -133,7 +134,8 @@ def new_edition(kind: str, rendered) -> int:
 
     with session_scope() as s:
         ed = Edition(kind=EditionKind(kind), frequency=Frequency.daily if kind == "digest" else None,
-                     title=f"bench {kind}", params={})
+                     title=f"bench {kind}", params={},
+                     **newsletter_fields(s, "daily" if kind == "digest" else "alerts"))
         s.add(ed)
         s.flush()
         plan(s, ed.id, renderer=lambda session, edition, variant: rendered)

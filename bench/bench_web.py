@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.support import scratch_database, web_server  # noqa: E402
+from bench.support import insert_readers, scratch_database, web_server  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/12"
@@ -59,14 +59,12 @@ def seed_ledger(url: str, deliveries: int) -> None:
     engine = sa.create_engine(url)
     subscribers = max(1, deliveries // 2)
     with engine.begin() as c:
-        c.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT 'bench' || g || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) g"), {"n": subscribers})
+        insert_readers(c, subscribers, email="'bench' || i || '@example.com'")
         for kind in ("digest", "alert"):
             eid = c.execute(sa.text(
-                "INSERT INTO editions (kind, status, title, params, created_at, recipients) "
-                "VALUES (:k, 'sending', 'bench', '{}', now(), 0) RETURNING id"), {"k": kind}).scalar()
+                "INSERT INTO editions (newsletter_id, kind, status, title, params, created_at, recipients) "
+                "VALUES ((SELECT id FROM newsletters WHERE slug = :n), :k, 'sending', 'bench', '{}', now(), 0)"
+                " RETURNING id"), {"k": kind, "n": "daily" if kind == "digest" else "alerts"}).scalar()
             c.execute(sa.text(
                 "INSERT INTO deliveries (edition_id, subscriber_id, variant, status, attempts) "
                 "SELECT :e, s.id, 'all', (ARRAY['sent','sent','sent','queued','retry','failed'])[1 + s.id % 6], 0 "

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-from bench.support import redis_server, scratch_database  # noqa: E402
+from bench.support import insert_readers, redis_server, scratch_database  # noqa: E402
 
 
 def measure(body, rounds: int, n: int = 150) -> tuple[float, float]:
@@ -95,7 +95,7 @@ def main() -> None:
         from service.db import get_engine, insert_ignoring, session_scope
         from service.jobs import install_dispatcher, names
         from service.jobs.dispatch import _send
-        from service.models import Frequency, Subscriber, SubscriberStatus, audit, utcnow
+        from service.models import Subscriber, SubscriberStatus, audit, utcnow
         from service.subscribers import confirm_budget, consent, signup_rows, suppression
         from service.subscribers.consent import Evidence
         from service.subscribers.validation import normalise_email, section_ids
@@ -111,8 +111,7 @@ def main() -> None:
         evidence = Evidence(ip="10.0.0.1", user_agent="bench", form_url="https://news.example/",
                             text_version=consent.CURRENT)
         with session_scope() as s:
-            s.add(Subscriber(email="fixed@example.com", status=SubscriberStatus.pending, sections=[],
-                             frequency=Frequency.daily, alerts=True))
+            s.add(Subscriber(email="fixed@example.com", status=SubscriberStatus.pending))
         with session_scope() as s:
             fixed = s.scalar(sa.select(Subscriber.id))
 
@@ -128,9 +127,8 @@ def main() -> None:
             "section_ids": in_tx(lambda s, i: section_ids(s, ["1", "2"])),
             "is_suppressed": in_tx(lambda s, i: suppression.is_suppressed(s, f"s{i}@example.com")),
             "insert the reader (Table)": in_tx(lambda s, i: s.execute(insert_ignoring(s, Subscriber, ["email"]).values(
-                email=f"p{i}@example.com", status=SubscriberStatus.pending, sections=[1],
-                frequency=Frequency.daily, alerts=True, consent_source="web:form", consented_at=None,
-                digest_hour=None, digest_weekday=None).returning(Subscriber.id)).scalar()),
+                email=f"p{i}@example.com", status=SubscriberStatus.pending, consent_source="web:form",
+                consented_at=None).returning(Subscriber.id)).scalar()),
             "new reader: 4 rows, 1 statement": in_tx(lambda s, i: signup_rows.insert_new(
                 s, signup_rows.NewReader(f"n{i}@example.com", [1], "daily", True, "web:form", None, None, None),
                 evidence, now=utcnow(), counter=("confirm-mail", 86400))),
@@ -195,10 +193,7 @@ def main() -> None:
         # each kind of address (CPU, not the wire: the closer together, the less a
         # stranger timing the answers can learn).
         with get_engine().begin() as c:
-            c.execute(sa.text(
-                "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at,"
-                " updated_at, quiet_mode, alerts_today) SELECT 'a' || g || '@example.com', 'active', 'daily', true,"
-                " '[]', 1, now(), now(), 'hold', 0 FROM generate_series(1, :n) g"), {"n": args.rounds * 2 * 160})
+            insert_readers(c, args.rounds * 2 * 160, email="'a' || i || '@example.com'")
         kinds = {"new address": lambda k: f"k{k}@example.com",
                  "active, link sent": lambda k: f"a{k}@example.com",
                  "active, link throttled": lambda k: f"a{k % 100 + 1}@example.com"}

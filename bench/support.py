@@ -681,12 +681,61 @@ def engine_overrides(settings, workers: int, connections: int | None) -> dict[st
 
 def add_readers(n: int, prefix: str) -> None:
     """n active subscribers (daily digest, alerts on, every section): PREFIXi@example.com."""
-    import sqlalchemy as sa
-
     from service.db import session_scope  # here: sys.path names the code under test first
 
     with session_scope() as s:
-        s.execute(sa.text(
-            "INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version, created_at, updated_at) "
-            "SELECT :p || i || '@example.com', 'active', 'daily', true, '[]', 1, now(), now() "
-            "FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n})
+        insert_readers(s, n, email=":p || i || '@example.com'", params={"p": prefix})
+
+
+# ------------------------------------------------------------------ readers, in bulk
+
+
+def has_newsletters(bind) -> bool:
+    """Is the database on 0008 or later (readers' choices on `subscriptions` rows)?  A run
+    of a revision from before (`--rev`) still keeps them on the reader's row."""
+    import sqlalchemy as sa
+
+    return bind.execute(sa.text("SELECT to_regclass('subscriptions') IS NOT NULL")).scalar()
+
+
+def newsletter_fields(bind, slug: str) -> dict:
+    """{"newsletter_id": …} for an Edition of the site's `slug` newsletter; {} before 0008."""
+    import sqlalchemy as sa
+
+    if not has_newsletters(bind):
+        return {}
+    return {"newsletter_id": bind.execute(sa.text("SELECT id FROM newsletters WHERE slug = :s"),
+                                          {"s": slug}).scalar_one()}
+
+
+def insert_readers(bind, n: int, *, email: str, digest: str | None = "daily", alerts: str = "true",
+                   sections: str = "'[]'", created: str = "now()", params: dict | None = None) -> None:
+    """n active readers from one INSERT … SELECT over generate_series(1, :n) AS i.
+
+    `email`, `alerts` (boolean) and `sections` (JSON text) are SQL expressions of i;
+    `digest` is the digest newsletter they are on (`daily`, `weekly`; None: none) and
+    `created` their created_at.  From 0008 on, the readers and their subscription rows
+    are written by the same statement (data-modifying CTEs: the new ids come back through
+    RETURNING); before it, the reader's row carries frequency, alerts and sections."""
+    import sqlalchemy as sa
+
+    rows = (f"SELECT i, {email} AS email, ({alerts}) AS alerts, CAST({sections} AS json) AS sections "
+            "FROM generate_series(1, :n) AS i")
+    values = {**(params or {}), "n": n}
+    if not has_newsletters(bind):
+        bind.execute(sa.text(
+            f"WITH g AS ({rows}) INSERT INTO subscribers (email, status, frequency, alerts, sections, token_version,"
+            f" created_at, updated_at) SELECT email, 'active', :frequency, alerts, sections, 1, {created}, {created}"
+            " FROM g"), {**values, "frequency": digest or "none"})
+        return
+    subscription = ("INSERT INTO subscriptions (newsletter_id, subscriber_id, sections, quiet_mode, alerts_today,"
+                    " created_at) SELECT (SELECT id FROM newsletters WHERE slug = {slug}), r.id, {sections}, 'hold',"
+                    " 0, " + created + " FROM r JOIN g USING (email)")
+    digest_rows = (", d AS (" + subscription.format(slug=":digest", sections="g.sections") + ")") if digest else ""
+    bind.execute(sa.text(
+        f"WITH g AS ({rows}),"
+        " r AS (INSERT INTO subscribers (email, status, token_version, created_at, updated_at)"
+        f" SELECT email, 'active', 1, {created}, {created} FROM g RETURNING id, email)"
+        f"{digest_rows} "
+        + subscription.format(slug="'alerts'", sections="CAST('[]' AS json)") + " WHERE g.alerts"),
+        {**values, "digest": digest} if digest else values)
