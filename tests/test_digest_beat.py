@@ -24,13 +24,11 @@ from service.models import (
     ArticleVersion,
     Edition,
     EditionKind,
-    Frequency,
-    Subscriber,
-    SubscriberStatus,
     VersionKind,
     utcnow,
 )
 from service.subscribers.hours import offered_hours
+from tests.support.readers import reader
 from tests.support.workers import REPO, kill, start_worker, stop, worker_env
 
 
@@ -52,10 +50,8 @@ def test_a_digest_due_while_workers_were_down_goes_once_when_they_return(pg_env,
     other_hour = next(h for h in offered_hours() if h != due.hour)
     with session_scope() as s:
         for n in range(3):
-            s.add(Subscriber(email=f"reader{n}@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
-                             alerts=False, sections=[]))
-        s.add(Subscriber(email="other-hour@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
-                         alerts=False, sections=[], digest_hour=other_hour))
+            reader(s, f"reader{n}@example.com", frequency="daily", alerts=False)
+        reader(s, "other-hour@example.com", frequency="daily", alerts=False, digest_hour=other_hour)
         seen = now - dt.timedelta(minutes=30)
         article = Article(guid="urn:t:1", url="https://news.example/a/1", title="خبر الصباح", summary="ملخص",
                           content_hash="1" * 64, first_seen_at=seen, last_major_at=seen, version=1)

@@ -33,15 +33,15 @@ from service.models import (
     EditionStatus,
     Frequency,
     Section,
-    Subscriber,
-    SubscriberStatus,
     VersionKind,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.staff.editors import create_editor
 from service.usecases import digest_preview
 from service.usecases.digest_preview import PreviewRefused, preview
 from tests.support.browser import log_in_editor
+from tests.support.readers import reader as make_reader
 from tests.test_cli import nashra
 from tests.test_hardening_fuzz import FUZZ, text
 
@@ -81,11 +81,7 @@ def article(s, title: str, seen: dt.datetime, n: int) -> None:
 
 
 def reader(s, email: str, *, hour: int | None = None, weekday: int | None = None, frequency: str = "daily") -> int:
-    sub = Subscriber(email=email, status=SubscriberStatus.active, frequency=Frequency(frequency), alerts=False,
-                     sections=[], digest_hour=hour, digest_weekday=weekday)
-    s.add(sub)
-    s.flush()
-    return sub.id
+    return make_reader(s, email, frequency=frequency, alerts=False, digest_hour=hour, digest_weekday=weekday).id
 
 
 def newsroom() -> dict[str, int]:
@@ -100,6 +96,7 @@ def newsroom() -> dict[str, int]:
             ids[f"evening{n}"] = reader(s, f"evening{n}@example.com", hour=18)
         ids["weekly"] = reader(s, "weekly@example.com", frequency="weekly")
         s.add(Edition(kind=EditionKind.digest, frequency=Frequency.daily, status=EditionStatus.done,
+                      newsletter_id=catalogue.digest_for(s, "daily").id,
                       idempotency_key="digest:daily:u15:2026-03-27", window_start=local(26, 17, 58),
                       window_end=local(27, 17, 58), params={"slot": {"at": local(27, 18).isoformat(),
                                                                      "frequency": "daily"}}))
@@ -156,6 +153,7 @@ def test_a_slot_made_ahead_of_its_time_is_followed_by_the_next_one(slots_env):
     newsroom()
     with session_scope() as s:  # `nashra digest send` made today's 07:00 digest already
         s.add(Edition(kind=EditionKind.digest, frequency=Frequency.daily, status=EditionStatus.done,
+                      newsletter_id=catalogue.digest_for(s, "daily").id,
                       idempotency_key="digest:daily:u04:2026-03-28", window_start=local(27, 4, 58),
                       window_end=local(28, 4, 58), params={"slot": {"at": local(28, 7).isoformat(),
                                                                      "frequency": "daily"}}))

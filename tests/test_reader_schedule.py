@@ -26,9 +26,7 @@ from service.models import (
     Delivery,
     Edition,
     EditionKind,
-    Frequency,
     Subscriber,
-    SubscriberStatus,
     VersionKind,
     utcnow,
 )
@@ -36,6 +34,7 @@ from service.subscribers import choices
 from service.subscribers.errors import InvalidInput
 from service.usecases.digests import send_due, start_digest
 from tests.support.delivery import renderer
+from tests.support.readers import reader as make_reader
 
 UTC = dt.UTC
 TICK = dt.timedelta(minutes=15)
@@ -56,11 +55,8 @@ def beirut(pg_env, monkeypatch):
 
 def reader(session, email: str, *, hour: int | None = None, weekday: int | None = None,
            frequency: str = "daily", paused_until: dt.datetime | None = None) -> int:
-    sub = Subscriber(email=email, status=SubscriberStatus.active, frequency=Frequency(frequency), alerts=False,
-                     sections=[], digest_hour=hour, digest_weekday=weekday, paused_until=paused_until)
-    session.add(sub)
-    session.flush()
-    return sub.id
+    return make_reader(session, email, frequency=frequency, alerts=False, digest_hour=hour, digest_weekday=weekday,
+                       paused_until=paused_until).id
 
 
 def news_every_hour(session, start: dt.datetime, hours: int) -> None:

@@ -33,13 +33,15 @@ from service.models import (
     EditionKind,
     Frequency,
     Subscriber,
-    SubscriberStatus,
+    Subscription,
     VersionKind,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.subscribers import clocks, quiet
 from service.usecases.digests import send_due
 from tests.support.delivery import ledger, renderer
+from tests.support.readers import reader as make_reader
 
 UTC = dt.UTC
 
@@ -57,11 +59,8 @@ def amman(pg_env, monkeypatch):
 
 def reader(session, email: str, *, zone: str | None = None, hour: int | None = None, weekday: int | None = None,
            frequency: str = "daily", **kw) -> int:
-    sub = Subscriber(email=email, status=SubscriberStatus.active, frequency=Frequency(frequency), alerts=True,
-                     sections=[], digest_hour=hour, digest_weekday=weekday, time_zone=zone, **kw)
-    session.add(sub)
-    session.flush()
-    return sub.id
+    return make_reader(session, email, frequency=frequency, alerts=True, digest_hour=hour, digest_weekday=weekday,
+                       time_zone=zone, **kw).id
 
 
 def news_every_hour(session, start: dt.datetime, hours: int, tag: str) -> None:
@@ -197,7 +196,9 @@ def test_the_slots_hold_every_zone_once_a_day(amman):
 
 def quiet_readers(now: dt.datetime) -> set[str]:
     with session_scope() as s:
-        return set(s.scalars(sa.select(Subscriber.email).where(quiet.quiet_at(now))))
+        alerts = catalogue.by_slug(s, catalogue.ALERTS)
+        return set(s.scalars(sa.select(Subscriber.email).join(Subscription, Subscription.subscriber_id == Subscriber.id)
+                             .where(Subscription.newsletter_id == alerts.id, quiet.quiet_at(now))))
 
 
 def test_quiet_hours_are_on_the_readers_clock_to_the_minute(amman):
