@@ -33,16 +33,19 @@ from service.models import (
     Section,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     SuppressedHash,
     Suppression,
     utcnow,
 )
+from service.newsletters import membership
 from service.subscribers import consent
 from service.subscribers.csvio import import_csv
 from service.subscribers.tokens import make_token
 from service.usecases import subscribers as readers
 from service.usecases.alerts import send_alert
 from tests.support.logs import json_log_lines
+from tests.support.readers import reader
 from tests.test_quiet_hours import deliver
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -100,7 +103,9 @@ def test_signup_and_confirmation_are_on_the_consent_record_and_the_reader_sees_i
     with json_log_lines() as lines:
         assert sign_up(client_from("203.0.113.77"), digest_hour="18").status_code == 200
         sub = the_reader()
-        assert sub.digest_hour == 18 and sub.status is SubscriberStatus.pending
+        assert sub.status is SubscriberStatus.pending
+        with session_scope() as s:
+            assert [x.digest_hour for x in membership.of(s, sub.id) if x.newsletter.slug == "daily"] == [18]
         assert confirm(client_from("2001:db8:5:6::9"), sub.id).status_code == 200
     with session_scope() as s:
         signup, confirmed = s.scalars(sa.select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id))
@@ -136,7 +141,7 @@ def test_the_export_holds_the_profile_the_consent_record_and_what_was_sent(env):
     sign_up(client, digest_hour="18")
     confirm(client, the_reader().id)
     with session_scope() as s:
-        s.add(Subscriber(email="other@example.com", status=SubscriberStatus.active, alerts=True, sections=[]))
+        reader(s, "other@example.com")
     alert_id = send_alert(editor_id=None, headline="عاجل: خبر للتجربة", url="https://news.example/t",
                           dispatcher=dispatch.Recorder())
     deliver(alert_id)
@@ -146,12 +151,16 @@ def test_the_export_holds_the_profile_the_consent_record_and_what_was_sent(env):
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/json")
     assert "attachment" in resp.headers["content-disposition"]
     data = resp.json()
-    assert data["profile"]["email"] == EMAIL and data["profile"]["digest_hour"] == 18
-    assert data["profile"]["status"] == "active" and data["profile"]["alerts"] is True
+    assert data["profile"]["email"] == EMAIL and data["profile"]["status"] == "active"
+    # Each newsletter with their choices for it.
+    daily, alerts = data["newsletters"]
+    assert (daily["newsletter"], daily["kind"], daily["frequency"], daily["digest_hour"], daily["sections"]) == (
+        "daily", "digest", "daily", 18, "all")
+    assert (alerts["newsletter"], alerts["kind"], alerts["quiet_hours"]) == ("alerts", "alerts", None)
     assert [c["event"] for c in data["consent"]] == ["signup", "confirm"]
     assert data["consent"][0]["ip"] == "203.0.113.0/24" and data["consent"][0]["consent_text"]
     [sent] = data["sent"]
-    assert (sent["edition"], sent["kind"], sent["status"]) == (alert_id, "alert", "sent")
+    assert (sent["edition"], sent["kind"], sent["newsletter"], sent["status"]) == (alert_id, "alert", "alerts", "sent")
     assert sent["at"] and "خبر للتجربة" in sent["subject"]
     assert "other@example.com" not in resp.text  # theirs only
     # A forged or foreign CSRF token gets the page again, not the data.
@@ -190,6 +199,7 @@ def test_delete_asks_first_then_leaves_only_the_keyed_hash_and_an_old_list_canno
     with session_scope() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
         assert s.scalar(sa.select(sa.func.count()).select_from(Consent)) == 0
+        assert s.scalar(sa.select(sa.func.count()).select_from(Subscription)) == 0  # their newsletters went too
         [kept] = s.scalars(sa.select(SuppressedHash))
         key = hmac.new(get_settings().secret_key.encode(), b"nashra.suppressed-address", hashlib.sha256).digest()
         assert kept.hash == hmac.new(key, EMAIL.encode(), hashlib.sha256).hexdigest()
@@ -222,8 +232,8 @@ def nashra(*args: str) -> subprocess.CompletedProcess:
 
 def test_subscribers_forget_does_the_same_for_an_operator(env):
     with session_scope() as s:
-        s.add(Subscriber(email=EMAIL, status=SubscriberStatus.active, sections=[]))
-        s.add(Subscriber(email="bounced@example.com", status=SubscriberStatus.active, sections=[]))
+        reader(s, EMAIL)
+        reader(s, "bounced@example.com")
         s.add(Suppression(email="bounced@example.com", reason="hard_bounce"))
     proc = nashra("subscribers", "forget", "Reader@Example.COM")
     assert proc.returncode == 0, proc.stderr
@@ -248,15 +258,13 @@ def test_unconfirmed_signups_and_old_unsubscriptions_are_purged(env, monkeypatch
     now = utcnow()
     day = dt.timedelta(days=1)
     with session_scope() as s:
-        s.add_all([
-            Subscriber(email="stale@example.com", status=SubscriberStatus.pending, consented_at=now - 8 * day),
-            Subscriber(email="fresh@example.com", status=SubscriberStatus.pending, consented_at=now - 6 * day),
-            Subscriber(email="left-long-ago@example.com", status=SubscriberStatus.unsubscribed,
-                       unsubscribed_at=now - 31 * day, confirmed_at=now - 400 * day),
-            Subscriber(email="left-lately@example.com", status=SubscriberStatus.unsubscribed,
-                       unsubscribed_at=now - 29 * day),
-            Subscriber(email="active@example.com", status=SubscriberStatus.active, consented_at=now - 900 * day),
-        ])
+        reader(s, "stale@example.com", status=SubscriberStatus.pending, consented_at=now - 8 * day)
+        reader(s, "fresh@example.com", status=SubscriberStatus.pending, consented_at=now - 6 * day)
+        reader(s, "left-long-ago@example.com", status=SubscriberStatus.unsubscribed, newsletters=[],
+               unsubscribed_at=now - 31 * day, confirmed_at=now - 400 * day)
+        reader(s, "left-lately@example.com", status=SubscriberStatus.unsubscribed, newsletters=[],
+               unsubscribed_at=now - 29 * day)
+        reader(s, "active@example.com", consented_at=now - 900 * day)
     report = readers.purge()
     assert (report.pending, report.unsubscribed) == (1, 1)
     with session_scope() as s:

@@ -1,10 +1,11 @@
 """A reader's data: what we keep, the copy they may take, and forgetting them.
 
-* `export_data`: their profile, their consent record, what was sent to them (each
-  edition: kind, title, subject, time, status) and their suppression if any (reason,
-  since) — the JSON the preferences page offers.
+* `export_data`: their profile, each newsletter they are on with their choices for it,
+  their consent record, what was sent to them (each edition: kind, newsletter, title,
+  subject, time, status) and their suppression if any (reason, since) — the JSON the
+  preferences page offers.
 * `forget`: the reader's row goes, and with it (foreign keys, ON DELETE CASCADE) their
-  ledger rows and their consent record; the audit log keeps its lines about them (an
+  subscriptions, their ledger rows and their consent record; the audit log keeps its lines about them (an
   action, a time, `subscriber:<id>`, an id that now names nobody) but loses where they
   came from (the IP).  What stays is a keyed hash of the address (service/subscribers/
   hashes.py), so an old list cannot import them again; an address that was on the
@@ -33,13 +34,18 @@ from service.models import (
     Delivery,
     Edition,
     EditionVariant,
+    Frequency,
+    Newsletter,
+    NewsletterKind,
     Section,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     Suppression,
     audit,
     utcnow,
 )
+from service.newsletters import membership
 from service.subscribers import clocks, consent, hashes
 from service.subscribers.hours import WEEKDAYS_AR, effective_hour, effective_weekday
 
@@ -52,9 +58,10 @@ def export_data(session: Session, sub: Subscriber) -> dict:
     """Everything we hold about this reader, as they may take it away."""
     names = dict(session.execute(sa.select(Section.id, Section.name)).all())
     sends = session.execute(
-        sa.select(Delivery.edition_id, Edition.kind, Edition.title, EditionVariant.subject, Delivery.status,
-                  Delivery.sent_at, Delivery.updated_at, Edition.created_at)
+        sa.select(Delivery.edition_id, Edition.kind, Newsletter.slug, Edition.title, EditionVariant.subject,
+                  Delivery.status, Delivery.sent_at, Delivery.updated_at, Edition.created_at)
         .join(Edition, Edition.id == Delivery.edition_id)
+        .outerjoin(Newsletter, Newsletter.id == Edition.newsletter_id)
         .outerjoin(EditionVariant, (EditionVariant.edition_id == Delivery.edition_id)
                    & (EditionVariant.variant == Delivery.variant))
         .where(Delivery.subscriber_id == sub.id)
@@ -66,14 +73,6 @@ def export_data(session: Session, sub: Subscriber) -> dict:
         "profile": {
             "email": sub.email,
             "status": sub.status.value,
-            "sections": [names.get(i, f"#{i}") for i in (sub.sections or [])] or "all",
-            "frequency": sub.frequency.value,
-            "digest_hour": effective_hour(sub.digest_hour),
-            "digest_weekday": WEEKDAYS_AR[effective_weekday(sub.digest_weekday)],
-            "alerts": sub.alerts,
-            "quiet_hours": ({"from": sub.quiet_start, "to": sub.quiet_end, "held_alerts": sub.quiet_mode}
-                            if sub.quiet_start is not None else None),
-            "alert_cap_per_day": sub.alert_cap,
             "paused_until": sub.paused_until.isoformat() if sub.paused_until else None,
             "subscribed_at": sub.created_at.isoformat() if sub.created_at else None,
             "confirmed_at": sub.confirmed_at.isoformat() if sub.confirmed_at else None,
@@ -82,11 +81,14 @@ def export_data(session: Session, sub: Subscriber) -> dict:
             "time_zone": sub.time_zone,
             "timezone": clocks.name_of(sub.time_zone),
         },
+        # Each newsletter they are on (a retired one too: the subscription is still theirs).
+        "newsletters": [_subscription_data(s, names) for s in membership.of(session, sub.id)],
         "consent": consent.history(session, sub),
         "sent": [
-            {"edition": edition_id, "kind": kind.value, "title": title, "subject": subject, "status": status.value,
+            {"edition": edition_id, "kind": kind.value, "newsletter": newsletter, "title": title, "subject": subject,
+             "status": status.value,
              "at": (sent_at or updated_at or created_at).isoformat() if (sent_at or updated_at or created_at) else None}
-            for edition_id, kind, title, subject, status, sent_at, updated_at, created_at in sends
+            for edition_id, kind, newsletter, title, subject, status, sent_at, updated_at, created_at in sends
         ],
         # On the suppression list (a bounce, a complaint, an admin's decision): no mail goes
         # to the address whatever the profile says.
@@ -94,6 +96,27 @@ def export_data(session: Session, sub: Subscriber) -> dict:
                          "since": suppressed.created_at.isoformat() if suppressed.created_at else None}
                         if suppressed is not None else None),
     }
+
+
+def _subscription_data(subscription: Subscription, names: dict[int, str]) -> dict:
+    """One newsletter the reader is on, with the choices its kind has (their own, or the
+    newsletter's default they follow)."""
+    newsletter = subscription.newsletter
+    data = {"newsletter": newsletter.slug, "name": newsletter.name, "kind": newsletter.kind.value,
+            "retired": newsletter.hidden,
+            "since": subscription.created_at.isoformat() if subscription.created_at else None}
+    if newsletter.kind is NewsletterKind.digest:
+        data["frequency"] = newsletter.frequency.value if newsletter.frequency else None
+        data["sections"] = [names.get(i, f"#{i}") for i in (subscription.sections or [])] or "all"
+        data["digest_hour"] = effective_hour(subscription.digest_hour, newsletter=newsletter)
+        if newsletter.frequency is Frequency.weekly:
+            data["digest_weekday"] = WEEKDAYS_AR[effective_weekday(subscription.digest_weekday, newsletter=newsletter)]
+    else:
+        data["quiet_hours"] = ({"from": subscription.quiet_start, "to": subscription.quiet_end,
+                                "held_alerts": subscription.quiet_mode}
+                               if subscription.quiet_start is not None else None)
+        data["alert_cap_per_day"] = subscription.alert_cap
+    return data
 
 
 def _scrub_audit(session: Session, subscriber_ids: list[int]) -> None:
