@@ -28,7 +28,18 @@ from sqlalchemy.orm import Session
 
 from service.articles.text import clean_title, match_key
 from service.db import insert_ignoring
-from service.models import Article, Category, Feed, Section, Subscriber, SubscriberStatus, audit
+from service.models import (
+    Article,
+    Category,
+    Feed,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    audit,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 NAME_MAX = 128
@@ -220,31 +231,46 @@ class SectionRow:
     name: str
     position: int
     hidden: bool
-    readers: int  # confirmed readers who chose it by name (readers of every section not counted)
+    readers: int  # confirmed readers who chose it by name for a digest (readers of every section not counted)
     articles: int
     feeds: int
 
 
+def _digest_subscriptions() -> sa.Select:
+    """The subscriptions whose sections choose what a reader reads: confirmed readers'
+    on the digests the site still makes (alerts are not by section; a retired digest
+    sends nothing)."""
+    return (sa.select(Subscription.subscriber_id)
+            .join(Newsletter, Newsletter.id == Subscription.newsletter_id)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscriber.status == SubscriberStatus.active, Newsletter.kind == NewsletterKind.digest,
+                   Newsletter.hidden.is_(False)))
+
+
+def _empty(column) -> sa.ColumnElement[bool]:
+    return sa.or_(column.is_(None), sa.cast(column, sa.Text).in_(["[]", "null", ""]))
+
+
 def _chosen_counts(session: Session) -> dict[int, int]:
-    """section id → confirmed readers whose list names it: one pass over subscribers."""
-    active = Subscriber.status == SubscriberStatus.active
+    """section id → confirmed readers whose list names it on a digest (once each, however
+    many digests they chose it for): one pass over the subscriptions."""
     if session.get_bind().dialect.name == "postgresql":
-        items = sa.func.jsonb_array_elements_text(sa.cast(Subscriber.sections, postgresql.JSONB)).table_valued("value")
+        items = sa.func.jsonb_array_elements_text(sa.cast(Subscription.sections, postgresql.JSONB)).table_valued("value")
         value = sa.cast(items.c.value, sa.Integer)
     else:
-        items = sa.func.json_each(Subscriber.sections).table_valued("value")
+        items = sa.func.json_each(Subscription.sections).table_valued("value")
         value = items.c.value
-    rows = session.execute(sa.select(value, sa.func.count()).select_from(Subscriber).join(items, sa.true())
-                           .where(active).group_by(value))
+    chosen = (_digest_subscriptions().add_columns(value.label("section")).join(items, sa.true())).subquery()
+    rows = session.execute(sa.select(chosen.c.section, sa.func.count(sa.distinct(chosen.c.subscriber_id)))
+                           .group_by(chosen.c.section))
     return {int(k): n for k, n in rows if k is not None}
 
 
 def every_section_readers(session: Session) -> int:
-    """Confirmed readers with no list: they get every section."""
-    as_text = sa.cast(Subscriber.sections, sa.Text)
-    return session.scalar(sa.select(sa.func.count()).where(
-        Subscriber.status == SubscriberStatus.active,
-        sa.or_(Subscriber.sections.is_(None), as_text.in_(["[]", "null", ""])))) or 0
+    """Confirmed readers with no list of their own on a digest that draws on every
+    section: they get every section."""
+    readers = _digest_subscriptions().where(_empty(Subscription.sections), _empty(Newsletter.sections)).subquery()
+    return session.scalar(sa.select(sa.func.count(sa.distinct(readers.c.subscriber_id)))) or 0
 
 
 def section_rows(session: Session) -> list[SectionRow]:
