@@ -16,9 +16,20 @@ import sqlalchemy as sa
 from service.config import reset_settings
 from service.db import session_scope
 from service.jobs import names
-from service.models import Consent, Subscriber, SubscriberStatus, Suppression
+from service.models import (
+    Consent,
+    Frequency,
+    Newsletter,
+    NewsletterKind,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from service.newsletters import membership
 from service.subscribers import consent
+from service.subscribers.tokens import make_token
 from tests.support.feed_server import FeedServer
+from tests.support.readers import reader
 
 SITE = "https://news.example"
 OTHER = "https://evil.example"
@@ -50,6 +61,18 @@ def readers() -> dict[str, Subscriber]:
         return {x.email: x for x in s.scalars(sa.select(Subscriber))}
 
 
+def on(subscriber_id: int) -> list[str]:
+    """The slugs of the newsletters a reader is on, in the site's order."""
+    with session_scope() as s:
+        return [x.newsletter.slug for x in membership.of(s, subscriber_id)]
+
+
+def add_newsletter(slug: str, name: str, *, hidden: bool = False, offered: bool = True) -> None:
+    with session_scope() as s:
+        s.add(Newsletter(slug=slug, name=name, description="كل جمعة", kind=NewsletterKind.digest,
+                         frequency=Frequency.weekly, sections=[], hidden=hidden, offered=offered, position=7))
+
+
 def test_preflight_answers_an_allowed_origin_and_refuses_another(api):
     ok = httpx.options(api, headers={"Origin": SITE, "Access-Control-Request-Method": "POST",
                                      "Access-Control-Request-Headers": "content-type"})
@@ -70,7 +93,7 @@ def test_preflight_answers_an_allowed_origin_and_refuses_another(api):
 
 def test_the_same_answer_for_every_address_the_same_double_opt_in_and_limits(api):
     with session_scope() as s:
-        s.add(Subscriber(email="active@example.com", status=SubscriberStatus.active, sections=[]))
+        reader(s, "active@example.com")
         s.add(Suppression(email="bounced@example.com", reason="hard_bounce"))
     headers = {"Origin": SITE, "User-Agent": "SiteForm/2.0"}
     answers = [httpx.post(api, json=body(email=e), headers=headers)
@@ -82,7 +105,7 @@ def test_the_same_answer_for_every_address_the_same_double_opt_in_and_limits(api
     subs = readers()
     new = subs["reader@example.com"]
     assert new.status is SubscriberStatus.pending and new.consent_source == "api"
-    assert new.frequency.value == "weekly" and new.alerts is True and len(new.sections) == 1
+    assert on(new.id) == ["weekly", "alerts"]  # the older words, mapped as migration 0008 did
     assert subs["active@example.com"].status is SubscriberStatus.active and "bounced@example.com" not in subs
     # Double opt-in for the new address; the active one is sent its preferences link (issue 22).
     assert sorted(queued()) == [(names.SEND_TRANSACTIONAL, ["confirm", new.id]),
@@ -115,11 +138,35 @@ def test_the_same_answer_for_every_address_the_same_double_opt_in_and_limits(api
     (body(frequency="hourly"), "frequency"),
     (body(alerts="maybe"), "alerts"),
     (body(digest_hour=3), "digest_hour"),
+    (body(newsletters="daily"), "newsletters"),
+    (body(newsletters=[]), "newsletters"),
+    (body(newsletters=["daily", 7]), "newsletters"),
+    (body(newsletters=["daily", "no-such-one"]), "newsletters"),
 ])
 def test_bad_fields_are_refused_by_name_and_change_nothing(api, payload, field):
     answer = httpx.post(api, json=payload, headers={"Origin": SITE})
     assert answer.status_code == 422 and answer.json()["error"] == field and answer.json()["message"]
     assert readers() == {} and queued() == []
+
+
+def test_newsletters_by_slug_and_a_bad_one_named(api):
+    add_newsletter("friday", "نشرة الجمعة")
+    add_newsletter("retired", "نشرة متقاعدة", hidden=True)
+    add_newsletter("staff", "نشرة داخلية", offered=False)
+    headers = {"Origin": SITE}
+    for slug in ("nope", "retired", "staff"):
+        refused = httpx.post(api, json=body(newsletters=["daily", slug]), headers=headers)
+        assert refused.status_code == 422 and refused.json()["error"] == "newsletters"
+        assert slug in refused.json()["message"]  # named, so the site's page can say which
+    assert readers() == {} and queued() == []
+    # `newsletters` wins over the older words; sections go to the digests only.
+    ok = httpx.post(api, json=body(newsletters=["Friday", "alerts"], frequency="daily"), headers=headers)
+    assert ok.status_code == 202
+    new = readers()["reader@example.com"]
+    assert on(new.id) == ["alerts", "friday"]
+    with session_scope() as s:
+        rows = {x.newsletter.slug: x.sections for x in membership.of(s, new.id)}
+    assert rows["alerts"] == [] and len(rows["friday"]) == 1
 
 
 def test_a_body_that_is_not_a_json_object_is_a_400(api):
@@ -147,7 +194,7 @@ document.getElementById("signup").addEventListener("submit", async (event) => {
       method: "POST",
       headers: {"Content-Type": "application/json"},
       body: JSON.stringify({email: document.getElementById("email").value, sections: ["sport"],
-                            frequency: "daily", alerts: true,
+                            newsletters: ["friday", "alerts"],
                             consent: document.getElementById("consent").checked ? %(version)s : null,
                             form_url: location.href}),
     });
@@ -177,6 +224,7 @@ def test_a_plain_page_on_another_origin_signs_a_reader_up_and_a_refused_origin_c
     origin = url.rsplit("/", 1)[0]
     monkeypatch.setenv("SIGNUP_ALLOWED_ORIGINS", f"{SITE},{origin}")
     reset_settings()
+    add_newsletter("friday", "نشرة الجمعة")
 
     page.goto(url)
     page.fill("#email", "Reader@Example.com")
@@ -190,6 +238,15 @@ def test_a_plain_page_on_another_origin_signs_a_reader_up_and_a_refused_origin_c
         record = s.scalars(sa.select(Consent)).one()
     assert record.form_url == url and "Chrom" in (record.user_agent or "")
     assert queued() == [(names.SEND_TRANSACTIONAL, ["confirm", sub.id])]
+    assert on(sub.id) == ["alerts", "friday"]  # pending, with their subscriptions
+
+    # The reader confirms (the link their mail carries): they end on exactly those two.
+    page.goto(api.removesuffix("/api/subscribe") + "/confirm/" + make_token("confirm", sub.id, sub.token_version))
+    assert "نشرة الجمعة" in page.text_content("main") and "عاجل" in page.text_content("main")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=تم تأكيد اشتراكك")
+    assert readers()["reader@example.com"].status is SubscriberStatus.active
+    assert on(sub.id) == ["alerts", "friday"]
 
     # The same page, its origin no longer allowed: the browser's preflight is refused.
     monkeypatch.setenv("SIGNUP_ALLOWED_ORIGINS", SITE)
