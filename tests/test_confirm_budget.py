@@ -22,11 +22,14 @@ from hypothesis import strategies as st
 from service import limits
 from service.config import reset_settings
 from service.db import session_scope
-from service.models import Frequency, Subscriber, SubscriberStatus
+from service.models import Subscriber, SubscriberStatus
+from service.newsletters import catalogue
 from service.subscribers import confirm_budget, consent, lifecycle, privacy
 from service.subscribers.confirm_budget import domain_key
+from service.usecases import signups
 from service.usecases.confirmations import release_held
 from tests.support.logs import json_log_lines
+from tests.support.readers import reader
 
 T0 = dt.datetime(2026, 12, 7, 10, 5, tzinfo=dt.UTC)  # five minutes into an hour's window
 
@@ -42,8 +45,8 @@ def budget(monkeypatch):
 
 def sign_up(email: str, now: dt.datetime) -> lifecycle.SignupResult:
     with session_scope() as s:
-        return lifecycle.signup(s, email=email, sections=[], frequency=Frequency.daily, alerts=False,
-                                consent_source="web:form", now=now)
+        picks = signups.picks(catalogue.resolve(s, ["daily"]), [])
+        return lifecycle.signup(s, email=email, picks=picks, consent_source="web:form", now=now)
 
 
 def held() -> dict[str, dt.datetime]:
@@ -153,10 +156,7 @@ def test_a_flood_naming_readers_already_here_mails_their_links_within_the_budget
     ids = []
     with session_scope() as s:
         for i in range(6):
-            sub = Subscriber(email=f"r{i}@known.example", status=SubscriberStatus.active, confirmed_at=T0)
-            s.add(sub)
-            s.flush()
-            ids.append(sub.id)
+            ids.append(reader(s, f"r{i}@known.example", confirmed_at=T0).id)
 
     def mailed() -> list[int]:  # the readers whose link was queued (their row is marked)
         with session_scope() as s:

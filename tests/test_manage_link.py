@@ -21,13 +21,15 @@ from service import limits
 from service.config import get_settings
 from service.db import session_scope
 from service.jobs import names
-from service.models import Consent, Section, Subscriber, SubscriberStatus, utcnow
+from service.models import Consent, Section, Subscriber, utcnow
+from service.newsletters import membership
 from service.rendering import contexts
 from service.rendering.personalise import personalise
 from service.rendering.render import render_variant
 from service.subscribers import consent
 from tests.support import email_samples as samples
 from tests.support.email_checks import check_email
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -35,10 +37,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 def _reader(email: str, **over) -> int:
     with session_scope() as s:
         sport = s.scalars(sa.select(Section).where(Section.slug == "sport")).one()
-        sub = Subscriber(email=email, status=SubscriberStatus.active, frequency="weekly", alerts=False,
-                         sections=[sport.id], confirmed_at=utcnow(), **over)
-        s.add(sub)
-        s.flush()
+        sub = reader(s, email, frequency="weekly", alerts=False, sections=[sport.id], confirmed_at=utcnow(), **over)
         return sub.id
 
 
@@ -47,8 +46,9 @@ def _row(sub_id: int) -> tuple:
     with session_scope() as s:
         sub = s.get(Subscriber, sub_id)
         consents = s.scalar(sa.select(sa.func.count()).select_from(Consent).where(Consent.subscriber_id == sub_id))
-        return (sub.status, sub.frequency, sub.alerts, sub.sections, sub.token_version, sub.consented_at,
-                sub.confirmed_at, sub.paused_until, consents)
+        subscriptions = [(x.newsletter.slug, x.sections, x.digest_hour) for x in membership.of(s, sub_id)]
+        return (sub.status, subscriptions, sub.token_version, sub.consented_at, sub.confirmed_at, sub.paused_until,
+                consents)
 
 
 def _form_signup(server: str, email: str) -> httpx.Response:
