@@ -19,8 +19,8 @@ from service.models import (
     Editor,
     Feed,
     Subscriber,
-    SubscriberStatus,
 )
+from tests.support.readers import reader
 
 SAMPLE_FEED = Path(__file__).resolve().parent.parent / "service" / "demo" / "sample_feed.xml"
 
@@ -108,6 +108,18 @@ def test_digest_send_with_nothing_to_send_says_so(pg_env, redis_url):
     assert "nothing sent" in proc.stdout
 
 
+def test_digest_send_and_preview_name_a_newsletter_and_refuse_what_is_no_digest(pg_env, redis_url, tmp_path):
+    assert "nothing sent" in nashra("digest", "send", "--newsletter", "weekly").stdout
+    for bad in ("no-such-letter", "alerts", "Bad Slug!"):
+        for args in (("send",), ("preview", "--out", str(tmp_path))):
+            proc = nashra("digest", *args, "--newsletter", bad)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, bad, proc.stderr)
+    preview = nashra("digest", "preview", "--newsletter", "weekly", "--out", str(tmp_path))
+    assert preview.returncode == 0 and preview.stdout.startswith("the weekly digest"), preview.stderr
+    with session_scope() as s:
+        assert s.scalars(select(Edition)).all() == []
+
+
 def test_status_shows_progress_from_the_ledger(pg_env):
     with session_scope() as s:
         ed = Edition(kind=EditionKind.alert, status=EditionStatus.sending, title="عاجل", params={})
@@ -115,9 +127,7 @@ def test_status_shows_progress_from_the_ledger(pg_env):
         s.flush()
         statuses = [DeliveryStatus.sent] * 3 + [DeliveryStatus.failed] + [DeliveryStatus.queued] * 2
         for i, st in enumerate(statuses):
-            sub = Subscriber(email=f"s{i}@example.com", status=SubscriberStatus.active)
-            s.add(sub)
-            s.flush()
+            sub = reader(s, f"s{i}@example.com")
             s.add(Delivery(edition_id=ed.id, subscriber_id=sub.id, status=st))
         edition_id = ed.id
     proc = nashra("status", str(edition_id))
