@@ -265,8 +265,15 @@ def test_the_page_shows_the_slot_its_readers_and_a_selector_of_the_slots_with_re
     weekly = client.get("/editor/digest", params={"frequency": "weekly"})
     assert weekly.status_code == 200 and '<option value="d5h07" selected>07:00، السبت 2026-03-28 — مشترك واحد' \
         in weekly.text
+    # The newsletter selector (where daily/weekly links were) names each digest newsletter by slug.
+    assert 'href="/editor/digest?newsletter=daily"' in page.text and 'href="/editor/digest?newsletter=weekly"' \
+        in page.text and "newsletter=alerts" not in page.text
+    by_slug = client.get("/editor/digest", params={"newsletter": "weekly"})
+    assert by_slug.status_code == 200 and '<option value="d5h07" selected>' in by_slug.text
+    assert '<input type="hidden" name="newsletter" value="weekly">' in by_slug.text
     for params in ({"slot": "h25"}, {"slot": "h13"}, {"slot": "18"}, {"slot": "h18\x00"}, {"slot": "h" + "9" * 40},
-                   {"slot": "d5h07"}, {"frequency": "monthly"}, {"frequency": "weekly", "slot": "d9h07"}):
+                   {"slot": "d5h07"}, {"frequency": "monthly"}, {"frequency": "weekly", "slot": "d9h07"},
+                   {"newsletter": "alerts"}, {"newsletter": "nope"}, {"newsletter": "daily", "slot": "d5h07"}):
         bad = client.get("/editor/digest", params=params)
         assert bad.status_code == 400, (params, bad.status_code)
         assert 'id="form-error"' in bad.text and 'dir="rtl"' in bad.text, params
@@ -282,9 +289,10 @@ def test_the_page_never_answers_5xx_whatever_the_query(desk_client):
                        st.integers(-(2**70), 2**70).map(str))
 
     @FUZZ
-    @given(frequency=st.one_of(st.sampled_from(["daily", "weekly"]), values), slot=values, variant=values)
-    def run(frequency, slot, variant):
-        fields = {"frequency": frequency, "slot": slot, "variant": variant}
+    @given(frequency=st.one_of(st.sampled_from(["daily", "weekly"]), values), slot=values, variant=values,
+           newsletter=st.one_of(st.sampled_from(["", "daily", "weekly", "alerts"]), values))
+    def run(frequency, slot, variant, newsletter):
+        fields = {"frequency": frequency, "slot": slot, "variant": variant, "newsletter": newsletter}
         query = urlencode({k: v[:600] for k, v in fields.items()}, encoding="utf-8",
                           errors="surrogatepass")  # lone surrogates and NUL go as raw bytes
         answer = client.get(f"/editor/digest?{query}")
