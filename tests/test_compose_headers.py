@@ -40,6 +40,7 @@ from service.usecases.alerts import send_test_alert
 from service.web.auth import EditorIdentity
 from tests.support import email_samples as samples
 from tests.support.net import free_port
+from tests.support.readers import reader
 
 SELECTOR = "nashra"
 DOMAIN = "nashra.example"  # of the default MAIL_FROM
@@ -273,9 +274,7 @@ def _reader(status: SubscriberStatus) -> int:
         sport = Section(slug="sport", name="رياضة", position=1)
         s.add(sport)
         s.flush()
-        sub = Subscriber(email="reader@example.com", status=status, sections=[sport.id])
-        s.add(sub)
-        s.flush()
+        sub = reader(s, "reader@example.com", status=status, sections=[sport.id])
         return sub.id
 
 

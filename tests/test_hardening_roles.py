@@ -25,7 +25,6 @@ from service.models import (
     EditionStatus,
     Editor,
     Section,
-    Subscriber,
     SubscriberStatus,
 )
 from service.staff.editors import create_editor, has_role
@@ -34,6 +33,7 @@ from service.subscribers.tokens import make_token
 from service.web import access
 from service.web.access import Role
 from service.web.app import create_app
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 ALERT = {"headline": "عاجل: تجربة الأدوار", "url": "https://news.example/roles"}
@@ -44,8 +44,7 @@ LOGIN_FORM = 'action="/editor/login"'
 def setup(pg_env, queue_redis, smtp_sink):
     with session_scope() as s:
         s.add(Section(slug="world", name="عربي دولي", position=1))
-        sub = Subscriber(email="reader@example.com", status=SubscriberStatus.pending, alerts=True)
-        s.add(sub)
+        sub = reader(s, "reader@example.com", status=SubscriberStatus.pending, alerts=True)
         _, editor = create_editor(s, "سلمى", "editor")
         _, admin = create_editor(s, "منى", "admin")
         alert = Edition(kind=EditionKind.alert, status=EditionStatus.sending, title="عاجل", params=dict(ALERT))
@@ -86,7 +85,8 @@ def _request(client, route, method: str, setup, headers: dict, csrf: str):
         path = path.replace("{ref}", "1.AAAAAAAAAAA")
     # Rows the walk must not touch (revoking or rotating a walker would end its session):
     # ids of nothing, which every admin route answers with its page and a 404 or a 409.
-    for name in ("{editor_id}", "{section_id}", "{category_id}", "{feed_id}", "{suppression_id}", "{article_id}"):
+    for name in ("{editor_id}", "{section_id}", "{category_id}", "{feed_id}", "{suppression_id}", "{article_id}",
+                 "{newsletter_id}"):
         path = path.replace(name, "999999")
     assert "{" not in path, path
     if method == "GET":
@@ -149,7 +149,8 @@ def test_every_route_is_walked_with_each_role_and_with_none(setup, monkeypatch):
                                           "/editor/sections/{section_id}", "/editor/categories/{category_id}",
                                           "/editor/feeds", "/editor/feeds/{feed_id}/{action}", "/editor/suppressions",
                                           "/editor/suppressions/{suppression_id}/lift", "/editor/settings",
-                                          "/editor/audit"}
+                                          "/editor/audit", "/editor/newsletters",
+                                          "/editor/newsletters/{newsletter_id}"}
     assert {(m, p) for who, m, p in refused if who == "editor"} == admin_only  # an editor: 403 there, only there
     assert [x for x in refused if x[0] == "admin"] == []
     with session_scope() as s:  # the anonymous walk created nothing an editor's route makes

@@ -18,10 +18,11 @@ from service.articles.sections import ensure_sections
 from service.config import get_settings
 from service.db import session_scope
 from service.dispatch import Recorder
-from service.models import Edition, EditionKind, EditionStatus, Subscriber, SubscriberStatus, utcnow
+from service.models import Edition, EditionKind, EditionStatus, utcnow
 from service.staff.editors import create_editor
 from service.usecases import special_editions
 from tests.support.browser import log_in_editor
+from tests.support.readers import reader
 from tests.test_special_editions import _article
 from tests.test_web_accessibility import Audit, _context, axe_source  # noqa: F401 — axe_source is the fixture
 
@@ -37,8 +38,8 @@ def test_an_editor_composes_schedules_moves_sends_and_cancels_a_special_edition(
         _, token = create_editor(s, "ريم", "editor")
         ids = [_article(s, t, slug="sports" if "المنتخب" in t else "arab-world") for t in TITLES]
         for i in range(3):
-            s.add(Subscriber(email=f"reader{i}@example.com", status=SubscriberStatus.active))
-        s.add(Subscriber(email="alerts-only@example.com", status=SubscriberStatus.active, frequency="none"))
+            reader(s, f"reader{i}@example.com")
+        reader(s, "alerts-only@example.com", frequency="none")
     other = special_editions.compose(special_editions.Composition(title="عدد آخر", article_ids=(ids[2],)),
                                      editor_id=None, send_at=utcnow() + dt.timedelta(days=2), dispatcher=Recorder())
     dialogs: list[str] = []
@@ -137,7 +138,7 @@ def test_the_special_edition_page_passes_axe_and_reflows(live_server, browser, a
         ensure_sections(s)
         _, token = create_editor(s, "ريم", "editor")
         ids = [_article(s, t) for t in TITLES[:2]]
-        s.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active))
+        reader(s, "reader@example.com")
     special_editions.compose(special_editions.Composition(title="عدد مجدول", article_ids=(ids[0],)),
                              editor_id=None, send_at=utcnow() + dt.timedelta(days=2), dispatcher=Recorder())
     audit = Audit(axe_source)

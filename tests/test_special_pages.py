@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from service.articles.sections import ensure_sections
 from service.config import get_settings
 from service.db import session_scope
-from service.models import Edition, EditionStatus, Subscriber, SubscriberStatus, utcnow
+from service.models import Edition, EditionStatus, utcnow
+from tests.support.readers import reader
 from tests.test_special_editions import _article
 from tests.test_web_desk import ALERT, csrf_of, desk, log_in  # noqa: F401 — desk is the fixture
 
@@ -26,7 +27,7 @@ def _setup() -> list[int]:
     with session_scope() as s:
         ensure_sections(s)
         ids = [_article(s, "فرز الأصوات في الرباط"), _article(s, "نسبة المشاركة في الرباط")]
-        s.add(Subscriber(email="r@example.com", status=SubscriberStatus.active))
+        reader(s, "r@example.com")
     return ids
 
 

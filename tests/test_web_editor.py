@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.jobs import names
-from service.models import Delivery, Edition, EditionStatus, Subscriber, SubscriberStatus
+from service.models import Delivery, Edition, EditionStatus
 from service.staff.editors import create_editor
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
@@ -101,9 +102,7 @@ def test_api_malformed_json_is_422(client, token):
 def test_api_progress_and_cancel(client, token):
     edition_id = client.post("/api/alerts", json=ALERT, headers=auth(token)).json()["edition_id"]
     with session_scope() as s:
-        sub = Subscriber(email="r@example.com", status=SubscriberStatus.active)
-        s.add(sub)
-        s.flush()
+        sub = reader(s, "r@example.com")
         s.add(Delivery(edition_id=edition_id, subscriber_id=sub.id))
     progress = client.get(f"/api/editions/{edition_id}", headers=auth(token))
     assert progress.status_code == 200
