@@ -18,12 +18,20 @@ from service.delivery import smtp_pool
 from service.delivery.one_off import send_transactional
 from service.delivery.smtp import SmtpError, SmtpTransientError
 from service.delivery.verdicts import judge
-from service.models import Frequency, Subscriber, SubscriberStatus
+from service.models import (
+    Frequency,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+)
 from service.subscribers import lifecycle
 from service.subscribers.consent import Evidence
 from service.usecases.subscribers import SignupRequest, sign_up
 from tests.support.email_checks import check_email
 from tests.support.net import free_port
+from tests.support.readers import reader
 
 close_connection = smtp_pool.close_all  # the web process and tests keep no session between tests
 
@@ -118,8 +126,8 @@ def _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, email: str, **choices)
     recorder = dispatch.Recorder()
     monkeypatch.setattr(dispatch, "_installed", recorder)
     close_connection()
-    req = SignupRequest(email=email, sections=[], frequency=choices.pop("frequency", "daily"), alerts="yes",
-                        consented=True, **choices)
+    req = SignupRequest(email=email, sections=choices.pop("sections", []), frequency=choices.pop("frequency", "daily"),
+                        alerts="yes", consented=True, **choices)
     result = sign_up(req, source="test", evidence=Evidence())
     assert result.outcome == "created"
 
@@ -155,11 +163,12 @@ def test_the_welcome_says_the_hour_the_reader_chose(https_site, smtp_sink, monke
     message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "evening@example.com", digest_hour="18")
     html, text = _parts(message)
     assert check_email(html, text) == []
-    line = "المواعيد: النشرة اليومية، كل يوم الساعة 18:00 بتوقيت الأردن"
-    assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
-    # The inbox snippet (the hidden preheader) says it too, before the sections.
+    # One line per newsletter they are on, in the site's order.
+    lines = ["النشرة اليومية: كل يوم الساعة 18:00 بتوقيت الأردن، كل الأقسام", "عاجل: الأخبار العاجلة فور نشرها"]
+    assert _chosen(html) == lines and all(f"{line}\n" in text.replace("\r\n", "\n") for line in lines)
+    # The inbox snippet (the hidden preheader) names them.
     [preheader] = lxml.html.document_fromstring(html).xpath("//div[@class='preheader']")
-    assert preheader.text_content().startswith("اخترت: النشرة اليومية كل يوم الساعة 18:00 بتوقيت الأردن · ")
+    assert preheader.text_content().startswith("اخترت: النشرة اليومية · عاجل.")
 
 
 def test_the_welcome_of_a_weekly_reader_says_the_day_in_the_sites_digits(https_site, smtp_sink, monkeypatch):
@@ -170,7 +179,7 @@ def test_the_welcome_of_a_weekly_reader_says_the_day_in_the_sites_digits(https_s
                                             digest_hour="18", digest_weekday="0")
     html, text = _parts(message)
     assert check_email(html, text) == []
-    line = "المواعيد: النشرة الأسبوعية، كل يوم الاثنين الساعة ١٨:٣٠ بتوقيت الأردن"
+    line = "النشرة الأسبوعية: كل يوم الاثنين الساعة ١٨:٣٠ بتوقيت الأردن، كل الأقسام"
     assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
     assert "18:30" not in html + text
 
@@ -178,22 +187,35 @@ def test_the_welcome_of_a_weekly_reader_says_the_day_in_the_sites_digits(https_s
 def test_the_welcome_of_a_reader_who_never_chose_says_the_default_hour_and_day(https_site, smtp_sink, monkeypatch):
     message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "default@example.com", frequency="weekly")
     html, text = _parts(message)
-    line = "المواعيد: النشرة الأسبوعية، كل يوم السبت الساعة 07:00 بتوقيت الأردن"  # DIGEST_WEEKLY_DAY 5, DIGEST_DAILY_AT
+    line = "النشرة الأسبوعية: كل يوم السبت الساعة 07:00 بتوقيت الأردن، كل الأقسام"  # DIGEST_WEEKLY_DAY 5, DIGEST_DAILY_AT
     assert line in _chosen(html) and f"{line}\n" in text.replace("\r\n", "\n")
 
 
 def test_a_reader_without_a_digest_is_told_no_hour(https_site, smtp_sink, monkeypatch):
     with session_scope() as s:
-        sub = Subscriber(email="alerts-only@example.com", status=SubscriberStatus.active, sections=[],
-                         frequency=Frequency.none, alerts=True, digest_hour=18)
-        s.add(sub)
-        s.flush()
+        sub = reader(s, "alerts-only@example.com", frequency="none", alerts=True)
         close_connection()
         assert send_transactional(s, "welcome", sub.id)
     close_connection()
     html, text = _parts(smtp_sink.messages[-1].message)
     assert check_email(html, text) == []
-    assert "المواعيد: من دون نشرة دورية" in _chosen(html) and "الساعة" not in html + text
+    assert _chosen(html) == ["عاجل: الأخبار العاجلة فور نشرها"] and "الساعة" not in html + text
+
+
+def test_the_welcome_lists_each_newsletter_with_its_own_sections(https_site, smtp_sink, monkeypatch):
+    with session_scope() as s:
+        world = Section(slug="world", name="عربي دولي", position=1)
+        s.add(world)
+        s.flush()
+        s.add(Newsletter(slug="friday", name="نشرة الجمعة", kind=NewsletterKind.digest, frequency=Frequency.weekly,
+                         default_weekday=4, default_hour=9, sections=[], position=5))
+        world_id = world.id
+    message = _signed_up_confirmed_welcomed(smtp_sink, monkeypatch, "two@example.com", sections=[str(world_id)],
+                                            newsletters=["daily", "friday"])
+    html, text = _parts(message)
+    assert check_email(html, text) == []
+    assert _chosen(html) == ["النشرة اليومية: كل يوم الساعة 07:00 بتوقيت الأردن، عربي دولي",
+                             "نشرة الجمعة: كل يوم الجمعة الساعة 09:00 بتوقيت الأردن، عربي دولي"]
 
 
 @pytest.mark.parametrize("rule, copies", [("resend", 2), ("hold", 1)])

@@ -107,10 +107,8 @@ def _digest_leaves(sub: Subscriber, subscription: Subscription, newsletter: News
     in a zone not a whole number of hours from UTC it leaves in the slot before (Kolkata's
     07:00 at 06:30: service/editions/schedule.py), and the welcome mail says so."""
     tz = clocks.zone(sub.time_zone, settings)
-    hour = hours.effective_hour(subscription.digest_hour if subscription.digest_hour is not None
-                                else newsletter.default_hour, settings)
-    weekday = hours.effective_weekday(subscription.digest_weekday if subscription.digest_weekday is not None
-                                      else newsletter.default_weekday, settings)
+    hour = hours.effective_hour(subscription.digest_hour, settings, newsletter)
+    weekday = hours.effective_weekday(subscription.digest_weekday, settings, newsletter)
     today = utcnow().astimezone(tz).date() + dt.timedelta(days=1)  # a day away from any DST change today
     date = today + dt.timedelta(days=(weekday - today.weekday()) % 7)
     return schedule.slot_of("daily", date, hour, settings, tz).at.astimezone(tz)

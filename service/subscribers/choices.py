@@ -38,11 +38,12 @@ def _empty(raw: object) -> bool:
     return raw is None or (isinstance(raw, str) and not raw.strip())
 
 
-def digest_hour(raw: object) -> int | None:
+def digest_hour(raw: object, newsletter=None) -> int | None:
+    """An hour among those offered (for `newsletter`: its own default hour is one)."""
     if _empty(raw):
         return None
     value = _small_int(raw)
-    if value is None or value not in offered_hours():
+    if value is None or value not in offered_hours(newsletter=newsletter):
         raise InvalidInput("digest_hour", MSG_HOUR)
     return value
 

@@ -72,8 +72,9 @@ def evidence(*, ip: str | None, user_agent: str | None, form_url: object = None,
 # ---------------------------------------------------------------- the signup form
 
 
-def _hour_options() -> list[dict]:
-    return [{"value": h, "label": f"{h:02d}:00"} for h in offered_hours()]
+def _hour_options(newsletter: Newsletter | None = None) -> list[dict]:
+    """The hours a reader may choose (a newsletter's own default hour among them)."""
+    return [{"value": h, "label": f"{h:02d}:00"} for h in offered_hours(newsletter=newsletter)]
 
 
 def _weekday_options() -> list[dict]:
@@ -221,11 +222,9 @@ def _subscription_values(s: Session, subscription: Subscription) -> dict:
               "weekly": n.frequency is Frequency.weekly}
     if n.kind is NewsletterKind.digest:
         values.update(sections=_section_options(s, list(subscription.sections or []), n),
-                      digest_hour=effective_hour(subscription.digest_hour if subscription.digest_hour is not None
-                                                 else n.default_hour),
-                      digest_weekday=effective_weekday(subscription.digest_weekday
-                                                       if subscription.digest_weekday is not None
-                                                       else n.default_weekday))
+                      hours=_hour_options(n),
+                      digest_hour=effective_hour(subscription.digest_hour, newsletter=n),
+                      digest_weekday=effective_weekday(subscription.digest_weekday, newsletter=n))
     else:
         values.update(quiet_start=subscription.quiet_start, quiet_end=subscription.quiet_end,
                       quiet_mode=subscription.quiet_mode or "hold", alert_cap=subscription.alert_cap)
@@ -284,16 +283,16 @@ def _newsletter_id(raw: object, field_name: str) -> int:
 def _digest_changes(s: Session, subscription: Subscription, form: NewsletterChoices) -> dict:
     if len(form.sections) > MAX_SECTIONS_FIELDS:
         raise InvalidInput("sections", MSG_SECTIONS)
-    changes = {"sections": section_ids(s, form.sections), "digest_hour": choices.digest_hour(form.digest_hour)}
+    changes = {"sections": section_ids(s, form.sections), "digest_hour": choices.digest_hour(form.digest_hour, subscription.newsletter)}
     if subscription.newsletter.frequency is Frequency.weekly:
         changes["digest_weekday"] = choices.digest_weekday(form.digest_weekday)
     # The hour shown for a reader who never chose is the newsletter's (or the site's):
     # saving the page as it was keeps them following it.
     n = subscription.newsletter
-    if subscription.digest_hour is None and changes["digest_hour"] == effective_hour(n.default_hour):
+    if subscription.digest_hour is None and changes["digest_hour"] == effective_hour(None, newsletter=n):
         changes["digest_hour"] = None
     if (subscription.digest_weekday is None and "digest_weekday" in changes
-            and changes["digest_weekday"] == effective_weekday(n.default_weekday)):
+            and changes["digest_weekday"] == effective_weekday(None, newsletter=n)):
         changes["digest_weekday"] = None
     return changes
 
