@@ -40,6 +40,7 @@ from service.models import (
     Subscriber,
     utcnow,
 )
+from service.newsletters import catalogue
 from tests.support.delivery import add_subscribers, run_all_batches
 
 BROWSER = {
@@ -69,6 +70,7 @@ def make_digest(readers: int = 3) -> tuple[int, list[int]]:
                 s.add(a)
             articles.append(a)
         edition = Edition(kind=EditionKind.digest, frequency=Frequency.daily, status=EditionStatus.draft,
+                          newsletter_id=catalogue.digest_for(s, Frequency.daily).id,
                           title="نشرة الصباح", params={}, window_end=utcnow())
         s.add(edition)
         s.flush()

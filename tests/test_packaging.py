@@ -110,12 +110,15 @@ RUN_INSTALLED = textwrap.dedent(
     from service.delivery.batch import send_batch
     from service.delivery.fanout import plan_and_dispatch
     from service.dispatch import Recorder
-    from service.models import Frequency, Subscriber, SubscriberStatus
+    from service.models import Subscriber, SubscriberStatus
+    from service.newsletters import catalogue, membership
     from service.usecases.digests import start_digest
 
     with session_scope() as session:
-        session.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active,
-                               frequency=Frequency.daily))
+        reader = Subscriber(email="reader@example.com", status=SubscriberStatus.active)
+        session.add(reader)
+        session.flush()
+        membership.join(session, reader.id, catalogue.digest_for(session, "daily"))
 
     # What the planner and batch tasks do in a worker, here in one process.
     recorder = Recorder()
