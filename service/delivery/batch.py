@@ -84,7 +84,7 @@ import sqlalchemy as sa
 from service.config import Settings, get_settings
 from service.db import get_engine
 from service.delivery import fanout, ledger, metrics, priority, smtp_pool, throttle
-from service.delivery.compose import VariantTemplate, compose, prepare
+from service.delivery.compose import VariantTemplate, compose, newsletter_of_edition, prepare
 from service.delivery.verdicts import Outcome, Verdict, refusal_key, scrub
 from service.dispatch import Dispatcher
 from service.logs import get_logger
@@ -162,7 +162,8 @@ def _template(conn, edition_id: int, kind: str, variant: str) -> VariantTemplate
     ).first()
     if row is None:
         return None
-    tpl = prepare(edition_id, kind, variant, row[0], row[1], row[2])
+    tpl = prepare(edition_id, kind, variant, row[0], row[1], row[2],
+                  newsletter=newsletter_of_edition(conn, edition_id))  # its List-Id, From name, n= (C)
     with _templates_lock:
         _templates[key] = tpl
         while len(_templates) > _TEMPLATE_CACHE_SIZE:

@@ -72,11 +72,13 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from service.clicks.signing import reader_token
 from service.config import Settings, ascii_mail_from, get_settings, parse_smtp_urls
 from service.delivery import smtp_pool
 from service.delivery.verdicts import Outcome
-from service.models import Newsletter
+from service.models import Edition, Newsletter
 from service.newsletters import catalogue
 from service.rendering.mime import PreparedVariant
 from service.rendering.viewmodels import RenderedVariant
@@ -171,6 +173,19 @@ def prepare(edition_id: int | None, kind: str, variant: str, subject: str, html:
     )
     return VariantTemplate(edition_id, kind, variant, prepared, spec.subscribed,
                            newsletter.id if newsletter is not None else None)
+
+
+def newsletter_of_edition(conn, edition_id: int) -> Newsletter | None:
+    """The edition's newsletter, read on `conn` (a Connection or Session) as a copy bound to
+    nothing (the batch caches prepared variants past its transactions); None for an
+    edition of none (a correction, a catch-up)."""
+    E, N = Edition.__table__, Newsletter.__table__
+    row = conn.execute(sa.select(N.c.id, N.c.slug, N.c.name, N.c.kind, N.c.from_name, N.c.list_id)
+                       .join_from(E, N, E.c.newsletter_id == N.c.id).where(E.c.id == edition_id)).first()
+    if row is None:
+        return None
+    return Newsletter(id=row.id, slug=row.slug, name=row.name, kind=row.kind, from_name=row.from_name,
+                      list_id=row.list_id)
 
 
 @functools.lru_cache(maxsize=8)
