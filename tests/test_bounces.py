@@ -49,6 +49,7 @@ from tests.support.delivery import (
     snapshot,
 )
 from tests.support.net import free_port
+from tests.support.readers import reader
 
 FBL = "fbl@nashra.example"
 
@@ -428,9 +429,7 @@ def _one_off(smtp_sink, kind: str, email: str) -> tuple[int, object]:
     status = SubscriberStatus.pending if kind == "confirm" else SubscriberStatus.active
     close_connection()
     with session_scope() as s:
-        sub = Subscriber(email=email, status=status, alerts=True)
-        s.add(sub)
-        s.flush()
+        sub = reader(s, email, status=status)
         assert send_transactional(s, kind, sub.id)
         sub_id = sub.id
     close_connection()

@@ -27,6 +27,7 @@ from service.staff.editors import create_editor
 from service.subscribers import hashes, privacy
 from service.subscribers.suppression import is_suppressed, suppress
 from service.usecases import suppressions
+from tests.support.readers import reader
 
 NASHRA = Path(sys.executable).with_name("nashra")
 ADDRESSES = {
@@ -47,7 +48,7 @@ def listed(pg_env):
     with session_scope() as s:
         for email, status in (("hard@example.com", "active"), ("full@example.com", "active"),
                               ("angry@example.org", "unsubscribed")):
-            s.add(Subscriber(email=email, status=SubscriberStatus(status), alerts=True))
+            reader(s, email, status=status)
         s.flush()
         for email, (reason, detail) in ADDRESSES.items():
             assert suppress(s, email, reason, detail=detail, actor="bounces")
