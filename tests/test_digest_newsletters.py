@@ -22,6 +22,7 @@ from service.db import session_scope
 from service.delivery.planner import plan
 from service.editions import schedule, upcoming
 from service.editions.digests import DigestError, create_digest
+from service.editions.variants import render_variant_for
 from service.models import (
     Article,
     ArticleVersion,
@@ -139,6 +140,10 @@ def test_a_third_digest_makes_its_own_edition_at_its_slot_with_its_sections_only
     assert sections_of(sports.id) == {ids["sports"]}  # only the newsletter's section
     assert sections_of(daily.id) == {ids["sports"], ids["economy"]}  # the daily draws on every section
     assert sports.window_end - sports.window_start == dt.timedelta(days=7)
+    with session_scope() as s:  # its mail speaks of it by name, not as «the weekly digest»
+        mail = render_variant_for(s, s.get(Edition, sports.id), "all")
+        assert mail.subject.endswith("| النشرة رياضة الجمعة") and "الأسبوعية" not in mail.text
+        assert render_variant_for(s, s.get(Edition, daily.id), "all").subject.endswith("| النشرة اليومية")
 
     # Each edition reaches its own newsletter's readers of that slot; the reader on both gets both.
     assert readers_of(daily.id) == {"daily@example.com", "both@example.com"}

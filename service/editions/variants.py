@@ -23,7 +23,8 @@ from service.editions.digests import alerted_article_ids
 from service.editions.special import render_special
 from service.editions.web_copy import url_for as web_copy_url_for
 from service.logs import get_logger
-from service.models import Edition, EditionKind, Section, utcnow
+from service.models import Edition, EditionKind, Newsletter, Section, utcnow
+from service.newsletters import catalogue
 from service.rendering import contexts
 from service.rendering.render import render_variant
 from service.rendering.viewmodels import ArticleView, RenderedVariant, SectionView
@@ -75,6 +76,30 @@ def _digest_sections(session: Session, edition: Edition, variant: str) -> list[S
     return sections
 
 
+NEWSLETTER_WORD = "النشرة "  # the templates say «النشرة <label>»
+
+
+def _newsletter_label(session: Session, edition: Edition) -> str | None:
+    """What a digest of a newsletter other than the site's own two calls itself in its
+    subject, masthead and footer («النشرة <label>»): its name, less a leading «النشرة».
+    None for `daily` and `weekly` (and a digest of none), whose label is their cadence's."""
+    if edition.newsletter_id is None:
+        return None
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    if newsletter is None or newsletter.slug in (catalogue.DAILY, catalogue.WEEKLY):
+        return None
+    return newsletter.name.removeprefix(NEWSLETTER_WORD).strip() or newsletter.name
+
+
+def _named(ctx: dict, label: str | None) -> dict:
+    """The digest's context speaking of its newsletter by name rather than by cadence (a
+    Friday sports round-up is not «the weekly digest»)."""
+    if label is None:
+        return ctx
+    old = NEWSLETTER_WORD + ctx["frequency_label"]
+    return ctx | {"frequency_label": label, "reason": ctx["reason"].replace(old, NEWSLETTER_WORD + label, 1)}
+
+
 def _drop_from_longest(sections: list[SectionView], keep: set[int], n: int) -> list[SectionView] | None:
     """`sections` less `n` articles, each taken from the end of the longest section.
 
@@ -123,11 +148,12 @@ def render_variant_for(session: Session, edition: Edition, variant: str,
         edition_date = edition.window_end or edition.created_at or utcnow()
         frequency = edition.frequency.value if edition.frequency else "daily"
         keep = {lead.id, sections[0].articles[0].id}
+        label = _newsletter_label(session, edition)
         total = sum(len(s.articles) for s in sections)
         offered = sections
         while True:
-            ctx = contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency, lead=lead,
-                                          alerted=alerted) | web
+            ctx = _named(contexts.digest_context(site, sections, edition_date=edition_date, frequency=frequency,
+                                                 lead=lead, alerted=alerted), label) | web
             rendered = render_variant("digest", ctx)
             size = len(rendered.html.encode("utf-8"))
             count = sum(len(s.articles) for s in sections)
