@@ -264,3 +264,41 @@ def test_an_editor_is_refused_the_newsletters_page(desk):
     assert editor.post("/editor/newsletters/1", data={"csrf_token": token, "action": "hide"}).status_code == 403
     assert snapshot() == before
     assert TestClient(desk["app"]).get("/editor/newsletters").status_code == 401
+
+
+class _Desk:
+    """Who sends a test copy: an id no editor has (its bounce names nobody)."""
+
+    id = 0
+    actor = "test"
+
+
+def test_test_copies_carry_their_newsletters_headers(site, smtp_sink):
+    from service.usecases import special_editions
+    from service.usecases.alerts import send_test_alert
+    from tests.test_special_editions import _article
+
+    newsletters.add("رياضة الجمعة", slug="sports-friday", kind="digest", from_name="نشرة الرياضة",
+                    list_id="friday.sports.example", actor="test")
+    newsletters.add("عاجل الرياضة", slug="sports-alerts", kind="alerts", from_name="عاجل الملاعب", actor="test")
+    with session_scope() as s:
+        story = _article(s, "المنتخب يفوز في طنجة", slug="sports")
+        reader(s, "fan@example.com", newsletters=["sports-friday"])
+    comp = special_editions.Composition(title="ليلة الكأس", article_ids=(story,), newsletter="sports-friday")
+    shown = special_editions.send_test(comp, "desk@example.com", _Desk())
+    assert shown.audience == 1 and shown.newsletter.slug == "sports-friday"
+    with session_scope() as s:
+        editor, _ = create_editor(s, "سلمى", "editor")
+        desk = type("Editor", (), {"id": editor.id, "actor": f"editor:{editor.id}"})()
+    send_test_alert({"headline": "هدف في الدقيقة 90", "url": "https://news.example/sports/goal", "summary": "",
+                     "newsletter": "sports-alerts"}, "desk@example.com", desk)
+    special, alert = smtp_sink.wait_for(2, timeout=20)
+    assert special.message["List-Id"] == "<friday.sports.example>"
+    assert special.message["From"].addresses[0].display_name == "نشرة الرياضة"
+    assert alert.message["List-Id"] == "<sports-alerts.nashra.example>"
+    assert alert.message["From"].addresses[0].display_name == "عاجل الملاعب"
+    for copy in (special, alert):
+        assert copy.message["X-Nashra-Test"] == "editor-copy" and copy.message["List-Unsubscribe"] is None
+    with pytest.raises(special_editions.SpecialError):  # an alerts newsletter is no special edition's
+        special_editions.preview(special_editions.Composition(title="x", article_ids=(story,),
+                                                              newsletter="sports-alerts"))

@@ -42,6 +42,7 @@ class Preview:
     html: str
     text: str
     audience: int = 0  # readers it would reach now: on its newsletter, confirmed, not suppressed (the planner's rule)
+    newsletter: object = None  # a detached copy of its newsletter: its List-Id and From name on a test copy
 
     @property
     def reach(self) -> str:
@@ -100,7 +101,8 @@ def dry_run(*, editor_id: int | None, article_url: str | None = None, headline: 
         lambda session: create_alert(session, editor_id=editor_id, article_url=article_url, headline=headline,
                                      url=url, summary=summary, newsletter=newsletter),
         PreviewError, "nothing to render for this alert")
-    return Preview(subject=shown.subject, html=shown.html, text=shown.text, audience=sum(shown.audience.values()))
+    return Preview(subject=shown.subject, html=shown.html, text=shown.text, audience=sum(shown.audience.values()),
+                   newsletter=shown.newsletter)
 
 
 def preview_alert(values: dict, editor_id: int | None = None) -> Preview:
