@@ -14,10 +14,20 @@ from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.jobs import names
-from service.models import AuditLog, Section, Subscriber, SubscriberStatus
+from service.models import (
+    AuditLog,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+)
+from service.newsletters import catalogue, membership
 from service.subscribers.tokens import make_token
 from service.web import csrf
 from tests.support.logs import json_log_lines
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -64,6 +74,20 @@ def subscribers() -> list[Subscriber]:
         return list(s.scalars(select(Subscriber).order_by(Subscriber.id)))
 
 
+def on(subscriber_id: int) -> dict[str, Subscription]:
+    """slug → the reader's subscription, in the site's order of newsletters."""
+    with session_scope() as s:
+        rows = membership.of(s, subscriber_id)
+        for x in rows:
+            s.expunge(x)
+        return {x.newsletter.slug: x for x in rows}
+
+
+def newsletter_ids() -> dict[str, int]:
+    with session_scope() as s:
+        return {n.slug: n.id for n in catalogue.every(s, hidden=True)}
+
+
 def queued_tasks(redis_url) -> list[tuple[str, list]]:
     """What the web app put on the default queue in Redis (no worker is running)."""
     r = redis.Redis.from_url(redis_url)
@@ -105,23 +129,24 @@ def test_signup_creates_pending_subscriber_and_queues_confirmation(client, env):
     [sub] = subscribers()
     assert sub.email == "reader@example.com"
     assert sub.status is SubscriberStatus.pending
-    assert sub.sections == [ids["sport"], ids["world"]]
-    assert sub.frequency.value == "weekly" and sub.alerts is True
+    # An older form's words (frequency, alerts): mapped onto the weekly digest and alerts.
+    subscriptions = on(sub.id)
+    assert list(subscriptions) == ["weekly", "alerts"]
+    assert subscriptions["weekly"].sections == [ids["sport"], ids["world"]] and subscriptions["alerts"].sections == []
     assert sub.consent_source == "web:form" and sub.consented_at is not None
     assert queued_tasks(env) == [(names.SEND_TRANSACTIONAL, ["confirm", sub.id])]
 
 
 def test_signup_page_is_the_same_for_an_active_address_and_nothing_changes(client, env):
     with session_scope() as s:
-        s.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active, frequency="daily",
-                         alerts=False, sections=[]))
+        reader(s, "reader@example.com", frequency="daily", alerts=False)
     first = client.post("/subscribe", data=form(client, email="new@example.com"))
     second = client.post("/subscribe", data=form(client))
     assert first.status_code == second.status_code == 200
     strip = lambda html: CSRF.sub("", html)  # noqa: E731
     assert strip(first.text) == strip(second.text)
     active = [x for x in subscribers() if x.email == "reader@example.com"][0]
-    assert active.status is SubscriberStatus.active and active.frequency.value == "daily" and active.alerts is False
+    assert active.status is SubscriberStatus.active and list(on(active.id)) == ["daily"]
     # The new address gets a confirmation; the active one only its preferences link (issue 22).
     new = [x for x in subscribers() if x.email == "new@example.com"][0]
     assert sorted(queued_tasks(env)) == [(names.SEND_TRANSACTIONAL, ["confirm", new.id]),
@@ -305,48 +330,97 @@ def test_signup_is_rate_limited_per_client_ip(client, env):
     assert "one-too-many@example.com" not in [s.email for s in subscribers()]
 
 
-def _active(email="reader@example.com", sections=()) -> Subscriber:
+def _active(email="reader@example.com", sections=(), **kw) -> Subscriber:
+    kw = {"frequency": "daily", "alerts": True, **kw}
     with session_scope() as s:
-        sub = Subscriber(email=email, status=SubscriberStatus.active, frequency="daily", alerts=True,
-                         sections=list(sections))
-        s.add(sub)
-        s.flush()
-        return sub
+        return reader(s, email, sections=list(sections), **kw)
 
 
-def test_preferences_show_and_save_ordered_sections(client):
-    ids = section_ids()
+def test_preferences_show_and_save_each_newsletters_choices(client):
+    ids, nl = section_ids(), newsletter_ids()
     sub = _active(sections=[ids["economy"]])
     token = make_token("preferences", sub.id, sub.token_version)
     page = client.get(f"/preferences/{token}")
     assert page.status_code == 200 and "اقتصاد" in page.text
-    data = {"csrf_token": CSRF.search(page.text).group(1), "frequency": "none", "alerts": "no",
-            "sections": [str(ids["world"]), str(ids["sport"])],
-            f"rank_{ids['world']}": "2", f"rank_{ids['sport']}": "1"}
+    assert "النشرة اليومية" in page.text and "عاجل" in page.text
+    assert f'name="join" value="{nl["weekly"]}"' in page.text  # offered, not theirs: a button to join
+    d, a = f"n{nl['daily']}_", f"n{nl['alerts']}_"
+    data = {"csrf_token": CSRF.search(page.text).group(1), "action": "save",
+            d + "shown": "1", d + "sections": [str(ids["world"]), str(ids["sport"])],
+            f"{d}rank_{ids['world']}": "2", f"{d}rank_{ids['sport']}": "1", d + "digest_hour": "7",
+            a + "shown": "1", a + "quiet_start": "22", a + "quiet_end": "6", a + "quiet_mode": "drop",
+            a + "alert_cap": "3"}
     resp = client.post(f"/preferences/{token}", data=data)
     assert resp.status_code == 200 and "حُفظت تفضيلاتك" in resp.text
-    [saved] = subscribers()
-    assert saved.sections == [ids["sport"], ids["world"]]
-    assert saved.frequency.value == "none" and saved.alerts is False
+    saved = on(sub.id)
+    assert saved["daily"].sections == [ids["sport"], ids["world"]]
+    assert saved["daily"].digest_hour is None  # the default hour, as shown: they keep following it
+    assert (saved["alerts"].quiet_start, saved["alerts"].quiet_end, saved["alerts"].quiet_mode,
+            saved["alerts"].alert_cap) == (22, 6, "drop", 3)
+    with session_scope() as s:
+        actions = list(s.scalars(select(AuditLog.action).order_by(AuditLog.id)))
+    assert actions == ["preferences", "preferences"]  # one line per newsletter changed
+
+
+def test_preferences_join_leave_and_leave_all(client):
+    nl = newsletter_ids()
+    sub = _active()
+    token = make_token("preferences", sub.id, sub.token_version)
+    good = CSRF.search(client.get(f"/preferences/{token}").text).group(1)
+    joined = client.post(f"/preferences/{token}", data={"csrf_token": good, "join": str(nl["weekly"])})
+    assert joined.status_code == 200 and list(on(sub.id)) == ["daily", "weekly", "alerts"]
+    assert f'name="leave" value="{nl["weekly"]}"' in joined.text
+    left = client.post(f"/preferences/{token}", data={"csrf_token": good, "leave": str(nl["daily"])})
+    assert left.status_code == 200 and list(on(sub.id)) == ["weekly", "alerts"]
+    assert subscribers()[0].status is SubscriberStatus.active
+    # Joining what is not offered (or not a newsletter) is refused and changes nothing.
+    with session_scope() as s:
+        s.add(Newsletter(slug="internal", name="داخلية", kind=NewsletterKind.digest, frequency="daily",
+                         offered=False, position=9))
+    for bad in (str(newsletter_ids()["internal"]), "99999", "x", "1" * 40):
+        refused = client.post(f"/preferences/{token}", data={"csrf_token": good, "join": bad})
+        assert refused.status_code == 400 and list(on(sub.id)) == ["weekly", "alerts"]
+    gone = client.post(f"/preferences/{token}", data={"csrf_token": good, "action": "leave_all"})
+    assert gone.status_code == 200 and "أُلغي اشتراكك" in gone.text
+    [after] = subscribers()
+    assert after.status is SubscriberStatus.unsubscribed and on(sub.id) == {}
+    assert client.get(f"/preferences/{token}").status_code == 400  # its links died with it
+
+
+def test_leaving_the_last_newsletter_from_the_preferences_leaves_all(client):
+    nl = newsletter_ids()
+    sub = _active(email="one@example.com", alerts=False)
+    token = make_token("preferences", sub.id, sub.token_version)
+    good = CSRF.search(client.get(f"/preferences/{token}").text).group(1)
+    resp = client.post(f"/preferences/{token}", data={"csrf_token": good, "leave": str(nl["daily"])})
+    assert resp.status_code == 200 and "لن تصلك منّا رسائل" in resp.text
+    assert subscribers()[0].status is SubscriberStatus.unsubscribed
 
 
 def test_preferences_refuse_bad_input_and_change_nothing(client):
-    ids = section_ids()
+    ids, nl = section_ids(), newsletter_ids()
     sub = _active(sections=[ids["economy"]])
     token = make_token("preferences", sub.id, sub.token_version)
     good = CSRF.search(client.get(f"/preferences/{token}").text).group(1)
     other_sub_csrf = __import__("service.web.csrf", fromlist=["x"]).issue(f"preferences:{sub.id + 1}")
+    d, a = f"n{nl['daily']}_", f"n{nl['alerts']}_"
     cases = [
-        {"csrf_token": good, "frequency": "daily", "alerts": "yes", "sections": ["424242"]},
-        {"csrf_token": good, "frequency": "hourly", "alerts": "yes"},
-        {"frequency": "weekly", "alerts": "no"},
-        {"csrf_token": other_sub_csrf, "frequency": "weekly", "alerts": "no"},
+        {"csrf_token": good, d + "shown": "1", d + "sections": ["424242"]},
+        {"csrf_token": good, d + "shown": "1", d + "digest_hour": "3"},
+        {"csrf_token": good, a + "shown": "1", a + "quiet_start": "5", a + "quiet_end": "5"},
+        {"csrf_token": good, a + "shown": "1", a + "alert_cap": "1000"},
+        {"csrf_token": good, "leave": "\x00"},
+        {d + "shown": "1", "leave": str(nl["daily"])},
+        {"csrf_token": other_sub_csrf, "action": "leave_all"},
     ]
     for data in cases:
-        assert client.post(f"/preferences/{token}", data=data).status_code == 400
+        assert client.post(f"/preferences/{token}", data=data).status_code == 400, data
     assert client.post("/preferences/forged-token", data=cases[0]).status_code == 400
     [same] = subscribers()
-    assert same.sections == [ids["economy"]] and same.frequency.value == "daily" and same.alerts is True
+    assert same.status is SubscriberStatus.active
+    saved = on(sub.id)
+    assert list(saved) == ["daily", "alerts"] and saved["daily"].sections == [ids["economy"]]
+    assert (saved["daily"].digest_hour, saved["alerts"].quiet_start, saved["alerts"].alert_cap) == (None, None, None)
 
 
 def test_unsubscribe_get_shows_button_and_changes_nothing(client):
@@ -356,6 +430,86 @@ def test_unsubscribe_get_shows_button_and_changes_nothing(client):
     assert page.status_code == 200
     assert f'action="/unsubscribe/{token}"' in page.text and "<button" in page.text
     assert subscribers()[0].status is SubscriberStatus.active
+
+
+def test_unsubscribe_page_offers_this_newsletter_or_all(client):
+    nl = newsletter_ids()
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    page = client.get(f"/unsubscribe/{token}?n={nl['daily']}&e=12")
+    assert page.status_code == 200
+    assert f'action="/unsubscribe/{token}?n={nl["daily"]}&amp;e=12"' in page.text  # this newsletter, named
+    assert "«النشرة اليومية» فقط" in page.text
+    assert f'action="/unsubscribe/{token}?e=12"' in page.text and "إلغاء الاشتراك من كل النشرات" in page.text
+    assert list(on(sub.id)) == ["daily", "alerts"]  # a GET changes nothing
+    this = client.post(f"/unsubscribe/{token}?n={nl['daily']}", data={"List-Unsubscribe": "One-Click"})
+    assert this.status_code == 200 and "«النشرة اليومية»" in this.text and "/preferences/" in this.text
+    assert list(on(sub.id)) == ["alerts"] and subscribers()[0].status is SubscriberStatus.active
+    # The same page again: no longer on it, so only «all» is offered.
+    again = client.get(f"/unsubscribe/{token}?n={nl['daily']}")
+    assert again.status_code == 200 and "لم تعد مشتركاً في «النشرة اليومية»" in again.text
+    assert f'?n={nl["daily"]}' not in again.text.split("<form", 1)[1]
+    every = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert every.status_code == 200 and "لن تصلك منّا رسائل" in every.text
+    assert subscribers()[0].status is SubscriberStatus.unsubscribed and on(sub.id) == {}
+
+
+@pytest.mark.parametrize("n", ["abc", "99999999999", "4294967296", "1%00", "%00", "", "-1", "0", "1.0", "٣",
+                               "999999"])
+def test_a_bad_newsletter_in_the_unsubscribe_link_is_a_400_and_changes_nothing(client, n):
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    for answer in (client.get(f"/unsubscribe/{token}?n={n}"),
+                   TestClient(client.app).post(f"/unsubscribe/{token}?n={n}", content=b"List-Unsubscribe=One-Click",
+                                               headers={"Content-Type": "application/x-www-form-urlencoded"})):
+        assert answer.status_code == 400 and "لا يسمّي نشرة" in answer.text
+    assert subscribers()[0].status is SubscriberStatus.active and list(on(sub.id)) == ["daily", "alerts"]
+
+
+def test_one_click_with_a_newsletter_leaves_only_it_and_the_last_one_leaves_all(client):
+    nl = newsletter_ids()
+    sub = _active()
+    token = make_token("unsubscribe", sub.id, sub.token_version)
+    bare = TestClient(client.app)
+    one_click = {"content": b"List-Unsubscribe=One-Click",
+                 "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+    for _ in range(2):  # a second click is fine and changes nothing more
+        assert bare.post(f"/unsubscribe/{token}?n={nl['alerts']}", **one_click).status_code == 200
+        assert list(on(sub.id)) == ["daily"] and subscribers()[0].token_version == sub.token_version
+    assert bare.post(f"/unsubscribe/{token}?n={nl['weekly']}", **one_click).status_code == 200  # not on it: fine
+    assert list(on(sub.id)) == ["daily"]
+    assert bare.post(f"/unsubscribe/{token}?n={nl['daily']}", **one_click).status_code == 200
+    [gone] = subscribers()
+    assert gone.status is SubscriberStatus.unsubscribed and gone.token_version == sub.token_version + 1
+    assert bare.post(f"/unsubscribe/{token}?n={nl['daily']}", **one_click).status_code == 200  # still fine
+    with session_scope() as s:
+        actions = list(s.scalars(select(AuditLog.action).order_by(AuditLog.id)))
+    assert actions == ["leave", "leave", "unsubscribe"]
+
+
+def test_our_form_offers_the_newsletters_and_signs_up_to_those_ticked(client, env):
+    with session_scope() as s:
+        s.add(Newsletter(slug="friday", name="نشرة الجمعة", description="قراءات طويلة كل جمعة",
+                         kind=NewsletterKind.digest, frequency="weekly", position=5))
+        s.add(Newsletter(slug="retired", name="نشرة متقاعدة", kind=NewsletterKind.digest, frequency="daily",
+                         hidden=True, position=6))
+    page = client.get("/")
+    for text in ("النشرة اليومية", "النشرة الأسبوعية", "عاجل", "نشرة الجمعة", "قراءات طويلة كل جمعة"):
+        assert text in page.text
+    assert "نشرة متقاعدة" not in page.text
+    assert re.search(r'name="newsletters" value="daily"[^>]*checked', page.text)  # as before: daily + alerts
+    ours = {"csrf_token": CSRF.search(page.text).group(1), "email": "two@example.com", "consent": "yes",
+            "newsletters_shown": "1", "newsletters": ["friday", "alerts"], "website": ""}
+    assert client.post("/subscribe", data=ours).status_code == 200
+    [sub] = subscribers()
+    assert list(on(sub.id)) == ["alerts", "friday"]
+    # Ticking none is an answer: «choose one»; naming a hidden one is refused by name.
+    for bad, says in (([], "اختر نشرة واحدة"), (["retired"], "retired"), (["daily", "x\x00y"], "xy")):
+        data = {**ours, "email": "three@example.com", "newsletters": bad,
+                "csrf_token": CSRF.search(client.get("/").text).group(1)}
+        answer = client.post("/subscribe", data=data)
+        assert answer.status_code == 400 and says in answer.text
+    assert len(subscribers()) == 1
 
 
 def test_one_click_unsubscribe_rfc8058_is_idempotent_and_kills_old_links(client):
@@ -391,6 +545,7 @@ def test_resubscribe_after_unsubscribe_goes_back_to_pending(client, env):
     assert resp.status_code == 200
     [back] = subscribers()
     assert back.status is SubscriberStatus.pending and back.unsubscribed_at is None
+    assert list(on(back.id)) == ["weekly", "alerts"]  # what they chose this time
     assert (names.SEND_TRANSACTIONAL, ["confirm", back.id]) in queued_tasks(env)
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
