@@ -302,3 +302,28 @@ def test_test_copies_carry_their_newsletters_headers(site, smtp_sink):
     with pytest.raises(special_editions.SpecialError):  # an alerts newsletter is no special edition's
         special_editions.preview(special_editions.Composition(title="x", article_ids=(story,),
                                                               newsletter="sports-alerts"))
+
+
+def test_cli_composes_a_special_edition_for_a_newsletter_and_refuses_what_is_none(site, redis_url):
+    from service.models import Edition
+    from tests.test_special_editions import _article
+
+    newsletters.add("رياضة الجمعة", slug="sports-friday", kind="digest", actor="test")
+    with session_scope() as s:
+        story = _article(s, "المنتخب يفوز في طنجة", slug="sports")
+        reader(s, "fan@example.com", newsletters=["sports-friday"])
+    base = ("edition", "compose", "--title", "ليلة الكأس", "--article", str(story))
+    for bad in ("alerts", "nope", "Bad Slug"):
+        proc = nashra(*base, "--newsletter", bad, "--yes")
+        assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with session_scope() as s:
+        assert s.scalars(sa.select(Edition)).all() == []
+    proc = nashra(*base, "--newsletter", "sports-friday", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "رياضة الجمعة [sports-friday]" in proc.stdout and "مشترك واحد" in proc.stdout
+    with session_scope() as s:
+        edition = s.scalars(sa.select(Edition)).one()
+        assert edition.newsletter_id == catalogue.by_slug(s, "sports-friday").id
+    refused = nashra("alert", "send", "--headline", "هدف", "--link", "https://news.example/goal",
+                     "--newsletter", "no-such-alerts", "--yes")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
