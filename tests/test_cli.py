@@ -154,6 +154,8 @@ def test_subscribers_import_then_export_round_trips(pg_env, tmp_path):
     assert nashra("subscribers", "export", str(out)).returncode == 0
     text = out.read_text(encoding="utf-8")
     assert "a@example.com" in text and "not-an-address" not in text
+    assert text.splitlines()[0].endswith(",time_zone,newsletters")  # frequency daily, alerts yes: these two
+    assert text.splitlines()[1].startswith("a@example.com,,daily,yes,") and text.splitlines()[1].endswith(",daily|alerts")
     with session_scope() as s:
         assert s.scalars(select(Subscriber.email)).all() == ["a@example.com"]
 

@@ -85,9 +85,10 @@ def test_the_numbers_and_the_command(pg_env, redis_url, smtp_sink):
     out = _nashra("report", str(eid))
     assert out.returncode == 0, out.stderr
     assert "delivered" in out.stdout and " 4" in out.stdout and "unique ~4" in out.stdout
+    assert f"edition {eid} (digest, " in out.stdout and "[daily]" in out.stdout  # the newsletter it went out for
     assert STORIES[0][1] in out.stdout
     rows = list(csv.reader(io.StringIO(_nashra("report", str(eid), "--csv").stdout)))
-    assert rows[0] == ["metric", "name", "clicks", "unique"]
+    assert rows[0] == ["metric", "name", "clicks", "unique"] and rows[1] == ["newsletter", "daily", "", ""]
     assert ["delivered", "", "4", ""] in rows and ["clicks", "edition", "5", "4"] in rows
     assert ["story", STORIES[0][1], "4", "3"] in rows and ["hour", "+0", "5", ""] in rows
     missing = _nashra("report", "99999")

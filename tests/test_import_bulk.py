@@ -514,3 +514,41 @@ def test_times_outside_what_the_database_stores_are_row_errors(db_session):
                                                          "c@example.com,,,,active,,2020-01-01T00:00:00+23:59\n"))
     assert [line for line, _ in report.problems] == [2, 3] and report.created == 1
     assert "consented_at" in report.problems[0][1]
+
+
+# ------------------------------------------------------------------ several newsletters (issue 17)
+
+
+@pytest.mark.parametrize("env", ["pg_env", "sqlite_env"])
+def test_the_newsletters_column_in_chunks_on_both_databases(env, request, tmp_path, recorder):
+    """The bulk path writes the subscriptions with the readers (PostgreSQL: in the same
+    statement), an import of the same file again finds them unchanged, and a changed
+    file moves readers between newsletters."""
+    from service.models import Newsletter, NewsletterKind
+    from service.newsletters import catalogue
+
+    request.getfixturevalue(env)
+    with session_scope() as s:
+        catalogue.seed_first(s)
+        s.add(Newsletter(slug="long-reads", name="قراءات طويلة", kind=NewsletterKind.digest, frequency="weekly",
+                         sections=[], position=5))
+    src = tmp_path / "in.csv"
+    src.write_text("email,newsletters,frequency\n" + "".join(
+        f"r{i}@example.com,{('long-reads|alerts', 'daily', '')[i % 3]},weekly\n" for i in range(12))
+        + "bad@example.com,long-read,\n", encoding="utf-8")
+    report = import_file(str(src), chunk=5)
+    assert (report.created, report.skipped) == (12, 1) and report.problems[0][0] == 14
+    assert "'long-read'" in report.summary() and "long-reads" in report.summary()
+
+    def on() -> dict[str, list[str]]:
+        with session_scope() as s:
+            return {sub.email: _slugs(s, sub) for sub in s.scalars(sa.select(Subscriber))}
+
+    assert on()["r0@example.com"] == ["alerts", "long-reads"] and on()["r1@example.com"] == ["daily"]
+    assert on()["r2@example.com"] == ["weekly", "alerts"]  # an empty cell: frequency and alerts say
+    again = import_file(str(src), chunk=5)
+    assert (again.created, again.unchanged, again.updated) == (0, 12, 0)
+    src.write_text("email,newsletters\nr0@example.com,daily\nr1@example.com,daily|long-reads\n", encoding="utf-8")
+    moved = import_file(str(src))
+    assert moved.updated == 2
+    assert on()["r0@example.com"] == ["daily"] and on()["r1@example.com"] == ["daily", "long-reads"]

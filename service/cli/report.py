@@ -17,7 +17,8 @@ def run(edition_id: int, as_csv: bool = False) -> int:
     if as_csv:
         sys.stdout.write(edition_report.to_csv(r))
         return 0
-    print(f"edition {r.edition_id} ({r.kind}, {r.status}): {r.title}")
+    of = f" of {r.newsletter[1]} [{r.newsletter[0]}]" if r.newsletter else ""
+    print(f"edition {r.edition_id} ({r.kind}, {r.status}){of}: {r.title}")
     for name, value in (("recipients", r.recipients), ("sent", r.sent), ("delivered", r.delivered),
                         ("bounced (hard)", r.bounced_hard), ("bounced (soft)", r.bounced_soft),
                         ("complaints", r.complaints), ("unsubscribes", r.unsubscribes)):

@@ -38,6 +38,7 @@ from service.models import (
     Edition,
     EditionLink,
     FeedbackEvent,
+    Newsletter,
     Section,
 )
 
@@ -78,6 +79,8 @@ class Report:
     sections: list[Line] = field(default_factory=list)
     variants: list[Line] = field(default_factory=list)  # a digest's copies by readers' sections
     hours: list[int] = field(default_factory=lambda: [0] * HOURS)  # clicks in hour h after the start
+    # The newsletter it went out for (slug, name); None for a correction, a catch-up…
+    newsletter: tuple[str, str] | None = None
 
     @property
     def kind_ar(self) -> str:
@@ -119,6 +122,10 @@ def report(edition_id: int) -> Report:
             recipients=edition.recipients or 0, unsubscribes=edition.unsubscribes or 0,
             tracking=get_settings().click_tracking,
         )
+        if edition.newsletter_id is not None:
+            found = s.execute(sa.select(Newsletter.slug, Newsletter.name)
+                              .where(Newsletter.id == edition.newsletter_id)).one_or_none()
+            out.newsletter = (found.slug, found.name) if found else None
         by_status = dict(s.execute(
             sa.select(Delivery.status, sa.func.count()).where(Delivery.edition_id == edition_id)
             .group_by(Delivery.status)).all())
@@ -205,6 +212,8 @@ def _variant_label(key: str, names: dict[int, str]) -> str:
 def as_rows(r: Report) -> list[list[object]]:
     """The report as rows (section, name, value…): what `--csv` writes."""
     rows: list[list[object]] = [["metric", "name", "clicks", "unique"]]
+    if r.newsletter:
+        rows.append(["newsletter", r.newsletter[0], "", ""])
     for name, value in (("recipients", r.recipients), ("sent", r.sent), ("delivered", r.delivered),
                         ("bounced_hard", r.bounced_hard), ("bounced_soft", r.bounced_soft),
                         ("complaints", r.complaints), ("unsubscribes", r.unsubscribes)):
