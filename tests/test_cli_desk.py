@@ -22,10 +22,13 @@ from service.models import (
     Section,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     VersionKind,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.staff.editors import authenticate
+from tests.support.readers import reader
 from tests.test_cli import SAMPLE_FEED, nashra
 
 
@@ -139,7 +142,11 @@ def test_the_import_takes_names_or_slugs_and_fails_loudly_when_rows_are_skipped(
     assert "2 created" in proc.stdout and "0 skipped" in proc.stdout
     with session_scope() as s:
         ids = dict(s.execute(sa.select(Section.slug, Section.id)).all())
-        assert s.scalar(sa.select(Subscriber.sections).where(Subscriber.email == "a@example.com")) == [
+        # The sections are the reader's choice on their digest (the `daily` newsletter by default).
+        assert s.scalar(sa.select(Subscription.sections)
+                        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+                        .where(Subscriber.email == "a@example.com",
+                               Subscription.newsletter_id == catalogue.by_slug(s, "daily").id)) == [
             ids["world"], ids["sport"]]
     bad = tmp_path / "bad.csv"
     bad.write_text("email,sections,status\nc@example.com,رياضة,active\nd@example.com,اقتصاد,active\n"
@@ -155,7 +162,7 @@ def test_the_import_takes_names_or_slugs_and_fails_loudly_when_rows_are_skipped(
 def test_the_alert_prompt_says_whom_it_reaches(pg_env, redis_url):
     with session_scope() as s:
         for i in range(12):
-            s.add(Subscriber(email=f"r{i}@example.com", status=SubscriberStatus.active, alerts=i != 0))
+            reader(s, f"r{i}@example.com", status=SubscriberStatus.active, alerts=i != 0)
     proc = nashra("alert", "send", "--headline", "زلزال", "--link", "https://news.example/q", stdin="n\n")
     assert proc.returncode == 1 and "not sent" in proc.stdout
     assert "Send this alert? سيصل إلى 11 مشتركاً [y/N]" in proc.stdout
@@ -180,11 +187,9 @@ def test_digest_preview_writes_what_a_reader_would_get(pg_env, tmp_path):
             s.flush()
             s.add(ArticleVersion(article_id=art.id, version=1, kind=VersionKind.new, content_hash="h" * 64,
                                  title=art.title, created_at=seen))
-        sub = Subscriber(email="w@example.com", status=SubscriberStatus.active, sections=[sport.id],
-                         frequency=Frequency.daily)
-        weekly = Subscriber(email="k@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly)
-        s.add_all([sub, weekly])
-        s.flush()
+        sub = reader(s, "w@example.com", status=SubscriberStatus.active, sections=[sport.id],
+                     frequency=Frequency.daily)
+        weekly = reader(s, "k@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly)
         sub_id, weekly_id = sub.id, weekly.id
     out = tmp_path / "preview"
     proc = nashra("digest", "preview", "--out", str(out))

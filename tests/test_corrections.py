@@ -38,6 +38,8 @@ from service.models import (
     SubscriberStatus,
     utcnow,
 )
+from service.newsletters import catalogue, membership
+from tests.support.readers import reader
 
 DEMO = Path(__file__).resolve().parent.parent / "service" / "demo"
 ORIGINAL = (DEMO / "sample_feed.xml").read_text(encoding="utf-8")
@@ -103,13 +105,8 @@ def _article(session, guid: str) -> Article:
 
 
 def _readers(session, n: int) -> list[Subscriber]:
-    subs = [
-        Subscriber(email=f"r{i}@example.com", status=SubscriberStatus.active, frequency=Frequency.daily, sections=[])
-        for i in range(n)
-    ]
-    session.add_all(subs)
-    session.flush()
-    return subs
+    return [reader(session, f"r{i}@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
+                   sections=[]) for i in range(n)]
 
 
 def _mailed(session, kind: EditionKind, articles: list[Article], readers, *, at: dt.datetime,
@@ -216,7 +213,8 @@ def test_a_reader_whose_digest_left_the_article_out_gets_no_correction(db_sessio
     _poll(db_session, feed_server, ORIGINAL, T0)
     sport, economy = _article(db_session, SPORT_GUID), _article(db_session, ECONOMY_GUID)
     everything, economy_only = _readers(db_session, 2)
-    economy_only.sections = [economy.section_id]
+    membership.join(db_session, economy_only.id, catalogue.digest_for(db_session, "daily"),
+                    sections=[economy.section_id])
     digest = _mailed(db_session, EditionKind.digest, [sport, economy], [everything], at=T0 + dt.timedelta(minutes=10))
     # Their digest was the economy-only variant: the sport article was not in it.
     db_session.add(Delivery(edition_id=digest.id, subscriber_id=economy_only.id, status=DeliveryStatus.sent,
@@ -448,10 +446,8 @@ def _add_reader(email: str) -> int:
     from service.db import session_scope
 
     with session_scope() as s:
-        sub = Subscriber(email=email, status=SubscriberStatus.active, frequency=Frequency.daily, alerts=True,
-                         sections=[], consented_at=utcnow())
-        s.add(sub)
-        s.flush()
+        sub = reader(s, email, status=SubscriberStatus.active, frequency=Frequency.daily, alerts=True,
+                     sections=[], consented_at=utcnow())
         return sub.id
 
 

@@ -38,6 +38,7 @@ from service.models import (
 )
 from tests.support.delivery import ledger, planned_edition, run_all_batches
 from tests.support.pipelining_smtp import PipeliningSmtpServer
+from tests.support.readers import subscribe_all
 from tests.support.smtp_sink import SmtpSink, silent_server
 
 
@@ -353,9 +354,10 @@ def test_unsubscribing_mid_edition_with_many_sessions_receives_nothing_after(pg_
 def _domain_readers(n: int, domain: str) -> None:
     now = utcnow()
     with session_scope() as s:
-        s.execute(sa.insert(Subscriber.__table__), [
-            {"email": f"r{i}@{domain}", "status": "active", "frequency": "daily", "alerts": True, "sections": [],
-             "token_version": 1, "created_at": now, "updated_at": now} for i in range(n)])
+        ids = s.execute(sa.insert(Subscriber.__table__).returning(Subscriber.__table__.c.id), [
+            {"email": f"r{i}@{domain}", "status": "active", "token_version": 1, "created_at": now,
+             "updated_at": now} for i in range(n)]).scalars().all()
+        subscribe_all(s.connection(), list(ids), frequency="daily", alerts=True)
 
 
 def test_per_second_and_per_domain_limits_hold_with_many_sessions_and_two_batches(pg_env, redis_url, server,

@@ -29,6 +29,7 @@ from service.models import Subscriber, SubscriberStatus
 from service.rendering import mime
 from service.subscribers import tokens
 from service.subscribers.tokens import PURPOSES, BadToken, make_token, read_token
+from tests.support.readers import reader
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,10 +112,8 @@ def client(pg_env, queue_redis):
 
 def _active() -> Subscriber:
     with session_scope() as s:
-        sub = Subscriber(email="reader@example.com", status=SubscriberStatus.active, frequency="daily",
-                         alerts=True, sections=[])
-        s.add(sub)
-        s.flush()
+        sub = reader(s, "reader@example.com", status=SubscriberStatus.active, frequency="daily",
+                     alerts=True, sections=[])
         return sub
 
 

@@ -29,6 +29,7 @@ from service.models import (
     Subscriber,
     utcnow,
 )
+from service.newsletters import catalogue
 from service.subscribers.tokens import read_token
 from tests.support.delivery import (
     ARABIC_TITLE,
@@ -71,16 +72,19 @@ def test_message_headers_links_and_rtl_body(pg_env, smtp_sink):
     with session_scope() as s:
         sub = s.scalars(sa.select(Subscriber)).one()
         delivery = s.scalars(sa.select(Delivery)).one()
+        daily_id = catalogue.by_slug(s, "daily").id  # the edition's newsletter
     assert msg["Subject"].startswith(ARABIC_TITLE)
     assert msg["To"] == "reader0@example.com"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     lu = str(msg["List-Unsubscribe"])
     https_url = lu.split("<", 1)[1].split(">", 1)[0]
     assert https_url.startswith("http") and "/unsubscribe/" in https_url
-    token, edition = https_url.rsplit("/", 1)[1].split("?e=")  # the link names its edition (issue 18)
+    token, query = https_url.rsplit("/", 1)[1].split("?e=")  # the link names its edition (issue 18)
+    edition, newsletter = query.split("&n=")  # … and its newsletter: one click leaves that one
     assert read_token("unsubscribe", token) == (sub.id, sub.token_version) and edition == str(eid)
+    assert newsletter == str(daily_id)
     assert "<mailto:unsubscribe@nashra.example?subject=unsubscribe%20" in lu
-    assert msg["List-Id"].endswith("<digest.nashra.example>")
+    assert msg["List-Id"].endswith("<daily.nashra.example>")  # its newsletter's own list
     assert msg["Feedback-ID"].startswith(f"{eid}:digest:")
     assert msg["Message-ID"] == delivery.message_id
     # VERP: the envelope sender names the ledger row, not the reader
@@ -89,7 +93,8 @@ def test_message_headers_links_and_rtl_body(pg_env, smtp_sink):
     assert delivery_for_bounce(got.mail_from.replace(".", "x", 1)) is None
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
-    assert 'dir="rtl"' in html and https_url in html and "__NASHRA_" not in html + text
+    # In the HTML the link's query is escaped (`&amp;n=`), as an attribute's & must be.
+    assert 'dir="rtl"' in html and https_url.replace("&", "&amp;") in html and "__NASHRA_" not in html + text
     assert msg.get_body(("html",))["Content-Transfer-Encoding"] == "base64"
 
 

@@ -36,6 +36,7 @@ from service.models import (
     EditionVariant,
     Section,
     Subscriber,
+    Subscription,
     utcnow,
 )
 from service.rendering import contexts
@@ -189,7 +190,9 @@ def test_a_correction_still_finds_the_readers_of_an_alerted_variant(day):
 def test_the_key_stays_within_the_column(day):
     s, _, _ = day
     long_sections = list(range(1, 80))  # a JSON list far longer than VARIANT_MAX
-    s.execute(sa.update(Subscriber).where(Subscriber.email == "alerts0@example.com").values(sections=long_sections))
+    reader_id = s.scalar(sa.select(Subscriber.id).where(Subscriber.email == "alerts0@example.com"))
+    s.execute(sa.update(Subscription).where(Subscription.subscriber_id == reader_id)
+              .values(sections=long_sections))
     digest, _ = create_digest(s, "daily", now=T0 + dt.timedelta(minutes=5), scheduled=False)
     plan(s, digest.id, renderer=lambda *_: None)
     variants = _reader_variants(s, digest.id)

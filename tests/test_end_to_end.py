@@ -26,6 +26,7 @@ from service.models import (
     SubscriberStatus,
     utcnow,
 )
+from tests.support.readers import reader
 
 SAMPLE_FEED = Path(__file__).resolve().parent.parent / "service" / "demo" / "sample_feed.xml"
 FIXTURE_TITLE = "المغرب والاحتلال يوقعان اتفاقا أمنيا غير مسبوق في المنطقة"
@@ -53,18 +54,11 @@ def _add_readers(n_active: int = 2) -> list[int]:
     with session_scope() as s:
         ensure_sections(s)
         for i in range(n_active):
-            sub = Subscriber(
-                email=f"reader{i}@example.com",
-                status=SubscriberStatus.active,
-                frequency=Frequency.daily,
-                alerts=True,
-                sections=[],
-                consented_at=utcnow(),
-            )
-            s.add(sub)
+            reader(s, f"reader{i}@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
+                   alerts=True, sections=[], consented_at=utcnow())
         # Neither of these may receive the digest.
-        s.add(Subscriber(email="pending@example.com", status=SubscriberStatus.pending, frequency=Frequency.daily))
-        s.add(Subscriber(email="weekly@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly))
+        reader(s, "pending@example.com", status=SubscriberStatus.pending, frequency=Frequency.daily)
+        reader(s, "weekly@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly)
         s.flush()
         ids = [x for x in s.scalars(select(Subscriber.id).where(Subscriber.email.like("reader%")))]
     return ids

@@ -31,12 +31,15 @@ from service.models import (
     EditionKind,
     Subscriber,
     SubscriberStatus,
+    Subscription,
     utcnow,
 )
+from service.newsletters import catalogue, membership
 from service.subscribers import quiet
 from service.usecases import editions
 from service.usecases.alerts import send_alert
 from tests.support.delivery import ledger
+from tests.support.readers import reader
 
 
 @pytest.fixture
@@ -64,10 +67,13 @@ def later_window() -> tuple[int, int]:
 
 
 def add_reader(s, email: str, **kw) -> int:
-    sub = Subscriber(email=email, status=SubscriberStatus.active, alerts=True, sections=[], **kw)
-    s.add(sub)
-    s.flush()
-    return sub.id
+    """A reader of the daily digest and `alerts`, with their alert choices (quiet hours, cap)."""
+    return reader(s, email, status=SubscriberStatus.active, alerts=True, sections=[], **kw).id
+
+
+def on_alerts(s, subscriber_id: int) -> Subscription:
+    """The reader's subscription to `alerts`: where their quiet hours and cap are."""
+    return membership.find(s, subscriber_id, catalogue.default_alerts(s).id)
 
 
 def alert(headline: str, url: str, **kw) -> int:
@@ -129,7 +135,7 @@ def test_quiet_hours_hold_alerts_and_release_them_in_one_mail_when_they_end(env)
 
     # The night ends for the sleeper (their window no longer holds this hour).
     with session_scope() as s:
-        sub = s.get(Subscriber, holder)
+        sub = on_alerts(s, holder)
         sub.quiet_start, sub.quiet_end = later_window()
     with session_scope() as s:
         edition, created = create_catchup(s)
@@ -184,7 +190,7 @@ def test_a_cancelled_alert_never_reaches_the_catch_up(env):
         cancel(s, mistake, "editor:1")  # done for everyone awake, still held for the sleeper
     assert ledger(mistake) == {"sleeper@example.com": "cancelled"}
     with session_scope() as s:
-        s.get(Subscriber, holder).quiet_start, s.get(Subscriber, holder).quiet_end = later_window()
+        on_alerts(s, holder).quiet_start, on_alerts(s, holder).quiet_end = later_window()
     with session_scope() as s:
         assert create_catchup(s) == (None, False)
     assert env.messages == []
@@ -209,7 +215,7 @@ def test_the_daily_cap_stops_alerts_once_reached_and_a_pause_stops_all(env):
     assert [ledger(i)["twice@example.com"] for i in ids] == ["sent", "sent"]
     assert ledger(third) == {"twice@example.com": "skipped", "always@example.com": "sent", "away@example.com": "skipped"}
     with session_scope() as s:
-        sub = s.get(Subscriber, capped)
+        sub = on_alerts(s, capped)
         assert (sub.alerts_today, sub.alerts_day) == (2, utcnow().astimezone(get_settings().tz).date())
         replies = dict(s.execute(sa.select(Delivery.subscriber_id, Delivery.smtp_reply)
                                  .where(Delivery.edition_id == third, Delivery.status == DeliveryStatus.skipped)).all())
@@ -225,7 +231,7 @@ def test_the_catch_up_works_on_the_embedded_sqlite_too(sqlite_env, smtp_sink):
     first = alert("خبر أول", "https://news.example/1")
     second = alert("خبر ثانٍ", "https://news.example/2")
     with session_scope() as s:
-        s.get(Subscriber, holder).quiet_start, s.get(Subscriber, holder).quiet_end = later_window()
+        on_alerts(s, holder).quiet_start, on_alerts(s, holder).quiet_end = later_window()
     with session_scope() as s:
         edition, created = create_catchup(s)
         catchup_id = edition.id

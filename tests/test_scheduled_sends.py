@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from service.config import get_settings
 from service.db import session_scope
 from service.dispatch import Recorder
-from service.models import Delivery, Edition, EditionStatus, Subscriber, SubscriberStatus, utcnow
+from service.models import Delivery, Edition, EditionStatus, SubscriberStatus, utcnow
 from service.usecases import alerts, editions, scheduled
+from tests.support.readers import reader
 from tests.test_web_desk import ALERT, desk, queued_messages  # noqa: F401 — the fixture
 from tests.test_web_desk import editions as all_editions
 
@@ -36,7 +37,7 @@ def _local(when: dt.datetime) -> str:
 
 def test_api_send_at_waits_shows_its_time_and_a_cancel_before_it_sends_nothing(desk):
     with session_scope() as s:
-        s.add(Subscriber(email="r@example.com", status=SubscriberStatus.active, alerts=True))
+        reader(s, "r@example.com", status=SubscriberStatus.active, alerts=True)
     at = (utcnow() + dt.timedelta(hours=2)).replace(microsecond=0)
     resp = _post(desk, {**ALERT, "send_at": _local(at)})  # no offset: the site's TIMEZONE
     assert resp.status_code == 202, resp.text
@@ -101,7 +102,7 @@ def test_a_scheduled_alert_leaves_on_time_through_beat_and_a_worker(pg_env, redi
                                                                     celery_worker_factory):
     with session_scope() as s:
         for i in range(3):
-            s.add(Subscriber(email=f"r{i}@example.com", status=SubscriberStatus.active, alerts=True))
+            reader(s, f"r{i}@example.com", status=SubscriberStatus.active, alerts=True)
     at = (utcnow() + dt.timedelta(minutes=5)).replace(microsecond=0)
     rec = Recorder()
     eid = alerts.send_alert(editor_id=None, headline=ALERT["headline"], url=ALERT["url"], send_at=at, dispatcher=rec)

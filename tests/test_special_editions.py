@@ -35,6 +35,7 @@ from service.models import (
     VersionKind,
     utcnow,
 )
+from service.newsletters import catalogue, membership
 from service.usecases import editions, scheduled, special_editions
 from service.usecases.special_editions import Composition
 from tests.support.delivery import add_subscribers
@@ -64,15 +65,17 @@ def _section(slug: str) -> int:
 
 @pytest.fixture
 def newsroom(pg_env):
-    """Three stories (two sections) and readers: 3 daily of every section, 2 weekly of
-    sports only, 1 with no digest (alerts only), 1 unconfirmed."""
+    """Three stories (two sections) and readers of the `daily` digest (a special edition's
+    newsletter unless the editor names another): 3 of every section, 2 of sports only;
+    and 1 weekly reader (another newsletter's), 1 with no digest (alerts only), 1 unconfirmed."""
     with session_scope() as s:
         ensure_sections(s)
         ids = [_article(s, "فرز الأصوات يبدأ في الرباط"), _article(s, "نسبة المشاركة 50 بالمئة"),
                _article(s, "المنتخب يفوز في الرباط", slug="sports")]
         sports = s.scalar(sa.select(Section.id).where(Section.slug == "sports"))
         add_subscribers(s, 3, prefix="daily")
-        add_subscribers(s, 2, prefix="sport", frequency="weekly", sections=[sports])
+        add_subscribers(s, 2, prefix="sport", sections=[sports])
+        add_subscribers(s, 1, prefix="weekly", frequency="weekly")
         add_subscribers(s, 1, prefix="alertsonly", frequency="none")
         add_subscribers(s, 1, prefix="pending", status="pending")
     return ids
@@ -107,7 +110,7 @@ def test_preview_shows_intro_then_stories_in_the_editors_order_counts_and_keeps_
     assert places == sorted(places)
     assert "<p class=\"summary\"" in shown.html or "ليلة انتخابية طويلة" in shown.html
     assert _editions() == 0  # a preview leaves nothing behind
-    # Only the sports section: its two weekly readers and the readers of every section.
+    # Only the sports section: its two readers and the readers of every section.
     narrowed = special_editions.preview(Composition(title="رياضة", article_ids=(c,), section_ids=(_section("sports"),)))
     assert narrowed.audience == 5
     only_world = special_editions.preview(Composition(title="عالم", article_ids=(a,), section_ids=(_section("arab-world"),)))
@@ -182,7 +185,8 @@ def test_scheduled_across_dst_cancelled_rescheduled_then_sent_by_beat_through_a_
     assert sorted(r for m in messages for r in m.rcpt_tos) == sorted(
         [f"daily{i}@example.com" for i in range(3)] + [f"sport{i}@example.com" for i in range(2)])
     msg = message_from_bytes(messages[0].data, policy=email.policy.default)
-    assert "ليلة الانتخابات" in msg["Subject"] and msg["List-Id"].endswith("<digest.nashra.example>")
+    # Its newsletter's own list (the `daily` digest's).
+    assert "ليلة الانتخابات" in msg["Subject"] and msg["List-Id"].endswith("<daily.nashra.example>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text = msg.get_body(("plain",)).get_content()
     places = [text.index(x) for x in ("ليلة انتخابية طويلة", "نسبة المشاركة", "المنتخب يفوز", "فرز الأصوات")]
@@ -269,14 +273,15 @@ def test_the_special_mail_passes_the_rtl_rules_with_forty_stories_under_gmails_c
     assert order == sorted(order) and text.index("ليلة انتخابية") < order[0]
 
 
-def test_a_reader_who_turned_the_digest_off_after_planning_is_skipped(newsroom, smtp_sink):
+def test_a_reader_who_left_the_newsletter_after_planning_is_skipped(newsroom, smtp_sink):
     from tests.support.delivery import ledger, run_all_batches
 
     eid = special_editions.compose(Composition(title="عدد خاص", article_ids=(newsroom[0],)), editor_id=None,
                                    dispatcher=Recorder())
     with session_scope() as s:
         assert plan(s, eid) == 5
-        s.execute(sa.update(Subscriber).where(Subscriber.email == "daily0@example.com").values(frequency="none"))
+        leaver = s.scalar(sa.select(Subscriber.id).where(Subscriber.email == "daily0@example.com"))
+        assert membership.leave(s, leaver, catalogue.by_slug(s, "daily").id) == 1  # still on `alerts`
     run_all_batches(eid)
     states = ledger(eid)
     assert states["daily0@example.com"] == "skipped" and list(states.values()).count("sent") == 4

@@ -31,7 +31,6 @@ from service.models import (
     Feed,
     Frequency,
     Section,
-    Subscriber,
     SubscriberStatus,
     Suppression,
     VersionKind,
@@ -39,6 +38,7 @@ from service.models import (
 )
 from service.staff.editors import create_editor
 from service.usecases.audience import reach, readers
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
@@ -77,7 +77,7 @@ def readers_for_alerts():
     with session_scope() as s:
         for i, (status, alerts) in enumerate([("active", True)] * 3 + [("active", False), ("pending", True),
                                                                      ("active", True)]):
-            s.add(Subscriber(email=f"r{i}@example.com", status=SubscriberStatus(status), alerts=alerts))
+            reader(s, f"r{i}@example.com", status=SubscriberStatus(status), alerts=alerts)
         s.add(Suppression(email="r5@example.com", reason="hard_bounce"))
 
 
@@ -219,10 +219,8 @@ def test_pause_and_resume_beside_cancel(desk):
 def test_after_a_major_update_the_page_offers_the_correction_to_exactly_the_alerts_readers(desk):
     with session_scope() as s:
         article = _article(s, title="المغرب يفكك خلية", summary="نص أول.")
-        got, missed = (Subscriber(email=f"{n}@example.com", status=SubscriberStatus.active, alerts=True)
+        got, missed = (reader(s, f"{n}@example.com", status=SubscriberStatus.active, alerts=True)
                        for n in ("got", "missed"))
-        s.add_all([got, missed])
-        s.flush()
         alert = Edition(kind=EditionKind.alert, status=EditionStatus.done, title=article.title,
                         params={"headline": article.title, "url": article.url, "summary": ""})
         s.add(alert)
@@ -269,10 +267,9 @@ def test_the_digest_page_shows_each_variant_its_articles_and_what_the_budget_cut
         for i in range(16):
             _article(s, title=f"خبر رقم {i}", summary=huge, url=f"https://news.example/n/{i}",
                      section="world" if i % 2 else "sport")
-        s.add(Subscriber(email="all@example.com", status=SubscriberStatus.active, frequency=Frequency.daily))
-        s.add(Subscriber(email="world@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
-                         sections=[world]))
-        s.add(Subscriber(email="weekly@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly))
+        reader(s, "all@example.com", status=SubscriberStatus.active, frequency=Frequency.daily)
+        reader(s, "world@example.com", status=SubscriberStatus.active, frequency=Frequency.daily, sections=[world])
+        reader(s, "weekly@example.com", status=SubscriberStatus.active, frequency=Frequency.weekly)
     client = log_in(desk, "editor")
     page = client.get("/editor/digest?frequency=daily")
     assert page.status_code == 200, page.text

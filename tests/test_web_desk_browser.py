@@ -21,11 +21,11 @@ from service.models import (
     Edition,
     EditionStatus,
     Section,
-    Subscriber,
     SubscriberStatus,
 )
 from service.staff.editors import create_editor
 from tests.support.browser import log_in_editor
+from tests.support.readers import reader
 
 READERS = 40
 HEADLINE = "زلزال بقوة 5 درجات يضرب شمال المغرب"
@@ -51,8 +51,8 @@ def test_the_desk_walked_by_an_admin_and_an_editor(live_server, browser, smtp_si
     with session_scope() as s:
         _, admin_token = create_editor(s, "منى", "admin")
         for i in range(READERS):
-            s.add(Subscriber(email=f"reader{i}@example.com", status=SubscriberStatus.active, alerts=True))
-        s.add(Subscriber(email="quiet@example.com", status=SubscriberStatus.active, alerts=False))
+            reader(s, f"reader{i}@example.com", status=SubscriberStatus.active, alerts=True)
+        reader(s, "quiet@example.com", status=SubscriberStatus.active, alerts=False)
     dialogs: list[str] = []
 
     def accept(dialog):

@@ -15,10 +15,11 @@ import sqlalchemy as sa
 
 from service.config import get_settings
 from service.db import session_scope
-from service.models import AuditLog, Edition, EditionStatus, Subscriber, SubscriberStatus, utcnow
+from service.models import AuditLog, Edition, EditionStatus, SubscriberStatus, utcnow
 from service.staff.editors import create_editor
 from tests.support.browser import log_in_editor
 from tests.support.delivery import ledger
+from tests.support.readers import reader
 
 URGENT = "إعلان حالة الطوارئ في العاصمة"
 ROUTINE = "افتتاح معرض الكتاب الدولي"
@@ -72,25 +73,9 @@ def test_the_override_checkbox_wakes_a_quiet_reader_and_unticked_holds_them(
     with session_scope() as s:
         editor, token = create_editor(s, "ريم", "editor")
         editor_id = editor.id
-        s.add_all(
-            [
-                Subscriber(
-                    email="sleeper@example.com",
-                    status=SubscriberStatus.active,
-                    alerts=True,
-                    sections=[],
-                    quiet_start=start,
-                    quiet_end=end,
-                    quiet_mode="hold",
-                ),
-                Subscriber(
-                    email="awake@example.com",
-                    status=SubscriberStatus.active,
-                    alerts=True,
-                    sections=[],
-                ),
-            ]
-        )
+        reader(s, "sleeper@example.com", status=SubscriberStatus.active, alerts=True, sections=[],
+               quiet_start=start, quiet_end=end, quiet_mode="hold")
+        reader(s, "awake@example.com", status=SubscriberStatus.active, alerts=True, sections=[])
     dialogs: list[str] = []
 
     def accept(dialog):

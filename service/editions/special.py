@@ -33,6 +33,7 @@ from service.models import (
     EditionKind,
     EditionStatus,
     Newsletter,
+    NewsletterKind,
     Section,
     Subscription,
     audit,
@@ -118,8 +119,8 @@ def chosen_articles(session: Session, article_ids) -> list[Article]:
 
 
 def newsletter_for(session: Session, newsletter: Newsletter | str | None) -> Newsletter:
-    """The newsletter a special edition goes to: the one given (a row or a slug), else the
-    site's `daily` digest; a hidden (retired) or unknown one is refused."""
+    """The digest newsletter a special edition goes to: the one given (a row or a slug),
+    else the site's `daily` digest; an unknown, hidden (retired) or alerts one is refused."""
     if newsletter is None:
         found = catalogue.by_slug(session, catalogue.DAILY)
     elif isinstance(newsletter, Newsletter):
@@ -130,6 +131,8 @@ def newsletter_for(session: Session, newsletter: Newsletter | str | None) -> New
         raise SpecialError("لا توجد نشرة بهذا الاسم.")
     if found.hidden:
         raise SpecialError(f"النشرة «{found.name}» موقوفة: لا يُرسل إليها عدد جديد.")
+    if found.kind is not NewsletterKind.digest:  # an alerts list is for breaking news only
+        raise SpecialError(f"النشرة «{found.name}» للأخبار العاجلة: العدد الخاص يُرسل إلى نشرة موجز.")
     return found
 
 
