@@ -36,7 +36,6 @@ from service.models import (
     Article,
     ArticleVersion,
     Feed,
-    Frequency,
     Section,
     Subscriber,
     SubscriberStatus,
@@ -44,10 +43,12 @@ from service.models import (
     VersionKind,
     utcnow,
 )
+from service.newsletters import catalogue, membership
 from service.staff.editors import create_editor
 from service.subscribers.tokens import link
 from tests.support.browser import log_in_editor
 from tests.support.delivery import run_all_batches
+from tests.support.readers import reader
 
 pytestmark = pytest.mark.browser
 
@@ -234,12 +235,11 @@ def _newsroom(base: str) -> dict:
                         image=base + "/favicon.ico")  # the page shows it 320 px wide: wider than a phone
         for i in range(3):
             _article(s, f"خبر رياضي رقم {i}", f"https://news.example/sport/{i}", sections["sport"])
-        pending = Subscriber(email="pending@example.com", status=SubscriberStatus.pending)
-        leaving = Subscriber(email="leaving@example.com", status=SubscriberStatus.active, frequency=Frequency.daily)
-        world = Subscriber(email="world@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
-                           sections=[sections["world"]])
-        s.add_all([pending, leaving, world,
-                   Suppression(email="bounced@example.com", reason="hard_bounce", detail="550 5.1.1 " + "x" * 150),
+        pending = reader(s, "pending@example.com", status=SubscriberStatus.pending)
+        leaving = reader(s, "leaving@example.com", frequency="daily")
+        reader(s, "world@example.com", frequency="daily", sections=[sections["world"]])
+        daily = catalogue.by_slug(s, "daily").id
+        s.add_all([Suppression(email="bounced@example.com", reason="hard_bounce", detail="550 5.1.1 " + "x" * 150),
                    Feed(url=LONG_URL, section_id=sections["world"], consecutive_failures=2,
                         last_error="timed out after 20 s", next_poll_at=utcnow())])
         s.flush()
@@ -252,7 +252,7 @@ def _newsroom(base: str) -> dict:
         pending, leaving = s.get(Subscriber, pending.id), s.get(Subscriber, leaving.id)
         return {"digest": digest_id, "lead": lead.id, "admin": admin_token,
                 "confirm": link("confirm", pending.id, pending.token_version),
-                "unsubscribe": link("unsubscribe", leaving.id, leaving.token_version)}
+                "unsubscribe": link("unsubscribe", leaving.id, leaving.token_version) + f"?n={daily}"}
 
 
 def _outbox_mail() -> str:
@@ -313,7 +313,7 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         page.get_by_role("button", name="تأكيد الاشتراك").click()
         page.get_by_role("heading", name="تم تأكيد اشتراكك").wait_for()
         audit.page(page, "confirmed")
-        page.get_by_role("link", name="اختر الأقسام ووتيرة الرسائل").click()
+        page.get_by_role("link", name="اختر نشراتك وأقسامها ومواعيدها").click()
         audit.page(page, "preferences")
         page.get_by_role("button", name="احفظ التفضيلات").click()
         page.get_by_text("حُفظت تفضيلاتك.").wait_for()
@@ -325,7 +325,12 @@ def test_every_page_passes_axe_in_both_schemes_and_reflows_at_320px_and_200_perc
         audit.page(page, "forgotten")
         page.goto(data["unsubscribe"])
         audit.page(page, "unsubscribe")
-        page.get_by_role("button", name="ألغِ اشتراكي").click()
+        page.get_by_role("button", name="ألغِ اشتراكي في «النشرة اليومية» فقط").click()
+        page.get_by_role("heading", name="أُلغي اشتراكك في «النشرة اليومية»").wait_for()
+        audit.page(page, "unsubscribed from one newsletter")
+        page.goto(data["unsubscribe"])
+        audit.page(page, "unsubscribe, that newsletter left")
+        page.get_by_role("button", name="إلغاء الاشتراك من كل النشرات").click()
         page.get_by_role("heading", name="أُلغي اشتراكك").wait_for()
         audit.page(page, "unsubscribed")
         page.goto(base + "/preferences/not-a-token")
@@ -489,6 +494,15 @@ def _reader(email: str) -> Subscriber:
         return s.scalars(sa.select(Subscriber).where(Subscriber.email == email)).one_or_none()
 
 
+def _on(subscriber_id: int) -> dict:
+    """slug → the reader's subscription (detached), in the site's order."""
+    with session_scope() as s:
+        rows = membership.of(s, subscriber_id)
+        for x in rows:
+            s.expunge(x)
+        return {x.newsletter.slug: x for x in rows}
+
+
 def _section_ids() -> dict[str, int]:
     with session_scope() as s:
         return {x.slug: x.id for x in s.scalars(sa.select(Section))}
@@ -508,9 +522,9 @@ def test_signing_up_by_keyboard_alone(live_server, browser, monkeypatch, challen
             page.keyboard.type("kbd@example.com")
         elif stop["type"] == "checkbox" and stop["label"] == "رياضة":
             page.keyboard.press("Space")
-        elif stop["key"] == "radio:frequency":
-            page.keyboard.press("ArrowDown")  # daily → weekly
-            chosen["frequency"] = page.evaluate("() => document.activeElement.value")
+        elif stop["type"] == "checkbox" and stop["label"] == "النشرة الأسبوعية":
+            page.keyboard.press("Space")  # the weekly digest too, beside the daily one and alerts
+            chosen["weekly"] = page.evaluate("() => String(document.activeElement.checked)")
         elif stop["tag"] == "summary":
             page.keyboard.press("Enter")  # opens «more options»: the walk goes on inside it
         elif stop["id"] == "time_zone":  # the browser's zone, changed by typing another
@@ -533,11 +547,12 @@ def test_signing_up_by_keyboard_alone(live_server, browser, monkeypatch, challen
         page.get_by_role("heading", name="تحقّق من بريدك الإلكتروني").wait_for()
     finally:
         context.close()
-    reader = _reader("kbd@example.com")
-    assert reader is not None and reader.status is SubscriberStatus.pending
-    assert reader.sections == [_section_ids()["sport"]]
-    assert chosen["frequency"] == "weekly" and reader.frequency is Frequency.weekly
-    assert str(reader.digest_hour) == chosen["digest_hour"] and reader.time_zone == "Europe/Berlin"
+    signed = _reader("kbd@example.com")
+    assert signed is not None and signed.status is SubscriberStatus.pending and signed.time_zone == "Europe/Berlin"
+    mine = _on(signed.id)
+    assert chosen["weekly"] == "true" and list(mine) == ["daily", "weekly", "alerts"]
+    assert mine["daily"].sections == mine["weekly"].sections == [_section_ids()["sport"]]
+    assert str(mine["daily"].digest_hour) == chosen["digest_hour"] == str(mine["weekly"].digest_hour)
 
 
 def test_a_form_error_is_announced_takes_the_focus_and_changes_nothing(live_server, browser):
@@ -573,11 +588,10 @@ def test_a_form_error_is_announced_takes_the_focus_and_changes_nothing(live_serv
 
 def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, browser):
     with session_scope() as s:
-        reader = Subscriber(email="prefs@example.com", status=SubscriberStatus.active, frequency=Frequency.daily,
-                            alerts=True)
-        s.add(reader)
-        s.flush()
-        prefs = link("preferences", reader.id, reader.token_version)
+        prefs_reader = reader(s, "prefs@example.com", frequency="daily", alerts=True)
+        prefs = link("preferences", prefs_reader.id, prefs_reader.token_version)
+        leave = link("unsubscribe", prefs_reader.id, prefs_reader.token_version)
+        daily = catalogue.by_slug(s, "daily").id
     ids = _section_ids()
     context = _context(browser, "dark")
     page = context.new_page()
@@ -585,11 +599,11 @@ def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, 
     def act(stop: dict) -> None:
         if stop["type"] == "checkbox" and stop["label"] in ("عربي دولي", "رياضة"):
             page.keyboard.press("Space")
-        elif stop["label"] in ("ترتيب قسم عربي دولي", "ترتيب قسم رياضة"):
+        elif stop["label"] in ("ترتيب قسم عربي دولي في النشرة اليومية", "ترتيب قسم رياضة في النشرة اليومية"):
             page.keyboard.press("Control+a")
             page.keyboard.type("1" if "عربي" in stop["label"] else "2")
-        elif stop["key"] in ("radio:frequency", "radio:alerts"):
-            page.keyboard.press("ArrowDown")  # daily → weekly; yes → no
+        elif stop["key"].startswith("radio:") and stop["key"].endswith("quiet_mode"):
+            page.keyboard.press("ArrowDown")  # hold → drop
         elif stop["id"] == "time_zone":
             page.keyboard.press("Control+a")
             page.keyboard.type("Asia/Qatar")
@@ -601,15 +615,21 @@ def test_preferences_and_unsubscribe_by_keyboard_alone_in_the_dark(live_server, 
         page.keyboard.press("Enter")
         page.get_by_text("حُفظت تفضيلاتك.").wait_for()
         saved = _reader("prefs@example.com")
-        assert saved.sections == [ids["world"], ids["sport"]]
-        assert saved.frequency is Frequency.weekly and saved.alerts is False and saved.time_zone == "Asia/Qatar"
+        mine = _on(saved.id)
+        assert mine["daily"].sections == [ids["world"], ids["sport"]] and mine["alerts"].quiet_mode == "drop"
+        assert saved.time_zone == "Asia/Qatar"
 
-        forward_to(page, "إلغاء الاشتراك في كل الرسائل")
-        page.keyboard.press("Enter")
+        # A daily mail's unsubscribe link: «this newsletter», then «all», by keyboard.
+        page.goto(f"{leave}?n={daily}")
         page.get_by_role("heading", name="إلغاء الاشتراك").wait_for()
-        assert _reader("prefs@example.com").status is SubscriberStatus.active  # opening the page changed nothing
+        assert list(_on(saved.id)) == ["daily", "alerts"]  # opening the page changed nothing
         walk(page)
-        forward_to(page, "ألغِ اشتراكي")
+        forward_to(page, "ألغِ اشتراكي في «النشرة اليومية» فقط")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="أُلغي اشتراكك في «النشرة اليومية»").wait_for()
+        assert list(_on(saved.id)) == ["alerts"] and _reader("prefs@example.com").status is SubscriberStatus.active
+        page.goto(f"{leave}?n={daily}")
+        forward_to(page, "إلغاء الاشتراك من كل النشرات")
         page.keyboard.press("Enter")
         page.get_by_role("heading", name="أُلغي اشتراكك").wait_for()
     finally:
