@@ -329,6 +329,7 @@ def run_demo(once: bool = False, web_port: int = 8000, smtp_port: int = 1025) ->
         say(f"  digest (edition {edition_id}) delivered: {base}/outbox/{Path(new_mail[0]).stem}")
         say(f"  outbox (every captured mail):  {base}/outbox")
         say(f"  signup form:                  {base}/")
+        say(f"  demo reader:                  {DEMO_READER}, on the daily digest and the alerts")
         say(f"  editor pages:                 {base}/editor   (log in as 'demo', token {_demo_editor_token()})")
         say(f"  metrics:                      {base}/metrics")
         say(f"  progress:                     nashra status {edition_id}")
