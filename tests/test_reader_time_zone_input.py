@@ -19,9 +19,10 @@ from service import limits
 from service.config import reset_settings
 from service.db import session_scope
 from service.editions.transactional import build_transactional
-from service.models import Frequency, Subscriber, SubscriberStatus
+from service.models import Subscriber
 from service.subscribers import clocks, consent
 from service.subscribers.tokens import link, make_token
+from tests.support.readers import reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -96,10 +97,7 @@ def test_the_welcome_mail_and_the_export_say_the_readers_clock(client):
         ids = {}
         for email, zone, hour in (("berlin@example.com", "Europe/Berlin", 7), ("kolkata@example.com", "Asia/Kolkata", 7),
                                   ("site@example.com", None, None)):
-            sub = Subscriber(email=email, status=SubscriberStatus.active, frequency=Frequency.daily, sections=[],
-                             digest_hour=hour, time_zone=zone)
-            s.add(sub)
-            s.flush()
+            sub = reader(s, email, frequency="daily", alerts=False, digest_hour=hour, time_zone=zone)
             ids[email] = sub.id
     with session_scope() as s:
         texts = {e: build_transactional(s, "welcome", i).variant.text for e, i in ids.items()}
@@ -161,11 +159,8 @@ def test_signup_in_chromium_takes_the_browsers_zone(live_server, zoned_page):
 
 def test_preferences_in_chromium_offer_the_browsers_zone_and_keep_a_chosen_one(live_server, zoned_page):
     with session_scope() as s:
-        never = Subscriber(email="never@example.com", status=SubscriberStatus.active, sections=[])
-        chosen = Subscriber(email="chosen@example.com", status=SubscriberStatus.active, sections=[],
-                            time_zone="Asia/Kolkata")
-        s.add_all([never, chosen])
-        s.flush()
+        never = reader(s, "never@example.com")
+        chosen = reader(s, "chosen@example.com", time_zone="Asia/Kolkata")
         links = {sub.email: link("preferences", sub.id, sub.token_version) for sub in (never, chosen)}
     page = zoned_page("Europe/Berlin")
     page.goto(links["never@example.com"])
