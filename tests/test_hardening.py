@@ -46,6 +46,7 @@ from service.staff.editors import create_editor
 from service.subscribers.tokens import make_token
 from tests.support.logs import json_log_lines
 from tests.support.net import free_port
+from tests.support.readers import reader as make_reader
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 ALERT = {"headline": "عاجل: زلزال بقوة 5 درجات يضرب شمال المغرب",
@@ -63,7 +64,7 @@ def env(pg_env, queue_redis, smtp_sink):
         s.add_all([Section(slug="world", name="عربي دولي", position=1),
                    Section(slug="sport", name="رياضة", position=2)])
         # One reader with alerts on, so that planning an alert renders it.
-        s.add(Subscriber(email="reader@example.com", status=SubscriberStatus.active, alerts=True))
+        make_reader(s, "reader@example.com", frequency="daily", alerts=True)
         _, editor = create_editor(s, "سلمى", "editor")
         _, admin = create_editor(s, "منى", "admin")
     return SimpleNamespace(redis=queue_redis, smtp=smtp_sink, editor=editor, admin=admin)

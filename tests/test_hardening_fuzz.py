@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 from service import limits
 from service.db import session_factory, session_scope
 from service.delivery.planner import plan
-from service.models import Edition, EditionVariant, Section, Subscriber, SubscriberStatus
+from service.models import Edition, EditionVariant, Section
 from service.staff.editors import create_editor
 from service.subscribers.tokens import make_token
 from service.web.app import create_app
+from tests.support.readers import reader as make_reader
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -88,8 +89,7 @@ def app_env(pg_env, queue_redis, smtp_sink, monkeypatch):
     monkeypatch.setattr("service.subscribers.lifecycle.CONFIRMATIONS_PER_DAY", 10**9)
     with session_scope() as s:
         s.add_all([Section(slug="world", name="عربي دولي", position=1), Section(slug="sport", name="رياضة", position=2)])
-        reader = Subscriber(email="reader@example.com", status=SubscriberStatus.active, alerts=True)
-        s.add(reader)
+        reader = make_reader(s, "reader@example.com", frequency="daily", alerts=True)
         _, token = create_editor(s, "سلمى", "editor")
         s.flush()
         reader_id, version = reader.id, reader.token_version
@@ -154,8 +154,8 @@ def token_for(env, purpose: str) -> str:
 
 # ------------------------------------------------------------------ the readers' forms
 
-SIGNUP = {"email": "reader+fuzz@example.com", "sections": "1", "frequency": "daily",
-          "alerts": "yes", "consent": "yes", "website": "", "embed": "1"}
+SIGNUP = {"email": "reader+fuzz@example.com", "sections": "1", "newsletters_shown": "1", "newsletters": "daily",
+          "consent": "yes", "website": "", "embed": "1"}
 
 
 @FUZZ
@@ -166,7 +166,10 @@ def test_signup_form(app_env, fields, csrf):
     check(env, post_form(env["reader"], "/subscribe", fields), env["reader"].get("/?embed=" + in_url(fields["embed"])))
 
 
-PREFERENCES = {"sections": "1", "rank_1": "2", "frequency": "weekly", "alerts": "no", "token": ""}
+# Each newsletter's part of the preferences form (n<id>_…): the reader is on daily (id 1
+# after the seeding) and alerts (3).
+PREFERENCES = {"n1_shown": "1", "n1_sections": "1", "n1_rank_1": "2", "n1_digest_hour": "7", "n3_shown": "1",
+               "n3_quiet_start": "22", "n3_quiet_end": "6", "token": ""}
 
 
 @FUZZ
@@ -180,7 +183,7 @@ def test_preferences_confirm_and_unsubscribe_forms(app_env, fields, extra_key, c
         page = client.get(f"/{purpose}/{token}")
         responses.append(page)
         found = CSRF.search(page.text)
-        body = {**{k: v for k, v in fields.items() if k != "token"}, extra_key: fields["sections"],
+        body = {**{k: v for k, v in fields.items() if k != "token"}, extra_key: fields["n1_sections"],
                 "csrf_token": csrf or (found.group(1) if found else "")}
         if purpose != "unsubscribe" or fields["token"]:  # a real one-click would end the reader the others need
             responses.append(post_form(client, f"/{purpose}/{token}", body))
