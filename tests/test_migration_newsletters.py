@@ -31,7 +31,7 @@ ZONES = (None, "Africa/Casablanca", "Europe/London", "Asia/Riyadh")
 # What a reader's own row keeps through 0008: it must come out exactly as it went in.
 KEPT = ("id", "email", "status", "token_version", "time_zone", "paused_until", "consent_source",
         "consented_at", "confirmed_at", "unsubscribed_at", "confirmation_due_at", "manage_link_at",
-        "created_at")
+        "created_at", "updated_at")
 
 
 # ------------------------------------------------------------------ the population (0007 words)
