@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html as htmllib
 import re
+import time
 
 import httpx
 import sqlalchemy as sa
@@ -13,10 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.db import session_scope
-from service.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from service.delivery.planner import plan
+from service.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from service.newsletters import catalogue, membership
 from service.subscribers.tokens import make_token
 from service.usecases import readers
-from tests.support.delivery import make_edition, planned_edition, run_all_batches
+from tests.support.delivery import make_edition, planned_edition, renderer, run_all_batches
 from tests.support.readers import reader
 from tests.test_hardening_fuzz import FUZZ
 
@@ -127,3 +137,54 @@ def test_any_e_in_the_link_over_http_unsubscribes_and_never_errors(pg_env, redis
             assert _unsubscribes(eid) == before + (readers.edition_ref(raw) == eid)
 
         check()
+
+
+def _send_on_a_worker(eid: int, queue: str) -> None:
+    """The edition planned and sent by a real Celery worker (through Redis), as beat would."""
+    from service.jobs.tasks import plan_edition
+
+    plan_edition.si(eid).apply_async(queue=queue)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with session_scope() as s:
+            if s.get(Edition, eid).status == EditionStatus.done:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"edition {eid} was not sent")
+
+
+def test_one_click_from_one_newsletters_mail_leaves_only_it(live_server, redis_url, smtp_sink, celery_worker_factory):
+    """A reader on the daily digest and alerts one-click-leaves from a daily mail (the link
+    taken from the mail the worker sent): the next daily passes them by, the next alert
+    reaches them."""
+    with session_scope() as s:
+        two = reader(s, "two@example.com", frequency="daily", alerts=True)
+        reader(s, "daily-only@example.com", frequency="daily", alerts=False)
+        daily = catalogue.by_slug(s, "daily").id
+        two_id, first = two.id, make_edition(s, "digest", "daily")
+        plan(s, first, renderer=renderer())
+    with celery_worker_factory(queues=("digests", "alerts"), concurrency=2):
+        _send_on_a_worker(first, "digests")
+        mails = {m.rcpt_tos[0]: m.message for m in smtp_sink.wait_for(2, timeout=30)}
+        link = _header_link(mails["two@example.com"])
+        assert f"n={daily}" in link and f"e={first}" in link  # this newsletter, from this edition
+        for _ in range(2):  # one-click, and a mail client's retry
+            assert httpx.post(link, **ONE_CLICK).status_code == 200
+        with session_scope() as s:
+            assert [x.newsletter.slug for x in membership.of(s, two_id)] == ["alerts"]
+        assert _status("two@example.com") is SubscriberStatus.active and _unsubscribes(first) == 1
+
+        with session_scope() as s:
+            second = make_edition(s, "digest", "daily")
+            plan(s, second, renderer=renderer())
+            alert = make_edition(s, "alert", None, headline="عاجل: زلزال", url="https://news.example/quake")
+            plan(s, alert, renderer=renderer())
+        _send_on_a_worker(second, "digests")
+        _send_on_a_worker(alert, "alerts")
+        later = smtp_sink.wait_for(4, timeout=30)[2:]
+    assert sorted(m.rcpt_tos[0] for m in later) == ["daily-only@example.com", "two@example.com"]
+    with session_scope() as s:
+        got = {eid: [e for e, in s.execute(sa.select(Subscriber.email).join(
+            Delivery, Delivery.subscriber_id == Subscriber.id).where(
+            Delivery.edition_id == eid, Delivery.status == DeliveryStatus.sent))] for eid in (second, alert)}
+    assert got == {second: ["daily-only@example.com"], alert: ["two@example.com"]}
