@@ -206,7 +206,7 @@ def test_digest_preview_writes_what_a_reader_would_get(pg_env, tmp_path):
     assert chosen.returncode == 0 and (out / "digest-daily-sport-world.html").exists()
     not_this_one = nashra("digest", "preview", "--frequency", "daily", "--subscriber", str(weekly_id), "--out",
                           str(out))
-    assert not_this_one.returncode == 2 and "weekly" in not_this_one.stderr
+    assert not_this_one.returncode == 2 and "not on the daily newsletter" in not_this_one.stderr
     both = nashra("digest", "preview", "--sections", "x", "--subscriber", "1")
     assert both.returncode == 2  # one reader or one list, not both (argparse)
     with session_scope() as s:

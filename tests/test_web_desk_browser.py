@@ -67,8 +67,9 @@ def test_the_desk_walked_by_an_admin_and_an_editor(live_server, browser, smtp_si
         # The admin adds a section and an editor.
         log_in_editor(admin, live_server, "منى", admin_token)
         admin.get_by_role("link", name="الأقسام").click()
-        admin.get_by_label("الاسم").fill("اقتصاد")
-        admin.get_by_label("المعرّف", exact=False).fill("economy")
+        # The sections form's own fields (the page lists the newsletters' forms too).
+        admin.locator("#section-name").fill("اقتصاد")
+        admin.locator("#section-slug").fill("economy")
         admin.get_by_role("button", name="أضف القسم").click()
         admin.get_by_text("أُضيف قسم اقتصاد (economy).").wait_for()
         with session_scope() as s:
