@@ -156,8 +156,9 @@ def _audience(edition: Edition, dialect: str, after: int, through: int, alerted:
 
 
 def _slot_condition(edition: Edition, newsletter: Newsletter | None) -> sa.ColumnElement[bool]:
-    """The readers of the digest's slot, by their subscription's hour and day."""
-    return schedule.audience_condition((edition.params or {}).get("slot"))
+    """The readers of the digest's slot, by their subscription's hour and day (the
+    newsletter's default hour and day for those who never chose)."""
+    return schedule.audience_condition((edition.params or {}).get("slot"), newsletter)
 
 
 def _newsletter(session: Session, edition: Edition) -> Newsletter | None:
