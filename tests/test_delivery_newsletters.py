@@ -10,12 +10,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from service.config import get_settings, reset_settings
 from service.db import session_scope
 from service.delivery import fanout
 from service.delivery.batch import send_batch
 from service.delivery.planner import PlanError, plan
 from service.dispatch import Recorder
 from service.editions.alerts import AlertError, create_alert
+from service.editions.catchup import create_catchup
 from service.models import (
     Delivery,
     Edition,
@@ -25,6 +27,7 @@ from service.models import (
     Newsletter,
     NewsletterKind,
     SubscriberStatus,
+    utcnow,
 )
 from service.newsletters import catalogue, membership
 from service.usecases import alerts
@@ -201,3 +204,45 @@ def test_the_use_case_plans_after_commit_for_the_named_newsletter(pg_env, smtp_s
     for first, last in ranges:
         send_batch(eid, first, last)
     assert ledger(eid) == {"flash@example.com": "sent"} and smtp_sink.recipients() == ["flash@example.com"]
+
+
+def _hold_now(s, subscriber_id: int, newsletter: Newsletter, awake: bool) -> None:
+    """Set the reader's quiet hours on one alerts newsletter: holding this hour, or not."""
+    hour = utcnow().astimezone(get_settings().tz).hour
+    start = (hour + 2) % 24 if awake else hour
+    sub = membership.find(s, subscriber_id, newsletter.id)
+    sub.quiet_start, sub.quiet_end, sub.quiet_mode = start, (start + 2) % 24, "hold"
+
+
+def test_quiet_hours_and_the_catch_up_are_per_alerts_newsletter(pg_env, smtp_sink, monkeypatch):
+    monkeypatch.setenv("CLICK_TRACKING", "false")
+    reset_settings()
+    with session_scope() as s:
+        flash = _newsletter(s, "flash", NewsletterKind.alerts, 3)
+        main = catalogue.default_alerts(s)
+        sleeper = reader(s, "sleeper@example.com", newsletters=["alerts", "flash"]).id
+        _hold_now(s, sleeper, main, awake=False)
+        _hold_now(s, sleeper, flash, awake=False)
+    ids = {}
+    for slug in ("alerts", "flash"):
+        eid = alerts.send_alert(editor_id=None, headline=f"خبر {slug}", url=f"https://news.example/{slug}",
+                                newsletter=slug, dispatcher=Recorder())
+        with session_scope() as s:
+            plan(s, eid)
+        run_all_batches(eid)
+        ids[slug] = eid
+    assert [ledger(ids[k])["sleeper@example.com"] for k in ("alerts", "flash")] == ["held", "held"]
+    # Morning on `alerts` only: its held alert goes in the catch-up, flash's stays held.
+    with session_scope() as s:
+        _hold_now(s, sleeper, main, awake=True)
+    with session_scope() as s:
+        edition, created = create_catchup(s)
+        assert created and edition.params["alerts"] == [ids["alerts"]] and edition.newsletter_id is None
+        catchup_id = edition.id
+    with session_scope() as s:
+        plan(s, catchup_id)
+    run_all_batches(catchup_id)
+    assert ledger(catchup_id) == {"sleeper@example.com": "sent"}
+    assert ledger(ids["alerts"])["sleeper@example.com"] == "bundled"
+    assert ledger(ids["flash"])["sleeper@example.com"] == "held"
+    assert smtp_sink.recipients() == ["sleeper@example.com"]
