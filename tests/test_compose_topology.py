@@ -433,7 +433,8 @@ def test_the_compose_topology_sends_an_alert_and_a_digest(tmp_path, scratch_data
                            "the alert", topology)
 
         topology.run("web", "digest", "send", "--now")
-        digests = _wait_for(smtp_sink, lambda m: m.message["List-Id"] and "<digest." in m.message["List-Id"], 60,
+        # The daily digest newsletter's own List-Id (catalogue.list_id: `<daily.` + LIST_ID's domain).
+        digests = _wait_for(smtp_sink, lambda m: m.message["List-Id"] and "<daily." in m.message["List-Id"], 60,
                             "the digest", topology)
 
         for got in (alerts, digests):
