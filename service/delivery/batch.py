@@ -11,7 +11,8 @@
    conditional UPDATE … RETURNING extends their lease and returns those this batch still
    owns (`ledger.fence`).  A row missing from it was swept and given to another worker —
    this process froze past its lease (SIGSTOP, a starved host) — and the batch sends
-   nothing more.  The same query re-reads the edition and the group's readers: unsubscribed or suppressed since planning →
+   nothing more.  The same query re-reads the edition and the group's readers: unsubscribed, off the
+   edition's newsletter (their Subscription row gone) or suppressed since planning →
    `skipped`/`suppressed`; edition paused or cancelled → the rows not yet handed to
    SMTP go back (`queued` / `cancelled`) and the batch stops: within one group of the
    pause, plus the messages already handed to the lane (its window).  The same row holds the reader's own
