@@ -20,6 +20,9 @@ from service.staff.editors import create_editor
 from tests.support.browser import log_in_editor
 from tests.support.readers import reader
 from tests.test_special_editions import _article
+from tests.test_web_accessibility import Audit, _context, axe_source  # noqa: F401 — axe_source is the fixture
+
+__all__ = ["axe_source"]  # the fixture, shared with tests/test_web_accessibility.py
 
 TITLE = "المنتخب يفوز في طنجة"
 
@@ -119,3 +122,32 @@ def test_an_admin_adds_newsletters_and_an_editor_sends_a_special_edition_to_one(
             assert TITLE in mail.message.get_body(("plain",)).get_content()
     finally:
         ctx.close()
+
+
+@pytest.mark.browser
+def test_the_newsletters_page_passes_axe_and_reflows(live_server, browser, axe_source):
+    with session_scope() as s:
+        ensure_sections(s)
+        _, token = create_editor(s, "منى", "admin")
+        reader(s, "reader@example.com")
+    audit = Audit(axe_source)
+    context = _context(browser)
+    page = context.new_page()
+    try:
+        log_in_editor(page, live_server, "منى", token)
+        page.goto(f"{live_server}/editor/newsletters")
+        page.locator("#newsletter-daily summary").click()  # one edit form open
+        audit.page(page, "newsletters")
+        add = page.locator("#newsletter-add")
+        add.get_by_label("الاسم", exact=True).fill("النشرة اليومية")  # taken
+        add.get_by_label("المعرّف", exact=False).fill("daily-2")
+        add.get_by_role("button", name="أضف النشرة").click()
+        page.get_by_text("لم تُضف النشرة").wait_for()
+        audit.page(page, "newsletters, error")
+        page.goto(f"{live_server}/editor/sections")
+        page.locator("#newsletters").wait_for()
+        audit.page(page, "sections with newsletters")
+    finally:
+        context.close()
+    print(audit.report())
+    assert not audit.problems, "\n".join(audit.problems)
