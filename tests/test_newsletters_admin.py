@@ -12,6 +12,8 @@ import re
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.cli.main import main as cli_main
 from service.db import session_scope
@@ -327,3 +329,34 @@ def test_cli_composes_a_special_edition_for_a_newsletter_and_refuses_what_is_non
     refused = nashra("alert", "send", "--headline", "هدف", "--link", "https://news.example/goal",
                      "--newsletter", "no-such-alerts", "--yes")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+
+
+_CLIENTS: dict = {}
+_field = st.one_of(st.text(max_size=80), st.sampled_from(["", "daily", "weekly", "digest", "alerts", "7", "24", "-1",
+                                                          "6", "a.b", "<x.y>", "\x00", "a\r\nb", "9" * 12]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=_field, name=_field, slug=_field, frequency=_field, hour=_field, day=_field,
+       section=st.lists(_field, max_size=3), from_name=_field, list_id=_field, description=_field, offered=_field,
+       action=st.sampled_from(["edit", "hide", "show", "bogus", ""]), target=st.sampled_from(["1", "3", "999999"]))
+def test_hypothesis_over_the_newsletter_forms_never_a_5xx(desk, kind, name, slug, frequency, hour, day, section,
+                                                         from_name, list_id, description, offered, action, target):
+    if id(desk["app"]) not in _CLIENTS:  # one login per test run (the fixture is shared by the examples)
+        _CLIENTS.clear()
+        _CLIENTS[id(desk["app"])] = log_in(desk, "admin")
+    client = _CLIENTS[id(desk["app"])]
+    fields = {"kind": kind, "name": name, "slug": slug, "frequency": frequency, "hour": hour, "day": day,
+              "section": section, "from_name": from_name, "list_id": list_id, "description": description,
+              "offered": offered}
+    before = snapshot()
+    added = client.post("/editor/newsletters", data={"csrf_token": csrf_of(client), **fields})
+    assert added.status_code in (200, 422), added.text[:500]
+    if added.status_code == 422:
+        assert snapshot() == before
+    before = snapshot()
+    changed = client.post(f"/editor/newsletters/{target}", data={"csrf_token": csrf_of(client), "action": action,
+                                                                 **fields})
+    assert changed.status_code in (200, 404, 422), changed.text[:500]
+    if changed.status_code != 200:
+        assert snapshot() == before
