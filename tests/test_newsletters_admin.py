@@ -360,3 +360,14 @@ def test_hypothesis_over_the_newsletter_forms_never_a_5xx(desk, kind, name, slug
     assert changed.status_code in (200, 404, 422), changed.text[:500]
     if changed.status_code != 200:
         assert snapshot() == before
+
+
+def test_an_edit_to_what_another_has_is_refused_not_a_500(site):
+    newsletters.add("ثقافة", slug="culture", kind="digest", list_id="sports.nashra.example", actor="test")
+    before = snapshot()
+    for changes in ({"name": "النشرة اليومية"}, {"slug": "weekly"}, {"list_id": "<weekly.nashra.example>"}):
+        with pytest.raises(newsletters.NewsletterError, match="لنشرة أخرى"):
+            newsletters.edit("culture", actor="test", **changes)
+    with pytest.raises(newsletters.NewsletterError, match="لنشرة أخرى"):  # its made List-Id is culture's own
+        newsletters.add("رياضة", slug="sports", kind="digest", actor="test")
+    assert snapshot() == before

@@ -223,11 +223,27 @@ def _refuse_taken(session: Session, newsletter_id: int | None, **values) -> None
         other = session.scalar(sa.select(Newsletter).where(getattr(Newsletter, column) == value))
         if other is not None and other.id != newsletter_id:
             _fail(f"{label} {value!r} لنشرة أخرى: {other.name} ({other.slug}).")
+    # One made from a slug counts too, both ways: two lists must never share a List-Id.
     ident = values.get("list_id")
-    if ident is not None:  # one made from a slug counts too: two lists must never share one
+    if ident is not None:
         for other in session.scalars(sa.select(Newsletter).where(Newsletter.list_id.is_(None))):
             if other.id != newsletter_id and catalogue.list_id(other) == f"<{ident}>":
                 _fail(f"List-Id {ident!r} لنشرة أخرى: {other.name} ({other.slug}).")
+    elif values.get("slug") is not None:
+        made = catalogue.list_id(Newsletter(slug=values["slug"], list_id=None))[1:-1]
+        other = session.scalar(sa.select(Newsletter).where(Newsletter.list_id == made))
+        if other is not None and other.id != newsletter_id:
+            _fail(f"List-Id {made!r} (من المعرّف) لنشرة أخرى: {other.name} ({other.slug}).")
+
+
+def _flush(session: Session) -> None:
+    """Write now; two admins saving the same name at once: the loser's is refused (the
+    unique constraints decide), not a 500."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except sa.exc.IntegrityError:
+        _fail("الاسم أو المعرّف أو List-Id أُخذ للتو لنشرة أخرى: أعد تحميل الصفحة.")
 
 
 def _check_shape(n: Newsletter) -> None:
@@ -316,7 +332,7 @@ def add(name, *, slug, kind, frequency=None, hour=None, day=None, sections=None,
         description=None, offered: bool = True, actor: str) -> Row:
     """A new newsletter, last in the site's order; NewsletterError (nothing written) if a
     value is refused."""
-    with session_scope(write=True) as s:
+    with session_scope(write=True) as s, s.no_autoflush:
         kind = clean_kind(kind)
         n = Newsletter(name=clean_name(name), slug=clean_slug(slug), kind=kind,
                        frequency=clean_frequency(frequency) if frequency not in (None, "") else None,
@@ -330,7 +346,7 @@ def add(name, *, slug, kind, frequency=None, hour=None, day=None, sections=None,
         _refuse_taken(s, None, name=n.name, slug=n.slug, list_id=n.list_id)
         n.position = (s.scalar(sa.select(sa.func.max(Newsletter.position))) or 0) + 1
         s.add(n)
-        s.flush()
+        _flush(s)
         audit(s, actor, "newsletter.add", f"newsletter:{n.id}", slug=n.slug, name=n.name, kind=n.kind.value,
               frequency=n.frequency.value if n.frequency else None, hour=n.default_hour, day=n.default_weekday,
               sections=list(n.sections), from_name=n.from_name, list_id=n.list_id, offered=n.offered)
@@ -367,18 +383,19 @@ def edit(which: str | int, *, actor: str, **changes) -> tuple[Row, list[str]]:
     with session_scope(write=True) as s:
         n = _find(s, which)
         old_slug, old_kind = n.slug, n.kind
-        done = _apply(s, n, changes)
-        if "slug" in done and old_slug in FIRST_SLUGS:
-            _fail(f"المعرّف {old_slug!r} ثابت: إليه تُترجم كلمات الواجهة القديمة (frequency، alerts).")
-        if "kind" in done and _has_readers(s, n.id):
-            _fail("لا يتغير نوع نشرة عليها قراء: اختياراتهم من نوعها. أضف نشرة جديدة بدلاً منها.")
-        if "kind" in done and old_kind is NewsletterKind.digest:
-            n.frequency = None  # its cadence goes with the kind
-        _check_shape(n)
-        _refuse_taken(s, n.id, name=n.name, slug=n.slug, list_id=n.list_id)
+        with s.no_autoflush:  # checked before anything is written (a taken name is a refusal, not a 500)
+            done = _apply(s, n, changes)
+            if "slug" in done and old_slug in FIRST_SLUGS:
+                _fail(f"المعرّف {old_slug!r} ثابت: إليه تُترجم كلمات الواجهة القديمة (frequency، alerts).")
+            if "kind" in done and _has_readers(s, n.id):
+                _fail("لا يتغير نوع نشرة عليها قراء: اختياراتهم من نوعها. أضف نشرة جديدة بدلاً منها.")
+            if "kind" in done and old_kind is NewsletterKind.digest:
+                n.frequency = None  # its cadence goes with the kind
+            _check_shape(n)
+            _refuse_taken(s, n.id, name=n.name, slug=n.slug, list_id=n.list_id)
         if not done:
             return _rows(s, [n])[0], []
-        s.flush()
+        _flush(s)
         audit(s, actor, "newsletter.edit", f"newsletter:{n.id}", slug=n.slug,
               **{k: _plain(after) for k, (_, after) in done.items()})
         row = _rows(s, [n])[0]
