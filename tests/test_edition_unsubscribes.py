@@ -44,6 +44,12 @@ def _status(email: str) -> SubscriberStatus:
         return s.scalars(sa.select(Subscriber.status).where(Subscriber.email == email)).one()
 
 
+def _newsletters(email: str) -> list[str]:
+    with session_scope() as s:
+        sub_id = s.scalars(sa.select(Subscriber.id).where(Subscriber.email == email)).one()
+        return [x.newsletter.slug for x in membership.of(s, sub_id)]
+
+
 def _header_link(message) -> str:
     https, _mailto = re.fullmatch(r"<([^>]+)>, <([^>]+)>", message["List-Unsubscribe"]).groups()
     return https
@@ -54,31 +60,35 @@ def test_one_click_from_a_real_mail_counts_once_for_its_edition(live_server, smt
     run_all_batches(eid)  # the real send path: batch → composer → SMTP
     mails = {m.rcpt_tos[0]: m.message for m in smtp_sink.wait_for(3, timeout=30)}
     assert len(mails) == 3
+    with session_scope() as s:
+        daily = catalogue.by_slug(s, "daily").id
     link = _header_link(mails["reader0@example.com"])
-    assert link.endswith(f"?e={eid}")
+    assert link.endswith(f"?e={eid}&n={daily}")  # this edition, this newsletter
     body = htmllib.unescape(mails["reader0@example.com"].get_body(("html",)).get_content())
     assert link in body  # the body's link and the header's: one link, edition included
 
     # RFC 8058 one-click, twice (a mail client retrying, a double click): counted once.
+    # The readers are on the daily digest and alerts: they leave the daily only.
     for _ in range(2):
         assert httpx.post(link, **ONE_CLICK).status_code == 200
-    assert _status("reader0@example.com") is SubscriberStatus.unsubscribed
+    assert _newsletters("reader0@example.com") == ["alerts"]
+    assert _status("reader0@example.com") is SubscriberStatus.active
     assert _unsubscribes(eid) == 1
 
-    # The page's button posts to the same link, edition included.
+    # The page's «this newsletter» button posts to the same link, edition included.
     link1 = _header_link(mails["reader1@example.com"])
     page = httpx.get(link1)
-    action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
-    assert htmllib.unescape(action).endswith(f"?e={eid}")
-    assert httpx.post(live_server + htmllib.unescape(action), data={"List-Unsubscribe": "One-Click"}).status_code == 200
-    assert _unsubscribes(eid) == 2
+    action = htmllib.unescape(re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
+    assert action.endswith(f"?n={daily}&e={eid}")
+    assert httpx.post(live_server + action, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert _unsubscribes(eid) == 2 and _newsletters("reader1@example.com") == ["alerts"]
 
     # A changed e= never errors: the reader leaves, and only an edition they were sent counts.
     with session_scope() as s:
         other = make_edition(s)
     link2 = _header_link(mails["reader2@example.com"]).replace(f"?e={eid}", f"?e={other}")
     assert httpx.post(link2, **ONE_CLICK).status_code == 200
-    assert _status("reader2@example.com") is SubscriberStatus.unsubscribed
+    assert _newsletters("reader2@example.com") == ["alerts"]
     assert (_unsubscribes(eid), _unsubscribes(other)) == (2, 0)
     with session_scope() as s:  # nothing says who
         assert s.scalar(sa.select(sa.func.count()).select_from(Edition).where(Edition.unsubscribes > 0)) == 1

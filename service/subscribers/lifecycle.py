@@ -77,7 +77,8 @@ def signup(
         log.info("signup_suppressed_address")
         return SignupResult(None, "suppressed", False)
     reader = signup_rows.NewReader(
-        email=email, picks=tuple(picks), consent_source=consent_source, digest_hour=digest_hour, digest_weekday=digest_weekday, time_zone=time_zone)
+        email=email, picks=tuple(picks), consent_source=consent_source, digest_hour=digest_hour,
+        digest_weekday=digest_weekday, time_zone=time_zone)
     # A new address (most signups): the reader, audit, consent and the per-address count
     # in one round trip, nothing loaded back.  An address already here: its row, locked.
     written = signup_rows.insert_new(session, reader, evidence, now=now,
@@ -190,17 +191,11 @@ def confirm(session: Session, token: str, now: dt.datetime | None = None, eviden
 
 
 def _replace_subscriptions(session: Session, reader: signup_rows.NewReader, subscriber_id: int) -> None:
-    conn = session.connection()
-    conn.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
+    # ORM-enabled statements: rows the session holds are kept in step with the delete.
+    session.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
     rows = signup_rows.subscription_rows(reader, subscriber_id, utcnow())
     if rows:
-        conn.execute(signup_rows.INSERT_SUBSCRIPTIONS, rows)  # a plain INSERT: both databases
-    session.expire_all()  # the ORM's view of their subscriptions is stale now
-
-
-def subscriptions_of(session: Session, subscriber_id: int) -> list[Subscription]:
-    """Their subscription rows (the caller orders them by the site's newsletters)."""
-    return list(session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id)))
+        session.execute(signup_rows.INSERT_SUBSCRIPTIONS, rows)
 
 
 def update_subscription(session: Session, sub: Subscriber, subscription: Subscription, changes: dict) -> bool:
@@ -248,12 +243,11 @@ def leave_newsletter(session: Session, sub: Subscriber, newsletter_id: int, *, a
                      now: dt.datetime | None = None) -> bool:
     """Take the reader off one newsletter; off the last one, they have left (`unsubscribe`).
     False if they were not on it (a second click changes nothing)."""
-    gone = session.execute(delete(Subscription).where(
-        Subscription.subscriber_id == sub.id, Subscription.newsletter_id == newsletter_id)
-        .execution_options(synchronize_session=False)).rowcount
-    if not gone:
+    subscription = session.get(Subscription, (newsletter_id, sub.id))
+    if subscription is None:
         return False
-    session.expire_all()
+    session.delete(subscription)
+    session.flush()
     audit(session, actor, "leave", f"subscriber:{sub.id}", newsletter_id=newsletter_id)
     log.info("newsletter_left", subscriber_id=sub.id, newsletter_id=newsletter_id)
     left = session.scalar(select(func.count()).select_from(Subscription)
@@ -271,8 +265,7 @@ def unsubscribe(session: Session, sub: Subscriber, *, actor: str, now: dt.dateti
     """
     if sub.status is SubscriberStatus.unsubscribed:
         return False
-    session.execute(delete(Subscription).where(Subscription.subscriber_id == sub.id)
-                    .execution_options(synchronize_session=False))
+    session.execute(delete(Subscription).where(Subscription.subscriber_id == sub.id))
     sub.status = SubscriberStatus.unsubscribed
     sub.unsubscribed_at = now or utcnow()
     sub.token_version = sub.token_version + 1

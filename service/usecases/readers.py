@@ -239,7 +239,6 @@ def _preferences_values(s: Session, sub: Subscriber) -> dict:
         "others": [{"id": n.id, "name": n.name, "description": n.description}
                    for n in catalogue.offered(s) if n.id not in on],
         "pending": sub.status is SubscriberStatus.pending,
-        "unsubscribe_url": link("unsubscribe", sub.id, sub.token_version),
         **_schedule_values(s, sub),
     }
 
@@ -256,7 +255,6 @@ def _schedule_values(s: Session, sub: Subscriber) -> dict:
         "time_zone": clocks.name_of(sub.time_zone),
         "time_zone_chosen": sub.time_zone is not None,  # else the page offers the browser's zone
         "zones": clocks.zone_names(),
-        "hours": _hour_options(),
         "weekdays": _weekday_options(),
         "caps": CAPS,
         "pause_weeks": PAUSE_WEEKS,
@@ -283,12 +281,16 @@ def _newsletter_id(raw: object, field_name: str) -> int:
 def _digest_changes(s: Session, subscription: Subscription, form: NewsletterChoices) -> dict:
     if len(form.sections) > MAX_SECTIONS_FIELDS:
         raise InvalidInput("sections", MSG_SECTIONS)
-    changes = {"sections": section_ids(s, form.sections), "digest_hour": choices.digest_hour(form.digest_hour, subscription.newsletter)}
-    if subscription.newsletter.frequency is Frequency.weekly:
+    n = subscription.newsletter
+    sections = section_ids(s, form.sections)
+    # A digest of some sections offers those (and any the reader had): nothing else is theirs to tick.
+    if n.sections and not set(sections) <= set(n.sections) | set(subscription.sections or []):
+        raise InvalidInput("sections", MSG_SECTIONS)
+    changes = {"sections": sections, "digest_hour": choices.digest_hour(form.digest_hour, n)}
+    if n.frequency is Frequency.weekly:
         changes["digest_weekday"] = choices.digest_weekday(form.digest_weekday)
     # The hour shown for a reader who never chose is the newsletter's (or the site's):
     # saving the page as it was keeps them following it.
-    n = subscription.newsletter
     if subscription.digest_hour is None and changes["digest_hour"] == effective_hour(None, newsletter=n):
         changes["digest_hour"] = None
     if (subscription.digest_weekday is None and "digest_weekday" in changes
