@@ -9,6 +9,7 @@ written.  Sections apply to the digests chosen, among each digest's own sections
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.models import Newsletter, NewsletterKind
@@ -53,21 +54,30 @@ def legacy(frequency: object, alerts: object) -> list[str]:
     return catalogue.legacy_slugs(parse_frequency(frequency, allow_none=False), parse_yes_no(alerts))
 
 
-def choose(session: Session, slugs: list[str], *, legacy_words: bool = False) -> list[Newsletter]:
-    """The newsletters the slugs name, in the site's order; InvalidInput naming the first
-    that is unknown, hidden or (asked for by name) not offered to readers."""
-    known = {n.slug: n for n in catalogue.every(session, hidden=True)}
+# Built once and read on the session's Connection: every signup asks it, and rows (not
+# ORM objects) are all a signup needs of the newsletters (usecases/subscribers.sign_up).
+_N = Newsletter.__table__.c
+_EVERY = sa.select(_N.slug, _N.id, _N.kind, _N.sections, _N.hidden, _N.offered).order_by(_N.position, _N.id)
+
+
+def choose(session: Session, slugs: list[str], *, legacy_words: bool = False) -> list:
+    """The newsletters the slugs name (rows: slug, id, kind, sections), in the site's
+    order; InvalidInput naming the first that is unknown, hidden or (asked for by name)
+    not offered to readers."""
+    rows = session.connection().execute(_EVERY).all()
+    known = {row.slug: row for row in rows}
     for slug in slugs:
         newsletter = known.get(slug)
         if newsletter is None or newsletter.hidden or not (newsletter.offered or legacy_words):
             raise InvalidInput("newsletters", MSG_UNKNOWN.format(slug=_shown(slug)))
-    chosen = catalogue.resolve(session, slugs)
+    wanted = set(slugs)
+    chosen = [row for row in rows if row.slug in wanted]
     if not chosen:
         raise InvalidInput("newsletters", MSG_NONE)
     return chosen
 
 
-def for_digest(newsletter: Newsletter, sections: list[int]) -> tuple[int, ...]:
+def for_digest(newsletter, sections: list[int]) -> tuple[int, ...]:
     """The reader's sections that this digest draws from (all of theirs if it draws from
     every section); none left means all of the digest's."""
     if not newsletter.sections:
@@ -76,14 +86,12 @@ def for_digest(newsletter: Newsletter, sections: list[int]) -> tuple[int, ...]:
     return tuple(s for s in sections if s in own)
 
 
-def picks(newsletters: list[Newsletter], sections: list[int]) -> list[Pick]:
-    """The subscription rows a signup writes (signup_rows.Pick)."""
+def picks(newsletters: list, sections: list[int]) -> list[Pick]:
+    """The subscription rows a signup writes (signup_rows.Pick), from newsletters (rows of
+    `choose`, or Newsletter objects): each one's id, kind and sections."""
     out = []
     for n in newsletters:
         digest = n.kind is NewsletterKind.digest
         out.append(Pick(n.id, digest, for_digest(n, sections) if digest else ()))
     return out
 
-
-def names(newsletters: list[Newsletter]) -> list[str]:
-    return [n.name for n in newsletters]
