@@ -509,6 +509,9 @@ def test_our_form_offers_the_newsletters_and_signs_up_to_those_ticked(client, en
                 "csrf_token": CSRF.search(client.get("/").text).group(1)}
         answer = client.post("/subscribe", data=data)
         assert answer.status_code == 400 and says in answer.text
+        # The error is tied to the newsletters' boxes, as to any field (the first one says so).
+        assert re.search(r'value="daily" aria-describedby="form-error about-daily"[^>]*aria-invalid="true"',
+                         answer.text)
     assert len(subscribers()) == 1
 
 

@@ -381,7 +381,8 @@ def welcome_context(
     lines = [_newsletter_line(site, n, time_zone) for n in newsletters] if newsletters is not None else None
     if lines is not None:
         chosen = [name for name, _ in lines]
-    ctx = _base(site, "welcome", "اخترت: " + " · ".join(chosen) + ".")
+    preheader = "اخترت: " + " · ".join(chosen) + "." if chosen else "اختر نشراتك من صفحة اشتراكك."
+    ctx = _base(site, "welcome", preheader)
     ctx.update(
         newsletter_lines=lines,
         section_names=names,
