@@ -473,9 +473,14 @@ def test_one_click_with_a_newsletter_leaves_only_it_and_the_last_one_leaves_all(
     bare = TestClient(client.app)
     one_click = {"content": b"List-Unsubscribe=One-Click",
                  "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
-    for _ in range(2):  # a second click is fine and changes nothing more
-        assert bare.post(f"/unsubscribe/{token}?n={nl['alerts']}", **one_click).status_code == 200
-        assert list(on(sub.id)) == ["daily"] and subscribers()[0].token_version == sub.token_version
+    with json_log_lines() as lines:
+        for _ in range(2):  # a second click is fine and changes nothing more
+            assert bare.post(f"/unsubscribe/{token}?n={nl['alerts']}", **one_click).status_code == 200
+            assert list(on(sub.id)) == ["daily"] and subscribers()[0].token_version == sub.token_version
+    left = [x for x in lines if x.get("event") == "newsletter_left"]
+    assert len(left) == 1 and (left[0]["subscriber_id"], left[0]["newsletter_id"]) == (sub.id, nl["alerts"])
+    logged = json.dumps(lines)
+    assert "reader@example.com" not in logged and token not in logged
     assert bare.post(f"/unsubscribe/{token}?n={nl['weekly']}", **one_click).status_code == 200  # not on it: fine
     assert list(on(sub.id)) == ["daily"]
     assert bare.post(f"/unsubscribe/{token}?n={nl['daily']}", **one_click).status_code == 200
