@@ -3,10 +3,13 @@ admins' page — a weekly sports digest with its own From name and List-Id, and 
 alerts newsletter — then an editor composes a special edition for the sports digest on
 the special edition page (its readers counted), sends it, and a real Celery worker mails
 it through the SMTP sink: only that newsletter's readers get it, with its List-Id, its
-From name and a one-click link that names it."""
+From name and a one-click link that names it.  Then a reader leaves that newsletter from
+the link in their mail, in a browser of their own, and the editor's next alert still
+reaches them while the next special edition of the sports digest does not."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -120,6 +123,55 @@ def test_an_admin_adds_newsletters_and_an_editor_sends_a_special_edition_to_one(
             assert mail.message["From"].addresses[0].display_name == "نشرة الرياضة"
             assert f"?e={eid}&n={sports_id}>" in mail.message["List-Unsubscribe"]
             assert TITLE in mail.message.get_body(("plain",)).get_content()
+
+        # The reader's side: fan0 leaves the sports digest from its mail's one-click link,
+        # in a browser of their own, and keeps getting the daily digest and the alerts.
+        left = next(m for m in mails if m.rcpt_tos == ["fan0@example.com"])
+        url = left.message["List-Unsubscribe"].split(",")[0].strip().strip("<>")
+        reader_ctx = browser.new_context()
+        try:
+            reader_page = reader_ctx.new_page()
+            reader_page.goto(url)
+            reader_page.get_by_role("button", name="ألغِ اشتراكي في «رياضة الأسبوع» فقط").click()
+            reader_page.get_by_text("رياضة الأسبوع").first.wait_for()
+        finally:
+            reader_ctx.close()
+        with session_scope() as s:
+            fan0 = s.scalar(sa.select(Subscriber).where(Subscriber.email == "fan0@example.com"))
+            assert [x.newsletter.slug for x in membership.of(s, fan0.id)] == ["daily", "alerts"]
+
+        # The editor goes on: an alert from the desk, then the next sports special edition.
+        smtp_sink.messages.clear()
+        with celery_worker_factory(queues=("alerts", "digests", "default"), concurrency=2):
+            page.goto(f"{live_server}/editor")
+            page.locator("select#newsletter").select_option("alerts")
+            page.get_by_label("العنوان").fill("عاجل: الحكومة تعلن خطة جديدة")
+            page.get_by_label("الرابط", exact=True).fill("https://news.example/plan")
+            page.get_by_role("button", name="معاينة").click()
+            page.locator("#audience").wait_for()
+            send = page.locator("#send")
+            send.scroll_into_view_if_needed()
+            send.click()
+            page.wait_for_url(re.compile(r"/editor\?sent=\d+"))
+            smtp_sink.wait_for(4, timeout=30)  # every reader of `alerts`: the three fans and daily-only
+            alert_to = sorted(r for m in smtp_sink.messages for r in m.rcpt_tos)
+            smtp_sink.messages.clear()
+            page.goto(f"{live_server}/editor/special")
+            page.get_by_label("العنوان", exact=True).fill("ليلة الكأس الثانية")
+            page.get_by_label("كلمات من العنوان").fill("المنتخب")
+            page.get_by_label("كلمات من العنوان").press("Enter")
+            page.get_by_role("button", name=f"أضف «{TITLE}»").click()
+            page.get_by_label("النشرة", exact=True).select_option("sports-weekly")
+            page.get_by_role("button", name="معاينة").click()
+            page.locator("#audience").wait_for()
+            send = page.locator("#send")
+            send.scroll_into_view_if_needed()
+            send.click()
+            page.get_by_text("بدأ إرسال النشرة رقم").wait_for()
+            smtp_sink.wait_for(2, timeout=30)
+            time.sleep(1.0)  # anything more (fan0's copy) would have come by now
+        assert alert_to == ["daily-only@example.com", "fan0@example.com", "fan1@example.com", "fan2@example.com"]
+        assert sorted(r for m in smtp_sink.messages for r in m.rcpt_tos) == ["fan1@example.com", "fan2@example.com"]
     finally:
         ctx.close()
 
