@@ -19,28 +19,24 @@ import sqlalchemy as sa
 from service import dispatch
 from service.config import reset_settings
 from service.db import session_scope
-from service.delivery.planner import plan
 from service.editions import schedule, upcoming
 from service.editions.digests import DigestError, create_digest
 from service.editions.variants import render_variant_for
 from service.models import (
     Article,
     ArticleVersion,
-    Delivery,
     Edition,
     EditionArticle,
-    EditionKind,
     Frequency,
     Newsletter,
     NewsletterKind,
     Section,
-    Subscriber,
     VersionKind,
 )
 from service.subscribers import hours
 from service.usecases.digests import send_due
-from tests.support.delivery import renderer
 from tests.support.readers import reader
+from tests.test_reader_schedule import digests, readers_of
 
 UTC = dt.UTC
 TICK = dt.timedelta(minutes=15)
@@ -97,18 +93,6 @@ def tick(start: dt.datetime, end: dt.datetime) -> dict[int, dt.datetime]:
             made[edition_id] = now
         now += TICK
     return made
-
-
-def digests() -> dict[str, Edition]:
-    with session_scope() as s:
-        return {e.idempotency_key: e for e in s.scalars(sa.select(Edition).where(Edition.kind == EditionKind.digest))}
-
-
-def readers_of(edition_id: int) -> set[str]:
-    with session_scope() as s:
-        plan(s, edition_id, renderer=renderer())
-        return set(s.scalars(sa.select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
-                             .where(Delivery.edition_id == edition_id)))
 
 
 def sections_of(edition_id: int) -> set[int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import re
 
 import pytest
 import sqlalchemy as sa
@@ -24,8 +23,8 @@ from service.staff.editors import create_editor
 from service.usecases import newsletters
 from tests.support.readers import reader
 from tests.test_cli import nashra
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.test_web_desk import CSRF, log_in
+from tests.test_web_desk import csrf_of as desk_csrf_of
 
 
 def snapshot() -> list[tuple]:
@@ -202,18 +201,8 @@ def desk(site, queue_redis):
         yield {"app": client.app, "editor": ("سلمى", editor), "admin": ("منى", admin)}
 
 
-def log_in(desk, who: str) -> TestClient:
-    client = TestClient(desk["app"])
-    name, token = desk[who]
-    form = client.get("/editor").text
-    resp = client.post("/editor/login", data={"csrf_token": CSRF.search(form).group(1), "name": name, "token": token},
-                       follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    return client
-
-
 def csrf_of(client, path: str = "/editor/newsletters") -> str:
-    return CSRF.search(client.get(path).text).group(1)
+    return desk_csrf_of(client, path)
 
 
 def test_an_admin_adds_edits_and_hides_newsletters_on_the_page(desk):
