@@ -9,6 +9,10 @@ Runs in one process, no HTTP (bench/bench_signup_load.py measures the whole serv
 
     .venv/bin/python bench/profile_signup.py [--rounds 6] [--before REV]
 
+`--before REV` runs REV's subscribers/lifecycle.py against today's schema, so REV must
+share it: a revision from before several newsletters (migration 0008) signs readers up
+into columns that are gone.
+
 Needs PostgreSQL (BENCH_PG_ADMIN_URL) and redis-server on PATH.  On a shared machine
 the absolute figures move with the load; compare lines of the same run.
 """
