@@ -5,6 +5,7 @@ the headers a newsletter's mail carries (its List-Id, its From name, n=<id> to l
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 
@@ -17,7 +18,16 @@ from hypothesis import strategies as st
 from service.cli.main import main as cli_main
 from service.db import session_scope
 from service.delivery.compose import compose, prepare
-from service.models import AuditLog, Newsletter, NewsletterKind, Section, SubscriberStatus
+from service.models import (
+    AuditLog,
+    Edition,
+    EditionKind,
+    EditionStatus,
+    Newsletter,
+    NewsletterKind,
+    Section,
+    SubscriberStatus,
+)
 from service.newsletters import catalogue
 from service.staff.editors import create_editor
 from service.usecases import newsletters
@@ -93,6 +103,28 @@ def test_cli_add_edit_hide_list_round_trip(site):
         actions = s.scalars(sa.select(AuditLog.action).where(AuditLog.action.startswith("newsletter."))
                             .order_by(AuditLog.id)).all()
     assert actions == ["newsletter.add", "newsletter.edit", "newsletter.hide", "newsletter.show"]
+
+
+def test_hiding_a_newsletter_names_its_scheduled_editions_which_still_go(site):
+    """Retiring a newsletter makes nothing new for it, but an edition an editor scheduled
+    for it was made on purpose: the console says which still go, and how to stop one."""
+    with session_scope() as s:
+        weekly = catalogue.by_slug(s, "weekly")
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        waiting = Edition(kind=EditionKind.special, status=EditionStatus.draft, title="عدد خاص", params={},
+                          newsletter_id=weekly.id, send_at=later)
+        gone = Edition(kind=EditionKind.special, status=EditionStatus.done, title="مضى", params={},
+                       newsletter_id=weekly.id, send_at=later - dt.timedelta(days=3))
+        s.add_all([waiting, gone])
+        s.flush()
+        waiting_id = waiting.id
+    hidden = nashra("newsletters", "hide", "weekly")
+    assert hidden.returncode == 0, hidden.stderr
+    assert f"1 scheduled edition(s) still go at their time: {waiting_id} " in hidden.stdout
+    quiet = nashra("newsletters", "hide", "daily")
+    assert quiet.returncode == 0 and "scheduled" not in quiet.stdout
+    with session_scope() as s:
+        assert s.get(Edition, waiting_id).status is EditionStatus.draft  # not cancelled behind the editor's back
 
 
 @pytest.mark.parametrize("args, words", [
@@ -235,8 +267,15 @@ def test_an_admin_adds_edits_and_hides_newsletters_on_the_page(desk):
         "csrf_token": csrf_of(admin), "action": "edit", "name": "رياضة", "slug": "sports-friday",
         "frequency": "daily", "hour": "", "from_name": "", "list_id": "sports.nashra.example", "offered": "yes"})
     assert edited.status_code == 200 and "حُفظت" in edited.text, edited.text
+    with session_scope() as s:  # an edition an editor scheduled for it: hiding says it still goes
+        waiting = Edition(kind=EditionKind.special, status=EditionStatus.draft, title="عدد خاص", params={},
+                          newsletter_id=nid, send_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=5))
+        s.add(waiting)
+        s.flush()
+        waiting_id = waiting.id
     hidden = admin.post(f"/editor/newsletters/{nid}", data={"csrf_token": csrf_of(admin), "action": "hide"})
     assert hidden.status_code == 200 and "أُخفيت" in hidden.text
+    assert f"أعدادها المجدولة ({waiting_id}) تُرسل في موعدها" in hidden.text
     with session_scope() as s:
         n = catalogue.by_slug(s, "sports-friday")
         assert (n.name, n.frequency.value, n.default_hour, n.default_weekday, n.sections, n.from_name, n.list_id,

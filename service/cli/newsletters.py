@@ -98,6 +98,10 @@ def cmd_hide(args) -> int:
     elif hidden:
         print(f"{row.name} [{row.slug}] hidden: not offered, nothing new is made for it; its {row.readers} "
               "reader(s) keep their subscription should it come back (`--show`)")
+        if row.scheduled:
+            print(f"  its {len(row.scheduled)} scheduled edition(s) still go at their time: "
+                  + ", ".join(str(i) for i in row.scheduled)
+                  + " (`nashra edition cancel EDITION` stops one)")
     else:
         print(f"{row.name} [{row.slug}] is back" + ("" if row.offered else " (not offered on the signup form)"))
     return 0

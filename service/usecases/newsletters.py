@@ -19,6 +19,7 @@ What is refused, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from service.config import get_settings
 from service.db import session_scope
 from service.logs import get_logger
 from service.models import (
+    Edition,
+    EditionStatus,
     Frequency,
     Newsletter,
     NewsletterKind,
@@ -80,6 +83,9 @@ class Row:
     hidden: bool
     readers: int  # confirmed readers on it
     position: int
+    # Its editions scheduled and not yet gone (a special edition or an alert with send_at):
+    # hiding it does not stop them — an editor made each on purpose — so hiding says so.
+    scheduled: list[int] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------- checks
@@ -289,19 +295,31 @@ def _readers(session: Session) -> dict[int, int]:
     return dict(rows.all())
 
 
-def _row(n: Newsletter, readers: int, names: dict[int, str]) -> Row:
+def _scheduled(session: Session) -> dict[int, list[int]]:
+    """newsletter id → ids of its scheduled editions still waiting (one query)."""
+    found: dict[int, list[int]] = {}
+    for newsletter_id, edition_id in session.execute(
+            sa.select(Edition.newsletter_id, Edition.id)
+            .where(Edition.status == EditionStatus.draft, Edition.send_at.is_not(None))
+            .order_by(Edition.send_at, Edition.id)):
+        found.setdefault(newsletter_id, []).append(edition_id)
+    return found
+
+
+def _row(n: Newsletter, readers: int, names: dict[int, str], scheduled: list[int]) -> Row:
     schedule, schedule_en = _schedule(n)
     ids = [i for i in (n.sections or []) if isinstance(i, int)]
     return Row(n.id, n.slug, n.name, n.description or "", n.kind.value, n.frequency.value if n.frequency else None,
                n.default_hour, n.default_weekday, schedule, schedule_en, [names.get(i, f"#{i}") for i in ids], ids,
                n.from_name, catalogue.list_id(n), n.list_id, bool(n.offered and not n.hidden), bool(n.hidden),
-               readers, n.position)
+               readers, n.position, scheduled)
 
 
 def _rows(session: Session, newsletters: list[Newsletter]) -> list[Row]:
     readers = _readers(session)
     names = dict(session.execute(sa.select(Section.id, Section.name)).all())
-    return [_row(n, readers.get(n.id, 0), names) for n in newsletters]
+    scheduled = _scheduled(session)
+    return [_row(n, readers.get(n.id, 0), names, scheduled.get(n.id, [])) for n in newsletters]
 
 
 def listing() -> list[Row]:

@@ -231,6 +231,9 @@ async def newsletters_change(request: Request, newsletter_id: int, editor: Edito
                 row, changed = newsletters.hide(newsletter_id, action == "hide", actor=editor.actor)
                 notice = (f"أُخفيت {row.name}: لا تُعرض ولا يُصنع لها جديد، ومن عليها يبقى عليها." if action == "hide"
                           else f"عادت {row.name}.") if changed else "لا تغيير."
+                if changed and action == "hide" and row.scheduled:
+                    notice += (f" أعدادها المجدولة ({'، '.join(str(i) for i in row.scheduled)}) تُرسل في موعدها؛"
+                               " ألغِ ما لا تريده من صفحة العدد الخاص.")
         except newsletters.NewsletterError as exc:
             status = 404 if str(exc).startswith("لا توجد نشرة") else 422
             return _newsletters_page(request, editor, status, error=str(exc))
