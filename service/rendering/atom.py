@@ -16,12 +16,23 @@ _NOT_XML = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *r
 
 
 @dataclass(frozen=True)
+class AtomCategory:
+    """One more <category> of an entry: `term` the machine's word (a slug), `label` the
+    reader's, `scheme` the IRI whose terms they are."""
+
+    term: str
+    label: str = ""
+    scheme: str = ""
+
+
+@dataclass(frozen=True)
 class AtomEntry:
     id: str  # a permanent IRI (we use the web copy's URL)
     title: str
     url: str
     updated: dt.datetime
     category: str = ""
+    more_categories: tuple[AtomCategory, ...] = ()
 
 
 def _when(d: dt.datetime) -> str:
@@ -61,4 +72,8 @@ def atom_feed(*, feed_id: str, title: str, self_url: str, page_url: str, entries
         sub(entry, "link", rel="alternate", type="text/html", href=e.url)
         if e.category:
             sub(entry, "category", term=_clean(e.category))
+        for c in e.more_categories:
+            attrs = {"term": _clean(c.term)} | ({"label": _clean(c.label)} if c.label else {}) \
+                | ({"scheme": c.scheme} if c.scheme else {})
+            sub(entry, "category", **attrs)
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)

@@ -8,6 +8,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from service.editions import archive, web_copy
 from service.editions.variants import render_variant_for
 from service.logs import get_logger
 from service.models import Edition, utcnow
-from service.rendering.atom import AtomEntry, atom_feed
+from service.rendering.atom import AtomCategory, AtomEntry, atom_feed
 
 log = get_logger(__name__)
 
@@ -84,42 +85,89 @@ def web_copy_page(edition_id: int, ref: str) -> WebCopy | None:
         return WebCopy(html=page, indexable=indexable)
 
 
+class NoSuchNewsletter(LookupError):
+    """`?newsletter=` names no newsletter (unknown, or not a slug at all): a 404."""
+
+
 @dataclass(frozen=True)
 class ArchivePage:
     entries: list[archive.ArchiveEntry]
     page: int
     pages: int
     feed_url: str
+    # The visible newsletters, for the page's navigation (hidden ones are left out of it,
+    # though their editions stay listed and their own archive answers by slug).
+    newsletters: list[archive.ArchiveNewsletter]
+    newsletter: archive.ArchiveNewsletter | None = None  # the one this page lists, if any
+
+    def page_query(self, page: int) -> str:
+        """The query string of another page of this listing (it keeps the filter)."""
+        params = {"newsletter": self.newsletter.slug} if self.newsletter else {}
+        return "?" + urlencode(params | {"page": page})
 
 
-def archive_page(page: int) -> ArchivePage | None:
-    """Page `page` (from 1) of the archive; None when the archive is not public or the
-    page is past the end (page 1 of an empty archive is a page that says so)."""
-    if not get_settings().archive_public or not 1 <= page <= MAX_PAGE:
+def _filter(session: Session, slug: str | None) -> tuple[list[archive.ArchiveNewsletter],
+                                                          archive.ArchiveNewsletter | None]:
+    everyone = archive.newsletters(session)
+    if slug is None:
+        return everyone, None
+    found = archive.find(everyone, slug)
+    if found is None:
+        raise NoSuchNewsletter(slug)
+    return everyone, found
+
+
+def _query(newsletter: archive.ArchiveNewsletter | None) -> str:
+    return "?" + urlencode({"newsletter": newsletter.slug}) if newsletter else ""
+
+
+def archive_page(page: int, newsletter: str | None = None) -> ArchivePage | None:
+    """Page `page` (from 1) of the archive, of one newsletter when `newsletter` (a slug)
+    is given; None when the archive is not public or the page is past the end (page 1 of
+    an empty archive is a page that says so).  NoSuchNewsletter when the slug names none.
+    Two statements, whatever the page: the newsletters, and the page's entries with
+    their count."""
+    settings = get_settings()
+    if not settings.archive_public or not 1 <= page <= MAX_PAGE:
         return None
     with session_scope() as session:
-        total = archive.count(session)
-        pages = max(1, math.ceil(total / archive.PER_PAGE))
-        if page > pages:
-            return None
-        found = archive.entries(session, offset=(page - 1) * archive.PER_PAGE)
-    return ArchivePage(entries=found, page=page, pages=pages, feed_url=get_settings().public_url + FEED_PATH)
+        everyone, chosen = _filter(session, newsletter)
+        found = archive.listing(session, newsletter_id=chosen.id if chosen else None,
+                                offset=(page - 1) * archive.PER_PAGE, limit=archive.PER_PAGE)
+    if not found.entries and page > 1:
+        return None
+    pages = max(1, math.ceil(found.total / archive.PER_PAGE))
+    return ArchivePage(entries=found.entries, page=page, pages=pages,
+                       feed_url=settings.public_url + FEED_PATH + _query(chosen),
+                       newsletters=[n for n in everyone if not n.hidden], newsletter=chosen)
 
 
-def archive_feed() -> bytes | None:
-    """The archive's Atom feed (its latest editions); None when the archive is not public."""
+def _feed_entry(settings, e: archive.ArchiveEntry) -> AtomEntry:
+    # An entry's id stays when SECRET_KEY (and so the copy's address) changes, and is the
+    # same in the whole archive's feed and its newsletter's.
+    newsletter = (AtomCategory(term=e.newsletter_slug, label=e.newsletter_name,
+                               scheme=settings.public_url + ARCHIVE_PATH + "?newsletter=")
+                  if e.newsletter_slug else None)
+    return AtomEntry(id=f"{settings.public_url}{ARCHIVE_PATH}#edition-{e.edition_id}", title=e.title, url=e.url,
+                     updated=e.sent_at, category=e.kind_label, more_categories=(newsletter,) if newsletter else ())
+
+
+def archive_feed(newsletter: str | None = None) -> bytes | None:
+    """The archive's Atom feed (its latest editions; of one newsletter when `newsletter`,
+    a slug, is given); None when the archive is not public, NoSuchNewsletter when the
+    slug names none."""
     settings = get_settings()
     if not settings.archive_public:
         return None
     with session_scope() as session:
-        found = archive.entries(session, limit=archive.FEED_ENTRIES)
-    # An entry's id stays when SECRET_KEY (and so the copy's address) changes.
+        _, chosen = _filter(session, newsletter)
+        found = archive.entries(session, newsletter_id=chosen.id if chosen else None, limit=archive.FEED_ENTRIES)
+    query = _query(chosen)
     return atom_feed(
-        feed_id=settings.public_url + ARCHIVE_PATH,
-        title=f"{settings.site_name} — أرشيف النشرة",
-        self_url=settings.public_url + FEED_PATH,
-        page_url=settings.public_url + ARCHIVE_PATH,
+        feed_id=settings.public_url + ARCHIVE_PATH + query,
+        title=f"{settings.site_name} — أرشيف {chosen.name if chosen else 'النشرة'}",
+        self_url=settings.public_url + FEED_PATH + query,
+        page_url=settings.public_url + ARCHIVE_PATH + query,
         updated=found[0].sent_at if found else utcnow(),
-        entries=[AtomEntry(id=f"{settings.public_url}{ARCHIVE_PATH}#edition-{e.edition_id}", title=e.title, url=e.url, updated=e.sent_at, category=e.kind_label)
-                 for e in found],
+        entries=[_feed_entry(settings, e) for e in found],
     )

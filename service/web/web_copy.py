@@ -2,7 +2,9 @@
 its Atom feed /archive/feed.atom): pages for anyone, nothing written, nothing personal.
 
 A path that names no copy (malformed, forged, a draft or cancelled edition) is a 404
-page, decided before the database is asked when the path cannot be one of ours.
+page, decided before the database is asked when the path cannot be one of ours; so is
+an archive of a newsletter that `?newsletter=` does not name (unknown, malformed, given
+twice).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _PAGE = re.compile(r"[1-9][0-9]{0,5}")
 NOT_FOUND = "لم نجد هذه الصفحة"
 MSG_NO_COPY = "لا توجد نسخة بهذا الرابط. إن نسخته من رسالة، فتأكد من نسخه كاملاً."
 MSG_NO_ARCHIVE = "أرشيف النشرة غير منشور."
+MSG_NO_NEWSLETTER = "لا توجد في الأرشيف نشرة بهذا المعرّف."
 # No token in these pages: browsers and proxies may keep them for a while.
 CACHE = "public, max-age=300"
 
@@ -59,13 +62,26 @@ def _clock(entry) -> str:
     return dates.clock_time(dates.local_time(entry.sent_at, settings.tz), arabic_digits=settings.arabic_indic_digits)
 
 
+def _newsletter(request: Request) -> tuple[bool, str | None]:
+    """(well-formed, the slug) of `?newsletter=`: none is the whole archive; more than
+    one (`?newsletter=a&newsletter=b`) names no one archive."""
+    given = request.query_params.getlist("newsletter")
+    return len(given) <= 1, given[0] if given else None
+
+
 @router.get(web_copies.ARCHIVE_PATH)
 def archive(request: Request, page: str = "1"):
+    if not get_settings().archive_public:
+        return _not_found(request, MSG_NO_ARCHIVE)
     if not _PAGE.fullmatch(page):
-        if not get_settings().archive_public:
-            return _not_found(request, MSG_NO_ARCHIVE)
         return error_page(request, "رقم صفحة غير صالح", "رقم الصفحة عدد صحيح يبدأ من 1.", status_code=400)
-    found = web_copies.archive_page(int(page))
+    single, slug = _newsletter(request)
+    if not single:
+        return _not_found(request, MSG_NO_NEWSLETTER)
+    try:
+        found = web_copies.archive_page(int(page), slug)
+    except web_copies.NoSuchNewsletter:
+        return _not_found(request, MSG_NO_NEWSLETTER)
     if found is None:
         return _not_found(request, MSG_NO_ARCHIVE if not get_settings().archive_public else "لا توجد صفحة بهذا الرقم.")
     days = [(day, [(e, _clock(e)) for e in group]) for day, group in groupby(found.entries, key=_day)]
@@ -74,7 +90,12 @@ def archive(request: Request, page: str = "1"):
 
 @router.get(web_copies.FEED_PATH)
 def archive_feed(request: Request):
-    feed = web_copies.archive_feed()
+    single, slug = _newsletter(request)
+    try:
+        feed = web_copies.archive_feed(slug) if single else None
+    except web_copies.NoSuchNewsletter:
+        feed = None
     if feed is None:
-        return _not_found(request, MSG_NO_ARCHIVE)
+        public = get_settings().archive_public
+        return _not_found(request, MSG_NO_NEWSLETTER if public else MSG_NO_ARCHIVE)
     return Response(feed, media_type="application/atom+xml; charset=utf-8", headers={"Cache-Control": CACHE})
