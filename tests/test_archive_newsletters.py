@@ -219,7 +219,7 @@ def test_one_newsletters_feed_has_its_own_title_self_link_and_entries(client, pu
     assert [(t.term, t.get("label")) for t in alert.tags] == [("عاجل", None), ("alerts", "عاجل")]
 
 
-def test_one_page_is_two_statements_however_many_it_lists(client, public_archive):
+def test_one_page_is_two_statements_at_most_however_many_it_lists(client, public_archive):
     make_archive()
     statements: list[str] = []
 
@@ -229,13 +229,15 @@ def test_one_page_is_two_statements_however_many_it_lists(client, public_archive
     engine = get_engine()
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
-        for path in ("/archive", "/archive?newsletter=sports", "/archive/feed.atom?newsletter=sports"):
+        for path, expected in (("/archive", 2), ("/archive?newsletter=sports", 2),
+                               ("/archive/feed.atom?newsletter=sports", 2), ("/archive/feed.atom", 1)):
             statements.clear()
             assert client.get(path).status_code == 200
-            # The newsletters (navigation and slug) and the page's entries with their count
-            # in one statement that joins their newsletter: no query per entry.
-            assert len(statements) == 2, (path, statements)
-            assert "newsletters" in statements[1] and "count(*) OVER ()" in statements[1]
+            # The newsletters (navigation and slug; the whole feed needs neither) and the
+            # page's entries with their count in one statement that joins their newsletter:
+            # no query per entry, no second one to count.
+            assert len(statements) == expected, (path, statements)
+            assert "newsletters" in statements[-1] and "count(*) OVER ()" in statements[-1]
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
 

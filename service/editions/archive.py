@@ -137,10 +137,3 @@ def entries(session: Session, *, newsletter_id: int | None = None, offset: int =
     """Up to `limit` entries from `offset`, newest first."""
     return listing(session, newsletter_id=newsletter_id, offset=offset, limit=limit).entries
 
-
-def count(session: Session, *, newsletter_id: int | None = None) -> int:
-    query = (sa.select(sa.func.count()).select_from(Edition)
-             .where(Edition.kind.in_(ARCHIVED_KINDS), Edition.status.in_(LISTED)))
-    if newsletter_id is not None:
-        query = query.where(Edition.newsletter_id == newsletter_id)
-    return session.scalar(query) or 0

@@ -160,7 +160,8 @@ def archive_feed(newsletter: str | None = None) -> bytes | None:
     if not settings.archive_public:
         return None
     with session_scope() as session:
-        _, chosen = _filter(session, newsletter)
+        # The whole archive's feed has no navigation: the newsletters are read only for a slug.
+        chosen = _filter(session, newsletter)[1] if newsletter is not None else None
         found = archive.entries(session, newsletter_id=chosen.id if chosen else None, limit=archive.FEED_ENTRIES)
     query = _query(chosen)
     return atom_feed(
