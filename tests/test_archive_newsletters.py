@@ -34,7 +34,7 @@ from service.models import (
     utcnow,
 )
 from service.web.app import create_app
-from tests.test_archive import NOW, _sent
+from tests.test_archive import ARTIFACTS, NOW, _sent
 from tests.test_hardening_fuzz import FUZZ
 from tests.test_web_accessibility import Audit, _context, axe_source  # noqa: F401 — axe_source is the fixture
 from tests.test_web_copy import add_article
@@ -282,7 +282,9 @@ def test_with_the_archive_off_a_newsletters_archive_is_the_same_404(client, monk
        feed=st.booleans())
 def test_any_newsletter_value_is_answered_without_a_5xx(client, public_archive, values, feed):
     path = "/archive/feed.atom" if feed else "/archive"
+    before = _written()
     answer = client.get(path, params=[("newsletter", v) for v in values])
+    assert _written() == before
     assert answer.status_code in (200, 404), (values, answer.status_code)
     known = {"daily", "weekly", "alerts"}  # the database the fixture left: the first three only
     assert (answer.status_code == 200) == (len(values) == 1 and values[0] in known), values
@@ -299,6 +301,10 @@ def test_the_archive_with_its_navigation_passes_axe(public_archive, live_server,
         nav = page.get_by_role("navigation", name="نشرات الأرشيف")
         assert nav.get_by_role("link").count() == 6
         audit.page(page, "archive with its newsletters")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.set_viewport_size({"width": 320, "height": 640})
+        page.screenshot(path=str(ARTIFACTS / "archive-newsletters-320.png"), full_page=True)
+        page.set_viewport_size({"width": 1000, "height": 800})
         nav.get_by_role("link", name=SPORTS).click()
         page.get_by_role("heading", name=f"أرشيف {SPORTS}").wait_for()
         assert page.locator("ol.archive li").count() == 3
