@@ -15,7 +15,6 @@ import xml.etree.ElementTree as ET
 import feedparser
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,7 +32,7 @@ from service.models import (
     Section,
     utcnow,
 )
-from service.web.app import create_app
+from tests import test_archive
 from tests.test_archive import ARTIFACTS, NOW, _sent
 from tests.test_hardening_fuzz import FUZZ
 from tests.test_web_accessibility import Audit, _context, axe_source  # noqa: F401 — axe_source is the fixture
@@ -43,6 +42,11 @@ __all__ = ["axe_source"]  # the fixture, shared with tests/test_web_accessibilit
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SPORTS, SPORTS_ALERTS, RAMADAN = "رياضة الأسبوع", "عاجل الرياضة", "نشرة رمضان"
+
+
+# The archive tests' own fixtures: the HTTP app on PostgreSQL, the archive switched on.
+client = test_archive.client
+public_archive = test_archive.public_archive
 
 
 def _newsletter(s, slug: str, name: str, kind: NewsletterKind, position: int) -> Newsletter:
@@ -107,19 +111,6 @@ def _written() -> tuple:
     with session_scope() as s:
         return (s.execute(sa.select(Newsletter.__table__)).all(),
                 s.execute(sa.select(Edition.id, Edition.status, Edition.newsletter_id)).all())
-
-
-@pytest.fixture
-def public_archive(monkeypatch):
-    monkeypatch.setenv("ARCHIVE_PUBLIC", "true")
-    reset_settings()
-
-
-@pytest.fixture
-def client(pg_env, redis_url, monkeypatch):
-    monkeypatch.setenv("PUBLIC_URL", "https://news.example")
-    reset_settings()
-    return TestClient(create_app(), raise_server_exceptions=False, base_url="https://news.example")
 
 
 def test_every_entry_names_its_newsletter_and_the_navigation_links_the_visible_ones(client, public_archive):
