@@ -221,6 +221,8 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default_factory=lambda: Path.cwd() / "var",
                           validation_alias=AliasChoices("VAR_DIR", "NASHRA_VAR_DIR"))
     site_name: str = "نشرة"
+    # The List-Id of mail no newsletter sends; each newsletter's is `<slug>.` + its domain
+    # (service/newsletters/catalogue.list_id) unless an admin set its own.
     list_id: str = "digest.nashra.example"
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="LOG_LEVEL")
