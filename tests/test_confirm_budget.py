@@ -23,7 +23,6 @@ from service import limits
 from service.config import reset_settings
 from service.db import session_scope
 from service.models import Subscriber, SubscriberStatus
-from service.newsletters import catalogue
 from service.subscribers import confirm_budget, consent, lifecycle, privacy
 from service.subscribers.confirm_budget import domain_key
 from service.usecases import signups
@@ -45,7 +44,7 @@ def budget(monkeypatch):
 
 def sign_up(email: str, now: dt.datetime) -> lifecycle.SignupResult:
     with session_scope() as s:
-        picks = signups.picks(catalogue.resolve(s, ["daily"]), [])
+        picks = signups.picks(signups.choose(s, ["daily"]), [])
         return lifecycle.signup(s, email=email, picks=picks, consent_source="web:form", now=now)
 
 

@@ -42,7 +42,7 @@ def no_broker(monkeypatch):
 
 
 def _signup(s, email="reader@example.com", newsletters=("daily", "alerts"), sections=(), **kw):
-    picks = signups.picks(catalogue.resolve(s, list(newsletters)), list(sections))
+    picks = signups.picks(signups.choose(s, list(newsletters)), list(sections))
     args = dict(email=email, picks=picks, consent_source="web:form")
     args.update(kw)
     return lifecycle.signup(s, **args)

@@ -164,7 +164,7 @@ def _template(conn, edition_id: int, kind: str, variant: str) -> VariantTemplate
     if row is None:
         return None
     tpl = prepare(edition_id, kind, variant, row[0], row[1], row[2],
-                  newsletter=newsletter_of_edition(conn, edition_id))  # its List-Id, From name, n= (C)
+                  newsletter=newsletter_of_edition(conn, edition_id))  # its List-Id, From name, n=
     with _templates_lock:
         _templates[key] = tpl
         while len(_templates) > _TEMPLATE_CACHE_SIZE:

@@ -81,20 +81,6 @@ def find(session: Session, value: str | int) -> Newsletter:
     return found
 
 
-def resolve(session: Session, slugs: list[str], *, hidden_ok: bool = False) -> list[Newsletter]:
-    """The newsletters named by `slugs`, in the site's order; NewsletterError naming the
-    first that is not one (or is hidden, unless `hidden_ok`)."""
-    known = {n.slug: n for n in every(session, hidden=True)}
-    chosen = []
-    for slug in slugs:
-        newsletter = known.get(slug) if isinstance(slug, str) else None
-        if newsletter is None or (newsletter.hidden and not hidden_ok):
-            raise NewsletterError(f"no newsletter {str(slug)[:64]!r}")
-        if newsletter not in chosen:
-            chosen.append(newsletter)
-    return sorted(chosen, key=lambda n: (n.position, n.id))
-
-
 def legacy_slugs(frequency: str | Frequency | None, alerts: bool) -> list[str]:
     """The newsletters one subscription of before meant: its digest (daily or weekly;
     none: no digest) and, with alerts on, `alerts`."""

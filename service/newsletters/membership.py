@@ -7,12 +7,10 @@ reader's row keeps what is theirs whatever they read: address, status, clock, pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Newsletter, NewsletterKind, Subscriber, Subscription
+from service.models import Newsletter, NewsletterKind, Subscription
 
 # The choices a subscription carries, by newsletter kind (the rest stay at their defaults).
 DIGEST_CHOICES = ("sections", "digest_hour", "digest_weekday")
@@ -54,22 +52,6 @@ def join(session: Session, subscriber_id: int, newsletter: Newsletter, **choices
     return subscription
 
 
-def keep_only(session: Session, subscriber_id: int, newsletters: Iterable[Newsletter],
-              sections: list[int] | None = None) -> list[Subscription]:
-    """Make the reader's newsletters exactly these: new ones joined (a digest with
-    `sections`, if given), ones they are on kept with their choices, others left."""
-    wanted = {n.id: n for n in newsletters}
-    for subscription in of(session, subscriber_id):
-        if subscription.newsletter_id not in wanted:
-            session.delete(subscription)
-    session.flush()
-    for newsletter in wanted.values():
-        if find(session, subscriber_id, newsletter.id) is None:
-            extra = {"sections": list(sections)} if sections and newsletter.kind is NewsletterKind.digest else {}
-            join(session, subscriber_id, newsletter, **extra)
-    return of(session, subscriber_id)
-
-
 def leave(session: Session, subscriber_id: int, newsletter_id: int) -> int | None:
     """Take the reader off one newsletter.  How many they are still on, or None when they
     were not on it (a second click changes nothing)."""
@@ -88,8 +70,3 @@ def count(session: Session, subscriber_id: int) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(Subscription)
                           .where(Subscription.subscriber_id == subscriber_id)) or 0
 
-
-def on(newsletter_id: int | sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """SQL: the reader (Subscriber) is on this newsletter."""
-    return sa.exists().where(Subscription.subscriber_id == Subscriber.id,
-                             Subscription.newsletter_id == newsletter_id)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service import limits
 from service.logs import get_logger
-from service.models import Subscriber, SubscriberStatus, Subscription, audit, utcnow
+from service.models import Newsletter, Subscriber, SubscriberStatus, Subscription, audit, utcnow
+from service.newsletters import membership
 from service.subscribers import confirm_budget, consent, hashes, manage_link, signup_rows
 from service.subscribers.consent import Evidence
 from service.subscribers.mail import queue_transactional
@@ -191,8 +192,7 @@ def confirm(session: Session, token: str, now: dt.datetime | None = None, eviden
 
 
 def _replace_subscriptions(session: Session, reader: signup_rows.NewReader, subscriber_id: int) -> None:
-    # ORM-enabled statements: rows the session holds are kept in step with the delete.
-    session.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
+    membership.leave_all(session, subscriber_id)
     rows = signup_rows.subscription_rows(reader, subscriber_id, utcnow())
     if rows:
         session.execute(signup_rows.INSERT_SUBSCRIPTIONS, rows)
@@ -215,11 +215,9 @@ def update_subscription(session: Session, sub: Subscriber, subscription: Subscri
 
 def join(session: Session, sub: Subscriber, newsletter_id: int) -> bool:
     """Put the reader on one more newsletter with its defaults.  False if already on it."""
-    if session.get(Subscription, (newsletter_id, sub.id)) is not None:
+    if membership.find(session, sub.id, newsletter_id) is not None:
         return False
-    session.add(Subscription(newsletter_id=newsletter_id, subscriber_id=sub.id, sections=[], quiet_mode="hold",
-                             alerts_today=0))
-    session.flush()
+    membership.join(session, sub.id, session.get(Newsletter, newsletter_id))
     audit(session, f"subscriber:{sub.id}", "join", f"subscriber:{sub.id}", newsletter_id=newsletter_id)
     log.info("newsletter_joined", subscriber_id=sub.id, newsletter_id=newsletter_id)
     return True
@@ -243,15 +241,11 @@ def leave_newsletter(session: Session, sub: Subscriber, newsletter_id: int, *, a
                      now: dt.datetime | None = None) -> bool:
     """Take the reader off one newsletter; off the last one, they have left (`unsubscribe`).
     False if they were not on it (a second click changes nothing)."""
-    subscription = session.get(Subscription, (newsletter_id, sub.id))
-    if subscription is None:
+    left = membership.leave(session, sub.id, newsletter_id)
+    if left is None:
         return False
-    session.delete(subscription)
-    session.flush()
     audit(session, actor, "leave", f"subscriber:{sub.id}", newsletter_id=newsletter_id)
     log.info("newsletter_left", subscriber_id=sub.id, newsletter_id=newsletter_id)
-    left = session.scalar(select(func.count()).select_from(Subscription)
-                          .where(Subscription.subscriber_id == sub.id)) or 0
     if not left:
         unsubscribe(session, sub, actor=actor, now=now)
     return True
@@ -265,7 +259,7 @@ def unsubscribe(session: Session, sub: Subscriber, *, actor: str, now: dt.dateti
     """
     if sub.status is SubscriberStatus.unsubscribed:
         return False
-    session.execute(delete(Subscription).where(Subscription.subscriber_id == sub.id))
+    membership.leave_all(session, sub.id)
     sub.status = SubscriberStatus.unsubscribed
     sub.unsubscribed_at = now or utcnow()
     sub.token_version = sub.token_version + 1

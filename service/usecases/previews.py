@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.db import session_factory
+from service.delivery.compose import newsletter_of_edition
 from service.delivery.planner import audience_by_variant
 from service.editions.variants import render_variant_for
 from service.models import Edition, Newsletter
@@ -25,16 +26,7 @@ class Unsaved:
     html: str  # the personal links point at the site's home page
     text: str
     audience: dict[str, int]  # readers per variant
-    newsletter: Newsletter | None = None  # a detached copy of the edition's: its headers for a test copy
-
-
-def detached(newsletter: Newsletter | None) -> Newsletter | None:
-    """A copy of the fields the headers read (catalogue.list_id, from_header), bound to no
-    session: it outlives the preview's rolled-back transaction."""
-    if newsletter is None:
-        return None
-    return Newsletter(id=newsletter.id, slug=newsletter.slug, name=newsletter.name, kind=newsletter.kind,
-                      frequency=newsletter.frequency, from_name=newsletter.from_name, list_id=newsletter.list_id)
+    newsletter: Newsletter | None = None  # the edition's (compose.newsletter_of_edition): a test copy's headers
 
 
 def unsaved(make: Callable[[Session], Edition], error: type[Exception], nothing: str) -> Unsaved:
@@ -49,8 +41,8 @@ def unsaved(make: Callable[[Session], Edition], error: type[Exception], nothing:
         except ValueError as exc:
             raise error(str(exc)) from None
         counts = audience_by_variant(session, edition)
-        newsletter_id = getattr(edition, "newsletter_id", None)
-        newsletter = detached(session.get(Newsletter, newsletter_id)) if newsletter_id else None
+        # Read before the rollback, as a copy bound to no session: its headers for a test copy.
+        newsletter = newsletter_of_edition(session, edition.id)
     finally:
         session.rollback()
         session.close()
